@@ -1,0 +1,107 @@
+//! The validated configuration of a normalization layer.
+//!
+//! Every type here is `const`-constructible (`Cow::Borrowed`), so the `#[norm]` macro can
+//! bake a validated [`Spec`] into the generated code as a `static`, while `DynNorm` builds the
+//! same value at run time. Code that receives a `Spec` may assume it passed [`crate::parse_tokens`].
+
+use std::borrow::Cow;
+
+/// The largest input rank a layer may declare.
+pub const MAX_RANK: usize = 8;
+
+/// One axis of the input tensor, in memory order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Axis {
+    /// The axis name as written (`N`, `C`, `kh`, ...).
+    pub name: Cow<'static, str>,
+    /// The size fixed in `input` (`"C=64"`), if any.
+    pub size: Option<usize>,
+}
+
+/// An axis that indexes affine parameters: an input axis or the implicit group axis `G`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamAxis {
+    /// The input axis with this index into [`Spec::input`].
+    Input(usize),
+    /// The implicit group axis `G` created by `groups` (it sits where `C` is).
+    Group,
+}
+
+/// The affine transformation applied after normalization.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Affine {
+    /// No scale or shift.
+    None,
+    /// Learnable `gamma`/`beta` indexed by these axes, listed in memory order
+    /// (`Group` sits at the position of `C`). The bare `affine` flag is `Axes([Input(C)])`.
+    Axes(Cow<'static, [ParamAxis]>),
+    /// Scale and shift are passed to `forward_*`, indexed by the kept axes.
+    External,
+}
+
+/// Where `eps` enters the normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EpsMode {
+    /// x̂ = (x − μ) / √(σ² + eps)
+    Var,
+    /// x̂ = (x − μ) / (√σ² + eps) (Weight Standardization)
+    Std,
+}
+
+/// The running-statistics update rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Momentum {
+    /// running ← (1 − m)·running + m·batch
+    Exponential(f64),
+    /// plain average over `num_batches_tracked` (m = 1/num_batches_tracked)
+    Cumulative,
+}
+
+/// One normalization stage: the whole layer, or one step of a `chain(...)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    /// The stage's field name in a chain (`bn`, `gn`); empty for a single-stage layer.
+    pub name: Cow<'static, str>,
+    /// Bit `i` set: input axis `i` is reduced (statistics run over it).
+    pub axes: u16,
+    /// `groups = g`: `C` is split into `g` contiguous groups.
+    pub groups: Option<usize>,
+    /// The affine parameters.
+    pub affine: Affine,
+    /// Whether `beta` exists (`bias = false`: scale only). Always `false` without `Affine::Axes`.
+    pub bias: bool,
+    /// `false`: no mean subtraction; divide by the root mean square (RMSNorm).
+    pub center: bool,
+    /// The epsilon added to the variance (or to the standard deviation, see `eps_mode`).
+    pub eps: f64,
+    /// Where `eps` enters.
+    pub eps_mode: EpsMode,
+    /// Normalize with the unbiased (n − 1) variance.
+    pub unbiased: bool,
+    /// Keep running statistics (used in eval mode).
+    pub running_stats: bool,
+    /// The running-statistics update rule (meaningful only with `running_stats`).
+    pub momentum: Momentum,
+}
+
+impl Stage {
+    /// Whether input axis `i` is reduced.
+    pub fn reduces(&self, i: usize) -> bool {
+        self.axes & (1 << i) != 0
+    }
+}
+
+/// A validated layer configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    /// The input axes in memory order (last is fastest).
+    pub input: Cow<'static, [Axis]>,
+    /// Index of the axis named `C`, if any.
+    pub channel: Option<usize>,
+    /// Index of the axis named `N`, if any.
+    pub batch: Option<usize>,
+    /// The stages: one for a plain layer, one per `chain` entry otherwise.
+    pub stages: Cow<'static, [Stage]>,
+    /// Whether the layer was declared with `chain(...)`.
+    pub chain: bool,
+}
