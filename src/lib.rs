@@ -1,1 +1,57 @@
-//! stub
+//! # normkit
+//!
+//! Every normalization layer of deep learning — Batch Norm, Layer Norm, Instance Norm,
+//! Group Norm, Weight Standardization, Batch-Channel Norm, AdaIN, RMSNorm and any variant a
+//! researcher can think of — as **one declaration**, checked at compile time, with
+//! specialized forward and backward passes over [`ndarray`].
+//!
+//! ```
+//! use normkit::prelude::*;
+//! use normkit::ndarray::Array4;
+//!
+//! /// Group Norm with 2 groups and per-channel γ/β.
+//! #[norm(input = "N,C,H,W", axes = "C,H,W", groups = 2, affine)]
+//! pub struct GroupNorm2;
+//!
+//! let mut gn = GroupNorm2::<f64>::new(4); // C = 4
+//! let x = Array4::from_shape_fn((2, 4, 3, 3), |(n, c, h, w)| (n * 7 + c * 5 + h * 3 + w) as f64);
+//! let (y, saved) = gn.forward(x.view(), Mode::Train)?;
+//! let grads = gn.backward(x.view(), y.view(), &saved)?;
+//! assert_eq!(grads.dgamma.unwrap().shape(), &[4]);
+//! # Ok::<(), NormError>(())
+//! ```
+//!
+//! A wrong configuration is a compile error that points at the offending token:
+//!
+//! ```compile_fail
+//! use normkit::prelude::*;
+//! #[norm(input = "N,C=48,H,W", axes = "C,H,W", groups = 32)]
+//! struct Bad;
+//! ```
+//!
+//! The same configuration language works at run time through [`NormSpec`] and [`DynNorm`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub use ndarray;
+pub use norm_macros::norm;
+pub use norm_runtime::{
+    ChainGrads, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, SpecError,
+    SpecIssue, StageGrads, StageParams,
+};
+/// The configuration language's validated form and derived shapes (`norm-spec`).
+pub use norm_spec as spec;
+
+/// The names most programs need: `use normkit::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        ndarray, norm, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, StageGrads,
+    };
+}
+
+/// Items used by the code `#[norm]` generates. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use norm_runtime::__private::*;
+    pub use norm_runtime::{Float, Grads, Mode, Moments, NormError, Saved, StageGrads};
+}

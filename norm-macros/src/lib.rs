@@ -1,5 +1,20 @@
-//! stub
+//! The `#[norm(...)]` attribute macro of normkit. Depend on the `normkit` crate, which
+//! re-exports it together with the runtime the generated code calls.
+//!
+//! The entry point converts to `proc_macro2` at once and calls [`expand::expand`]: tokens are
+//! converted to `norm-spec`'s token trees ([`tokens`]), parsed and validated by the one
+//! validator, and the generated code ([`expand`]) runs only on a valid spec.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod expand;
+mod tokens;
+
 use proc_macro::TokenStream;
-/// stub
+
+/// Declares a normalization layer. See the `normkit` crate for the keys and what is
+/// generated.
 #[proc_macro_attribute]
-pub fn norm(_a: TokenStream, i: TokenStream) -> TokenStream { i }
+pub fn norm(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(attr.into(), item.into()).into()
+}

@@ -1,1 +1,31 @@
-//! stub
+//! `norm-runtime`: the kernels, layer state types, errors and the dynamic layer behind
+//! normkit's `#[norm]` layers. Use it through the `normkit` crate.
+//!
+//! The pipeline: a validated [`norm_spec::Spec`] and an input shape make a plan (the
+//! canonical reduction pattern); the kernels compute per-group moments, normalize (with the
+//! affine parameters folded in where they allow it), and run the fused backward passes.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod dynamic;
+mod error;
+mod float;
+mod kernels;
+mod layer;
+mod plan;
+mod stage;
+mod types;
+
+pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
+pub use error::NormError;
+pub use float::Float;
+pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
+
+/// Items used by the code `#[norm]` generates. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::layer::{backward_into, forward_into, stats};
+    pub use crate::stage::{LayerInfo, Running, StageState};
+    pub use ndarray;
+    pub use norm_spec as spec;
+}

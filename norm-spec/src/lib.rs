@@ -8,6 +8,7 @@
 //!
 //! This crate has no dependencies.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 mod check;
 mod ir;

@@ -52,7 +52,9 @@ pub fn param_axes(stage: &Stage) -> Option<&[ParamAxis]> {
 pub fn ctor_args(spec: &Spec) -> Vec<usize> {
     let mut used = vec![false; spec.input.len()];
     for stage in spec.stages.iter() {
-        let params = param_axes(stage).map(<[ParamAxis]>::to_vec).unwrap_or_default();
+        let params = param_axes(stage)
+            .map(<[ParamAxis]>::to_vec)
+            .unwrap_or_default();
         let running = running_axes(spec, stage).unwrap_or_default();
         for axis in params.into_iter().chain(running) {
             if let ParamAxis::Input(i) = axis {
@@ -115,7 +117,11 @@ fn write_stage(f: &mut fmt::Formatter<'_>, spec: &Spec, stage: &Stage) -> fmt::R
         Affine::None => {}
         Affine::External => write!(f, ", affine = external")?,
         Affine::Axes(axes) => {
-            write!(f, ", affine = \"{}\"", join_axes(spec, axes.iter().copied()))?;
+            write!(
+                f,
+                ", affine = \"{}\"",
+                join_axes(spec, axes.iter().copied())
+            )?;
             write!(f, ", bias = {}", stage.bias)?;
         }
     }

@@ -1,0 +1,481 @@
+//! Layers configured at run time: [`NormSpec`] (the same parser and validator as the
+//! `#[norm]` macro) and [`DynNorm`] (the same entry points as generated layers).
+
+use std::fmt;
+use std::ops::Range;
+
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use norm_spec::{shapes, Affine, Spec};
+
+use crate::layer;
+use crate::stage::{LayerInfo, Running, StageState};
+use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
+use crate::{Float, NormError};
+
+/// One error of a configuration: the same message the `#[norm]` macro gives, and the byte
+/// range of the offending text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecIssue {
+    /// What is wrong and what would be valid.
+    pub message: String,
+    /// Byte range in the parsed text.
+    pub span: Range<usize>,
+}
+
+/// Every error of a configuration text (all of them, not only the first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpecError {
+    /// The errors, in source order.
+    pub errors: Vec<SpecIssue>,
+    source: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, e) in self.errors.iter().enumerate() {
+            if k > 0 {
+                writeln!(f)?;
+            }
+            let at = self.source.get(e.span.clone()).unwrap_or("");
+            write!(
+                f,
+                "{} (at {}..{}: `{at}`)",
+                e.message, e.span.start, e.span.end
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// A validated layer configuration, parsed at run time.
+///
+/// ```
+/// use normkit::NormSpec;
+/// let spec = NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#)?;
+/// assert!(NormSpec::parse(r#"axes = "C,H,X""#).is_err());
+/// # Ok::<(), normkit::SpecError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormSpec {
+    spec: Spec,
+}
+
+impl NormSpec {
+    /// Parses and validates a configuration written with the attribute's syntax. Rejects
+    /// what `#[norm(...)]` rejects, with the same messages.
+    pub fn parse(src: &str) -> Result<NormSpec, SpecError> {
+        norm_spec::parse_str(src)
+            .map(|spec| NormSpec { spec })
+            .map_err(|errors| SpecError {
+                errors: errors
+                    .into_iter()
+                    .map(|e| SpecIssue {
+                        message: e.message,
+                        span: e.span,
+                    })
+                    .collect(),
+                source: src.to_string(),
+            })
+    }
+
+    /// The validated configuration.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+}
+
+impl fmt::Display for NormSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.spec.fmt(f)
+    }
+}
+
+/// The parameters and running statistics of one stage of a [`DynNorm`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageParams<T> {
+    /// `gamma`, shaped by the affine axes (`affine` with axes).
+    pub gamma: Option<ArrayD<T>>,
+    /// `beta`, shaped by the affine axes (`affine` with axes and `bias`).
+    pub beta: Option<ArrayD<T>>,
+    /// `running_mean`, shaped by the kept axes minus `N` (`running_stats`).
+    pub running_mean: Option<ArrayD<T>>,
+    /// `running_var` (`running_stats`).
+    pub running_var: Option<ArrayD<T>>,
+    /// Number of training batches seen (`running_stats`).
+    pub num_batches_tracked: u64,
+}
+
+impl<T: Float> StageParams<T> {
+    fn state<'s>(
+        &'s self,
+        external: Option<(ArrayViewD<'s, T>, ArrayViewD<'s, T>)>,
+    ) -> StageState<'s, T> {
+        StageState {
+            gamma: self.gamma.as_ref().map(|a| a.view()),
+            beta: self.beta.as_ref().map(|a| a.view()),
+            external,
+            running: match (&self.running_mean, &self.running_var) {
+                (Some(m), Some(v)) => Some(Running::View {
+                    mean: m.view(),
+                    var: v.view(),
+                }),
+                _ => None,
+            },
+        }
+    }
+
+    fn state_mut<'s>(
+        &'s mut self,
+        external: Option<(ArrayViewD<'s, T>, ArrayViewD<'s, T>)>,
+    ) -> StageState<'s, T> {
+        StageState {
+            gamma: self.gamma.as_ref().map(|a| a.view()),
+            beta: self.beta.as_ref().map(|a| a.view()),
+            external,
+            running: match (&mut self.running_mean, &mut self.running_var) {
+                (Some(m), Some(v)) => Some(Running::Mut {
+                    mean: m.view_mut(),
+                    var: v.view_mut(),
+                    count: &mut self.num_batches_tracked,
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A normalization layer configured at run time.
+///
+/// It runs the same kernels through the same entry points as a `#[norm]` layer with the
+/// same spec, so the two give bit-identical results.
+///
+/// ```
+/// use normkit::{DynNorm, Mode, NormSpec, ndarray::Array4};
+/// let spec = NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#)?;
+/// let mut layer = DynNorm::<f32>::new(&spec, &[("C", 4)])?;
+/// let x = Array4::<f32>::from_shape_fn((2, 4, 3, 3), |(n, c, h, w)| (n + c * h + w) as f32);
+/// let (y, saved) = layer.forward(x.view().into_dyn(), Mode::Train)?;
+/// let grads = layer.backward(x.view().into_dyn(), y.view(), &saved)?;
+/// assert_eq!(grads.dx.shape(), x.shape());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DynNorm<T> {
+    spec: NormSpec,
+    name: String,
+    fingerprint: u64,
+    stages: Vec<StageParams<T>>,
+}
+
+impl<T: Float> DynNorm<T> {
+    /// A layer for `spec`, with the size of every axis that sizes a parameter or a running
+    /// statistic (e.g. `&[("C", 256)]`): γ = 1, β = 0, running mean 0, running variance 1.
+    pub fn new(spec: &NormSpec, sizes: &[(&str, usize)]) -> Result<Self, NormError> {
+        let s = &spec.spec;
+        let name = "DynNorm".to_string();
+        let err = |reason: String| NormError::Size {
+            layer: name.clone(),
+            reason,
+        };
+        let mut known: Vec<Option<usize>> = s.input.iter().map(|a| a.size).collect();
+        for &(axis, n) in sizes {
+            let Some(i) = s.input.iter().position(|a| a.name == axis) else {
+                let names: Vec<&str> = s.input.iter().map(|a| a.name.as_ref()).collect();
+                return Err(err(format!(
+                    "no axis `{axis}` in the input; it has {}",
+                    names.join(", ")
+                )));
+            };
+            match known[i] {
+                Some(m) if m != n && s.input[i].size.is_some() => {
+                    return Err(err(format!(
+                        "axis `{axis}` is fixed to {m} in `input`, got {n}"
+                    )))
+                }
+                _ => known[i] = Some(n),
+            }
+        }
+        for i in shapes::ctor_args(s) {
+            if known[i].is_none() {
+                return Err(err(format!(
+                    "missing the size of axis `{}` (it sizes a parameter or running statistic)",
+                    s.input[i].name
+                )));
+            }
+        }
+        let dims: Vec<usize> = known.iter().map(|k| k.unwrap_or(0)).collect();
+        let mut stages = Vec::new();
+        for stage in s.stages.iter() {
+            if let (Some(g), Some(c)) = (stage.groups, s.channel) {
+                if known[c].is_some_and(|n| n % g != 0) {
+                    return Err(NormError::GroupsDivide {
+                        layer: name.clone(),
+                        channels: dims[c],
+                        groups: g,
+                    });
+                }
+            }
+            let shape_of = |axes: &[norm_spec::ParamAxis]| -> Vec<usize> {
+                axes.iter()
+                    .map(|&a| shapes::axis_size(stage, a, &dims))
+                    .collect()
+            };
+            let params = shapes::param_axes(stage).map(|a| shape_of(a));
+            let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
+            stages.push(StageParams {
+                gamma: params.as_ref().map(|p| ArrayD::ones(IxDyn(p))),
+                beta: params
+                    .as_ref()
+                    .filter(|_| stage.bias)
+                    .map(|p| ArrayD::zeros(IxDyn(p))),
+                running_mean: running.as_ref().map(|r| ArrayD::zeros(IxDyn(r))),
+                running_var: running.as_ref().map(|r| ArrayD::ones(IxDyn(r))),
+                num_batches_tracked: 0,
+            });
+        }
+        Ok(DynNorm {
+            fingerprint: shapes::fingerprint(s),
+            spec: spec.clone(),
+            name,
+            stages,
+        })
+    }
+
+    /// Sets the name shown in error messages (default `DynNorm`).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The configuration.
+    pub fn spec(&self) -> &NormSpec {
+        &self.spec
+    }
+
+    /// The parameters and running statistics of every stage (one unless a chain).
+    pub fn stages(&self) -> &[StageParams<T>] {
+        &self.stages
+    }
+
+    /// Mutable access to the parameters and running statistics of every stage.
+    pub fn stages_mut(&mut self) -> &mut [StageParams<T>] {
+        &mut self.stages
+    }
+
+    fn info(&self) -> LayerInfo<'_> {
+        LayerInfo {
+            spec: &self.spec.spec,
+            name: &self.name,
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    fn is_external(&self) -> bool {
+        self.spec
+            .spec
+            .stages
+            .iter()
+            .any(|s| s.affine == Affine::External)
+    }
+
+    fn external_error(&self, with: bool) -> Result<(), NormError> {
+        if self.is_external() == with {
+            return Ok(());
+        }
+        Err(NormError::Unsupported {
+            layer: self.name.clone(),
+            reason: if with {
+                "this layer has no `affine = external`: call the method without scale and shift"
+                    .to_string()
+            } else {
+                "this layer has `affine = external`: pass scale and shift (the *_external methods)"
+                    .to_string()
+            },
+        })
+    }
+
+    fn run_forward(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: Option<&mut Saved<T>>,
+    ) -> Result<(), NormError> {
+        let info = LayerInfo {
+            spec: &self.spec.spec,
+            name: &self.name,
+            fingerprint: self.fingerprint,
+        };
+        // Eval never changes state: read-only views of the running statistics.
+        let mut states: Vec<StageState<'_, T>> = if mode == Mode::Train {
+            self.stages
+                .iter_mut()
+                .map(|st| st.state_mut(ext.clone()))
+                .collect()
+        } else {
+            self.stages.iter().map(|st| st.state(ext.clone())).collect()
+        };
+        layer::forward_into(&info, &mut states, x, mode, out, saved)
+    }
+
+    /// Forward pass; `Mode::Train` updates the running statistics.
+    pub fn forward(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mode: Mode,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        self.external_error(false)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved))?;
+        Ok((y, saved))
+    }
+
+    /// `forward(x, Mode::Train)`.
+    pub fn forward_train(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        self.forward(x, Mode::Train)
+    }
+
+    /// Inference: running statistics where the layer has them; no state change.
+    pub fn forward_eval(&self, x: ArrayViewD<'_, T>) -> Result<ArrayD<T>, NormError> {
+        self.external_error(false)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        self.forward_eval_into(x, y.view_mut())?;
+        Ok(y)
+    }
+
+    /// Forward pass with an external scale and shift (`affine = external`), shaped by the
+    /// kept axes.
+    pub fn forward_external(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        scale: ArrayViewD<'_, T>,
+        shift: ArrayViewD<'_, T>,
+        mode: Mode,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        self.external_error(true)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.run_forward(
+            x,
+            Some((scale, shift)),
+            mode,
+            y.view_mut(),
+            Some(&mut saved),
+        )?;
+        Ok((y, saved))
+    }
+
+    /// Train-mode forward pass into caller buffers (no allocation once `saved` has grown).
+    pub fn forward_train_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+    ) -> Result<(), NormError> {
+        self.external_error(false)?;
+        self.run_forward(x, None, Mode::Train, out, Some(saved))
+    }
+
+    /// Inference into a caller buffer.
+    pub fn forward_eval_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        out: ArrayViewMutD<'_, T>,
+    ) -> Result<(), NormError> {
+        self.external_error(false)?;
+        let mut states = self.states();
+        layer::forward_into(&self.info(), &mut states, x, Mode::Eval, out, None)
+    }
+
+    fn states(&self) -> Vec<StageState<'_, T>> {
+        self.stages.iter().map(|st| st.state(None)).collect()
+    }
+
+    /// Backward pass of a single-stage layer (for a chain use [`DynNorm::backward_chain`]).
+    pub fn backward(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+    ) -> Result<Grads<T, IxDyn>, NormError> {
+        if self.stages.len() != 1 {
+            return Err(NormError::Unsupported {
+                layer: self.name.clone(),
+                reason: format!(
+                    "a chain of {} stages has per-stage gradients: use backward_chain",
+                    self.stages.len()
+                ),
+            });
+        }
+        let mut grads = Grads {
+            dx: ArrayD::zeros(x.raw_dim()),
+            dgamma: None,
+            dbeta: None,
+        };
+        self.backward_into(x, dy, saved, &mut grads)?;
+        Ok(grads)
+    }
+
+    /// Backward pass into caller buffers: `grads.dx` must have `x`'s shape; `dgamma` and
+    /// `dbeta` are reused when they already have the right shape.
+    pub fn backward_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        grads: &mut Grads<T, IxDyn>,
+    ) -> Result<(), NormError> {
+        let states = self.states();
+        let mut slot = [StageGrads {
+            dgamma: grads.dgamma.take(),
+            dbeta: grads.dbeta.take(),
+        }];
+        let r = layer::backward_into(
+            &self.info(),
+            &states,
+            x,
+            dy,
+            saved,
+            grads.dx.view_mut(),
+            &mut slot,
+        );
+        let [g] = slot;
+        grads.dgamma = g.dgamma;
+        grads.dbeta = g.dbeta;
+        r
+    }
+
+    /// Backward pass of any layer, with one entry of parameter gradients per stage.
+    pub fn backward_chain(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+    ) -> Result<ChainGrads<T>, NormError> {
+        let states = self.states();
+        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut stages = vec![StageGrads::default(); self.stages.len()];
+        layer::backward_into(
+            &self.info(),
+            &states,
+            x,
+            dy,
+            saved,
+            dx.view_mut(),
+            &mut stages,
+        )?;
+        Ok(ChainGrads { dx, stages })
+    }
+
+    /// Per-group mean and variance of the first stage, with the layer's estimator.
+    pub fn stats(&self, x: ArrayViewD<'_, T>) -> Result<Moments<T>, NormError> {
+        layer::stats(&self.info(), &self.states(), x)
+    }
+}

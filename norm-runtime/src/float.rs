@@ -1,0 +1,59 @@
+//! The element types a layer can compute in.
+
+use std::fmt::{Debug, Display};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// An element type of a normalization layer: `f32` or `f64`.
+///
+/// Statistics are accumulated in `f64` whatever the element type, so `f32` layers survive
+/// data with a large offset (mean 1e4, std 0.1) without the cancellation of a naive
+/// `E[x²] − E[x]²`.
+pub trait Float:
+    num_traits::Float
+    + num_traits::FromPrimitive
+    + ndarray::ScalarOperand
+    + ndarray::LinalgScalar
+    + Default
+    + Debug
+    + Display
+    + Send
+    + Sync
+    + 'static
+    + sealed::Sealed
+{
+    /// The type's name (`"f32"`, `"f64"`), for messages and benchmark labels.
+    const NAME: &'static str;
+    /// Widen to the accumulation type.
+    fn to_acc(self) -> f64;
+    /// Round from the accumulation type.
+    fn from_acc(value: f64) -> Self;
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        f64::from(self)
+    }
+    #[inline(always)]
+    fn from_acc(value: f64) -> Self {
+        value as f32
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn from_acc(value: f64) -> Self {
+        value
+    }
+}

@@ -1,0 +1,334 @@
+//! The canonical reduction plan: a stage's configuration applied to an input shape.
+//!
+//! The input (in standard layout) is viewed through its *logical axes*: the input axes, with
+//! `C` split into `(G, C/G)` when the stage has `groups`. Every logical axis is kept (it
+//! indexes statistics) or reduced, and carries three strides: into the input, into the
+//! statistics (standard layout over the kept axes) and into the affine parameters.
+//! Neighbouring axes whose strides all merge are fused, so every variant becomes a short
+//! list of [`Dim`]s whose innermost entry is a contiguous *line* of the input along which
+//! the statistics index and the parameter index each either stay put or advance by one.
+//! Rows (layer/instance/group norm), columns (channels-last batch norm) and the sandwich
+//! (NCHW batch norm) are the common shapes of that list; any other declaration runs through
+//! the same code.
+
+use norm_spec::{shapes, Affine, ParamAxis, Spec, Stage, MAX_RANK};
+
+/// The most logical axes a plan can have (`C` split into two).
+pub(crate) const MAX_DIMS: usize = MAX_RANK + 1;
+
+/// One (merged) axis of the element space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Dim {
+    /// Number of indices.
+    pub size: usize,
+    /// Stride into the (standard-layout) input.
+    pub xs: usize,
+    /// Stride into the statistics (0 on reduced axes).
+    pub ss: usize,
+    /// Stride into the affine parameters (0 where they do not vary, or when folded).
+    pub ps: usize,
+}
+
+/// One kept axis of the statistics space.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StatDim {
+    pub size: usize,
+    /// Stride into the affine parameters (or the external scale/shift).
+    pub ps: usize,
+    /// Stride into the running statistics (0 on the batch axis).
+    pub rs: usize,
+}
+
+/// A fixed-capacity list of sizes (no allocation on the hot path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub len: usize,
+    pub dims: [usize; MAX_DIMS],
+}
+
+impl Shape {
+    fn push(&mut self, n: usize) {
+        self.dims[self.len] = n;
+        self.len += 1;
+    }
+    pub fn as_slice(&self) -> &[usize] {
+        &self.dims[..self.len]
+    }
+    pub fn numel(&self) -> usize {
+        self.as_slice().iter().product()
+    }
+}
+
+/// Standard-layout strides of `sizes`.
+fn strides_of(sizes: &[usize]) -> [usize; MAX_DIMS] {
+    let mut out = [0; MAX_DIMS];
+    let mut acc = 1;
+    for i in (0..sizes.len()).rev() {
+        out[i] = acc;
+        acc *= sizes[i];
+    }
+    out
+}
+
+/// Which part of an input axis a logical axis is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Whole,
+    Group,
+    WithinGroup,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Logical {
+    input: usize,
+    part: Part,
+    size: usize,
+    kept: bool,
+}
+
+/// The stride of a logical axis inside an array indexed by `axes` (param or running axes).
+fn stride_in(
+    axes: &[ParamAxis],
+    strides: &[usize; MAX_DIMS],
+    axis: &Logical,
+    within_group: usize,
+) -> usize {
+    let pos = |target: ParamAxis| axes.iter().position(|&a| a == target);
+    match axis.part {
+        Part::Whole => pos(ParamAxis::Input(axis.input)).map_or(0, |k| strides[k]),
+        Part::Group => {
+            if let Some(k) = pos(ParamAxis::Input(axis.input)) {
+                strides[k] * within_group
+            } else {
+                pos(ParamAxis::Group).map_or(0, |k| strides[k])
+            }
+        }
+        Part::WithinGroup => pos(ParamAxis::Input(axis.input)).map_or(0, |k| strides[k]),
+    }
+}
+
+/// A stage applied to one input shape.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    /// Element-space dims, outer to inner; at least one.
+    pub dims: [Dim; MAX_DIMS],
+    pub ndims: usize,
+    /// Kept logical axes, outer to inner (the statistics space).
+    pub sdims: [StatDim; MAX_DIMS],
+    pub nsdims: usize,
+    /// Number of statistics groups.
+    pub groups: usize,
+    /// Values per statistics group.
+    pub group_len: usize,
+    /// Number of input elements.
+    pub numel: usize,
+    /// The parameters vary only along kept axes: they fold into per-group coefficients.
+    pub foldable: bool,
+    /// Shape of the statistics (kept logical axes).
+    pub stat_shape: Shape,
+    /// Shape of gamma/beta (or the external scale/shift).
+    pub param_shape: Shape,
+    /// Shape of the running statistics.
+    pub running_shape: Shape,
+}
+
+impl Plan {
+    /// The plan of `stage` on an input of `shape` (already checked against the spec).
+    pub fn new(spec: &Spec, stage: &Stage, shape: &[usize]) -> Plan {
+        let groups = stage.groups.unwrap_or(1);
+        let mut logical = [Logical {
+            input: 0,
+            part: Part::Whole,
+            size: 0,
+            kept: false,
+        }; MAX_DIMS];
+        let mut nl = 0;
+        let mut within_group = 1;
+        for (i, &n) in shape.iter().enumerate() {
+            let reduced = stage.reduces(i);
+            if stage.groups.is_some() && Some(i) == spec.channel {
+                within_group = n / groups;
+                logical[nl] = Logical {
+                    input: i,
+                    part: Part::Group,
+                    size: groups,
+                    kept: true,
+                };
+                logical[nl + 1] = Logical {
+                    input: i,
+                    part: Part::WithinGroup,
+                    size: within_group,
+                    kept: false,
+                };
+                nl += 2;
+            } else {
+                logical[nl] = Logical {
+                    input: i,
+                    part: Part::Whole,
+                    size: n,
+                    kept: !reduced,
+                };
+                nl += 1;
+            }
+        }
+        let logical = &logical[..nl];
+
+        let stat_axes = shapes::stats_axes(spec, stage);
+        let param_axes: Vec<ParamAxis> = match &stage.affine {
+            Affine::Axes(axes) => axes.to_vec(),
+            Affine::External => stat_axes.clone(),
+            Affine::None => Vec::new(),
+        };
+        let running_axes = shapes::running_axes(spec, stage).unwrap_or_default();
+        let mut stat_shape = Shape::default();
+        let mut param_shape = Shape::default();
+        let mut running_shape = Shape::default();
+        for &a in &stat_axes {
+            stat_shape.push(shapes::axis_size(stage, a, shape));
+        }
+        for &a in &param_axes {
+            param_shape.push(shapes::axis_size(stage, a, shape));
+        }
+        for &a in &running_axes {
+            running_shape.push(shapes::axis_size(stage, a, shape));
+        }
+        let pstrides = strides_of(param_shape.as_slice());
+        let rstrides = strides_of(running_shape.as_slice());
+
+        // Logical strides.
+        let sizes: Vec<usize> = logical.iter().map(|l| l.size).collect();
+        let xstrides = strides_of(&sizes);
+        let kept_sizes: Vec<usize> = logical.iter().filter(|l| l.kept).map(|l| l.size).collect();
+        let sstrides_kept = strides_of(&kept_sizes);
+        let mut full = [Dim::default(); MAX_DIMS];
+        let mut sdims = [StatDim::default(); MAX_DIMS];
+        let mut nsdims = 0;
+        let mut foldable = true;
+        for (k, l) in logical.iter().enumerate() {
+            let ps = stride_in(&param_axes, &pstrides, l, within_group);
+            let ss = if l.kept {
+                let s = sstrides_kept[nsdims];
+                sdims[nsdims] = StatDim {
+                    size: l.size,
+                    ps,
+                    rs: stride_in(&running_axes, &rstrides, l, within_group),
+                };
+                nsdims += 1;
+                s
+            } else {
+                if ps != 0 && l.size > 1 {
+                    foldable = false;
+                }
+                0
+            };
+            full[k] = Dim {
+                size: l.size,
+                xs: xstrides[k],
+                ss,
+                ps,
+            };
+        }
+        if foldable {
+            for d in &mut full[..nl] {
+                d.ps = 0;
+            }
+        }
+
+        // Drop size-1 axes, then merge neighbours whose strides all agree.
+        let mut dims = [Dim::default(); MAX_DIMS];
+        let mut ndims = 0;
+        for d in full[..nl].iter().filter(|d| d.size != 1) {
+            if ndims > 0 {
+                let outer = dims[ndims - 1];
+                if outer.xs == d.xs * d.size
+                    && outer.ss == d.ss * d.size
+                    && outer.ps == d.ps * d.size
+                {
+                    dims[ndims - 1] = Dim {
+                        size: outer.size * d.size,
+                        xs: d.xs,
+                        ss: d.ss,
+                        ps: d.ps,
+                    };
+                    continue;
+                }
+            }
+            dims[ndims] = *d;
+            ndims += 1;
+        }
+        if ndims == 0 {
+            dims[0] = Dim {
+                size: 1,
+                xs: 1,
+                ss: 0,
+                ps: 0,
+            };
+            ndims = 1;
+        }
+        let numel: usize = shape.iter().product();
+        let group_len: usize = logical.iter().filter(|l| !l.kept).map(|l| l.size).product();
+        Plan {
+            dims,
+            ndims,
+            sdims,
+            nsdims,
+            groups: stat_shape.numel(),
+            group_len,
+            numel,
+            foldable,
+            stat_shape,
+            param_shape,
+            running_shape,
+        }
+    }
+
+    /// The innermost dim: the contiguous line.
+    pub fn line(&self) -> Dim {
+        self.dims[self.ndims - 1]
+    }
+
+    /// Number of lines.
+    pub fn lines(&self) -> usize {
+        if self.numel == 0 {
+            0
+        } else {
+            self.numel / self.line().size
+        }
+    }
+
+    /// Offsets (input, statistics, parameters) of line `k`.
+    #[inline]
+    pub fn line_offsets(&self, mut k: usize) -> (usize, usize, usize) {
+        let (mut xo, mut so, mut po) = (0, 0, 0);
+        for d in self.dims[..self.ndims - 1].iter().rev() {
+            let i = k % d.size;
+            k /= d.size;
+            xo += i * d.xs;
+            so += i * d.ss;
+            po += i * d.ps;
+        }
+        (xo, so, po)
+    }
+
+    /// Calls `f(s, p, r)` for every statistics group `s` in order, with its parameter offset
+    /// `p` and its running-statistics offset `r`.
+    pub fn for_each_group(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let sd = &self.sdims[..self.nsdims];
+        let mut idx = [0usize; MAX_DIMS];
+        for s in 0..self.groups {
+            let (mut p, mut r) = (0, 0);
+            for (d, &i) in sd.iter().zip(&idx) {
+                p += i * d.ps;
+                r += i * d.rs;
+            }
+            f(s, p, r);
+            for k in (0..sd.len()).rev() {
+                idx[k] += 1;
+                if idx[k] < sd[k].size {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+    }
+}

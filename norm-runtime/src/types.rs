@@ -1,0 +1,115 @@
+//! The values that flow between a layer's calls: mode, saved state, gradients, moments.
+
+use ndarray::{Array, ArrayD, Dimension};
+
+/// Whether a forward pass trains or infers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Batch statistics; running statistics (if any) are updated.
+    Train,
+    /// Running statistics where the layer has them, batch statistics otherwise; no state
+    /// changes.
+    Eval,
+}
+
+/// What one stage of a forward pass keeps for its backward pass.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct SavedStage<T> {
+    /// The statistics were fixed (running statistics in eval mode): backward does not
+    /// differentiate through them.
+    pub fixed: bool,
+    /// Per statistics group: the mean subtracted (0 without centering).
+    pub mean: Vec<f64>,
+    /// Per statistics group: the variance estimate normalized with.
+    pub var: Vec<f64>,
+    /// Per statistics group: 1/σ as applied.
+    pub rstd: Vec<f64>,
+    /// `affine = external`: the scale used (the shift is not needed).
+    pub scale: Vec<T>,
+}
+
+/// What a forward pass keeps for its backward pass: per statistics group the mean and the
+/// reciprocal standard deviation, the input shape, and which layer made it.
+///
+/// `Saved::default()` is an empty value that `forward_train_into` fills, reusing its buffers
+/// across calls.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Saved<T> {
+    pub(crate) fingerprint: u64,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) stages: Vec<SavedStage<T>>,
+    /// A chain's intermediate outputs (the input of stage k + 1), in standard layout.
+    pub(crate) intermediates: Vec<Vec<T>>,
+}
+
+impl<T> Saved<T> {
+    /// An empty value, to be filled by a `forward_*_into` call.
+    pub fn new() -> Self {
+        Saved {
+            fingerprint: 0,
+            shape: Vec::new(),
+            stages: Vec::new(),
+            intermediates: Vec::new(),
+        }
+    }
+
+    /// The shape of the input this was saved for (empty before the first forward).
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Whether the forward pass used fixed (running) statistics in its first stage.
+    pub fn used_running_stats(&self) -> bool {
+        self.stages.first().is_some_and(|s| s.fixed)
+    }
+
+    /// The per-group means of stage `stage` (flattened over the statistics axes), as
+    /// accumulated (in f64).
+    pub fn mean(&self, stage: usize) -> Option<&[f64]> {
+        self.stages.get(stage).map(|s| s.mean.as_slice())
+    }
+
+    /// The per-group reciprocal standard deviations of stage `stage`.
+    pub fn rstd(&self, stage: usize) -> Option<&[f64]> {
+        self.stages.get(stage).map(|s| s.rstd.as_slice())
+    }
+}
+
+/// The gradients of a backward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads<T, D: Dimension> {
+    /// The gradient with respect to the input.
+    pub dx: Array<T, D>,
+    /// The gradient with respect to `gamma` (or the external scale), if the layer has one.
+    pub dgamma: Option<ArrayD<T>>,
+    /// The gradient with respect to `beta` (or the external shift), if the layer has one.
+    pub dbeta: Option<ArrayD<T>>,
+}
+
+/// The parameter gradients of one stage of a chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageGrads<T> {
+    /// The gradient with respect to the stage's `gamma` (or external scale).
+    pub dgamma: Option<ArrayD<T>>,
+    /// The gradient with respect to the stage's `beta` (or external shift).
+    pub dbeta: Option<ArrayD<T>>,
+}
+
+/// The gradients of a dynamic chain layer ([`crate::DynNorm::backward_chain`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainGrads<T> {
+    /// The gradient with respect to the input.
+    pub dx: ArrayD<T>,
+    /// One entry per stage, in chain order.
+    pub stages: Vec<StageGrads<T>>,
+}
+
+/// Per-group statistics of an input, shaped by the kept axes (and the group axis `G`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moments<T> {
+    /// The mean of each statistics group (zero for a layer with `center = false`).
+    pub mean: ArrayD<T>,
+    /// The variance of each group with the layer's estimator (biased, or unbiased with
+    /// `unbiased`; the mean square with `center = false`).
+    pub var: ArrayD<T>,
+}
