@@ -487,6 +487,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
         #vis struct #name<T: #p::Float = f32> {
             #(#user_fields,)*
             #fields
+            __normkit_marker: ::std::marker::PhantomData<T>,
         }
 
         #extra_items
@@ -504,7 +505,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
             impl<T: #p::Float> #name<T> {
                 #[doc = #new_doc]
                 pub fn new(#(#arg_decls),*) -> Self {
-                    #name { #(#user_init)* #init }
+                    #name { #(#user_init)* #init __normkit_marker: ::std::marker::PhantomData }
                 }
 
                 fn __forward(
