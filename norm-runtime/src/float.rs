@@ -25,6 +25,7 @@ pub trait Float:
     + Sync
     + 'static
     + sealed::Sealed
+    + crate::kernels::reduce::RowReduce
 {
     /// The type's name (`"f32"`, `"f64"`), for messages and benchmark labels.
     const NAME: &'static str;

@@ -174,7 +174,7 @@ pub fn backward_into<T: Float, D: Dimension>(
         || plans
             .iter()
             .zip(&saved.stages)
-            .any(|(p, s)| s.rstd.len() != p.groups)
+            .any(|(p, s)| s.stats.len() != p.groups)
     {
         return Err(bad("its statistics do not match this layer".to_string()));
     }

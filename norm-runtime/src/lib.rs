@@ -4,13 +4,14 @@
 //! The pipeline: a validated [`norm_spec::Spec`] and an input shape make a plan (the
 //! canonical reduction pattern); the kernels compute per-group moments, normalize (with the
 //! affine parameters folded in where they allow it), and run the fused backward passes.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 mod dynamic;
 mod error;
 mod float;
-mod kernels;
+#[doc(hidden)]
+pub mod kernels;
 mod layer;
 mod plan;
 mod stage;
@@ -19,6 +20,7 @@ mod types;
 pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
 pub use error::NormError;
 pub use float::Float;
+pub use kernels::simd;
 pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 
 /// Items used by the code `#[norm]` generates. Not a stable API.

@@ -287,27 +287,16 @@ impl Plan {
         self.dims[self.ndims - 1]
     }
 
-    /// Number of lines.
-    pub fn lines(&self) -> usize {
-        if self.numel == 0 {
-            0
-        } else {
-            self.numel / self.line().size
+    /// The parameter and running-statistics offsets of statistics group `s`.
+    pub fn group_offsets(&self, mut s: usize) -> (usize, usize) {
+        let (mut p, mut r) = (0, 0);
+        for d in self.sdims[..self.nsdims].iter().rev() {
+            let i = s % d.size;
+            s /= d.size;
+            p += i * d.ps;
+            r += i * d.rs;
         }
-    }
-
-    /// Offsets (input, statistics, parameters) of line `k`.
-    #[inline]
-    pub fn line_offsets(&self, mut k: usize) -> (usize, usize, usize) {
-        let (mut xo, mut so, mut po) = (0, 0, 0);
-        for d in self.dims[..self.ndims - 1].iter().rev() {
-            let i = k % d.size;
-            k /= d.size;
-            xo += i * d.xs;
-            so += i * d.ss;
-            po += i * d.ps;
-        }
-        (xo, so, po)
+        (p, r)
     }
 
     /// Calls `f(s, p, r)` for every statistics group `s` in order, with its parameter offset

@@ -8,10 +8,8 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, EpsMode, Momentum, Spec, Stage};
 
-use crate::kernels::backward::{self, BackAcc};
-use crate::kernels::moments::MomentAcc;
-use crate::kernels::normalize::{normalize, Unfolded};
-use crate::kernels::Coef;
+use crate::kernels::coef;
+use crate::kernels::exec::{self, BackOut, CoefMut, Params, Raw, Stat, Units};
 use crate::plan::Plan;
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::{Float, NormError};
@@ -253,7 +251,9 @@ fn missing(info: &LayerInfo<'_>, what: &str) -> NormError {
 
 /// The variance estimator of a stage from a group's M2 over `n` values.
 fn estimator(stage: &Stage, m2: f64, n: usize) -> f64 {
-    if stage.unbiased {
+    if !stage.center {
+        m2 / n as f64
+    } else if stage.unbiased {
         m2 / (n as f64 - 1.0)
     } else {
         m2 / n as f64
@@ -267,38 +267,36 @@ fn rstd(stage: &Stage, var: f64) -> f64 {
     }
 }
 
-/// Per-group mean and variance (as normalized with) of a batch.
-fn batch_moments<T: Float>(
-    stage: &Stage,
-    plan: &Plan,
-    x: &[T],
-    acc: &mut MomentAcc,
-    mut f: impl FnMut(usize, f64, f64, f64),
-) {
-    acc.accumulate(plan, x, stage.center);
-    let n = plan.group_len;
-    for s in 0..plan.groups {
-        if stage.center {
-            let m = acc.group(s, n);
-            f(s, m.mean, estimator(stage, m.m2, n), m.m2);
-        } else {
-            f(s, 0.0, acc.sq[s] / n as f64, acc.sq[s]);
-        }
+/// Mean and M2 of a group from its raw shifted sums (M2 = Σx² without centering).
+fn mean_m2(stage: &Stage, raw: Raw, n: usize) -> (f64, f64) {
+    if stage.center {
+        let d = raw.sum / n as f64;
+        (raw.shift + d, (raw.sq - raw.sum * d).max(0.0))
+    } else {
+        (0.0, raw.sq)
     }
 }
 
 /// Scratch buffers of a stage call.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch<T> {
-    moments: MomentAcc,
-    back: BackAcc,
-    m2: Vec<f64>,
-    coef: Coef<T>,
+    xm: Vec<T>,
+    xa: Vec<T>,
+    xb: Vec<T>,
+    m: Vec<T>,
+    a: Vec<T>,
+    b: Vec<T>,
     c: Vec<T>,
+    acc: Vec<f64>,
+    sg: Vec<f64>,
+    sgx: Vec<f64>,
+    dparams: Vec<f64>,
     run: Vec<f64>,
-    gs: Vec<f64>,
-    dgamma: Vec<f64>,
-    dbeta: Vec<f64>,
+}
+
+fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
+    v.clear();
+    v.resize(n, zero);
 }
 
 /// Forward pass of stage `k` on a checked input.
@@ -316,12 +314,38 @@ pub(crate) fn forward<T: Float>(
 ) {
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
-    for v in [&mut saved.mean, &mut saved.var, &mut saved.rstd] {
-        v.clear();
-        v.resize(groups, 0.0);
+    let n = plan.group_len;
+    let units = Units::new(plan);
+    resize(&mut saved.stats, groups, Stat::default());
+    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
+        resize(v, groups, T::zero());
     }
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
+
+    let gamma = state.gamma.as_ref().map(values);
+    let beta = state.beta.as_ref().map(values);
+    let external = state.external.as_ref().map(|(s, h)| (values(s), values(h)));
+    let fold = plan.foldable;
+    // The affine of group s when it folds into the coefficients: (scale, shift).
+    let group_affine = |s: usize| -> (f64, f64) {
+        match (&gamma, &external) {
+            (Some(g), _) if fold => {
+                let p = plan.group_offsets(s).0;
+                (
+                    g[p].to_acc(),
+                    beta.as_ref().map_or(0.0, |bt| bt[p].to_acc()),
+                )
+            }
+            (_, Some((sc, sh))) => (sc[s].to_acc(), sh[s].to_acc()),
+            _ => (1.0, 0.0),
+        }
+    };
+    let params = Params {
+        gamma: gamma.as_deref().filter(|_| !fold),
+        beta: beta.as_deref().filter(|_| !fold),
+    };
+
     if fixed {
         let running = state
             .running
@@ -330,18 +354,49 @@ pub(crate) fn forward<T: Float>(
         let (rm, rv) = (running.mean(), running.var());
         let (rm, rv) = (values(&rm), values(&rv));
         plan.for_each_group(|s, _, r| {
-            saved.mean[s] = rm[r].to_acc();
-            saved.var[s] = rv[r].to_acc();
+            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+            let rs = rstd(stage, var);
+            saved.stats[s] = Stat {
+                mean,
+                var,
+                m2: 0.0,
+                rstd: rs,
+            };
+            let (g, h) = group_affine(s);
+            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, rs * g, h);
         });
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        exec::normalize(&units, x, c, params, out);
     } else {
-        scratch.m2.clear();
-        scratch.m2.resize(groups, 0.0);
-        let (mean, var, m2) = (&mut saved.mean, &mut saved.var, &mut scratch.m2);
-        batch_moments(stage, plan, x, &mut scratch.moments, |s, m, v, q| {
-            mean[s] = m;
-            var[s] = v;
-            m2[s] = q;
-        });
+        let finish = |s: usize, raw: Raw| {
+            let (mean, m2) = mean_m2(stage, raw, n);
+            let var = estimator(stage, m2, n);
+            let rs = rstd(stage, var);
+            let (g, h) = group_affine(s);
+            let st = Stat {
+                mean,
+                var,
+                m2,
+                rstd: rs,
+            };
+            (st, coef(mean, rs * g, h))
+        };
+        let c = CoefMut {
+            stat: &mut saved.stats,
+            m: &mut scratch.m,
+            a: &mut scratch.a,
+            b: &mut scratch.b,
+        };
+        exec::forward(
+            &units,
+            x,
+            stage.center,
+            params,
+            &finish,
+            c,
+            &mut scratch.acc,
+            out,
+        );
         if mode == Mode::Train {
             if let Some(Running::Mut {
                 mean: rm,
@@ -349,47 +404,14 @@ pub(crate) fn forward<T: Float>(
                 count,
             }) = state.running.as_mut()
             {
-                let batch = (&saved.mean[..], &scratch.m2[..]);
-                update_running(stage, plan, batch, (rm, rv, count), &mut scratch.run);
+                update_running(stage, plan, &saved.stats, (rm, rv, count), &mut scratch.run);
             }
         }
-    }
-
-    // Per-group coefficients: y = (x − m)·a + b (with unfolded parameters applied after).
-    let gamma = state.gamma.as_ref().map(values);
-    let beta = state.beta.as_ref().map(values);
-    let external = state.external.as_ref().map(|(s, h)| (values(s), values(h)));
-    let fold = plan.foldable;
-    scratch.coef.clear();
-    {
-        let coef = &mut scratch.coef;
-        let saved = &mut *saved;
-        plan.for_each_group(|s, p, _| {
-            let r = rstd(stage, saved.var[s]);
-            saved.rstd[s] = r;
-            let (g, h) = match (&gamma, &external) {
-                (Some(g), _) if fold => (
-                    g[p].to_acc(),
-                    beta.as_ref().map_or(0.0, |bt| bt[p].to_acc()),
-                ),
-                (_, Some((sc, sh))) => (sc[s].to_acc(), sh[s].to_acc()),
-                _ => (1.0, 0.0),
-            };
-            coef.push(saved.mean[s], r * g, h);
-        });
     }
     saved.scale.clear();
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
     }
-    let unfolded = match (&gamma, fold) {
-        (Some(g), false) => Some(Unfolded {
-            gamma: g,
-            beta: beta.as_deref(),
-        }),
-        _ => None,
-    };
-    normalize(plan, x, &scratch.coef, unfolded.as_ref(), out);
 }
 
 /// running ← (1 − m)·running + m·batch, the batch value averaged over `N` where the
@@ -397,7 +419,7 @@ pub(crate) fn forward<T: Float>(
 fn update_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
-    batch: (&[f64], &[f64]),
+    stats: &[Stat],
     running: (
         &mut ArrayViewMutD<'_, T>,
         &mut ArrayViewMutD<'_, T>,
@@ -406,14 +428,12 @@ fn update_running<T: Float>(
     buf: &mut Vec<f64>,
 ) {
     let (rmean, rvar, count) = running;
-    let (mean, m2) = batch;
     let size = plan.running_shape.numel();
-    buf.clear();
-    buf.resize(2 * size, 0.0);
+    resize(buf, 2 * size, 0.0);
     let n = plan.group_len as f64;
     plan.for_each_group(|s, _, r| {
-        buf[r] += mean[s];
-        buf[size + r] += m2[s] / (n - 1.0);
+        buf[r] += stats[s].mean;
+        buf[size + r] += stats[s].m2 / (n - 1.0);
     });
     let per = (plan.groups / size.max(1)).max(1) as f64;
     *count += 1;
@@ -437,13 +457,16 @@ pub(crate) fn moments<T: Float>(
     x: &[T],
 ) -> (ArrayD<T>, ArrayD<T>) {
     let stage = &info.spec.stages[k];
-    let mut mean = vec![T::zero(); plan.groups];
-    let mut var = vec![T::zero(); plan.groups];
-    let mut acc = MomentAcc::default();
-    batch_moments(stage, plan, x, &mut acc, |s, m, v, _| {
-        mean[s] = T::from_acc(m);
-        var[s] = T::from_acc(v);
-    });
+    let n = plan.group_len;
+    let mut raws = vec![Raw::default(); plan.groups];
+    exec::raw_sums(&Units::new(plan), x, stage.center, &mut raws);
+    let mut mean = Vec::with_capacity(plan.groups);
+    let mut var = Vec::with_capacity(plan.groups);
+    for raw in raws {
+        let (m, m2) = mean_m2(stage, raw, n);
+        mean.push(T::from_acc(m));
+        var.push(T::from_acc(estimator(stage, m2, n)));
+    }
     let shape = IxDyn(plan.stat_shape.as_slice());
     (
         ArrayD::from_shape_vec(shape.clone(), mean).expect("groups = product of the stat shape"),
@@ -482,72 +505,51 @@ pub(crate) fn backward<T: Float>(
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
     let n = plan.group_len;
-    // x̂ = (x − m)·r + b.
-    scratch.coef.clear();
-    for s in 0..groups {
-        scratch.coef.push(saved.mean[s], saved.rstd[s], 0.0);
-    }
+    let units = Units::new(plan);
     let gamma = state.gamma.as_ref().map(values);
     let fold = plan.foldable;
-    let unfolded: Option<&[T]> = match (&gamma, fold) {
-        (Some(g), false) => Some(g),
-        _ => None,
+    let unfolded: Option<&[T]> = gamma.as_deref().filter(|_| !fold);
+    let nparams = if unfolded.is_some() {
+        plan.param_shape.numel()
+    } else {
+        0
     };
-    scratch
-        .back
-        .accumulate(plan, x, dy, &scratch.coef, unfolded);
-    let acc = &scratch.back;
 
-    // Per-group scale of g = dy·γ (1 when γ is unfolded or absent).
-    let params = plan.param_shape.numel();
-    let (gs, dgamma, dbeta) = (&mut scratch.gs, &mut scratch.dgamma, &mut scratch.dbeta);
-    gs.clear();
-    gs.resize(groups, 1.0);
-    dgamma.clear();
-    dgamma.resize(params, 0.0);
-    dbeta.clear();
-    dbeta.resize(params, 0.0);
-    match (&stage.affine, fold) {
-        (Affine::Axes(_), true) => {
-            let g = gamma.as_ref().expect("checked: gamma present");
-            plan.for_each_group(|s, p, _| {
-                gs[s] = g[p].to_acc();
-                dgamma[p] += acc.sgx[s];
-                dbeta[p] += acc.sg[s];
-            });
-        }
-        (Affine::Axes(_), false) => {
-            dgamma.copy_from_slice(&acc.dgamma);
-            dbeta.copy_from_slice(&acc.dbeta);
-        }
-        (Affine::External, _) => {
-            for s in 0..groups {
-                gs[s] = saved.scale[s].to_acc();
-                dgamma[s] = acc.sgx[s];
-                dbeta[s] = acc.sg[s];
-            }
-        }
-        (Affine::None, _) => {}
+    // x̂ = (x − m)·r + b per group, in `scratch.xm/xa/xb`.
+    for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
+        v.clear();
     }
-
-    // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
+    for st in &saved.stats {
+        let (m, a, b) = coef::<T>(st.mean, st.rstd, 0.0);
+        scratch.xm.push(m);
+        scratch.xa.push(a);
+        scratch.xb.push(b);
+    }
+    // The scale of g = dy·γ when γ folds per group (1 when unfolded or absent).
+    let group_scale = |s: usize| -> f64 {
+        match (&stage.affine, &gamma) {
+            (Affine::Axes(_), Some(g)) if fold => g[plan.group_offsets(s).0].to_acc(),
+            (Affine::External, _) => saved.scale[s].to_acc(),
+            _ => 1.0,
+        }
+    };
     let d = if stage.center && stage.unbiased {
         n as f64 - 1.0
     } else {
         n as f64
     };
-    scratch.c.clear();
-    scratch.coef.clear();
-    for s in 0..groups {
-        let r = saved.rstd[s];
+    // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
+    let finish = |s: usize, sg: f64, sgx: f64| {
+        let st = saved.stats[s];
+        let gs = group_scale(s);
+        let r = st.rstd;
         let (c0, c1) = if saved.fixed {
             (0.0, 0.0)
         } else {
-            let sg = gs[s] * acc.sg[s];
-            let sgx = gs[s] * acc.sgx[s];
+            let (sg, sgx) = (gs * sg, gs * sgx);
             let c1 = match stage.eps_mode {
                 EpsMode::Var => -r * sgx / d,
-                EpsMode::Std => -sgx / (d * saved.var[s].sqrt()),
+                EpsMode::Std => -sgx / (d * st.var.sqrt()),
             };
             let c0 = if stage.center {
                 -r * sg / n as f64
@@ -556,25 +558,77 @@ pub(crate) fn backward<T: Float>(
             };
             (c0, c1)
         };
-        scratch.c.push(T::from_acc(r * gs[s]));
-        scratch.coef.push(saved.mean[s], r * c1, c0);
+        let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
+        (T::from_acc(r * gs), m, a, b)
+    };
+    resize(&mut scratch.sg, groups, 0.0);
+    resize(&mut scratch.sgx, groups, 0.0);
+    resize(&mut scratch.dparams, 2 * nparams, 0.0);
+    for v in [
+        &mut scratch.c,
+        &mut scratch.m,
+        &mut scratch.a,
+        &mut scratch.b,
+    ] {
+        resize(v, groups, T::zero());
     }
-    backward::dx(plan, x, dy, &scratch.c, &scratch.coef, unfolded, dx);
+    let out = BackOut {
+        sg: &mut scratch.sg,
+        sgx: &mut scratch.sgx,
+        dparams: &mut scratch.dparams,
+        c: &mut scratch.c,
+        m: &mut scratch.m,
+        a: &mut scratch.a,
+        b: &mut scratch.b,
+    };
+    let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
+    exec::backward(
+        &units,
+        x,
+        dy,
+        xhat,
+        unfolded,
+        &finish,
+        out,
+        &mut scratch.acc,
+        dx,
+    );
 
+    let params = plan.param_shape.numel();
+    let (sg, sgx) = (&scratch.sg, &scratch.sgx);
+    let mut dgamma = vec![0.0f64; params];
+    let mut dbeta = vec![0.0f64; params];
+    match (&stage.affine, fold) {
+        (Affine::Axes(_), true) => {
+            plan.for_each_group(|s, p, _| {
+                dgamma[p] += sgx[s];
+                dbeta[p] += sg[s];
+            });
+        }
+        (Affine::Axes(_), false) => {
+            dgamma.copy_from_slice(&scratch.dparams[..params]);
+            dbeta.copy_from_slice(&scratch.dparams[params..]);
+        }
+        (Affine::External, _) => {
+            dgamma.copy_from_slice(sgx);
+            dbeta.copy_from_slice(sg);
+        }
+        (Affine::None, _) => {}
+    }
     match &stage.affine {
         Affine::Axes(_) => {
             let shape = plan.param_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, &scratch.dgamma);
+            fill_grad(&mut grads.dgamma, shape, &dgamma);
             if stage.bias {
-                fill_grad(&mut grads.dbeta, shape, &scratch.dbeta);
+                fill_grad(&mut grads.dbeta, shape, &dbeta);
             } else {
                 grads.dbeta = None;
             }
         }
         Affine::External => {
             let shape = plan.stat_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, &scratch.dgamma);
-            fill_grad(&mut grads.dbeta, shape, &scratch.dbeta);
+            fill_grad(&mut grads.dgamma, shape, &dgamma);
+            fill_grad(&mut grads.dbeta, shape, &dbeta);
         }
         Affine::None => {
             grads.dgamma = None;

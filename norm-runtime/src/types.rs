@@ -18,12 +18,8 @@ pub(crate) struct SavedStage<T> {
     /// The statistics were fixed (running statistics in eval mode): backward does not
     /// differentiate through them.
     pub fixed: bool,
-    /// Per statistics group: the mean subtracted (0 without centering).
-    pub mean: Vec<f64>,
-    /// Per statistics group: the variance estimate normalized with.
-    pub var: Vec<f64>,
-    /// Per statistics group: 1/σ as applied.
-    pub rstd: Vec<f64>,
+    /// Per statistics group: mean, variance estimate, M2 and 1/σ as applied.
+    pub stats: Vec<crate::kernels::exec::Stat>,
     /// `affine = external`: the scale used (the shift is not needed).
     pub scale: Vec<T>,
 }
@@ -65,13 +61,17 @@ impl<T> Saved<T> {
 
     /// The per-group means of stage `stage` (flattened over the statistics axes), as
     /// accumulated (in f64).
-    pub fn mean(&self, stage: usize) -> Option<&[f64]> {
-        self.stages.get(stage).map(|s| s.mean.as_slice())
+    pub fn mean(&self, stage: usize) -> Option<Vec<f64>> {
+        self.stages
+            .get(stage)
+            .map(|s| s.stats.iter().map(|g| g.mean).collect())
     }
 
     /// The per-group reciprocal standard deviations of stage `stage`.
-    pub fn rstd(&self, stage: usize) -> Option<&[f64]> {
-        self.stages.get(stage).map(|s| s.rstd.as_slice())
+    pub fn rstd(&self, stage: usize) -> Option<Vec<f64>> {
+        self.stages
+            .get(stage)
+            .map(|s| s.stats.iter().map(|g| g.rstd).collect())
     }
 }
 

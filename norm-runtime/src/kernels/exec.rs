@@ -1,0 +1,793 @@
+//! Parallel execution of the passes over a plan's *units*.
+//!
+//! The outer dims of a [`Plan`] split into kept ones (they index statistics) and reduced
+//! ones. A *unit* is one combination of the kept outer indices: one statistics group when
+//! the line is reduced (rows: layer/instance/group norm; sandwich: NCHW batch norm), or a
+//! block of `line.size` groups when the line is kept (columns: channels-last batch norm).
+//! Its lines are the combinations of the reduced outer indices.
+//!
+//! * Fused path (many units): each rayon task takes a fixed number of units and, per unit,
+//!   runs the statistics pass, computes the group coefficients and runs the elementwise pass,
+//!   so a unit's data is still in cache for its second pass.
+//! * Split path (a few large units): fixed-size chunks of lines compute partial sums, merged
+//!   in chunk order, then the elementwise pass runs over the chunks.
+//!
+//! Task boundaries depend only on the shape, never on the number of threads, so results
+//! are bit-identical for any thread count. Each task body is compiled per SIMD level
+//! ([`multiversion`]).
+
+use rayon::prelude::*;
+
+use super::lines::{self, DParam, GammaLine, ParamLine};
+use super::simd::multiversion;
+use crate::plan::{Dim, Plan, MAX_DIMS};
+use crate::Float;
+
+/// Target number of elements per task.
+const TASK_ELEMS: usize = 1 << 15;
+
+/// A plan seen as units of lines (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Units {
+    kd: [Dim; MAX_DIMS],
+    nk: usize,
+    rd: [Dim; MAX_DIMS],
+    nr: usize,
+    /// The line.
+    pub line: Dim,
+    /// Number of units.
+    pub count: usize,
+    /// Lines per unit.
+    pub lines: usize,
+    /// Statistics groups per unit (1, or the line length for columns).
+    pub gpu: usize,
+}
+
+/// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs.
+struct LineIter {
+    rd: [Dim; MAX_DIMS],
+    nr: usize,
+    idx: [usize; MAX_DIMS],
+    xo: usize,
+    po: usize,
+    left: usize,
+}
+
+impl Iterator for LineIter {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let item = (self.xo, self.po);
+        for k in (0..self.nr).rev() {
+            let d = self.rd[k];
+            self.idx[k] += 1;
+            self.xo += d.xs;
+            self.po += d.ps;
+            if self.idx[k] < d.size {
+                break;
+            }
+            self.xo -= d.size * d.xs;
+            self.po -= d.size * d.ps;
+            self.idx[k] = 0;
+        }
+        Some(item)
+    }
+}
+
+impl Units {
+    pub fn new(plan: &Plan) -> Units {
+        let line = plan.line();
+        let mut u = Units {
+            kd: [Dim::default(); MAX_DIMS],
+            nk: 0,
+            rd: [Dim::default(); MAX_DIMS],
+            nr: 0,
+            line,
+            count: 1,
+            lines: 1,
+            gpu: if line.ss == 0 { 1 } else { line.size },
+        };
+        for d in &plan.dims[..plan.ndims - 1] {
+            if d.ss != 0 {
+                u.kd[u.nk] = *d;
+                u.nk += 1;
+                u.count *= d.size;
+            } else {
+                u.rd[u.nr] = *d;
+                u.nr += 1;
+                u.lines *= d.size;
+            }
+        }
+        if plan.numel == 0 {
+            u.count = 0;
+        }
+        u
+    }
+
+    /// Elements per unit.
+    fn elems(&self) -> usize {
+        self.lines * self.line.size
+    }
+
+    /// Input and parameter offsets of unit `u`'s first line.
+    #[inline(always)]
+    fn base(&self, mut u: usize) -> (usize, usize) {
+        let (mut xo, mut po) = (0, 0);
+        for d in self.kd[..self.nk].iter().rev() {
+            let i = u % d.size;
+            u /= d.size;
+            xo += i * d.xs;
+            po += i * d.ps;
+        }
+        (xo, po)
+    }
+
+    /// The lines `j0..j1` of unit `u`.
+    #[inline(always)]
+    fn lines_of(&self, u: usize, (j0, j1): (usize, usize)) -> LineIter {
+        let (mut xo, mut po) = self.base(u);
+        let mut idx = [0usize; MAX_DIMS];
+        let mut j = j0;
+        for k in (0..self.nr).rev() {
+            let d = self.rd[k];
+            idx[k] = j % d.size;
+            j /= d.size;
+            xo += idx[k] * d.xs;
+            po += idx[k] * d.ps;
+        }
+        LineIter {
+            rd: self.rd,
+            nr: self.nr,
+            idx,
+            xo,
+            po,
+            left: j1 - j0,
+        }
+    }
+
+    /// Whether the plan runs the split path.
+    fn split(&self) -> bool {
+        self.count < 8 && self.elems() > 2 * TASK_ELEMS
+    }
+
+    /// Lines per chunk on the split path, and chunks per unit.
+    fn chunking(&self) -> (usize, usize) {
+        let lpc = (TASK_ELEMS / self.line.size.max(1)).max(1);
+        (lpc, self.lines.div_ceil(lpc).max(1))
+    }
+
+    /// The line range of chunk `c`.
+    fn chunk(&self, c: usize) -> (usize, usize) {
+        let (lpc, _) = self.chunking();
+        (c * lpc, ((c + 1) * lpc).min(self.lines))
+    }
+
+    /// Units per task on the fused path.
+    fn per_task(&self) -> usize {
+        (TASK_ELEMS / self.elems().max(1)).max(1)
+    }
+}
+
+/// An output written by many tasks, each to lines no other task writes.
+pub(crate) struct SharedOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
+unsafe impl<T: Send> Send for SharedOut<T> {}
+// SAFETY: as above: concurrent `line` calls never overlap.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    fn new(out: &mut [T]) -> Self {
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+        }
+    }
+
+    /// The mutable line `off..off + len`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap the line: every line of a plan belongs to exactly
+    /// one unit and one chunk, and each (unit, chunk) is processed by exactly one task, which
+    /// drops the line before asking for the next.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
+        assert!(off + len <= self.len, "line out of bounds");
+        // SAFETY: in bounds (asserted) of the slice `new` borrowed mutably for the lifetime
+        // of `self`; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+    }
+}
+
+/// Raw shifted sums of one group.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Raw {
+    pub shift: f64,
+    pub sum: f64,
+    pub sq: f64,
+}
+
+/// The statistics of one group as normalized with.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Stat {
+    /// The mean subtracted (0 without centering).
+    pub mean: f64,
+    /// The variance estimate (mean square without centering).
+    pub var: f64,
+    /// Σ(x − mean)² (Σx² without centering).
+    pub m2: f64,
+    /// 1/σ as applied.
+    pub rstd: f64,
+}
+
+/// Per-group statistics and coefficients, struct of arrays.
+pub(crate) struct CoefMut<'a, T> {
+    pub stat: &'a mut [Stat],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+}
+
+/// Unfolded parameters.
+#[derive(Clone, Copy)]
+pub(crate) struct Params<'a, T> {
+    pub gamma: Option<&'a [T]>,
+    pub beta: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> Params<'a, T> {
+    #[inline(always)]
+    fn line(&self, line: Dim, po: usize) -> ParamLine<'a, T> {
+        match self.gamma {
+            None => ParamLine::None,
+            Some(g) if line.ps == 0 => {
+                ParamLine::Scalar(g[po], self.beta.map_or(T::zero(), |b| b[po]))
+            }
+            Some(g) => ParamLine::Vector(
+                &g[po..po + line.size],
+                self.beta.map(|b| &b[po..po + line.size]),
+            ),
+        }
+    }
+}
+
+/// Coefficient arrays (m, a, b).
+type Coef3<'a, T> = (&'a [T], &'a [T], &'a [T]);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn elementwise<T: Float>(
+    units: &Units,
+    x: &[T],
+    out: &SharedOut<T>,
+    coef: Coef3<'_, T>,
+    params: Params<'_, T>,
+    u: usize,
+    g0: usize,
+    range: (usize, usize),
+) {
+    let len = units.line.size;
+    let w = units.gpu;
+    let (m, a, b) = (
+        &coef.0[g0..g0 + w],
+        &coef.1[g0..g0 + w],
+        &coef.2[g0..g0 + w],
+    );
+    for (xo, po) in units.lines_of(u, range) {
+        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
+        let y = unsafe { out.line(xo, len) };
+        let xs = &x[xo..xo + len];
+        let p = params.line(units.line, po);
+        if w == 1 {
+            lines::affine::<T, false>(xs, y, m, a, b, p);
+        } else {
+            lines::affine::<T, true>(xs, y, m, a, b, p);
+        }
+    }
+}
+
+/// The first line's values (or zero) as the shifts of a unit's groups.
+#[inline(always)]
+fn shifts<T: Float>(units: &Units, x: &[T], u: usize, center: bool, out: &mut [f64]) {
+    let (bx, _) = units.base(u);
+    for (i, h) in out.iter_mut().enumerate() {
+        *h = if center { x[bx + i].to_acc() } else { 0.0 };
+    }
+}
+
+#[inline(always)]
+fn unit_sums<T: Float>(
+    units: &Units,
+    x: &[T],
+    u: usize,
+    range: (usize, usize),
+    shift: &[f64],
+    sum: &mut [f64],
+    sq: &mut [f64],
+) {
+    let len = units.line.size;
+    if units.gpu == 1 {
+        let (mut s, mut q) = (0.0, 0.0);
+        for (xo, _) in units.lines_of(u, range) {
+            let (a, b) = lines::row_sums(&x[xo..xo + len], shift[0]);
+            s += a;
+            q += b;
+        }
+        sum[0] += s;
+        sq[0] += q;
+    } else {
+        for (xo, _) in units.lines_of(u, range) {
+            lines::col_sums(&x[xo..xo + len], shift, sum, sq);
+        }
+    }
+}
+
+multiversion! {
+    /// Elementwise pass over chunk `c` of unit `u` with known coefficients.
+    fn normalize_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        out: &SharedOut<T>,
+        coef: Coef3<'_, T>,
+        params: Params<'_, T>,
+        u: usize,
+        c: usize,
+    ) {
+        elementwise(units, x, out, coef, params, u, u * units.gpu, units.chunk(c));
+    }
+}
+
+multiversion! {
+    /// Shifted sums of chunk `c` of unit `u`.
+    fn sums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        u: usize,
+        c: usize,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        unit_sums(units, x, u, units.chunk(c), shift, sum, sq);
+    }
+}
+
+multiversion! {
+    /// Fused forward of units `u0..u1`: sums, `finish`, elementwise. The slices are this
+    /// task's share of the per-group arrays.
+    fn fused_forward_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        center: bool,
+        params: Params<'_, T>,
+        finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+        u0: usize,
+        u1: usize,
+        c: CoefMut<'_, T>,
+        acc: &mut [f64],
+        out: &SharedOut<T>,
+    ) {
+        let gpu = units.gpu;
+        let n = c.m.len();
+        let (shift, rest) = acc.split_at_mut(n);
+        let (sum, sq) = rest.split_at_mut(n);
+        let all = (0, units.lines);
+        for (ui, u) in (u0..u1).enumerate() {
+            let l = ui * gpu..(ui + 1) * gpu;
+            shifts(units, x, u, center, &mut shift[l.clone()]);
+            sum[l.clone()].fill(0.0);
+            sq[l.clone()].fill(0.0);
+            unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
+            for i in l.clone() {
+                let raw = Raw { shift: shift[i], sum: sum[i], sq: sq[i] };
+                let (st, (m, a, b)) = finish(u * gpu + i - l.start, raw);
+                c.stat[i] = st;
+                (c.m[i], c.a[i], c.b[i]) = (m, a, b);
+            }
+            elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
+        }
+    }
+}
+
+/// The elementwise pass with known coefficients (eval with running statistics, and the
+/// second phase of the split path).
+pub(crate) fn normalize<T: Float>(
+    units: &Units,
+    x: &[T],
+    coef: Coef3<'_, T>,
+    params: Params<'_, T>,
+    out: &mut [T],
+) {
+    let shared = SharedOut::new(out);
+    let (_, cpu) = units.chunking();
+    (0..units.count * cpu).into_par_iter().for_each(|t| {
+        normalize_task(units, x, &shared, coef, params, t / cpu, t % cpu);
+    });
+}
+
+/// The batch-statistics forward pass: per group, raw shifted sums → `finish(group, raw)`
+/// gives the statistics and coefficients → y = ((x − m)·a + b)·γ + β. `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    params: Params<'_, T>,
+    finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+    coef: CoefMut<'_, T>,
+    acc: &mut Vec<f64>,
+    out: &mut [T],
+) {
+    let gpu = units.gpu;
+    let groups = units.count * gpu;
+    if units.split() {
+        let (_, cpu) = units.chunking();
+        let ntasks = units.count * cpu;
+        acc.clear();
+        acc.resize(groups + 2 * gpu * ntasks, 0.0);
+        let (shift, parts) = acc.split_at_mut(groups);
+        for u in 0..units.count {
+            shifts(units, x, u, center, &mut shift[u * gpu..(u + 1) * gpu]);
+        }
+        let shift = &*shift;
+        parts
+            .par_chunks_mut(2 * gpu)
+            .enumerate()
+            .for_each(|(t, part)| {
+                let u = t / cpu;
+                let (sum, sq) = part.split_at_mut(gpu);
+                sums_task(
+                    units,
+                    x,
+                    u,
+                    t % cpu,
+                    &shift[u * gpu..(u + 1) * gpu],
+                    sum,
+                    sq,
+                );
+            });
+        for g in 0..groups {
+            let (u, i) = (g / gpu, g % gpu);
+            let mut raw = Raw {
+                shift: shift[g],
+                ..Raw::default()
+            };
+            for c in 0..cpu {
+                let part = &parts[(u * cpu + c) * 2 * gpu..];
+                raw.sum += part[i];
+                raw.sq += part[gpu + i];
+            }
+            let (st, (m, a, b)) = finish(g, raw);
+            coef.stat[g] = st;
+            (coef.m[g], coef.a[g], coef.b[g]) = (m, a, b);
+        }
+        normalize(units, x, (coef.m, coef.a, coef.b), params, out);
+        return;
+    }
+    let upt = units.per_task();
+    let gpt = upt * gpu;
+    acc.clear();
+    acc.resize(3 * groups, 0.0);
+    let shared = SharedOut::new(out);
+    coef.m
+        .par_chunks_mut(gpt)
+        .zip(coef.a.par_chunks_mut(gpt))
+        .zip(coef.b.par_chunks_mut(gpt))
+        .zip(coef.stat.par_chunks_mut(gpt))
+        .zip(acc.par_chunks_mut(3 * gpt))
+        .enumerate()
+        .for_each(|(t, ((((m, a), b), stat), acc))| {
+            let u0 = t * upt;
+            let u1 = (u0 + upt).min(units.count);
+            let c = CoefMut { stat, m, a, b };
+            fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, &shared);
+        });
+}
+
+/// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
+pub(crate) type DxFinish<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn unit_dsums<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    u: usize,
+    range: (usize, usize),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+    dparams: &mut [f64],
+) {
+    let len = units.line.size;
+    let gpu = units.gpu;
+    let g0 = u * gpu;
+    let (m, a, b) = (
+        &xhat.0[g0..g0 + gpu],
+        &xhat.1[g0..g0 + gpu],
+        &xhat.2[g0..g0 + gpu],
+    );
+    let np = dparams.len() / 2;
+    let (dg, db) = dparams.split_at_mut(np);
+    for (xo, po) in units.lines_of(u, range) {
+        let p = match gamma {
+            None => DParam::None,
+            Some(g) if units.line.ps == 0 => DParam::Scalar(g[po], &mut dg[po], &mut db[po]),
+            Some(g) => DParam::Vector(
+                &g[po..po + len],
+                &mut dg[po..po + len],
+                &mut db[po..po + len],
+            ),
+        };
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        if gpu == 1 {
+            lines::dsums::<T, false>(xs, ds, m, a, b, p, sg, sgx);
+        } else {
+            lines::dsums::<T, true>(xs, ds, m, a, b, p, sg, sgx);
+        }
+    }
+}
+
+/// Per-group dx coefficients (c, m, a, b).
+type Coef4<'a, T> = (&'a [T], &'a [T], &'a [T], &'a [T]);
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn unit_dx<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    out: &SharedOut<T>,
+    coef: Coef4<'_, T>,
+    g0: usize,
+    gamma: Option<&[T]>,
+    u: usize,
+    range: (usize, usize),
+) {
+    let len = units.line.size;
+    let w = units.gpu;
+    let (c, m, a, b) = (
+        &coef.0[g0..g0 + w],
+        &coef.1[g0..g0 + w],
+        &coef.2[g0..g0 + w],
+        &coef.3[g0..g0 + w],
+    );
+    for (xo, po) in units.lines_of(u, range) {
+        let g = match gamma {
+            None => GammaLine::None,
+            Some(g) if units.line.ps == 0 => GammaLine::Scalar(g[po]),
+            Some(g) => GammaLine::Vector(&g[po..po + len]),
+        };
+        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
+        let o = unsafe { out.line(xo, len) };
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        if w == 1 {
+            lines::dx::<T, false>(xs, ds, o, c, m, a, b, g);
+        } else {
+            lines::dx::<T, true>(xs, ds, o, c, m, a, b, g);
+        }
+    }
+}
+
+/// Outputs of the backward pass.
+pub(crate) struct BackOut<'a, T> {
+    /// Per group: Σg, Σg·x̂ (g = dy·γ for unfolded γ, dy otherwise).
+    pub sg: &'a mut [f64],
+    pub sgx: &'a mut [f64],
+    /// Per parameter (unfolded γ): Σdy·x̂ then Σdy, `2·P` values.
+    pub dparams: &'a mut [f64],
+    /// Per-group dx coefficients (scratch).
+    pub c: &'a mut [T],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+}
+
+multiversion! {
+    /// Backward sums of chunk `c` of unit `u`.
+    fn dsums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        xhat: Coef3<'_, T>,
+        gamma: Option<&[T]>,
+        u: usize,
+        c: usize,
+        sg: &mut [f64],
+        sgx: &mut [f64],
+        dparams: &mut [f64],
+    ) {
+        unit_dsums(units, x, dy, xhat, gamma, u, units.chunk(c), sg, sgx, dparams);
+    }
+}
+
+multiversion! {
+    /// dx over chunk `c` of unit `u` with known coefficients.
+    fn dx_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        out: &SharedOut<T>,
+        coef: Coef4<'_, T>,
+        gamma: Option<&[T]>,
+        u: usize,
+        c: usize,
+    ) {
+        unit_dx(units, x, dy, out, coef, u * units.gpu, gamma, u, units.chunk(c));
+    }
+}
+
+multiversion! {
+    /// Fused backward of units `u0..u1`: sums, `finish`, dx. The slices are this task's
+    /// share of the per-group arrays; `dparams` is its own parameter-sum accumulator.
+    fn fused_backward_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        xhat: Coef3<'_, T>,
+        gamma: Option<&[T]>,
+        finish: &DxFinish<'_, T>,
+        u0: usize,
+        u1: usize,
+        o: BackOut<'_, T>,
+        out: &SharedOut<T>,
+    ) {
+        let gpu = units.gpu;
+        let all = (0, units.lines);
+        o.sg.fill(0.0);
+        o.sgx.fill(0.0);
+        for (ui, u) in (u0..u1).enumerate() {
+            let l = ui * gpu..(ui + 1) * gpu;
+            unit_dsums(
+                units,
+                x,
+                dy,
+                xhat,
+                gamma,
+                u,
+                all,
+                &mut o.sg[l.clone()],
+                &mut o.sgx[l.clone()],
+                o.dparams,
+            );
+            for i in l.clone() {
+                let (c, m, a, b) = finish(u * gpu + i - l.start, o.sg[i], o.sgx[i]);
+                (o.c[i], o.m[i], o.a[i], o.b[i]) = (c, m, a, b);
+            }
+            let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+            unit_dx(units, x, dy, out, coef, l.start, gamma, u, all);
+        }
+    }
+}
+
+/// The backward pass: sums per group (and per unfolded parameter), `finish` → per-group dx
+/// coefficients, then dx. `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    finish: &DxFinish<'_, T>,
+    o: BackOut<'_, T>,
+    acc: &mut Vec<f64>,
+    dx: &mut [T],
+) {
+    let gpu = units.gpu;
+    let groups = units.count * gpu;
+    let np2 = o.dparams.len();
+    let shared = SharedOut::new(dx);
+    if units.split() {
+        let (_, cpu) = units.chunking();
+        let ntasks = units.count * cpu;
+        let stride = 2 * gpu + np2;
+        acc.clear();
+        acc.resize(stride * ntasks, 0.0);
+        acc.par_chunks_mut(stride)
+            .enumerate()
+            .for_each(|(t, part)| {
+                let (sg, rest) = part.split_at_mut(gpu);
+                let (sgx, dp) = rest.split_at_mut(gpu);
+                dsums_task(units, x, dy, xhat, gamma, t / cpu, t % cpu, sg, sgx, dp);
+            });
+        o.sg.fill(0.0);
+        o.sgx.fill(0.0);
+        o.dparams.fill(0.0);
+        for (t, part) in acc.chunks(stride).enumerate() {
+            let g0 = (t / cpu) * gpu;
+            for i in 0..gpu {
+                o.sg[g0 + i] += part[i];
+                o.sgx[g0 + i] += part[gpu + i];
+            }
+            for (d, &v) in o.dparams.iter_mut().zip(&part[2 * gpu..]) {
+                *d += v;
+            }
+        }
+        for g in 0..groups {
+            let (c, m, a, b) = finish(g, o.sg[g], o.sgx[g]);
+            (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
+        }
+        let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+        (0..ntasks).into_par_iter().for_each(|t| {
+            dx_task(units, x, dy, &shared, coef, gamma, t / cpu, t % cpu);
+        });
+        return;
+    }
+    let upt = units.per_task();
+    let gpt = upt * gpu;
+    let dstride = np2.max(1);
+    acc.clear();
+    acc.resize(dstride * units.count.div_ceil(upt), 0.0);
+    o.sg.par_chunks_mut(gpt)
+        .zip(o.sgx.par_chunks_mut(gpt))
+        .zip(o.c.par_chunks_mut(gpt))
+        .zip(o.m.par_chunks_mut(gpt))
+        .zip(o.a.par_chunks_mut(gpt))
+        .zip(o.b.par_chunks_mut(gpt))
+        .zip(acc.par_chunks_mut(dstride))
+        .enumerate()
+        .for_each(|(t, ((((((sg, sgx), c), m), a), b), dp))| {
+            let u0 = t * upt;
+            let u1 = (u0 + upt).min(units.count);
+            let dparams = &mut dp[..np2];
+            let part = BackOut {
+                sg,
+                sgx,
+                dparams,
+                c,
+                m,
+                a,
+                b,
+            };
+            fused_backward_task(units, x, dy, xhat, gamma, finish, u0, u1, part, &shared);
+        });
+    o.dparams.fill(0.0);
+    for part in acc.chunks(dstride) {
+        for (d, &v) in o.dparams.iter_mut().zip(&part[..np2]) {
+            *d += v;
+        }
+    }
+}
+
+multiversion! {
+    /// Raw sums of unit `u` into `raws`, with `acc` as its 3·gpu scratch.
+    fn raw_sums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        center: bool,
+        u: usize,
+        raws: &mut [Raw],
+        acc: &mut [f64],
+    ) {
+        let gpu = units.gpu;
+        let (shift, rest) = acc.split_at_mut(gpu);
+        let (sum, sq) = rest.split_at_mut(gpu);
+        shifts(units, x, u, center, shift);
+        unit_sums(units, x, u, (0, units.lines), shift, sum, sq);
+        for (i, r) in raws.iter_mut().enumerate() {
+            *r = Raw { shift: shift[i], sum: sum[i], sq: sq[i] };
+        }
+    }
+}
+
+/// Raw shifted sums of every group (for `stats`), in the same order as the forward pass.
+pub(crate) fn raw_sums<T: Float>(units: &Units, x: &[T], center: bool, out: &mut [Raw]) {
+    let gpu = units.gpu;
+    let mut acc = vec![0.0f64; 3 * gpu * units.count];
+    out.par_chunks_mut(gpu)
+        .zip(acc.par_chunks_mut(3 * gpu))
+        .enumerate()
+        .for_each(|(u, (raws, acc))| raw_sums_task(units, x, center, u, raws, acc));
+}

@@ -1,0 +1,234 @@
+//! Line kernels: one contiguous line of the input, along which the statistics index
+//! advances by `DS ∈ {0, 1}` (`DS = false`: the whole line is one group; `true`: element `i`
+//! belongs to group `i`, the channels-last columns) and the parameters by 0 or 1.
+//!
+//! Written for the auto-vectorizer: fixed-width lane arrays for reductions, zipped iterators
+//! for elementwise passes; every function is `#[inline(always)]` so it is compiled inside
+//! the caller's `#[target_feature]` trampoline ([`super::simd::dispatch`]).
+
+use crate::Float;
+
+/// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
+#[inline(always)]
+pub(crate) fn row_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+    T::row_sums(x, shift)
+}
+
+/// Per element: sum[i] += x[i] − shift[i], sq[i] += (x[i] − shift[i])².
+#[inline(always)]
+pub(crate) fn col_sums<T: Float>(x: &[T], shift: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    for (((&v, &h), s), q) in x.iter().zip(shift).zip(sum.iter_mut()).zip(sq.iter_mut()) {
+        let d = v.to_acc() - h;
+        *s += d;
+        *q += d * d;
+    }
+}
+
+/// The affine parameters along one line (unfolded γ/β).
+#[derive(Clone, Copy)]
+pub(crate) enum ParamLine<'a, T> {
+    /// Folded into the coefficients.
+    None,
+    /// One γ (and β) for the whole line.
+    Scalar(T, T),
+    /// γ[i] (and β[i]) along the line.
+    Vector(&'a [T], Option<&'a [T]>),
+}
+
+/// y = ((x − m)·a + b)·γ + β over a line; `m`, `a`, `b` have length 1 (`DS = false`) or the
+/// line's length.
+#[inline(always)]
+pub(crate) fn affine<T: Float, const DS: bool>(
+    x: &[T],
+    y: &mut [T],
+    m: &[T],
+    a: &[T],
+    b: &[T],
+    p: ParamLine<'_, T>,
+) {
+    if !DS {
+        let (m, mut a, mut b) = (m[0], a[0], b[0]);
+        match p {
+            ParamLine::None => {}
+            ParamLine::Scalar(g, bt) => {
+                a = a * g;
+                b = b * g + bt;
+            }
+            ParamLine::Vector(g, Some(bt)) => {
+                for (((o, &v), &g), &bt) in y.iter_mut().zip(x).zip(g).zip(bt) {
+                    *o = ((v - m) * a + b) * g + bt;
+                }
+                return;
+            }
+            ParamLine::Vector(g, None) => {
+                for ((o, &v), &g) in y.iter_mut().zip(x).zip(g) {
+                    *o = ((v - m) * a + b) * g;
+                }
+                return;
+            }
+        }
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = (v - m) * a + b;
+        }
+        return;
+    }
+    let it = y.iter_mut().zip(x).zip(m).zip(a).zip(b);
+    match p {
+        ParamLine::None => {
+            for ((((o, &v), &m), &a), &b) in it {
+                *o = (v - m) * a + b;
+            }
+        }
+        ParamLine::Scalar(g, bt) => {
+            for ((((o, &v), &m), &a), &b) in it {
+                *o = ((v - m) * a + b) * g + bt;
+            }
+        }
+        ParamLine::Vector(g, bt) => {
+            for (i, ((((o, &v), &m), &a), &b)) in it.enumerate() {
+                *o = ((v - m) * a + b) * g[i] + bt.map_or(T::zero(), |bt| bt[i]);
+            }
+        }
+    }
+}
+
+/// Parameter-gradient accumulators of one line (unfolded γ only).
+pub(crate) enum DParam<'a, T> {
+    /// γ folded or absent: sums are of dy.
+    None,
+    /// One γ for the line: g = γ·dy; accumulates Σdy·x̂ and Σdy into the two slots.
+    Scalar(T, &'a mut f64, &'a mut f64),
+    /// γ[i] along the line; accumulates per element.
+    Vector(&'a [T], &'a mut [f64], &'a mut [f64]),
+}
+
+/// Backward sums of a line with x̂ = (x − m)·a + b: per group Σg and Σg·x̂ into `sg`, `sgx`
+/// (index 0 when `DS = false`), and the parameter sums.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn dsums<T: Float, const DS: bool>(
+    x: &[T],
+    dy: &[T],
+    m: &[T],
+    a: &[T],
+    b: &[T],
+    p: DParam<'_, T>,
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    if !DS {
+        let (m, a, b) = (m[0], a[0], b[0]);
+        match p {
+            DParam::None => {
+                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), None);
+                sg[0] += t1;
+                sgx[0] += t2;
+            }
+            DParam::Scalar(g, dg, db) => {
+                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), None);
+                let g = g.to_acc();
+                *dg += t2;
+                *db += t1;
+                sg[0] += g * t1;
+                sgx[0] += g * t2;
+            }
+            DParam::Vector(g, dg, db) => {
+                for (((&v, &d), dg), db) in x.iter().zip(dy).zip(dg.iter_mut()).zip(db.iter_mut()) {
+                    let d = d.to_acc();
+                    *dg += d * ((v - m) * a + b).to_acc();
+                    *db += d;
+                }
+                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), Some(g));
+                sg[0] += t1;
+                sgx[0] += t2;
+            }
+        }
+        return;
+    }
+    match p {
+        DParam::None => {
+            for i in 0..x.len() {
+                let d = dy[i].to_acc();
+                sg[i] += d;
+                sgx[i] += d * ((x[i] - m[i]) * a[i] + b[i]).to_acc();
+            }
+        }
+        DParam::Scalar(g, dg, db) => {
+            let g = g.to_acc();
+            let (mut t1, mut t2) = (0.0, 0.0);
+            for i in 0..x.len() {
+                let d = dy[i].to_acc();
+                let xh = ((x[i] - m[i]) * a[i] + b[i]).to_acc();
+                t1 += d;
+                t2 += d * xh;
+                sg[i] += g * d;
+                sgx[i] += g * d * xh;
+            }
+            *dg += t2;
+            *db += t1;
+        }
+        DParam::Vector(g, dg, db) => {
+            for i in 0..x.len() {
+                let d = dy[i].to_acc();
+                let xh = ((x[i] - m[i]) * a[i] + b[i]).to_acc();
+                dg[i] += d * xh;
+                db[i] += d;
+                let gd = g[i].to_acc() * d;
+                sg[i] += gd;
+                sgx[i] += gd * xh;
+            }
+        }
+    }
+}
+
+/// γ along a line for the dx pass.
+#[derive(Clone, Copy)]
+pub(crate) enum GammaLine<'a, T> {
+    /// Folded into `c` (or absent).
+    None,
+    /// One γ for the line.
+    Scalar(T),
+    /// γ[i] along the line.
+    Vector(&'a [T]),
+}
+
+/// dx = dy·c·γ + ((x − m)·a + b) over a line.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn dx<T: Float, const DS: bool>(
+    x: &[T],
+    dy: &[T],
+    out: &mut [T],
+    c: &[T],
+    m: &[T],
+    a: &[T],
+    b: &[T],
+    g: GammaLine<'_, T>,
+) {
+    if !DS {
+        let (m, a, b) = (m[0], a[0], b[0]);
+        let c = match g {
+            GammaLine::None => c[0],
+            GammaLine::Scalar(g) => c[0] * g,
+            GammaLine::Vector(g) => {
+                let c = c[0];
+                for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(g) {
+                    *o = d * (c * g) + ((v - m) * a + b);
+                }
+                return;
+            }
+        };
+        for ((o, &v), &d) in out.iter_mut().zip(x).zip(dy) {
+            *o = d * c + ((v - m) * a + b);
+        }
+        return;
+    }
+    for i in 0..x.len() {
+        let gi = match g {
+            GammaLine::None => T::one(),
+            GammaLine::Scalar(g) => g,
+            GammaLine::Vector(g) => g[i],
+        };
+        out[i] = dy[i] * (c[i] * gi) + ((x[i] - m[i]) * a[i] + b[i]);
+    }
+}

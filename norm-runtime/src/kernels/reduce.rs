@@ -1,0 +1,416 @@
+//! The two row reductions, with explicit SIMD: the compiler does not vectorize an f32 → f64
+//! widening reduction, and these loops carry the statistics and backward passes.
+//!
+//! * [`row_sums`]: Σ(x − h) and Σ(x − h)² of a line.
+//! * [`row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the element type,
+//!   as the portable kernels do) and an optional weight w = γ along the line.
+//!
+//! Accumulation is in f64; lane sums reduce in a fixed order, so a level's result is
+//! deterministic. Levels differ from each other only by rounding (FMA, lane order).
+
+use super::simd::{level, Level};
+
+/// Portable reference of [`row_sums`].
+#[inline(always)]
+pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
+    let (mut s, mut q) = (0.0, 0.0);
+    for &v in x {
+        let d = v.to_acc() - shift;
+        s += d;
+        q += d * d;
+    }
+    (s, q)
+}
+
+/// Portable reference of [`row_dsums`].
+#[inline(always)]
+pub(crate) fn row_dsums_portable<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    (m, a, b): (T, T, T),
+    w: Option<&[T]>,
+) -> (f64, f64) {
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for i in 0..x.len() {
+        let d = dy[i].to_acc() * w.map_or(1.0, |w| w[i].to_acc());
+        s1 += d;
+        s2 += d * ((x[i] - m) * a + b).to_acc();
+    }
+    (s1, s2)
+}
+
+/// Element types with SIMD row reductions.
+pub trait RowReduce: Sized + Copy {
+    /// Σ(x − shift) and Σ(x − shift)².
+    fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
+    /// Σw·dy and Σw·dy·((x − m)·a + b).
+    fn row_dsums(x: &[Self], dy: &[Self], c: (Self, Self, Self), w: Option<&[Self]>) -> (f64, f64);
+}
+
+impl RowReduce for f32 {
+    #[inline(always)]
+    fn row_sums(x: &[f32], shift: f64) -> (f64, f64) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::sums_f32_avx512(x, shift) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::sums_f32_avx2(x, shift) },
+            _ => row_sums_portable(x, shift),
+        }
+    }
+    #[inline(always)]
+    fn row_dsums(x: &[f32], dy: &[f32], c: (f32, f32, f32), w: Option<&[f32]>) -> (f64, f64) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::dsums_f32_avx512(x, dy, c, w) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, w) },
+            _ => row_dsums_portable(x, dy, c, w),
+        }
+    }
+}
+
+impl RowReduce for f64 {
+    #[inline(always)]
+    fn row_sums(x: &[f64], shift: f64) -> (f64, f64) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::sums_f64_avx512(x, shift) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::sums_f64_avx2(x, shift) },
+            _ => row_sums_portable(x, shift),
+        }
+    }
+    #[inline(always)]
+    fn row_dsums(x: &[f64], dy: &[f64], c: (f64, f64, f64), w: Option<&[f64]>) -> (f64, f64) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::dsums_f64_avx512(x, dy, c, w) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Level::Avx2 => unsafe { x86::dsums_f64_avx2(x, dy, c, w) },
+            _ => row_dsums_portable(x, dy, c, w),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{row_dsums_portable, row_sums_portable};
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn hsum512(v: __m512d) -> f64 {
+        _mm512_reduce_add_pd(v)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum256(v: __m256d) -> f64 {
+        let lo = _mm256_castpd256_pd128(v);
+        let hi = _mm256_extractf128_pd::<1>(v);
+        let s = _mm_add_pd(lo, hi);
+        _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn sums_f32_avx512(x: &[f32], shift: f64) -> (f64, f64) {
+        let h = _mm512_set1_pd(shift);
+        let (mut s0, mut s1, mut q0, mut q1) = (
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+        );
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 16 f32 = 64 bytes; `loadu` has no alignment requirement.
+            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
+            let lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), h);
+            let hi = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)), h);
+            s0 = _mm512_add_pd(s0, lo);
+            s1 = _mm512_add_pd(s1, hi);
+            q0 = _mm512_fmadd_pd(lo, lo, q0);
+            q1 = _mm512_fmadd_pd(hi, hi, q1);
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (
+            hsum512(_mm512_add_pd(s0, s1)) + rs,
+            hsum512(_mm512_add_pd(q0, q1)) + rq,
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn sums_f32_avx2(x: &[f32], shift: f64) -> (f64, f64) {
+        let h = _mm256_set1_pd(shift);
+        let (mut s0, mut s1, mut q0, mut q1) = (
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+        );
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 f32 = 32 bytes; `loadu` has no alignment requirement.
+            let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+            let lo = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), h);
+            let hi = _mm256_sub_pd(_mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)), h);
+            s0 = _mm256_add_pd(s0, lo);
+            s1 = _mm256_add_pd(s1, hi);
+            q0 = _mm256_fmadd_pd(lo, lo, q0);
+            q1 = _mm256_fmadd_pd(hi, hi, q1);
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (
+            hsum256(_mm256_add_pd(s0, s1)) + rs,
+            hsum256(_mm256_add_pd(q0, q1)) + rq,
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn sums_f64_avx512(x: &[f64], shift: f64) -> (f64, f64) {
+        let h = _mm512_set1_pd(shift);
+        let (mut s0, mut s1, mut q0, mut q1) = (
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+        );
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 16 f64 = 128 bytes: two unaligned 64-byte loads in bounds.
+            let (a, b) = unsafe {
+                (
+                    _mm512_loadu_pd(c.as_ptr()),
+                    _mm512_loadu_pd(c.as_ptr().add(8)),
+                )
+            };
+            let (a, b) = (_mm512_sub_pd(a, h), _mm512_sub_pd(b, h));
+            s0 = _mm512_add_pd(s0, a);
+            s1 = _mm512_add_pd(s1, b);
+            q0 = _mm512_fmadd_pd(a, a, q0);
+            q1 = _mm512_fmadd_pd(b, b, q1);
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (
+            hsum512(_mm512_add_pd(s0, s1)) + rs,
+            hsum512(_mm512_add_pd(q0, q1)) + rq,
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn sums_f64_avx2(x: &[f64], shift: f64) -> (f64, f64) {
+        let h = _mm256_set1_pd(shift);
+        let (mut s0, mut s1, mut q0, mut q1) = (
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+        );
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 f64 = 64 bytes: two unaligned 32-byte loads in bounds.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_pd(c.as_ptr()),
+                    _mm256_loadu_pd(c.as_ptr().add(4)),
+                )
+            };
+            let (a, b) = (_mm256_sub_pd(a, h), _mm256_sub_pd(b, h));
+            s0 = _mm256_add_pd(s0, a);
+            s1 = _mm256_add_pd(s1, b);
+            q0 = _mm256_fmadd_pd(a, a, q0);
+            q1 = _mm256_fmadd_pd(b, b, q1);
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (
+            hsum256(_mm256_add_pd(s0, s1)) + rs,
+            hsum256(_mm256_add_pd(q0, q1)) + rq,
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn dsums_f32_avx512(
+        x: &[f32],
+        dy: &[f32],
+        (m, a, b): (f32, f32, f32),
+        w: Option<&[f32]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f32]>::len));
+        let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
+        let (mut s0, mut s1, mut t0, mut t1) = (
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+        );
+        let full = n - n % 16;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 ≤ n ≤ the length of `x`, `dy` (and `w`): 64-byte unaligned loads.
+            let (vx, mut vd) = unsafe {
+                (
+                    _mm512_loadu_ps(x.as_ptr().add(i)),
+                    _mm512_loadu_ps(dy.as_ptr().add(i)),
+                )
+            };
+            if let Some(w) = w {
+                // SAFETY: as above.
+                vd = _mm512_mul_ps(vd, unsafe { _mm512_loadu_ps(w.as_ptr().add(i)) });
+            }
+            let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(vx, vm), va), vb);
+            let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
+            let dh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
+            let xl = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
+            let xhh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xh));
+            s0 = _mm512_add_pd(s0, dl);
+            s1 = _mm512_add_pd(s1, dh);
+            t0 = _mm512_fmadd_pd(dl, xl, t0);
+            t1 = _mm512_fmadd_pd(dh, xhh, t1);
+            i += 16;
+        }
+        let (r1, r2) =
+            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (
+            hsum512(_mm512_add_pd(s0, s1)) + r1,
+            hsum512(_mm512_add_pd(t0, t1)) + r2,
+        )
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dsums_f32_avx2(
+        x: &[f32],
+        dy: &[f32],
+        (m, a, b): (f32, f32, f32),
+        w: Option<&[f32]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f32]>::len));
+        let (vm, va, vb) = (_mm256_set1_ps(m), _mm256_set1_ps(a), _mm256_set1_ps(b));
+        let (mut s0, mut s1, mut t0, mut t1) = (
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+            _mm256_setzero_pd(),
+        );
+        let full = n - n % 8;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 ≤ n ≤ the length of `x`, `dy` (and `w`): 32-byte unaligned loads.
+            let (vx, mut vd) = unsafe {
+                (
+                    _mm256_loadu_ps(x.as_ptr().add(i)),
+                    _mm256_loadu_ps(dy.as_ptr().add(i)),
+                )
+            };
+            if let Some(w) = w {
+                // SAFETY: as above.
+                vd = _mm256_mul_ps(vd, unsafe { _mm256_loadu_ps(w.as_ptr().add(i)) });
+            }
+            let xh = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(vx, vm), va), vb);
+            let dl = _mm256_cvtps_pd(_mm256_castps256_ps128(vd));
+            let dh = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(vd));
+            let xl = _mm256_cvtps_pd(_mm256_castps256_ps128(xh));
+            let xhh = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(xh));
+            s0 = _mm256_add_pd(s0, dl);
+            s1 = _mm256_add_pd(s1, dh);
+            t0 = _mm256_fmadd_pd(dl, xl, t0);
+            t1 = _mm256_fmadd_pd(dh, xhh, t1);
+            i += 8;
+        }
+        let (r1, r2) =
+            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (
+            hsum256(_mm256_add_pd(s0, s1)) + r1,
+            hsum256(_mm256_add_pd(t0, t1)) + r2,
+        )
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn dsums_f64_avx512(
+        x: &[f64],
+        dy: &[f64],
+        (m, a, b): (f64, f64, f64),
+        w: Option<&[f64]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f64]>::len));
+        let (vm, va, vb) = (_mm512_set1_pd(m), _mm512_set1_pd(a), _mm512_set1_pd(b));
+        let (mut s0, mut t0) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        let full = n - n % 8;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 ≤ n ≤ the length of `x`, `dy` (and `w`): 64-byte unaligned loads.
+            let (vx, mut vd) = unsafe {
+                (
+                    _mm512_loadu_pd(x.as_ptr().add(i)),
+                    _mm512_loadu_pd(dy.as_ptr().add(i)),
+                )
+            };
+            if let Some(w) = w {
+                // SAFETY: as above.
+                vd = _mm512_mul_pd(vd, unsafe { _mm512_loadu_pd(w.as_ptr().add(i)) });
+            }
+            let xh = _mm512_add_pd(_mm512_mul_pd(_mm512_sub_pd(vx, vm), va), vb);
+            s0 = _mm512_add_pd(s0, vd);
+            t0 = _mm512_fmadd_pd(vd, xh, t0);
+            i += 8;
+        }
+        let (r1, r2) =
+            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (hsum512(s0) + r1, hsum512(t0) + r2)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn dsums_f64_avx2(
+        x: &[f64],
+        dy: &[f64],
+        (m, a, b): (f64, f64, f64),
+        w: Option<&[f64]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f64]>::len));
+        let (vm, va, vb) = (_mm256_set1_pd(m), _mm256_set1_pd(a), _mm256_set1_pd(b));
+        let (mut s0, mut t0) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let full = n - n % 4;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 4 ≤ n ≤ the length of `x`, `dy` (and `w`): 32-byte unaligned loads.
+            let (vx, mut vd) = unsafe {
+                (
+                    _mm256_loadu_pd(x.as_ptr().add(i)),
+                    _mm256_loadu_pd(dy.as_ptr().add(i)),
+                )
+            };
+            if let Some(w) = w {
+                // SAFETY: as above.
+                vd = _mm256_mul_pd(vd, unsafe { _mm256_loadu_pd(w.as_ptr().add(i)) });
+            }
+            let xh = _mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(vx, vm), va), vb);
+            s0 = _mm256_add_pd(s0, vd);
+            t0 = _mm256_fmadd_pd(vd, xh, t0);
+            i += 4;
+        }
+        let (r1, r2) =
+            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (hsum256(s0) + r1, hsum256(t0) + r2)
+    }
+}
