@@ -35,6 +35,8 @@
 
 pub use ndarray;
 pub use norm_macros::norm;
+/// The SIMD level in use and how to cap it (for tests and benchmarks).
+pub use norm_runtime::simd;
 pub use norm_runtime::{
     ChainGrads, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, SpecError,
     SpecIssue, StageGrads, StageParams,

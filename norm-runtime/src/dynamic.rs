@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::Range;
 
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-use norm_spec::{shapes, Affine, Spec};
+use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::layer;
 use crate::stage::{LayerInfo, Running, StageState};
@@ -310,15 +310,18 @@ impl<T: Float> DynNorm<T> {
             fingerprint: self.fingerprint,
         };
         // Eval never changes state: read-only views of the running statistics.
-        let mut states: Vec<StageState<'_, T>> = if mode == Mode::Train {
-            self.stages
-                .iter_mut()
-                .map(|st| st.state_mut(ext.clone()))
-                .collect()
+        let mut states: [StageState<'_, T>; MAX_STAGES] = Default::default();
+        let n = self.stages.len();
+        if mode == Mode::Train {
+            for (slot, st) in states.iter_mut().zip(self.stages.iter_mut()) {
+                *slot = st.state_mut(ext.clone());
+            }
         } else {
-            self.stages.iter().map(|st| st.state(ext.clone())).collect()
-        };
-        layer::forward_into(&info, &mut states, x, mode, out, saved)
+            for (slot, st) in states.iter_mut().zip(self.stages.iter()) {
+                *slot = st.state(ext.clone());
+            }
+        }
+        layer::forward_into(&info, &mut states[..n], x, mode, out, saved)
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -391,11 +394,17 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<(), NormError> {
         self.external_error(false)?;
         let mut states = self.states();
-        layer::forward_into(&self.info(), &mut states, x, Mode::Eval, out, None)
+        let n = self.stages.len();
+        layer::forward_into(&self.info(), &mut states[..n], x, Mode::Eval, out, None)
     }
 
-    fn states(&self) -> Vec<StageState<'_, T>> {
-        self.stages.iter().map(|st| st.state(None)).collect()
+    /// Read-only states of every stage (a fixed array: no allocation per call).
+    fn states(&self) -> [StageState<'_, T>; MAX_STAGES] {
+        let mut states: [StageState<'_, T>; MAX_STAGES] = Default::default();
+        for (slot, st) in states.iter_mut().zip(self.stages.iter()) {
+            *slot = st.state(None);
+        }
+        states
     }
 
     /// Backward pass of a single-stage layer (for a chain use [`DynNorm::backward_chain`]).
@@ -433,6 +442,7 @@ impl<T: Float> DynNorm<T> {
         grads: &mut Grads<T, IxDyn>,
     ) -> Result<(), NormError> {
         let states = self.states();
+        let states = &states[..self.stages.len()];
         let mut slot = [StageGrads {
             dgamma: grads.dgamma.take(),
             dbeta: grads.dbeta.take(),
@@ -460,6 +470,7 @@ impl<T: Float> DynNorm<T> {
         saved: &Saved<T>,
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
+        let states = &states[..self.stages.len()];
         let mut dx = ArrayD::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         layer::backward_into(
@@ -476,6 +487,7 @@ impl<T: Float> DynNorm<T> {
 
     /// Per-group mean and variance of the first stage, with the layer's estimator.
     pub fn stats(&self, x: ArrayViewD<'_, T>) -> Result<Moments<T>, NormError> {
-        layer::stats(&self.info(), &self.states(), x)
+        let states = self.states();
+        layer::stats(&self.info(), &states[..self.stages.len()], x)
     }
 }

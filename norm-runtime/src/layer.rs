@@ -3,9 +3,12 @@
 //!
 //! They accept inputs of any dimension and any strides (a non-contiguous input is copied
 //! to standard layout first), run the stages of a chain in order, and check everything
-//! before any state changes.
+//! before any state changes. Scratch memory is kept per thread, so a `*_into` call does not
+//! allocate once the buffers have grown.
 
+use std::any::{Any, TypeId};
 use std::borrow::Cow;
+use std::cell::RefCell;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
@@ -13,6 +16,38 @@ use crate::plan::Plan;
 use crate::stage::{self, LayerInfo, Scratch, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
+
+thread_local! {
+    static SCRATCH_F32: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
+    static SCRATCH_F64: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
+}
+
+fn borrow_scratch<S: Any, T: Float, R>(
+    cell: &RefCell<S>,
+    f: impl FnOnce(&mut Scratch<T>) -> R,
+) -> R {
+    match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            let any: &mut dyn Any = &mut *s;
+            match any.downcast_mut::<Scratch<T>>() {
+                Some(s) => f(s),
+                None => f(&mut Scratch::default()),
+            }
+        }
+        // A layer called from inside another layer's call on this thread (e.g. from a
+        // rayon task that this thread picked up while waiting): use fresh buffers.
+        Err(_) => f(&mut Scratch::default()),
+    }
+}
+
+/// Runs `f` with this thread's scratch buffers for `T`.
+fn with_scratch<T: Float, R>(f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
+    if TypeId::of::<T>() == TypeId::of::<f32>() {
+        SCRATCH_F32.with(|c| borrow_scratch(c, f))
+    } else {
+        SCRATCH_F64.with(|c| borrow_scratch(c, f))
+    }
+}
 
 /// The values of `a` in standard (logical) order, borrowed when already contiguous.
 fn contiguous<'a, T: Copy, D: Dimension>(a: &'a ArrayView<'_, T, D>) -> Cow<'a, [T]> {
@@ -55,12 +90,13 @@ fn check_same<T, D: Dimension>(
     Ok(())
 }
 
-fn plans<T: Float>(
+/// Checks the input and every stage's state; nothing changes before this succeeds.
+fn check_all<T: Float>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     shape: &[usize],
     mode: Option<Mode>,
-) -> Result<Vec<Plan>, NormError> {
+) -> Result<(), NormError> {
     stage::check_input(info, shape)?;
     if states.len() != info.spec.stages.len() {
         return Err(NormError::Unsupported {
@@ -72,11 +108,14 @@ fn plans<T: Float>(
             ),
         });
     }
-    states
-        .iter()
-        .enumerate()
-        .map(|(k, st)| stage::check(info, k, st, shape, mode))
-        .collect()
+    for (k, st) in states.iter().enumerate() {
+        stage::check(info, k, st, shape, mode)?;
+    }
+    Ok(())
+}
+
+fn plan(info: &LayerInfo<'_>, k: usize, shape: &[usize]) -> Plan {
+    Plan::new(info.spec, &info.spec.stages[k], shape)
 }
 
 /// Forward pass into `out`. With `saved`, records what backward needs (train, or eval with
@@ -91,41 +130,51 @@ pub fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    let plans = plans(info, states, shape, Some(mode))?;
+    check_all(info, states, shape, Some(mode))?;
     check_same(info, "the output buffer", shape, &out)?;
     let xs = contiguous(&x);
-    let nstages = plans.len();
-    let mut local = Saved::new();
-    let saved = saved.unwrap_or(&mut local);
-    saved.fingerprint = info.fingerprint;
-    saved.shape.clear();
-    saved.shape.extend_from_slice(shape);
-    saved.stages.resize_with(nstages, SavedStage::default);
-    saved.intermediates.resize_with(nstages - 1, Vec::new);
-    let mut scratch = Scratch::default();
-    with_out(&mut out, |out| {
-        for k in 0..nstages {
-            let (done, rest) = saved.intermediates.split_at_mut(k);
-            let input: &[T] = if k == 0 { &xs } else { &done[k - 1] };
-            let output: &mut [T] = if k + 1 == nstages {
-                out
-            } else {
-                let buf = &mut rest[0];
-                buf.clear();
-                buf.resize(input.len(), T::zero());
-                buf
-            };
-            stage::forward(
-                info,
-                k,
-                &plans[k],
-                &mut states[k],
-                input,
-                mode,
-                output,
-                &mut saved.stages[k],
-                &mut scratch,
-            );
+    let nstages = states.len();
+    with_scratch(|scratch: &mut Scratch<T>| {
+        // Inference saves nothing for the caller: reuse this thread's buffers.
+        let mut local = None;
+        let saved = match saved {
+            Some(s) => s,
+            None => local.insert(std::mem::take(&mut scratch.saved)),
+        };
+        saved.fingerprint = info.fingerprint;
+        saved.shape.clear();
+        saved.shape.extend_from_slice(shape);
+        saved.stages.resize_with(nstages, SavedStage::default);
+        saved.intermediates.resize_with(nstages - 1, Vec::new);
+        with_out(&mut out, |out| {
+            for k in 0..nstages {
+                let (done, rest) = saved.intermediates.split_at_mut(k);
+                let input: &[T] = if k == 0 { &xs } else { &done[k - 1] };
+                let output: &mut [T] = if k + 1 == nstages {
+                    out
+                } else {
+                    let buf = &mut rest[0];
+                    buf.clear();
+                    buf.resize(input.len(), T::zero());
+                    buf
+                };
+                let plan = plan(info, k, shape);
+                let saved_k = &mut saved.stages[k];
+                stage::forward(
+                    info,
+                    k,
+                    &plan,
+                    &mut states[k],
+                    input,
+                    mode,
+                    output,
+                    saved_k,
+                    scratch,
+                );
+            }
+        });
+        if let Some(s) = local {
+            scratch.saved = s;
         }
     });
     Ok(())
@@ -142,7 +191,7 @@ pub fn backward_into<T: Float, D: Dimension>(
     grads: &mut [StageGrads<T>],
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    let plans = plans(info, states, shape, None)?;
+    check_all(info, states, shape, None)?;
     if dy.shape() != shape {
         return Err(NormError::Shape {
             layer: info.name.to_string(),
@@ -169,69 +218,48 @@ pub fn backward_into<T: Float, D: Dimension>(
             saved.shape, shape
         )));
     }
-    if saved.stages.len() != plans.len()
-        || saved.intermediates.len() + 1 != plans.len()
-        || plans
-            .iter()
-            .zip(&saved.stages)
-            .any(|(p, s)| s.stats.len() != p.groups)
-    {
+    let nstages = states.len();
+    let consistent = saved.stages.len() == nstages
+        && saved.intermediates.len() + 1 == nstages
+        && (0..nstages).all(|k| saved.stages[k].stats.len() == plan(info, k, shape).groups);
+    if !consistent {
         return Err(bad("its statistics do not match this layer".to_string()));
     }
-    if grads.len() != plans.len() {
+    if grads.len() != nstages {
         return Err(NormError::Unsupported {
             layer: info.name.to_string(),
-            reason: format!(
-                "{} gradient slots passed for {} stages",
-                grads.len(),
-                plans.len()
-            ),
+            reason: format!("{} gradient slots passed for {nstages} stages", grads.len()),
         });
     }
     let xs = contiguous(&x);
     let dys = contiguous(&dy);
-    let n = xs.len();
-    let mut scratch = Scratch::default();
-    with_out(&mut dx, |dx| {
-        let last = plans.len() - 1;
-        let mut upstream: Cow<'_, [T]> = Cow::Borrowed(&dys);
-        for k in (0..plans.len()).rev() {
-            let input: &[T] = if k == 0 {
-                &xs
-            } else {
-                &saved.intermediates[k - 1]
-            };
-            if k == 0 {
-                stage::backward(
-                    info,
-                    k,
-                    &plans[k],
-                    &states[k],
-                    input,
-                    &upstream,
-                    &saved.stages[k],
-                    dx,
-                    &mut grads[k],
-                    &mut scratch,
-                );
-            } else {
-                let mut next = vec![T::zero(); n];
-                stage::backward(
-                    info,
-                    k,
-                    &plans[k],
-                    &states[k],
-                    input,
-                    &upstream,
-                    &saved.stages[k],
-                    &mut next,
-                    &mut grads[k],
-                    &mut scratch,
-                );
-                upstream = Cow::Owned(next);
+    with_scratch(|scratch: &mut Scratch<T>| {
+        with_out(&mut dx, |dx| {
+            let mut up = std::mem::take(&mut scratch.up);
+            let mut down = std::mem::take(&mut scratch.down);
+            for k in (0..nstages).rev() {
+                let input: &[T] = if k == 0 {
+                    &xs
+                } else {
+                    &saved.intermediates[k - 1]
+                };
+                let upstream: &[T] = if k + 1 == nstages { &dys } else { &up };
+                let plan = plan(info, k, shape);
+                let (st, sv, g) = (&states[k], &saved.stages[k], &mut grads[k]);
+                if k == 0 {
+                    stage::backward(info, k, &plan, st, input, upstream, sv, dx, g, scratch);
+                } else {
+                    down.clear();
+                    down.resize(input.len(), T::zero());
+                    stage::backward(
+                        info, k, &plan, st, input, upstream, sv, &mut down, g, scratch,
+                    );
+                    std::mem::swap(&mut up, &mut down);
+                }
             }
-            let _ = last;
-        }
+            scratch.up = up;
+            scratch.down = down;
+        })
     });
     Ok(())
 }
@@ -243,8 +271,8 @@ pub fn stats<T: Float, D: Dimension>(
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
     let shape = x.shape();
-    let plans = plans(info, states, shape, None)?;
-    let plan = &plans[0];
+    check_all(info, states, shape, None)?;
+    let plan = plan(info, 0, shape);
     if info.spec.stages[0].unbiased && plan.group_len <= 1 && plan.groups > 0 {
         return Err(NormError::TooFewValues {
             layer: info.name.to_string(),
@@ -253,6 +281,6 @@ pub fn stats<T: Float, D: Dimension>(
         });
     }
     let xs = contiguous(&x);
-    let (mean, var) = stage::moments(info, 0, plan, &xs);
+    let (mean, var) = stage::moments(info, 0, &plan, &xs);
     Ok(Moments { mean, var })
 }

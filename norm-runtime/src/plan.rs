@@ -13,6 +13,42 @@
 
 use norm_spec::{shapes, Affine, ParamAxis, Spec, Stage, MAX_RANK};
 
+/// A fixed-capacity list of axes (no allocation on the hot path).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AxisList {
+    len: usize,
+    items: [ParamAxis; MAX_DIMS],
+}
+
+impl AxisList {
+    fn new() -> Self {
+        AxisList {
+            len: 0,
+            items: [ParamAxis::Group; MAX_DIMS],
+        }
+    }
+    fn push(&mut self, a: ParamAxis) {
+        self.items[self.len] = a;
+        self.len += 1;
+    }
+    pub fn as_slice(&self) -> &[ParamAxis] {
+        &self.items[..self.len]
+    }
+}
+
+/// [`shapes::stats_axes`] without allocating.
+fn stats_axes(spec: &Spec, stage: &Stage) -> AxisList {
+    let mut out = AxisList::new();
+    for i in 0..spec.input.len() {
+        if stage.groups.is_some() && Some(i) == spec.channel {
+            out.push(ParamAxis::Group);
+        } else if !stage.reduces(i) {
+            out.push(ParamAxis::Input(i));
+        }
+    }
+    out
+}
+
 /// The most logical axes a plan can have (`C` split into two).
 pub(crate) const MAX_DIMS: usize = MAX_RANK + 1;
 
@@ -130,6 +166,9 @@ pub(crate) struct Plan {
     pub param_shape: Shape,
     /// Shape of the running statistics.
     pub running_shape: Shape,
+    /// The axes of the statistics and of the running statistics.
+    pub stat_axes: AxisList,
+    pub running_axes: AxisList,
 }
 
 impl Plan {
@@ -173,45 +212,59 @@ impl Plan {
         }
         let logical = &logical[..nl];
 
-        let stat_axes = shapes::stats_axes(spec, stage);
-        let param_axes: Vec<ParamAxis> = match &stage.affine {
-            Affine::Axes(axes) => axes.to_vec(),
-            Affine::External => stat_axes.clone(),
-            Affine::None => Vec::new(),
-        };
-        let running_axes = shapes::running_axes(spec, stage).unwrap_or_default();
+        let stat_axes = stats_axes(spec, stage);
+        let mut param_axes = AxisList::new();
+        match &stage.affine {
+            Affine::Axes(axes) => axes.iter().for_each(|&a| param_axes.push(a)),
+            Affine::External => param_axes = stat_axes,
+            Affine::None => {}
+        }
+        let mut running_axes = AxisList::new();
+        if stage.running_stats {
+            for &a in stat_axes.as_slice() {
+                if !matches!(a, ParamAxis::Input(i) if Some(i) == spec.batch) {
+                    running_axes.push(a);
+                }
+            }
+        }
         let mut stat_shape = Shape::default();
         let mut param_shape = Shape::default();
         let mut running_shape = Shape::default();
-        for &a in &stat_axes {
+        for &a in stat_axes.as_slice() {
             stat_shape.push(shapes::axis_size(stage, a, shape));
         }
-        for &a in &param_axes {
+        for &a in param_axes.as_slice() {
             param_shape.push(shapes::axis_size(stage, a, shape));
         }
-        for &a in &running_axes {
+        for &a in running_axes.as_slice() {
             running_shape.push(shapes::axis_size(stage, a, shape));
         }
         let pstrides = strides_of(param_shape.as_slice());
         let rstrides = strides_of(running_shape.as_slice());
 
         // Logical strides.
-        let sizes: Vec<usize> = logical.iter().map(|l| l.size).collect();
-        let xstrides = strides_of(&sizes);
-        let kept_sizes: Vec<usize> = logical.iter().filter(|l| l.kept).map(|l| l.size).collect();
-        let sstrides_kept = strides_of(&kept_sizes);
+        let mut sizes = Shape::default();
+        let mut kept_sizes = Shape::default();
+        for l in logical {
+            sizes.push(l.size);
+            if l.kept {
+                kept_sizes.push(l.size);
+            }
+        }
+        let xstrides = strides_of(sizes.as_slice());
+        let sstrides_kept = strides_of(kept_sizes.as_slice());
         let mut full = [Dim::default(); MAX_DIMS];
         let mut sdims = [StatDim::default(); MAX_DIMS];
         let mut nsdims = 0;
         let mut foldable = true;
         for (k, l) in logical.iter().enumerate() {
-            let ps = stride_in(&param_axes, &pstrides, l, within_group);
+            let ps = stride_in(param_axes.as_slice(), &pstrides, l, within_group);
             let ss = if l.kept {
                 let s = sstrides_kept[nsdims];
                 sdims[nsdims] = StatDim {
                     size: l.size,
                     ps,
-                    rs: stride_in(&running_axes, &rstrides, l, within_group),
+                    rs: stride_in(running_axes.as_slice(), &rstrides, l, within_group),
                 };
                 nsdims += 1;
                 s
@@ -279,6 +332,8 @@ impl Plan {
             stat_shape,
             param_shape,
             running_shape,
+            stat_axes,
+            running_axes,
         }
     }
 

@@ -11,7 +11,8 @@ use norm_spec::{shapes, Affine, EpsMode, Momentum, Spec, Stage};
 use crate::kernels::coef;
 use crate::kernels::exec::{self, BackOut, CoefMut, Params, Raw, Stat, Units};
 use crate::plan::Plan;
-use crate::types::{Mode, SavedStage, StageGrads};
+use crate::types::{Mode, Saved, SavedStage, StageGrads};
+
 use crate::{Float, NormError};
 
 /// The identity of a layer: its spec, its name (for messages) and its fingerprint (for
@@ -201,6 +202,7 @@ pub(crate) fn check<T: Float>(
     }
     if let Some(axes) = shapes::param_axes(stage) {
         let expected = plan.param_shape.as_slice();
+        let axes: &[norm_spec::ParamAxis] = axes;
         match &state.gamma {
             Some(g) => check_indexed(info, stage, "gamma", axes, expected, g.shape())?,
             None => return Err(missing(info, "gamma")),
@@ -212,17 +214,18 @@ pub(crate) fn check<T: Float>(
         }
     }
     if let (Affine::External, Some(_)) = (&stage.affine, mode) {
-        let axes = shapes::stats_axes(spec, stage);
+        let axes = plan.stat_axes.as_slice();
         let expected = plan.stat_shape.as_slice();
         match &state.external {
             Some((scale, shift)) => {
-                check_indexed(info, stage, "scale", &axes, expected, scale.shape())?;
-                check_indexed(info, stage, "shift", &axes, expected, shift.shape())?;
+                check_indexed(info, stage, "scale", axes, expected, scale.shape())?;
+                check_indexed(info, stage, "shift", axes, expected, shift.shape())?;
             }
             None => return Err(missing(info, "scale/shift")),
         }
     }
-    if let Some(axes) = shapes::running_axes(spec, stage) {
+    if stage.running_stats {
+        let axes = plan.running_axes.as_slice();
         let expected = plan.running_shape.as_slice();
         match &state.running {
             Some(r) => {
@@ -230,11 +233,11 @@ pub(crate) fn check<T: Float>(
                     info,
                     stage,
                     "running_mean",
-                    &axes,
+                    axes,
                     expected,
                     r.mean().shape(),
                 )?;
-                check_indexed(info, stage, "running_var", &axes, expected, r.var().shape())?;
+                check_indexed(info, stage, "running_var", axes, expected, r.var().shape())?;
             }
             None => return Err(missing(info, "running statistics")),
         }
@@ -277,9 +280,15 @@ fn mean_m2(stage: &Stage, raw: Raw, n: usize) -> (f64, f64) {
     }
 }
 
-/// Scratch buffers of a stage call.
+/// Scratch buffers of a layer call, reused across calls (see `layer::with_scratch`).
 #[derive(Debug, Default)]
 pub(crate) struct Scratch<T> {
+    /// The `Saved` of an inference call, which the caller does not keep.
+    pub saved: Saved<T>,
+    /// A chain's backward: the upstream gradient of the stage being processed.
+    pub up: Vec<T>,
+    /// A chain's backward: the gradient written by that stage.
+    pub down: Vec<T>,
     xm: Vec<T>,
     xa: Vec<T>,
     xb: Vec<T>,
@@ -292,6 +301,8 @@ pub(crate) struct Scratch<T> {
     sgx: Vec<f64>,
     dparams: Vec<f64>,
     run: Vec<f64>,
+    dgamma: Vec<f64>,
+    dbeta: Vec<f64>,
 }
 
 fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
@@ -596,8 +607,9 @@ pub(crate) fn backward<T: Float>(
 
     let params = plan.param_shape.numel();
     let (sg, sgx) = (&scratch.sg, &scratch.sgx);
-    let mut dgamma = vec![0.0f64; params];
-    let mut dbeta = vec![0.0f64; params];
+    let (dgamma, dbeta) = (&mut scratch.dgamma, &mut scratch.dbeta);
+    resize(dgamma, params, 0.0);
+    resize(dbeta, params, 0.0);
     match (&stage.affine, fold) {
         (Affine::Axes(_), true) => {
             plan.for_each_group(|s, p, _| {
@@ -618,17 +630,17 @@ pub(crate) fn backward<T: Float>(
     match &stage.affine {
         Affine::Axes(_) => {
             let shape = plan.param_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, &dgamma);
+            fill_grad(&mut grads.dgamma, shape, dgamma);
             if stage.bias {
-                fill_grad(&mut grads.dbeta, shape, &dbeta);
+                fill_grad(&mut grads.dbeta, shape, dbeta);
             } else {
                 grads.dbeta = None;
             }
         }
         Affine::External => {
             let shape = plan.stat_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, &dgamma);
-            fill_grad(&mut grads.dbeta, shape, &dbeta);
+            fill_grad(&mut grads.dgamma, shape, dgamma);
+            fill_grad(&mut grads.dbeta, shape, dbeta);
         }
         Affine::None => {
             grads.dgamma = None;

@@ -9,6 +9,9 @@ use std::borrow::Cow;
 /// The largest input rank a layer may declare.
 pub const MAX_RANK: usize = 8;
 
+/// The most stages a `chain(...)` may have.
+pub const MAX_STAGES: usize = 8;
+
 /// One axis of the input tensor, in memory order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Axis {

@@ -18,7 +18,7 @@ mod parse;
 pub mod shapes;
 mod token;
 
-pub use ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, MAX_RANK};
+pub use ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, MAX_RANK, MAX_STAGES};
 pub use token::{Delimiter, LitKind, Literal, TokenTree};
 
 /// A configuration error: what is wrong, and where.

@@ -1100,6 +1100,12 @@ impl<S: Clone> Parser<S> {
                             ..
                         }) => {
                             self.stage_name(name, name_span, &stages);
+                            if stages.len() == crate::MAX_STAGES {
+                                self.error(
+                                    name_span.clone(),
+                                    format!("a chain has at most {} stages", crate::MAX_STAGES),
+                                );
+                            }
                             let mut stage = RawStage::new(Some((name.clone(), name_span.clone())));
                             self.items(inner, Level::Stage(name.clone()), &mut stage);
                             stages.push(stage);

@@ -409,7 +409,13 @@ pub(crate) fn normalize<T: Float>(
 ) {
     let shared = SharedOut::new(out);
     let (_, cpu) = units.chunking();
-    (0..units.count * cpu).into_par_iter().for_each(|t| {
+    let ntasks = units.count * cpu;
+    if ntasks == 1 {
+        // One task: run it here, without handing it to the thread pool.
+        normalize_task(units, x, &shared, coef, params, 0, 0);
+        return;
+    }
+    (0..ntasks).into_par_iter().for_each(|t| {
         normalize_task(units, x, &shared, coef, params, t / cpu, t % cpu);
     });
 }
@@ -478,6 +484,22 @@ pub(crate) fn forward<T: Float>(
     acc.clear();
     acc.resize(3 * groups, 0.0);
     let shared = SharedOut::new(out);
+    if units.count <= upt {
+        // One task: run it here, without handing it to the thread pool.
+        fused_forward_task(
+            units,
+            x,
+            center,
+            params,
+            finish,
+            0,
+            units.count,
+            coef,
+            acc,
+            &shared,
+        );
+        return;
+    }
     coef.m
         .par_chunks_mut(gpt)
         .zip(coef.a.par_chunks_mut(gpt))
@@ -727,6 +749,23 @@ pub(crate) fn backward<T: Float>(
     }
     let upt = units.per_task();
     let gpt = upt * gpu;
+    if units.count <= upt {
+        // One task: run it here, without handing it to the thread pool.
+        o.dparams.fill(0.0);
+        fused_backward_task(
+            units,
+            x,
+            dy,
+            xhat,
+            gamma,
+            finish,
+            0,
+            units.count,
+            o,
+            &shared,
+        );
+        return;
+    }
     let dstride = np2.max(1);
     acc.clear();
     acc.resize(dstride * units.count.div_ceil(upt), 0.0);

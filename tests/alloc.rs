@@ -1,0 +1,174 @@
+//! The `_into` methods allocate nothing once warmed up: a counting global allocator
+//! watches the calls (this test binary holds only this test, so nothing else allocates).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use normkit::ndarray::{Array2, Array4, ArrayD, IxDyn};
+use normkit::prelude::*;
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` after two warm-up calls.
+fn allocations(mut f: impl FnMut()) -> usize {
+    f();
+    f();
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..5 {
+        f();
+    }
+    ALLOCS.load(Ordering::Relaxed) - before
+}
+
+#[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
+struct Bn;
+
+#[norm(input = "N,D", axes = "D", affine = "D")]
+struct Ln;
+
+#[norm(
+    input = "N,C,H,W",
+    chain(
+        bn(axes = "N,H,W", affine, running_stats),
+        gn(axes = "C,H,W", groups = 4, affine)
+    )
+)]
+struct Bcn;
+
+#[test]
+fn into_methods_do_not_allocate() {
+    // The counter counts: the allocating API does allocate.
+    let probe = Array2::<f32>::ones((4, 8));
+    let mut ln8 = Ln::<f32>::new(8);
+    assert!(allocations(|| drop(ln8.forward_train(probe.view()).expect("fwd"))) >= 5);
+
+    // Large enough to run several parallel tasks, so the thread pool is exercised too.
+    let x = Array4::<f32>::from_shape_fn((4, 8, 32, 32), |(n, c, h, w)| {
+        (n + 3 * c + h * w % 7) as f32
+    });
+    let mut y = x.clone();
+    let mut saved = Saved::new();
+
+    let mut bn = Bn::<f32>::new(8);
+    let mut grads = bn
+        .forward_train(x.view())
+        .and_then(|(_, s)| bn.backward(x.view(), x.view(), &s))
+        .expect("warm-up");
+    assert_eq!(
+        allocations(|| bn
+            .forward_train_into(x.view(), y.view_mut(), &mut saved)
+            .expect("fwd")),
+        0,
+        "bn forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| bn.forward_eval_into(x.view(), y.view_mut()).expect("eval")),
+        0,
+        "bn forward_eval_into"
+    );
+    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
+        .expect("fwd");
+    assert_eq!(
+        allocations(|| bn
+            .backward_into(x.view(), x.view(), &saved, &mut grads)
+            .expect("bwd")),
+        0,
+        "bn backward_into"
+    );
+
+    let mut bcn = Bcn::<f32>::new(8);
+    let mut cs = Saved::new();
+    bcn.forward_train_into(x.view(), y.view_mut(), &mut cs)
+        .expect("fwd");
+    let mut cg = bcn.backward(x.view(), x.view(), &cs).expect("bwd");
+    assert_eq!(
+        allocations(|| bcn
+            .forward_train_into(x.view(), y.view_mut(), &mut cs)
+            .expect("fwd")),
+        0,
+        "bcn forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| bcn
+            .backward_into(x.view(), x.view(), &cs, &mut cg)
+            .expect("bwd")),
+        0,
+        "bcn backward_into"
+    );
+
+    let x2 = Array2::<f64>::from_shape_fn((64, 1000), |(i, j)| ((i * 7 + j) % 13) as f64);
+    let mut y2 = x2.clone();
+    let mut ln = Ln::<f64>::new(1000);
+    let mut s2 = Saved::new();
+    ln.forward_train_into(x2.view(), y2.view_mut(), &mut s2)
+        .expect("fwd");
+    let mut g2 = ln.backward(x2.view(), x2.view(), &s2).expect("bwd");
+    assert_eq!(
+        allocations(|| ln
+            .forward_train_into(x2.view(), y2.view_mut(), &mut s2)
+            .expect("fwd")),
+        0,
+        "ln forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| ln
+            .backward_into(x2.view(), x2.view(), &s2, &mut g2)
+            .expect("bwd")),
+        0,
+        "ln backward_into"
+    );
+
+    let spec =
+        NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#).expect("spec");
+    let mut dynl = DynNorm::<f32>::new(&spec, &[("C", 8)]).expect("layer");
+    let xd = x.clone().into_dyn();
+    let mut yd = ArrayD::<f32>::zeros(IxDyn(&[4, 8, 32, 32]));
+    let mut sd = Saved::new();
+    dynl.forward_train_into(xd.view(), yd.view_mut(), &mut sd)
+        .expect("fwd");
+    let mut gd = dynl.backward(xd.view(), xd.view(), &sd).expect("bwd");
+    assert_eq!(
+        allocations(|| dynl
+            .forward_train_into(xd.view(), yd.view_mut(), &mut sd)
+            .expect("fwd")),
+        0,
+        "DynNorm forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| dynl
+            .forward_eval_into(xd.view(), yd.view_mut())
+            .expect("eval")),
+        0,
+        "DynNorm forward_eval_into"
+    );
+    assert_eq!(
+        allocations(|| dynl
+            .backward_into(xd.view(), xd.view(), &sd, &mut gd)
+            .expect("bwd")),
+        0,
+        "DynNorm backward_into"
+    );
+}

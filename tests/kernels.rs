@@ -1,0 +1,232 @@
+//! The fast kernels against a naive reference: every SIMD level available on this machine,
+//! odd line lengths (1, 7, 15, 17, 1023, ...), one-element groups, rows / columns / sandwich
+//! patterns, the split path (a few huge groups), and bit-identical results for 1 and 2
+//! threads.
+
+use std::sync::Mutex;
+
+use normkit::ndarray::{ArrayD, Axis, IxDyn};
+use normkit::prelude::*;
+use normkit::simd::{self, Level};
+
+/// Serializes the tests of this file: the SIMD cap is process-wide.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn lcg(seed: u64, n: usize, offset: f64) -> Vec<f64> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            offset + ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+/// Naive forward and backward of "normalize over `reduced` axes" (no groups, no affine,
+/// biased variance, eps 1e-5) in f64: y and dx for upstream gradient `dy`.
+fn reference(x: &ArrayD<f64>, dy: &ArrayD<f64>, reduced: &[usize]) -> (ArrayD<f64>, ArrayD<f64>) {
+    let nd = x.ndim();
+    let kept: Vec<usize> = (0..nd).filter(|a| !reduced.contains(a)).collect();
+    let order: Vec<usize> = kept.iter().chain(reduced).copied().collect();
+    let k: usize = kept.iter().map(|&a| x.shape()[a]).product();
+    let r: usize = reduced.iter().map(|&a| x.shape()[a]).product();
+    let xp = x
+        .view()
+        .permuted_axes(order.clone())
+        .as_standard_layout()
+        .into_shape_with_order((k, r))
+        .expect("reshape")
+        .to_owned();
+    let dp = dy
+        .view()
+        .permuted_axes(order.clone())
+        .as_standard_layout()
+        .into_shape_with_order((k, r))
+        .expect("reshape")
+        .to_owned();
+    let mut y = xp.clone();
+    let mut dx = xp.clone();
+    for g in 0..k {
+        let row = xp.index_axis(Axis(0), g);
+        let drow = dp.index_axis(Axis(0), g);
+        let n = r as f64;
+        let mean = row.sum() / n;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        let rs = 1.0 / (var + 1e-5).sqrt();
+        let xh: Vec<f64> = row.iter().map(|v| (v - mean) * rs).collect();
+        let mg = drow.sum() / n;
+        let mgx = drow.iter().zip(&xh).map(|(d, h)| d * h).sum::<f64>() / n;
+        for j in 0..r {
+            y[[g, j]] = xh[j];
+            dx[[g, j]] = rs * (drow[j] - mg - xh[j] * mgx);
+        }
+    }
+    let shape: Vec<usize> = order.iter().map(|&a| x.shape()[a]).collect();
+    let mut inverse = vec![0; nd];
+    for (i, &a) in order.iter().enumerate() {
+        inverse[a] = i;
+    }
+    let back = |a: ArrayD<f64>| -> ArrayD<f64> {
+        a.into_shape_with_order(IxDyn(&shape))
+            .expect("reshape")
+            .permuted_axes(inverse.clone())
+            .as_standard_layout()
+            .to_owned()
+    };
+    (back(y.into_dyn()), back(dx.into_dyn()))
+}
+
+/// Largest |a − b| relative to the largest |b| (and at least `floor`: dx of a two-element
+/// group is mathematically ~0, so its error is measured against the scale of dy).
+fn max_rel(a: &ArrayD<f64>, b: &ArrayD<f64>, floor: f64) -> f64 {
+    let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
+    a.iter()
+        .zip(b)
+        .fold(0.0, |m, (x, y)| m.max((x - y).abs() / scale))
+}
+
+/// Runs one layer in f32 and f64 at the current level and checks it against the reference.
+fn check_case(input: &str, axes: &str, shape: &[usize], reduced: &[usize], what: &str) {
+    let spec = NormSpec::parse(&format!("input = \"{input}\", axes = \"{axes}\"")).expect("spec");
+    let n: usize = shape.iter().product();
+    let x = ArrayD::from_shape_vec(IxDyn(shape), lcg(n as u64, n, 3.0)).expect("shape");
+    let dy = ArrayD::from_shape_vec(IxDyn(shape), lcg(n as u64 + 1, n, 0.0)).expect("shape");
+    let (ry, rdx) = reference(&x, &dy, reduced);
+
+    let mut l64 = DynNorm::<f64>::new(&spec, &[]).expect("layer");
+    let (y, saved) = l64.forward_train(x.view()).expect("forward");
+    let g = l64.backward(x.view(), dy.view(), &saved).expect("backward");
+    let (ey, edx) = (max_rel(&y, &ry, 1e-30), max_rel(&g.dx, &rdx, 1.0));
+    assert!(ey < 1e-12 && edx < 1e-11, "{what} f64: y {ey:e} dx {edx:e}");
+
+    let (x32, dy32) = (x.mapv(|v| v as f32), dy.mapv(|v| v as f32));
+    let (rx, rdy) = (x32.mapv(f64::from), dy32.mapv(f64::from));
+    let (ry, rdx) = reference(&rx, &rdy, reduced);
+    let mut l32 = DynNorm::<f32>::new(&spec, &[]).expect("layer");
+    let (y, saved) = l32.forward_train(x32.view()).expect("forward");
+    let g = l32
+        .backward(x32.view(), dy32.view(), &saved)
+        .expect("backward");
+    let (ey, edx) = (
+        max_rel(&y.mapv(f64::from), &ry, 1e-30),
+        max_rel(&g.dx.mapv(f64::from), &rdx, 1.0),
+    );
+    assert!(ey < 2e-6 && edx < 2e-5, "{what} f32: y {ey:e} dx {edx:e}");
+}
+
+fn levels() -> Vec<Level> {
+    [Level::Scalar, Level::Avx2, Level::Avx512]
+        .into_iter()
+        .filter(|&l| l <= simd::detected())
+        .collect()
+}
+
+#[test]
+fn every_level_on_odd_lengths() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for level in levels() {
+        simd::set_cap(Some(level));
+        assert_eq!(simd::level(), level);
+        for len in [1usize, 2, 7, 15, 16, 17, 31, 33, 1023] {
+            // Rows: each group is one contiguous line.
+            if len > 1 {
+                check_case(
+                    "N,D",
+                    "D",
+                    &[3, len],
+                    &[1],
+                    &format!("{level:?} rows len {len}"),
+                );
+            }
+            // Columns: channels-last batch norm, groups along the line.
+            check_case(
+                "N,C",
+                "N",
+                &[5, len],
+                &[0],
+                &format!("{level:?} columns len {len}"),
+            );
+            // Sandwich: NCHW batch norm, lines of length `len` per channel.
+            check_case(
+                "N,C,L",
+                "N,L",
+                &[3, 2, len],
+                &[0, 2],
+                &format!("{level:?} sandwich len {len}"),
+            );
+        }
+        // One-element lines inside a group (interleaved kept/reduced runs).
+        check_case(
+            "A,B,C,D",
+            "A,C",
+            &[3, 2, 5, 1],
+            &[0, 2],
+            &format!("{level:?} interleaved"),
+        );
+    }
+    simd::set_cap(None);
+}
+
+#[test]
+fn split_path_for_few_huge_groups() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    simd::set_cap(None);
+    // One column block of 3 groups over 70 000 rows, and two rows of 100 003 elements.
+    check_case("N,F", "N", &[70_000, 3], &[0], "split columns");
+    check_case("N,D", "D", &[2, 100_003], &[1], "split rows");
+    // Sandwich with 3 channels of 3 × 40 000 values each.
+    check_case("N,C,L", "N,L", &[3, 3, 40_000], &[0, 2], "split sandwich");
+}
+
+#[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
+struct Bn;
+
+#[norm(input = "N,D", axes = "D", affine = "D")]
+struct Ln;
+
+/// Runs `f` on a rayon pool with `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool")
+        .install(f)
+}
+
+#[test]
+fn bit_identical_for_one_and_two_threads() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    simd::set_cap(None);
+    let x = ArrayD::from_shape_vec(IxDyn(&[8, 16, 20, 20]), lcg(7, 8 * 16 * 400, 1.0))
+        .expect("shape")
+        .into_dimensionality()
+        .expect("4-d");
+    let run = || {
+        let mut bn = Bn::<f32>::new(16);
+        let x = x.mapv(|v: f64| v as f32);
+        let (y, saved) = bn.forward_train(x.view()).expect("forward");
+        let g = bn.backward(x.view(), y.view(), &saved).expect("backward");
+        (y, g.dx, g.dgamma, bn.running_var)
+    };
+    assert_eq!(on_threads(1, run), on_threads(2, run));
+
+    let x2 = ArrayD::from_shape_vec(IxDyn(&[300, 1000]), lcg(9, 300_000, -2.0))
+        .expect("shape")
+        .into_dimensionality()
+        .expect("2-d");
+    let run = || {
+        let mut ln = Ln::<f64>::new(1000);
+        ln.gamma
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, g)| *g = 1.0 + i as f64 * 1e-3);
+        let (y, saved) = ln.forward_train(x2.view()).expect("forward");
+        let g = ln.backward(x2.view(), y.view(), &saved).expect("backward");
+        (y, g.dx, g.dgamma, g.dbeta)
+    };
+    assert_eq!(on_threads(1, run), on_threads(2, run));
+}
