@@ -38,8 +38,8 @@ pub use norm_macros::norm;
 /// The SIMD level in use and how to cap it (for tests and benchmarks).
 pub use norm_runtime::simd;
 pub use norm_runtime::{
-    ChainGrads, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, SpecError,
-    SpecIssue, StageGrads, StageParams,
+    ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
+    SpecError, SpecIssue, StageGrads, StageParams,
 };
 /// The configuration language's validated form and derived shapes (`norm-spec`).
 pub use norm_spec as spec;
@@ -55,5 +55,5 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use norm_runtime::__private::*;
-    pub use norm_runtime::{Float, Grads, Mode, Moments, NormError, Saved, StageGrads};
+    pub use norm_runtime::{Collective, Float, Grads, Mode, Moments, NormError, Saved, StageGrads};
 }

@@ -515,17 +515,66 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
                     mode: #p::Mode,
                     out: #viewmut_d,
                     saved: ::std::option::Option<&mut #p::Saved<T>>,
+                    sync: ::std::option::Option<&dyn #p::Collective>,
                 ) -> #res<(), #err> {
                     match mode {
                         #p::Mode::Train => {
                             let mut states = #states_mut;
-                            #p::forward_into(&INFO, &mut states, x, mode, out, saved)
+                            #p::forward_into(&INFO, &mut states, x, mode, out, saved, sync)
                         }
                         #p::Mode::Eval => {
                             let mut states = #states_ref;
-                            #p::forward_into(&INFO, &mut states, x, mode, out, saved)
+                            #p::forward_into(&INFO, &mut states, x, mode, out, saved, sync)
                         }
                     }
+                }
+
+                /// Forward pass with statistics synchronized across the members of `comm`
+                /// (synchronized batch norm): every stage whose statistics run over `N`
+                /// normalizes with the statistics of the whole group's batch. Every member
+                /// must make the same call; micro-batch sizes may differ.
+                pub fn forward_sync(
+                    &mut self,
+                    x: #view_d,
+                    #ext_params
+                    mode: #p::Mode,
+                    comm: &dyn #p::Collective,
+                ) -> #res<(#arr_d, #p::Saved<T>), #err> {
+                    let mut y = #p::ndarray::Array::zeros(x.raw_dim());
+                    let mut saved = #p::Saved::new();
+                    let s = ::std::option::Option::Some(&mut saved);
+                    self.__forward(x, #ext_args mode, y.view_mut(), s, ::std::option::Option::Some(comm))?;
+                    ::std::result::Result::Ok((y, saved))
+                }
+
+                /// Backward pass of a `forward_sync`: dx uses the whole group's sums; the
+                /// parameter gradients are this member's contribution (sum them over the
+                /// members, as data-parallel training does).
+                pub fn backward_sync(
+                    &self,
+                    x: #view_d,
+                    dy: #view_d,
+                    saved: &#p::Saved<T>,
+                    comm: &dyn #p::Collective,
+                ) -> #res<#grads_ty, #err> {
+                    let mut grads = #grads_new;
+                    self.__backward(x, dy, saved, &mut grads, ::std::option::Option::Some(comm))?;
+                    ::std::result::Result::Ok(grads)
+                }
+
+                fn __backward(
+                    &self,
+                    x: #view_d,
+                    dy: #view_d,
+                    saved: &#p::Saved<T>,
+                    grads: &mut #grads_ty,
+                    sync: ::std::option::Option<&dyn #p::Collective>,
+                ) -> #res<(), #err> {
+                    let states = #states_bwd;
+                    let mut slots = #slots_in;
+                    let result = #p::backward_into(&INFO, &states, x, dy, saved, grads.dx.view_mut(), &mut slots, sync);
+                    #slots_out
+                    result
                 }
 
                 /// Forward pass. `Mode::Train` normalizes with batch statistics and updates
@@ -536,7 +585,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
                 {
                     let mut y = #p::ndarray::Array::zeros(x.raw_dim());
                     let mut saved = #p::Saved::new();
-                    self.__forward(x, #ext_args mode, y.view_mut(), ::std::option::Option::Some(&mut saved))?;
+                    self.__forward(x, #ext_args mode, y.view_mut(), ::std::option::Option::Some(&mut saved), ::std::option::Option::None)?;
                     ::std::result::Result::Ok((y, saved))
                 }
 
@@ -564,7 +613,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
                     out: #viewmut_d,
                     saved: &mut #p::Saved<T>,
                 ) -> #res<(), #err> {
-                    self.__forward(x, #ext_args #p::Mode::Train, out, ::std::option::Option::Some(saved))
+                    self.__forward(x, #ext_args #p::Mode::Train, out, ::std::option::Option::Some(saved), ::std::option::Option::None)
                 }
 
                 /// Inference into a caller buffer.
@@ -572,7 +621,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
                     -> #res<(), #err>
                 {
                     let mut states = #states_ref;
-                    #p::forward_into(&INFO, &mut states, x, #p::Mode::Eval, out, ::std::option::Option::None)
+                    #p::forward_into(&INFO, &mut states, x, #p::Mode::Eval, out, ::std::option::Option::None, ::std::option::Option::None)
                 }
 
                 /// Backward pass: the gradients with respect to the input and the
@@ -596,11 +645,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
                     saved: &#p::Saved<T>,
                     grads: &mut #grads_ty,
                 ) -> #res<(), #err> {
-                    let states = #states_bwd;
-                    let mut slots = #slots_in;
-                    let result = #p::backward_into(&INFO, &states, x, dy, saved, grads.dx.view_mut(), &mut slots);
-                    #slots_out
-                    result
+                    self.__backward(x, dy, saved, grads, ::std::option::Option::None)
                 }
 
                 /// Per-group mean and variance of `x` (with the layer's estimator), shaped by

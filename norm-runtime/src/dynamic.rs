@@ -7,6 +7,7 @@ use std::ops::Range;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
+use crate::collective::Collective;
 use crate::layer;
 use crate::stage::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
@@ -303,6 +304,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
         out: ArrayViewMutD<'_, T>,
         saved: Option<&mut Saved<T>>,
+        sync: Option<&dyn Collective>,
     ) -> Result<(), NormError> {
         let info = LayerInfo {
             spec: &self.spec.spec,
@@ -321,7 +323,7 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        layer::forward_into(&info, &mut states[..n], x, mode, out, saved)
+        layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -333,7 +335,7 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut y = ArrayD::zeros(x.raw_dim());
         let mut saved = Saved::new();
-        self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved))?;
+        self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), None)?;
         Ok((y, saved))
     }
 
@@ -371,6 +373,7 @@ impl<T: Float> DynNorm<T> {
             mode,
             y.view_mut(),
             Some(&mut saved),
+            None,
         )?;
         Ok((y, saved))
     }
@@ -383,7 +386,7 @@ impl<T: Float> DynNorm<T> {
         saved: &mut Saved<T>,
     ) -> Result<(), NormError> {
         self.external_error(false)?;
-        self.run_forward(x, None, Mode::Train, out, Some(saved))
+        self.run_forward(x, None, Mode::Train, out, Some(saved), None)
     }
 
     /// Inference into a caller buffer.
@@ -395,7 +398,15 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut states = self.states();
         let n = self.stages.len();
-        layer::forward_into(&self.info(), &mut states[..n], x, Mode::Eval, out, None)
+        layer::forward_into(
+            &self.info(),
+            &mut states[..n],
+            x,
+            Mode::Eval,
+            out,
+            None,
+            None,
+        )
     }
 
     /// Read-only states of every stage (a fixed array: no allocation per call).
@@ -455,6 +466,7 @@ impl<T: Float> DynNorm<T> {
             saved,
             grads.dx.view_mut(),
             &mut slot,
+            None,
         );
         let [g] = slot;
         grads.dgamma = g.dgamma;
@@ -481,7 +493,44 @@ impl<T: Float> DynNorm<T> {
             saved,
             dx.view_mut(),
             &mut stages,
+            None,
         )?;
+        Ok(ChainGrads { dx, stages })
+    }
+
+    /// Forward pass with statistics synchronized across the members of `comm`: every stage
+    /// whose statistics run over `N` normalizes with the statistics of the whole group's
+    /// batch (see [`Collective`]). Every member must make the same call.
+    pub fn forward_sync(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mode: Mode,
+        comm: &dyn Collective,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        self.external_error(false)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), Some(comm))?;
+        Ok((y, saved))
+    }
+
+    /// Backward pass of a `forward_sync`: dx uses the group's sums; the parameter gradients
+    /// are this member's contribution (sum them over the members, as data-parallel training
+    /// does). One entry of parameter gradients per stage.
+    pub fn backward_sync(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        comm: &dyn Collective,
+    ) -> Result<ChainGrads<T>, NormError> {
+        let states = self.states();
+        let states = &states[..self.stages.len()];
+        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut stages = vec![StageGrads::default(); self.stages.len()];
+        let info = self.info();
+        let out = dx.view_mut();
+        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, Some(comm))?;
         Ok(ChainGrads { dx, stages })
     }
 

@@ -85,6 +85,13 @@ pub enum NormError {
         /// What is wrong.
         reason: String,
     },
+    /// Exchanging statistics with the other members of a `Collective` failed.
+    Collective {
+        /// The layer's name.
+        layer: String,
+        /// What the collective reported.
+        reason: String,
+    },
     /// A method that does not apply to this layer (e.g. `backward` of a dynamic chain, which
     /// needs `backward_chain` for its per-stage gradients).
     Unsupported {
@@ -158,6 +165,9 @@ impl fmt::Display for NormError {
             ),
             NormError::Size { layer, reason } => write!(f, "{layer}: {reason}"),
             NormError::Unsupported { layer, reason } => write!(f, "{layer}: {reason}"),
+            NormError::Collective { layer, reason } => {
+                write!(f, "{layer}: synchronizing statistics failed: {reason}")
+            }
         }
     }
 }

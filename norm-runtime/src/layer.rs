@@ -12,6 +12,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
+use crate::collective::Collective;
 use crate::plan::Plan;
 use crate::stage::{self, LayerInfo, Scratch, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
@@ -96,6 +97,7 @@ fn check_all<T: Float>(
     states: &[StageState<'_, T>],
     shape: &[usize],
     mode: Option<Mode>,
+    sync: bool,
 ) -> Result<(), NormError> {
     stage::check_input(info, shape)?;
     if states.len() != info.spec.stages.len() {
@@ -109,7 +111,7 @@ fn check_all<T: Float>(
         });
     }
     for (k, st) in states.iter().enumerate() {
-        stage::check(info, k, st, shape, mode)?;
+        stage::check(info, k, st, shape, mode, sync)?;
     }
     Ok(())
 }
@@ -128,13 +130,14 @@ pub fn forward_into<T: Float, D: Dimension>(
     mode: Mode,
     mut out: ArrayViewMut<'_, T, D>,
     saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, Some(mode))?;
+    check_all(info, states, shape, Some(mode), sync.is_some())?;
     check_same(info, "the output buffer", shape, &out)?;
     let xs = contiguous(&x);
     let nstages = states.len();
-    with_scratch(|scratch: &mut Scratch<T>| {
+    with_scratch(|scratch: &mut Scratch<T>| -> Result<(), NormError> {
         // Inference saves nothing for the caller: reuse this thread's buffers.
         let mut local = None;
         let saved = match saved {
@@ -146,7 +149,7 @@ pub fn forward_into<T: Float, D: Dimension>(
         saved.shape.extend_from_slice(shape);
         saved.stages.resize_with(nstages, SavedStage::default);
         saved.intermediates.resize_with(nstages - 1, Vec::new);
-        with_out(&mut out, |out| {
+        let r = with_out(&mut out, |out| -> Result<(), NormError> {
             for k in 0..nstages {
                 let (done, rest) = saved.intermediates.split_at_mut(k);
                 let input: &[T] = if k == 0 { &xs } else { &done[k - 1] };
@@ -160,24 +163,18 @@ pub fn forward_into<T: Float, D: Dimension>(
                 };
                 let plan = plan(info, k, shape);
                 let saved_k = &mut saved.stages[k];
+                let state = &mut states[k];
                 stage::forward(
-                    info,
-                    k,
-                    &plan,
-                    &mut states[k],
-                    input,
-                    mode,
-                    output,
-                    saved_k,
-                    scratch,
-                );
+                    info, k, &plan, state, input, mode, output, saved_k, scratch, sync,
+                )?;
             }
+            Ok(())
         });
         if let Some(s) = local {
             scratch.saved = s;
         }
-    });
-    Ok(())
+        r
+    })
 }
 
 /// Backward pass into `dx` and `grads` (one entry per stage).
@@ -189,9 +186,10 @@ pub fn backward_into<T: Float, D: Dimension>(
     saved: &Saved<T>,
     mut dx: ArrayViewMut<'_, T, D>,
     grads: &mut [StageGrads<T>],
+    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, None)?;
+    check_all(info, states, shape, None, sync.is_some())?;
     if dy.shape() != shape {
         return Err(NormError::Shape {
             layer: info.name.to_string(),
@@ -221,7 +219,11 @@ pub fn backward_into<T: Float, D: Dimension>(
     let nstages = states.len();
     let consistent = saved.stages.len() == nstages
         && saved.intermediates.len() + 1 == nstages
-        && (0..nstages).all(|k| saved.stages[k].stats.len() == plan(info, k, shape).groups);
+        && (0..nstages).all(|k| {
+            let p = plan(info, k, shape);
+            let s = &saved.stages[k];
+            s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
+        });
     if !consistent {
         return Err(bad("its statistics do not match this layer".to_string()));
     }
@@ -234,7 +236,7 @@ pub fn backward_into<T: Float, D: Dimension>(
     let xs = contiguous(&x);
     let dys = contiguous(&dy);
     with_scratch(|scratch: &mut Scratch<T>| {
-        with_out(&mut dx, |dx| {
+        with_out(&mut dx, |dx| -> Result<(), NormError> {
             let mut up = std::mem::take(&mut scratch.up);
             let mut down = std::mem::take(&mut scratch.down);
             for k in (0..nstages).rev() {
@@ -246,22 +248,30 @@ pub fn backward_into<T: Float, D: Dimension>(
                 let upstream: &[T] = if k + 1 == nstages { &dys } else { &up };
                 let plan = plan(info, k, shape);
                 let (st, sv, g) = (&states[k], &saved.stages[k], &mut grads[k]);
-                if k == 0 {
-                    stage::backward(info, k, &plan, st, input, upstream, sv, dx, g, scratch);
+                let r = if k == 0 {
+                    stage::backward(
+                        info, k, &plan, st, input, upstream, sv, dx, g, scratch, sync,
+                    )
                 } else {
                     down.clear();
                     down.resize(input.len(), T::zero());
-                    stage::backward(
-                        info, k, &plan, st, input, upstream, sv, &mut down, g, scratch,
+                    let r = stage::backward(
+                        info, k, &plan, st, input, upstream, sv, &mut down, g, scratch, sync,
                     );
                     std::mem::swap(&mut up, &mut down);
+                    r
+                };
+                if r.is_err() {
+                    scratch.up = up;
+                    scratch.down = down;
+                    return r;
                 }
             }
             scratch.up = up;
             scratch.down = down;
+            Ok(())
         })
-    });
-    Ok(())
+    })
 }
 
 /// The statistics of the first stage of the layer on `x`.
@@ -271,7 +281,7 @@ pub fn stats<T: Float, D: Dimension>(
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, None)?;
+    check_all(info, states, shape, None, false)?;
     let plan = plan(info, 0, shape);
     if info.spec.stages[0].unbiased && plan.group_len <= 1 && plan.groups > 0 {
         return Err(NormError::TooFewValues {

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod collective;
 mod dynamic;
 mod error;
 mod float;
@@ -17,6 +18,7 @@ mod plan;
 mod stage;
 mod types;
 
+pub use collective::{Collective, Solo};
 pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
 pub use error::NormError;
 pub use float::Float;
@@ -26,6 +28,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 /// Items used by the code `#[norm]` generates. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
     pub use crate::stage::{LayerInfo, Running, StageState};
     pub use ndarray;

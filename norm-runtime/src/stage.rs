@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, EpsMode, Momentum, Spec, Stage};
 
+use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
-use crate::kernels::exec::{self, BackOut, CoefMut, Params, Raw, Stat, Units};
+use crate::kernels::exec::{self, Acc, BackOut, CoefMut, Params, Raw, Stat, Units};
 use crate::plan::Plan;
 use crate::types::{Mode, Saved, SavedStage, StageGrads};
 
@@ -170,6 +171,36 @@ pub(crate) fn check_input(info: &LayerInfo<'_>, shape: &[usize]) -> Result<(), N
     Ok(())
 }
 
+/// Whether a stage's statistics run over the batch axis `N` (synchronized by `*_sync`).
+pub(crate) fn syncs(spec: &Spec, stage: &Stage) -> bool {
+    spec.batch.is_some_and(|b| stage.reduces(b))
+}
+
+/// The global count checks of a synchronized stage (the local ones of [`check`]).
+fn check_count(
+    info: &LayerInfo<'_>,
+    stage: &Stage,
+    mode: Mode,
+    count: usize,
+    shape: &[usize],
+) -> Result<(), NormError> {
+    if count == 0 {
+        return Err(NormError::EmptyGroup {
+            layer: info.name.to_string(),
+            shape: shape.to_vec(),
+        });
+    }
+    let uses_batch = mode == Mode::Train || !stage.running_stats;
+    if (stage.running_stats || stage.unbiased) && uses_batch && count <= 1 {
+        return Err(NormError::TooFewValues {
+            layer: info.name.to_string(),
+            per_group: count,
+            shape: shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
 /// Checks one stage's parameters and state for an input of `shape`; returns its plan.
 pub(crate) fn check<T: Float>(
     info: &LayerInfo<'_>,
@@ -177,11 +208,14 @@ pub(crate) fn check<T: Float>(
     state: &StageState<'_, T>,
     shape: &[usize],
     mode: Option<Mode>,
+    sync: bool,
 ) -> Result<Plan, NormError> {
     let spec = info.spec;
     let stage = &spec.stages[k];
     let plan = Plan::new(spec, stage, shape);
-    if plan.group_len == 0 && plan.groups > 0 {
+    // Synchronized statistics count the whole group's batch: checked after the exchange.
+    let local_counts = !(sync && syncs(spec, stage));
+    if local_counts && plan.group_len == 0 && plan.groups > 0 {
         return Err(NormError::EmptyGroup {
             layer: info.name.to_string(),
             shape: shape.to_vec(),
@@ -193,7 +227,7 @@ pub(crate) fn check<T: Float>(
         Some(Mode::Eval) => !stage.running_stats,
         None => false,
     };
-    if needs_two && uses_batch && plan.group_len <= 1 && plan.groups > 0 {
+    if local_counts && needs_two && uses_batch && plan.group_len <= 1 && plan.groups > 0 {
         return Err(NormError::TooFewValues {
             layer: info.name.to_string(),
             per_group: plan.group_len,
@@ -296,13 +330,16 @@ pub(crate) struct Scratch<T> {
     a: Vec<T>,
     b: Vec<T>,
     c: Vec<T>,
-    acc: Vec<f64>,
+    acc: Acc,
     sg: Vec<f64>,
     sgx: Vec<f64>,
     dparams: Vec<f64>,
     run: Vec<f64>,
     dgamma: Vec<f64>,
     dbeta: Vec<f64>,
+    sync_local: Vec<f64>,
+    sync_all: Vec<f64>,
+    sync_merged: Vec<(f64, f64, f64)>,
 }
 
 fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
@@ -322,10 +359,11 @@ pub(crate) fn forward<T: Float>(
     out: &mut [T],
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
-) {
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
-    let n = plan.group_len;
+    let mut n = plan.group_len;
     let units = Units::new(plan);
     resize(&mut saved.stats, groups, Stat::default());
     for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
@@ -333,6 +371,8 @@ pub(crate) fn forward<T: Float>(
     }
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
+    let comm = sync.filter(|_| !fixed && syncs(info.spec, stage));
+    saved.synced = comm.is_some();
 
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
@@ -378,6 +418,77 @@ pub(crate) fn forward<T: Float>(
         });
         let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
         exec::normalize(&units, x, c, params, out);
+    } else if let Some(comm) = comm {
+        // Local (count, mean, M2) per group → all members → merged in rank order.
+        let mut raws = std::mem::take(&mut scratch.acc.raws);
+        resize(&mut raws, groups, Raw::default());
+        exec::sums_all(&units, x, stage.center, &mut raws, &mut scratch.acc.f);
+        let mut local = std::mem::take(&mut scratch.sync_local);
+        local.clear();
+        for &raw in &raws {
+            let (mean, m2) = if n == 0 {
+                (0.0, 0.0)
+            } else {
+                mean_m2(stage, raw, n)
+            };
+            local.extend_from_slice(&[n as f64, mean, m2]);
+        }
+        scratch.acc.raws = raws;
+        let gathered = comm.all_gather(&local, &mut scratch.sync_all);
+        scratch.sync_local = local;
+        gathered.map_err(|reason| NormError::Collective {
+            layer: info.name.to_string(),
+            reason,
+        })?;
+        if scratch.sync_all.len() != 3 * groups * comm.size() {
+            return Err(NormError::Collective {
+                layer: info.name.to_string(),
+                reason: format!(
+                    "all_gather returned {} values, expected {} ({} members × {} groups × 3)",
+                    scratch.sync_all.len(),
+                    3 * groups * comm.size(),
+                    comm.size(),
+                    groups
+                ),
+            });
+        }
+        let mut merged = std::mem::take(&mut scratch.sync_merged);
+        resize(&mut merged, groups, (0.0, 0.0, 0.0));
+        merge_moments(&scratch.sync_all, groups, &mut merged);
+        n = merged.first().map_or(0, |m| m.0 as usize);
+        check_count(info, stage, mode, n, &saved_shape_hint(plan))?;
+        for (s, &(_, mean, m2)) in merged.iter().enumerate() {
+            let var = estimator(stage, m2, n);
+            let rs = rstd(stage, var);
+            saved.stats[s] = Stat {
+                mean,
+                var,
+                m2,
+                rstd: rs,
+            };
+            let (g, h) = group_affine(s);
+            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, rs * g, h);
+        }
+        scratch.sync_merged = merged;
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        exec::normalize(&units, x, c, params, out);
+        if mode == Mode::Train {
+            if let Some(Running::Mut {
+                mean: rm,
+                var: rv,
+                count,
+            }) = state.running.as_mut()
+            {
+                update_running(
+                    stage,
+                    plan,
+                    n,
+                    &saved.stats,
+                    (rm, rv, count),
+                    &mut scratch.run,
+                );
+            }
+        }
     } else {
         let finish = |s: usize, raw: Raw| {
             let (mean, m2) = mean_m2(stage, raw, n);
@@ -415,14 +526,28 @@ pub(crate) fn forward<T: Float>(
                 count,
             }) = state.running.as_mut()
             {
-                update_running(stage, plan, &saved.stats, (rm, rv, count), &mut scratch.run);
+                update_running(
+                    stage,
+                    plan,
+                    n,
+                    &saved.stats,
+                    (rm, rv, count),
+                    &mut scratch.run,
+                );
             }
         }
     }
+    saved.count = n;
     saved.scale.clear();
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
     }
+    Ok(())
+}
+
+/// The shape named in a synchronized stage's count errors: the local statistics shape.
+fn saved_shape_hint(plan: &Plan) -> Vec<usize> {
+    plan.stat_shape.as_slice().to_vec()
 }
 
 /// running ← (1 − m)·running + m·batch, the batch value averaged over `N` where the
@@ -430,6 +555,7 @@ pub(crate) fn forward<T: Float>(
 fn update_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
+    n: usize,
     stats: &[Stat],
     running: (
         &mut ArrayViewMutD<'_, T>,
@@ -441,7 +567,7 @@ fn update_running<T: Float>(
     let (rmean, rvar, count) = running;
     let size = plan.running_shape.numel();
     resize(buf, 2 * size, 0.0);
-    let n = plan.group_len as f64;
+    let n = n as f64;
     plan.for_each_group(|s, _, r| {
         buf[r] += stats[s].mean;
         buf[size + r] += stats[s].m2 / (n - 1.0);
@@ -512,10 +638,11 @@ pub(crate) fn backward<T: Float>(
     dx: &mut [T],
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
-) {
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
-    let n = plan.group_len;
+    let n = saved.count;
     let units = Units::new(plan);
     let gamma = state.gamma.as_ref().map(values);
     let fold = plan.foldable;
@@ -593,17 +720,76 @@ pub(crate) fn backward<T: Float>(
         b: &mut scratch.b,
     };
     let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
-    exec::backward(
-        &units,
-        x,
-        dy,
-        xhat,
-        unfolded,
-        &finish,
-        out,
-        &mut scratch.acc,
-        dx,
-    );
+    if saved.synced {
+        let Some(comm) = sync else {
+            return Err(NormError::Saved {
+                layer: info.name.to_string(),
+                reason: "it comes from forward_sync: call backward_sync".to_string(),
+            });
+        };
+        // Local sums (kept for the local parameter gradients) → all members → summed in
+        // rank order for the dx coefficients.
+        exec::dsums_all(
+            &units,
+            x,
+            dy,
+            xhat,
+            unfolded,
+            out.sg,
+            out.sgx,
+            out.dparams,
+            &mut scratch.acc.f,
+        );
+        let mut local = std::mem::take(&mut scratch.sync_local);
+        local.clear();
+        local.extend_from_slice(out.sg);
+        local.extend_from_slice(out.sgx);
+        let gathered = comm.all_gather(&local, &mut scratch.sync_all);
+        scratch.sync_local = local;
+        gathered.map_err(|reason| NormError::Collective {
+            layer: info.name.to_string(),
+            reason,
+        })?;
+        if scratch.sync_all.len() != 2 * groups * comm.size() {
+            return Err(NormError::Collective {
+                layer: info.name.to_string(),
+                reason: format!(
+                    "all_gather returned {} values, expected {}",
+                    scratch.sync_all.len(),
+                    2 * groups * comm.size()
+                ),
+            });
+        }
+        for g in 0..groups {
+            let (mut sg, mut sgx) = (0.0, 0.0);
+            for r in 0..comm.size() {
+                sg += scratch.sync_all[r * 2 * groups + g];
+                sgx += scratch.sync_all[r * 2 * groups + groups + g];
+            }
+            let (c, m, a, b) = finish(g, sg, sgx);
+            (out.c[g], out.m[g], out.a[g], out.b[g]) = (c, m, a, b);
+        }
+        let coef = (&out.c[..], &out.m[..], &out.a[..], &out.b[..]);
+        exec::dx_all(&units, x, dy, coef, unfolded, dx);
+    } else {
+        if sync.is_some() && syncs(info.spec, stage) && !saved.fixed {
+            return Err(NormError::Saved {
+                layer: info.name.to_string(),
+                reason: "it comes from forward, not forward_sync".to_string(),
+            });
+        }
+        exec::backward(
+            &units,
+            x,
+            dy,
+            xhat,
+            unfolded,
+            &finish,
+            out,
+            &mut scratch.acc.f,
+            dx,
+        );
+    }
 
     let params = plan.param_shape.numel();
     let (sg, sgx) = (&scratch.sg, &scratch.sgx);
@@ -647,4 +833,5 @@ pub(crate) fn backward<T: Float>(
             grads.dbeta = None;
         }
     }
+    Ok(())
 }

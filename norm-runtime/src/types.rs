@@ -18,6 +18,11 @@ pub(crate) struct SavedStage<T> {
     /// The statistics were fixed (running statistics in eval mode): backward does not
     /// differentiate through them.
     pub fixed: bool,
+    /// Values per statistics group the statistics were computed over (the whole group's
+    /// batch when synchronized).
+    pub count: usize,
+    /// The statistics were synchronized across a `Collective`.
+    pub synced: bool,
     /// Per statistics group: mean, variance estimate, M2 and 1/σ as applied.
     pub stats: Vec<crate::kernels::exec::Stat>,
     /// `affine = external`: the scale used (the shift is not needed).

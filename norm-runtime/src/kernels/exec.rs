@@ -208,6 +208,15 @@ impl<T> SharedOut<T> {
     }
 }
 
+/// Scratch of the executor, reused across calls.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Acc {
+    /// Partial sums and shifts.
+    pub f: Vec<f64>,
+    /// Merged raw sums (split path).
+    pub raws: Vec<Raw>,
+}
+
 /// Raw shifted sums of one group.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Raw {
@@ -420,6 +429,58 @@ pub(crate) fn normalize<T: Float>(
     });
 }
 
+/// Raw shifted sums of every group into `raws`: fixed chunks of lines in parallel, merged in
+/// chunk order. The first phase of the split path, and of synchronized statistics.
+pub(crate) fn sums_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    raws: &mut [Raw],
+    acc: &mut Vec<f64>,
+) {
+    let gpu = units.gpu;
+    let groups = units.count * gpu;
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    acc.clear();
+    acc.resize(groups + 2 * gpu * ntasks, 0.0);
+    let (shift, parts) = acc.split_at_mut(groups);
+    for u in 0..units.count {
+        shifts(units, x, u, center, &mut shift[u * gpu..(u + 1) * gpu]);
+    }
+    let shift = &*shift;
+    let task = |(t, part): (usize, &mut [f64])| {
+        let u = t / cpu;
+        let (sum, sq) = part.split_at_mut(gpu);
+        sums_task(
+            units,
+            x,
+            u,
+            t % cpu,
+            &shift[u * gpu..(u + 1) * gpu],
+            sum,
+            sq,
+        );
+    };
+    if ntasks == 1 {
+        parts.chunks_mut(2 * gpu).enumerate().for_each(task);
+    } else {
+        parts.par_chunks_mut(2 * gpu).enumerate().for_each(task);
+    }
+    for (g, raw) in raws.iter_mut().enumerate().take(groups) {
+        let (u, i) = (g / gpu, g % gpu);
+        *raw = Raw {
+            shift: shift[g],
+            ..Raw::default()
+        };
+        for c in 0..cpu {
+            let part = &parts[(u * cpu + c) * 2 * gpu..];
+            raw.sum += part[i];
+            raw.sq += part[gpu + i];
+        }
+    }
+}
+
 /// The batch-statistics forward pass: per group, raw shifted sums → `finish(group, raw)`
 /// gives the statistics and coefficients → y = ((x − m)·a + b)·γ + β. `acc` is scratch.
 #[allow(clippy::too_many_arguments)]
@@ -430,55 +491,26 @@ pub(crate) fn forward<T: Float>(
     params: Params<'_, T>,
     finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
     coef: CoefMut<'_, T>,
-    acc: &mut Vec<f64>,
+    acc: &mut Acc,
     out: &mut [T],
 ) {
     let gpu = units.gpu;
     let groups = units.count * gpu;
     if units.split() {
-        let (_, cpu) = units.chunking();
-        let ntasks = units.count * cpu;
-        acc.clear();
-        acc.resize(groups + 2 * gpu * ntasks, 0.0);
-        let (shift, parts) = acc.split_at_mut(groups);
-        for u in 0..units.count {
-            shifts(units, x, u, center, &mut shift[u * gpu..(u + 1) * gpu]);
-        }
-        let shift = &*shift;
-        parts
-            .par_chunks_mut(2 * gpu)
-            .enumerate()
-            .for_each(|(t, part)| {
-                let u = t / cpu;
-                let (sum, sq) = part.split_at_mut(gpu);
-                sums_task(
-                    units,
-                    x,
-                    u,
-                    t % cpu,
-                    &shift[u * gpu..(u + 1) * gpu],
-                    sum,
-                    sq,
-                );
-            });
-        for g in 0..groups {
-            let (u, i) = (g / gpu, g % gpu);
-            let mut raw = Raw {
-                shift: shift[g],
-                ..Raw::default()
-            };
-            for c in 0..cpu {
-                let part = &parts[(u * cpu + c) * 2 * gpu..];
-                raw.sum += part[i];
-                raw.sq += part[gpu + i];
-            }
+        let mut raws = std::mem::take(&mut acc.raws);
+        raws.clear();
+        raws.resize(groups, Raw::default());
+        sums_all(units, x, center, &mut raws, &mut acc.f);
+        for (g, &raw) in raws.iter().enumerate() {
             let (st, (m, a, b)) = finish(g, raw);
             coef.stat[g] = st;
             (coef.m[g], coef.a[g], coef.b[g]) = (m, a, b);
         }
+        acc.raws = raws;
         normalize(units, x, (coef.m, coef.a, coef.b), params, out);
         return;
     }
+    let acc = &mut acc.f;
     let upt = units.per_task();
     let gpt = upt * gpu;
     acc.clear();
@@ -693,6 +725,74 @@ multiversion! {
     }
 }
 
+/// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
+/// fixed chunks of lines in parallel, merged in chunk order. The first phase of the split
+/// path, and of synchronized statistics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dsums_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    sg: &mut [f64],
+    sgx: &mut [f64],
+    dparams: &mut [f64],
+    acc: &mut Vec<f64>,
+) {
+    let gpu = units.gpu;
+    let np2 = dparams.len();
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    let stride = 2 * gpu + np2;
+    acc.clear();
+    acc.resize(stride * ntasks, 0.0);
+    let task = |(t, part): (usize, &mut [f64])| {
+        let (tsg, rest) = part.split_at_mut(gpu);
+        let (tsgx, dp) = rest.split_at_mut(gpu);
+        dsums_task(units, x, dy, xhat, gamma, t / cpu, t % cpu, tsg, tsgx, dp);
+    };
+    if ntasks == 1 {
+        acc.chunks_mut(stride).enumerate().for_each(task);
+    } else {
+        acc.par_chunks_mut(stride).enumerate().for_each(task);
+    }
+    sg.fill(0.0);
+    sgx.fill(0.0);
+    dparams.fill(0.0);
+    for (t, part) in acc.chunks(stride).enumerate() {
+        let g0 = (t / cpu) * gpu;
+        for i in 0..gpu {
+            sg[g0 + i] += part[i];
+            sgx[g0 + i] += part[gpu + i];
+        }
+        for (d, &v) in dparams.iter_mut().zip(&part[2 * gpu..]) {
+            *d += v;
+        }
+    }
+}
+
+/// dx with known per-group coefficients, over fixed chunks of lines in parallel.
+pub(crate) fn dx_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    coef: Coef4<'_, T>,
+    gamma: Option<&[T]>,
+    dx: &mut [T],
+) {
+    let shared = SharedOut::new(dx);
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    if ntasks == 1 {
+        dx_task(units, x, dy, &shared, coef, gamma, 0, 0);
+        return;
+    }
+    (0..ntasks).into_par_iter().for_each(|t| {
+        dx_task(units, x, dy, &shared, coef, gamma, t / cpu, t % cpu);
+    });
+}
+
 /// The backward pass: sums per group (and per unfolded parameter), `finish` → per-group dx
 /// coefficients, then dx. `acc` is scratch.
 #[allow(clippy::too_many_arguments)]
@@ -710,43 +810,23 @@ pub(crate) fn backward<T: Float>(
     let gpu = units.gpu;
     let groups = units.count * gpu;
     let np2 = o.dparams.len();
-    let shared = SharedOut::new(dx);
     if units.split() {
-        let (_, cpu) = units.chunking();
-        let ntasks = units.count * cpu;
-        let stride = 2 * gpu + np2;
-        acc.clear();
-        acc.resize(stride * ntasks, 0.0);
-        acc.par_chunks_mut(stride)
-            .enumerate()
-            .for_each(|(t, part)| {
-                let (sg, rest) = part.split_at_mut(gpu);
-                let (sgx, dp) = rest.split_at_mut(gpu);
-                dsums_task(units, x, dy, xhat, gamma, t / cpu, t % cpu, sg, sgx, dp);
-            });
-        o.sg.fill(0.0);
-        o.sgx.fill(0.0);
-        o.dparams.fill(0.0);
-        for (t, part) in acc.chunks(stride).enumerate() {
-            let g0 = (t / cpu) * gpu;
-            for i in 0..gpu {
-                o.sg[g0 + i] += part[i];
-                o.sgx[g0 + i] += part[gpu + i];
-            }
-            for (d, &v) in o.dparams.iter_mut().zip(&part[2 * gpu..]) {
-                *d += v;
-            }
-        }
+        dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
         for g in 0..groups {
             let (c, m, a, b) = finish(g, o.sg[g], o.sgx[g]);
             (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
         }
-        let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
-        (0..ntasks).into_par_iter().for_each(|t| {
-            dx_task(units, x, dy, &shared, coef, gamma, t / cpu, t % cpu);
-        });
+        dx_all(
+            units,
+            x,
+            dy,
+            (&o.c[..], &o.m[..], &o.a[..], &o.b[..]),
+            gamma,
+            dx,
+        );
         return;
     }
+    let shared = SharedOut::new(dx);
     let upt = units.per_task();
     let gpt = upt * gpu;
     if units.count <= upt {
