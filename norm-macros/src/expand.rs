@@ -137,7 +137,7 @@ fn spec_tokens(spec: &Spec) -> TokenStream {
         let size = option_usize(a.size);
         quote!(#p::Axis { name: #name, size: #size })
     });
-    let stages = spec.stages.iter().map(|s| stage_tokens(s));
+    let stages = spec.stages.iter().map(stage_tokens);
     let channel = option_usize(spec.channel);
     let batch = option_usize(spec.batch);
     let chain = spec.chain;

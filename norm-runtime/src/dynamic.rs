@@ -210,7 +210,7 @@ impl<T: Float> DynNorm<T> {
         let mut stages = Vec::new();
         for stage in s.stages.iter() {
             if let (Some(g), Some(c)) = (stage.groups, s.channel) {
-                if known[c].is_some_and(|n| n % g != 0) {
+                if known[c].is_some_and(|n| !n.is_multiple_of(g)) {
                     return Err(NormError::GroupsDivide {
                         layer: name.clone(),
                         channels: dims[c],
@@ -223,7 +223,7 @@ impl<T: Float> DynNorm<T> {
                     .map(|&a| shapes::axis_size(stage, a, &dims))
                     .collect()
             };
-            let params = shapes::param_axes(stage).map(|a| shape_of(a));
+            let params = shapes::param_axes(stage).map(&shape_of);
             let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
             stages.push(StageParams {
                 gamma: params.as_ref().map(|p| ArrayD::ones(IxDyn(p))),
@@ -460,7 +460,7 @@ impl<T: Float> DynNorm<T> {
         }];
         let r = layer::backward_into(
             &self.info(),
-            &states,
+            states,
             x,
             dy,
             saved,
@@ -487,7 +487,7 @@ impl<T: Float> DynNorm<T> {
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         layer::backward_into(
             &self.info(),
-            &states,
+            states,
             x,
             dy,
             saved,

@@ -178,6 +178,7 @@ pub fn forward_into<T: Float, D: Dimension>(
 }
 
 /// Backward pass into `dx` and `grads` (one entry per stage).
+#[allow(clippy::too_many_arguments)]
 pub fn backward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],

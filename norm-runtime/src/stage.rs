@@ -159,7 +159,7 @@ pub(crate) fn check_input(info: &LayerInfo<'_>, shape: &[usize]) -> Result<(), N
     }
     for stage in spec.stages.iter() {
         if let (Some(g), Some(c)) = (stage.groups, spec.channel) {
-            if shape[c] % g != 0 {
+            if !shape[c].is_multiple_of(g) {
                 return Err(NormError::GroupsDivide {
                     layer: info.name.to_string(),
                     channels: shape[c],
