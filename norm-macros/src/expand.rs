@@ -28,10 +28,22 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_struct = match parsed {
         Ok(s) => Some(s),
         Err(_) => {
+            // Blame the item's keyword (`fn`, `enum`, ...) rather than the attribute.
+            let what = match syn::parse2::<syn::Item>(item.clone()) {
+                Ok(syn::Item::Fn(f)) => Some(("a function", f.sig.fn_token.span)),
+                Ok(syn::Item::Enum(e)) => Some(("an enum", e.enum_token.span)),
+                Ok(syn::Item::Union(u)) => Some(("a union", u.union_token.span)),
+                Ok(syn::Item::Impl(i)) => Some(("an impl block", i.impl_token.span)),
+                Ok(syn::Item::Trait(t)) => Some(("a trait", t.trait_token.span)),
+                _ => None,
+            };
+            let (kind, span) = what.unwrap_or(("this item", Span::call_site()));
             push(syn::Error::new(
-                Span::call_site(),
-                "#[norm] applies to a struct: a unit struct or a struct with named fields that \
-                 implement Default",
+                span,
+                format!(
+                    "#[norm] declares a layer on a struct, not on {kind}: write \
+                     `struct MyNorm;` (fields, if any, must implement Default)"
+                ),
             ));
             None
         }
@@ -338,7 +350,9 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
     };
     let user_init = user_fields.iter().map(|f| {
         let id = &f.ident;
-        quote!(#id: ::std::default::Default::default(),)
+        // Spanned on the field's type: "the trait `Default` is not implemented" points there.
+        let ty = &f.ty;
+        quote::quote_spanned!(syn::spanned::Spanned::span(ty) => #id: <#ty as ::std::default::Default>::default(),)
     });
 
     let external = spec.stages[0].affine == Affine::External;

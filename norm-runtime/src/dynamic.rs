@@ -24,9 +24,13 @@ pub struct SpecIssue {
 }
 
 /// Every error of a configuration text (all of them, not only the first).
+///
+/// The errors come in the order the validator reports them, which is also the order of the
+/// `#[norm]` compile errors: syntax and single-key errors first, then the rules that relate
+/// several keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecError {
-    /// The errors, in source order.
+    /// The errors, in the validator's order (see the type's docs).
     pub errors: Vec<SpecIssue>,
     source: String,
 }
@@ -181,6 +185,11 @@ impl<T: Float> DynNorm<T> {
             reason,
         };
         let mut known: Vec<Option<usize>> = s.input.iter().map(|a| a.size).collect();
+        for (k, &(axis, _)) in sizes.iter().enumerate() {
+            if sizes[..k].iter().any(|&(other, _)| other == axis) {
+                return Err(err(format!("the size of axis `{axis}` is given twice")));
+            }
+        }
         for &(axis, n) in sizes {
             let Some(i) = s.input.iter().position(|a| a.name == axis) else {
                 let names: Vec<&str> = s.input.iter().map(|a| a.name.as_ref()).collect();

@@ -14,15 +14,21 @@ mod float;
 #[doc(hidden)]
 pub mod kernels;
 mod layer;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod plan;
 mod stage;
+mod threads;
 mod types;
 
+#[cfg(feature = "mpi")]
+pub use crate::mpi::MpiCollective;
 pub use collective::{Collective, Solo};
 pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
 pub use error::NormError;
 pub use float::Float;
 pub use kernels::simd;
+pub use threads::{ThreadGroup, ThreadMember};
 pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 
 /// Items used by the code `#[norm]` generates. Not a stable API.

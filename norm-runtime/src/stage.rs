@@ -215,7 +215,9 @@ pub(crate) fn check<T: Float>(
     let plan = Plan::new(spec, stage, shape);
     // Synchronized statistics count the whole group's batch: checked after the exchange.
     let local_counts = !(sync && syncs(spec, stage));
-    if local_counts && plan.group_len == 0 && plan.groups > 0 {
+    // Inference with running statistics needs no values per group.
+    let fixed = mode == Some(Mode::Eval) && stage.running_stats;
+    if local_counts && !fixed && plan.group_len == 0 && plan.groups > 0 {
         return Err(NormError::EmptyGroup {
             layer: info.name.to_string(),
             shape: shape.to_vec(),
@@ -308,7 +310,9 @@ fn rstd(stage: &Stage, var: f64) -> f64 {
 fn mean_m2(stage: &Stage, raw: Raw, n: usize) -> (f64, f64) {
     if stage.center {
         let d = raw.sum / n as f64;
-        (raw.shift + d, (raw.sq - raw.sum * d).max(0.0))
+        // Clamp rounding below zero, but keep NaN (f64::max would turn NaN into 0).
+        let m2 = raw.sq - raw.sum * d;
+        (raw.shift + d, if m2 < 0.0 { 0.0 } else { m2 })
     } else {
         (0.0, raw.sq)
     }
@@ -371,8 +375,11 @@ pub(crate) fn forward<T: Float>(
     }
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
-    let comm = sync.filter(|_| !fixed && syncs(info.spec, stage));
-    saved.synced = comm.is_some();
+    // A group of one (`Solo`) exchanges nothing: it runs the unsynchronized kernels, so its
+    // results are bit-identical to `forward`'s; `synced` still records the kind of call.
+    let synced = sync.is_some() && !fixed && syncs(info.spec, stage);
+    let comm = sync.filter(|c| synced && c.size() > 1);
+    saved.synced = synced;
 
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
@@ -490,6 +497,10 @@ pub(crate) fn forward<T: Float>(
             }
         }
     } else {
+        if synced {
+            // The checks `check` leaves to the exchange of a synchronized stage.
+            check_count(info, stage, mode, n, &saved_shape_hint(plan))?;
+        }
         let finish = |s: usize, raw: Raw| {
             let (mean, m2) = mean_m2(stage, raw, n);
             let var = estimator(stage, m2, n);
@@ -720,13 +731,14 @@ pub(crate) fn backward<T: Float>(
         b: &mut scratch.b,
     };
     let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
-    if saved.synced {
-        let Some(comm) = sync else {
-            return Err(NormError::Saved {
-                layer: info.name.to_string(),
-                reason: "it comes from forward_sync: call backward_sync".to_string(),
-            });
-        };
+    if saved.synced && sync.is_none() {
+        return Err(NormError::Saved {
+            layer: info.name.to_string(),
+            reason: "it comes from forward_sync: call backward_sync".to_string(),
+        });
+    }
+    // A group of one exchanges nothing (bit-identical to `backward`, as in `forward`).
+    if let Some(comm) = sync.filter(|c| saved.synced && c.size() > 1) {
         // Local sums (kept for the local parameter gradients) → all members → summed in
         // rank order for the dx coefficients.
         exec::dsums_all(
@@ -772,7 +784,7 @@ pub(crate) fn backward<T: Float>(
         let coef = (&out.c[..], &out.m[..], &out.a[..], &out.b[..]);
         exec::dx_all(&units, x, dy, coef, unfolded, dx);
     } else {
-        if sync.is_some() && syncs(info.spec, stage) && !saved.fixed {
+        if !saved.synced && sync.is_some() && syncs(info.spec, stage) && !saved.fixed {
             return Err(NormError::Saved {
                 layer: info.name.to_string(),
                 reason: "it comes from forward, not forward_sync".to_string(),

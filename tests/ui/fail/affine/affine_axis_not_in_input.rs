@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,L,D", axes = "D", affine = "E")]
+struct Layer;
+
+fn main() {}

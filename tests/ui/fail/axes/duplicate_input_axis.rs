@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,C,H,C", axes = "C,H")]
+struct Layer;
+
+fn main() {}

@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,C,H,W", chain())]
+struct Layer;
+
+fn main() {}

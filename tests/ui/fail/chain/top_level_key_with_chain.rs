@@ -1,0 +1,10 @@
+use normkit::prelude::*;
+
+#[norm(
+    input = "N,C,H,W",
+    axes = "C,H,W",
+    chain(bn(axes = "N,H,W"), gn(axes = "C,H,W", groups = 2))
+)]
+struct Layer;
+
+fn main() {}

@@ -1,0 +1,11 @@
+use normkit::prelude::*;
+
+#[norm(
+    input = "N,C,H,W",
+    chain(bn(axes = "N,H,W"), gn(axes = "C,H,W", groups = 2))
+)]
+struct Layer {
+    bn: u32,
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,C,H,W", axes = "C,H,W", affine)]
+struct Layer<T>;
+
+fn main() {}

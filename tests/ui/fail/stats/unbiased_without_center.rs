@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,L,D", axes = "D", center = false, unbiased)]
+struct Layer;
+
+fn main() {}
