@@ -33,13 +33,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The `mpi` crate (rsmpi) that [`MpiCollective`] is built on (feature `mpi`): initialize
+/// MPI with `normkit::mpi::initialize()` without depending on it yourself.
+#[cfg(feature = "mpi")]
+pub use mpi;
 pub use ndarray;
 pub use norm_macros::norm;
 /// The SIMD level in use and how to cap it (for tests and benchmarks).
 pub use norm_runtime::simd;
+/// Synchronized batch statistics across MPI ranks (feature `mpi`).
+#[cfg(feature = "mpi")]
+pub use norm_runtime::MpiCollective;
 pub use norm_runtime::{
     ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
-    SpecError, SpecIssue, StageGrads, StageParams,
+    SpecError, SpecIssue, StageGrads, StageParams, ThreadGroup, ThreadMember,
 };
 /// The configuration language's validated form and derived shapes (`norm-spec`).
 pub use norm_spec as spec;

@@ -1,9 +1,9 @@
 //! The `#[norm(...)]` attribute macro of normkit. Depend on the `normkit` crate, which
 //! re-exports it together with the runtime the generated code calls.
 //!
-//! The entry point converts to `proc_macro2` at once and calls [`expand::expand`]: tokens are
-//! converted to `norm-spec`'s token trees ([`tokens`]), parsed and validated by the one
-//! validator, and the generated code ([`expand`]) runs only on a valid spec.
+//! The entry point converts to `proc_macro2` at once and calls `expand::expand`: tokens are
+//! converted to `norm-spec`'s token trees (`tokens`), parsed and validated by the one
+//! validator, and the generated code (`expand`) runs only on a valid spec.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -57,10 +57,10 @@ impl std::error::Error for SpecError {}
 /// A validated layer configuration, parsed at run time.
 ///
 /// ```
-/// use normkit::NormSpec;
+/// use norm_runtime::NormSpec;
 /// let spec = NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#)?;
 /// assert!(NormSpec::parse(r#"axes = "C,H,X""#).is_err());
-/// # Ok::<(), normkit::SpecError>(())
+/// # Ok::<(), norm_runtime::SpecError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct NormSpec {
@@ -157,7 +157,8 @@ impl<T: Float> StageParams<T> {
 /// same spec, so the two give bit-identical results.
 ///
 /// ```
-/// use normkit::{DynNorm, Mode, NormSpec, ndarray::Array4};
+/// use ndarray::Array4;
+/// use norm_runtime::{DynNorm, Mode, NormSpec};
 /// let spec = NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#)?;
 /// let mut layer = DynNorm::<f32>::new(&spec, &[("C", 4)])?;
 /// let x = Array4::<f32>::from_shape_fn((2, 4, 3, 3), |(n, c, h, w)| (n + c * h + w) as f32);

@@ -40,6 +40,13 @@ use crate::collective::Collective;
 /// methods in the same order — also a rank whose micro-batch is empty — as for any MPI
 /// collective operation.
 ///
+/// Cost, per synchronized stage (a BN layer) and training step: forward, one all-gather of
+/// 3 values per statistics group (count, mean, M2), so each rank receives
+/// `8 · 3 · C · size` bytes for `C` channels; backward, one all-gather of 2 values per group
+/// (Σg, Σg·x̂): `8 · 2 · C · size` bytes. Eval mode with running statistics exchanges
+/// nothing, and neither does a communicator of one rank. The parameter gradients are not
+/// exchanged: sum them over the ranks with the model's other gradients.
+///
 /// Threads: the calls are serialized by an internal lock. If MPI was initialized with less
 /// than [`Threading::Serialized`] (as by `mpi::initialize()`), MPI may only be called from
 /// the thread that initialized it: create the `MpiCollective` on that thread, and exchanges

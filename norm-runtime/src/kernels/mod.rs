@@ -1,5 +1,5 @@
-//! The kernels: SIMD line kernels ([`lines`]), runtime CPU dispatch ([`simd`]) and the
-//! parallel executor over a plan's units ([`exec`]). Accumulation is in `f64`.
+//! The kernels: SIMD line kernels (`lines`), runtime CPU dispatch ([`simd`]) and the
+//! parallel executor over a plan's units (`exec`). Accumulation is in `f64`.
 //!
 //! The only `unsafe` of the runtime lives here, each block with its `SAFETY` argument.
 #![allow(unsafe_code)]

@@ -1,8 +1,8 @@
 //! The two row reductions, with explicit SIMD: the compiler does not vectorize an f32 → f64
 //! widening reduction, and these loops carry the statistics and backward passes.
 //!
-//! * [`row_sums`]: Σ(x − h) and Σ(x − h)² of a line.
-//! * [`row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the element type,
+//! * [`RowReduce::row_sums`]: Σ(x − h) and Σ(x − h)² of a line.
+//! * [`RowReduce::row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the element type,
 //!   as the portable kernels do) and an optional weight w = γ along the line.
 //!
 //! Accumulation is in f64; lane sums reduce in a fixed order, so a level's result is
