@@ -14,7 +14,7 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::collective::Collective;
 use crate::plan::Plan;
-use crate::stage::{self, LayerInfo, Scratch, StageState};
+use crate::stage::{self, LayerInfo, Purpose, Scratch, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
@@ -96,7 +96,7 @@ fn check_all<T: Float>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     shape: &[usize],
-    mode: Option<Mode>,
+    purpose: Purpose,
     sync: bool,
 ) -> Result<(), NormError> {
     stage::check_input(info, shape)?;
@@ -111,7 +111,7 @@ fn check_all<T: Float>(
         });
     }
     for (k, st) in states.iter().enumerate() {
-        stage::check(info, k, st, shape, mode, sync)?;
+        stage::check(info, k, st, shape, purpose, sync)?;
     }
     Ok(())
 }
@@ -133,7 +133,7 @@ pub fn forward_into<T: Float, D: Dimension>(
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, Some(mode), sync.is_some())?;
+    check_all(info, states, shape, Purpose::Forward(mode), sync.is_some())?;
     check_same(info, "the output buffer", shape, &out)?;
     let xs = contiguous(&x);
     let nstages = states.len();
@@ -190,7 +190,7 @@ pub fn backward_into<T: Float, D: Dimension>(
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, None, sync.is_some())?;
+    check_all(info, states, shape, Purpose::Backward, sync.is_some())?;
     if dy.shape() != shape {
         return Err(NormError::Shape {
             layer: info.name.to_string(),
@@ -282,7 +282,7 @@ pub fn stats<T: Float, D: Dimension>(
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, None, false)?;
+    check_all(info, states, shape, Purpose::Stats, false)?;
     let plan = plan(info, 0, shape);
     if info.spec.stages[0].unbiased && plan.group_len <= 1 && plan.groups > 0 {
         return Err(NormError::TooFewValues {

@@ -269,7 +269,9 @@ impl Plan {
                 nsdims += 1;
                 s
             } else {
-                if ps != 0 && l.size > 1 {
+                // A reduced axis indexing the parameters (an empty one too: then there is
+                // no parameter to fold per group).
+                if ps != 0 && l.size != 1 {
                     foldable = false;
                 }
                 0

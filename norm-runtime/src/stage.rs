@@ -171,6 +171,17 @@ pub(crate) fn check_input(info: &LayerInfo<'_>, shape: &[usize]) -> Result<(), N
     Ok(())
 }
 
+/// What a call is checked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// A forward pass in this mode.
+    Forward(Mode),
+    /// A backward pass (its `Saved` says which statistics were used).
+    Backward,
+    /// `stats()`: batch statistics, nothing saved.
+    Stats,
+}
+
 /// Whether a stage's statistics run over the batch axis `N` (synchronized by `*_sync`).
 pub(crate) fn syncs(spec: &Spec, stage: &Stage) -> bool {
     spec.batch.is_some_and(|b| stage.reduces(b))
@@ -207,17 +218,23 @@ pub(crate) fn check<T: Float>(
     k: usize,
     state: &StageState<'_, T>,
     shape: &[usize],
-    mode: Option<Mode>,
+    purpose: Purpose,
     sync: bool,
 ) -> Result<Plan, NormError> {
+    let mode = match purpose {
+        Purpose::Forward(m) => Some(m),
+        Purpose::Backward | Purpose::Stats => None,
+    };
     let spec = info.spec;
     let stage = &spec.stages[k];
     let plan = Plan::new(spec, stage, shape);
     // Synchronized statistics count the whole group's batch: checked after the exchange.
     let local_counts = !(sync && syncs(spec, stage));
-    // Inference with running statistics needs no values per group.
+    // Inference with running statistics needs no values per group, and neither does its
+    // backward (whose forward already passed this check).
     let fixed = mode == Some(Mode::Eval) && stage.running_stats;
-    if local_counts && !fixed && plan.group_len == 0 && plan.groups > 0 {
+    let backward = purpose == Purpose::Backward;
+    if local_counts && !fixed && !backward && plan.group_len == 0 && plan.groups > 0 {
         return Err(NormError::EmptyGroup {
             layer: info.name.to_string(),
             shape: shape.to_vec(),
@@ -576,6 +593,10 @@ fn update_running<T: Float>(
     buf: &mut Vec<f64>,
 ) {
     let (rmean, rvar, count) = running;
+    if plan.groups == 0 {
+        // An empty batch (a kept axis of size 0): nothing was measured, nothing changes.
+        return;
+    }
     let size = plan.running_shape.numel();
     resize(buf, 2 * size, 0.0);
     let n = n as f64;
