@@ -96,8 +96,7 @@ macro_rules! gradcheck_layer {
         #[allow(unused_mut, unused_variables)]
         fn setup(rng: &mut Rng) -> ($ty, Vec<ArrayD<f64>>) {
             let layer = <$ty>::new($($arg),*);
-            let mut params = Vec::new();
-            $( params.push(rng.array(layer.$field.shape(), 0.5, 1.5)); )*
+            let params: Vec<ArrayD<f64>> = vec![$( rng.array(layer.$field.shape(), 0.5, 1.5) ),*];
             (layer, params)
         }
         #[allow(unused_mut, unused_variables)]
@@ -122,11 +121,9 @@ macro_rules! gradcheck_layer {
             let bwd = |x: &ArrayD<f64>, p: &[ArrayD<f64>], dy: &ArrayD<f64>| {
                 let mut l = build(p, &running);
                 let xv = x.view().into_dimensionality().expect("rank");
-                let (_, saved) = l.forward(xv.clone(), mode).expect("forward");
+                let (_, saved) = l.forward(xv, mode).expect("forward");
                 let g = l.backward(xv, dy.view().into_dimensionality().expect("rank"), &saved).expect("backward");
-                #[allow(unused_mut)]
-                let mut dp = Vec::new();
-                $( dp.push(g.$grad.clone().expect(stringify!($grad))); )*
+                let dp: Vec<ArrayD<f64>> = vec![$( g.$grad.clone().expect(stringify!($grad)) ),*];
                 (g.dx.into_dyn(), dp)
             };
             gradcheck(name, x, params, &fwd, &bwd);
@@ -345,7 +342,7 @@ mod adain {
             let xv = x.view().into_dimensionality().expect("rank");
             let (_, saved) = l
                 .forward(
-                    xv.clone(),
+                    xv,
                     p[0].view().into_dimensionality().expect("rank"),
                     p[1].view().into_dimensionality().expect("rank"),
                     mode,
@@ -416,7 +413,7 @@ mod batch_channel_norm {
         let bwd = |x: &ArrayD<f64>, p: &[ArrayD<f64>], dy: &ArrayD<f64>| {
             let mut l = build(p, &running);
             let xv = x.view().into_dimensionality().expect("rank");
-            let (_, saved) = l.forward(xv.clone(), mode).expect("forward");
+            let (_, saved) = l.forward(xv, mode).expect("forward");
             let g = l
                 .backward(xv, dy.view().into_dimensionality().expect("rank"), &saved)
                 .expect("backward");
