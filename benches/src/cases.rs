@@ -1,0 +1,580 @@
+//! The suite of `shared/bench/README.md`, case by case as in `torch_suite.py`: one
+//! `#[norm]` declaration per layer configuration, buffers allocated once, and the
+//! no-allocation `_into` entry points behind [`Runnable`].
+
+use normkit::ndarray::{Array, Array1, Array2, Array4, ArrayD, Dimension, Ix2, Ix4, IxDyn};
+use normkit::prelude::*;
+
+use crate::data::Rng;
+
+/// `nn.BatchNorm2d(C)` (train and eval): statistics over N,H,W per channel, running stats.
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    affine,
+    running_stats,
+    momentum = 0.1
+)]
+pub struct BatchNorm2d;
+
+/// `nn.BatchNorm2d(C)` on a channels-last tensor (`torch.channels_last`).
+#[norm(
+    input = "N,H,W,C",
+    axes = "N,H,W",
+    affine,
+    running_stats,
+    momentum = 0.1
+)]
+pub struct BatchNorm2dNhwc;
+
+/// `F.layer_norm(x, (D,), w, b, 1e-5)` on `[rows, D]`.
+#[norm(input = "N,D", axes = "D", affine = "D")]
+pub struct LayerNorm;
+
+/// `F.rms_norm(x, (D,), w, 1e-6)`: no centering, scale only.
+#[norm(
+    input = "N,D",
+    axes = "D",
+    center = false,
+    affine = "D",
+    bias = false,
+    eps = 1e-6
+)]
+pub struct RmsNorm;
+
+/// `nn.GroupNorm(32, C)`: 32 groups, per-channel γ/β.
+#[norm(input = "N,C,H,W", axes = "C,H,W", groups = 32, affine)]
+pub struct GroupNorm32;
+
+/// `nn.InstanceNorm2d(C)`: statistics over H,W, no affine, no running statistics.
+#[norm(input = "N,C,H,W", axes = "H,W")]
+pub struct InstanceNorm2d;
+
+/// Weight Standardization: `(w − mean) / (w.std(unbiased) + 1e-5)` per output channel.
+#[norm(
+    input = "O,I,kh,kw",
+    axes = "I,kh,kw",
+    unbiased,
+    eps_mode = "std",
+    eps = 1e-5
+)]
+pub struct WeightStd;
+
+/// `GroupNorm(32, C)(BatchNorm2d(C).train()(x))`, the composition `torch_suite.py` times.
+#[norm(
+    input = "N,C,H,W",
+    chain(
+        bn(axes = "N,H,W", affine, running_stats),
+        gn(axes = "C,H,W", groups = 32, affine)
+    )
+)]
+pub struct BatchChannelNorm;
+
+/// A case of the suite as `torch_suite.py` defines it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CaseInfo {
+    /// The case name shared with `torch_suite.py` (`"bn_train"`, `"ln"`, …).
+    pub name: &'static str,
+    /// The logical shape of the tensor (NCHW for `bn_train_nhwc`: memory is channels-last).
+    pub shape: &'static [usize],
+    /// Whether the suite has a backward pass for the case (`bn_eval` has not).
+    pub has_bwd: bool,
+    /// The `#[norm]` declaration timed.
+    pub declaration: &'static str,
+}
+
+/// The suite, in `torch_suite.py`'s order.
+pub const SUITE: [CaseInfo; 10] = [
+    CaseInfo {
+        name: "bn_train",
+        shape: &[32, 64, 56, 56],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats (train)"#,
+    },
+    CaseInfo {
+        name: "bn_eval",
+        shape: &[32, 64, 56, 56],
+        has_bwd: false,
+        declaration: r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats (eval)"#,
+    },
+    CaseInfo {
+        name: "bn_train_nhwc",
+        shape: &[32, 64, 56, 56],
+        has_bwd: true,
+        declaration: r#"input = "N,H,W,C", axes = "N,H,W", affine, running_stats (train)"#,
+    },
+    CaseInfo {
+        name: "ln",
+        shape: &[8192, 1024],
+        has_bwd: true,
+        declaration: r#"input = "N,D", axes = "D", affine = "D""#,
+    },
+    CaseInfo {
+        name: "rms",
+        shape: &[8192, 1024],
+        has_bwd: true,
+        declaration: r#"input = "N,D", axes = "D", center = false, affine = "D", bias = false, eps = 1e-6"#,
+    },
+    CaseInfo {
+        name: "gn",
+        shape: &[8, 256, 28, 28],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#,
+    },
+    CaseInfo {
+        name: "gn_big",
+        shape: &[2, 320, 64, 64],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#,
+    },
+    CaseInfo {
+        name: "in",
+        shape: &[8, 64, 128, 128],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", axes = "H,W""#,
+    },
+    CaseInfo {
+        name: "ws",
+        shape: &[512, 256, 3, 3],
+        has_bwd: true,
+        declaration: r#"input = "O,I,kh,kw", axes = "I,kh,kw", unbiased, eps_mode = "std", eps = 1e-5"#,
+    },
+    CaseInfo {
+        name: "bcn",
+        shape: &[8, 256, 28, 28],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 32, affine))"#,
+    },
+];
+
+/// The suite case named `name`.
+pub fn case_info(name: &str) -> Option<&'static CaseInfo> {
+    SUITE.iter().find(|c| c.name == name)
+}
+
+/// A pass of a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Pass {
+    /// Forward (train mode; eval for `bn_eval`).
+    Fwd,
+    /// Backward: dx and the parameter gradients.
+    Bwd,
+}
+
+impl Pass {
+    /// `"fwd"` or `"bwd"`, as in the JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pass::Fwd => "fwd",
+            Pass::Bwd => "bwd",
+        }
+    }
+
+    /// Parses `"fwd"` / `"bwd"`.
+    pub fn parse(s: &str) -> Option<Pass> {
+        match s {
+            "fwd" => Some(Pass::Fwd),
+            "bwd" => Some(Pass::Bwd),
+            _ => None,
+        }
+    }
+
+    /// The minimal traffic of the pass in bytes for `numel` f32 elements: forward reads x and
+    /// writes y (2·numel·4), backward reads x and dy and writes dx (3·numel·4); parameter
+    /// vectors are ignored.
+    pub fn bytes(self, numel: usize) -> usize {
+        match self {
+            Pass::Fwd => 2 * numel * 4,
+            Pass::Bwd => 3 * numel * 4,
+        }
+    }
+}
+
+/// A case with its buffers allocated and its `Saved` primed, ready to be timed.
+pub trait Runnable {
+    /// The number of elements of the tensor.
+    fn numel(&self) -> usize;
+    /// Whether the case has a backward pass.
+    fn has_bwd(&self) -> bool;
+    /// One forward pass into the preallocated output (`forward_train_into`, or
+    /// `forward_eval_into` for an eval case); a train pass refills the `Saved`.
+    fn fwd(&mut self) -> Result<(), NormError>;
+    /// One backward pass (`backward_into`) into the preallocated gradients, from the
+    /// `Saved` of the last train forward on the same input.
+    fn bwd(&mut self) -> Result<(), NormError>;
+    /// The forward output buffer, flattened (for sanity checks).
+    fn output(&self) -> &[f32];
+    /// The input gradient buffer, flattened (for sanity checks).
+    fn dx(&self) -> &[f32];
+}
+
+/// The generated API of one layer, so that one [`Runner`] serves them all.
+pub trait Layer {
+    /// The static dimension of the input.
+    type Dim: Dimension;
+    /// The gradients type of `backward_into`.
+    type Grads;
+    /// Empty gradients for an input of dimension `dim` (dx allocated, parameter gradients
+    /// allocated by the first backward and reused afterwards).
+    fn new_grads(dim: Self::Dim) -> Self::Grads;
+    /// `forward_train_into`.
+    fn train_into(
+        &mut self,
+        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
+        out: normkit::ndarray::ArrayViewMut<'_, f32, Self::Dim>,
+        saved: &mut Saved<f32>,
+    ) -> Result<(), NormError>;
+    /// `forward_eval_into`.
+    fn eval_into(
+        &self,
+        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
+        out: normkit::ndarray::ArrayViewMut<'_, f32, Self::Dim>,
+    ) -> Result<(), NormError>;
+    /// `backward_into`.
+    fn backward_into(
+        &self,
+        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
+        dy: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
+        saved: &Saved<f32>,
+        grads: &mut Self::Grads,
+    ) -> Result<(), NormError>;
+    /// The input gradient inside `grads`.
+    fn grads_dx(grads: &Self::Grads) -> &Array<f32, Self::Dim>;
+}
+
+macro_rules! impl_layer {
+    ($layer:ident, $dim:ty, $grads:ty, |$d:ident| $new_grads:expr) => {
+        impl Layer for $layer<f32> {
+            type Dim = $dim;
+            type Grads = $grads;
+            fn new_grads($d: $dim) -> $grads {
+                $new_grads
+            }
+            fn train_into(
+                &mut self,
+                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
+                out: normkit::ndarray::ArrayViewMut<'_, f32, $dim>,
+                saved: &mut Saved<f32>,
+            ) -> Result<(), NormError> {
+                self.forward_train_into(x, out, saved)
+            }
+            fn eval_into(
+                &self,
+                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
+                out: normkit::ndarray::ArrayViewMut<'_, f32, $dim>,
+            ) -> Result<(), NormError> {
+                self.forward_eval_into(x, out)
+            }
+            fn backward_into(
+                &self,
+                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
+                dy: normkit::ndarray::ArrayView<'_, f32, $dim>,
+                saved: &Saved<f32>,
+                grads: &mut $grads,
+            ) -> Result<(), NormError> {
+                $layer::backward_into(self, x, dy, saved, grads)
+            }
+            fn grads_dx(grads: &$grads) -> &Array<f32, $dim> {
+                &grads.dx
+            }
+        }
+    };
+    ($layer:ident, $dim:ty) => {
+        impl_layer!($layer, $dim, Grads<f32, $dim>, |d| Grads {
+            dx: Array::zeros(d),
+            dgamma: None,
+            dbeta: None,
+        });
+    };
+}
+
+impl_layer!(BatchNorm2d, Ix4);
+impl_layer!(BatchNorm2dNhwc, Ix4);
+impl_layer!(LayerNorm, Ix2);
+impl_layer!(RmsNorm, Ix2);
+impl_layer!(GroupNorm32, Ix4);
+impl_layer!(InstanceNorm2d, Ix4);
+impl_layer!(WeightStd, Ix4);
+impl_layer!(BatchChannelNorm, Ix4, BatchChannelNormGrads<f32>, |d| {
+    BatchChannelNormGrads {
+        dx: Array::zeros(d),
+        bn: StageGrads::default(),
+        gn: StageGrads::default(),
+    }
+});
+
+/// A layer with its input, upstream gradient, output, `Saved` and gradients, all allocated
+/// once.
+pub struct Runner<L: Layer> {
+    layer: L,
+    x: Array<f32, L::Dim>,
+    dy: Array<f32, L::Dim>,
+    y: Array<f32, L::Dim>,
+    saved: Saved<f32>,
+    grads: L::Grads,
+    eval: bool,
+}
+
+impl<L: Layer> Runner<L> {
+    /// Allocates the output and gradients and, for a train case, runs one forward and one
+    /// backward pass so that `Saved` and the parameter gradients exist before timing.
+    pub fn new(
+        layer: L,
+        x: Array<f32, L::Dim>,
+        dy: Array<f32, L::Dim>,
+        eval: bool,
+    ) -> Result<Self, NormError> {
+        let mut r = Runner {
+            layer,
+            y: Array::zeros(x.raw_dim()),
+            grads: L::new_grads(x.raw_dim()),
+            x,
+            dy,
+            saved: Saved::new(),
+            eval,
+        };
+        if !eval {
+            r.layer
+                .train_into(r.x.view(), r.y.view_mut(), &mut r.saved)?;
+            r.bwd()?;
+        }
+        Ok(r)
+    }
+}
+
+impl<L: Layer> Runnable for Runner<L> {
+    fn numel(&self) -> usize {
+        self.x.len()
+    }
+
+    fn has_bwd(&self) -> bool {
+        !self.eval
+    }
+
+    fn fwd(&mut self) -> Result<(), NormError> {
+        if self.eval {
+            self.layer.eval_into(self.x.view(), self.y.view_mut())
+        } else {
+            self.layer
+                .train_into(self.x.view(), self.y.view_mut(), &mut self.saved)
+        }
+    }
+
+    fn bwd(&mut self) -> Result<(), NormError> {
+        self.layer
+            .backward_into(self.x.view(), self.dy.view(), &self.saved, &mut self.grads)
+    }
+
+    fn output(&self) -> &[f32] {
+        self.y.as_slice().unwrap_or(&[])
+    }
+
+    fn dx(&self) -> &[f32] {
+        L::grads_dx(&self.grads).as_slice().unwrap_or(&[])
+    }
+}
+
+/// Why a case could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    /// No case of that name.
+    UnknownCase(String),
+    /// The shape has the wrong rank for the case.
+    Rank {
+        /// The case.
+        case: String,
+        /// The rank the case needs.
+        expected: usize,
+        /// The shape given.
+        shape: Vec<usize>,
+    },
+    /// The layer rejected the input while priming.
+    Norm(NormError),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::UnknownCase(c) => {
+                let known: Vec<&str> = SUITE.iter().map(|c| c.name).collect();
+                write!(f, "unknown case {c:?}; known: {}", known.join(","))
+            }
+            BuildError::Rank {
+                case,
+                expected,
+                shape,
+            } => write!(
+                f,
+                "case {case} needs a rank-{expected} shape, got {shape:?}"
+            ),
+            BuildError::Norm(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BuildError::Norm(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<NormError> for BuildError {
+    fn from(e: NormError) -> Self {
+        BuildError::Norm(e)
+    }
+}
+
+fn normal(rng: &mut Rng, shape: &[usize]) -> ArrayD<f32> {
+    let mut a = ArrayD::zeros(IxDyn(shape));
+    if let Some(s) = a.as_slice_mut() {
+        rng.fill_normal(s);
+    }
+    a
+}
+
+fn uniform(rng: &mut Rng, n: usize, lo: f64, hi: f64) -> Array1<f32> {
+    let mut a = Array1::zeros(n);
+    if let Some(s) = a.as_slice_mut() {
+        rng.fill_uniform(s, lo, hi);
+    }
+    a
+}
+
+fn rank4(case: &str, a: ArrayD<f32>) -> Result<Array4<f32>, BuildError> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality().map_err(|_| BuildError::Rank {
+        case: case.to_string(),
+        expected: 4,
+        shape,
+    })
+}
+
+fn rank2(case: &str, a: ArrayD<f32>) -> Result<Array2<f32>, BuildError> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality().map_err(|_| BuildError::Rank {
+        case: case.to_string(),
+        expected: 2,
+        shape,
+    })
+}
+
+/// Builds case `name` on a tensor of logical shape `shape` (NCHW for `bn_train_nhwc`, whose
+/// memory is then made channels-last, like `torch.channels_last`), with standard normal `x`
+/// and `dy` and the parameter initialization of `torch_suite.py`.
+pub fn build(name: &str, shape: &[usize], seed: u64) -> Result<Box<dyn Runnable>, BuildError> {
+    let mut rng = Rng::new(seed);
+    let x = normal(&mut rng, shape);
+    let dy = normal(&mut rng, shape);
+    let c = shape.get(1).copied().unwrap_or(1);
+    Ok(match name {
+        "bn_train" | "bn_eval" => {
+            let mut l = BatchNorm2d::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
+            let eval = name == "bn_eval";
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, eval)?)
+        }
+        "bn_train_nhwc" => {
+            let mut l = BatchNorm2dNhwc::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
+            let nhwc = |a: ArrayD<f32>| -> Result<Array4<f32>, BuildError> {
+                let a = rank4(name, a)?;
+                Ok(a.permuted_axes([0, 2, 3, 1])
+                    .as_standard_layout()
+                    .into_owned())
+            };
+            Box::new(Runner::new(l, nhwc(x)?, nhwc(dy)?, false)?)
+        }
+        "ln" | "rms" => {
+            let x = rank2(name, x)?;
+            let d = x.ncols();
+            let w = uniform(&mut rng, d, 0.5, 1.5);
+            let dy = rank2(name, dy)?;
+            if name == "ln" {
+                let mut l = LayerNorm::new(d);
+                l.gamma = w;
+                let mut b = Array1::zeros(d);
+                if let Some(s) = b.as_slice_mut() {
+                    rng.fill_normal(s);
+                }
+                l.beta = b.mapv(|v| v * 0.1);
+                Box::new(Runner::new(l, x, dy, false)?)
+            } else {
+                let mut l = RmsNorm::new(d);
+                l.gamma = w;
+                Box::new(Runner::new(l, x, dy, false)?)
+            }
+        }
+        "gn" | "gn_big" => {
+            let mut l = GroupNorm32::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
+        "in" => {
+            let l = InstanceNorm2d::new();
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
+        "ws" => {
+            let l = WeightStd::new();
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
+        "bcn" => {
+            let mut l = BatchChannelNorm::new(c);
+            l.bn.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.gn.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.bn.beta = uniform(&mut rng, c, -0.5, 0.5);
+            l.gn.beta = uniform(&mut rng, c, -0.5, 0.5);
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
+        _ => return Err(BuildError::UnknownCase(name.to_string())),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every case builds at a small shape and its passes produce finite values with
+    /// normalized statistics.
+    #[test]
+    fn every_case_runs_small() {
+        for case in SUITE {
+            let shape: Vec<usize> = match case.shape.len() {
+                2 => vec![4, 64],
+                _ if case.name == "ws" => vec![4, 8, 3, 3],
+                _ => vec![2, 64, 3, 3],
+            };
+            let mut r =
+                build(case.name, &shape, 1).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert_eq!(r.has_bwd(), case.has_bwd, "{}", case.name);
+            r.fwd().unwrap();
+            assert!(r.output().iter().all(|v| v.is_finite()), "{}", case.name);
+            assert_eq!(r.output().len(), r.numel());
+            if r.has_bwd() {
+                r.bwd().unwrap();
+                assert!(r.dx().iter().all(|v| v.is_finite()), "{}", case.name);
+                assert!(r.dx().iter().any(|&v| v != 0.0), "{}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn suite_shapes_and_bytes() {
+        let numel: usize = case_info("ln")
+            .map(|c| c.shape.iter().product())
+            .unwrap_or(0);
+        assert_eq!(numel, 8192 * 1024);
+        assert_eq!(Pass::Fwd.bytes(numel), 2 * numel * 4);
+        assert_eq!(Pass::Bwd.bytes(numel), 3 * numel * 4);
+        assert!(case_info("nope").is_none());
+        assert!(matches!(
+            build("nope", &[1], 0),
+            Err(BuildError::UnknownCase(_))
+        ));
+    }
+}

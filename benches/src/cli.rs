@@ -1,0 +1,440 @@
+//! The `norm-bench` command line: the suite, `--stream` and `--compare`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::cases::{self, Pass, SUITE};
+use crate::compare::{self, SuiteLine};
+use crate::report::{self, Record};
+use crate::stream::{self, Kernel};
+use crate::timing::time_fn;
+
+/// Errors of the runner.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The usage text of `--help`.
+pub const USAGE: &str = "\
+norm-bench: times normkit on the suite of shared/bench/README.md (the cases of torch_suite.py)
+
+USAGE
+  cargo run --release -p norm-bench -- [--threads T] [--json] [--cases a,b] [--reps R] [--budget S]
+  cargo run --release -p norm-bench -- --stream [--threads T] [--json] [--cases a,b]
+  cargo run --release -p norm-bench -- --compare torch-1t.jsonl [--compare torch-2t.jsonl]
+                                       [--against normkit.jsonl] [--threads T] [--json]
+
+OPTIONS
+  --threads T      rayon pool size; everything runs inside pool.install (default 1; with
+                   --compare: the thread counts found in the files)
+  --json           one JSON object per line (torch_suite.py's format) instead of a table
+  --cases a,b      a subset of: bn_train,bn_eval,bn_train_nhwc,ln,rms,gn,gn_big,in,ws,bcn
+  --reps R         timed calls per (case, pass); 0 = auto from --budget (default 0)
+  --budget S       seconds of timed calls per (case, pass) when --reps 0, reps clamped to
+                   [10, 200] (default 0.8)
+  --seed N         input data seed (default 0)
+  --stream         STREAM copy and triad at every working set of the suite and 1 GiB
+  --compare FILE   side-by-side table against a torch_suite.py output (repeatable); runs
+                   normkit now unless --against gives normkit --json output files
+  --against FILE   normkit --json output to compare instead of running the suite (repeatable)
+  --list           the cases and their #[norm] declarations
+  -h, --help       this text
+";
+
+/// The parsed command line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// `--threads`.
+    pub threads: Option<usize>,
+    /// `--json`.
+    pub json: bool,
+    /// `--cases` (all by default), in suite order.
+    pub cases: Vec<&'static str>,
+    /// `--reps` (0 = auto).
+    pub reps: usize,
+    /// `--budget` seconds.
+    pub budget: f64,
+    /// `--seed`.
+    pub seed: u64,
+    /// `--stream`.
+    pub stream: bool,
+    /// `--compare` files.
+    pub compare: Vec<PathBuf>,
+    /// `--against` files.
+    pub against: Vec<PathBuf>,
+    /// `--list`.
+    pub list: bool,
+    /// `--help`.
+    pub help: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            threads: None,
+            json: false,
+            cases: SUITE.iter().map(|c| c.name).collect(),
+            reps: 0,
+            budget: 0.8,
+            seed: 0,
+            stream: false,
+            compare: Vec::new(),
+            against: Vec::new(),
+            list: false,
+            help: false,
+        }
+    }
+}
+
+/// Parses the arguments after the program name (`--key value` or `--key=value`).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut it = args.into_iter();
+    while let Some(arg) = it.next() {
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) if k.starts_with("--") => (k.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| it.next())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match key.as_str() {
+            "--threads" => {
+                let t: usize = value("--threads")?
+                    .parse()
+                    .map_err(|e| format!("--threads: {e}"))?;
+                if t == 0 {
+                    return Err("--threads must be at least 1".into());
+                }
+                o.threads = Some(t);
+            }
+            "--json" => o.json = true,
+            "--cases" => {
+                let v = value("--cases")?;
+                let wanted: Vec<&str> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                for w in &wanted {
+                    if cases::case_info(w).is_none() {
+                        return Err(cases::BuildError::UnknownCase(w.to_string()).to_string());
+                    }
+                }
+                o.cases = SUITE
+                    .iter()
+                    .map(|c| c.name)
+                    .filter(|c| wanted.contains(c))
+                    .collect();
+            }
+            "--reps" => {
+                o.reps = value("--reps")?
+                    .parse()
+                    .map_err(|e| format!("--reps: {e}"))?
+            }
+            "--budget" => {
+                o.budget = value("--budget")?
+                    .parse()
+                    .map_err(|e| format!("--budget: {e}"))?;
+                if !(o.budget.is_finite() && o.budget > 0.0) {
+                    return Err("--budget must be a positive number of seconds".into());
+                }
+            }
+            "--seed" => {
+                o.seed = value("--seed")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?
+            }
+            "--stream" => o.stream = true,
+            "--compare" => o.compare.push(value("--compare")?.into()),
+            "--against" => o.against.push(value("--against")?.into()),
+            "--list" => o.list = true,
+            "-h" | "--help" => o.help = true,
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    if !o.against.is_empty() && o.compare.is_empty() {
+        return Err("--against needs --compare".into());
+    }
+    if o.stream && !o.compare.is_empty() {
+        return Err("--stream and --compare are separate modes".into());
+    }
+    Ok(o)
+}
+
+/// Runs the command line.
+pub fn run(o: &Options) -> Result<(), Error> {
+    if o.help {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    if o.list {
+        for c in SUITE {
+            println!("{:<14} {:?}  #[norm({})]", c.name, c.shape, c.declaration);
+        }
+        return Ok(());
+    }
+    if !o.compare.is_empty() {
+        return run_compare(o);
+    }
+    let threads = o.threads.unwrap_or(1);
+    if o.stream {
+        return run_stream(o, threads);
+    }
+    if !o.json {
+        outln(&format!(
+            "{}, {threads} thread(s), f32; GB/s = (fwd 2·numel·4 | bwd 3·numel·4 bytes) / median",
+            report::IMPL
+        ));
+        outln(&report::header());
+    }
+    let emit = if o.json { Emit::Json } else { Emit::Table };
+    run_suite(&o.cases, threads, o.reps, o.budget, o.seed, emit)?;
+    Ok(())
+}
+
+/// Where [`run_suite`] prints each record as it is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Emit {
+    /// JSON lines on stdout.
+    Json,
+    /// Table rows on stdout.
+    Table,
+    /// Table rows on stderr (progress while comparing).
+    Progress,
+}
+
+/// Prints a line on stdout and flushes it; a closed stdout (e.g. `| head`) ends the
+/// process quietly.
+fn outln(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
+fn pool(threads: usize) -> Result<rayon::ThreadPool, Error> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?)
+}
+
+/// Times `cases` (fwd, and bwd where the case has one) inside a pool of `threads` threads.
+pub fn run_suite(
+    cases: &[&str],
+    threads: usize,
+    reps: usize,
+    budget: f64,
+    seed: u64,
+    emit: Emit,
+) -> Result<Vec<Record>, Error> {
+    pool(threads)?.install(|| {
+        let mut records = Vec::new();
+        for &name in cases {
+            let info = cases::case_info(name)
+                .ok_or_else(|| cases::BuildError::UnknownCase(name.to_string()))?;
+            let mut runner = cases::build(name, info.shape, seed)?;
+            let mut passes = vec![Pass::Fwd];
+            if runner.has_bwd() {
+                passes.push(Pass::Bwd);
+            }
+            for pass in passes {
+                let timing = match pass {
+                    Pass::Fwd => time_fn(|| runner.fwd(), reps, budget)?,
+                    Pass::Bwd => time_fn(|| runner.bwd(), reps, budget)?,
+                };
+                let r = Record {
+                    case: name.to_string(),
+                    pass,
+                    threads,
+                    numel: runner.numel(),
+                    timing,
+                };
+                match emit {
+                    Emit::Json => outln(&r.json()),
+                    Emit::Table => outln(&report::row(&r)),
+                    Emit::Progress => eprintln!("{}", report::row(&r)),
+                }
+                records.push(r);
+            }
+        }
+        Ok(records)
+    })
+}
+
+fn run_stream(o: &Options, threads: usize) -> Result<(), Error> {
+    let mut sizes = stream::suite_sizes(&o.cases);
+    sizes.push((stream::DRAM_BYTES, vec!["DRAM (1 GiB)".to_string()]));
+    if !o.json {
+        println!("STREAM-style probe, {threads} thread(s); GB/s = (bytes read + bytes written) / median time");
+        outln(&report::stream_header());
+    }
+    pool(threads)?.install(|| {
+        for (bytes, labels) in &sizes {
+            let label = labels.join(",");
+            for kernel in [Kernel::Copy, Kernel::Triad] {
+                let r = stream::measure(kernel, *bytes, o.reps, o.budget);
+                if o.json {
+                    outln(&report::stream_json(&r, &label));
+                } else {
+                    outln(&report::stream_row(&r, &label));
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn read_lines(paths: &[PathBuf]) -> Result<Vec<SuiteLine>, Error> {
+    let mut all = Vec::new();
+    for p in paths {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        all.extend(compare::parse_lines(&text, &p.display().to_string())?);
+    }
+    Ok(all)
+}
+
+fn run_compare(o: &Options) -> Result<(), Error> {
+    let mut torch = read_lines(&o.compare)?;
+    torch.retain(|t| {
+        let known = cases::case_info(&t.case).is_some();
+        if !known {
+            eprintln!("skipping unknown case {:?} in the torch file", t.case);
+        }
+        known && o.threads.is_none_or(|th| th == t.threads) && o.cases.contains(&t.case.as_str())
+    });
+    if torch.is_empty() {
+        return Err("no torch lines to compare (check --threads / --cases)".into());
+    }
+    let against = read_lines(&o.against)?;
+    let thread_counts: BTreeSet<usize> = torch.iter().map(|t| t.threads).collect();
+    for threads in thread_counts {
+        let mine: Vec<&SuiteLine> = torch.iter().filter(|t| t.threads == threads).collect();
+        let wanted: BTreeSet<&str> = mine.iter().map(|t| t.case.as_str()).collect();
+        let cases: Vec<&str> = SUITE
+            .iter()
+            .map(|c| c.name)
+            .filter(|c| wanted.contains(c))
+            .collect();
+        let normkit: Vec<SuiteLine> = if o.against.is_empty() {
+            eprintln!("normkit, {threads} thread(s):");
+            eprintln!("{}", report::header());
+            run_suite(&cases, threads, o.reps, o.budget, o.seed, Emit::Progress)?
+                .iter()
+                .map(|r| SuiteLine {
+                    case: r.case.clone(),
+                    pass: r.pass,
+                    threads: r.threads,
+                    median_ms: r.median_ms(),
+                    gbps: r.gbps(),
+                })
+                .collect()
+        } else {
+            against
+                .iter()
+                .filter(|a| a.threads == threads)
+                .cloned()
+                .collect()
+        };
+        // The copy bandwidth at every working set the rows need, in the same run.
+        let sizes: BTreeSet<usize> = mine
+            .iter()
+            .filter_map(|t| {
+                cases::case_info(&t.case).map(|c| t.pass.bytes(c.shape.iter().product()))
+            })
+            .collect();
+        let copy: BTreeMap<usize, f64> = pool(threads)?.install(|| {
+            sizes
+                .iter()
+                .map(|&b| {
+                    let r = stream::measure(Kernel::Copy, b, o.reps, o.budget);
+                    eprintln!(
+                        "copy {:>9.2} MB, {threads} thread(s): {:.2} GB/s",
+                        b as f64 / 1e6,
+                        r.gbps
+                    );
+                    (b, r.gbps)
+                })
+                .collect()
+        });
+        let torch_t: Vec<SuiteLine> = mine.into_iter().cloned().collect();
+        let (rows, missing) = compare::join(&torch_t, &normkit, &copy);
+        for m in &missing {
+            eprintln!(
+                "no normkit result for {} {} at {} thread(s)",
+                m.case,
+                m.pass.as_str(),
+                m.threads
+            );
+        }
+        if o.json {
+            for r in &rows {
+                outln(&r.json());
+            }
+            let all: Vec<&compare::Row> = rows.iter().collect();
+            println!(
+                "{{\"summary\": \"geomean_ratio\", \"threads\": {threads}, \"geomean_ratio\": {}, \"rows\": {}}}",
+                report::num(compare::geomean(&all), 3),
+                rows.len()
+            );
+        } else {
+            println!(
+                "{} vs PyTorch, {threads} thread(s); ratio = torch ms / normkit ms (> 1: normkit faster);",
+                report::IMPL
+            );
+            println!("copy = STREAM copy GB/s at the pass's working set (2·numel·4 fwd, 3·numel·4 bwd), same run");
+            print!("{}", compare::table(&rows));
+            println!();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Result<Options, String> {
+        parse_args(s.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let o = args("--threads 2 --json --cases ln,bn_train --reps 5 --budget=0.3").unwrap();
+        assert_eq!(o.threads, Some(2));
+        assert!(o.json);
+        assert_eq!(o.cases, vec!["bn_train", "ln"]);
+        assert_eq!((o.reps, o.budget), (5, 0.3));
+        let o = args("--compare a.jsonl --compare b.jsonl --against n.jsonl").unwrap();
+        assert_eq!(o.compare.len(), 2);
+        assert_eq!(o.against.len(), 1);
+        assert_eq!(args("").unwrap(), Options::default());
+        assert_eq!(Options::default().cases.len(), 10);
+    }
+
+    #[test]
+    fn rejects_bad_arguments() {
+        for bad in [
+            "--threads 0",
+            "--threads",
+            "--cases ln,nope",
+            "--budget -1",
+            "--frobnicate",
+            "--against n.jsonl",
+            "--stream --compare a",
+        ] {
+            assert!(args(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn small_suite_run() {
+        let r = run_suite(&["ws"], 2, 10, 0.0, 0, Emit::Progress);
+        // ws at full size is 4.7 MB: quick enough for a test.
+        let r = r.unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.threads == 2 && r.timing.reps == 10));
+    }
+}

@@ -1,0 +1,19 @@
+//! `norm-bench`: normkit's benchmark runner.
+//!
+//! - the suite of `shared/bench/README.md`, timed like `torch_suite.py` through the
+//!   no-allocation `_into` entry points ([`cases`], [`timing`]), printed as JSON lines in
+//!   the same format or as a table ([`report`]);
+//! - a STREAM-style bandwidth probe at the suite's working sets ([`stream`]);
+//! - the side-by-side comparison with a `torch_suite.py` output ([`compare`]);
+//! - the command line tying them together ([`cli`]).
+//!
+//! See `benches/README.md` for usage.
+
+pub mod alloc_count;
+pub mod cases;
+pub mod cli;
+pub mod compare;
+pub mod data;
+pub mod report;
+pub mod stream;
+pub mod timing;
