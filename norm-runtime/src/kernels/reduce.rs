@@ -122,31 +122,59 @@ mod x86 {
         _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
     }
 
+    /// 16 f32 → two vectors of 8 f64, shifted by `h`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq")]
+    fn widen16(v: __m512, h: __m512d) -> (__m512d, __m512d) {
+        (
+            _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), h),
+            _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)), h),
+        )
+    }
+
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) fn sums_f32_avx512(x: &[f32], shift: f64) -> (f64, f64) {
         let h = _mm512_set1_pd(shift);
-        let (mut s0, mut s1, mut q0, mut q1) = (
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-        );
-        let mut chunks = x.chunks_exact(16);
+        // Eight independent accumulator chains: the add latency, not memory, would
+        // otherwise bound the loop.
+        let z = _mm512_setzero_pd();
+        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+        let (mut q0, mut q1, mut q2, mut q3) = (z, z, z, z);
+        let mut chunks = x.chunks_exact(32);
         for c in &mut chunks {
-            // SAFETY: `c` holds 16 f32 = 64 bytes; `loadu` has no alignment requirement.
-            let v = unsafe { _mm512_loadu_ps(c.as_ptr()) };
-            let lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(v)), h);
-            let hi = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)), h);
-            s0 = _mm512_add_pd(s0, lo);
-            s1 = _mm512_add_pd(s1, hi);
-            q0 = _mm512_fmadd_pd(lo, lo, q0);
-            q1 = _mm512_fmadd_pd(hi, hi, q1);
+            // SAFETY: `c` holds 32 f32 = 128 bytes: two unaligned 64-byte loads in bounds.
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(c.as_ptr()),
+                    _mm512_loadu_ps(c.as_ptr().add(16)),
+                )
+            };
+            let (a, b) = widen16(v0, h);
+            let (c2, d) = widen16(v1, h);
+            s0 = _mm512_add_pd(s0, a);
+            s1 = _mm512_add_pd(s1, b);
+            s2 = _mm512_add_pd(s2, c2);
+            s3 = _mm512_add_pd(s3, d);
+            q0 = _mm512_fmadd_pd(a, a, q0);
+            q1 = _mm512_fmadd_pd(b, b, q1);
+            q2 = _mm512_fmadd_pd(c2, c2, q2);
+            q3 = _mm512_fmadd_pd(d, d, q3);
         }
-        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
-        (
-            hsum512(_mm512_add_pd(s0, s1)) + rs,
-            hsum512(_mm512_add_pd(q0, q1)) + rq,
-        )
+        let mut rest = chunks.remainder();
+        if rest.len() >= 16 {
+            // SAFETY: `rest` holds at least 16 f32: one unaligned 64-byte load in bounds.
+            let v = unsafe { _mm512_loadu_ps(rest.as_ptr()) };
+            let (a, b) = widen16(v, h);
+            s0 = _mm512_add_pd(s0, a);
+            s1 = _mm512_add_pd(s1, b);
+            q0 = _mm512_fmadd_pd(a, a, q0);
+            q1 = _mm512_fmadd_pd(b, b, q1);
+            rest = &rest[16..];
+        }
+        let (rs, rq) = row_sums_portable(rest, shift);
+        let s = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
+        let q = _mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3));
+        (hsum512(s) + rs, hsum512(q) + rq)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -250,14 +278,13 @@ mod x86 {
             .min(dy.len())
             .min(w.map_or(usize::MAX, <[f32]>::len));
         let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
-        let (mut s0, mut s1, mut t0, mut t1) = (
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-            _mm512_setzero_pd(),
-        );
+        let zero = _mm512_setzero_pd();
+        // Eight independent accumulator chains (see `sums_f32_avx512`).
+        let mut s = [zero; 4];
+        let mut t = [zero; 4];
         let full = n - n % 16;
         let mut i = 0;
+        let mut k = 0;
         while i < full {
             // SAFETY: i + 16 ≤ n ≤ the length of `x`, `dy` (and `w`): 64-byte unaligned loads.
             let (vx, mut vd) = unsafe {
@@ -275,18 +302,18 @@ mod x86 {
             let dh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
             let xl = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
             let xhh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xh));
-            s0 = _mm512_add_pd(s0, dl);
-            s1 = _mm512_add_pd(s1, dh);
-            t0 = _mm512_fmadd_pd(dl, xl, t0);
-            t1 = _mm512_fmadd_pd(dh, xhh, t1);
+            s[k] = _mm512_add_pd(s[k], dl);
+            s[k + 1] = _mm512_add_pd(s[k + 1], dh);
+            t[k] = _mm512_fmadd_pd(dl, xl, t[k]);
+            t[k + 1] = _mm512_fmadd_pd(dh, xhh, t[k + 1]);
+            k ^= 2;
             i += 16;
         }
         let (r1, r2) =
             row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
-        (
-            hsum512(_mm512_add_pd(s0, s1)) + r1,
-            hsum512(_mm512_add_pd(t0, t1)) + r2,
-        )
+        let sv = _mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3]));
+        let tv = _mm512_add_pd(_mm512_add_pd(t[0], t[1]), _mm512_add_pd(t[2], t[3]));
+        (hsum512(sv) + r1, hsum512(tv) + r2)
     }
 
     #[target_feature(enable = "avx2,fma")]
