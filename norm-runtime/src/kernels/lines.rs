@@ -147,10 +147,13 @@ pub(crate) fn dsums<T: Float, const DS: bool>(
     }
     match p {
         DParam::None => {
-            for i in 0..x.len() {
-                let d = dy[i].to_acc();
-                sg[i] += d;
-                sgx[i] += d * ((x[i] - m[i]) * a[i] + b[i]).to_acc();
+            // Columns: zipped iterators so the loop vectorizes.
+            let coef = m.iter().zip(a).zip(b);
+            let acc = sg.iter_mut().zip(sgx.iter_mut());
+            for (((&v, &d), ((&m, &a), &b)), (sg, sgx)) in x.iter().zip(dy).zip(coef).zip(acc) {
+                let d = d.to_acc();
+                *sg += d;
+                *sgx += d * ((v - m) * a + b).to_acc();
             }
         }
         DParam::Scalar(g, dg, db) => {
@@ -223,12 +226,24 @@ pub(crate) fn dx<T: Float, const DS: bool>(
         }
         return;
     }
-    for i in 0..x.len() {
-        let gi = match g {
-            GammaLine::None => T::one(),
-            GammaLine::Scalar(g) => g,
-            GammaLine::Vector(g) => g[i],
-        };
-        out[i] = dy[i] * (c[i] * gi) + ((x[i] - m[i]) * a[i] + b[i]);
+    // Columns: zipped iterators, the γ case hoisted, so the loop vectorizes.
+    let coef = c.iter().zip(m).zip(a.iter().zip(b));
+    let it = out.iter_mut().zip(x).zip(dy).zip(coef);
+    match g {
+        GammaLine::None => {
+            for (((o, &v), &d), ((&c, &m), (&a, &b))) in it {
+                *o = d * c + ((v - m) * a + b);
+            }
+        }
+        GammaLine::Scalar(g) => {
+            for (((o, &v), &d), ((&c, &m), (&a, &b))) in it {
+                *o = d * (c * g) + ((v - m) * a + b);
+            }
+        }
+        GammaLine::Vector(g) => {
+            for ((((o, &v), &d), ((&c, &m), (&a, &b))), &g) in it.zip(g) {
+                *o = d * (c * g) + ((v - m) * a + b);
+            }
+        }
     }
 }
