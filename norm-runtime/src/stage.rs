@@ -323,6 +323,17 @@ fn rstd(stage: &Stage, var: f64) -> f64 {
     }
 }
 
+/// The statistics of a group of `n` values with mean `mean` and M2 `m2`.
+fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
+    let var = estimator(stage, m2, n);
+    Stat {
+        mean,
+        var,
+        m2,
+        rstd: rstd(stage, var),
+    }
+}
+
 /// Mean and M2 of a group from its raw shifted sums (M2 = Σx² without centering).
 fn mean_m2(stage: &Stage, raw: Raw, n: usize) -> (f64, f64) {
     if stage.center {
@@ -482,37 +493,14 @@ pub(crate) fn forward<T: Float>(
         n = merged.first().map_or(0, |m| m.0 as usize);
         check_count(info, stage, mode, n, &saved_shape_hint(plan))?;
         for (s, &(_, mean, m2)) in merged.iter().enumerate() {
-            let var = estimator(stage, m2, n);
-            let rs = rstd(stage, var);
-            saved.stats[s] = Stat {
-                mean,
-                var,
-                m2,
-                rstd: rs,
-            };
+            let st = group_stat(stage, mean, m2, n);
+            saved.stats[s] = st;
             let (g, h) = group_affine(s);
-            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, rs * g, h);
+            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, st.rstd * g, h);
         }
         scratch.sync_merged = merged;
         let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
         exec::normalize(&units, x, c, params, out);
-        if mode == Mode::Train {
-            if let Some(Running::Mut {
-                mean: rm,
-                var: rv,
-                count,
-            }) = state.running.as_mut()
-            {
-                update_running(
-                    stage,
-                    plan,
-                    n,
-                    &saved.stats,
-                    (rm, rv, count),
-                    &mut scratch.run,
-                );
-            }
-        }
     } else {
         if synced {
             // The checks `check` leaves to the exchange of a synchronized stage.
@@ -520,16 +508,9 @@ pub(crate) fn forward<T: Float>(
         }
         let finish = |s: usize, raw: Raw| {
             let (mean, m2) = mean_m2(stage, raw, n);
-            let var = estimator(stage, m2, n);
-            let rs = rstd(stage, var);
+            let st = group_stat(stage, mean, m2, n);
             let (g, h) = group_affine(s);
-            let st = Stat {
-                mean,
-                var,
-                m2,
-                rstd: rs,
-            };
-            (st, coef(mean, rs * g, h))
+            (st, coef(mean, st.rstd * g, h))
         };
         let c = CoefMut {
             stat: &mut saved.stats,
@@ -547,22 +528,24 @@ pub(crate) fn forward<T: Float>(
             &mut scratch.acc,
             out,
         );
-        if mode == Mode::Train {
-            if let Some(Running::Mut {
-                mean: rm,
-                var: rv,
-                count,
-            }) = state.running.as_mut()
-            {
-                update_running(
-                    stage,
-                    plan,
-                    n,
-                    &saved.stats,
-                    (rm, rv, count),
-                    &mut scratch.run,
-                );
-            }
+    }
+    // Train mode measured batch statistics (fixed statistics are eval only).
+    if mode == Mode::Train {
+        if let Some(Running::Mut {
+            mean: rm,
+            var: rv,
+            count,
+        }) = state.running.as_mut()
+        {
+            // (The tuple is built in the call: its fields are coercion sites.)
+            update_running(
+                stage,
+                plan,
+                n,
+                &saved.stats,
+                (rm, rv, count),
+                &mut scratch.run,
+            );
         }
     }
     saved.count = n;
