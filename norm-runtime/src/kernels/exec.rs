@@ -386,6 +386,10 @@ multiversion! {
         out: &SharedOut<T>,
     ) {
         let gpu = units.gpu;
+        if gpu == 1 && units.lines == 1 {
+            rows_forward(units, x, center, params, finish, u0, u1, c, out);
+            return;
+        }
         let n = c.m.len();
         let (shift, rest) = acc.split_at_mut(n);
         let (sum, sq) = rest.split_at_mut(n);
@@ -403,6 +407,63 @@ multiversion! {
                 (c.m[i], c.a[i], c.b[i]) = (m, a, b);
             }
             elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
+        }
+    }
+}
+
+/// The fused forward of rows (one contiguous line per group), software-pipelined: the
+/// affine pass of row u runs in the same loop as the sums of row u + 1, so the loads of one
+/// overlap the stores of the other. Bit-identical to the two separate passes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_forward<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    params: Params<'_, T>,
+    finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+    u0: usize,
+    u1: usize,
+    c: CoefMut<'_, T>,
+    out: &SharedOut<T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let len = units.line.size;
+    let raw_of = |u: usize| {
+        let (xo, _) = units.base(u);
+        let shift = if center { x[xo].to_acc() } else { 0.0 };
+        let (sum, sq) = lines::row_sums(&x[xo..xo + len], shift);
+        Raw { shift, sum, sq }
+    };
+    let mut raw = raw_of(u0);
+    for (ui, u) in (u0..u1).enumerate() {
+        let (st, (m, a, b)) = finish(u, raw);
+        c.stat[ui] = st;
+        (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
+        let (xo, po) = units.base(u);
+        let xs = &x[xo..xo + len];
+        // SAFETY: row `xo` belongs to unit `u` of this task: written by this task only.
+        let y = unsafe { out.line(xo, len) };
+        let p = params.line(units.line, po);
+        if u + 1 < u1 {
+            let (nxo, _) = units.base(u + 1);
+            let next = &x[nxo..nxo + len];
+            let shift = if center { next[0].to_acc() } else { 0.0 };
+            let (coef, vector) = match p {
+                ParamLine::None => ((m, a, b), None),
+                ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
+                ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
+            };
+            if let Some((sum, sq)) = T::affine_then_sums(xs, y, coef, vector, next, shift) {
+                raw = Raw { shift, sum, sq };
+                continue;
+            }
+            lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+            raw = raw_of(u + 1);
+        } else {
+            lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
         }
     }
 }

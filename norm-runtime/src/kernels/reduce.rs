@@ -45,6 +45,20 @@ pub trait RowReduce: Sized + Copy {
     fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
     /// Σw·dy and Σw·dy·((x − m)·a + b).
     fn row_dsums(x: &[Self], dy: &[Self], c: (Self, Self, Self), w: Option<&[Self]>) -> (f64, f64);
+    /// Software pipelining of two rows: writes y = ((x − m)·a + b)·γ + β for the current row
+    /// and returns the shifted sums of the `next` row (all rows of one length), with exactly
+    /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
+    /// pipelined kernel exists for the type and level (the caller then runs the two passes).
+    fn affine_then_sums(
+        _x: &[Self],
+        _y: &mut [Self],
+        _c: (Self, Self, Self),
+        _p: Option<(&[Self], Option<&[Self]>)>,
+        _next: &[Self],
+        _shift: f64,
+    ) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 impl RowReduce for f32 {
@@ -70,6 +84,24 @@ impl RowReduce for f32 {
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, w) },
             _ => row_dsums_portable(x, dy, c, w),
+        }
+    }
+    #[inline(always)]
+    fn affine_then_sums(
+        x: &[f32],
+        y: &mut [f32],
+        c: (f32, f32, f32),
+        p: Option<(&[f32], Option<&[f32]>)>,
+        next: &[f32],
+        shift: f64,
+    ) -> Option<(f64, f64)> {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => {
+                Some(unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift) })
+            }
+            _ => None,
         }
     }
 }
@@ -169,6 +201,92 @@ mod x86 {
             s1 = _mm512_add_pd(s1, b);
             q0 = _mm512_fmadd_pd(a, a, q0);
             q1 = _mm512_fmadd_pd(b, b, q1);
+            rest = &rest[16..];
+        }
+        let (rs, rq) = row_sums_portable(rest, shift);
+        let s = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
+        let q = _mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3));
+        (hsum512(s) + rs, hsum512(q) + rq)
+    }
+
+    /// `sums_f32_avx512` over `next` with the affine pass over (`x`, `y`) in the same loop.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn affine_then_sums_f32_avx512(
+        x: &[f32],
+        y: &mut [f32],
+        (m, a, b): (f32, f32, f32),
+        p: Option<(&[f32], Option<&[f32]>)>,
+        next: &[f32],
+        shift: f64,
+    ) -> (f64, f64) {
+        let n = next.len();
+        assert!(x.len() == n && y.len() == n, "rows of one length");
+        if let Some((g, bt)) = p {
+            assert!(
+                g.len() == n && bt.is_none_or(|bt| bt.len() == n),
+                "parameters span the row"
+            );
+        }
+        let h = _mm512_set1_pd(shift);
+        let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
+        let z = _mm512_setzero_pd();
+        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
+        let (mut q0, mut q1, mut q2, mut q3) = (z, z, z, z);
+        let full = n - n % 32;
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 32 ≤ n, the length of `next`, `x`, `y` (and γ, β: asserted above):
+            // unaligned 64-byte loads and stores in bounds.
+            unsafe {
+                let (v0, v1) = (
+                    _mm512_loadu_ps(next.as_ptr().add(i)),
+                    _mm512_loadu_ps(next.as_ptr().add(i + 16)),
+                );
+                for half in [0, 16] {
+                    let mut v = _mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i + half)), vm);
+                    v = _mm512_add_ps(_mm512_mul_ps(v, va), vb);
+                    if let Some((g, bt)) = p {
+                        v = _mm512_mul_ps(v, _mm512_loadu_ps(g.as_ptr().add(i + half)));
+                        if let Some(bt) = bt {
+                            v = _mm512_add_ps(v, _mm512_loadu_ps(bt.as_ptr().add(i + half)));
+                        }
+                    }
+                    _mm512_storeu_ps(y.as_mut_ptr().add(i + half), v);
+                }
+                let (a0, b0) = widen16(v0, h);
+                let (c0, d0) = widen16(v1, h);
+                s0 = _mm512_add_pd(s0, a0);
+                s1 = _mm512_add_pd(s1, b0);
+                s2 = _mm512_add_pd(s2, c0);
+                s3 = _mm512_add_pd(s3, d0);
+                q0 = _mm512_fmadd_pd(a0, a0, q0);
+                q1 = _mm512_fmadd_pd(b0, b0, q1);
+                q2 = _mm512_fmadd_pd(c0, c0, q2);
+                q3 = _mm512_fmadd_pd(d0, d0, q3);
+            }
+            i += 32;
+        }
+        // The rest of the affine pass, element by element as the portable kernel computes it.
+        for k in full..n {
+            let mut v = (x[k] - m) * a + b;
+            if let Some((g, bt)) = p {
+                v = v * g[k];
+                if let Some(bt) = bt {
+                    v = v + bt[k];
+                }
+            }
+            y[k] = v;
+        }
+        // The rest of the sums, exactly as `sums_f32_avx512` finishes.
+        let mut rest = &next[full..];
+        if rest.len() >= 16 {
+            // SAFETY: `rest` holds at least 16 f32: one unaligned 64-byte load in bounds.
+            let v = unsafe { _mm512_loadu_ps(rest.as_ptr()) };
+            let (a0, b0) = widen16(v, h);
+            s0 = _mm512_add_pd(s0, a0);
+            s1 = _mm512_add_pd(s1, b0);
+            q0 = _mm512_fmadd_pd(a0, a0, q0);
+            q1 = _mm512_fmadd_pd(b0, b0, q1);
             rest = &rest[16..];
         }
         let (rs, rq) = row_sums_portable(rest, shift);
