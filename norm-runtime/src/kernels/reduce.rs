@@ -97,9 +97,10 @@ impl RowReduce for f32 {
     ) -> Option<(f64, f64)> {
         match level() {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
             Level::Avx512 => {
-                Some(unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift) })
+                // SAFETY: `level()` never exceeds the features detected at run time.
+                let sums = unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift) };
+                Some(sums)
             }
             _ => None,
         }
@@ -272,7 +273,8 @@ mod x86 {
             if let Some((g, bt)) = p {
                 v = v * g[k];
                 if let Some(bt) = bt {
-                    v = v + bt[k];
+                    // `v + bt` (not `+=`): the same operation as the portable kernel.
+                    v += bt[k];
                 }
             }
             y[k] = v;
