@@ -271,9 +271,9 @@ mod x86 {
         for k in full..n {
             let mut v = (x[k] - m) * a + b;
             if let Some((g, bt)) = p {
-                v = v * g[k];
+                v *= g[k];
                 if let Some(bt) = bt {
-                    // `v + bt` (not `+=`): the same operation as the portable kernel.
+                    // The same operations, in the same order, as the portable kernel.
                     v += bt[k];
                 }
             }
