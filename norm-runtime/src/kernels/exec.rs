@@ -43,17 +43,17 @@ pub(crate) struct Units {
     pub gpu: usize,
 }
 
-/// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs.
-struct LineIter {
-    rd: [Dim; MAX_DIMS],
-    nr: usize,
+/// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs. It borrows the
+/// reduced dims (no per-unit copy of the plan).
+struct LineIter<'a> {
+    rd: &'a [Dim],
     idx: [usize; MAX_DIMS],
     xo: usize,
     po: usize,
     left: usize,
 }
 
-impl Iterator for LineIter {
+impl Iterator for LineIter<'_> {
     type Item = (usize, usize);
 
     #[inline(always)]
@@ -63,7 +63,7 @@ impl Iterator for LineIter {
         }
         self.left -= 1;
         let item = (self.xo, self.po);
-        for k in (0..self.nr).rev() {
+        for k in (0..self.rd.len()).rev() {
             let d = self.rd[k];
             self.idx[k] += 1;
             self.xo += d.xs;
@@ -129,20 +129,20 @@ impl Units {
 
     /// The lines `j0..j1` of unit `u`.
     #[inline(always)]
-    fn lines_of(&self, u: usize, (j0, j1): (usize, usize)) -> LineIter {
+    fn lines_of(&self, u: usize, (j0, j1): (usize, usize)) -> LineIter<'_> {
         let (mut xo, mut po) = self.base(u);
+        let rd = &self.rd[..self.nr];
         let mut idx = [0usize; MAX_DIMS];
         let mut j = j0;
-        for k in (0..self.nr).rev() {
-            let d = self.rd[k];
+        for k in (0..rd.len()).rev() {
+            let d = rd[k];
             idx[k] = j % d.size;
             j /= d.size;
             xo += idx[k] * d.xs;
             po += idx[k] * d.ps;
         }
         LineIter {
-            rd: self.rd,
-            nr: self.nr,
+            rd,
             idx,
             xo,
             po,
