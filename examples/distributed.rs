@@ -58,22 +58,32 @@ const CHANNELS: (usize, usize) = (16, 32);
 const LR32: f64 = 0.1;
 const MOMENTUM: f64 = 0.9;
 
-/// A [`Collective`] that counts the exchanges of the one it wraps.
+thread_local! {
+    /// This rank's MPI collective. Like the communicator it wraps it stays on the thread that
+    /// created it (the main thread); the layers call it only from there.
+    static MPI: std::cell::OnceCell<MpiCollective> = const { std::cell::OnceCell::new() };
+}
+
+/// A [`Collective`] that counts the exchanges of this thread's [`MpiCollective`].
 struct Counting {
-    inner: Arc<MpiCollective>,
+    rank: usize,
+    size: usize,
     /// (all-gathers, bytes received).
     count: Mutex<(usize, usize)>,
 }
 
 impl Collective for Counting {
     fn rank(&self) -> usize {
-        self.inner.rank()
+        self.rank
     }
     fn size(&self) -> usize {
-        self.inner.size()
+        self.size
     }
     fn all_gather(&self, local: &[f64], out: &mut Vec<f64>) -> Result<(), String> {
-        self.inner.all_gather(local, out)?;
+        MPI.with(|m| match m.get() {
+            Some(m) => m.all_gather(local, out),
+            None => Err("the MPI collective lives on the main thread".to_string()),
+        })?;
         let mut c = self.count.lock().unwrap_or_else(|e| e.into_inner());
         c.0 += 1;
         c.1 += 8 * out.len();
@@ -239,7 +249,7 @@ fn train(
         }
     });
     let mut all = Vec::new();
-    comm.inner.all_gather(&checksum, &mut all)?;
+    comm.all_gather(&checksum, &mut all)?;
     if all.chunks(2).any(|c| c != checksum) {
         return Err(format!("{kind}: the ranks' parameters differ: {all:?}").into());
     }
@@ -261,10 +271,13 @@ fn train(
 fn main() -> Result<(), Error> {
     let universe = normkit::mpi::initialize().ok_or("MPI was already initialized")?;
     let world = universe.world();
+    let mpi = MpiCollective::new(universe.world());
     let comm = Arc::new(Counting {
-        inner: Arc::new(MpiCollective::new(universe.world())),
+        rank: mpi.rank(),
+        size: mpi.size(),
         count: Mutex::new((0, 0)),
     });
+    MPI.with(|m| m.set(mpi).map_err(|_| "MPI collective set twice"))?;
     let (rank, size) = (comm.rank(), comm.size());
     let mut epochs = 6;
     let mut seeds = 3;

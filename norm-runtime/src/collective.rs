@@ -13,8 +13,10 @@
 /// A group of members that normalize one global batch together.
 ///
 /// Every member must call the layer's `*_sync` methods in the same order with the same
-/// layer configuration; micro-batch sizes may differ, and may be zero.
-pub trait Collective: Send + Sync {
+/// layer configuration; micro-batch sizes may differ, and may be zero. A layer calls the
+/// collective only on the thread that called the layer (never from its worker tasks), so
+/// an implementation need not be `Send` or `Sync`.
+pub trait Collective {
     /// This member's index, `0..size()`.
     fn rank(&self) -> usize;
     /// The number of members.

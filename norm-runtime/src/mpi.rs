@@ -19,9 +19,8 @@
 //! drop(comm); // before `universe`, which finalizes MPI
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
-// rsmpi's communicator holds a raw MPI handle, which is neither `Send` nor `Sync`; the
-// `Collective` trait needs both. See the SAFETY comments below.
-#![allow(unsafe_code)]
+// rsmpi's communicator holds a raw MPI handle, which is neither `Send` nor `Sync`; neither
+// is an `MpiCollective`, and `Collective` does not ask for either (no `unsafe` here).
 
 use std::fmt;
 use std::sync::Mutex;
@@ -62,14 +61,8 @@ pub struct MpiCollective {
     any_thread: bool,
 }
 
-// SAFETY: an MPI communicator handle is a process-wide identifier, not tied to the thread
-// that created it. Every use of it goes through `self.comm`'s mutex, so MPI is never called
-// concurrently through this value; and unless MPI provides `Threading::Serialized` or more,
-// `all_gather` refuses to call MPI from any thread but the one that created this value.
-unsafe impl Send for MpiCollective {}
-// SAFETY: as for `Send`: shared access only reaches the handle through the mutex, on a
-// thread MPI's threading level allows.
-unsafe impl Sync for MpiCollective {}
+// Like the communicator it wraps, an `MpiCollective` is neither `Send` nor `Sync`: use it
+// on the thread that owns it (the layers call it on the calling thread only).
 
 impl fmt::Debug for MpiCollective {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
