@@ -165,14 +165,66 @@ mod x86 {
         )
     }
 
+    /// The eight accumulator chains of the f32 shifted sums (AVX-512): four for Σd, four
+    /// for Σd². One type for the plain and the pipelined reduction, so both perform the same
+    /// operations in the same order (bit-identical sums).
+    struct Sums16x2 {
+        h: __m512d,
+        s: [__m512d; 4],
+        q: [__m512d; 4],
+    }
+
+    impl Sums16x2 {
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn new(shift: f64) -> Self {
+            let z = _mm512_setzero_pd();
+            Sums16x2 {
+                h: _mm512_set1_pd(shift),
+                s: [z; 4],
+                q: [z; 4],
+            }
+        }
+
+        /// Adds 32 values (`v0`, `v1`: 16 each). Eight independent chains: the add latency,
+        /// not memory, would otherwise bound the loop.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,fma")]
+        fn add32(&mut self, v0: __m512, v1: __m512) {
+            let (a, b) = widen16(v0, self.h);
+            let (c, d) = widen16(v1, self.h);
+            for (k, v) in [a, b, c, d].into_iter().enumerate() {
+                self.s[k] = _mm512_add_pd(self.s[k], v);
+                self.q[k] = _mm512_fmadd_pd(v, v, self.q[k]);
+            }
+        }
+
+        /// Adds the last `rest.len() < 32` values and reduces: (Σd, Σd²).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,fma")]
+        fn finish(mut self, mut rest: &[f32], shift: f64) -> (f64, f64) {
+            if rest.len() >= 16 {
+                // SAFETY: `rest` holds at least 16 f32: one unaligned 64-byte load in bounds.
+                let v = unsafe { _mm512_loadu_ps(rest.as_ptr()) };
+                let (a, b) = widen16(v, self.h);
+                for (k, v) in [a, b].into_iter().enumerate() {
+                    self.s[k] = _mm512_add_pd(self.s[k], v);
+                    self.q[k] = _mm512_fmadd_pd(v, v, self.q[k]);
+                }
+                rest = &rest[16..];
+            }
+            let (rs, rq) = row_sums_portable(rest, shift);
+            let [s0, s1, s2, s3] = self.s;
+            let [q0, q1, q2, q3] = self.q;
+            let s = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
+            let q = _mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3));
+            (hsum512(s) + rs, hsum512(q) + rq)
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) fn sums_f32_avx512(x: &[f32], shift: f64) -> (f64, f64) {
-        let h = _mm512_set1_pd(shift);
-        // Eight independent accumulator chains: the add latency, not memory, would
-        // otherwise bound the loop.
-        let z = _mm512_setzero_pd();
-        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
-        let (mut q0, mut q1, mut q2, mut q3) = (z, z, z, z);
+        let mut acc = Sums16x2::new(shift);
         let mut chunks = x.chunks_exact(32);
         for c in &mut chunks {
             // SAFETY: `c` holds 32 f32 = 128 bytes: two unaligned 64-byte loads in bounds.
@@ -182,32 +234,9 @@ mod x86 {
                     _mm512_loadu_ps(c.as_ptr().add(16)),
                 )
             };
-            let (a, b) = widen16(v0, h);
-            let (c2, d) = widen16(v1, h);
-            s0 = _mm512_add_pd(s0, a);
-            s1 = _mm512_add_pd(s1, b);
-            s2 = _mm512_add_pd(s2, c2);
-            s3 = _mm512_add_pd(s3, d);
-            q0 = _mm512_fmadd_pd(a, a, q0);
-            q1 = _mm512_fmadd_pd(b, b, q1);
-            q2 = _mm512_fmadd_pd(c2, c2, q2);
-            q3 = _mm512_fmadd_pd(d, d, q3);
+            acc.add32(v0, v1);
         }
-        let mut rest = chunks.remainder();
-        if rest.len() >= 16 {
-            // SAFETY: `rest` holds at least 16 f32: one unaligned 64-byte load in bounds.
-            let v = unsafe { _mm512_loadu_ps(rest.as_ptr()) };
-            let (a, b) = widen16(v, h);
-            s0 = _mm512_add_pd(s0, a);
-            s1 = _mm512_add_pd(s1, b);
-            q0 = _mm512_fmadd_pd(a, a, q0);
-            q1 = _mm512_fmadd_pd(b, b, q1);
-            rest = &rest[16..];
-        }
-        let (rs, rq) = row_sums_portable(rest, shift);
-        let s = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
-        let q = _mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3));
-        (hsum512(s) + rs, hsum512(q) + rq)
+        acc.finish(chunks.remainder(), shift)
     }
 
     /// `sums_f32_avx512` over `next` with the affine pass over (`x`, `y`) in the same loop.
@@ -228,11 +257,8 @@ mod x86 {
                 "parameters span the row"
             );
         }
-        let h = _mm512_set1_pd(shift);
         let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
-        let z = _mm512_setzero_pd();
-        let (mut s0, mut s1, mut s2, mut s3) = (z, z, z, z);
-        let (mut q0, mut q1, mut q2, mut q3) = (z, z, z, z);
+        let mut acc = Sums16x2::new(shift);
         let full = n - n % 32;
         let mut i = 0;
         while i < full {
@@ -254,16 +280,7 @@ mod x86 {
                     }
                     _mm512_storeu_ps(y.as_mut_ptr().add(i + half), v);
                 }
-                let (a0, b0) = widen16(v0, h);
-                let (c0, d0) = widen16(v1, h);
-                s0 = _mm512_add_pd(s0, a0);
-                s1 = _mm512_add_pd(s1, b0);
-                s2 = _mm512_add_pd(s2, c0);
-                s3 = _mm512_add_pd(s3, d0);
-                q0 = _mm512_fmadd_pd(a0, a0, q0);
-                q1 = _mm512_fmadd_pd(b0, b0, q1);
-                q2 = _mm512_fmadd_pd(c0, c0, q2);
-                q3 = _mm512_fmadd_pd(d0, d0, q3);
+                acc.add32(v0, v1);
             }
             i += 32;
         }
@@ -280,21 +297,7 @@ mod x86 {
             y[k] = v;
         }
         // The rest of the sums, exactly as `sums_f32_avx512` finishes.
-        let mut rest = &next[full..];
-        if rest.len() >= 16 {
-            // SAFETY: `rest` holds at least 16 f32: one unaligned 64-byte load in bounds.
-            let v = unsafe { _mm512_loadu_ps(rest.as_ptr()) };
-            let (a0, b0) = widen16(v, h);
-            s0 = _mm512_add_pd(s0, a0);
-            s1 = _mm512_add_pd(s1, b0);
-            q0 = _mm512_fmadd_pd(a0, a0, q0);
-            q1 = _mm512_fmadd_pd(b0, b0, q1);
-            rest = &rest[16..];
-        }
-        let (rs, rq) = row_sums_portable(rest, shift);
-        let s = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
-        let q = _mm512_add_pd(_mm512_add_pd(q0, q1), _mm512_add_pd(q2, q3));
-        (hsum512(s) + rs, hsum512(q) + rq)
+        acc.finish(&next[full..], shift)
     }
 
     #[target_feature(enable = "avx2,fma")]
