@@ -19,12 +19,21 @@
 use rayon::prelude::*;
 
 use super::lines::{self, DParam, GammaLine, ParamLine};
+use super::reduce::row_dx_portable;
 use super::simd::multiversion;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
 
-/// Target number of elements per task.
+/// Target number of elements per task: the least on the fused path, and the chunk size of
+/// the split path.
 const TASK_ELEMS: usize = 1 << 15;
+
+/// The most elements per task on the fused path.
+const TASK_MAX_ELEMS: usize = 1 << 18;
+
+/// The number of tasks the fused path aims at: enough to balance any small pool, few enough
+/// that rows pipeline over long runs (each task restarts the pipeline).
+const TASKS: usize = 64;
 
 /// A plan seen as units of lines (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -167,9 +176,14 @@ impl Units {
         (c * lpc, ((c + 1) * lpc).min(self.lines))
     }
 
-    /// Units per task on the fused path.
+    /// Units per task on the fused path: about [`TASKS`] tasks, each of
+    /// [`TASK_ELEMS`]..[`TASK_MAX_ELEMS`] elements where units allow. A function of the
+    /// shape only, never of the number of threads.
     fn per_task(&self) -> usize {
-        (TASK_ELEMS / self.elems().max(1)).max(1)
+        let e = self.elems().max(1);
+        let lo = (TASK_ELEMS / e).max(1);
+        let hi = (TASK_MAX_ELEMS / e).max(lo);
+        self.count.div_ceil(TASKS).clamp(lo, hi)
     }
 }
 
@@ -608,6 +622,37 @@ pub(crate) fn forward<T: Float>(
         });
 }
 
+/// γ of the line at parameter offset `po`, with its gradient accumulators.
+#[inline(always)]
+fn dparam_line<'a, T: Float>(
+    gamma: Option<&'a [T]>,
+    line: Dim,
+    po: usize,
+    dg: &'a mut [f64],
+    db: &'a mut [f64],
+) -> DParam<'a, T> {
+    let len = line.size;
+    match gamma {
+        None => DParam::None,
+        Some(g) if line.ps == 0 => DParam::Scalar(g[po], &mut dg[po], &mut db[po]),
+        Some(g) => DParam::Vector(
+            &g[po..po + len],
+            &mut dg[po..po + len],
+            &mut db[po..po + len],
+        ),
+    }
+}
+
+/// γ of the line at parameter offset `po`, for the dx pass.
+#[inline(always)]
+fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<'_, T> {
+    match gamma {
+        None => GammaLine::None,
+        Some(g) if line.ps == 0 => GammaLine::Scalar(g[po]),
+        Some(g) => GammaLine::Vector(&g[po..po + line.size]),
+    }
+}
+
 /// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
 pub(crate) type DxFinish<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
 
@@ -636,15 +681,7 @@ fn unit_dsums<T: Float>(
     let np = dparams.len() / 2;
     let (dg, db) = dparams.split_at_mut(np);
     for (xo, po) in units.lines_of(u, range) {
-        let p = match gamma {
-            None => DParam::None,
-            Some(g) if units.line.ps == 0 => DParam::Scalar(g[po], &mut dg[po], &mut db[po]),
-            Some(g) => DParam::Vector(
-                &g[po..po + len],
-                &mut dg[po..po + len],
-                &mut db[po..po + len],
-            ),
-        };
+        let p = dparam_line(gamma, units.line, po, dg, db);
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         if gpu == 1 {
             lines::dsums::<T, false>(xs, ds, m, a, b, p, sg, sgx);
@@ -679,11 +716,7 @@ fn unit_dx<T: Float>(
         &coef.3[g0..g0 + w],
     );
     for (xo, po) in units.lines_of(u, range) {
-        let g = match gamma {
-            None => GammaLine::None,
-            Some(g) if units.line.ps == 0 => GammaLine::Scalar(g[po]),
-            Some(g) => GammaLine::Vector(&g[po..po + len]),
-        };
+        let g = gamma_line(gamma, units.line, po);
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
         let o = unsafe { out.line(xo, len) };
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
@@ -762,6 +795,10 @@ multiversion! {
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
+        if gpu == 1 && units.lines == 1 {
+            rows_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
+            return;
+        }
         for (ui, u) in (u0..u1).enumerate() {
             let l = ui * gpu..(ui + 1) * gpu;
             unit_dsums(
@@ -782,6 +819,52 @@ multiversion! {
             }
             let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
             unit_dx(units, x, dy, out, coef, l.start, gamma, u, all);
+        }
+    }
+}
+
+/// The fused backward of rows (one contiguous line per group), software-pipelined: dx of
+/// row u runs in the same loop as the sums of row u + 1 (`RowReduce::dx_then_dsums`).
+/// Bit-identical to the two separate passes. `o.sg`, `o.sgx` must be zero.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_backward<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    finish: &DxFinish<'_, T>,
+    u0: usize,
+    u1: usize,
+    o: BackOut<'_, T>,
+    out: &SharedOut<T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let (len, line) = (units.line.size, units.line);
+    let one = (0, 1);
+    unit_dsums(units, x, dy, xhat, gamma, u0, one, &mut o.sg[..1], &mut o.sgx[..1], o.dparams);
+    let np = o.dparams.len() / 2;
+    let (dg, db) = o.dparams.split_at_mut(np);
+    for (ui, u) in (u0..u1).enumerate() {
+        let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
+        (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
+        let (xo, po) = units.base(u);
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        // SAFETY: row `xo` belongs to unit `u` of this task: written by this task only.
+        let dx = unsafe { out.line(xo, len) };
+        let (c, g) = gamma_line(gamma, line, po).row(c);
+        if u + 1 < u1 {
+            let (nxo, npo) = units.base(u + 1);
+            let next = (&x[nxo..nxo + len], &dy[nxo..nxo + len]);
+            let next_c = (xhat.0[u + 1], xhat.1[u + 1], xhat.2[u + 1]);
+            let (p, fold) = dparam_line(gamma, line, npo, dg, db).row();
+            let sums = T::dx_then_dsums(xs, ds, dx, (c, m, a, b), g, next, next_c, p);
+            fold.apply(sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
+        } else {
+            row_dx_portable(xs, ds, dx, (c, m, a, b), g);
         }
     }
 }

@@ -6,6 +6,7 @@
 //! for elementwise passes; every function is `#[inline(always)]` so it is compiled inside
 //! the caller's `#[target_feature]` trampoline ([`super::simd::dispatch`]).
 
+use super::reduce::{row_dx_portable, RowParam};
 use crate::Float;
 
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
@@ -102,6 +103,47 @@ pub(crate) enum DParam<'a, T> {
     Vector(&'a [T], &'a mut [f64], &'a mut [f64]),
 }
 
+impl<'a, T: Float> DParam<'a, T> {
+    /// For a row (the whole line one group): γ along the row with its accumulators, for the
+    /// row kernels, and how the row's sums fold into the group and a scalar γ's gradients.
+    #[inline(always)]
+    pub(crate) fn row(self) -> (Option<RowParam<'a, T>>, RowFold<'a>) {
+        match self {
+            DParam::None => (None, RowFold::Plain),
+            DParam::Scalar(g, dg, db) => (None, RowFold::Scalar(g.to_acc(), dg, db)),
+            DParam::Vector(g, dg, db) => (Some((g, dg, db)), RowFold::Plain),
+        }
+    }
+}
+
+/// How a row's backward sums (Σw·dy, Σw·dy·x̂) fold into its group's sums.
+pub(crate) enum RowFold<'a> {
+    /// Added as they are (no γ, a folded γ, or γ along the row, weighted by the kernel).
+    Plain,
+    /// One γ for the row: the sums are of dy; they go to γ's gradients as they are and to
+    /// the group's sums times γ.
+    Scalar(f64, &'a mut f64, &'a mut f64),
+}
+
+impl RowFold<'_> {
+    /// Folds the row's sums `(t1, t2)` into the group's `sg`, `sgx`.
+    #[inline(always)]
+    pub(crate) fn apply(self, (t1, t2): (f64, f64), sg: &mut f64, sgx: &mut f64) {
+        match self {
+            RowFold::Plain => {
+                *sg += t1;
+                *sgx += t2;
+            }
+            RowFold::Scalar(g, dg, db) => {
+                *dg += t2;
+                *db += t1;
+                *sg += g * t1;
+                *sgx += g * t2;
+            }
+        }
+    }
+}
+
 /// Backward sums of a line with x̂ = (x − m)·a + b: per group Σg and Σg·x̂ into `sg`, `sgx`
 /// (index 0 when `DS = false`), and the parameter sums.
 #[allow(clippy::too_many_arguments)]
@@ -117,32 +159,9 @@ pub(crate) fn dsums<T: Float, const DS: bool>(
     sgx: &mut [f64],
 ) {
     if !DS {
-        let (m, a, b) = (m[0], a[0], b[0]);
-        match p {
-            DParam::None => {
-                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), None);
-                sg[0] += t1;
-                sgx[0] += t2;
-            }
-            DParam::Scalar(g, dg, db) => {
-                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), None);
-                let g = g.to_acc();
-                *dg += t2;
-                *db += t1;
-                sg[0] += g * t1;
-                sgx[0] += g * t2;
-            }
-            DParam::Vector(g, dg, db) => {
-                for (((&v, &d), dg), db) in x.iter().zip(dy).zip(dg.iter_mut()).zip(db.iter_mut()) {
-                    let d = d.to_acc();
-                    *dg += d * ((v - m) * a + b).to_acc();
-                    *db += d;
-                }
-                let (t1, t2) = T::row_dsums(x, dy, (m, a, b), Some(g));
-                sg[0] += t1;
-                sgx[0] += t2;
-            }
-        }
+        let (rp, fold) = p.row();
+        let sums = T::row_dsums(x, dy, (m[0], a[0], b[0]), rp);
+        fold.apply(sums, &mut sg[0], &mut sgx[0]);
         return;
     }
     match p {
@@ -195,6 +214,18 @@ pub(crate) enum GammaLine<'a, T> {
     Vector(&'a [T]),
 }
 
+impl<'a, T: Float> GammaLine<'a, T> {
+    /// For a row: the dx coefficient `c` with a scalar γ folded in, and γ along the row.
+    #[inline(always)]
+    pub(crate) fn row(self, c: T) -> (T, Option<&'a [T]>) {
+        match self {
+            GammaLine::None => (c, None),
+            GammaLine::Scalar(g) => (c * g, None),
+            GammaLine::Vector(g) => (c, Some(g)),
+        }
+    }
+}
+
 /// dx = dy·c·γ + ((x − m)·a + b) over a line.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -209,21 +240,8 @@ pub(crate) fn dx<T: Float, const DS: bool>(
     g: GammaLine<'_, T>,
 ) {
     if !DS {
-        let (m, a, b) = (m[0], a[0], b[0]);
-        let c = match g {
-            GammaLine::None => c[0],
-            GammaLine::Scalar(g) => c[0] * g,
-            GammaLine::Vector(g) => {
-                let c = c[0];
-                for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(g) {
-                    *o = d * (c * g) + ((v - m) * a + b);
-                }
-                return;
-            }
-        };
-        for ((o, &v), &d) in out.iter_mut().zip(x).zip(dy) {
-            *o = d * c + ((v - m) * a + b);
-        }
+        let (c, g) = g.row(c[0]);
+        row_dx_portable(x, dy, out, (c, m[0], a[0], b[0]), g);
         return;
     }
     // Columns: zipped iterators, the γ case hoisted, so the loop vectorizes.

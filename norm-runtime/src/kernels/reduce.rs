@@ -1,16 +1,26 @@
-//! The two row reductions, with explicit SIMD: the compiler does not vectorize an f32 → f64
+//! The row kernels with explicit SIMD: the compiler does not vectorize an f32 → f64
 //! widening reduction, and these loops carry the statistics and backward passes.
 //!
 //! * [`RowReduce::row_sums`]: Σ(x − h) and Σ(x − h)² of a line.
-//! * [`RowReduce::row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the element type,
-//!   as the portable kernels do) and an optional weight w = γ along the line.
+//! * [`RowReduce::row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the
+//!   element type, as the portable kernels do), with an optional γ along the line (w = γ)
+//!   whose gradient sums Σdy·x̂ and Σdy are accumulated per element on the way.
+//! * Software-pipelined pairs of rows: [`RowReduce::affine_then_sums`] (forward) and
+//!   [`RowReduce::dx_then_dsums`] (backward) write the elementwise pass of one row in the same
+//!   loop that reduces the next, so the stores of one overlap the loads of the other.
 //!
 //! Accumulation is in f64; lane sums reduce in a fixed order, so a level's result is
-//! deterministic. Levels differ from each other only by rounding (FMA, lane order).
+//! deterministic, and the plain and the pipelined kernels of a level share their accumulator
+//! type, so their sums are bit-identical. Levels differ from each other only by rounding
+//! (FMA, lane order).
 
 use super::simd::{level, Level};
 
-/// Portable reference of [`row_sums`].
+/// γ along a row with the accumulators of its gradients: Σdy·x̂ is added into the first,
+/// Σdy into the second (f64, one slot per element).
+pub type RowParam<'a, T> = (&'a [T], &'a mut [f64], &'a mut [f64]);
+
+/// Portable reference of [`RowReduce::row_sums`].
 #[inline(always)]
 pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
     let (mut s, mut q) = (0.0, 0.0);
@@ -22,9 +32,43 @@ pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f
     (s, q)
 }
 
-/// Portable reference of [`row_dsums`].
+/// Portable reference of [`RowReduce::row_dsums`].
 #[inline(always)]
 pub(crate) fn row_dsums_portable<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    c: (T, T, T),
+    p: Option<RowParam<'_, T>>,
+) -> (f64, f64) {
+    let w = match p {
+        Some((g, dg, db)) => {
+            row_dparams_portable(x, dy, c, dg, db);
+            Some(g)
+        }
+        None => None,
+    };
+    row_dsums_weighted(x, dy, c, w)
+}
+
+/// The γ-gradient sums of a row: dg[i] += dy[i]·x̂[i], db[i] += dy[i].
+#[inline(always)]
+pub(crate) fn row_dparams_portable<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    (m, a, b): (T, T, T),
+    dg: &mut [f64],
+    db: &mut [f64],
+) {
+    for (((&v, &d), dg), db) in x.iter().zip(dy).zip(dg.iter_mut()).zip(db.iter_mut()) {
+        let d = d.to_acc();
+        *dg += d * ((v - m) * a + b).to_acc();
+        *db += d;
+    }
+}
+
+/// Σw·dy and Σw·dy·x̂ of a row (w = 1 when absent), portable.
+#[inline(always)]
+pub(crate) fn row_dsums_weighted<T: crate::Float>(
     x: &[T],
     dy: &[T],
     (m, a, b): (T, T, T),
@@ -39,12 +83,41 @@ pub(crate) fn row_dsums_portable<T: crate::Float>(
     (s1, s2)
 }
 
+/// dx = dy·(c·γ) + ((x − m)·a + b) over a row (γ = 1 when absent), in the element type.
+#[inline(always)]
+pub(crate) fn row_dx_portable<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    out: &mut [T],
+    (c, m, a, b): (T, T, T, T),
+    g: Option<&[T]>,
+) {
+    match g {
+        Some(g) => {
+            for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(g) {
+                *o = d * (c * g) + ((v - m) * a + b);
+            }
+        }
+        None => {
+            for ((o, &v), &d) in out.iter_mut().zip(x).zip(dy) {
+                *o = d * c + ((v - m) * a + b);
+            }
+        }
+    }
+}
+
 /// Element types with SIMD row reductions.
 pub trait RowReduce: Sized + Copy {
     /// Σ(x − shift) and Σ(x − shift)².
     fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
-    /// Σw·dy and Σw·dy·((x − m)·a + b).
-    fn row_dsums(x: &[Self], dy: &[Self], c: (Self, Self, Self), w: Option<&[Self]>) -> (f64, f64);
+    /// Σw·dy and Σw·dy·((x − m)·a + b), where w is γ along the row when `p` is given (and 1
+    /// otherwise), in which case Σdy·x̂ and Σdy are also added into its accumulators.
+    fn row_dsums(
+        x: &[Self],
+        dy: &[Self],
+        c: (Self, Self, Self),
+        p: Option<RowParam<'_, Self>>,
+    ) -> (f64, f64);
     /// Software pipelining of two rows: writes y = ((x − m)·a + b)·γ + β for the current row
     /// and returns the shifted sums of the `next` row (all rows of one length), with exactly
     /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
@@ -58,6 +131,29 @@ pub trait RowReduce: Sized + Copy {
         _shift: f64,
     ) -> Option<(f64, f64)> {
         None
+    }
+    /// Software pipelining of two rows in the backward pass: writes
+    /// dx = dy·(c·γ) + ((x − m)·a + b) for the current row (`g`: its γ, if along the row) and
+    /// returns [`row_dsums`](RowReduce::row_dsums) of the `next` row (`next_c`: its (m, a, b),
+    /// `p`: its γ and gradient accumulators), with exactly the arithmetic of the separate
+    /// passes. The default runs the two passes one after the other.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn dx_then_dsums(
+        x: &[Self],
+        dy: &[Self],
+        dx: &mut [Self],
+        c: (Self, Self, Self, Self),
+        g: Option<&[Self]>,
+        next: (&[Self], &[Self]),
+        next_c: (Self, Self, Self),
+        p: Option<RowParam<'_, Self>>,
+    ) -> (f64, f64)
+    where
+        Self: crate::Float,
+    {
+        row_dx_portable(x, dy, dx, c, g);
+        Self::row_dsums(next.0, next.1, next_c, p)
     }
 }
 
@@ -75,15 +171,43 @@ impl RowReduce for f32 {
         }
     }
     #[inline(always)]
-    fn row_dsums(x: &[f32], dy: &[f32], c: (f32, f32, f32), w: Option<&[f32]>) -> (f64, f64) {
+    fn row_dsums(
+        x: &[f32],
+        dy: &[f32],
+        c: (f32, f32, f32),
+        p: Option<RowParam<'_, f32>>,
+    ) -> (f64, f64) {
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::dsums_f32_avx512(x, dy, c, w) },
+            Level::Avx512 => unsafe { x86::dsums_f32_avx512(x, dy, c, p) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, w) },
-            _ => row_dsums_portable(x, dy, c, w),
+            Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, p) },
+            _ => row_dsums_portable(x, dy, c, p),
+        }
+    }
+    #[inline(always)]
+    fn dx_then_dsums(
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        c: (f32, f32, f32, f32),
+        g: Option<&[f32]>,
+        next: (&[f32], &[f32]),
+        next_c: (f32, f32, f32),
+        p: Option<RowParam<'_, f32>>,
+    ) -> (f64, f64) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe {
+                x86::dx_then_dsums_f32_avx512(x, dy, dx, c, g, next, next_c, p)
+            },
+            _ => {
+                row_dx_portable(x, dy, dx, c, g);
+                Self::row_dsums(next.0, next.1, next_c, p)
+            }
         }
     }
     #[inline(always)]
@@ -121,7 +245,20 @@ impl RowReduce for f64 {
         }
     }
     #[inline(always)]
-    fn row_dsums(x: &[f64], dy: &[f64], c: (f64, f64, f64), w: Option<&[f64]>) -> (f64, f64) {
+    fn row_dsums(
+        x: &[f64],
+        dy: &[f64],
+        c: (f64, f64, f64),
+        p: Option<RowParam<'_, f64>>,
+    ) -> (f64, f64) {
+        // f64 rows: the γ-gradient loop is plain f64 arithmetic the compiler vectorizes.
+        let w = match p {
+            Some((g, dg, db)) => {
+                row_dparams_portable(x, dy, c, dg, db);
+                Some(g)
+            }
+            None => None,
+        };
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
@@ -129,7 +266,7 @@ impl RowReduce for f64 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f64_avx2(x, dy, c, w) },
-            _ => row_dsums_portable(x, dy, c, w),
+            _ => row_dsums_weighted(x, dy, c, w),
         }
     }
 }
@@ -138,7 +275,10 @@ impl RowReduce for f64 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{row_dsums_portable, row_sums_portable};
+    use super::{
+        row_dparams_portable, row_dsums_portable, row_dsums_weighted, row_dx_portable,
+        row_sums_portable, RowParam,
+    };
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -389,54 +529,210 @@ mod x86 {
         )
     }
 
+    /// Raw pointers to element `i` of a row's γ and its two gradient accumulators.
+    type ParamPtrs = Option<(*const f32, *mut f64, *mut f64)>;
+
+    /// The eight accumulator chains of the f32 backward sums (AVX-512): four for Σw·dy, four
+    /// for Σw·dy·x̂. One type for the plain and the pipelined reduction, so both perform the
+    /// same operations in the same order (bit-identical sums).
+    struct DSums16x2 {
+        coef: (f32, f32, f32),
+        vm: __m512,
+        va: __m512,
+        vb: __m512,
+        s: [__m512d; 4],
+        t: [__m512d; 4],
+    }
+
+    impl DSums16x2 {
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        fn new((m, a, b): (f32, f32, f32)) -> Self {
+            let z = _mm512_setzero_pd();
+            DSums16x2 {
+                coef: (m, a, b),
+                vm: _mm512_set1_ps(m),
+                va: _mm512_set1_ps(a),
+                vb: _mm512_set1_ps(b),
+                s: [z; 4],
+                t: [z; 4],
+            }
+        }
+
+        /// Adds the 16 values at `x`, `dy` into chains `K`, `K + 1`; with `p`, weights them
+        /// by γ and adds dy·x̂ and dy into γ's gradient accumulators.
+        ///
+        /// # Safety
+        /// `x`, `dy` (and γ) must be valid for reading 16 values, the accumulators for reading
+        /// and writing 16 values, and nothing else may access them meanwhile.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,fma")]
+        unsafe fn add16<const K: usize>(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
+            // SAFETY: 16 values readable at `x` and `dy` (the caller's contract).
+            let (vx, mut vd) = unsafe { (_mm512_loadu_ps(x), _mm512_loadu_ps(dy)) };
+            let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(vx, self.vm), self.va), self.vb);
+            let xl = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
+            let xu = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xh));
+            if let Some((g, dg, db)) = p {
+                let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
+                let du = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
+                // SAFETY: 16 values readable at `g`, readable and writable (exclusively) at
+                // `dg` and `db` (the caller's contract).
+                unsafe {
+                    let (dg1, db1) = (dg.add(8), db.add(8));
+                    _mm512_storeu_pd(dg, _mm512_add_pd(_mm512_loadu_pd(dg), _mm512_mul_pd(dl, xl)));
+                    _mm512_storeu_pd(dg1, _mm512_add_pd(_mm512_loadu_pd(dg1), _mm512_mul_pd(du, xu)));
+                    _mm512_storeu_pd(db, _mm512_add_pd(_mm512_loadu_pd(db), dl));
+                    _mm512_storeu_pd(db1, _mm512_add_pd(_mm512_loadu_pd(db1), du));
+                    vd = _mm512_mul_ps(vd, _mm512_loadu_ps(g));
+                }
+            }
+            let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
+            let du = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
+            self.s[K] = _mm512_add_pd(self.s[K], dl);
+            self.s[K + 1] = _mm512_add_pd(self.s[K + 1], du);
+            self.t[K] = _mm512_fmadd_pd(dl, xl, self.t[K]);
+            self.t[K + 1] = _mm512_fmadd_pd(du, xu, self.t[K + 1]);
+        }
+
+        /// Adds 32 values: eight independent chains, so the add latency does not bound the
+        /// loop.
+        ///
+        /// # Safety
+        /// As [`add16`](Self::add16), for 32 values.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,fma")]
+        unsafe fn add32(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
+            // SAFETY: the caller's contract covers both halves.
+            unsafe {
+                self.add16::<0>(x, dy, p);
+                self.add16::<2>(x.add(16), dy.add(16), at(p, 16));
+            }
+        }
+
+        /// Adds the last values of the row (`x.len() < 32`) and reduces: (Σw·dy, Σw·dy·x̂).
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq,fma")]
+        fn finish(mut self, x: &[f32], dy: &[f32], mut p: Option<RowParam<'_, f32>>) -> (f64, f64) {
+            let n = x.len();
+            let mut i = 0;
+            if n >= 16 {
+                // SAFETY: the rows (and γ and its accumulators) hold n ≥ 16 values (asserted by
+                // the kernels that call `finish`); `p` is borrowed mutably here.
+                unsafe { self.add16::<0>(x.as_ptr(), dy.as_ptr(), ptrs(&mut p)) };
+                i = 16;
+            }
+            let p = p.map(|(g, dg, db)| (&g[i..], &mut dg[i..], &mut db[i..]));
+            let (r1, r2) = row_dsums_portable(&x[i..], &dy[i..], self.coef, p);
+            let [s0, s1, s2, s3] = self.s;
+            let [t0, t1, t2, t3] = self.t;
+            let sv = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
+            let tv = _mm512_add_pd(_mm512_add_pd(t0, t1), _mm512_add_pd(t2, t3));
+            (hsum512(sv) + r1, hsum512(tv) + r2)
+        }
+    }
+
+    /// The base pointers of a row parameter.
+    fn ptrs(p: &mut Option<RowParam<'_, f32>>) -> ParamPtrs {
+        p.as_mut()
+            .map(|(g, dg, db)| (g.as_ptr(), dg.as_mut_ptr(), db.as_mut_ptr()))
+    }
+
+    /// The pointers `i` elements further (`wrapping_add`: only dereferenced in bounds).
+    #[inline(always)]
+    fn at(p: ParamPtrs, i: usize) -> ParamPtrs {
+        p.map(|(g, dg, db)| (g.wrapping_add(i), dg.wrapping_add(i), db.wrapping_add(i)))
+    }
+
+    /// Asserts that a row, its upstream gradient and its parameter have length `n`.
+    fn check_row(n: usize, x: &[f32], dy: &[f32], p: &Option<RowParam<'_, f32>>) {
+        assert!(x.len() == n && dy.len() == n, "rows of one length");
+        if let Some((g, dg, db)) = p {
+            assert!(
+                g.len() == n && dg.len() == n && db.len() == n,
+                "parameters span the row"
+            );
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) fn dsums_f32_avx512(
         x: &[f32],
         dy: &[f32],
-        (m, a, b): (f32, f32, f32),
-        w: Option<&[f32]>,
+        c: (f32, f32, f32),
+        mut p: Option<RowParam<'_, f32>>,
     ) -> (f64, f64) {
-        let n = x
-            .len()
-            .min(dy.len())
-            .min(w.map_or(usize::MAX, <[f32]>::len));
-        let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
-        let zero = _mm512_setzero_pd();
-        // Eight independent accumulator chains (see `sums_f32_avx512`).
-        let mut s = [zero; 4];
-        let mut t = [zero; 4];
-        let full = n - n % 16;
+        let n = x.len();
+        check_row(n, x, dy, &p);
+        let mut acc = DSums16x2::new(c);
+        let full = n - n % 32;
+        let base = ptrs(&mut p);
         let mut i = 0;
-        let mut k = 0;
         while i < full {
-            // SAFETY: i + 16 ≤ n ≤ the length of `x`, `dy` (and `w`): 64-byte unaligned loads.
-            let (vx, mut vd) = unsafe {
-                (
-                    _mm512_loadu_ps(x.as_ptr().add(i)),
-                    _mm512_loadu_ps(dy.as_ptr().add(i)),
-                )
-            };
-            if let Some(w) = w {
-                // SAFETY: as above.
-                vd = _mm512_mul_ps(vd, unsafe { _mm512_loadu_ps(w.as_ptr().add(i)) });
-            }
-            let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(vx, vm), va), vb);
-            let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
-            let dh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
-            let xl = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
-            let xhh = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xh));
-            s[k] = _mm512_add_pd(s[k], dl);
-            s[k + 1] = _mm512_add_pd(s[k + 1], dh);
-            t[k] = _mm512_fmadd_pd(dl, xl, t[k]);
-            t[k + 1] = _mm512_fmadd_pd(dh, xhh, t[k + 1]);
-            k ^= 2;
-            i += 16;
+            // SAFETY: i + 32 ≤ n, the length of `x`, `dy`, γ and its accumulators (checked
+            // above), which `p` borrows mutably for the loop.
+            unsafe { acc.add32(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
+            i += 32;
         }
-        let (r1, r2) =
-            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
-        let sv = _mm512_add_pd(_mm512_add_pd(s[0], s[1]), _mm512_add_pd(s[2], s[3]));
-        let tv = _mm512_add_pd(_mm512_add_pd(t[0], t[1]), _mm512_add_pd(t[2], t[3]));
-        (hsum512(sv) + r1, hsum512(tv) + r2)
+        let p = p.map(|(g, dg, db)| (&g[full..], &mut dg[full..], &mut db[full..]));
+        acc.finish(&x[full..], &dy[full..], p)
+    }
+
+    /// dx of the current row (see `row_dx_portable`) with `dsums_f32_avx512` of the next row
+    /// in the same loop.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn dx_then_dsums_f32_avx512(
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+        (c, m, a, b): (f32, f32, f32, f32),
+        g: Option<&[f32]>,
+        (nx, ndy): (&[f32], &[f32]),
+        next_c: (f32, f32, f32),
+        mut p: Option<RowParam<'_, f32>>,
+    ) -> (f64, f64) {
+        let n = nx.len();
+        check_row(n, nx, ndy, &p);
+        assert!(
+            x.len() == n && dy.len() == n && dx.len() == n && g.is_none_or(|g| g.len() == n),
+            "rows of one length"
+        );
+        let (vc, vm, va, vb) = (
+            _mm512_set1_ps(c),
+            _mm512_set1_ps(m),
+            _mm512_set1_ps(a),
+            _mm512_set1_ps(b),
+        );
+        let mut acc = DSums16x2::new(next_c);
+        let full = n - n % 32;
+        let base = ptrs(&mut p);
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 32 ≤ n, the length of every row, γ and accumulator (checked above):
+            // unaligned loads and stores in bounds; `p` is borrowed mutably for the loop.
+            unsafe {
+                // The next row's loads first: a load behind a store to an address 4 KiB
+                // apart (rows of whole pages) would wait on it (4K aliasing).
+                acc.add32(nx.as_ptr().add(i), ndy.as_ptr().add(i), at(base, i));
+                for j in [i, i + 16] {
+                    let v = _mm512_loadu_ps(x.as_ptr().add(j));
+                    let d = _mm512_loadu_ps(dy.as_ptr().add(j));
+                    let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
+                    let cg = match g {
+                        Some(g) => _mm512_mul_ps(vc, _mm512_loadu_ps(g.as_ptr().add(j))),
+                        None => vc,
+                    };
+                    _mm512_storeu_ps(dx.as_mut_ptr().add(j), _mm512_add_ps(_mm512_mul_ps(d, cg), xh));
+                }
+            }
+            i += 32;
+        }
+        // The rest of dx exactly as the portable kernel computes it.
+        let g = g.map(|g| &g[full..]);
+        row_dx_portable(&x[full..], &dy[full..], &mut dx[full..], (c, m, a, b), g);
+        let p = p.map(|(g, dg, db)| (&g[full..], &mut dg[full..], &mut db[full..]));
+        acc.finish(&nx[full..], &ndy[full..], p)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -444,8 +740,15 @@ mod x86 {
         x: &[f32],
         dy: &[f32],
         (m, a, b): (f32, f32, f32),
-        w: Option<&[f32]>,
+        p: Option<RowParam<'_, f32>>,
     ) -> (f64, f64) {
+        let w = match p {
+            Some((g, dg, db)) => {
+                row_dparams_portable(x, dy, (m, a, b), dg, db);
+                Some(g)
+            }
+            None => None,
+        };
         let n = x
             .len()
             .min(dy.len())
@@ -483,7 +786,7 @@ mod x86 {
             i += 8;
         }
         let (r1, r2) =
-            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
         (
             hsum256(_mm256_add_pd(s0, s1)) + r1,
             hsum256(_mm256_add_pd(t0, t1)) + r2,
@@ -523,7 +826,7 @@ mod x86 {
             i += 8;
         }
         let (r1, r2) =
-            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
         (hsum512(s0) + r1, hsum512(t0) + r2)
     }
 
@@ -560,7 +863,7 @@ mod x86 {
             i += 4;
         }
         let (r1, r2) =
-            row_dsums_portable(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
         (hsum256(s0) + r1, hsum256(t0) + r2)
     }
 }
