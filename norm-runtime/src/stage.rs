@@ -366,6 +366,8 @@ pub(crate) struct Scratch<T> {
     sg: Vec<f64>,
     sgx: Vec<f64>,
     dparams: Vec<f64>,
+    /// The staged γ-gradient sums of the backward pass (element type).
+    stage: Vec<T>,
     run: Vec<f64>,
     dgamma: Vec<f64>,
     dbeta: Vec<f64>,
@@ -733,6 +735,7 @@ pub(crate) fn backward<T: Float>(
         m: &mut scratch.m,
         a: &mut scratch.a,
         b: &mut scratch.b,
+        stage: &mut [],
     };
     let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
     if saved.synced && sync.is_none() {
@@ -803,6 +806,7 @@ pub(crate) fn backward<T: Float>(
             &finish,
             out,
             &mut scratch.acc.f,
+            &mut scratch.stage,
             dx,
         );
     }

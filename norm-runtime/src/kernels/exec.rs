@@ -18,8 +18,8 @@
 
 use rayon::prelude::*;
 
-use super::lines::{self, DParam, GammaLine, ParamLine};
-use super::reduce::row_dx_portable;
+use super::lines::{self, DParam, GammaLine, ParamLine, RowFold};
+use super::reduce::{row_dx_portable, RowParam};
 use super::simd::multiversion;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
@@ -740,6 +740,8 @@ pub(crate) struct BackOut<'a, T> {
     pub m: &'a mut [T],
     pub a: &'a mut [T],
     pub b: &'a mut [T],
+    /// Staging of γ-gradient sums (two lines per task when rows carry γ along the line).
+    pub stage: &'a mut [T],
 }
 
 multiversion! {
@@ -823,9 +825,86 @@ multiversion! {
     }
 }
 
+/// Rows per flush of the staged γ-gradient sums: each element-type partial sums at most this
+/// many terms before it is added into f64.
+const STAGE_ROWS: usize = 8;
+
+/// The parameter gradients of a task's rows: a scalar γ per row accumulates straight into
+/// f64; a γ along the row stages its per-element sums in the element type (`stage`: two
+/// rows' worth) and flushes them into f64 every [`STAGE_ROWS`] rows, or when the next row
+/// has other parameters.
+struct RowGrads<'a, T> {
+    gamma: Option<&'a [T]>,
+    line: Dim,
+    dg: &'a mut [f64],
+    db: &'a mut [f64],
+    stage: (&'a mut [T], &'a mut [T]),
+    staged: Option<usize>,
+    rows: usize,
+}
+
+impl<'a, T: Float> RowGrads<'a, T> {
+    /// `dparams`: Σdy·x̂ then Σdy per parameter; `stage`: at least two lines when γ runs
+    /// along the line.
+    #[inline(always)]
+    fn new(gamma: Option<&'a [T]>, line: Dim, dparams: &'a mut [f64], stage: &'a mut [T]) -> Self {
+        let np = dparams.len() / 2;
+        let (dg, db) = dparams.split_at_mut(np);
+        let vector = gamma.is_some() && line.ps != 0;
+        let n = if vector { line.size } else { 0 };
+        let (sg, rest) = stage.split_at_mut(n);
+        let sb = &mut rest[..n];
+        sg.fill(T::zero());
+        sb.fill(T::zero());
+        RowGrads { gamma, line, dg, db, stage: (sg, sb), staged: None, rows: 0 }
+    }
+
+    /// Adds the staged sums into f64 and clears them.
+    #[inline(always)]
+    fn flush(&mut self) {
+        if let Some(po) = self.staged.take() {
+            let len = self.line.size;
+            let (sg, sb) = (&mut *self.stage.0, &mut *self.stage.1);
+            for (d, s) in self.dg[po..po + len].iter_mut().zip(sg.iter_mut()) {
+                *d += s.to_acc();
+                *s = T::zero();
+            }
+            for (d, s) in self.db[po..po + len].iter_mut().zip(sb.iter_mut()) {
+                *d += s.to_acc();
+                *s = T::zero();
+            }
+            self.rows = 0;
+        }
+    }
+
+    /// The row kernels' parameter for the row at parameter offset `po`, and how its sums
+    /// fold into the group's.
+    #[inline(always)]
+    fn row(&mut self, po: usize) -> (Option<RowParam<'_, T>>, RowFold<'_>) {
+        let len = self.line.size;
+        match self.gamma {
+            None => (None, RowFold::Plain),
+            Some(g) if self.line.ps == 0 => (
+                None,
+                RowFold::Scalar(g[po].to_acc(), &mut self.dg[po], &mut self.db[po]),
+            ),
+            Some(g) => {
+                if self.staged.is_some_and(|p| p != po) || self.rows == STAGE_ROWS {
+                    self.flush();
+                }
+                self.staged = Some(po);
+                self.rows += 1;
+                let stage = (&mut *self.stage.0, &mut *self.stage.1);
+                (Some((&g[po..po + len], Some(stage))), RowFold::Plain)
+            }
+        }
+    }
+}
+
 /// The fused backward of rows (one contiguous line per group), software-pipelined: dx of
-/// row u runs in the same loop as the sums of row u + 1 (`RowReduce::dx_then_dsums`).
-/// Bit-identical to the two separate passes. `o.sg`, `o.sgx` must be zero.
+/// row u runs in the same loop as the sums of row u + 1 (`RowReduce::dx_then_dsums`), which
+/// are those of the plain row kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two
+/// lines when γ runs along the line.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_backward<T: Float>(
@@ -844,10 +923,12 @@ fn rows_backward<T: Float>(
         return;
     }
     let (len, line) = (units.line.size, units.line);
-    let one = (0, 1);
-    unit_dsums(units, x, dy, xhat, gamma, u0, one, &mut o.sg[..1], &mut o.sgx[..1], o.dparams);
-    let np = o.dparams.len() / 2;
-    let (dg, db) = o.dparams.split_at_mut(np);
+    let xhat_of = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
+    let mut grads = RowGrads::new(gamma, line, o.dparams, o.stage);
+    let (xo, po) = units.base(u0);
+    let (p, fold) = grads.row(po);
+    let sums = T::row_dsums(&x[xo..xo + len], &dy[xo..xo + len], xhat_of(u0), p);
+    fold.apply(sums, &mut o.sg[0], &mut o.sgx[0]);
     for (ui, u) in (u0..u1).enumerate() {
         let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
         (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
@@ -859,14 +940,14 @@ fn rows_backward<T: Float>(
         if u + 1 < u1 {
             let (nxo, npo) = units.base(u + 1);
             let next = (&x[nxo..nxo + len], &dy[nxo..nxo + len]);
-            let next_c = (xhat.0[u + 1], xhat.1[u + 1], xhat.2[u + 1]);
-            let (p, fold) = dparam_line(gamma, line, npo, dg, db).row();
-            let sums = T::dx_then_dsums(xs, ds, dx, (c, m, a, b), g, next, next_c, p);
+            let (p, fold) = grads.row(npo);
+            let sums = T::dx_then_dsums(xs, ds, dx, (c, m, a, b), g, next, xhat_of(u + 1), p);
             fold.apply(sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
         } else {
             row_dx_portable(xs, ds, dx, (c, m, a, b), g);
         }
     }
+    grads.flush();
 }
 
 /// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
@@ -940,20 +1021,24 @@ pub(crate) fn dx_all<T: Float>(
 /// The backward pass: sums per group (and per unfolded parameter), `finish` → per-group dx
 /// coefficients, then dx. `acc` is scratch.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward<T: Float>(
+pub(crate) fn backward<'a, T: Float>(
     units: &Units,
     x: &[T],
     dy: &[T],
     xhat: Coef3<'_, T>,
     gamma: Option<&[T]>,
     finish: &DxFinish<'_, T>,
-    o: BackOut<'_, T>,
+    mut o: BackOut<'a, T>,
     acc: &mut Vec<f64>,
+    stage: &'a mut Vec<T>,
     dx: &mut [T],
 ) {
     let gpu = units.gpu;
     let groups = units.count * gpu;
     let np2 = o.dparams.len();
+    // Rows with γ along the line stage its gradient sums: two lines per task.
+    let staged = gamma.is_some() && units.line.ps != 0 && gpu == 1 && units.lines == 1;
+    let sstride = if staged { 2 * units.line.size } else { 0 };
     if units.split() {
         dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
         for g in 0..groups {
@@ -973,9 +1058,13 @@ pub(crate) fn backward<T: Float>(
     let shared = SharedOut::new(dx);
     let upt = units.per_task();
     let gpt = upt * gpu;
+    let ntasks = units.count.div_ceil(upt);
+    stage.clear();
+    stage.resize(ntasks * sstride.max(1), T::zero());
     if units.count <= upt {
         // One task: run it here, without handing it to the thread pool.
         o.dparams.fill(0.0);
+        o.stage = &mut stage[..];
         fused_backward_task(
             units,
             x,
@@ -992,7 +1081,7 @@ pub(crate) fn backward<T: Float>(
     }
     let dstride = np2.max(1);
     acc.clear();
-    acc.resize(dstride * units.count.div_ceil(upt), 0.0);
+    acc.resize(dstride * ntasks, 0.0);
     o.sg.par_chunks_mut(gpt)
         .zip(o.sgx.par_chunks_mut(gpt))
         .zip(o.c.par_chunks_mut(gpt))
@@ -1000,8 +1089,9 @@ pub(crate) fn backward<T: Float>(
         .zip(o.a.par_chunks_mut(gpt))
         .zip(o.b.par_chunks_mut(gpt))
         .zip(acc.par_chunks_mut(dstride))
+        .zip(stage.par_chunks_mut(sstride.max(1)))
         .enumerate()
-        .for_each(|(t, ((((((sg, sgx), c), m), a), b), dp))| {
+        .for_each(|(t, (((((((sg, sgx), c), m), a), b), dp), stage))| {
             let u0 = t * upt;
             let u1 = (u0 + upt).min(units.count);
             let dparams = &mut dp[..np2];
@@ -1013,6 +1103,7 @@ pub(crate) fn backward<T: Float>(
                 m,
                 a,
                 b,
+                stage,
             };
             fused_backward_task(units, x, dy, xhat, gamma, finish, u0, u1, part, &shared);
         });

@@ -6,7 +6,7 @@
 //! for elementwise passes; every function is `#[inline(always)]` so it is compiled inside
 //! the caller's `#[target_feature]` trampoline ([`super::simd::dispatch`]).
 
-use super::reduce::{row_dx_portable, RowParam};
+use super::reduce::{row_dparams_portable, row_dx_portable};
 use crate::Float;
 
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
@@ -103,19 +103,6 @@ pub(crate) enum DParam<'a, T> {
     Vector(&'a [T], &'a mut [f64], &'a mut [f64]),
 }
 
-impl<'a, T: Float> DParam<'a, T> {
-    /// For a row (the whole line one group): γ along the row with its accumulators, for the
-    /// row kernels, and how the row's sums fold into the group and a scalar γ's gradients.
-    #[inline(always)]
-    pub(crate) fn row(self) -> (Option<RowParam<'a, T>>, RowFold<'a>) {
-        match self {
-            DParam::None => (None, RowFold::Plain),
-            DParam::Scalar(g, dg, db) => (None, RowFold::Scalar(g.to_acc(), dg, db)),
-            DParam::Vector(g, dg, db) => (Some((g, dg, db)), RowFold::Plain),
-        }
-    }
-}
-
 /// How a row's backward sums (Σw·dy, Σw·dy·x̂) fold into its group's sums.
 pub(crate) enum RowFold<'a> {
     /// Added as they are (no γ, a folded γ, or γ along the row, weighted by the kernel).
@@ -159,9 +146,18 @@ pub(crate) fn dsums<T: Float, const DS: bool>(
     sgx: &mut [f64],
 ) {
     if !DS {
-        let (rp, fold) = p.row();
-        let sums = T::row_dsums(x, dy, (m[0], a[0], b[0]), rp);
-        fold.apply(sums, &mut sg[0], &mut sgx[0]);
+        let c = (m[0], a[0], b[0]);
+        let (w, fold) = match p {
+            DParam::None => (None, RowFold::Plain),
+            DParam::Scalar(g, dg, db) => (None, RowFold::Scalar(g.to_acc(), dg, db)),
+            DParam::Vector(g, dg, db) => {
+                // A line of a larger group: γ's sums straight into f64 (rows of whole groups
+                // stage them in the element type, see `exec`).
+                row_dparams_portable(x, dy, c, dg, db);
+                (Some((g, None)), RowFold::Plain)
+            }
+        };
+        fold.apply(T::row_dsums(x, dy, c, w), &mut sg[0], &mut sgx[0]);
         return;
     }
     match p {

@@ -16,9 +16,14 @@
 
 use super::simd::{level, Level};
 
-/// γ along a row with the accumulators of its gradients: Σdy·x̂ is added into the first,
-/// Σdy into the second (f64, one slot per element).
-pub type RowParam<'a, T> = (&'a [T], &'a mut [f64], &'a mut [f64]);
+/// Accumulators of a row's γ-gradient sums in the element type, one slot per element:
+/// dy·x̂ is added into the first, dy into the second. The caller flushes them into f64
+/// every few rows, so each f32 partial sums only a handful of terms.
+pub type Stage<'a, T> = (&'a mut [T], &'a mut [T]);
+
+/// γ along a row (the weight of the backward sums) and, optionally, the staging
+/// accumulators of its gradient sums.
+pub type RowParam<'a, T> = (&'a [T], Option<Stage<'a, T>>);
 
 /// Portable reference of [`RowReduce::row_sums`].
 #[inline(always)]
@@ -40,17 +45,29 @@ pub(crate) fn row_dsums_portable<T: crate::Float>(
     c: (T, T, T),
     p: Option<RowParam<'_, T>>,
 ) -> (f64, f64) {
-    let w = match p {
-        Some((g, dg, db)) => {
-            row_dparams_portable(x, dy, c, dg, db);
-            Some(g)
-        }
-        None => None,
-    };
-    row_dsums_weighted(x, dy, c, w)
+    row_dsums_weighted(x, dy, c, stage_portable(x, dy, c, p))
 }
 
-/// The γ-gradient sums of a row: dg[i] += dy[i]·x̂[i], db[i] += dy[i].
+/// Adds a row's γ-gradient terms into its staging accumulators (if any), in the element
+/// type; returns γ.
+#[inline(always)]
+pub(crate) fn stage_portable<'a, T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    (m, a, b): (T, T, T),
+    p: Option<RowParam<'a, T>>,
+) -> Option<&'a [T]> {
+    let (g, stage) = p?;
+    if let Some((sg, sb)) = stage {
+        for (((&v, &d), sg), sb) in x.iter().zip(dy).zip(sg.iter_mut()).zip(sb.iter_mut()) {
+            *sg = *sg + d * ((v - m) * a + b);
+            *sb = *sb + d;
+        }
+    }
+    Some(g)
+}
+
+/// The γ-gradient sums of a row straight into f64: dg[i] += dy[i]·x̂[i], db[i] += dy[i].
 #[inline(always)]
 pub(crate) fn row_dparams_portable<T: crate::Float>(
     x: &[T],
@@ -111,7 +128,7 @@ pub trait RowReduce: Sized + Copy {
     /// Σ(x − shift) and Σ(x − shift)².
     fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
     /// Σw·dy and Σw·dy·((x − m)·a + b), where w is γ along the row when `p` is given (and 1
-    /// otherwise), in which case Σdy·x̂ and Σdy are also added into its accumulators.
+    /// otherwise); with staging accumulators, dy·x̂ and dy are also added into them.
     fn row_dsums(
         x: &[Self],
         dy: &[Self],
@@ -251,14 +268,8 @@ impl RowReduce for f64 {
         c: (f64, f64, f64),
         p: Option<RowParam<'_, f64>>,
     ) -> (f64, f64) {
-        // f64 rows: the γ-gradient loop is plain f64 arithmetic the compiler vectorizes.
-        let w = match p {
-            Some((g, dg, db)) => {
-                row_dparams_portable(x, dy, c, dg, db);
-                Some(g)
-            }
-            None => None,
-        };
+        // f64 rows: the staging loop is plain f64 arithmetic the compiler vectorizes.
+        let w = stage_portable(x, dy, c, p);
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
@@ -276,8 +287,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        row_dparams_portable, row_dsums_portable, row_dsums_weighted, row_dx_portable,
-        row_sums_portable, RowParam,
+        row_dsums_portable, row_dsums_weighted, row_dx_portable, row_sums_portable,
+        stage_portable, RowParam,
     };
 
     #[inline]
@@ -529,127 +540,146 @@ mod x86 {
         )
     }
 
-    /// Raw pointers to element `i` of a row's γ and its two gradient accumulators.
-    type ParamPtrs = Option<(*const f32, *mut f64, *mut f64)>;
+    /// Raw pointers to element `i` of a row's γ and, if staged, its two gradient
+    /// accumulators.
+    type ParamPtrs = Option<(*const f32, Option<(*mut f32, *mut f32)>)>;
 
-    /// The eight accumulator chains of the f32 backward sums (AVX-512): four for Σw·dy, four
-    /// for Σw·dy·x̂. One type for the plain and the pipelined reduction, so both perform the
-    /// same operations in the same order (bit-identical sums).
-    struct DSums16x2 {
+    /// The accumulators of the f32 backward sums (AVX-512): Σw·dy and Σw·dy·x̂, each in two
+    /// f64 chains (low and high lanes). 64 values at a time are first summed in f32 —
+    /// four terms per lane, a few roundings of the element type — then widened once, which
+    /// keeps the lane-crossing conversions off the critical port. One type for the plain and
+    /// the pipelined reduction, so both perform the same operations in the same order
+    /// (bit-identical sums).
+    struct DSums {
         coef: (f32, f32, f32),
         vm: __m512,
         va: __m512,
         vb: __m512,
-        s: [__m512d; 4],
-        t: [__m512d; 4],
+        s: [__m512d; 2],
+        t: [__m512d; 2],
     }
 
-    impl DSums16x2 {
+    impl DSums {
         #[inline]
         #[target_feature(enable = "avx512f")]
         fn new((m, a, b): (f32, f32, f32)) -> Self {
             let z = _mm512_setzero_pd();
-            DSums16x2 {
+            DSums {
                 coef: (m, a, b),
                 vm: _mm512_set1_ps(m),
                 va: _mm512_set1_ps(a),
                 vb: _mm512_set1_ps(b),
-                s: [z; 4],
-                t: [z; 4],
+                s: [z; 2],
+                t: [z; 2],
             }
         }
 
-        /// Adds the 16 values at `x`, `dy` into chains `K`, `K + 1`; with `p`, weights them
-        /// by γ and adds dy·x̂ and dy into γ's gradient accumulators.
+        /// The 16 values at `x`, `dy`: (w·dy, x̂). With `p`, w = γ, and a staged γ gets
+        /// dy·x̂ and dy added into its accumulators.
         ///
         /// # Safety
         /// `x`, `dy` (and γ) must be valid for reading 16 values, the accumulators for reading
         /// and writing 16 values, and nothing else may access them meanwhile.
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
-        unsafe fn add16<const K: usize>(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
+        unsafe fn terms16(&self, x: *const f32, dy: *const f32, p: ParamPtrs) -> (__m512, __m512) {
             // SAFETY: 16 values readable at `x` and `dy` (the caller's contract).
             let (vx, mut vd) = unsafe { (_mm512_loadu_ps(x), _mm512_loadu_ps(dy)) };
             let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(vx, self.vm), self.va), self.vb);
-            let xl = _mm512_cvtps_pd(_mm512_castps512_ps256(xh));
-            let xu = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xh));
-            if let Some((g, dg, db)) = p {
-                let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
-                let du = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
+            if let Some((g, stage)) = p {
                 // SAFETY: 16 values readable at `g`, readable and writable (exclusively) at
-                // `dg` and `db` (the caller's contract).
+                // the accumulators (the caller's contract).
                 unsafe {
-                    let (dg1, db1) = (dg.add(8), db.add(8));
-                    _mm512_storeu_pd(dg, _mm512_add_pd(_mm512_loadu_pd(dg), _mm512_mul_pd(dl, xl)));
-                    _mm512_storeu_pd(dg1, _mm512_add_pd(_mm512_loadu_pd(dg1), _mm512_mul_pd(du, xu)));
-                    _mm512_storeu_pd(db, _mm512_add_pd(_mm512_loadu_pd(db), dl));
-                    _mm512_storeu_pd(db1, _mm512_add_pd(_mm512_loadu_pd(db1), du));
+                    if let Some((sg, sb)) = stage {
+                        _mm512_storeu_ps(sg, _mm512_fmadd_ps(vd, xh, _mm512_loadu_ps(sg)));
+                        _mm512_storeu_ps(sb, _mm512_add_ps(_mm512_loadu_ps(sb), vd));
+                    }
                     vd = _mm512_mul_ps(vd, _mm512_loadu_ps(g));
                 }
             }
-            let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(vd));
-            let du = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(vd));
-            self.s[K] = _mm512_add_pd(self.s[K], dl);
-            self.s[K + 1] = _mm512_add_pd(self.s[K + 1], du);
-            self.t[K] = _mm512_fmadd_pd(dl, xl, self.t[K]);
-            self.t[K + 1] = _mm512_fmadd_pd(du, xu, self.t[K + 1]);
+            (vd, xh)
         }
 
-        /// Adds 32 values: eight independent chains, so the add latency does not bound the
-        /// loop.
+        /// Widens f32 partial sums of w·dy (`ps`) and w·dy·x̂ (`pt`) into the chains.
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512dq")]
+        fn push(&mut self, ps: __m512, pt: __m512) {
+            let lo = |v: __m512| _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+            let hi = |v: __m512| _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v));
+            self.s[0] = _mm512_add_pd(self.s[0], lo(ps));
+            self.s[1] = _mm512_add_pd(self.s[1], hi(ps));
+            self.t[0] = _mm512_add_pd(self.t[0], lo(pt));
+            self.t[1] = _mm512_add_pd(self.t[1], hi(pt));
+        }
+
+        /// Adds 64 values.
         ///
         /// # Safety
-        /// As [`add16`](Self::add16), for 32 values.
+        /// As [`terms16`](Self::terms16), for 64 values.
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
-        unsafe fn add32(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
-            // SAFETY: the caller's contract covers both halves.
-            unsafe {
-                self.add16::<0>(x, dy, p);
-                self.add16::<2>(x.add(16), dy.add(16), at(p, 16));
-            }
+        unsafe fn add64(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
+            // SAFETY: the caller's contract covers the four blocks of 16.
+            let [(d0, h0), (d1, h1), (d2, h2), (d3, h3)] =
+                [0, 16, 32, 48].map(|k| unsafe { self.terms16(x.add(k), dy.add(k), at(p, k)) });
+            let ps = _mm512_add_ps(_mm512_add_ps(d0, d1), _mm512_add_ps(d2, d3));
+            let pt = _mm512_add_ps(
+                _mm512_fmadd_ps(d1, h1, _mm512_mul_ps(d0, h0)),
+                _mm512_fmadd_ps(d3, h3, _mm512_mul_ps(d2, h2)),
+            );
+            self.push(ps, pt);
         }
 
-        /// Adds the last values of the row (`x.len() < 32`) and reduces: (Σw·dy, Σw·dy·x̂).
+        /// Adds the last values of the row (`x.len() < 64`) and reduces: (Σw·dy, Σw·dy·x̂).
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
         fn finish(mut self, x: &[f32], dy: &[f32], mut p: Option<RowParam<'_, f32>>) -> (f64, f64) {
             let n = x.len();
+            let base = ptrs(&mut p);
             let mut i = 0;
-            if n >= 16 {
-                // SAFETY: the rows (and γ and its accumulators) hold n ≥ 16 values (asserted by
-                // the kernels that call `finish`); `p` is borrowed mutably here.
-                unsafe { self.add16::<0>(x.as_ptr(), dy.as_ptr(), ptrs(&mut p)) };
-                i = 16;
+            while i + 16 <= n {
+                // SAFETY: i + 16 ≤ n, the length of the rows, γ and its accumulators
+                // (checked by the kernels that call `finish`); `p` is borrowed mutably here.
+                let (d, h) = unsafe { self.terms16(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
+                self.push(d, _mm512_mul_ps(d, h));
+                i += 16;
             }
-            let p = p.map(|(g, dg, db)| (&g[i..], &mut dg[i..], &mut db[i..]));
+            let p = p.map(|(g, st)| (&g[i..], st.map(|(sg, sb)| (&mut sg[i..], &mut sb[i..]))));
             let (r1, r2) = row_dsums_portable(&x[i..], &dy[i..], self.coef, p);
-            let [s0, s1, s2, s3] = self.s;
-            let [t0, t1, t2, t3] = self.t;
-            let sv = _mm512_add_pd(_mm512_add_pd(s0, s1), _mm512_add_pd(s2, s3));
-            let tv = _mm512_add_pd(_mm512_add_pd(t0, t1), _mm512_add_pd(t2, t3));
-            (hsum512(sv) + r1, hsum512(tv) + r2)
+            let s = _mm512_add_pd(self.s[0], self.s[1]);
+            let t = _mm512_add_pd(self.t[0], self.t[1]);
+            (hsum512(s) + r1, hsum512(t) + r2)
         }
     }
 
     /// The base pointers of a row parameter.
     fn ptrs(p: &mut Option<RowParam<'_, f32>>) -> ParamPtrs {
-        p.as_mut()
-            .map(|(g, dg, db)| (g.as_ptr(), dg.as_mut_ptr(), db.as_mut_ptr()))
+        p.as_mut().map(|(g, st)| {
+            let st = st.as_mut().map(|(sg, sb)| (sg.as_mut_ptr(), sb.as_mut_ptr()));
+            (g.as_ptr(), st)
+        })
     }
 
     /// The pointers `i` elements further (`wrapping_add`: only dereferenced in bounds).
     #[inline(always)]
     fn at(p: ParamPtrs, i: usize) -> ParamPtrs {
-        p.map(|(g, dg, db)| (g.wrapping_add(i), dg.wrapping_add(i), db.wrapping_add(i)))
+        p.map(|(g, st)| {
+            let st = st.map(|(sg, sb)| (sg.wrapping_add(i), sb.wrapping_add(i)));
+            (g.wrapping_add(i), st)
+        })
+    }
+
+    /// The last `n − from` values of a row parameter.
+    fn tail<'a>(p: Option<RowParam<'a, f32>>, from: usize) -> Option<RowParam<'a, f32>> {
+        p.map(|(g, st)| (&g[from..], st.map(|(sg, sb)| (&mut sg[from..], &mut sb[from..]))))
     }
 
     /// Asserts that a row, its upstream gradient and its parameter have length `n`.
     fn check_row(n: usize, x: &[f32], dy: &[f32], p: &Option<RowParam<'_, f32>>) {
         assert!(x.len() == n && dy.len() == n, "rows of one length");
-        if let Some((g, dg, db)) = p {
+        if let Some((g, st)) = p {
             assert!(
-                g.len() == n && dg.len() == n && db.len() == n,
+                g.len() == n && st.as_ref().is_none_or(|(sg, sb)| sg.len() == n && sb.len() == n),
                 "parameters span the row"
             );
         }
@@ -664,18 +694,17 @@ mod x86 {
     ) -> (f64, f64) {
         let n = x.len();
         check_row(n, x, dy, &p);
-        let mut acc = DSums16x2::new(c);
-        let full = n - n % 32;
+        let mut acc = DSums::new(c);
+        let full = n - n % 64;
         let base = ptrs(&mut p);
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 32 ≤ n, the length of `x`, `dy`, γ and its accumulators (checked
+            // SAFETY: i + 64 ≤ n, the length of `x`, `dy`, γ and its accumulators (checked
             // above), which `p` borrows mutably for the loop.
-            unsafe { acc.add32(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
-            i += 32;
+            unsafe { acc.add64(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
+            i += 64;
         }
-        let p = p.map(|(g, dg, db)| (&g[full..], &mut dg[full..], &mut db[full..]));
-        acc.finish(&x[full..], &dy[full..], p)
+        acc.finish(&x[full..], &dy[full..], tail(p, full))
     }
 
     /// dx of the current row (see `row_dx_portable`) with `dsums_f32_avx512` of the next row
@@ -704,18 +733,18 @@ mod x86 {
             _mm512_set1_ps(a),
             _mm512_set1_ps(b),
         );
-        let mut acc = DSums16x2::new(next_c);
-        let full = n - n % 32;
+        let mut acc = DSums::new(next_c);
+        let full = n - n % 64;
         let base = ptrs(&mut p);
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 32 ≤ n, the length of every row, γ and accumulator (checked above):
+            // SAFETY: i + 64 ≤ n, the length of every row, γ and accumulator (checked above):
             // unaligned loads and stores in bounds; `p` is borrowed mutably for the loop.
             unsafe {
                 // The next row's loads first: a load behind a store to an address 4 KiB
                 // apart (rows of whole pages) would wait on it (4K aliasing).
-                acc.add32(nx.as_ptr().add(i), ndy.as_ptr().add(i), at(base, i));
-                for j in [i, i + 16] {
+                acc.add64(nx.as_ptr().add(i), ndy.as_ptr().add(i), at(base, i));
+                for j in [i, i + 16, i + 32, i + 48] {
                     let v = _mm512_loadu_ps(x.as_ptr().add(j));
                     let d = _mm512_loadu_ps(dy.as_ptr().add(j));
                     let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
@@ -726,13 +755,12 @@ mod x86 {
                     _mm512_storeu_ps(dx.as_mut_ptr().add(j), _mm512_add_ps(_mm512_mul_ps(d, cg), xh));
                 }
             }
-            i += 32;
+            i += 64;
         }
         // The rest of dx exactly as the portable kernel computes it.
         let g = g.map(|g| &g[full..]);
         row_dx_portable(&x[full..], &dy[full..], &mut dx[full..], (c, m, a, b), g);
-        let p = p.map(|(g, dg, db)| (&g[full..], &mut dg[full..], &mut db[full..]));
-        acc.finish(&nx[full..], &ndy[full..], p)
+        acc.finish(&nx[full..], &ndy[full..], tail(p, full))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -742,13 +770,7 @@ mod x86 {
         (m, a, b): (f32, f32, f32),
         p: Option<RowParam<'_, f32>>,
     ) -> (f64, f64) {
-        let w = match p {
-            Some((g, dg, db)) => {
-                row_dparams_portable(x, dy, (m, a, b), dg, db);
-                Some(g)
-            }
-            None => None,
-        };
+        let w = stage_portable(x, dy, (m, a, b), p);
         let n = x
             .len()
             .min(dy.len())
