@@ -230,3 +230,113 @@ fn bit_identical_for_one_and_two_threads() {
     };
     assert_eq!(on_threads(1, run), on_threads(2, run));
 }
+
+/// Naive LayerNorm backward over the last axis of `[rows, d]` with γ indexed by
+/// `param_of(row)` (a row of the `[P, d]` γ): dx, dγ, dβ in f64, and the scale of the terms
+/// dx cancels (max r·|dy·γ|: dx of a one-element row is ~0, its f32 error is not).
+fn layer_norm_reference(
+    x: &[f64],
+    dy: &[f64],
+    gamma: &[f64],
+    d: usize,
+    param_of: impl Fn(usize) -> usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, f64) {
+    let rows = x.len() / d;
+    let mut scale = 0.0f64;
+    let mut dx = vec![0.0; x.len()];
+    let (mut dg, mut db) = (vec![0.0; gamma.len()], vec![0.0; gamma.len()]);
+    for r in 0..rows {
+        let (xr, dr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+        let g = &gamma[param_of(r) * d..(param_of(r) + 1) * d];
+        let mean = xr.iter().sum::<f64>() / d as f64;
+        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / d as f64;
+        let rs = 1.0 / (var + 1e-5).sqrt();
+        let xh: Vec<f64> = xr.iter().map(|v| (v - mean) * rs).collect();
+        let gd: Vec<f64> = dr.iter().zip(g).map(|(a, b)| a * b).collect();
+        scale = gd.iter().fold(scale, |m, v| m.max(rs * v.abs()));
+        let mg = gd.iter().sum::<f64>() / d as f64;
+        let mgx = gd.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / d as f64;
+        for j in 0..d {
+            dx[r * d + j] = rs * (gd[j] - mg - xh[j] * mgx);
+            dg[param_of(r) * d + j] += dr[j] * xh[j];
+            db[param_of(r) * d + j] += dr[j];
+        }
+    }
+    (dx, dg, db, scale)
+}
+
+/// Rows carrying γ along the line take the blocked, staged backward kernels (blocks of
+/// rows sharing γ, γ-gradient sums staged in f32 and flushed every few rows): 19 rows cross
+/// several flushes and end on a partial block. With γ over `C,D` the rows of a block do not
+/// share γ and the staging flushes whenever it changes.
+#[test]
+fn rows_with_gamma_along_the_line_at_every_level() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let shared = NormSpec::parse(r#"input = "N,D", axes = "D", affine = "D""#).expect("spec");
+    let per_c = NormSpec::parse(r#"input = "N,C,D", axes = "D", affine = "C,D""#).expect("spec");
+    for level in levels() {
+        simd::set_cap(Some(level));
+        for d in [1usize, 7, 16, 17, 63, 64, 65, 130, 1023] {
+            let rows = 19;
+            let n = rows * d;
+            let x = lcg(d as u64, n, 2.0);
+            let dy = lcg(d as u64 + 7, n, 0.5);
+            // One γ for all rows, and one γ per row (C = the 19 rows of a [1, 19, d] input).
+            for (spec, per_row, shape) in [
+                (&shared, false, vec![rows, d]),
+                (&per_c, true, vec![1, rows, d]),
+            ] {
+                let prow = if per_row { rows } else { 1 };
+                let gamma = lcg(d as u64 + 3, prow * d, 1.0);
+                let param_of = |r: usize| if per_row { r } else { 0 };
+                let (rdx, rdg, rdb, terms) = layer_norm_reference(&x, &dy, &gamma, d, param_of);
+                let (gshape, sizes) = if per_row {
+                    (vec![rows, d], vec![("C", rows), ("D", d)])
+                } else {
+                    (vec![d], vec![("D", d)])
+                };
+                let g32 = ArrayD::from_shape_vec(
+                    IxDyn(&gshape),
+                    gamma.iter().map(|&v| v as f32).collect(),
+                )
+                .expect("gamma");
+                let mut layer = DynNorm::<f32>::new(spec, &sizes).expect("layer");
+                assert_eq!(
+                    layer.stages()[0].gamma.as_ref().map(|g| g.shape().to_vec()),
+                    Some(gshape.clone())
+                );
+                layer.stages_mut()[0].gamma = Some(g32);
+                let x32 =
+                    ArrayD::from_shape_vec(IxDyn(&shape), x.iter().map(|&v| v as f32).collect())
+                        .expect("x");
+                let dy32 =
+                    ArrayD::from_shape_vec(IxDyn(&shape), dy.iter().map(|&v| v as f32).collect())
+                        .expect("dy");
+                let (_, saved) = layer.forward_train(x32.view()).expect("forward");
+                let g = layer
+                    .backward(x32.view(), dy32.view(), &saved)
+                    .expect("backward");
+                let err = |a: &[f32], b: &[f64], floor: f64| {
+                    let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
+                    a.iter()
+                        .zip(b)
+                        .fold(0.0f64, |m, (&p, q)| m.max((f64::from(p) - q).abs() / scale))
+                };
+                let what = format!("{level:?} d {d} per-row γ {per_row}");
+                let dx = g.dx.as_slice().expect("contiguous");
+                let dg = g.dgamma.as_ref().expect("dgamma");
+                let db = g.dbeta.as_ref().expect("dbeta");
+                let (ex, eg, eb) = (
+                    err(dx, &rdx, terms),
+                    err(dg.as_slice().expect("contiguous"), &rdg, 1.0),
+                    err(db.as_slice().expect("contiguous"), &rdb, 1.0),
+                );
+                assert!(
+                    ex < 2e-5 && eg < 2e-6 && eb < 2e-6,
+                    "{what}: dx {ex:e} dγ {eg:e} dβ {eb:e}"
+                );
+            }
+        }
+    }
+    simd::set_cap(None);
+}

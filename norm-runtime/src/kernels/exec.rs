@@ -18,8 +18,8 @@
 
 use rayon::prelude::*;
 
-use super::lines::{self, DParam, GammaLine, ParamLine, RowFold};
-use super::reduce::{row_dx_portable, RowParam};
+use super::lines::{self, DParam, GammaLine, ParamLine};
+use super::reduce::{row_dx_portable, DxRows, RowParam, Rows};
 use super::simd::multiversion;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
@@ -825,6 +825,9 @@ multiversion! {
     }
 }
 
+/// Rows per block where rows share a γ along the line.
+const ROW_BLOCK: usize = 2;
+
 /// Rows per flush of the staged γ-gradient sums: each element-type partial sums at most this
 /// many terms before it is added into f64.
 const STAGE_ROWS: usize = 8;
@@ -850,13 +853,24 @@ impl<'a, T: Float> RowGrads<'a, T> {
     fn new(gamma: Option<&'a [T]>, line: Dim, dparams: &'a mut [f64], stage: &'a mut [T]) -> Self {
         let np = dparams.len() / 2;
         let (dg, db) = dparams.split_at_mut(np);
-        let vector = gamma.is_some() && line.ps != 0;
-        let n = if vector { line.size } else { 0 };
+        let n = if gamma.is_some() && line.ps != 0 {
+            line.size
+        } else {
+            0
+        };
         let (sg, rest) = stage.split_at_mut(n);
         let sb = &mut rest[..n];
         sg.fill(T::zero());
         sb.fill(T::zero());
-        RowGrads { gamma, line, dg, db, stage: (sg, sb), staged: None, rows: 0 }
+        RowGrads {
+            gamma,
+            line,
+            dg,
+            db,
+            stage: (sg, sb),
+            staged: None,
+            rows: 0,
+        }
     }
 
     /// Adds the staged sums into f64 and clears them.
@@ -877,33 +891,138 @@ impl<'a, T: Float> RowGrads<'a, T> {
         }
     }
 
-    /// The row kernels' parameter for the row at parameter offset `po`, and how its sums
-    /// fold into the group's.
+    /// The row kernels' parameter for `rows` rows at parameter offset `po`: γ along the
+    /// line with its staging (flushed first if it holds other parameters or is full).
     #[inline(always)]
-    fn row(&mut self, po: usize) -> (Option<RowParam<'_, T>>, RowFold<'_>) {
-        let len = self.line.size;
+    fn param(&mut self, po: usize, rows: usize) -> Option<RowParam<'_, T>> {
+        let g = self.gamma.filter(|_| self.line.ps != 0)?;
+        if self.staged.is_some_and(|p| p != po) || self.rows + rows > STAGE_ROWS {
+            self.flush();
+        }
+        self.staged = Some(po);
+        self.rows += rows;
+        let stage = (&mut *self.stage.0, &mut *self.stage.1);
+        Some((&g[po..po + self.line.size], Some(stage)))
+    }
+
+    /// A row's sums (Σw·dy, Σw·dy·x̂) as its group's: a scalar γ gets the sums of dy as its
+    /// gradients and scales the group's.
+    #[inline(always)]
+    fn fold(&mut self, po: usize, (t1, t2): (f64, f64)) -> (f64, f64) {
         match self.gamma {
-            None => (None, RowFold::Plain),
-            Some(g) if self.line.ps == 0 => (
-                None,
-                RowFold::Scalar(g[po].to_acc(), &mut self.dg[po], &mut self.db[po]),
-            ),
-            Some(g) => {
-                if self.staged.is_some_and(|p| p != po) || self.rows == STAGE_ROWS {
-                    self.flush();
-                }
-                self.staged = Some(po);
-                self.rows += 1;
-                let stage = (&mut *self.stage.0, &mut *self.stage.1);
-                (Some((&g[po..po + len], Some(stage))), RowFold::Plain)
+            Some(g) if self.line.ps == 0 => {
+                self.dg[po] += t2;
+                self.db[po] += t1;
+                let g = g[po].to_acc();
+                (g * t1, g * t2)
             }
+            _ => (t1, t2),
         }
     }
 }
 
-/// The fused backward of rows (one contiguous line per group), software-pipelined: dx of
-/// row u runs in the same loop as the sums of row u + 1 (`RowReduce::dx_then_dsums`), which
-/// are those of the plain row kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two
+/// Rows of a task for the backward kernels.
+struct TaskRows<'a, T> {
+    units: &'a Units,
+    x: &'a [T],
+    dy: &'a [T],
+    xhat: Coef3<'a, T>,
+    gamma: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> TaskRows<'a, T> {
+    /// Rows `u..u + R` for the sums, and their parameter offsets.
+    #[inline(always)]
+    fn rows<const R: usize>(&self, u: usize) -> (Rows<'a, T, R>, [usize; R]) {
+        let len = self.units.line.size;
+        let base: [(usize, usize); R] = std::array::from_fn(|r| self.units.base(u + r));
+        let (x, dy, xh) = (self.x, self.dy, self.xhat);
+        let rows = Rows {
+            x: base.map(|(xo, _)| &x[xo..xo + len]),
+            dy: base.map(|(xo, _)| &dy[xo..xo + len]),
+            c: std::array::from_fn(|r| (xh.0[u + r], xh.1[u + r], xh.2[u + r])),
+        };
+        (rows, base.map(|(_, po)| po))
+    }
+
+    /// Rows `u..u + R` for dx, with their coefficients (c, m, a, b) (`k`: the rows' index
+    /// in the task's coefficient arrays).
+    ///
+    /// # Safety
+    /// The rows must belong to the calling task's units (no other live reference to them).
+    #[inline(always)]
+    unsafe fn dx_rows<const R: usize>(
+        &self,
+        u: usize,
+        out: &'a SharedOut<T>,
+        coef: Coef4<'_, T>,
+        k: usize,
+    ) -> DxRows<'a, T, R> {
+        let (len, line) = (self.units.line.size, self.units.line);
+        let base: [(usize, usize); R] = std::array::from_fn(|r| self.units.base(u + r));
+        let mut g = None;
+        let c = std::array::from_fn(|r| {
+            let (c, gv) = gamma_line(self.gamma, line, base[r].1).row(coef.0[k + r]);
+            g = gv;
+            (c, coef.1[k + r], coef.2[k + r], coef.3[k + r])
+        });
+        DxRows {
+            x: base.map(|(xo, _)| &self.x[xo..xo + len]),
+            dy: base.map(|(xo, _)| &self.dy[xo..xo + len]),
+            // SAFETY: the rows belong to this task's units (the caller's contract).
+            dx: base.map(|(xo, _)| unsafe { out.line(xo, len) }),
+            c,
+            g,
+        }
+    }
+
+    /// The sums of rows `u..u + R` (task indices `k..`) into `sg`, `sgx`.
+    #[inline(always)]
+    fn sums<const R: usize>(
+        &self,
+        u: usize,
+        k: usize,
+        grads: &mut RowGrads<'_, T>,
+        o: &mut BackOut<'_, T>,
+    ) {
+        let (rows, po) = self.rows::<R>(u);
+        let sums = T::dsums_rows(rows, grads.param(po[0], R));
+        for r in 0..R {
+            let (a, b) = grads.fold(po[r], sums[r]);
+            o.sg[k + r] += a;
+            o.sgx[k + r] += b;
+        }
+    }
+
+    /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`.
+    ///
+    /// # Safety
+    /// As [`dx_rows`](Self::dx_rows).
+    #[inline(always)]
+    unsafe fn dx_then_sums<const R: usize>(
+        &self,
+        u: usize,
+        k: usize,
+        out: &'a SharedOut<T>,
+        grads: &mut RowGrads<'_, T>,
+        o: &mut BackOut<'_, T>,
+    ) {
+        // SAFETY: the caller's contract.
+        let cur = unsafe { self.dx_rows::<R>(u, out, (&o.c[..], &o.m[..], &o.a[..], &o.b[..]), k) };
+        let (next, po) = self.rows::<R>(u + R);
+        let sums = T::dx_then_dsums(cur, next, grads.param(po[0], R));
+        for r in 0..R {
+            let (a, b) = grads.fold(po[r], sums[r]);
+            o.sg[k + R + r] += a;
+            o.sgx[k + R + r] += b;
+        }
+    }
+}
+
+/// The fused backward of rows (one contiguous line per group), in blocks of two rows where
+/// they share a γ along the line (else one), software-pipelined: dx of a
+/// block runs in the same loop as the sums of the next block (`RowReduce::dx_then_dsums`),
+/// which are those of the plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two
 /// lines when γ runs along the line.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -916,36 +1035,70 @@ fn rows_backward<T: Float>(
     finish: &DxFinish<'_, T>,
     u0: usize,
     u1: usize,
-    o: BackOut<'_, T>,
+    mut o: BackOut<'_, T>,
     out: &SharedOut<T>,
 ) {
     if u0 >= u1 {
         return;
     }
-    let (len, line) = (units.line.size, units.line);
-    let xhat_of = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
-    let mut grads = RowGrads::new(gamma, line, o.dparams, o.stage);
-    let (xo, po) = units.base(u0);
-    let (p, fold) = grads.row(po);
-    let sums = T::row_dsums(&x[xo..xo + len], &dy[xo..xo + len], xhat_of(u0), p);
-    fold.apply(sums, &mut o.sg[0], &mut o.sgx[0]);
-    for (ui, u) in (u0..u1).enumerate() {
-        let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
-        (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
-        let (xo, po) = units.base(u);
-        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-        // SAFETY: row `xo` belongs to unit `u` of this task: written by this task only.
-        let dx = unsafe { out.line(xo, len) };
-        let (c, g) = gamma_line(gamma, line, po).row(c);
-        if u + 1 < u1 {
-            let (nxo, npo) = units.base(u + 1);
-            let next = (&x[nxo..nxo + len], &dy[nxo..nxo + len]);
-            let (p, fold) = grads.row(npo);
-            let sums = T::dx_then_dsums(xs, ds, dx, (c, m, a, b), g, next, xhat_of(u + 1), p);
-            fold.apply(sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
-        } else {
-            row_dx_portable(xs, ds, dx, (c, m, a, b), g);
+    let line = units.line;
+    // Blocks of two rows halve the staging traffic of a γ along the line; they need rows
+    // that share it. Otherwise single rows pipeline over longer runs.
+    let staged = gamma.is_some() && line.ps != 0;
+    let shared = units.kd[..units.nk].iter().all(|d| d.ps == 0);
+    let rb = if staged && shared { ROW_BLOCK } else { 1 };
+    let t = TaskRows {
+        units,
+        x,
+        dy,
+        xhat,
+        gamma,
+    };
+    let dparams = std::mem::take(&mut o.dparams);
+    let stage = std::mem::take(&mut o.stage);
+    let mut grads = RowGrads::new(gamma, line, dparams, stage);
+    let block = |b: usize| (b, (b + rb).min(u1));
+    let (b0, b1) = block(u0);
+    match b1 - b0 {
+        ROW_BLOCK => t.sums::<ROW_BLOCK>(b0, 0, &mut grads, &mut o),
+        w => (0..w).for_each(|r| t.sums::<1>(b0 + r, r, &mut grads, &mut o)),
+    }
+    let mut b = u0;
+    while b < u1 {
+        let (b0, b1) = block(b);
+        for u in b0..b1 {
+            let k = u - u0;
+            (o.c[k], o.m[k], o.a[k], o.b[k]) = finish(u, o.sg[k], o.sgx[k]);
         }
+        let (n0, n1) = block(b1);
+        let k = b0 - u0;
+        match (b1 - b0, n1 - n0) {
+            // SAFETY: rows b0..n1 belong to this task's units.
+            (ROW_BLOCK, ROW_BLOCK) => unsafe {
+                t.dx_then_sums::<ROW_BLOCK>(b0, k, out, &mut grads, &mut o)
+            },
+            // SAFETY: as above.
+            (1, 1) => unsafe { t.dx_then_sums::<1>(b0, k, out, &mut grads, &mut o) },
+            (w, rest) => {
+                for r in 0..w {
+                    let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+                    // SAFETY: row b0 + r belongs to this task's units.
+                    let cur = unsafe { t.dx_rows::<1>(b0 + r, out, coef, k + r) };
+                    let DxRows {
+                        x,
+                        dy,
+                        dx: [dx],
+                        c,
+                        g,
+                    } = cur;
+                    row_dx_portable(x[0], dy[0], dx, c[0], g);
+                }
+                for r in 0..rest {
+                    t.sums::<1>(n0 + r, n0 + r - u0, &mut grads, &mut o);
+                }
+            }
+        }
+        b = b1;
     }
     grads.flush();
 }

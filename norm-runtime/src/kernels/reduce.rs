@@ -25,6 +25,38 @@ pub type Stage<'a, T> = (&'a mut [T], &'a mut [T]);
 /// accumulators of its gradient sums.
 pub type RowParam<'a, T> = (&'a [T], Option<Stage<'a, T>>);
 
+/// `R` rows of one length for the backward sums: the inputs, upstream gradients and the
+/// coefficients (m, a, b) of x̂ = (x − m)·a + b, per row.
+pub struct Rows<'a, T, const R: usize> {
+    /// The inputs.
+    pub x: [&'a [T]; R],
+    /// The upstream gradients.
+    pub dy: [&'a [T]; R],
+    /// (m, a, b) per row.
+    pub c: [(T, T, T); R],
+}
+
+/// `R` rows of one length for the dx pass: dx = dy·(c·γ) + ((x − m)·a + b).
+pub struct DxRows<'a, T, const R: usize> {
+    /// The inputs.
+    pub x: [&'a [T]; R],
+    /// The upstream gradients.
+    pub dy: [&'a [T]; R],
+    /// The outputs.
+    pub dx: [&'a mut [T]; R],
+    /// (c, m, a, b) per row.
+    pub c: [(T, T, T, T); R],
+    /// γ along the rows (shared), if not folded into `c`.
+    pub g: Option<&'a [T]>,
+}
+
+/// A row parameter reborrowed for one call.
+#[inline(always)]
+pub(crate) fn reborrow<'b, T>(p: &'b mut Option<RowParam<'_, T>>) -> Option<RowParam<'b, T>> {
+    p.as_mut()
+        .map(|(g, st)| (&**g, st.as_mut().map(|(a, b)| (&mut **a, &mut **b))))
+}
+
 /// Portable reference of [`RowReduce::row_sums`].
 #[inline(always)]
 pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
@@ -149,28 +181,33 @@ pub trait RowReduce: Sized + Copy {
     ) -> Option<(f64, f64)> {
         None
     }
-    /// Software pipelining of two rows in the backward pass: writes
-    /// dx = dy·(c·γ) + ((x − m)·a + b) for the current row (`g`: its γ, if along the row) and
-    /// returns [`row_dsums`](RowReduce::row_dsums) of the `next` row (`next_c`: its (m, a, b),
-    /// `p`: its γ and gradient accumulators), with exactly the arithmetic of the separate
-    /// passes. The default runs the two passes one after the other.
+    /// [`row_dsums`](RowReduce::row_dsums) of `R` rows sharing `p` (γ and its staging,
+    /// which receives the terms of all `R` rows). Kernels may sum the rows' staged terms in
+    /// registers before one update of the accumulators.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn dx_then_dsums(
-        x: &[Self],
-        dy: &[Self],
-        dx: &mut [Self],
-        c: (Self, Self, Self, Self),
-        g: Option<&[Self]>,
-        next: (&[Self], &[Self]),
-        next_c: (Self, Self, Self),
+    fn dsums_rows<const R: usize>(
+        rows: Rows<'_, Self, R>,
+        mut p: Option<RowParam<'_, Self>>,
+    ) -> [(f64, f64); R] {
+        std::array::from_fn(|r| Self::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p)))
+    }
+    /// Software pipelining in the backward pass: writes dx of `R` rows and returns
+    /// [`dsums_rows`](RowReduce::dsums_rows) of the `R` next rows, with exactly the
+    /// arithmetic of the separate passes. The default runs the two passes one after the
+    /// other.
+    #[inline(always)]
+    fn dx_then_dsums<const R: usize>(
+        cur: DxRows<'_, Self, R>,
+        next: Rows<'_, Self, R>,
         p: Option<RowParam<'_, Self>>,
-    ) -> (f64, f64)
+    ) -> [(f64, f64); R]
     where
         Self: crate::Float,
     {
-        row_dx_portable(x, dy, dx, c, g);
-        Self::row_dsums(next.0, next.1, next_c, p)
+        for (r, dx) in cur.dx.into_iter().enumerate() {
+            row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
+        }
+        Self::dsums_rows(next, p)
     }
 }
 
@@ -197,7 +234,14 @@ impl RowReduce for f32 {
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::dsums_f32_avx512(x, dy, c, p) },
+            Level::Avx512 => unsafe {
+                let rows = Rows {
+                    x: [x],
+                    dy: [dy],
+                    c: [c],
+                };
+                x86::dsums_f32_avx512(rows, p)[0]
+            },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, p) },
@@ -205,25 +249,34 @@ impl RowReduce for f32 {
         }
     }
     #[inline(always)]
-    fn dx_then_dsums(
-        x: &[f32],
-        dy: &[f32],
-        dx: &mut [f32],
-        c: (f32, f32, f32, f32),
-        g: Option<&[f32]>,
-        next: (&[f32], &[f32]),
-        next_c: (f32, f32, f32),
-        p: Option<RowParam<'_, f32>>,
-    ) -> (f64, f64) {
+    fn dsums_rows<const R: usize>(
+        rows: Rows<'_, f32, R>,
+        mut p: Option<RowParam<'_, f32>>,
+    ) -> [(f64, f64); R] {
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe {
-                x86::dx_then_dsums_f32_avx512(x, dy, dx, c, g, next, next_c, p)
-            },
+            Level::Avx512 => unsafe { x86::dsums_f32_avx512(rows, p) },
+            _ => std::array::from_fn(|r| {
+                Self::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p))
+            }),
+        }
+    }
+    #[inline(always)]
+    fn dx_then_dsums<const R: usize>(
+        cur: DxRows<'_, f32, R>,
+        next: Rows<'_, f32, R>,
+        p: Option<RowParam<'_, f32>>,
+    ) -> [(f64, f64); R] {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::dx_then_dsums_f32_avx512(cur, next, p) },
             _ => {
-                row_dx_portable(x, dy, dx, c, g);
-                Self::row_dsums(next.0, next.1, next_c, p)
+                for (r, dx) in cur.dx.into_iter().enumerate() {
+                    row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
+                }
+                Self::dsums_rows(next, p)
             }
         }
     }
@@ -287,8 +340,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        row_dsums_portable, row_dsums_weighted, row_dx_portable, row_sums_portable,
-        stage_portable, RowParam,
+        reborrow, row_dsums_portable, row_dsums_weighted, row_dx_portable, row_sums_portable,
+        stage_portable, DxRows, RowParam, Rows,
     };
 
     #[inline]
@@ -544,12 +597,12 @@ mod x86 {
     /// accumulators.
     type ParamPtrs = Option<(*const f32, Option<(*mut f32, *mut f32)>)>;
 
-    /// The accumulators of the f32 backward sums (AVX-512): Σw·dy and Σw·dy·x̂, each in two
-    /// f64 chains (low and high lanes). 64 values at a time are first summed in f32 —
+    /// The accumulators of one row's f32 backward sums (AVX-512): Σw·dy and Σw·dy·x̂, each in
+    /// two f64 chains (low and high lanes). 64 values at a time are first summed in f32 —
     /// four terms per lane, a few roundings of the element type — then widened once, which
-    /// keeps the lane-crossing conversions off the critical port. One type for the plain and
-    /// the pipelined reduction, so both perform the same operations in the same order
-    /// (bit-identical sums).
+    /// keeps the lane-crossing conversions off the critical port. The plain and the
+    /// pipelined kernels, for any number of rows at a time, perform the same operations on
+    /// a row in the same order (bit-identical sums).
     struct DSums {
         coef: (f32, f32, f32),
         vm: __m512,
@@ -574,29 +627,16 @@ mod x86 {
             }
         }
 
-        /// The 16 values at `x`, `dy`: (w·dy, x̂). With `p`, w = γ, and a staged γ gets
-        /// dy·x̂ and dy added into its accumulators.
+        /// (dy, x̂) of the 16 values at `x`, `dy`.
         ///
         /// # Safety
-        /// `x`, `dy` (and γ) must be valid for reading 16 values, the accumulators for reading
-        /// and writing 16 values, and nothing else may access them meanwhile.
+        /// `x` and `dy` must be valid for reading 16 values.
         #[inline]
-        #[target_feature(enable = "avx512f,avx512dq,fma")]
-        unsafe fn terms16(&self, x: *const f32, dy: *const f32, p: ParamPtrs) -> (__m512, __m512) {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn raw16(&self, x: *const f32, dy: *const f32) -> (__m512, __m512) {
             // SAFETY: 16 values readable at `x` and `dy` (the caller's contract).
-            let (vx, mut vd) = unsafe { (_mm512_loadu_ps(x), _mm512_loadu_ps(dy)) };
+            let (vx, vd) = unsafe { (_mm512_loadu_ps(x), _mm512_loadu_ps(dy)) };
             let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(vx, self.vm), self.va), self.vb);
-            if let Some((g, stage)) = p {
-                // SAFETY: 16 values readable at `g`, readable and writable (exclusively) at
-                // the accumulators (the caller's contract).
-                unsafe {
-                    if let Some((sg, sb)) = stage {
-                        _mm512_storeu_ps(sg, _mm512_fmadd_ps(vd, xh, _mm512_loadu_ps(sg)));
-                        _mm512_storeu_ps(sb, _mm512_add_ps(_mm512_loadu_ps(sb), vd));
-                    }
-                    vd = _mm512_mul_ps(vd, _mm512_loadu_ps(g));
-                }
-            }
             (vd, xh)
         }
 
@@ -612,24 +652,6 @@ mod x86 {
             self.t[1] = _mm512_add_pd(self.t[1], hi(pt));
         }
 
-        /// Adds 64 values.
-        ///
-        /// # Safety
-        /// As [`terms16`](Self::terms16), for 64 values.
-        #[inline]
-        #[target_feature(enable = "avx512f,avx512dq,fma")]
-        unsafe fn add64(&mut self, x: *const f32, dy: *const f32, p: ParamPtrs) {
-            // SAFETY: the caller's contract covers the four blocks of 16.
-            let [(d0, h0), (d1, h1), (d2, h2), (d3, h3)] =
-                [0, 16, 32, 48].map(|k| unsafe { self.terms16(x.add(k), dy.add(k), at(p, k)) });
-            let ps = _mm512_add_ps(_mm512_add_ps(d0, d1), _mm512_add_ps(d2, d3));
-            let pt = _mm512_add_ps(
-                _mm512_fmadd_ps(d1, h1, _mm512_mul_ps(d0, h0)),
-                _mm512_fmadd_ps(d3, h3, _mm512_mul_ps(d2, h2)),
-            );
-            self.push(ps, pt);
-        }
-
         /// Adds the last values of the row (`x.len() < 64`) and reduces: (Σw·dy, Σw·dy·x̂).
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
@@ -638,13 +660,16 @@ mod x86 {
             let base = ptrs(&mut p);
             let mut i = 0;
             while i + 16 <= n {
-                // SAFETY: i + 16 ≤ n, the length of the rows, γ and its accumulators
-                // (checked by the kernels that call `finish`); `p` is borrowed mutably here.
-                let (d, h) = unsafe { self.terms16(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
-                self.push(d, _mm512_mul_ps(d, h));
+                // SAFETY: i + 16 ≤ n, the length of the row, γ and its accumulators (checked
+                // by the kernels that call `finish`); `p` is borrowed mutably here.
+                unsafe {
+                    let (vd, xh) = self.raw16(x.as_ptr().add(i), dy.as_ptr().add(i));
+                    let vw = weigh(vd, xh, at(base, i));
+                    self.push(vw, _mm512_mul_ps(vw, xh));
+                }
                 i += 16;
             }
-            let p = p.map(|(g, st)| (&g[i..], st.map(|(sg, sb)| (&mut sg[i..], &mut sb[i..]))));
+            let p = tail(p, i);
             let (r1, r2) = row_dsums_portable(&x[i..], &dy[i..], self.coef, p);
             let s = _mm512_add_pd(self.s[0], self.s[1]);
             let t = _mm512_add_pd(self.t[0], self.t[1]);
@@ -652,10 +677,82 @@ mod x86 {
         }
     }
 
+    /// One row's 16 values (dy, x̂) → w·dy, staging dy·x̂ and dy first if `p` is staged.
+    ///
+    /// # Safety
+    /// γ (and the accumulators) at `p` must be valid for reading (and writing) 16 values,
+    /// exclusively.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn weigh(vd: __m512, xh: __m512, p: ParamPtrs) -> __m512 {
+        let Some((g, st)) = p else { return vd };
+        // SAFETY: the caller's contract.
+        unsafe {
+            if let Some((sg, sb)) = st {
+                _mm512_storeu_ps(sg, _mm512_fmadd_ps(vd, xh, _mm512_loadu_ps(sg)));
+                _mm512_storeu_ps(sb, _mm512_add_ps(_mm512_loadu_ps(sb), vd));
+            }
+            _mm512_mul_ps(vd, _mm512_loadu_ps(g))
+        }
+    }
+
+    /// Adds 64 columns of `R` rows sharing γ: each row sums its four blocks of 16 in f32
+    /// before one push; a staged γ gets the terms of all `R` rows summed in registers, then
+    /// one update of its accumulators per block of 16.
+    ///
+    /// # Safety
+    /// Every `x[r]`, `dy[r]` must be valid for reading 64 values, γ (and the accumulators)
+    /// at `p` for reading (and writing) 64 values, exclusively.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    unsafe fn add64<const R: usize>(
+        acc: &mut [DSums; R],
+        x: [*const f32; R],
+        dy: [*const f32; R],
+        p: ParamPtrs,
+    ) {
+        let z = _mm512_setzero_ps();
+        let (mut ps, mut pt) = ([z; R], [z; R]);
+        for k in 0..4 {
+            let off = 16 * k;
+            // SAFETY: all offsets below 64 (the caller's contract).
+            unsafe {
+                let (g, st) = match at(p, off) {
+                    Some((g, st)) => (Some(_mm512_loadu_ps(g)), st),
+                    None => (None, None),
+                };
+                let mut staged = st.map(|(sg, sb)| (_mm512_loadu_ps(sg), _mm512_loadu_ps(sb)));
+                for r in 0..R {
+                    let (vd, xh) = acc[r].raw16(x[r].add(off), dy[r].add(off));
+                    if let Some((sg, sb)) = &mut staged {
+                        *sg = _mm512_fmadd_ps(vd, xh, *sg);
+                        *sb = _mm512_add_ps(*sb, vd);
+                    }
+                    let vw = g.map_or(vd, |g| _mm512_mul_ps(vd, g));
+                    if k == 0 {
+                        (ps[r], pt[r]) = (vw, _mm512_mul_ps(vw, xh));
+                    } else {
+                        ps[r] = _mm512_add_ps(ps[r], vw);
+                        pt[r] = _mm512_fmadd_ps(vw, xh, pt[r]);
+                    }
+                }
+                if let (Some((a, b)), Some((sg, sb))) = (st, staged) {
+                    _mm512_storeu_ps(a, sg);
+                    _mm512_storeu_ps(b, sb);
+                }
+            }
+        }
+        for r in 0..R {
+            acc[r].push(ps[r], pt[r]);
+        }
+    }
+
     /// The base pointers of a row parameter.
     fn ptrs(p: &mut Option<RowParam<'_, f32>>) -> ParamPtrs {
         p.as_mut().map(|(g, st)| {
-            let st = st.as_mut().map(|(sg, sb)| (sg.as_mut_ptr(), sb.as_mut_ptr()));
+            let st = st
+                .as_mut()
+                .map(|(sg, sb)| (sg.as_mut_ptr(), sb.as_mut_ptr()));
             (g.as_ptr(), st)
         })
     }
@@ -669,71 +766,121 @@ mod x86 {
         })
     }
 
-    /// The last `n − from` values of a row parameter.
+    /// The values from `from` on of a row parameter.
     fn tail<'a>(p: Option<RowParam<'a, f32>>, from: usize) -> Option<RowParam<'a, f32>> {
-        p.map(|(g, st)| (&g[from..], st.map(|(sg, sb)| (&mut sg[from..], &mut sb[from..]))))
+        p.map(|(g, st)| {
+            (
+                &g[from..],
+                st.map(|(sg, sb)| (&mut sg[from..], &mut sb[from..])),
+            )
+        })
     }
 
-    /// Asserts that a row, its upstream gradient and its parameter have length `n`.
-    fn check_row(n: usize, x: &[f32], dy: &[f32], p: &Option<RowParam<'_, f32>>) {
-        assert!(x.len() == n && dy.len() == n, "rows of one length");
+    /// Asserts that rows, upstream gradients and the parameter all have length `n`.
+    fn check_rows<const R: usize>(
+        n: usize,
+        rows: &Rows<'_, f32, R>,
+        p: &Option<RowParam<'_, f32>>,
+    ) {
+        for r in 0..R {
+            assert!(
+                rows.x[r].len() == n && rows.dy[r].len() == n,
+                "rows of one length"
+            );
+        }
         if let Some((g, st)) = p {
             assert!(
-                g.len() == n && st.as_ref().is_none_or(|(sg, sb)| sg.len() == n && sb.len() == n),
+                g.len() == n
+                    && st
+                        .as_ref()
+                        .is_none_or(|(sg, sb)| sg.len() == n && sb.len() == n),
                 "parameters span the row"
             );
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn dsums_f32_avx512(
-        x: &[f32],
-        dy: &[f32],
-        c: (f32, f32, f32),
+    /// The accumulators of `R` rows.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn dsums_acc<const R: usize>(rows: &Rows<'_, f32, R>) -> [DSums; R] {
+        let mut acc = [const { None }; R];
+        for (a, &c) in acc.iter_mut().zip(&rows.c) {
+            *a = Some(DSums::new(c));
+        }
+        acc.map(|a| a.expect("every row set"))
+    }
+
+    /// Each row's rest from `full` on, and the reduced sums.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    fn dsums_finish<const R: usize>(
+        acc: [DSums; R],
+        rows: &Rows<'_, f32, R>,
+        full: usize,
         mut p: Option<RowParam<'_, f32>>,
-    ) -> (f64, f64) {
-        let n = x.len();
-        check_row(n, x, dy, &p);
-        let mut acc = DSums::new(c);
+    ) -> [(f64, f64); R] {
+        let mut out = [(0.0, 0.0); R];
+        for (r, a) in acc.into_iter().enumerate() {
+            let (x, dy) = (&rows.x[r][full..], &rows.dy[r][full..]);
+            out[r] = a.finish(x, dy, tail(reborrow(&mut p), full));
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn dsums_f32_avx512<const R: usize>(
+        rows: Rows<'_, f32, R>,
+        mut p: Option<RowParam<'_, f32>>,
+    ) -> [(f64, f64); R] {
+        let n = rows.x[0].len();
+        check_rows(n, &rows, &p);
+        let mut acc = dsums_acc(&rows);
         let full = n - n % 64;
         let base = ptrs(&mut p);
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 64 ≤ n, the length of `x`, `dy`, γ and its accumulators (checked
+            // SAFETY: i + 64 ≤ n, the length of every row, γ and its accumulators (checked
             // above), which `p` borrows mutably for the loop.
-            unsafe { acc.add64(x.as_ptr().add(i), dy.as_ptr().add(i), at(base, i)) };
+            unsafe {
+                let x = rows.x.map(|x| x.as_ptr().add(i));
+                let dy = rows.dy.map(|d| d.as_ptr().add(i));
+                add64(&mut acc, x, dy, at(base, i));
+            }
             i += 64;
         }
-        acc.finish(&x[full..], &dy[full..], tail(p, full))
+        dsums_finish(acc, &rows, full, p)
     }
 
-    /// dx of the current row (see `row_dx_portable`) with `dsums_f32_avx512` of the next row
-    /// in the same loop.
-    #[allow(clippy::too_many_arguments)]
+    /// dx of the current rows (see `row_dx_portable`) with `dsums_f32_avx512` of the next
+    /// rows in the same loop.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn dx_then_dsums_f32_avx512(
-        x: &[f32],
-        dy: &[f32],
-        dx: &mut [f32],
-        (c, m, a, b): (f32, f32, f32, f32),
-        g: Option<&[f32]>,
-        (nx, ndy): (&[f32], &[f32]),
-        next_c: (f32, f32, f32),
+    pub(super) fn dx_then_dsums_f32_avx512<const R: usize>(
+        cur: DxRows<'_, f32, R>,
+        next: Rows<'_, f32, R>,
         mut p: Option<RowParam<'_, f32>>,
-    ) -> (f64, f64) {
-        let n = nx.len();
-        check_row(n, nx, ndy, &p);
+    ) -> [(f64, f64); R] {
+        let n = next.x[0].len();
+        check_rows(n, &next, &p);
+        for r in 0..R {
+            assert!(
+                cur.x[r].len() == n && cur.dy[r].len() == n && cur.dx[r].len() == n,
+                "rows of one length"
+            );
+        }
         assert!(
-            x.len() == n && dy.len() == n && dx.len() == n && g.is_none_or(|g| g.len() == n),
-            "rows of one length"
+            cur.g.is_none_or(|g| g.len() == n),
+            "parameters span the row"
         );
-        let (vc, vm, va, vb) = (
-            _mm512_set1_ps(c),
-            _mm512_set1_ps(m),
-            _mm512_set1_ps(a),
-            _mm512_set1_ps(b),
-        );
-        let mut acc = DSums::new(next_c);
+        let DxRows { x, dy, dx, c, g } = cur;
+        let coef = c.map(|(c, m, a, b)| {
+            (
+                _mm512_set1_ps(c),
+                _mm512_set1_ps(m),
+                _mm512_set1_ps(a),
+                _mm512_set1_ps(b),
+            )
+        });
+        let mut acc = dsums_acc(&next);
         let full = n - n % 64;
         let base = ptrs(&mut p);
         let mut i = 0;
@@ -741,26 +888,32 @@ mod x86 {
             // SAFETY: i + 64 ≤ n, the length of every row, γ and accumulator (checked above):
             // unaligned loads and stores in bounds; `p` is borrowed mutably for the loop.
             unsafe {
-                // The next row's loads first: a load behind a store to an address 4 KiB
+                // The next rows' loads first: a load behind a store to an address 4 KiB
                 // apart (rows of whole pages) would wait on it (4K aliasing).
-                acc.add64(nx.as_ptr().add(i), ndy.as_ptr().add(i), at(base, i));
+                let nx = next.x.map(|x| x.as_ptr().add(i));
+                let ndy = next.dy.map(|d| d.as_ptr().add(i));
+                add64(&mut acc, nx, ndy, at(base, i));
                 for j in [i, i + 16, i + 32, i + 48] {
-                    let v = _mm512_loadu_ps(x.as_ptr().add(j));
-                    let d = _mm512_loadu_ps(dy.as_ptr().add(j));
-                    let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
-                    let cg = match g {
-                        Some(g) => _mm512_mul_ps(vc, _mm512_loadu_ps(g.as_ptr().add(j))),
-                        None => vc,
-                    };
-                    _mm512_storeu_ps(dx.as_mut_ptr().add(j), _mm512_add_ps(_mm512_mul_ps(d, cg), xh));
+                    let cg = g.map(|g| _mm512_loadu_ps(g.as_ptr().add(j)));
+                    for r in 0..R {
+                        let (vc, vm, va, vb) = coef[r];
+                        let v = _mm512_loadu_ps(x[r].as_ptr().add(j));
+                        let d = _mm512_loadu_ps(dy[r].as_ptr().add(j));
+                        let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
+                        let k = cg.map_or(vc, |g| _mm512_mul_ps(vc, g));
+                        let o = _mm512_add_ps(_mm512_mul_ps(d, k), xh);
+                        _mm512_storeu_ps(dx[r].as_mut_ptr().add(j), o);
+                    }
                 }
             }
             i += 64;
         }
         // The rest of dx exactly as the portable kernel computes it.
-        let g = g.map(|g| &g[full..]);
-        row_dx_portable(&x[full..], &dy[full..], &mut dx[full..], (c, m, a, b), g);
-        acc.finish(&nx[full..], &ndy[full..], tail(p, full))
+        for r in 0..R {
+            let g = g.map(|g| &g[full..]);
+            row_dx_portable(&x[r][full..], &dy[r][full..], &mut dx[r][full..], c[r], g);
+        }
+        dsums_finish(acc, &next, full, p)
     }
 
     #[target_feature(enable = "avx2,fma")]
