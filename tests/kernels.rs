@@ -131,7 +131,7 @@ fn every_level_on_odd_lengths() {
     for level in levels() {
         simd::set_cap(Some(level));
         assert_eq!(simd::level(), level);
-        for len in [1usize, 2, 7, 15, 16, 17, 31, 33, 1023] {
+        for len in [1usize, 2, 7, 15, 16, 17, 31, 32, 33, 48, 64, 65, 130, 1023] {
             // Rows: each group is one contiguous line.
             if len > 1 {
                 check_case(
@@ -142,11 +142,12 @@ fn every_level_on_odd_lengths() {
                     &format!("{level:?} rows len {len}"),
                 );
             }
-            // Columns: channels-last batch norm, groups along the line.
+            // Columns: channels-last batch norm, groups along the line (19 lines: more than
+            // one flush of the f32 partial sums of the backward pass).
             check_case(
                 "N,C",
                 "N",
-                &[5, len],
+                &[19, len],
                 &[0],
                 &format!("{level:?} columns len {len}"),
             );
@@ -177,6 +178,7 @@ fn split_path_for_few_huge_groups() {
     simd::set_cap(None);
     // One column block of 3 groups over 70 000 rows, and two rows of 100 003 elements.
     check_case("N,F", "N", &[70_000, 3], &[0], "split columns");
+    check_case("N,F", "N", &[3_000, 64], &[0], "split columns of 64");
     check_case("N,D", "D", &[2, 100_003], &[1], "split rows");
     // Sandwich with 3 channels of 3 × 40 000 values each.
     check_case("N,C,L", "N,L", &[3, 3, 40_000], &[0, 2], "split sandwich");

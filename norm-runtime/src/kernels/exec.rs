@@ -54,6 +54,7 @@ pub(crate) struct Units {
 
 /// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs. It borrows the
 /// reduced dims (no per-unit copy of the plan).
+#[derive(Clone)]
 struct LineIter<'a> {
     rd: &'a [Dim],
     idx: [usize; MAX_DIMS],
@@ -206,6 +207,13 @@ impl<T> SharedOut<T> {
         }
     }
 
+    /// The base pointer and length, for kernels that write whole runs of lines (each
+    /// write under the same contract as [`line`](Self::line)).
+    #[inline(always)]
+    fn raw(&self) -> (*mut T, usize) {
+        (self.ptr, self.len)
+    }
+
     /// The mutable line `off..off + len`.
     ///
     /// # Safety
@@ -305,6 +313,14 @@ fn elementwise<T: Float>(
         &coef.1[g0..g0 + w],
         &coef.2[g0..g0 + w],
     );
+    if w > 1 && params.gamma.is_none() {
+        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+        let (ptr, n) = out.raw();
+        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
+        if unsafe { T::col_affine(x, ptr, n, lines, (m, a, b)) } {
+            return;
+        }
+    }
     for (xo, po) in units.lines_of(u, range) {
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
         let y = unsafe { out.line(xo, len) };
@@ -348,9 +364,13 @@ fn unit_sums<T: Float>(
         sum[0] += s;
         sq[0] += q;
     } else {
-        for (xo, _) in units.lines_of(u, range) {
-            lines::col_sums(&x[xo..xo + len], shift, sum, sq);
-        }
+        T::col_sums(
+            x,
+            units.lines_of(u, range).map(|(xo, _)| xo),
+            shift,
+            sum,
+            sq,
+        );
     }
 }
 
@@ -678,6 +698,12 @@ fn unit_dsums<T: Float>(
         &xhat.1[g0..g0 + gpu],
         &xhat.2[g0..g0 + gpu],
     );
+    if gpu > 1 && gamma.is_none() {
+        // Columns with γ folded (or absent): register-blocked over the lines.
+        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+        T::col_dsums(x, dy, lines, (m, a, b), sg, sgx);
+        return;
+    }
     let np = dparams.len() / 2;
     let (dg, db) = dparams.split_at_mut(np);
     for (xo, po) in units.lines_of(u, range) {
@@ -715,6 +741,14 @@ fn unit_dx<T: Float>(
         &coef.2[g0..g0 + w],
         &coef.3[g0..g0 + w],
     );
+    if w > 1 && gamma.is_none() {
+        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+        let (ptr, n) = out.raw();
+        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
+        if unsafe { T::col_dx(x, dy, ptr, n, lines, (c, m, a, b)) } {
+            return;
+        }
+    }
     for (xo, po) in units.lines_of(u, range) {
         let g = gamma_line(gamma, units.line, po);
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.

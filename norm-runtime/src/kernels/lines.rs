@@ -6,23 +6,13 @@
 //! for elementwise passes; every function is `#[inline(always)]` so it is compiled inside
 //! the caller's `#[target_feature]` trampoline ([`super::simd::dispatch`]).
 
-use super::reduce::{row_dparams_portable, row_dx_portable};
+use super::reduce::{col_dsums_portable, row_dparams_portable, row_dx_portable};
 use crate::Float;
 
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
 #[inline(always)]
 pub(crate) fn row_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
     T::row_sums(x, shift)
-}
-
-/// Per element: sum[i] += x[i] − shift[i], sq[i] += (x[i] − shift[i])².
-#[inline(always)]
-pub(crate) fn col_sums<T: Float>(x: &[T], shift: &[f64], sum: &mut [f64], sq: &mut [f64]) {
-    for (((&v, &h), s), q) in x.iter().zip(shift).zip(sum.iter_mut()).zip(sq.iter_mut()) {
-        let d = v.to_acc() - h;
-        *s += d;
-        *q += d * d;
-    }
 }
 
 /// The affine parameters along one line (unfolded γ/β).
@@ -161,16 +151,7 @@ pub(crate) fn dsums<T: Float, const DS: bool>(
         return;
     }
     match p {
-        DParam::None => {
-            // Columns: zipped iterators so the loop vectorizes.
-            let coef = m.iter().zip(a).zip(b);
-            let acc = sg.iter_mut().zip(sgx.iter_mut());
-            for (((&v, &d), ((&m, &a), &b)), (sg, sgx)) in x.iter().zip(dy).zip(coef).zip(acc) {
-                let d = d.to_acc();
-                *sg += d;
-                *sgx += d * ((v - m) * a + b).to_acc();
-            }
-        }
+        DParam::None => col_dsums_portable(x, dy, (m, a, b), sg, sgx),
         DParam::Scalar(g, dg, db) => {
             let g = g.to_acc();
             let (mut t1, mut t2) = (0.0, 0.0);

@@ -69,6 +69,39 @@ pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f
     (s, q)
 }
 
+/// One line of [`RowReduce::col_sums`].
+#[inline(always)]
+pub(crate) fn col_sums_portable<T: crate::Float>(
+    x: &[T],
+    shift: &[f64],
+    sum: &mut [f64],
+    sq: &mut [f64],
+) {
+    for (((&v, &h), s), q) in x.iter().zip(shift).zip(sum.iter_mut()).zip(sq.iter_mut()) {
+        let d = v.to_acc() - h;
+        *s += d;
+        *q += d * d;
+    }
+}
+
+/// One line of [`RowReduce::col_dsums`] (zipped iterators, so the loop vectorizes).
+#[inline(always)]
+pub(crate) fn col_dsums_portable<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    (m, a, b): (&[T], &[T], &[T]),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    let coef = m.iter().zip(a).zip(b);
+    let acc = sg.iter_mut().zip(sgx.iter_mut());
+    for (((&v, &d), ((&m, &a), &b)), (sg, sgx)) in x.iter().zip(dy).zip(coef).zip(acc) {
+        let d = d.to_acc();
+        *sg += d;
+        *sgx += d * ((v - m) * a + b).to_acc();
+    }
+}
+
 /// Portable reference of [`RowReduce::row_dsums`].
 #[inline(always)]
 pub(crate) fn row_dsums_portable<T: crate::Float>(
@@ -167,6 +200,74 @@ pub trait RowReduce: Sized + Copy {
         c: (Self, Self, Self),
         p: Option<RowParam<'_, Self>>,
     ) -> (f64, f64);
+    /// Shifted sums of `w = shift.len()` columns over lines: for each line start `o` of
+    /// `lines`, sum[c] += x[o + c] − shift[c] and sq[c] += (x[o + c] − shift[c])², in f64.
+    #[inline(always)]
+    fn col_sums<I: Iterator<Item = usize> + Clone>(
+        x: &[Self],
+        lines: I,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) where
+        Self: crate::Float,
+    {
+        let w = shift.len();
+        for o in lines {
+            col_sums_portable(&x[o..o + w], shift, sum, sq);
+        }
+    }
+    /// Backward sums of `w = m.len()` columns over lines: sg[c] += dy, sgx[c] += dy·x̂ with
+    /// x̂ = (x − m[c])·a[c] + b[c].
+    #[inline(always)]
+    fn col_dsums<I: Iterator<Item = usize> + Clone>(
+        x: &[Self],
+        dy: &[Self],
+        lines: I,
+        c: (&[Self], &[Self], &[Self]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    ) where
+        Self: crate::Float,
+    {
+        let w = c.0.len();
+        for o in lines {
+            col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
+        }
+    }
+    /// y = (x − m[c])·a[c] + b[c] over whole lines of `w = m.len()` columns, the
+    /// coefficients held in registers across lines (f32 with AVX-512, w ∈ {16, 32, 48, 64}).
+    /// Returns false, writing nothing, where no such kernel exists.
+    ///
+    /// # Safety
+    /// For every offset `o` of `lines`, `out[o..o + w]` must lie in the `out_len` values at
+    /// `out` (checked) and be written by no one else meanwhile.
+    #[inline(always)]
+    unsafe fn col_affine<I: Iterator<Item = usize>>(
+        _x: &[Self],
+        _out: *mut Self,
+        _out_len: usize,
+        _lines: I,
+        _c: (&[Self], &[Self], &[Self]),
+    ) -> bool {
+        false
+    }
+    /// dx = dy·c[c] + ((x − m[c])·a[c] + b[c]) over whole lines, as [`col_affine`]
+    /// (`RowReduce::col_affine`).
+    ///
+    /// # Safety
+    /// As [`col_affine`](RowReduce::col_affine).
+    #[inline(always)]
+    unsafe fn col_dx<I: Iterator<Item = usize>>(
+        _x: &[Self],
+        _dy: &[Self],
+        _out: *mut Self,
+        _out_len: usize,
+        _lines: I,
+        _c: (&[Self], &[Self], &[Self], &[Self]),
+    ) -> bool {
+        false
+    }
     /// Software pipelining of two rows: writes y = ((x − m)·a + b)·γ + β for the current row
     /// and returns the shifted sums of the `next` row (all rows of one length), with exactly
     /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
@@ -246,6 +347,86 @@ impl RowReduce for f32 {
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, p) },
             _ => row_dsums_portable(x, dy, c, p),
+        }
+    }
+    #[inline(always)]
+    unsafe fn col_affine<I: Iterator<Item = usize>>(
+        x: &[f32],
+        out: *mut f32,
+        out_len: usize,
+        lines: I,
+        c: (&[f32], &[f32], &[f32]),
+    ) -> bool {
+        let k = (c.0, c.1, c.2, c.2);
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time; the output
+            // contract is the caller's.
+            Level::Avx512 => unsafe {
+                x86::col_lines_f32_avx512::<false, I>(x, x, out, out_len, lines, k)
+            },
+            _ => false,
+        }
+    }
+    #[inline(always)]
+    unsafe fn col_dx<I: Iterator<Item = usize>>(
+        x: &[f32],
+        dy: &[f32],
+        out: *mut f32,
+        out_len: usize,
+        lines: I,
+        c: (&[f32], &[f32], &[f32], &[f32]),
+    ) -> bool {
+        let k = (c.1, c.2, c.3, c.0);
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time; the output
+            // contract is the caller's.
+            Level::Avx512 => unsafe {
+                x86::col_lines_f32_avx512::<true, I>(x, dy, out, out_len, lines, k)
+            },
+            _ => false,
+        }
+    }
+    #[inline(always)]
+    fn col_sums<I: Iterator<Item = usize> + Clone>(
+        x: &[f32],
+        lines: I,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::col_sums_f32_avx512(x, lines, shift, sum, sq) },
+            _ => {
+                let w = shift.len();
+                for o in lines {
+                    col_sums_portable(&x[o..o + w], shift, sum, sq);
+                }
+            }
+        }
+    }
+    #[inline(always)]
+    fn col_dsums<I: Iterator<Item = usize> + Clone>(
+        x: &[f32],
+        dy: &[f32],
+        lines: I,
+        c: (&[f32], &[f32], &[f32]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    ) {
+        match level() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `level()` never exceeds the features detected at run time.
+            Level::Avx512 => unsafe { x86::col_dsums_f32_avx512(x, dy, lines, c, sg, sgx) },
+            _ => {
+                let w = c.0.len();
+                for o in lines {
+                    col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
+                }
+            }
         }
     }
     #[inline(always)]
@@ -340,8 +521,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{
-        reborrow, row_dsums_portable, row_dsums_weighted, row_dx_portable, row_sums_portable,
-        stage_portable, DxRows, RowParam, Rows,
+        col_dsums_portable, col_sums_portable, reborrow, row_dsums_portable, row_dsums_weighted,
+        row_dx_portable, row_sums_portable, stage_portable, DxRows, RowParam, Rows,
     };
 
     #[inline]
@@ -914,6 +1095,291 @@ mod x86 {
             row_dx_portable(&x[r][full..], &dy[r][full..], &mut dx[r][full..], c[r], g);
         }
         dsums_finish(acc, &next, full, p)
+    }
+
+    /// The elementwise passes over whole lines of `w = 16·V` columns with the coefficients
+    /// in registers: y = (x − m)·a + b, and with `DX`, dx = dy·c + ((x − m)·a + b) —
+    /// the portable kernels' operations in their order. `k` = (m, a, b, c).
+    ///
+    /// # Safety
+    /// As `RowReduce::col_affine`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn col_lines<const V: usize, const DX: bool, I: Iterator<Item = usize>>(
+        x: &[f32],
+        dy: &[f32],
+        out: *mut f32,
+        out_len: usize,
+        lines: I,
+        (m, a, b, c): (&[f32], &[f32], &[f32], &[f32]),
+    ) {
+        let w = 16 * V;
+        assert!(
+            m.len() == w && a.len() == w && b.len() == w && c.len() == w,
+            "one coefficient per column"
+        );
+        let zs = _mm512_setzero_ps();
+        let mut k = [[zs; 4]; 4];
+        for (v, kv) in k.iter_mut().take(V).enumerate() {
+            for (j, arr) in [m, a, b, c].into_iter().enumerate() {
+                // SAFETY: 16 values at 16v < w = arr.len().
+                kv[j] = unsafe { _mm512_loadu_ps(arr.as_ptr().add(16 * v)) };
+            }
+        }
+        let len = if DX {
+            x.len().min(dy.len()).min(out_len)
+        } else {
+            x.len().min(out_len)
+        };
+        for o in lines {
+            line_in(o, w, len);
+            for (v, &[vm, va, vb, vc]) in k.iter().take(V).enumerate() {
+                let i = o + 16 * v;
+                // SAFETY: i + 16 ≤ o + w ≤ the lengths of `x`, `dy` and the output (checked
+                // above); the line is written by this task only (the caller's contract).
+                unsafe {
+                    let xh = _mm512_add_ps(
+                        _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), vm), va),
+                        vb,
+                    );
+                    let y = if DX {
+                        _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(dy.as_ptr().add(i)), vc), xh)
+                    } else {
+                        xh
+                    };
+                    _mm512_storeu_ps(out.add(i), y);
+                }
+            }
+        }
+    }
+
+    /// `col_lines` for the widths it has (16, 32, 48, 64); false otherwise.
+    ///
+    /// # Safety
+    /// As `RowReduce::col_affine`.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn col_lines_f32_avx512<const DX: bool, I: Iterator<Item = usize>>(
+        x: &[f32],
+        dy: &[f32],
+        out: *mut f32,
+        out_len: usize,
+        lines: I,
+        k: (&[f32], &[f32], &[f32], &[f32]),
+    ) -> bool {
+        match k.0.len() {
+            // SAFETY: the caller's contract (as for every arm below).
+            16 => unsafe { col_lines::<1, DX, I>(x, dy, out, out_len, lines, k) },
+            // SAFETY: as above.
+            32 => unsafe { col_lines::<2, DX, I>(x, dy, out, out_len, lines, k) },
+            // SAFETY: as above.
+            48 => unsafe { col_lines::<3, DX, I>(x, dy, out, out_len, lines, k) },
+            // SAFETY: as above.
+            64 => unsafe { col_lines::<4, DX, I>(x, dy, out, out_len, lines, k) },
+            _ => return false,
+        }
+        true
+    }
+
+    /// Lines per flush of the f32 partial column sums of the backward pass.
+    const COL_FLUSH: usize = 8;
+
+    /// Checks that every line `o..o + w` lies in `len` values (one comparison per line).
+    #[inline(always)]
+    fn line_in(o: usize, w: usize, len: usize) {
+        assert!(
+            o.checked_add(w).is_some_and(|e| e <= len),
+            "line out of bounds"
+        );
+    }
+
+    /// `col_sums` of the `16·V` columns from `c0`, accumulators in registers for the whole
+    /// run of lines, exact f64 differences as the portable kernel.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    fn col_sums_block<const V: usize, I: Iterator<Item = usize>>(
+        x: &[f32],
+        lines: I,
+        c0: usize,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        let w = 16 * V;
+        let (shift, sum, sq) = (
+            &shift[c0..c0 + w],
+            &mut sum[c0..c0 + w],
+            &mut sq[c0..c0 + w],
+        );
+        let z = _mm512_setzero_pd();
+        let mut h = [z; 8];
+        for (k, v) in h.iter_mut().take(2 * V).enumerate() {
+            // SAFETY: 8 f64 at 8k < w = shift.len().
+            *v = unsafe { _mm512_loadu_pd(shift.as_ptr().add(8 * k)) };
+        }
+        let (mut s, mut q) = ([z; 8], [z; 8]);
+        for o in lines {
+            line_in(o + c0, w, x.len());
+            for v in 0..V {
+                // SAFETY: o + c0 + w ≤ x.len() (checked above), 16v + 16 ≤ w.
+                let xv = unsafe { _mm512_loadu_ps(x.as_ptr().add(o + c0 + 16 * v)) };
+                let lo = _mm512_sub_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(xv)), h[2 * v]);
+                let hi = _mm512_sub_pd(
+                    _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(xv)),
+                    h[2 * v + 1],
+                );
+                s[2 * v] = _mm512_add_pd(s[2 * v], lo);
+                s[2 * v + 1] = _mm512_add_pd(s[2 * v + 1], hi);
+                q[2 * v] = _mm512_fmadd_pd(lo, lo, q[2 * v]);
+                q[2 * v + 1] = _mm512_fmadd_pd(hi, hi, q[2 * v + 1]);
+            }
+        }
+        for k in 0..2 * V {
+            // SAFETY: 8 f64 at 8k < w = sum.len() = sq.len().
+            unsafe {
+                let (ps, pq) = (sum.as_mut_ptr().add(8 * k), sq.as_mut_ptr().add(8 * k));
+                _mm512_storeu_pd(ps, _mm512_add_pd(_mm512_loadu_pd(ps), s[k]));
+                _mm512_storeu_pd(pq, _mm512_add_pd(_mm512_loadu_pd(pq), q[k]));
+            }
+        }
+    }
+
+    /// `col_sums`: blocks of 64 columns, then of 16, then the rest per line.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn col_sums_f32_avx512<I: Iterator<Item = usize> + Clone>(
+        x: &[f32],
+        lines: I,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        let w = shift.len();
+        assert!(
+            sum.len() == w && sq.len() == w,
+            "one accumulator per column"
+        );
+        let mut c0 = 0;
+        while c0 + 64 <= w {
+            col_sums_block::<4, I>(x, lines.clone(), c0, shift, sum, sq);
+            c0 += 64;
+        }
+        while c0 + 16 <= w {
+            col_sums_block::<1, I>(x, lines.clone(), c0, shift, sum, sq);
+            c0 += 16;
+        }
+        if c0 < w {
+            for o in lines {
+                let (h, s, q) = (&shift[c0..], &mut sum[c0..], &mut sq[c0..]);
+                col_sums_portable(&x[o + c0..o + w], h, s, q);
+            }
+        }
+    }
+
+    /// `col_dsums` of the `16·V` columns from `c0`: f32 partial sums over up to
+    /// [`COL_FLUSH`] lines, then added into the f64 accumulators.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    fn col_dsums_block<const V: usize, I: Iterator<Item = usize>>(
+        (x, dy): (&[f32], &[f32]),
+        lines: I,
+        c0: usize,
+        (m, a, b): (&[f32], &[f32], &[f32]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    ) {
+        let w = 16 * V;
+        let (m, a, b) = (&m[c0..c0 + w], &a[c0..c0 + w], &b[c0..c0 + w]);
+        let (sg, sgx) = (&mut sg[c0..c0 + w], &mut sgx[c0..c0 + w]);
+        let zs = _mm512_setzero_ps();
+        let mut coef = [(zs, zs, zs); 4];
+        for (v, k) in coef.iter_mut().take(V).enumerate() {
+            // SAFETY: 16 values at 16v < w = m.len() = a.len() = b.len().
+            *k = unsafe {
+                (
+                    _mm512_loadu_ps(m.as_ptr().add(16 * v)),
+                    _mm512_loadu_ps(a.as_ptr().add(16 * v)),
+                    _mm512_loadu_ps(b.as_ptr().add(16 * v)),
+                )
+            };
+        }
+        let flush = |ps: &mut [__m512; 4],
+                     pt: &mut [__m512; 4],
+                     sg: &mut [f64],
+                     sgx: &mut [f64]| {
+            for v in 0..V {
+                for (half, acc) in [(0, &mut *sg), (1, &mut *sgx)] {
+                    let p = if half == 0 { ps[v] } else { pt[v] };
+                    let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(p));
+                    let hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(p));
+                    // SAFETY: 16 f64 at 16v < w = acc.len().
+                    unsafe {
+                        let q = acc.as_mut_ptr().add(16 * v);
+                        _mm512_storeu_pd(q, _mm512_add_pd(_mm512_loadu_pd(q), lo));
+                        _mm512_storeu_pd(q.add(8), _mm512_add_pd(_mm512_loadu_pd(q.add(8)), hi));
+                    }
+                }
+                ps[v] = _mm512_setzero_ps();
+                pt[v] = _mm512_setzero_ps();
+            }
+        };
+        let (mut ps, mut pt) = ([zs; 4], [zs; 4]);
+        let mut n = 0;
+        for o in lines {
+            line_in(o + c0, w, x.len().min(dy.len()));
+            for v in 0..V {
+                let (vm, va, vb) = coef[v];
+                // SAFETY: o + c0 + w ≤ the length of `x` and `dy` (checked above), 16v + 16 ≤ w.
+                let (xv, d) = unsafe {
+                    (
+                        _mm512_loadu_ps(x.as_ptr().add(o + c0 + 16 * v)),
+                        _mm512_loadu_ps(dy.as_ptr().add(o + c0 + 16 * v)),
+                    )
+                };
+                let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xv, vm), va), vb);
+                ps[v] = _mm512_add_ps(ps[v], d);
+                pt[v] = _mm512_fmadd_ps(d, xh, pt[v]);
+            }
+            n += 1;
+            if n == COL_FLUSH {
+                flush(&mut ps, &mut pt, sg, sgx);
+                n = 0;
+            }
+        }
+        if n > 0 {
+            flush(&mut ps, &mut pt, sg, sgx);
+        }
+    }
+
+    /// `col_dsums`: blocks of 64 columns, then of 16, then the rest per line.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn col_dsums_f32_avx512<I: Iterator<Item = usize> + Clone>(
+        x: &[f32],
+        dy: &[f32],
+        lines: I,
+        c: (&[f32], &[f32], &[f32]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    ) {
+        let w = c.0.len();
+        assert!(
+            c.1.len() == w && c.2.len() == w && sg.len() == w && sgx.len() == w,
+            "one coefficient and accumulator per column"
+        );
+        let mut c0 = 0;
+        while c0 + 64 <= w {
+            col_dsums_block::<4, I>((x, dy), lines.clone(), c0, c, sg, sgx);
+            c0 += 64;
+        }
+        while c0 + 16 <= w {
+            col_dsums_block::<1, I>((x, dy), lines.clone(), c0, c, sg, sgx);
+            c0 += 16;
+        }
+        if c0 < w {
+            let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
+            for o in lines {
+                let (xs, ds) = (&x[o + c0..o + w], &dy[o + c0..o + w]);
+                col_dsums_portable(xs, ds, (m, a, b), &mut sg[c0..], &mut sgx[c0..]);
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
