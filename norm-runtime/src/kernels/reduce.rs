@@ -571,13 +571,19 @@ mod x86 {
             }
         }
 
-        /// Adds 32 values (`v0`, `v1`: 16 each). Eight independent chains: the add latency,
-        /// not memory, would otherwise bound the loop.
+        /// Adds the 32 values at `p`. Eight independent chains: the add latency, not memory,
+        /// would otherwise bound the loop. Halves are loaded as 256-bit vectors and widened
+        /// from there (no lane extraction).
+        ///
+        /// # Safety
+        /// `p` must be valid for reading 32 values.
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
-        fn add32(&mut self, v0: __m512, v1: __m512) {
-            let (a, b) = widen16(v0, self.h);
-            let (c, d) = widen16(v1, self.h);
+        unsafe fn add32(&mut self, p: *const f32) {
+            // SAFETY: 32 values readable at `p` (the caller's contract).
+            let [a, b, c, d] = [0, 8, 16, 24].map(|k| unsafe {
+                _mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(p.add(k))), self.h)
+            });
             for (k, v) in [a, b, c, d].into_iter().enumerate() {
                 self.s[k] = _mm512_add_pd(self.s[k], v);
                 self.q[k] = _mm512_fmadd_pd(v, v, self.q[k]);
@@ -612,14 +618,8 @@ mod x86 {
         let mut acc = Sums16x2::new(shift);
         let mut chunks = x.chunks_exact(32);
         for c in &mut chunks {
-            // SAFETY: `c` holds 32 f32 = 128 bytes: two unaligned 64-byte loads in bounds.
-            let (v0, v1) = unsafe {
-                (
-                    _mm512_loadu_ps(c.as_ptr()),
-                    _mm512_loadu_ps(c.as_ptr().add(16)),
-                )
-            };
-            acc.add32(v0, v1);
+            // SAFETY: `c` holds 32 f32.
+            unsafe { acc.add32(c.as_ptr()) };
         }
         acc.finish(chunks.remainder(), shift)
     }
@@ -650,10 +650,9 @@ mod x86 {
             // SAFETY: i + 32 ≤ n, the length of `next`, `x`, `y` (and γ, β: asserted above):
             // unaligned 64-byte loads and stores in bounds.
             unsafe {
-                let (v0, v1) = (
-                    _mm512_loadu_ps(next.as_ptr().add(i)),
-                    _mm512_loadu_ps(next.as_ptr().add(i + 16)),
-                );
+                // The next row's loads first: a load behind a store to an address 4 KiB
+                // apart (rows of whole pages) would wait on it (4K aliasing).
+                acc.add32(next.as_ptr().add(i));
                 for half in [0, 16] {
                     let mut v = _mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i + half)), vm);
                     v = _mm512_add_ps(_mm512_mul_ps(v, va), vb);
@@ -665,7 +664,6 @@ mod x86 {
                     }
                     _mm512_storeu_ps(y.as_mut_ptr().add(i + half), v);
                 }
-                acc.add32(v0, v1);
             }
             i += 32;
         }
