@@ -29,11 +29,11 @@ use crate::Float;
 const TASK_ELEMS: usize = 1 << 15;
 
 /// The most elements per task on the fused path.
-const TASK_MAX_ELEMS: usize = 1 << 18;
+const TASK_MAX_ELEMS: usize = 1 << 20;
 
-/// The number of tasks the fused path aims at: enough to balance any small pool, few enough
-/// that rows pipeline over long runs (each task restarts the pipeline).
-const TASKS: usize = 64;
+/// The number of tasks the fused path aims at: enough to balance a small pool, few enough
+/// that units pipeline over long runs (each task restarts the pipeline).
+const TASKS: usize = 16;
 
 /// A plan seen as units of lines (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -835,6 +835,10 @@ multiversion! {
             rows_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
             return;
         }
+        if gpu == 1 {
+            groups_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
+            return;
+        }
         for (ui, u) in (u0..u1).enumerate() {
             let l = ui * gpu..(ui + 1) * gpu;
             unit_dsums(
@@ -1137,6 +1141,75 @@ fn rows_backward<T: Float>(
     grads.flush();
 }
 
+/// The fused backward of groups of several lines (one group per unit: NCHW batch norm, a
+/// layer norm over T,D, …), software-pipelined line by line: dx of line j of unit u runs in
+/// the same loop as the sums of line j of unit u + 1. The per-line sums add up in line order,
+/// as in the plain path. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines when γ runs
+/// along the line.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn groups_backward<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    finish: &DxFinish<'_, T>,
+    u0: usize,
+    u1: usize,
+    mut o: BackOut<'_, T>,
+    out: &SharedOut<T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let (len, line, all) = (units.line.size, units.line, (0, units.lines));
+    let dparams = std::mem::take(&mut o.dparams);
+    let stage = std::mem::take(&mut o.stage);
+    let mut grads = RowGrads::new(gamma, line, dparams, stage);
+    let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
+    for (xo, po) in units.lines_of(u0, all) {
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        let sums = T::row_dsums(xs, ds, xh(u0), grads.param(po, 1));
+        let (a, b) = grads.fold(po, sums);
+        o.sg[0] += a;
+        o.sgx[0] += b;
+    }
+    for (ui, u) in (u0..u1).enumerate() {
+        let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
+        (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
+        let next = (u + 1 < u1).then(|| units.lines_of(u + 1, all));
+        let mut next = next.into_iter().flatten();
+        for (xo, po) in units.lines_of(u, all) {
+            let (c, g) = gamma_line(gamma, line, po).row(c);
+            let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+            // SAFETY: line `xo` of unit `u` belongs to this task: written by this task only.
+            let dx = unsafe { out.line(xo, len) };
+            let Some((nxo, npo)) = next.next() else {
+                row_dx_portable(xs, ds, dx, (c, m, a, b), g);
+                continue;
+            };
+            let cur = DxRows {
+                x: [xs],
+                dy: [ds],
+                dx: [dx],
+                c: [(c, m, a, b)],
+                g,
+            };
+            let rows = Rows {
+                x: [&x[nxo..nxo + len]],
+                dy: [&dy[nxo..nxo + len]],
+                c: [xh(u + 1)],
+            };
+            let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
+            let (a, b) = grads.fold(npo, sums);
+            o.sg[ui + 1] += a;
+            o.sgx[ui + 1] += b;
+        }
+    }
+    grads.flush();
+}
+
 /// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
 /// fixed chunks of lines in parallel, merged in chunk order. The first phase of the split
 /// path, and of synchronized statistics.
@@ -1223,8 +1296,8 @@ pub(crate) fn backward<'a, T: Float>(
     let gpu = units.gpu;
     let groups = units.count * gpu;
     let np2 = o.dparams.len();
-    // Rows with γ along the line stage its gradient sums: two lines per task.
-    let staged = gamma.is_some() && units.line.ps != 0 && gpu == 1 && units.lines == 1;
+    // Groups with γ along the line stage its gradient sums: two lines per task.
+    let staged = gamma.is_some() && units.line.ps != 0 && gpu == 1;
     let sstride = if staged { 2 * units.line.size } else { 0 };
     if units.split() {
         dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
