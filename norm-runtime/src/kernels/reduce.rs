@@ -1131,21 +1131,32 @@ mod x86 {
         };
         for o in lines {
             line_in(o, w, len);
-            for (v, &[vm, va, vb, vc]) in k.iter().take(V).enumerate() {
-                let i = o + 16 * v;
-                // SAFETY: i + 16 ≤ o + w ≤ the lengths of `x`, `dy` and the output (checked
-                // above); the line is written by this task only (the caller's contract).
-                unsafe {
-                    let xh = _mm512_add_ps(
-                        _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i)), vm), va),
-                        vb,
-                    );
+            // SAFETY: o + w ≤ the lengths of `x`, `dy` and the output (checked above); the
+            // line is written by this task only (the caller's contract). All loads of the line
+            // come before its stores (a load behind a store 4 KiB apart would wait on it).
+            unsafe {
+                let xs: [__m512; 4] = std::array::from_fn(|v| {
+                    if v < V {
+                        _mm512_loadu_ps(x.as_ptr().add(o + 16 * v))
+                    } else {
+                        zs
+                    }
+                });
+                let ds: [__m512; 4] = std::array::from_fn(|v| {
+                    if DX && v < V {
+                        _mm512_loadu_ps(dy.as_ptr().add(o + 16 * v))
+                    } else {
+                        zs
+                    }
+                });
+                for (v, &[vm, va, vb, vc]) in k.iter().take(V).enumerate() {
+                    let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xs[v], vm), va), vb);
                     let y = if DX {
-                        _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(dy.as_ptr().add(i)), vc), xh)
+                        _mm512_add_ps(_mm512_mul_ps(ds[v], vc), xh)
                     } else {
                         xh
                     };
-                    _mm512_storeu_ps(out.add(i), y);
+                    _mm512_storeu_ps(out.add(o + 16 * v), y);
                 }
             }
         }
