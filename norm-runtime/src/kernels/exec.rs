@@ -420,8 +420,8 @@ multiversion! {
         out: &SharedOut<T>,
     ) {
         let gpu = units.gpu;
-        if gpu == 1 && units.lines == 1 {
-            rows_forward(units, x, center, params, finish, u0, u1, c, out);
+        if gpu == 1 {
+            groups_forward(units, x, center, params, finish, u0, u1, c, out);
             return;
         }
         let n = c.m.len();
@@ -445,12 +445,13 @@ multiversion! {
     }
 }
 
-/// The fused forward of rows (one contiguous line per group), software-pipelined: the
-/// affine pass of row u runs in the same loop as the sums of row u + 1, so the loads of one
-/// overlap the stores of the other. Bit-identical to the two separate passes.
+/// The fused forward of units that are one group each (rows, NCHW batch norm, …),
+/// software-pipelined line by line: the affine pass of line j of unit u runs in the same loop
+/// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other.
+/// The per-line sums add up in line order: bit-identical to the two separate passes.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn rows_forward<T: Float>(
+fn groups_forward<T: Float>(
     units: &Units,
     x: &[T],
     center: bool,
@@ -464,40 +465,57 @@ fn rows_forward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let len = units.line.size;
-    let raw_of = |u: usize| {
-        let (xo, _) = units.base(u);
-        let shift = if center { x[xo].to_acc() } else { 0.0 };
-        let (sum, sq) = lines::row_sums(&x[xo..xo + len], shift);
-        Raw { shift, sum, sq }
+    let (len, all) = (units.line.size, (0, units.lines));
+    let shift_of = |u: usize| {
+        if center {
+            x[units.base(u).0].to_acc()
+        } else {
+            0.0
+        }
     };
-    let mut raw = raw_of(u0);
+    let mut raw = Raw {
+        shift: shift_of(u0),
+        ..Raw::default()
+    };
+    for (xo, _) in units.lines_of(u0, all) {
+        let (s, q) = lines::row_sums(&x[xo..xo + len], raw.shift);
+        raw.sum += s;
+        raw.sq += q;
+    }
     for (ui, u) in (u0..u1).enumerate() {
         let (st, (m, a, b)) = finish(u, raw);
         c.stat[ui] = st;
         (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
-        let (xo, po) = units.base(u);
-        let xs = &x[xo..xo + len];
-        // SAFETY: row `xo` belongs to unit `u` of this task: written by this task only.
-        let y = unsafe { out.line(xo, len) };
-        let p = params.line(units.line, po);
-        if u + 1 < u1 {
-            let (nxo, _) = units.base(u + 1);
-            let next = &x[nxo..nxo + len];
-            let shift = if center { next[0].to_acc() } else { 0.0 };
+        raw = Raw {
+            shift: if u + 1 < u1 { shift_of(u + 1) } else { 0.0 },
+            ..Raw::default()
+        };
+        let next = (u + 1 < u1).then(|| units.lines_of(u + 1, all));
+        let mut next = next.into_iter().flatten();
+        for (xo, po) in units.lines_of(u, all) {
+            let xs = &x[xo..xo + len];
+            // SAFETY: line `xo` belongs to unit `u` of this task: written by this task only.
+            let y = unsafe { out.line(xo, len) };
+            let p = params.line(units.line, po);
+            let Some((nxo, _)) = next.next() else {
+                lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                continue;
+            };
+            let nx = &x[nxo..nxo + len];
             let (coef, vector) = match p {
                 ParamLine::None => ((m, a, b), None),
                 ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
                 ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
             };
-            if let Some((sum, sq)) = T::affine_then_sums(xs, y, coef, vector, next, shift) {
-                raw = Raw { shift, sum, sq };
-                continue;
-            }
-            lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
-            raw = raw_of(u + 1);
-        } else {
-            lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, nx, raw.shift) {
+                Some(sums) => sums,
+                None => {
+                    lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                    lines::row_sums(nx, raw.shift)
+                }
+            };
+            raw.sum += s;
+            raw.sq += q;
         }
     }
 }
