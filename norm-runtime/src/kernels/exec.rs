@@ -6,11 +6,16 @@
 //! block of `line.size` groups when the line is kept (columns: channels-last batch norm).
 //! Its lines are the combinations of the reduced outer indices.
 //!
-//! * Fused path (many units): each rayon task takes a fixed number of units and, per unit,
-//!   runs the statistics pass, computes the group coefficients and runs the elementwise pass,
-//!   so a unit's data is still in cache for its second pass.
+//! * Fused path (many units): each rayon task takes a run of units (about 1/16 of the
+//!   work). Where a unit is one group, the task is software-pipelined line by line: the
+//!   elementwise pass of unit u (forward: normalize and affine; backward: dx) runs in the
+//!   same loop as the reduction of unit u + 1, so the stores of one overlap the loads of the
+//!   other and each element is read from memory once per pass. Rows that share a γ along
+//!   the line run in blocks of two, their γ-gradient terms staged in the element type and
+//!   flushed into f64 every few rows.
 //! * Split path (a few large units): fixed-size chunks of lines compute partial sums, merged
-//!   in chunk order, then the elementwise pass runs over the chunks.
+//!   in chunk order, then the elementwise pass runs over the chunks. Columns keep their
+//!   accumulators (or coefficients) in registers across lines.
 //!
 //! Task boundaries depend only on the shape, never on the number of threads, so results
 //! are bit-identical for any thread count. Each task body is compiled per SIMD level
@@ -158,6 +163,11 @@ impl Units {
             po,
             left: j1 - j0,
         }
+    }
+
+    /// Whether every unit has the same parameters (no kept dim moves them).
+    fn shared_params(&self) -> bool {
+        self.kd[..self.nk].iter().all(|d| d.ps == 0)
     }
 
     /// Whether the plan runs the split path.
@@ -849,7 +859,7 @@ multiversion! {
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
-        if gpu == 1 && units.lines == 1 {
+        if gpu == 1 && units.lines == 1 && gamma.is_some() && units.line.ps != 0 && units.shared_params() {
             rows_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
             return;
         }
@@ -1075,11 +1085,11 @@ impl<'a, T: Float> TaskRows<'a, T> {
     }
 }
 
-/// The fused backward of rows (one contiguous line per group), in blocks of two rows where
-/// they share a γ along the line (else one), software-pipelined: dx of a
-/// block runs in the same loop as the sums of the next block (`RowReduce::dx_then_dsums`),
-/// which are those of the plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two
-/// lines when γ runs along the line.
+/// The fused backward of rows (one contiguous line per group) that share a γ along the line,
+/// in blocks of [`ROW_BLOCK`] rows (their staged γ-gradient terms are summed in registers
+/// before one update of the staging), software-pipelined: dx of a block runs in the same
+/// loop as the sums of the next block (`RowReduce::dx_then_dsums`), which are those of the
+/// plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_backward<T: Float>(
@@ -1097,12 +1107,7 @@ fn rows_backward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let line = units.line;
-    // Blocks of two rows halve the staging traffic of a γ along the line; they need rows
-    // that share it. Otherwise single rows pipeline over longer runs.
-    let staged = gamma.is_some() && line.ps != 0;
-    let shared = units.kd[..units.nk].iter().all(|d| d.ps == 0);
-    let rb = if staged && shared { ROW_BLOCK } else { 1 };
+    let (line, rb) = (units.line, ROW_BLOCK);
     let t = TaskRows {
         units,
         x,
@@ -1133,8 +1138,7 @@ fn rows_backward<T: Float>(
             (ROW_BLOCK, ROW_BLOCK) => unsafe {
                 t.dx_then_sums::<ROW_BLOCK>(b0, k, out, &mut grads, &mut o)
             },
-            // SAFETY: as above.
-            (1, 1) => unsafe { t.dx_then_sums::<1>(b0, k, out, &mut grads, &mut o) },
+            // The last block, short or followed by a short one.
             (w, rest) => {
                 for r in 0..w {
                     let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
