@@ -2,9 +2,10 @@
 //! advances by `DS ∈ {0, 1}` (`DS = false`: the whole line is one group; `true`: element `i`
 //! belongs to group `i`, the channels-last columns) and the parameters by 0 or 1.
 //!
-//! Written for the auto-vectorizer: fixed-width lane arrays for reductions, zipped iterators
-//! for elementwise passes; every function is `#[inline(always)]` so it is compiled inside
-//! the caller's `#[target_feature]` trampoline ([`super::simd::dispatch`]).
+//! Written for the auto-vectorizer (zipped iterators), with the explicit-SIMD row and
+//! column kernels of [`super::reduce`] where the compiler falls short; every function is
+//! `#[inline(always)]` so it is compiled inside the caller's `#[target_feature]` copy
+//! ([`super::simd::multiversion`]).
 
 use super::reduce::{col_dsums_portable, row_dparams_portable, row_dx_portable};
 use crate::Float;
@@ -22,7 +23,7 @@ pub(crate) enum ParamLine<'a, T> {
     None,
     /// One γ (and β) for the whole line.
     Scalar(T, T),
-    /// γ[i] (and β[i]) along the line.
+    /// `γ[i]` (and `β[i]`) along the line.
     Vector(&'a [T], Option<&'a [T]>),
 }
 
@@ -89,7 +90,7 @@ pub(crate) enum DParam<'a, T> {
     None,
     /// One γ for the line: g = γ·dy; accumulates Σdy·x̂ and Σdy into the two slots.
     Scalar(T, &'a mut f64, &'a mut f64),
-    /// γ[i] along the line; accumulates per element.
+    /// `γ[i]` along the line; accumulates per element.
     Vector(&'a [T], &'a mut [f64], &'a mut [f64]),
 }
 
@@ -187,7 +188,7 @@ pub(crate) enum GammaLine<'a, T> {
     None,
     /// One γ for the line.
     Scalar(T),
-    /// γ[i] along the line.
+    /// `γ[i]` along the line.
     Vector(&'a [T]),
 }
 

@@ -132,7 +132,7 @@ pub(crate) fn stage_portable<'a, T: crate::Float>(
     Some(g)
 }
 
-/// The γ-gradient sums of a row straight into f64: dg[i] += dy[i]·x̂[i], db[i] += dy[i].
+/// The γ-gradient sums of a row straight into f64: `dg[i] += dy[i]·x̂[i]`, `db[i] += dy[i]`.
 #[inline(always)]
 pub(crate) fn row_dparams_portable<T: crate::Float>(
     x: &[T],
@@ -201,7 +201,7 @@ pub trait RowReduce: Sized + Copy {
         p: Option<RowParam<'_, Self>>,
     ) -> (f64, f64);
     /// Shifted sums of `w = shift.len()` columns over lines: for each line start `o` of
-    /// `lines`, sum[c] += x[o + c] − shift[c] and sq[c] += (x[o + c] − shift[c])², in f64.
+    /// `lines`, `sum[c] += x[o + c] − shift[c]` and `sq[c] += (x[o + c] − shift[c])²`, in f64.
     #[inline(always)]
     fn col_sums<I: Iterator<Item = usize> + Clone>(
         x: &[Self],
@@ -217,8 +217,8 @@ pub trait RowReduce: Sized + Copy {
             col_sums_portable(&x[o..o + w], shift, sum, sq);
         }
     }
-    /// Backward sums of `w = m.len()` columns over lines: sg[c] += dy, sgx[c] += dy·x̂ with
-    /// x̂ = (x − m[c])·a[c] + b[c].
+    /// Backward sums of `w = m.len()` columns over lines: `sg[c] += dy`, `sgx[c] += dy·x̂`
+    /// with `x̂ = (x − m[c])·a[c] + b[c]`.
     #[inline(always)]
     fn col_dsums<I: Iterator<Item = usize> + Clone>(
         x: &[Self],
@@ -235,7 +235,7 @@ pub trait RowReduce: Sized + Copy {
             col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
         }
     }
-    /// y = (x − m[c])·a[c] + b[c] over whole lines of `w = m.len()` columns, the
+    /// `y = (x − m[c])·a[c] + b[c]` over whole lines of `w = m.len()` columns, the
     /// coefficients held in registers across lines (f32 with AVX-512, w ∈ {16, 32, 48, 64}).
     /// Returns false, writing nothing, where no such kernel exists.
     ///
@@ -252,8 +252,8 @@ pub trait RowReduce: Sized + Copy {
     ) -> bool {
         false
     }
-    /// dx = dy·c[c] + ((x − m[c])·a[c] + b[c]) over whole lines, as [`col_affine`]
-    /// (`RowReduce::col_affine`).
+    /// `dx = dy·c[c] + ((x − m[c])·a[c] + b[c])` over whole lines, as
+    /// [`col_affine`](RowReduce::col_affine).
     ///
     /// # Safety
     /// As [`col_affine`](RowReduce::col_affine).
