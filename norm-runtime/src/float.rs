@@ -10,9 +10,11 @@ mod sealed {
 
 /// An element type of a normalization layer: `f32` or `f64`.
 ///
-/// Statistics are accumulated in `f64` whatever the element type, so `f32` layers survive
-/// data with a large offset (mean 1e4, std 0.1) without the cancellation of a naive
-/// `E[x²] − E[x]²`.
+/// Statistics are accumulated in `f64` whatever the element type (shifted sums, exact for
+/// `f32` inputs), so `f32` layers survive data with a large offset (mean 1e4, std 0.1)
+/// without the cancellation of a naive `E[x²] − E[x]²`. The backward sums and parameter
+/// gradients of `f32` layers add a handful of terms in `f32` before widening them into the
+/// `f64` accumulators.
 pub trait Float:
     num_traits::Float
     + num_traits::FromPrimitive

@@ -1,5 +1,6 @@
 //! The kernels: SIMD line kernels (`lines`), runtime CPU dispatch ([`simd`]) and the
-//! parallel executor over a plan's units (`exec`). Accumulation is in `f64`.
+//! parallel executor over a plan's units (`exec`). Accumulation is in `f64` (the backward
+//! pass first sums a handful of terms in the element type, see `reduce`).
 //!
 //! The only `unsafe` of the runtime lives here, each block with its `SAFETY` argument.
 #![allow(unsafe_code)]

@@ -1,18 +1,23 @@
-//! The row kernels with explicit SIMD: the compiler does not vectorize an f32 → f64
-//! widening reduction, and these loops carry the statistics and backward passes.
+//! The row and column kernels with explicit SIMD: the compiler does not vectorize an
+//! f32 → f64 widening reduction, and these loops carry the statistics and backward passes.
 //!
-//! * [`RowReduce::row_sums`]: Σ(x − h) and Σ(x − h)² of a line.
-//! * [`RowReduce::row_dsums`]: Σw·dy and Σw·dy·x̂ with x̂ = (x − m)·a + b (computed in the
-//!   element type, as the portable kernels do), with an optional γ along the line (w = γ)
-//!   whose gradient sums Σdy·x̂ and Σdy are accumulated per element on the way.
-//! * Software-pipelined pairs of rows: [`RowReduce::affine_then_sums`] (forward) and
-//!   [`RowReduce::dx_then_dsums`] (backward) write the elementwise pass of one row in the same
-//!   loop that reduces the next, so the stores of one overlap the loads of the other.
+//! * [`RowReduce::row_sums`]: Σ(x − h) and Σ(x − h)² of a line, exact f64 differences.
+//! * [`RowReduce::row_dsums`] / [`RowReduce::dsums_rows`]: Σw·dy and Σw·dy·x̂ with
+//!   x̂ = (x − m)·a + b (computed in the element type, as the portable kernels do), with an
+//!   optional γ along the line (w = γ) whose gradient terms dy·x̂ and dy are staged per
+//!   element on the way ([`Stage`]); several rows sharing γ stage their terms summed.
+//! * Software-pipelined rows: [`RowReduce::affine_then_sums`] (forward) and
+//!   [`RowReduce::dx_then_dsums`] (backward) write the elementwise pass of one row in the
+//!   same loop that reduces the next, so the stores of one overlap the loads of the other.
+//! * Columns: [`RowReduce::col_sums`], [`RowReduce::col_dsums`], [`RowReduce::col_affine`],
+//!   [`RowReduce::col_dx`] keep per-column accumulators or coefficients in registers across
+//!   lines.
 //!
-//! Accumulation is in f64; lane sums reduce in a fixed order, so a level's result is
-//! deterministic, and the plain and the pipelined kernels of a level share their accumulator
-//! type, so their sums are bit-identical. Levels differ from each other only by rounding
-//! (FMA, lane order).
+//! Accumulation is in f64 (the f32 backward sums first add 64 values, or 8 lines, in f32);
+//! lane sums reduce in a fixed order, so a level's result is deterministic, and the plain
+//! and the pipelined kernels of a level share their accumulator type, so their sums are
+//! bit-identical. Levels differ from each other only by rounding (FMA, lane order, partial
+//! sums).
 
 use super::simd::{level, Level};
 
