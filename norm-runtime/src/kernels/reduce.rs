@@ -62,6 +62,60 @@ pub(crate) fn reborrow<'b, T>(p: &'b mut Option<RowParam<'_, T>>) -> Option<RowP
         .map(|(g, st)| (&**g, st.as_mut().map(|(a, b)| (&mut **a, &mut **b))))
 }
 
+/// [`RowReduce::col_sums`] line by line (the default, and the fallback of other levels).
+#[inline(always)]
+pub(crate) fn col_sums_lines<T: crate::Float, I: Iterator<Item = usize>>(
+    x: &[T],
+    lines: I,
+    shift: &[f64],
+    sum: &mut [f64],
+    sq: &mut [f64],
+) {
+    let w = shift.len();
+    for o in lines {
+        col_sums_portable(&x[o..o + w], shift, sum, sq);
+    }
+}
+
+/// [`RowReduce::col_dsums`] line by line (the default, and the fallback of other levels).
+#[inline(always)]
+pub(crate) fn col_dsums_lines<T: crate::Float, I: Iterator<Item = usize>>(
+    x: &[T],
+    dy: &[T],
+    lines: I,
+    c: (&[T], &[T], &[T]),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    let w = c.0.len();
+    for o in lines {
+        col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
+    }
+}
+
+/// [`RowReduce::dsums_rows`] row by row (the default, and the fallback of other levels).
+#[inline(always)]
+pub(crate) fn dsums_rows_each<T: crate::Float, const R: usize>(
+    rows: Rows<'_, T, R>,
+    mut p: Option<RowParam<'_, T>>,
+) -> [(f64, f64); R] {
+    std::array::from_fn(|r| T::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p)))
+}
+
+/// [`RowReduce::dx_then_dsums`] as two passes (the default, and the fallback of other
+/// levels).
+#[inline(always)]
+pub(crate) fn dx_then_dsums_apart<T: crate::Float, const R: usize>(
+    cur: DxRows<'_, T, R>,
+    next: Rows<'_, T, R>,
+    p: Option<RowParam<'_, T>>,
+) -> [(f64, f64); R] {
+    for (r, dx) in cur.dx.into_iter().enumerate() {
+        row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
+    }
+    T::dsums_rows(next, p)
+}
+
 /// Portable reference of [`RowReduce::row_sums`].
 #[inline(always)]
 pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
@@ -217,10 +271,7 @@ pub trait RowReduce: Sized + Copy {
     ) where
         Self: crate::Float,
     {
-        let w = shift.len();
-        for o in lines {
-            col_sums_portable(&x[o..o + w], shift, sum, sq);
-        }
+        col_sums_lines(x, lines, shift, sum, sq);
     }
     /// Backward sums of `w = m.len()` columns over lines: `sg[c] += dy`, `sgx[c] += dy·x̂`
     /// with `x̂ = (x − m[c])·a[c] + b[c]`.
@@ -235,10 +286,7 @@ pub trait RowReduce: Sized + Copy {
     ) where
         Self: crate::Float,
     {
-        let w = c.0.len();
-        for o in lines {
-            col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
-        }
+        col_dsums_lines(x, dy, lines, c, sg, sgx);
     }
     /// `y = (x − m[c])·a[c] + b[c]` over whole lines of `w = m.len()` columns, the
     /// coefficients held in registers across lines (f32 with AVX-512, w ∈ {16, 32, 48, 64}).
@@ -293,9 +341,12 @@ pub trait RowReduce: Sized + Copy {
     #[inline(always)]
     fn dsums_rows<const R: usize>(
         rows: Rows<'_, Self, R>,
-        mut p: Option<RowParam<'_, Self>>,
-    ) -> [(f64, f64); R] {
-        std::array::from_fn(|r| Self::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p)))
+        p: Option<RowParam<'_, Self>>,
+    ) -> [(f64, f64); R]
+    where
+        Self: crate::Float,
+    {
+        dsums_rows_each(rows, p)
     }
     /// Software pipelining in the backward pass: writes dx of `R` rows and returns
     /// [`dsums_rows`](RowReduce::dsums_rows) of the `R` next rows, with exactly the
@@ -310,10 +361,7 @@ pub trait RowReduce: Sized + Copy {
     where
         Self: crate::Float,
     {
-        for (r, dx) in cur.dx.into_iter().enumerate() {
-            row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
-        }
-        Self::dsums_rows(next, p)
+        dx_then_dsums_apart(cur, next, p)
     }
 }
 
@@ -405,12 +453,7 @@ impl RowReduce for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
             Level::Avx512 => unsafe { x86::col_sums_f32_avx512(x, lines, shift, sum, sq) },
-            _ => {
-                let w = shift.len();
-                for o in lines {
-                    col_sums_portable(&x[o..o + w], shift, sum, sq);
-                }
-            }
+            _ => col_sums_lines(x, lines, shift, sum, sq),
         }
     }
     #[inline(always)]
@@ -426,26 +469,19 @@ impl RowReduce for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
             Level::Avx512 => unsafe { x86::col_dsums_f32_avx512(x, dy, lines, c, sg, sgx) },
-            _ => {
-                let w = c.0.len();
-                for o in lines {
-                    col_dsums_portable(&x[o..o + w], &dy[o..o + w], c, sg, sgx);
-                }
-            }
+            _ => col_dsums_lines(x, dy, lines, c, sg, sgx),
         }
     }
     #[inline(always)]
     fn dsums_rows<const R: usize>(
         rows: Rows<'_, f32, R>,
-        mut p: Option<RowParam<'_, f32>>,
+        p: Option<RowParam<'_, f32>>,
     ) -> [(f64, f64); R] {
         match level() {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
             Level::Avx512 => unsafe { x86::dsums_f32_avx512(rows, p) },
-            _ => std::array::from_fn(|r| {
-                Self::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p))
-            }),
+            _ => dsums_rows_each(rows, p),
         }
     }
     #[inline(always)]
@@ -458,12 +494,7 @@ impl RowReduce for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `level()` never exceeds the features detected at run time.
             Level::Avx512 => unsafe { x86::dx_then_dsums_f32_avx512(cur, next, p) },
-            _ => {
-                for (r, dx) in cur.dx.into_iter().enumerate() {
-                    row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
-                }
-                Self::dsums_rows(next, p)
-            }
+            _ => dx_then_dsums_apart(cur, next, p),
         }
     }
     #[inline(always)]
