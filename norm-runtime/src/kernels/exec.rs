@@ -134,8 +134,15 @@ impl Units {
     fn base(&self, mut u: usize) -> (usize, usize) {
         let (mut xo, mut po) = (0, 0);
         for d in self.kd[..self.nk].iter().rev() {
-            let i = u % d.size;
-            u /= d.size;
+            // No division once the rest is within the dim (always, for one kept dim): the
+            // pipelined paths ask for a unit's base several times per unit.
+            let i = if u < d.size {
+                std::mem::take(&mut u)
+            } else {
+                let i = u % d.size;
+                u /= d.size;
+                i
+            };
             xo += i * d.xs;
             po += i * d.ps;
         }
