@@ -508,11 +508,12 @@ pub(crate) fn forward<T: Float>(
             // The checks `check` leaves to the exchange of a synchronized stage.
             check_count(info, stage, mode, n, &saved_shape_hint(plan))?;
         }
-        let finish = |s: usize, raw: Raw| {
+        let finish = |s: usize, raw: Raw, out: &mut Stat| {
             let (mean, m2) = mean_m2(stage, raw, n);
             let st = group_stat(stage, mean, m2, n);
+            *out = st;
             let (g, h) = group_affine(s);
-            (st, coef(mean, st.rstd * g, h))
+            coef(mean, st.rstd * g, h)
         };
         let c = CoefMut {
             stat: &mut saved.stats,

@@ -429,7 +429,7 @@ multiversion! {
         x: &[T],
         center: bool,
         params: Params<'_, T>,
-        finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+        finish: &Finish<'_, T>,
         u0: usize,
         u1: usize,
         c: CoefMut<'_, T>,
@@ -453,9 +453,7 @@ multiversion! {
             unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
             for i in l.clone() {
                 let raw = Raw { shift: shift[i], sum: sum[i], sq: sq[i] };
-                let (st, (m, a, b)) = finish(u * gpu + i - l.start, raw);
-                c.stat[i] = st;
-                (c.m[i], c.a[i], c.b[i]) = (m, a, b);
+                (c.m[i], c.a[i], c.b[i]) = finish(u * gpu + i - l.start, raw, &mut c.stat[i]);
             }
             elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
         }
@@ -473,7 +471,7 @@ fn groups_forward<T: Float>(
     x: &[T],
     center: bool,
     params: Params<'_, T>,
-    finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+    finish: &Finish<'_, T>,
     u0: usize,
     u1: usize,
     c: CoefMut<'_, T>,
@@ -500,15 +498,16 @@ fn groups_forward<T: Float>(
         raw.sq += q;
     }
     for (ui, u) in (u0..u1).enumerate() {
-        let (st, (m, a, b)) = finish(u, raw);
-        c.stat[ui] = st;
+        let (m, a, b) = finish(u, raw, &mut c.stat[ui]);
         (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
         raw = Raw {
             shift: if u + 1 < u1 { shift_of(u + 1) } else { 0.0 },
             ..Raw::default()
         };
-        let next = (u + 1 < u1).then(|| units.lines_of(u + 1, all));
-        let mut next = next.into_iter().flatten();
+        // The next unit's lines (none after the last unit). A plain `LineIter`: an iterator
+        // adapter here copied its state through memory once per unit, and that load waited
+        // for the store buffer full of this pass's output to drain.
+        let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
         for (xo, po) in units.lines_of(u, all) {
             let xs = &x[xo..xo + len];
             // SAFETY: line `xo` belongs to unit `u` of this task: written by this task only.
@@ -619,7 +618,7 @@ pub(crate) fn forward<T: Float>(
     x: &[T],
     center: bool,
     params: Params<'_, T>,
-    finish: &(dyn Fn(usize, Raw) -> (Stat, (T, T, T)) + Sync),
+    finish: &Finish<'_, T>,
     coef: CoefMut<'_, T>,
     acc: &mut Acc,
     out: &mut [T],
@@ -632,9 +631,7 @@ pub(crate) fn forward<T: Float>(
         raws.resize(groups, Raw::default());
         sums_all(units, x, center, &mut raws, &mut acc.f);
         for (g, &raw) in raws.iter().enumerate() {
-            let (st, (m, a, b)) = finish(g, raw);
-            coef.stat[g] = st;
-            (coef.m[g], coef.a[g], coef.b[g]) = (m, a, b);
+            (coef.m[g], coef.a[g], coef.b[g]) = finish(g, raw, &mut coef.stat[g]);
         }
         acc.raws = raws;
         normalize(units, x, (coef.m, coef.a, coef.b), params, out);
@@ -707,6 +704,12 @@ fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<
         Some(g) => GammaLine::Vector(&g[po..po + line.size]),
     }
 }
+
+/// A group's statistics from its raw sums: `finish(group, raw, &mut stat)` writes the
+/// statistics and returns the coefficients (m, a, b) of the elementwise pass. (The
+/// statistics go out through the reference: returned through memory and copied, their load
+/// would wait on a store buffer full of the pass's output — a failed store forwarding.)
+pub(crate) type Finish<'a, T> = dyn Fn(usize, Raw, &mut Stat) -> (T, T, T) + Sync + 'a;
 
 /// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
 pub(crate) type DxFinish<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
@@ -1207,8 +1210,10 @@ fn groups_backward<T: Float>(
     for (ui, u) in (u0..u1).enumerate() {
         let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
         (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
-        let next = (u + 1 < u1).then(|| units.lines_of(u + 1, all));
-        let mut next = next.into_iter().flatten();
+        // The next unit's lines (none after the last unit). A plain `LineIter`: an iterator
+        // adapter here copied its state through memory once per unit, and that load waited
+        // for the store buffer full of this pass's output to drain.
+        let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
         for (xo, po) in units.lines_of(u, all) {
             let (c, g) = gamma_line(gamma, line, po).row(c);
             let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
