@@ -870,7 +870,12 @@ mod x86 {
         /// Adds the last values of the row (`x.len() < 64`) and reduces: (Σw·dy, Σw·dy·x̂).
         #[inline]
         #[target_feature(enable = "avx512f,avx512dq,fma")]
-        fn finish(mut self, x: &[f32], dy: &[f32], mut p: Option<RowParam<'_, f32>>) -> (f64, f64) {
+        fn finish(
+            &mut self,
+            x: &[f32],
+            dy: &[f32],
+            mut p: Option<RowParam<'_, f32>>,
+        ) -> (f64, f64) {
             let n = x.len();
             let base = ptrs(&mut p);
             let mut i = 0;
@@ -1025,17 +1030,20 @@ mod x86 {
         acc.map(|a| a.expect("every row set"))
     }
 
-    /// Each row's rest from `full` on, and the reduced sums.
+    /// Each row's rest from `full` on, and the reduced sums. The accumulators are borrowed,
+    /// not moved: a by-value move copied them through memory with other access widths than
+    /// they were stored with, and the failed store forwarding waited for the store buffer
+    /// (full of dx) to drain, once per row.
     #[inline]
     #[target_feature(enable = "avx512f,avx512dq,fma")]
     fn dsums_finish<const R: usize>(
-        acc: [DSums; R],
+        acc: &mut [DSums; R],
         rows: &Rows<'_, f32, R>,
         full: usize,
         mut p: Option<RowParam<'_, f32>>,
     ) -> [(f64, f64); R] {
         let mut out = [(0.0, 0.0); R];
-        for (r, a) in acc.into_iter().enumerate() {
+        for (r, a) in acc.iter_mut().enumerate() {
             let (x, dy) = (&rows.x[r][full..], &rows.dy[r][full..]);
             out[r] = a.finish(x, dy, tail(reborrow(&mut p), full));
         }
@@ -1063,7 +1071,7 @@ mod x86 {
             }
             i += 64;
         }
-        dsums_finish(acc, &rows, full, p)
+        dsums_finish(&mut acc, &rows, full, p)
     }
 
     /// dx of the current rows (see `row_dx_portable`) with `dsums_f32_avx512` of the next
@@ -1128,7 +1136,7 @@ mod x86 {
             let g = g.map(|g| &g[full..]);
             row_dx_portable(&x[r][full..], &dy[r][full..], &mut dx[r][full..], c[r], g);
         }
-        dsums_finish(acc, &next, full, p)
+        dsums_finish(&mut acc, &next, full, p)
     }
 
     /// The elementwise passes over whole lines of `w = 16·V` columns with the coefficients
