@@ -23,7 +23,7 @@
 
 use rayon::prelude::*;
 
-use super::lines::{self, DParam, GammaLine, ParamLine};
+use super::lines::{self, DParam, GammaLine, ParamLine, RowFold};
 use super::reduce::{row_dx_portable, DxRows, RowParam, Rows};
 use super::simd::multiversion;
 use crate::plan::{Dim, Plan, MAX_DIMS};
@@ -869,7 +869,7 @@ multiversion! {
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
-        if gpu == 1 && units.lines == 1 && gamma.is_some() && units.line.ps != 0 && units.shared_params() {
+        if gpu == 1 && units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
             rows_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
             return;
         }
@@ -904,6 +904,13 @@ multiversion! {
 /// Rows per block where rows share a γ along the line.
 const ROW_BLOCK: usize = 2;
 
+/// Whether γ runs along the line (unfolded, a value per element): its gradient sums are
+/// staged per element.
+#[inline(always)]
+fn gamma_along<T>(gamma: Option<&[T]>, line: Dim) -> bool {
+    gamma.is_some() && line.ps != 0
+}
+
 /// Rows per flush of the staged γ-gradient sums: each element-type partial sums at most this
 /// many terms before it is added into f64.
 const STAGE_ROWS: usize = 8;
@@ -923,13 +930,15 @@ struct RowGrads<'a, T> {
 }
 
 impl<'a, T: Float> RowGrads<'a, T> {
-    /// `dparams`: Σdy·x̂ then Σdy per parameter; `stage`: at least two lines when γ runs
-    /// along the line.
+    /// Takes the task's parameter sums (`o.dparams`: Σdy·x̂ then Σdy per parameter) and
+    /// staging (`o.stage`: at least two lines when γ runs along the line) out of `o`.
     #[inline(always)]
-    fn new(gamma: Option<&'a [T]>, line: Dim, dparams: &'a mut [f64], stage: &'a mut [T]) -> Self {
+    fn take<'o: 'a>(gamma: Option<&'a [T]>, line: Dim, o: &mut BackOut<'o, T>) -> Self {
+        let dparams = std::mem::take(&mut o.dparams);
+        let stage = std::mem::take(&mut o.stage);
         let np = dparams.len() / 2;
         let (dg, db) = dparams.split_at_mut(np);
-        let n = if gamma.is_some() && line.ps != 0 {
+        let n = if gamma_along(gamma, line) {
             line.size
         } else {
             0
@@ -971,7 +980,7 @@ impl<'a, T: Float> RowGrads<'a, T> {
     /// line with its staging (flushed first if it holds other parameters or is full).
     #[inline(always)]
     fn param(&mut self, po: usize, rows: usize) -> Option<RowParam<'_, T>> {
-        let g = self.gamma.filter(|_| self.line.ps != 0)?;
+        let g = self.gamma.filter(|_| gamma_along(self.gamma, self.line))?;
         if self.staged.is_some_and(|p| p != po) || self.rows + rows > STAGE_ROWS {
             self.flush();
         }
@@ -981,19 +990,18 @@ impl<'a, T: Float> RowGrads<'a, T> {
         Some((&g[po..po + self.line.size], Some(stage)))
     }
 
-    /// A row's sums (Σw·dy, Σw·dy·x̂) as its group's: a scalar γ gets the sums of dy as its
-    /// gradients and scales the group's.
+    /// Folds a row's sums (Σw·dy, Σw·dy·x̂) into its group's `sg`, `sgx` as the line kernels
+    /// do ([`RowFold`]): a scalar γ gets the sums of dy as its gradients and scales the
+    /// group's.
     #[inline(always)]
-    fn fold(&mut self, po: usize, (t1, t2): (f64, f64)) -> (f64, f64) {
-        match self.gamma {
+    fn fold(&mut self, po: usize, sums: (f64, f64), sg: &mut f64, sgx: &mut f64) {
+        let fold = match self.gamma {
             Some(g) if self.line.ps == 0 => {
-                self.dg[po] += t2;
-                self.db[po] += t1;
-                let g = g[po].to_acc();
-                (g * t1, g * t2)
+                RowFold::Scalar(g[po].to_acc(), &mut self.dg[po], &mut self.db[po])
             }
-            _ => (t1, t2),
-        }
+            _ => RowFold::Plain,
+        };
+        fold.apply(sums, sg, sgx);
     }
 }
 
@@ -1064,9 +1072,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
         let (rows, po) = self.rows::<R>(u);
         let sums = T::dsums_rows(rows, grads.param(po[0], R));
         for r in 0..R {
-            let (a, b) = grads.fold(po[r], sums[r]);
-            o.sg[k + r] += a;
-            o.sgx[k + r] += b;
+            grads.fold(po[r], sums[r], &mut o.sg[k + r], &mut o.sgx[k + r]);
         }
     }
 
@@ -1088,9 +1094,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
         let (next, po) = self.rows::<R>(u + R);
         let sums = T::dx_then_dsums(cur, next, grads.param(po[0], R));
         for r in 0..R {
-            let (a, b) = grads.fold(po[r], sums[r]);
-            o.sg[k + R + r] += a;
-            o.sgx[k + R + r] += b;
+            grads.fold(po[r], sums[r], &mut o.sg[k + R + r], &mut o.sgx[k + R + r]);
         }
     }
 }
@@ -1125,9 +1129,7 @@ fn rows_backward<T: Float>(
         xhat,
         gamma,
     };
-    let dparams = std::mem::take(&mut o.dparams);
-    let stage = std::mem::take(&mut o.stage);
-    let mut grads = RowGrads::new(gamma, line, dparams, stage);
+    let mut grads = RowGrads::take(gamma, line, &mut o);
     let block = |b: usize| (b, (b + rb).min(u1));
     let (b0, b1) = block(u0);
     match b1 - b0 {
@@ -1196,16 +1198,12 @@ fn groups_backward<T: Float>(
         return;
     }
     let (len, line, all) = (units.line.size, units.line, (0, units.lines));
-    let dparams = std::mem::take(&mut o.dparams);
-    let stage = std::mem::take(&mut o.stage);
-    let mut grads = RowGrads::new(gamma, line, dparams, stage);
+    let mut grads = RowGrads::take(gamma, line, &mut o);
     let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
     for (xo, po) in units.lines_of(u0, all) {
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         let sums = T::row_dsums(xs, ds, xh(u0), grads.param(po, 1));
-        let (a, b) = grads.fold(po, sums);
-        o.sg[0] += a;
-        o.sgx[0] += b;
+        grads.fold(po, sums, &mut o.sg[0], &mut o.sgx[0]);
     }
     for (ui, u) in (u0..u1).enumerate() {
         let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
@@ -1236,9 +1234,7 @@ fn groups_backward<T: Float>(
                 c: [xh(u + 1)],
             };
             let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
-            let (a, b) = grads.fold(npo, sums);
-            o.sg[ui + 1] += a;
-            o.sgx[ui + 1] += b;
+            grads.fold(npo, sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
         }
     }
     grads.flush();
@@ -1331,7 +1327,7 @@ pub(crate) fn backward<'a, T: Float>(
     let groups = units.count * gpu;
     let np2 = o.dparams.len();
     // Groups with γ along the line stage its gradient sums: two lines per task.
-    let staged = gamma.is_some() && units.line.ps != 0 && gpu == 1;
+    let staged = gamma_along(gamma, units.line) && gpu == 1;
     let sstride = if staged { 2 * units.line.size } else { 0 };
     if units.split() {
         dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
@@ -1353,7 +1349,7 @@ pub(crate) fn backward<'a, T: Float>(
     let upt = units.per_task();
     let gpt = upt * gpu;
     let ntasks = units.count.div_ceil(upt);
-    stage.clear();
+    // Sized only: each task clears the part it uses (`RowGrads::take`).
     stage.resize(ntasks * sstride.max(1), T::zero());
     if units.count <= upt {
         // One task: run it here, without handing it to the thread pool.
