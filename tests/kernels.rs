@@ -342,3 +342,156 @@ fn rows_with_gamma_along_the_line_at_every_level() {
     }
     simd::set_cap(None);
 }
+
+/// A layer declaration, its named sizes and an input shape.
+type Case = (&'static str, &'static [(&'static str, usize)], Vec<usize>);
+
+/// y and dx of `layer` on `x`, `dy`, written into buffers that start `off` elements into
+/// a larger allocation (every offset moves the outputs' 64-byte alignment).
+fn outputs_at(
+    layer: &mut DynNorm<f32>,
+    x: &ArrayD<f32>,
+    dy: &ArrayD<f32>,
+    off: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len();
+    let shape = x.shape().to_vec();
+    let mut ybuf = vec![f32::NAN; off + n + 16];
+    let mut saved = Saved::new();
+    let y = normkit::ndarray::ArrayViewMutD::from_shape(IxDyn(&shape), &mut ybuf[off..off + n])
+        .expect("y view");
+    layer
+        .forward_train_into(x.view(), y, &mut saved)
+        .expect("forward");
+    // The padding around the output is untouched (masked heads and tails stay inside).
+    assert!(ybuf[..off]
+        .iter()
+        .chain(&ybuf[off + n..])
+        .all(|v| v.is_nan()));
+    // An owned dx whose data starts `off` elements into its allocation.
+    let dxbuf = ArrayD::from_elem(IxDyn(&[off + n + 16]), f32::NAN);
+    let dx = dxbuf
+        .slice_move(normkit::ndarray::s![off..off + n])
+        .into_shape_with_order(IxDyn(&shape))
+        .expect("dx shape");
+    let mut grads = Grads {
+        dx,
+        dgamma: None,
+        dbeta: None,
+    };
+    layer
+        .backward_into(x.view(), dy.view(), &saved, &mut grads)
+        .expect("backward");
+    let dx = grads.dx.as_slice().expect("contiguous").to_vec();
+    (ybuf[off..off + n].to_vec(), dx)
+}
+
+/// The elementwise passes start their vectors at 64-byte boundaries of the output (masked
+/// heads and tails) and stream the full vectors of large outputs: the results are the same
+/// bits at every output alignment, streamed or not, for rows (with and without γ along the
+/// line), NCHW lines, runs of channels-last columns (widths with and without a register
+/// kernel) and columns that are not one run; and they agree with the portable level.
+#[test]
+fn outputs_at_every_alignment_streamed_or_not() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let cases: &[Case] = &[
+        (r#"input = "N,D", axes = "D""#, &[], vec![5, 1029]),
+        (
+            r#"input = "N,D", axes = "D", affine = "D""#,
+            &[("D", 33)],
+            vec![7, 33],
+        ),
+        (
+            r#"input = "N,D", axes = "D", affine = "D""#,
+            &[("D", 200)],
+            vec![6, 200],
+        ),
+        (
+            r#"input = "N,D", axes = "D", affine = "D""#,
+            &[("D", 7)],
+            vec![9, 7],
+        ),
+        (
+            r#"input = "N,C,L", axes = "N,L", affine"#,
+            &[("C", 3)],
+            vec![4, 3, 150],
+        ),
+        (
+            r#"input = "N,C", axes = "N", affine"#,
+            &[("C", 64)],
+            vec![37, 64],
+        ),
+        (
+            r#"input = "N,C", axes = "N", affine"#,
+            &[("C", 48)],
+            vec![21, 48],
+        ),
+        (r#"input = "N,C", axes = "N""#, &[], vec![13, 16]),
+        (r#"input = "N,C", axes = "N""#, &[], vec![9, 80]),
+        (r#"input = "N,L,C", axes = "L""#, &[], vec![3, 11, 32]),
+        (r#"input = "N,H,W,C", axes = "N,W""#, &[], vec![3, 4, 5, 16]),
+    ];
+    for (spec, sizes, shape) in cases {
+        let spec = NormSpec::parse(spec).expect("spec");
+        let n: usize = shape.iter().product();
+        let x = ArrayD::from_shape_vec(
+            IxDyn(shape),
+            lcg(n as u64, n, 1.5).iter().map(|&v| v as f32).collect(),
+        )
+        .expect("x");
+        let dy = ArrayD::from_shape_vec(
+            IxDyn(shape),
+            lcg(n as u64 + 5, n, 0.2)
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
+        )
+        .expect("dy");
+        let mut layer = DynNorm::<f32>::new(&spec, sizes).expect("layer");
+        for st in layer.stages_mut() {
+            if let Some(g) = st.gamma.as_mut() {
+                let k = g.len();
+                g.iter_mut()
+                    .zip(lcg(k as u64, k, 1.0))
+                    .for_each(|(g, v)| *g = v as f32);
+            }
+            if let Some(b) = st.beta.as_mut() {
+                let k = b.len();
+                b.iter_mut()
+                    .zip(lcg(k as u64 + 1, k, 0.0))
+                    .for_each(|(b, v)| *b = v as f32);
+            }
+        }
+        simd::set_cap(Some(Level::Scalar));
+        let (py, pdx) = outputs_at(&mut layer, &x, &dy, 0);
+        for level in levels() {
+            simd::set_cap(Some(level));
+            let (y0, dx0) = outputs_at(&mut layer, &x, &dy, 0);
+            let what = format!("{level:?} {shape:?}");
+            let close = |a: &[f32], b: &[f32], tol: f32| {
+                let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                a.iter().zip(b).all(|(p, q)| (p - q).abs() <= tol * scale)
+            };
+            assert!(
+                close(&y0, &py, 1e-5) && close(&dx0, &pdx, 1e-4),
+                "{what} vs portable"
+            );
+            for stream in [false, true] {
+                simd::set_stream_threshold(stream.then_some(0));
+                for off in 0..16 {
+                    let (y, dx) = outputs_at(&mut layer, &x, &dy, off);
+                    let same = |a: &[f32], b: &[f32]| {
+                        a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits())
+                    };
+                    assert!(same(&y, &y0), "{what} y at offset {off}, streamed {stream}");
+                    assert!(
+                        same(&dx, &dx0),
+                        "{what} dx at offset {off}, streamed {stream}"
+                    );
+                }
+            }
+            simd::set_stream_threshold(None);
+        }
+    }
+    simd::set_cap(None);
+}

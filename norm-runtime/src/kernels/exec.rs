@@ -25,6 +25,7 @@ use rayon::prelude::*;
 
 use super::lines::{self, DParam, GammaLine, ParamLine, RowFold};
 use super::reduce::{row_dx_portable, DxRows, RowParam, Rows};
+use super::simd;
 use super::simd::multiversion;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
@@ -172,6 +173,24 @@ impl Units {
         }
     }
 
+    /// Lines `j0..j1` of unit `u` as one contiguous run `(start, lines)`, when the reduced
+    /// dims lay the unit's lines end to end (channels-last statistics over the leading dims).
+    #[inline(always)]
+    fn run(&self, u: usize, (j0, j1): (usize, usize)) -> Option<(usize, usize)> {
+        if self.line.xs != 1 {
+            return None;
+        }
+        let mut span = self.line.size;
+        for d in self.rd[..self.nr].iter().rev() {
+            if d.size > 1 && d.xs != span {
+                return None;
+            }
+            span *= d.size;
+        }
+        let (start, _) = self.lines_of(u, (j0, j1)).next()?;
+        Some((start, j1 - j0))
+    }
+
     /// Whether every unit has the same parameters (no kept dim moves them).
     fn shared_params(&self) -> bool {
         self.kd[..self.nk].iter().all(|d| d.ps == 0)
@@ -209,6 +228,8 @@ impl Units {
 pub(crate) struct SharedOut<T> {
     ptr: *mut T,
     len: usize,
+    /// Whether the pass streams its output (`simd::streams`).
+    stream: bool,
 }
 
 // SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
@@ -217,10 +238,13 @@ unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
-    fn new(out: &mut [T]) -> Self {
+    /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
+    fn new(out: &mut [T], arrays: usize) -> Self {
+        let bytes = arrays * std::mem::size_of_val(out);
         SharedOut {
             ptr: out.as_mut_ptr(),
             len: out.len(),
+            stream: simd::streams(bytes),
         }
     }
 
@@ -330,11 +354,13 @@ fn elementwise<T: Float>(
         &coef.1[g0..g0 + w],
         &coef.2[g0..g0 + w],
     );
-    if w > 1 && params.gamma.is_none() {
-        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+    let run = (w > 1 && params.gamma.is_none())
+        .then(|| units.run(u, range))
+        .flatten();
+    if let Some(run) = run {
         let (ptr, n) = out.raw();
         // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
-        if unsafe { T::col_affine(x, ptr, n, lines, (m, a, b)) } {
+        if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
             return;
         }
     }
@@ -523,7 +549,7 @@ fn groups_forward<T: Float>(
                 ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
                 ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
             };
-            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, nx, raw.shift) {
+            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, nx, raw.shift, out.stream) {
                 Some(sums) => sums,
                 None => {
                     lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
@@ -545,7 +571,7 @@ pub(crate) fn normalize<T: Float>(
     params: Params<'_, T>,
     out: &mut [T],
 ) {
-    let shared = SharedOut::new(out);
+    let shared = SharedOut::new(out, 2);
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     if ntasks == 1 {
@@ -642,7 +668,7 @@ pub(crate) fn forward<T: Float>(
     let gpt = upt * gpu;
     acc.clear();
     acc.resize(3 * groups, 0.0);
-    let shared = SharedOut::new(out);
+    let shared = SharedOut::new(out, 2);
     if units.count <= upt {
         // One task: run it here, without handing it to the thread pool.
         fused_forward_task(
@@ -779,11 +805,13 @@ fn unit_dx<T: Float>(
         &coef.2[g0..g0 + w],
         &coef.3[g0..g0 + w],
     );
-    if w > 1 && gamma.is_none() {
-        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+    let run = (w > 1 && gamma.is_none())
+        .then(|| units.run(u, range))
+        .flatten();
+    if let Some(run) = run {
         let (ptr, n) = out.raw();
         // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
-        if unsafe { T::col_dx(x, dy, ptr, n, lines, (c, m, a, b)) } {
+        if unsafe { T::col_dx(x, dy, ptr, n, run, (c, m, a, b), out.stream) } {
             return;
         }
     }
@@ -1057,6 +1085,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
             dx: base.map(|(xo, _)| unsafe { out.line(xo, len) }),
             c,
             g,
+            stream: out.stream,
         }
     }
 
@@ -1162,6 +1191,7 @@ fn rows_backward<T: Float>(
                         dx: [dx],
                         c,
                         g,
+                        ..
                     } = cur;
                     row_dx_portable(x[0], dy[0], dx, c[0], g);
                 }
@@ -1227,6 +1257,7 @@ fn groups_backward<T: Float>(
                 dx: [dx],
                 c: [(c, m, a, b)],
                 g,
+                stream: out.stream,
             };
             let rows = Rows {
                 x: [&x[nxo..nxo + len]],
@@ -1296,7 +1327,7 @@ pub(crate) fn dx_all<T: Float>(
     gamma: Option<&[T]>,
     dx: &mut [T],
 ) {
-    let shared = SharedOut::new(dx);
+    let shared = SharedOut::new(dx, 3);
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     if ntasks == 1 {
@@ -1345,7 +1376,7 @@ pub(crate) fn backward<'a, T: Float>(
         );
         return;
     }
-    let shared = SharedOut::new(dx);
+    let shared = SharedOut::new(dx, 3);
     let upt = units.per_task();
     let gpt = upt * gpu;
     let ntasks = units.count.div_ceil(upt);

@@ -13,6 +13,12 @@
 //!   [`RowReduce::col_dx`] keep per-column accumulators or coefficients in registers across
 //!   lines.
 //!
+//! The AVX-512 elementwise passes start their vector stores at 64-byte boundaries of the
+//! output (masked head and tail vectors): a store that straddles two cache lines costs both,
+//! and `Vec` buffers start 16 bytes past a boundary. Where a pass's working set exceeds
+//! [`super::simd::stream_threshold`], the full vectors are non-temporal stores, fenced at the
+//! end of each kernel call. Neither changes a bit of the results.
+//!
 //! Accumulation is in f64 (the f32 backward sums first add 64 values, or 8 lines, in f32);
 //! lane sums reduce in a fixed order, so a level's result is deterministic, and the plain
 //! and the pipelined kernels of a level share their accumulator type, so their sums are
@@ -53,6 +59,8 @@ pub struct DxRows<'a, T, const R: usize> {
     pub c: [(T, T, T, T); R],
     /// γ along the rows (shared), if not folded into `c`.
     pub g: Option<&'a [T]>,
+    /// Whether kernels may write dx with non-temporal stores (`simd::streams`).
+    pub stream: bool,
 }
 
 /// A row parameter reborrowed for one call.
@@ -288,36 +296,41 @@ pub trait RowReduce: Sized + Copy {
     {
         col_dsums_lines(x, dy, lines, c, sg, sgx);
     }
-    /// `y = (x − m[c])·a[c] + b[c]` over whole lines of `w = m.len()` columns, the
-    /// coefficients held in registers across lines (f32 with AVX-512, w ∈ {16, 32, 48, 64}).
-    /// Returns false, writing nothing, where no such kernel exists.
+    /// `y = (x − m[c])·a[c] + b[c]` over a run of `lines` contiguous whole lines of
+    /// `w = m.len()` columns from offset `start` (`run = (start, lines)`), the coefficients
+    /// held in registers (f32 with AVX-512, w ∈ {16, 32, 48, 64}); with `stream`, full
+    /// vectors may be non-temporal stores (`simd::streams`). Returns false, writing
+    /// nothing, where no such kernel exists.
     ///
     /// # Safety
-    /// For every offset `o` of `lines`, `out[o..o + w]` must lie in the `out_len` values at
-    /// `out` (checked) and be written by no one else meanwhile.
+    /// `out[start..start + lines·w]` must lie in the `out_len` values at `out` (checked) and
+    /// be written by no one else meanwhile.
     #[inline(always)]
-    unsafe fn col_affine<I: Iterator<Item = usize>>(
+    unsafe fn col_affine(
         _x: &[Self],
         _out: *mut Self,
         _out_len: usize,
-        _lines: I,
+        _run: (usize, usize),
         _c: (&[Self], &[Self], &[Self]),
+        _stream: bool,
     ) -> bool {
         false
     }
-    /// `dx = dy·c[c] + ((x − m[c])·a[c] + b[c])` over whole lines, as
+    /// `dx = dy·c[c] + ((x − m[c])·a[c] + b[c])` over a run of whole lines, as
     /// [`col_affine`](RowReduce::col_affine).
     ///
     /// # Safety
     /// As [`col_affine`](RowReduce::col_affine).
     #[inline(always)]
-    unsafe fn col_dx<I: Iterator<Item = usize>>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn col_dx(
         _x: &[Self],
         _dy: &[Self],
         _out: *mut Self,
         _out_len: usize,
-        _lines: I,
+        _run: (usize, usize),
         _c: (&[Self], &[Self], &[Self], &[Self]),
+        _stream: bool,
     ) -> bool {
         false
     }
@@ -332,6 +345,7 @@ pub trait RowReduce: Sized + Copy {
         _p: Option<(&[Self], Option<&[Self]>)>,
         _next: &[Self],
         _shift: f64,
+        _stream: bool,
     ) -> Option<(f64, f64)> {
         None
     }
@@ -403,12 +417,13 @@ impl RowReduce for f32 {
         }
     }
     #[inline(always)]
-    unsafe fn col_affine<I: Iterator<Item = usize>>(
+    unsafe fn col_affine(
         x: &[f32],
         out: *mut f32,
         out_len: usize,
-        lines: I,
+        run: (usize, usize),
         c: (&[f32], &[f32], &[f32]),
+        stream: bool,
     ) -> bool {
         let k = (c.0, c.1, c.2, c.2);
         match level() {
@@ -416,19 +431,20 @@ impl RowReduce for f32 {
             // SAFETY: `level()` never exceeds the features detected at run time; the output
             // contract is the caller's.
             Level::Avx512 => unsafe {
-                x86::col_lines_f32_avx512::<false, I>(x, x, out, out_len, lines, k)
+                x86::col_run_f32_avx512::<false>(x, x, out, out_len, run, k, stream)
             },
             _ => false,
         }
     }
     #[inline(always)]
-    unsafe fn col_dx<I: Iterator<Item = usize>>(
+    unsafe fn col_dx(
         x: &[f32],
         dy: &[f32],
         out: *mut f32,
         out_len: usize,
-        lines: I,
+        run: (usize, usize),
         c: (&[f32], &[f32], &[f32], &[f32]),
+        stream: bool,
     ) -> bool {
         let k = (c.1, c.2, c.3, c.0);
         match level() {
@@ -436,7 +452,7 @@ impl RowReduce for f32 {
             // SAFETY: `level()` never exceeds the features detected at run time; the output
             // contract is the caller's.
             Level::Avx512 => unsafe {
-                x86::col_lines_f32_avx512::<true, I>(x, dy, out, out_len, lines, k)
+                x86::col_run_f32_avx512::<true>(x, dy, out, out_len, run, k, stream)
             },
             _ => false,
         }
@@ -505,12 +521,14 @@ impl RowReduce for f32 {
         p: Option<(&[f32], Option<&[f32]>)>,
         next: &[f32],
         shift: f64,
+        stream: bool,
     ) -> Option<(f64, f64)> {
         match level() {
             #[cfg(target_arch = "x86_64")]
             Level::Avx512 => {
                 // SAFETY: `level()` never exceeds the features detected at run time.
-                let sums = unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift) };
+                let sums =
+                    unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift, stream) };
                 Some(sums)
             }
             _ => None,
@@ -558,7 +576,7 @@ mod x86 {
 
     use super::{
         col_dsums_portable, col_sums_portable, reborrow, row_dsums_portable, row_dsums_weighted,
-        row_dx_portable, row_sums_portable, stage_portable, DxRows, RowParam, Rows,
+        row_sums_portable, stage_portable, DxRows, RowParam, Rows,
     };
 
     #[inline]
@@ -660,6 +678,183 @@ mod x86 {
         acc.finish(chunks.remainder(), shift)
     }
 
+    /// The elements before the first 64-byte boundary at or after `p` (at most `n`). The
+    /// elementwise passes start their full vectors there: an unaligned 64-byte store
+    /// straddles two cache lines, and a pass whose stores all do runs ~20 % slower when its
+    /// output streams from the last-level cache (`Vec` buffers start 16 bytes past a line).
+    #[inline(always)]
+    fn head16(p: *const f32, n: usize) -> usize {
+        // f32 pointers are 4-byte aligned: the offset is below 16 elements.
+        p.align_offset(64).min(n)
+    }
+
+    /// The mask of the first `k` of 16 lanes.
+    #[inline(always)]
+    fn lanes(k: usize) -> __mmask16 {
+        if k >= 16 {
+            0xffff
+        } else {
+            ((1u32 << k) - 1) as __mmask16
+        }
+    }
+
+    /// Loads the lanes of `mask` at `p` (zero elsewhere); a full mask is a plain load.
+    ///
+    /// # Safety
+    /// The lanes of `mask` at `p` must be readable.
+    #[inline(always)]
+    unsafe fn load16(p: *const f32, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller's contract; masked-off lanes are not accessed (no fault).
+        unsafe {
+            if mask == 0xffff {
+                _mm512_loadu_ps(p)
+            } else {
+                _mm512_maskz_loadu_ps(mask, p)
+            }
+        }
+    }
+
+    /// Stores the lanes of `mask` of `v` at `p`. A full mask is a plain store, or with
+    /// `stream` at a 64-byte boundary a non-temporal one (which [`Aligned::fence`] orders).
+    ///
+    /// # Safety
+    /// The lanes of `mask` at `p` must be writable, exclusively.
+    #[inline(always)]
+    unsafe fn store16(p: *mut f32, v: __m512, mask: __mmask16, stream: bool) {
+        // SAFETY: the caller's contract; masked-off lanes are not written; the streaming
+        // store's alignment is checked.
+        unsafe {
+            if mask != 0xffff {
+                _mm512_mask_storeu_ps(p, mask, v)
+            } else if stream && (p as usize).is_multiple_of(64) {
+                _mm512_stream_ps(p, v)
+            } else {
+                _mm512_storeu_ps(p, v)
+            }
+        }
+    }
+
+    /// The blocks of an elementwise pass over `n` contiguous values whose vector stores
+    /// start at 64-byte boundaries: full body blocks, taken one at a time alongside the loop
+    /// of another pass ([`Aligned::body`]), then the head before the first boundary and the
+    /// values after the last block as masked vectors ([`Aligned::rest`]). With `stream`, the
+    /// full vectors are non-temporal stores: they skip the read for ownership and leave the
+    /// cache to the pass's inputs (see `simd::streams`).
+    #[derive(Clone, Copy)]
+    struct Aligned {
+        /// Values before the first boundary.
+        head: usize,
+        /// Values of the pass.
+        n: usize,
+        /// The start of the next body block.
+        next: usize,
+        /// Whether full vectors are streamed.
+        stream: bool,
+    }
+
+    impl Aligned {
+        #[inline(always)]
+        fn new(out: *const f32, n: usize, stream: bool) -> Self {
+            let head = head16(out, n);
+            Aligned {
+                head,
+                n,
+                next: head,
+                stream,
+            }
+        }
+
+        /// The start of the next body block of `len` values (a multiple of 16), if it lies
+        /// in the pass.
+        #[inline(always)]
+        fn body(&mut self, len: usize) -> Option<usize> {
+            let i = self.next;
+            (i + len <= self.n).then(|| {
+                self.next = i + len;
+                i
+            })
+        }
+
+        /// The head and the values after the last body block, as (start, lanes) vectors.
+        #[inline(always)]
+        fn rest(&self) -> impl Iterator<Item = (usize, __mmask16)> {
+            let head = (self.head > 0).then_some((0, lanes(self.head)));
+            let n = self.n;
+            let tail = (self.next..n).step_by(16).map(move |i| (i, lanes(n - i)));
+            head.into_iter().chain(tail)
+        }
+
+        /// Orders the pass's streaming stores before anything that follows (a reader on
+        /// another thread, after the task's join): required after non-temporal stores.
+        #[inline(always)]
+        fn fence(&self) {
+            if self.stream {
+                // SAFETY: SSE, part of the x86-64 baseline; `sfence` touches no memory.
+                unsafe { _mm_sfence() };
+            }
+        }
+    }
+
+    /// y = ((x − m)·a + b)·γ + β on the lanes of `mask` from `i`: the portable kernel's
+    /// operations, lane by lane.
+    ///
+    /// # Safety
+    /// The lanes of `mask` from `i` must lie in `x`, `y` (and γ, β); `y` written by no one
+    /// else.
+    #[inline(always)]
+    unsafe fn affine16(
+        x: *const f32,
+        y: *mut f32,
+        (vm, va, vb): (__m512, __m512, __m512),
+        p: Option<(*const f32, Option<*const f32>)>,
+        i: usize,
+        mask: __mmask16,
+        stream: bool,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut v = _mm512_sub_ps(load16(x.add(i), mask), vm);
+            v = _mm512_add_ps(_mm512_mul_ps(v, va), vb);
+            if let Some((g, bt)) = p {
+                v = _mm512_mul_ps(v, load16(g.add(i), mask));
+                if let Some(bt) = bt {
+                    v = _mm512_add_ps(v, load16(bt.add(i), mask));
+                }
+            }
+            store16(y.add(i), v, mask, stream);
+        }
+    }
+
+    /// dx = dy·(c·γ) + ((x − m)·a + b) on the lanes of `mask` from `i`: the portable
+    /// kernel's operations, lane by lane.
+    ///
+    /// # Safety
+    /// The lanes of `mask` from `i` must lie in `x`, `dy`, `dx` (and γ); `dx` written by no
+    /// one else.
+    #[inline(always)]
+    unsafe fn dx16(
+        (x, dy, dx): (*const f32, *const f32, *mut f32),
+        (vc, vm, va, vb): (__m512, __m512, __m512, __m512),
+        g: Option<*const f32>,
+        i: usize,
+        mask: __mmask16,
+        stream: bool,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let v = load16(x.add(i), mask);
+            let d = load16(dy.add(i), mask);
+            let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
+            let k = g.map_or(vc, |g| _mm512_mul_ps(vc, load16(g.add(i), mask)));
+            store16(
+                dx.add(i),
+                _mm512_add_ps(_mm512_mul_ps(d, k), xh),
+                mask,
+                stream,
+            );
+        }
+    }
+
     /// `sums_f32_avx512` over `next` with the affine pass over (`x`, `y`) in the same loop.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) fn affine_then_sums_f32_avx512(
@@ -669,6 +864,7 @@ mod x86 {
         p: Option<(&[f32], Option<&[f32]>)>,
         next: &[f32],
         shift: f64,
+        stream: bool,
     ) -> (f64, f64) {
         let n = next.len();
         assert!(x.len() == n && y.len() == n, "rows of one length");
@@ -678,43 +874,32 @@ mod x86 {
                 "parameters span the row"
             );
         }
-        let (vm, va, vb) = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
+        let k = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
+        let p = p.map(|(g, bt)| (g.as_ptr(), bt.map(|bt| bt.as_ptr())));
+        let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let mut acc = Sums16x2::new(shift);
+        let mut out = Aligned::new(yp, n, stream);
         let full = n - n % 32;
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 32 ≤ n, the length of `next`, `x`, `y` (and γ, β: asserted above):
-            // unaligned 64-byte loads and stores in bounds.
+            // SAFETY: i + 32 ≤ n and the body block j + 32 ≤ n, the length of `next`, `x`,
+            // `y` (and γ, β: asserted above); `y` is borrowed mutably.
             unsafe {
                 // The next row's loads first: a load behind a store to an address 4 KiB
                 // apart (rows of whole pages) would wait on it (4K aliasing).
                 acc.add32(next.as_ptr().add(i));
-                for half in [0, 16] {
-                    let mut v = _mm512_sub_ps(_mm512_loadu_ps(x.as_ptr().add(i + half)), vm);
-                    v = _mm512_add_ps(_mm512_mul_ps(v, va), vb);
-                    if let Some((g, bt)) = p {
-                        v = _mm512_mul_ps(v, _mm512_loadu_ps(g.as_ptr().add(i + half)));
-                        if let Some(bt) = bt {
-                            v = _mm512_add_ps(v, _mm512_loadu_ps(bt.as_ptr().add(i + half)));
-                        }
-                    }
-                    _mm512_storeu_ps(y.as_mut_ptr().add(i + half), v);
+                if let Some(j) = out.body(32) {
+                    affine16(xp, yp, k, p, j, 0xffff, stream);
+                    affine16(xp, yp, k, p, j + 16, 0xffff, stream);
                 }
             }
             i += 32;
         }
-        // The rest of the affine pass, element by element as the portable kernel computes it.
-        for k in full..n {
-            let mut v = (x[k] - m) * a + b;
-            if let Some((g, bt)) = p {
-                v *= g[k];
-                if let Some(bt) = bt {
-                    // The same operations, in the same order, as the portable kernel.
-                    v += bt[k];
-                }
-            }
-            y[k] = v;
+        for (j, mask) in out.rest() {
+            // SAFETY: the lanes of `mask` from `j` lie in the row (`Aligned::rest`).
+            unsafe { affine16(xp, yp, k, p, j, mask, stream) };
         }
+        out.fence();
         // The rest of the sums, exactly as `sums_f32_avx512` finishes.
         acc.finish(&next[full..], shift)
     }
@@ -1094,7 +1279,14 @@ mod x86 {
             cur.g.is_none_or(|g| g.len() == n),
             "parameters span the row"
         );
-        let DxRows { x, dy, dx, c, g } = cur;
+        let DxRows {
+            x,
+            dy,
+            dx,
+            c,
+            g,
+            stream,
+        } = cur;
         let coef = c.map(|(c, m, a, b)| {
             (
                 _mm512_set1_ps(c),
@@ -1103,131 +1295,172 @@ mod x86 {
                 _mm512_set1_ps(b),
             )
         });
+        let (xp, dyp) = (x.map(|x| x.as_ptr()), dy.map(|d| d.as_ptr()));
+        let dxp = dx.map(|d| d.as_mut_ptr());
+        let g = g.map(|g| g.as_ptr());
+        let mut out = [Aligned::new(dxp[0], n, stream); R];
+        for (o, &p) in out.iter_mut().zip(&dxp) {
+            *o = Aligned::new(p, n, stream);
+        }
         let mut acc = dsums_acc(&next);
         let full = n - n % 64;
         let base = ptrs(&mut p);
         let mut i = 0;
         while i < full {
-            // SAFETY: i + 64 ≤ n, the length of every row, γ and accumulator (checked above):
-            // unaligned loads and stores in bounds; `p` is borrowed mutably for the loop.
+            // SAFETY: i + 64 ≤ n and every body block j + 64 ≤ n, the length of every row, γ
+            // and accumulator (checked above); the dx rows are borrowed mutably, `p` for the
+            // loop.
             unsafe {
                 // The next rows' loads first: a load behind a store to an address 4 KiB
                 // apart (rows of whole pages) would wait on it (4K aliasing).
                 let nx = next.x.map(|x| x.as_ptr().add(i));
                 let ndy = next.dy.map(|d| d.as_ptr().add(i));
                 add64(&mut acc, nx, ndy, at(base, i));
-                for j in [i, i + 16, i + 32, i + 48] {
-                    let cg = g.map(|g| _mm512_loadu_ps(g.as_ptr().add(j)));
-                    for r in 0..R {
-                        let (vc, vm, va, vb) = coef[r];
-                        let v = _mm512_loadu_ps(x[r].as_ptr().add(j));
-                        let d = _mm512_loadu_ps(dy[r].as_ptr().add(j));
-                        let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
-                        let k = cg.map_or(vc, |g| _mm512_mul_ps(vc, g));
-                        let o = _mm512_add_ps(_mm512_mul_ps(d, k), xh);
-                        _mm512_storeu_ps(dx[r].as_mut_ptr().add(j), o);
+                for r in 0..R {
+                    if let Some(j) = out[r].body(64) {
+                        for j in [j, j + 16, j + 32, j + 48] {
+                            dx16((xp[r], dyp[r], dxp[r]), coef[r], g, j, 0xffff, stream);
+                        }
                     }
                 }
             }
             i += 64;
         }
-        // The rest of dx exactly as the portable kernel computes it.
         for r in 0..R {
-            let g = g.map(|g| &g[full..]);
-            row_dx_portable(&x[r][full..], &dy[r][full..], &mut dx[r][full..], c[r], g);
+            for (j, mask) in out[r].rest() {
+                // SAFETY: the lanes of `mask` from `j` lie in the row (`Aligned::rest`).
+                unsafe { dx16((xp[r], dyp[r], dxp[r]), coef[r], g, j, mask, stream) };
+            }
         }
+        out[0].fence();
         dsums_finish(&mut acc, &next, full, p)
     }
 
-    /// The elementwise passes over whole lines of `w = 16·V` columns with the coefficients
-    /// in registers: y = (x − m)·a + b, and with `DX`, dx = dy·c + ((x − m)·a + b) —
-    /// the portable kernels' operations in their order. `k` = (m, a, b, c).
+    /// The elementwise passes over a run of `lines` contiguous lines of `w = 16·V` columns
+    /// from `start`, coefficients in registers: y = (x − m)·a + b, and with `DX`,
+    /// dx = dy·c + ((x − m)·a + b) — the portable kernels' operations, lane by lane.
+    /// `k` = (m, a, b, c). The run is walked as one flat range whose full vectors start at
+    /// 64-byte boundaries of the output ([`Aligned`]): the vector at flat offset `h + 16·t`
+    /// (`h` the head) holds columns `(h + 16·t + lane) mod w`, so the coefficients are
+    /// loaded once per run, rotated by `h`.
     ///
     /// # Safety
     /// As `RowReduce::col_affine`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn col_lines<const V: usize, const DX: bool, I: Iterator<Item = usize>>(
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn col_run<const V: usize, const DX: bool>(
         x: &[f32],
         dy: &[f32],
         out: *mut f32,
         out_len: usize,
-        lines: I,
+        (start, lines): (usize, usize),
         (m, a, b, c): (&[f32], &[f32], &[f32], &[f32]),
+        stream: bool,
     ) {
         let w = 16 * V;
         assert!(
             m.len() == w && a.len() == w && b.len() == w && c.len() == w,
             "one coefficient per column"
         );
+        let n = lines * w;
+        let end = start.checked_add(n);
+        let fits = |len: usize| end.is_some_and(|e| e <= len);
+        assert!(
+            fits(x.len()) && fits(out_len) && (!DX || fits(dy.len())),
+            "run out of bounds"
+        );
+        // SAFETY: `start + n` ≤ every length (asserted): the offsets below stay in bounds.
+        let (xp, dyp, op) = unsafe {
+            (
+                x.as_ptr().add(start),
+                dy.as_ptr().add(start),
+                out.add(start),
+            )
+        };
+        let mut walk = Aligned::new(op, n, stream);
+        let h = walk.head;
         let zs = _mm512_setzero_ps();
-        let mut k = [[zs; 4]; 4];
-        for (v, kv) in k.iter_mut().take(V).enumerate() {
-            for (j, arr) in [m, a, b, c].into_iter().enumerate() {
-                // SAFETY: 16 values at 16v < w = arr.len().
-                kv[j] = unsafe { _mm512_loadu_ps(arr.as_ptr().add(16 * v)) };
+        // The coefficients of the vectors from offset h + 16·v (rotated) and from 0 (plain).
+        let mut rot = [[zs; 4]; 4];
+        let mut plain = [zs; 4];
+        for (j, arr) in [m, a, b, c].into_iter().enumerate() {
+            let mut twice = [0.0f32; 2 * 64];
+            for (i, t) in twice[..2 * w].iter_mut().enumerate() {
+                *t = arr[i % w];
+            }
+            for (v, r) in rot.iter_mut().take(V).enumerate() {
+                // SAFETY: h + 16v + 16 ≤ 15 + 16·V ≤ 2w values of `twice`.
+                r[j] = unsafe { _mm512_loadu_ps(twice.as_ptr().add(h + 16 * v)) };
+            }
+            // SAFETY: 16 ≤ w values of `arr`.
+            plain[j] = unsafe { _mm512_loadu_ps(arr.as_ptr()) };
+        }
+        let ptrs = (xp, dyp, op);
+        while let Some(i) = walk.body(w) {
+            for (v, &k) in rot.iter().take(V).enumerate() {
+                // SAFETY: a body block of the run (`Aligned::body`).
+                unsafe { col16::<DX>(ptrs, i + 16 * v, k, 0xffff, stream) };
             }
         }
-        let len = if DX {
-            x.len().min(dy.len()).min(out_len)
-        } else {
-            x.len().min(out_len)
-        };
-        for o in lines {
-            line_in(o, w, len);
-            // SAFETY: o + w ≤ the lengths of `x`, `dy` and the output (checked above); the
-            // line is written by this task only (the caller's contract). All loads of the line
-            // come before its stores (a load behind a store 4 KiB apart would wait on it).
-            unsafe {
-                let xs: [__m512; 4] = std::array::from_fn(|v| {
-                    if v < V {
-                        _mm512_loadu_ps(x.as_ptr().add(o + 16 * v))
-                    } else {
-                        zs
-                    }
-                });
-                let ds: [__m512; 4] = std::array::from_fn(|v| {
-                    if DX && v < V {
-                        _mm512_loadu_ps(dy.as_ptr().add(o + 16 * v))
-                    } else {
-                        zs
-                    }
-                });
-                for (v, &[vm, va, vb, vc]) in k.iter().take(V).enumerate() {
-                    let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(xs[v], vm), va), vb);
-                    let y = if DX {
-                        _mm512_add_ps(_mm512_mul_ps(ds[v], vc), xh)
-                    } else {
-                        xh
-                    };
-                    _mm512_storeu_ps(out.add(o + 16 * v), y);
-                }
-            }
+        for (i, mask) in walk.rest() {
+            let k = if i < h { plain } else { rot[(i - h) / 16 % V] };
+            // SAFETY: the lanes of `mask` from `i` lie in the run (`Aligned::rest`).
+            unsafe { col16::<DX>(ptrs, i, k, mask, stream) };
+        }
+        walk.fence();
+    }
+
+    /// One vector of `col_run`: the lanes of `mask` from `i`, coefficients (m, a, b, c).
+    ///
+    /// # Safety
+    /// The lanes of `mask` from `i` must lie in the run at `x`, `dy` (read with `DX`) and
+    /// `out` (written by no one else).
+    #[inline(always)]
+    unsafe fn col16<const DX: bool>(
+        (x, dy, out): (*const f32, *const f32, *mut f32),
+        i: usize,
+        [vm, va, vb, vc]: [__m512; 4],
+        mask: __mmask16,
+        stream: bool,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let v = load16(x.add(i), mask);
+            let xh = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), va), vb);
+            let y = if DX {
+                _mm512_add_ps(_mm512_mul_ps(load16(dy.add(i), mask), vc), xh)
+            } else {
+                xh
+            };
+            store16(out.add(i), y, mask, stream);
         }
     }
 
-    /// `col_lines` for the widths it has (16, 32, 48, 64); false otherwise.
+    /// `col_run` for the widths it has (16, 32, 48, 64); false otherwise.
     ///
     /// # Safety
     /// As `RowReduce::col_affine`.
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) unsafe fn col_lines_f32_avx512<const DX: bool, I: Iterator<Item = usize>>(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn col_run_f32_avx512<const DX: bool>(
         x: &[f32],
         dy: &[f32],
         out: *mut f32,
         out_len: usize,
-        lines: I,
+        run: (usize, usize),
         k: (&[f32], &[f32], &[f32], &[f32]),
+        stream: bool,
     ) -> bool {
         match k.0.len() {
             // SAFETY: the caller's contract (as for every arm below).
-            16 => unsafe { col_lines::<1, DX, I>(x, dy, out, out_len, lines, k) },
+            16 => unsafe { col_run::<1, DX>(x, dy, out, out_len, run, k, stream) },
             // SAFETY: as above.
-            32 => unsafe { col_lines::<2, DX, I>(x, dy, out, out_len, lines, k) },
+            32 => unsafe { col_run::<2, DX>(x, dy, out, out_len, run, k, stream) },
             // SAFETY: as above.
-            48 => unsafe { col_lines::<3, DX, I>(x, dy, out, out_len, lines, k) },
+            48 => unsafe { col_run::<3, DX>(x, dy, out, out_len, run, k, stream) },
             // SAFETY: as above.
-            64 => unsafe { col_lines::<4, DX, I>(x, dy, out, out_len, lines, k) },
+            64 => unsafe { col_run::<4, DX>(x, dy, out, out_len, run, k, stream) },
             _ => return false,
         }
         true
