@@ -27,6 +27,13 @@ pub(crate) enum ParamLine<'a, T> {
     Vector(&'a [T], Option<&'a [T]>),
 }
 
+/// The values of `out` before its first 64-byte boundary: an elementwise loop split there
+/// stores whole cache lines (an unaligned vector store straddles two).
+#[inline(always)]
+pub(crate) fn head<T>(out: &[T]) -> usize {
+    out.as_ptr().align_offset(64).min(out.len())
+}
+
 /// y = ((x − m)·a + b)·γ + β over a line; `m`, `a`, `b` have length 1 (`DS = false`) or the
 /// line's length.
 #[inline(always)]
@@ -39,6 +46,19 @@ pub(crate) fn affine<T: Float, const DS: bool>(
     p: ParamLine<'_, T>,
 ) {
     if !DS {
+        let h = head(y);
+        if h > 0 && h < y.len() {
+            // Elementwise: the two parts compute exactly what the whole line would.
+            let (y0, y1) = y.split_at_mut(h);
+            let (x0, x1) = x.split_at(h);
+            let rest = match p {
+                ParamLine::Vector(g, bt) => ParamLine::Vector(&g[h..], bt.map(|bt| &bt[h..])),
+                p => p,
+            };
+            affine::<T, false>(x0, y0, m, a, b, p);
+            affine::<T, false>(x1, y1, m, a, b, rest);
+            return;
+        }
         let (m, mut a, mut b) = (m[0], a[0], b[0]);
         match p {
             ParamLine::None => {}
