@@ -47,41 +47,15 @@ pub(crate) fn affine<T: Float, const DS: bool>(
 ) {
     if !DS {
         let h = head(y);
-        if h > 0 && h < y.len() {
-            // Elementwise: the two parts compute exactly what the whole line would.
-            let (y0, y1) = y.split_at_mut(h);
-            let (x0, x1) = x.split_at(h);
-            let rest = match p {
-                ParamLine::Vector(g, bt) => ParamLine::Vector(&g[h..], bt.map(|bt| &bt[h..])),
-                p => p,
-            };
-            affine::<T, false>(x0, y0, m, a, b, p);
-            affine::<T, false>(x1, y1, m, a, b, rest);
-            return;
-        }
-        let (m, mut a, mut b) = (m[0], a[0], b[0]);
-        match p {
-            ParamLine::None => {}
-            ParamLine::Scalar(g, bt) => {
-                a = a * g;
-                b = b * g + bt;
-            }
-            ParamLine::Vector(g, Some(bt)) => {
-                for (((o, &v), &g), &bt) in y.iter_mut().zip(x).zip(g).zip(bt) {
-                    *o = ((v - m) * a + b) * g + bt;
-                }
-                return;
-            }
-            ParamLine::Vector(g, None) => {
-                for ((o, &v), &g) in y.iter_mut().zip(x).zip(g) {
-                    *o = ((v - m) * a + b) * g;
-                }
-                return;
-            }
-        }
-        for (o, &v) in y.iter_mut().zip(x) {
-            *o = (v - m) * a + b;
-        }
+        // Elementwise: the two parts compute exactly what the whole line would.
+        let (y0, y1) = y.split_at_mut(h);
+        let (x0, x1) = x.split_at(h);
+        let rest = match p {
+            ParamLine::Vector(g, bt) => ParamLine::Vector(&g[h..], bt.map(|bt| &bt[h..])),
+            p => p,
+        };
+        row_affine(x0, y0, (m[0], a[0], b[0]), p);
+        row_affine(x1, y1, (m[0], a[0], b[0]), rest);
         return;
     }
     let it = y.iter_mut().zip(x).zip(m).zip(a).zip(b);
@@ -101,6 +75,33 @@ pub(crate) fn affine<T: Float, const DS: bool>(
                 *o = ((v - m) * a + b) * g[i] + bt.map_or(T::zero(), |bt| bt[i]);
             }
         }
+    }
+}
+
+/// y = ((x − m)·a + b)·γ + β over (part of) a row with one (m, a, b).
+#[inline(always)]
+fn row_affine<T: Float>(x: &[T], y: &mut [T], (m, mut a, mut b): (T, T, T), p: ParamLine<'_, T>) {
+    match p {
+        ParamLine::None => {}
+        ParamLine::Scalar(g, bt) => {
+            a = a * g;
+            b = b * g + bt;
+        }
+        ParamLine::Vector(g, Some(bt)) => {
+            for (((o, &v), &g), &bt) in y.iter_mut().zip(x).zip(g).zip(bt) {
+                *o = ((v - m) * a + b) * g + bt;
+            }
+            return;
+        }
+        ParamLine::Vector(g, None) => {
+            for ((o, &v), &g) in y.iter_mut().zip(x).zip(g) {
+                *o = ((v - m) * a + b) * g;
+            }
+            return;
+        }
+    }
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v - m) * a + b;
     }
 }
 

@@ -238,17 +238,25 @@ pub(crate) fn row_dx_portable<T: crate::Float>(
     x: &[T],
     dy: &[T],
     out: &mut [T],
+    k: (T, T, T, T),
+    g: Option<&[T]>,
+) {
+    // Elementwise: the two parts compute exactly what the whole row would.
+    let h = super::lines::head(out).min(x.len()).min(dy.len());
+    let (o0, o1) = out.split_at_mut(h);
+    row_dx_part(&x[..h], &dy[..h], o0, k, g);
+    row_dx_part(&x[h..], &dy[h..], o1, k, g.map(|g| &g[h.min(g.len())..]));
+}
+
+/// [`row_dx_portable`] over part of a row (the loops the compiler vectorizes).
+#[inline(always)]
+fn row_dx_part<T: crate::Float>(
+    x: &[T],
+    dy: &[T],
+    out: &mut [T],
     (c, m, a, b): (T, T, T, T),
     g: Option<&[T]>,
 ) {
-    let h = super::lines::head(out);
-    if h > 0 && h < out.len() {
-        // Elementwise: the two parts compute exactly what the whole row would.
-        let (o0, o1) = out.split_at_mut(h);
-        row_dx_portable(&x[..h], &dy[..h], o0, (c, m, a, b), g);
-        row_dx_portable(&x[h..], &dy[h..], o1, (c, m, a, b), g.map(|g| &g[h..]));
-        return;
-    }
     match g {
         Some(g) => {
             for (((o, &v), &d), &g) in out.iter_mut().zip(x).zip(dy).zip(g) {
