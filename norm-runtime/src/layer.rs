@@ -12,6 +12,7 @@ use std::cell::RefCell;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
+use crate::chain;
 use crate::collective::Collective;
 use crate::plan::Plan;
 use crate::stage::{self, LayerInfo, Purpose, Scratch, StageState};
@@ -149,7 +150,30 @@ pub fn forward_into<T: Float, D: Dimension>(
         saved.shape.extend_from_slice(shape);
         saved.stages.resize_with(nstages, SavedStage::default);
         saved.intermediates.resize_with(nstages - 1, Vec::new);
+        // A chain whose stages share cells runs fused (two passes in all); synchronized
+        // calls run stage by stage (their statistics cross processes per stage).
+        let fused = if sync.is_none() {
+            chain::cell_len(info, shape)
+        } else {
+            None
+        };
+        saved.cell_len = 0;
+        saved.cells.clear();
         let r = with_out(&mut out, |out| -> Result<(), NormError> {
+            if let Some(len) = fused {
+                chain::forward(
+                    info,
+                    states,
+                    shape,
+                    len,
+                    &xs,
+                    mode,
+                    out,
+                    saved,
+                    &mut scratch.chain,
+                );
+                return Ok(());
+            }
             for k in 0..nstages {
                 let (done, rest) = saved.intermediates.split_at_mut(k);
                 let input: &[T] = if k == 0 { &xs } else { &done[k - 1] };
@@ -234,10 +258,40 @@ pub fn backward_into<T: Float, D: Dimension>(
             reason: format!("{} gradient slots passed for {nstages} stages", grads.len()),
         });
     }
+    if saved.cell_len > 0 {
+        let fused_ok = saved.cells.len() * saved.cell_len == x.len()
+            && chain::cell_len(info, shape) == Some(saved.cell_len);
+        if !fused_ok {
+            return Err(bad("its statistics do not match this layer".to_string()));
+        }
+        let synced = info
+            .spec
+            .stages
+            .iter()
+            .zip(&saved.stages)
+            .any(|(st, sv)| stage::syncs(info.spec, st) && !sv.fixed);
+        if sync.is_some() && synced {
+            return Err(bad("it comes from forward, not forward_sync".to_string()));
+        }
+    }
     let xs = contiguous(&x);
     let dys = contiguous(&dy);
     with_scratch(|scratch: &mut Scratch<T>| {
         with_out(&mut dx, |dx| -> Result<(), NormError> {
+            if saved.cell_len > 0 {
+                chain::backward(
+                    info,
+                    states,
+                    shape,
+                    &xs,
+                    &dys,
+                    saved,
+                    dx,
+                    grads,
+                    &mut scratch.chain,
+                );
+                return Ok(());
+            }
             let mut up = std::mem::take(&mut scratch.up);
             let mut down = std::mem::take(&mut scratch.down);
             for k in (0..nstages).rev() {

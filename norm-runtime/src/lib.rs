@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+mod chain;
 mod collective;
 mod dynamic;
 mod error;

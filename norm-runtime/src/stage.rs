@@ -51,13 +51,13 @@ pub enum Running<'a, T> {
 }
 
 impl<T> Running<'_, T> {
-    fn mean(&self) -> ArrayViewD<'_, T> {
+    pub(crate) fn mean(&self) -> ArrayViewD<'_, T> {
         match self {
             Running::View { mean, .. } => mean.view(),
             Running::Mut { mean, .. } => mean.view(),
         }
     }
-    fn var(&self) -> ArrayViewD<'_, T> {
+    pub(crate) fn var(&self) -> ArrayViewD<'_, T> {
         match self {
             Running::View { var, .. } => var.view(),
             Running::Mut { var, .. } => var.view(),
@@ -316,7 +316,7 @@ fn estimator(stage: &Stage, m2: f64, n: usize) -> f64 {
     }
 }
 
-fn rstd(stage: &Stage, var: f64) -> f64 {
+pub(crate) fn rstd(stage: &Stage, var: f64) -> f64 {
     match stage.eps_mode {
         EpsMode::Var => 1.0 / (var + stage.eps).sqrt(),
         EpsMode::Std => 1.0 / (var.sqrt() + stage.eps),
@@ -324,7 +324,7 @@ fn rstd(stage: &Stage, var: f64) -> f64 {
 }
 
 /// The statistics of a group of `n` values with mean `mean` and M2 `m2`.
-fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
+pub(crate) fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
     let var = estimator(stage, m2, n);
     Stat {
         mean,
@@ -374,6 +374,8 @@ pub(crate) struct Scratch<T> {
     sync_local: Vec<f64>,
     sync_all: Vec<f64>,
     sync_merged: Vec<(f64, f64, f64)>,
+    /// The fused path of chains.
+    pub chain: crate::chain::ChainScratch<T>,
 }
 
 fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
@@ -566,7 +568,7 @@ fn saved_shape_hint(plan: &Plan) -> Vec<usize> {
 
 /// running ← (1 − m)·running + m·batch, the batch value averaged over `N` where the
 /// statistics are per sample; the variance is the unbiased one (as PyTorch).
-fn update_running<T: Float>(
+pub(crate) fn update_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
     n: usize,
@@ -629,7 +631,7 @@ pub(crate) fn moments<T: Float>(
     )
 }
 
-fn fill_grad<T: Float>(slot: &mut Option<ArrayD<T>>, shape: &[usize], values: &[f64]) {
+pub(crate) fn fill_grad<T: Float>(slot: &mut Option<ArrayD<T>>, shape: &[usize], values: &[f64]) {
     let ok = slot
         .as_ref()
         .is_some_and(|a| a.shape() == shape && a.is_standard_layout());
@@ -641,6 +643,37 @@ fn fill_grad<T: Float>(slot: &mut Option<ArrayD<T>>, shape: &[usize], values: &[
             *o = T::from_acc(v);
         }
     }
+}
+
+/// The dx terms of a group of `n` values with statistics `st` and backward sums
+/// `sg = Σg`, `sgx = Σg·x̂` (g = dy·γ): dx = g·r + x̂·c1 + c0; returns (c0, c1). Fixed
+/// statistics (running statistics in eval) are constants: (0, 0).
+pub(crate) fn dx_terms(
+    stage: &Stage,
+    st: &Stat,
+    n: usize,
+    fixed: bool,
+    sg: f64,
+    sgx: f64,
+) -> (f64, f64) {
+    if fixed {
+        return (0.0, 0.0);
+    }
+    let d = if stage.center && stage.unbiased {
+        n as f64 - 1.0
+    } else {
+        n as f64
+    };
+    let c1 = match stage.eps_mode {
+        EpsMode::Var => -st.rstd * sgx / d,
+        EpsMode::Std => -sgx / (d * st.var.sqrt()),
+    };
+    let c0 = if stage.center {
+        -st.rstd * sg / n as f64
+    } else {
+        0.0
+    };
+    (c0, c1)
 }
 
 /// Backward pass of stage `k`: writes dx and the stage's parameter gradients.
@@ -689,31 +722,12 @@ pub(crate) fn backward<T: Float>(
             _ => 1.0,
         }
     };
-    let d = if stage.center && stage.unbiased {
-        n as f64 - 1.0
-    } else {
-        n as f64
-    };
     // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
     let finish = |s: usize, sg: f64, sgx: f64| {
         let st = saved.stats[s];
         let gs = group_scale(s);
         let r = st.rstd;
-        let (c0, c1) = if saved.fixed {
-            (0.0, 0.0)
-        } else {
-            let (sg, sgx) = (gs * sg, gs * sgx);
-            let c1 = match stage.eps_mode {
-                EpsMode::Var => -r * sgx / d,
-                EpsMode::Std => -sgx / (d * st.var.sqrt()),
-            };
-            let c0 = if stage.center {
-                -r * sg / n as f64
-            } else {
-                0.0
-            };
-            (c0, c1)
-        };
+        let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx);
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
     };

@@ -39,8 +39,13 @@ pub struct Saved<T> {
     pub(crate) fingerprint: u64,
     pub(crate) shape: Vec<usize>,
     pub(crate) stages: Vec<SavedStage<T>>,
-    /// A chain's intermediate outputs (the input of stage k + 1), in standard layout.
+    /// A chain's intermediate outputs (the input of stage k + 1), in standard layout; empty
+    /// on the fused path, which keeps `cells` instead.
     pub(crate) intermediates: Vec<Vec<T>>,
+    /// A fused chain (`crate::chain`): the cell length (0 otherwise) and each cell's mean
+    /// and M2.
+    pub(crate) cell_len: usize,
+    pub(crate) cells: Vec<(f64, f64)>,
 }
 
 impl<T> Saved<T> {
@@ -51,6 +56,8 @@ impl<T> Saved<T> {
             shape: Vec::new(),
             stages: Vec::new(),
             intermediates: Vec::new(),
+            cell_len: 0,
+            cells: Vec::new(),
         }
     }
 

@@ -125,6 +125,33 @@ impl Units {
         u
     }
 
+    /// `count` contiguous rows of `len` elements, each its own group (the cells of a fused
+    /// chain).
+    pub fn rows(count: usize, len: usize) -> Units {
+        let mut kd = [Dim::default(); MAX_DIMS];
+        kd[0] = Dim {
+            size: count,
+            xs: len,
+            ss: 1,
+            ps: 0,
+        };
+        Units {
+            kd,
+            nk: 1,
+            rd: [Dim::default(); MAX_DIMS],
+            nr: 0,
+            line: Dim {
+                size: len,
+                xs: 1,
+                ss: 0,
+                ps: 0,
+            },
+            count,
+            lines: 1,
+            gpu: 1,
+        }
+    }
+
     /// Elements per unit.
     fn elems(&self) -> usize {
         self.lines * self.line.size
@@ -1455,6 +1482,34 @@ multiversion! {
             *r = Raw { shift: shift[i], sum: sum[i], sq: sq[i] };
         }
     }
+}
+
+multiversion! {
+    /// Raw shifted sums of rows `u0..u0 + raws.len()` (units of one line each).
+    fn row_raws_task<T: Float>(units: &Units, x: &[T], center: bool, u0: usize, raws: &mut [Raw]) {
+        let len = units.line.size;
+        for (i, r) in raws.iter_mut().enumerate() {
+            let (xo, _) = units.base(u0 + i);
+            let row = &x[xo..xo + len];
+            let shift = if center { row[0].to_acc() } else { 0.0 };
+            let (sum, sq) = lines::row_sums(row, shift);
+            *r = Raw { shift, sum, sq };
+        }
+    }
+}
+
+/// Raw shifted sums of units of one line each (shift: the line's first value), in parallel
+/// over fixed runs of rows; no allocation.
+pub(crate) fn row_raws<T: Float>(units: &Units, x: &[T], center: bool, out: &mut [Raw]) {
+    debug_assert!(units.lines == 1 && units.gpu == 1, "one line per unit");
+    let upt = units.per_task();
+    if units.count <= upt {
+        row_raws_task(units, x, center, 0, out);
+        return;
+    }
+    out.par_chunks_mut(upt)
+        .enumerate()
+        .for_each(|(t, raws)| row_raws_task(units, x, center, t * upt, raws));
 }
 
 /// Raw shifted sums of every group (for `stats`), in the same order as the forward pass.
