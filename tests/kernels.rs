@@ -231,6 +231,23 @@ fn bit_identical_for_one_and_two_threads() {
         (y, g.dx, g.dgamma, g.dbeta)
     };
     assert_eq!(on_threads(1, run), on_threads(2, run));
+
+    // A fused chain (Batch-Channel Normalization, 512 cells of 100 values: several tasks).
+    let spec = NormSpec::parse(
+        r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 4, affine))"#,
+    )
+    .expect("spec");
+    let x3 = ArrayD::from_shape_vec(IxDyn(&[8, 64, 10, 10]), lcg(11, 51_200, 0.5)).expect("shape");
+    let run = || {
+        let mut l = DynNorm::<f32>::new(&spec, &[("C", 64)]).expect("layer");
+        let x = x3.mapv(|v| v as f32);
+        let (y, saved) = l.forward_train(x.view()).expect("forward");
+        let g = l
+            .backward_chain(x.view(), y.view(), &saved)
+            .expect("backward");
+        (y, g, l.stages()[0].running_var.clone())
+    };
+    assert_eq!(on_threads(1, run), on_threads(2, run));
 }
 
 /// Naive LayerNorm backward over the last axis of `[rows, d]` with γ indexed by
