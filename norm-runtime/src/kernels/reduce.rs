@@ -1123,16 +1123,18 @@ mod x86 {
     ///
     /// # Safety
     /// Every `x[r]`, `dy[r]` must be valid for reading 64 values, γ (and the accumulators)
-    /// at `p` for reading (and writing) 64 values, exclusively.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512dq,fma")]
+    /// at `p` for reading (and writing) 64 values, exclusively; the caller must be compiled
+    /// with AVX-512 F/DQ and FMA (it is inlined into the `#[target_feature]` kernels: an
+    /// out-of-line call per 64 values kept the accumulators in memory).
+    #[inline(always)]
     unsafe fn add64<const R: usize>(
         acc: &mut [DSums; R],
         x: [*const f32; R],
         dy: [*const f32; R],
         p: ParamPtrs,
     ) {
-        let z = _mm512_setzero_ps();
+        // SAFETY: the caller runs with AVX-512 F (the contract).
+        let z = unsafe { _mm512_setzero_ps() };
         let (mut ps, mut pt) = ([z; R], [z; R]);
         for k in 0..4 {
             let off = 16 * k;
@@ -1164,7 +1166,8 @@ mod x86 {
             }
         }
         for r in 0..R {
-            acc[r].push(ps[r], pt[r]);
+            // SAFETY: the caller runs with AVX-512 F and DQ (the contract).
+            unsafe { acc[r].push(ps[r], pt[r]) };
         }
     }
 
