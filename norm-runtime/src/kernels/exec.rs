@@ -1074,14 +1074,22 @@ impl<'a, T: Float> TaskRows<'a, T> {
     #[inline(always)]
     fn rows<const R: usize>(&self, u: usize) -> (Rows<'a, T, R>, [usize; R]) {
         let len = self.units.line.size;
-        let base: [(usize, usize); R] = std::array::from_fn(|r| self.units.base(u + r));
         let (x, dy, xh) = (self.x, self.dy, self.xhat);
-        let rows = Rows {
-            x: base.map(|(xo, _)| &x[xo..xo + len]),
-            dy: base.map(|(xo, _)| &dy[xo..xo + len]),
-            c: std::array::from_fn(|r| (xh.0[u + r], xh.1[u + r], xh.2[u + r])),
+        let zero = T::zero();
+        let mut rows = Rows {
+            x: [&x[..0]; R],
+            dy: [&dy[..0]; R],
+            c: [(zero, zero, zero); R],
         };
-        (rows, base.map(|(_, po)| po))
+        let mut po = [0usize; R];
+        for r in 0..R {
+            let (xo, p) = self.units.base(u + r);
+            rows.x[r] = &x[xo..xo + len];
+            rows.dy[r] = &dy[xo..xo + len];
+            rows.c[r] = (xh.0[u + r], xh.1[u + r], xh.2[u + r]);
+            po[r] = p;
+        }
+        (rows, po)
     }
 
     /// Rows `u..u + R` for dx, with their coefficients (c, m, a, b) (`k`: the rows' index
@@ -1098,13 +1106,20 @@ impl<'a, T: Float> TaskRows<'a, T> {
         k: usize,
     ) -> DxRows<'a, T, R> {
         let (len, line) = (self.units.line.size, self.units.line);
-        let base: [(usize, usize); R] = std::array::from_fn(|r| self.units.base(u + r));
+        // Plain loops: `array::from_fn` here stayed out of line, and its loads of the
+        // closure's captures waited on the store buffer (full of dx) once per block.
+        let mut base = [(0usize, 0usize); R];
+        for (r, b) in base.iter_mut().enumerate() {
+            *b = self.units.base(u + r);
+        }
         let mut g = None;
-        let c = std::array::from_fn(|r| {
+        let zero = T::zero();
+        let mut c = [(zero, zero, zero, zero); R];
+        for (r, cr) in c.iter_mut().enumerate() {
             let (c, gv) = gamma_line(self.gamma, line, base[r].1).row(coef.0[k + r]);
             g = gv;
-            (c, coef.1[k + r], coef.2[k + r], coef.3[k + r])
-        });
+            *cr = (c, coef.1[k + r], coef.2[k + r], coef.3[k + r]);
+        }
         DxRows {
             x: base.map(|(xo, _)| &self.x[xo..xo + len]),
             dy: base.map(|(xo, _)| &self.dy[xo..xo + len]),
