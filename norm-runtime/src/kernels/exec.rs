@@ -1082,12 +1082,12 @@ impl<'a, T: Float> TaskRows<'a, T> {
             c: [(zero, zero, zero); R],
         };
         let mut po = [0usize; R];
-        for r in 0..R {
-            let (xo, p) = self.units.base(u + r);
+        for (r, p) in po.iter_mut().enumerate() {
+            let xo;
+            (xo, *p) = self.units.base(u + r);
             rows.x[r] = &x[xo..xo + len];
             rows.dy[r] = &dy[xo..xo + len];
             rows.c[r] = (xh.0[u + r], xh.1[u + r], xh.2[u + r]);
-            po[r] = p;
         }
         (rows, po)
     }
