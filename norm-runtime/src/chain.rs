@@ -171,6 +171,27 @@ fn affine_at<T: Float>(gamma: Option<&[T]>, beta: Option<&[T]>, p: usize) -> (f6
     )
 }
 
+/// The input of stage `s + 1` per cell from that of stage `s` (`λ`, `ν` at `s · cells`):
+/// y = ((z − mean)·rstd)·γ + β with the stage's statistics `stats`.
+fn advance<T: Float>(
+    cs: &mut ChainScratch<T>,
+    s: usize,
+    cells: usize,
+    stats: &[Stat],
+    st: &StageState<'_, T>,
+) {
+    let gamma = st.gamma.as_ref().map(stage::values);
+    let beta = st.beta.as_ref().map(stage::values);
+    for k in 0..cells {
+        let i = s * cells + k;
+        let stat = stats[cs.group[i]];
+        let (g, b) = affine_at(gamma.as_deref(), beta.as_deref(), cs.param[i]);
+        let scale = stat.rstd * g;
+        cs.lam[i + cells] = cs.lam[i] * scale;
+        cs.nu[i + cells] = (cs.nu[i] - stat.mean) * scale + b;
+    }
+}
+
 /// Forward pass of a fused chain with cells of `len` elements (see the module docs).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
@@ -224,17 +245,7 @@ pub(crate) fn forward<T: Float>(
                 .running
                 .as_ref()
                 .expect("checked: running statistics present");
-            let (rm, rv) = (running.mean(), running.var());
-            let (rm, rv) = (stage::values(&rm), stage::values(&rv));
-            plan.for_each_group(|g, _, r| {
-                let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-                sv.stats[g] = Stat {
-                    mean,
-                    var,
-                    m2: 0.0,
-                    rstd: stage::rstd(stage, var),
-                };
-            });
+            stage::running_stats(stage, &plan, running, &mut sv.stats);
         } else {
             // Cells of z_s merged per group in cell order (Chan's formula; plain sums of
             // squares without centering).
@@ -264,16 +275,7 @@ pub(crate) fn forward<T: Float>(
         sv.synced = false;
         sv.count = n;
         sv.scale.clear();
-        let gamma = st.gamma.as_ref().map(stage::values);
-        let beta = st.beta.as_ref().map(stage::values);
-        for k in 0..cells {
-            let i = s * cells + k;
-            let stat = sv.stats[cs.group[i]];
-            let (g, b) = affine_at(gamma.as_deref(), beta.as_deref(), cs.param[i]);
-            let scale = stat.rstd * g;
-            cs.lam[i + cells] = cs.lam[i] * scale;
-            cs.nu[i + cells] = (cs.nu[i] - stat.mean) * scale + b;
-        }
+        advance(cs, s, cells, &sv.stats, st);
         if mode == Mode::Train {
             if let Some(Running::Mut {
                 mean: rm,
@@ -357,17 +359,7 @@ pub(crate) fn backward<T: Float>(
             &mut cs.gparam,
         );
         if s + 1 < nst {
-            let st = &states[s];
-            let gamma = st.gamma.as_ref().map(stage::values);
-            let beta = st.beta.as_ref().map(stage::values);
-            for k in 0..cells {
-                let i = s * cells + k;
-                let stat = saved.stages[s].stats[cs.group[i]];
-                let (g, b) = affine_at(gamma.as_deref(), beta.as_deref(), cs.param[i]);
-                let scale = stat.rstd * g;
-                cs.lam[i + cells] = cs.lam[i] * scale;
-                cs.nu[i + cells] = (cs.nu[i] - stat.mean) * scale + b;
-            }
+            advance(cs, s, cells, &saved.stages[s].stats, &states[s]);
         }
     }
     // The upstream gradient δ = e·dy + f·u + h per cell, u = x − m; δ = dy at the output.

@@ -441,20 +441,11 @@ pub(crate) fn forward<T: Float>(
             .running
             .as_ref()
             .expect("checked: running statistics present");
-        let (rm, rv) = (running.mean(), running.var());
-        let (rm, rv) = (values(&rm), values(&rv));
-        plan.for_each_group(|s, _, r| {
-            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-            let rs = rstd(stage, var);
-            saved.stats[s] = Stat {
-                mean,
-                var,
-                m2: 0.0,
-                rstd: rs,
-            };
+        running_stats(stage, plan, running, &mut saved.stats);
+        for (s, st) in saved.stats.iter().enumerate() {
             let (g, h) = group_affine(s);
-            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, rs * g, h);
-        });
+            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(st.mean, st.rstd * g, h);
+        }
         let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
         exec::normalize(&units, x, c, params, out);
     } else if let Some(comm) = comm {
@@ -559,6 +550,26 @@ pub(crate) fn forward<T: Float>(
         saved.scale.extend_from_slice(sc);
     }
     Ok(())
+}
+
+/// The fixed statistics of every group from the running statistics (eval mode).
+pub(crate) fn running_stats<T: Float>(
+    stage: &Stage,
+    plan: &Plan,
+    running: &Running<'_, T>,
+    stats: &mut [Stat],
+) {
+    let (rm, rv) = (running.mean(), running.var());
+    let (rm, rv) = (values(&rm), values(&rv));
+    plan.for_each_group(|s, _, r| {
+        let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+        stats[s] = Stat {
+            mean,
+            var,
+            m2: 0.0,
+            rstd: rstd(stage, var),
+        };
+    });
 }
 
 /// The shape named in a synchronized stage's count errors: the local statistics shape.
