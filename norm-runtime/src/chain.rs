@@ -28,7 +28,7 @@ use norm_spec::Affine;
 use crate::kernels::coef;
 use crate::kernels::exec::{self, Acc, Params, Raw, Stat, Units};
 use crate::plan::Plan;
-use crate::stage::{self, LayerInfo, Running, StageState};
+use crate::stage::{self, LayerInfo, StageState};
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
 
@@ -276,16 +276,8 @@ pub(crate) fn forward<T: Float>(
         sv.count = n;
         sv.scale.clear();
         advance(cs, s, cells, &sv.stats, st);
-        if mode == Mode::Train {
-            if let Some(Running::Mut {
-                mean: rm,
-                var: rv,
-                count,
-            }) = st.running.as_mut()
-            {
-                stage::update_running(stage, &plan, n, &sv.stats, (rm, rv, count), &mut cs.run);
-            }
-        }
+        let running = st.running.as_mut();
+        stage::train_running(stage, &plan, mode, n, &sv.stats, running, &mut cs.run);
     }
     // y = λ·x + ν = (x − mean)·λ + (λ·mean + ν) per cell.
     for v in [&mut cs.m, &mut cs.a, &mut cs.b] {

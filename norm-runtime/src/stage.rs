@@ -525,25 +525,16 @@ pub(crate) fn forward<T: Float>(
             out,
         );
     }
-    // Train mode measured batch statistics (fixed statistics are eval only).
-    if mode == Mode::Train {
-        if let Some(Running::Mut {
-            mean: rm,
-            var: rv,
-            count,
-        }) = state.running.as_mut()
-        {
-            // (The tuple is built in the call: its fields are coercion sites.)
-            update_running(
-                stage,
-                plan,
-                n,
-                &saved.stats,
-                (rm, rv, count),
-                &mut scratch.run,
-            );
-        }
-    }
+    let running = state.running.as_mut();
+    train_running(
+        stage,
+        plan,
+        mode,
+        n,
+        &saved.stats,
+        running,
+        &mut scratch.run,
+    );
     saved.count = n;
     saved.scale.clear();
     if let Some((sc, _)) = &external {
@@ -570,6 +561,32 @@ pub(crate) fn running_stats<T: Float>(
             rstd: rstd(stage, var),
         };
     });
+}
+
+/// In train mode (which measured batch statistics; fixed statistics are eval only), the
+/// running statistics, if any, move toward `stats`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn train_running<T: Float>(
+    stage: &Stage,
+    plan: &Plan,
+    mode: Mode,
+    n: usize,
+    stats: &[Stat],
+    running: Option<&mut Running<'_, T>>,
+    buf: &mut Vec<f64>,
+) {
+    if mode != Mode::Train {
+        return;
+    }
+    if let Some(Running::Mut {
+        mean: rm,
+        var: rv,
+        count,
+    }) = running
+    {
+        // (The tuple is built in the call: its fields are coercion sites.)
+        update_running(stage, plan, n, stats, (rm, rv, count), buf);
+    }
 }
 
 /// The shape named in a synchronized stage's count errors: the local statistics shape.
