@@ -234,6 +234,19 @@ impl Units {
         (lpc, self.lines.div_ceil(lpc).max(1))
     }
 
+    /// (unit, chunk) tasks per parallel job of the split-path passes: enough that a job
+    /// covers about [`TASK_ELEMS`] elements (small units — the cells of a fused chain — would
+    /// otherwise pay the dispatch once per unit).
+    fn per_job(&self) -> usize {
+        let (lpc, cpu) = self.chunking();
+        let elems = if cpu == 1 {
+            self.elems()
+        } else {
+            lpc * self.line.size
+        };
+        (TASK_ELEMS / elems.max(1)).max(1)
+    }
+
     /// The line range of chunk `c`.
     fn chunk(&self, c: usize) -> (usize, usize) {
         let (lpc, _) = self.chunking();
@@ -445,17 +458,22 @@ fn unit_sums<T: Float>(
 }
 
 multiversion! {
-    /// Elementwise pass over chunk `c` of unit `u` with known coefficients.
+    /// Elementwise pass with known coefficients over tasks `t0..t1` (task t: chunk
+    /// `t % cpu` of unit `t / cpu`).
     fn normalize_task<T: Float>(
         units: &Units,
         x: &[T],
         out: &SharedOut<T>,
         coef: Coef3<'_, T>,
         params: Params<'_, T>,
-        u: usize,
-        c: usize,
+        t0: usize,
+        t1: usize,
     ) {
-        elementwise(units, x, out, coef, params, u, u * units.gpu, units.chunk(c));
+        let (_, cpu) = units.chunking();
+        for t in t0..t1 {
+            let (u, c) = (t / cpu, t % cpu);
+            elementwise(units, x, out, coef, params, u, u * units.gpu, units.chunk(c));
+        }
     }
 }
 
@@ -601,13 +619,15 @@ pub(crate) fn normalize<T: Float>(
     let shared = SharedOut::new(out, 2);
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
-    if ntasks == 1 {
-        // One task: run it here, without handing it to the thread pool.
-        normalize_task(units, x, &shared, coef, params, 0, 0);
+    let per = units.per_job();
+    if ntasks <= per {
+        // One job: run it here, without handing it to the thread pool.
+        normalize_task(units, x, &shared, coef, params, 0, ntasks);
         return;
     }
-    (0..ntasks).into_par_iter().for_each(|t| {
-        normalize_task(units, x, &shared, coef, params, t / cpu, t % cpu);
+    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
+        let t1 = ((j + 1) * per).min(ntasks);
+        normalize_task(units, x, &shared, coef, params, j * per, t1);
     });
 }
 
@@ -872,25 +892,30 @@ pub(crate) struct BackOut<'a, T> {
 }
 
 multiversion! {
-    /// Backward sums of chunk `c` of unit `u`.
+    /// Backward sums of tasks `t0..` (as `normalize_task`), one part of `acc` each: Σg, Σg·x̂
+    /// of the unit's groups, then the parameter sums.
     fn dsums_task<T: Float>(
         units: &Units,
         x: &[T],
         dy: &[T],
         xhat: Coef3<'_, T>,
         gamma: Option<&[T]>,
-        u: usize,
-        c: usize,
-        sg: &mut [f64],
-        sgx: &mut [f64],
-        dparams: &mut [f64],
+        t0: usize,
+        stride: usize,
+        acc: &mut [f64],
     ) {
-        unit_dsums(units, x, dy, xhat, gamma, u, units.chunk(c), sg, sgx, dparams);
+        let (gpu, (_, cpu)) = (units.gpu, units.chunking());
+        for (i, part) in acc.chunks_mut(stride).enumerate() {
+            let (u, c) = ((t0 + i) / cpu, (t0 + i) % cpu);
+            let (sg, rest) = part.split_at_mut(gpu);
+            let (sgx, dp) = rest.split_at_mut(gpu);
+            unit_dsums(units, x, dy, xhat, gamma, u, units.chunk(c), sg, sgx, dp);
+        }
     }
 }
 
 multiversion! {
-    /// dx over chunk `c` of unit `u` with known coefficients.
+    /// dx with known coefficients over tasks `t0..t1` (as `normalize_task`).
     fn dx_task<T: Float>(
         units: &Units,
         x: &[T],
@@ -898,10 +923,14 @@ multiversion! {
         out: &SharedOut<T>,
         coef: Coef4<'_, T>,
         gamma: Option<&[T]>,
-        u: usize,
-        c: usize,
+        t0: usize,
+        t1: usize,
     ) {
-        unit_dx(units, x, dy, out, coef, u * units.gpu, gamma, u, units.chunk(c));
+        let (_, cpu) = units.chunking();
+        for t in t0..t1 {
+            let (u, c) = (t / cpu, t % cpu);
+            unit_dx(units, x, dy, out, coef, u * units.gpu, gamma, u, units.chunk(c));
+        }
     }
 }
 
@@ -1335,15 +1364,13 @@ pub(crate) fn dsums_all<T: Float>(
     let stride = 2 * gpu + np2;
     acc.clear();
     acc.resize(stride * ntasks, 0.0);
-    let task = |(t, part): (usize, &mut [f64])| {
-        let (tsg, rest) = part.split_at_mut(gpu);
-        let (tsgx, dp) = rest.split_at_mut(gpu);
-        dsums_task(units, x, dy, xhat, gamma, t / cpu, t % cpu, tsg, tsgx, dp);
-    };
-    if ntasks == 1 {
-        acc.chunks_mut(stride).enumerate().for_each(task);
+    let per = units.per_job();
+    if ntasks <= per {
+        dsums_task(units, x, dy, xhat, gamma, 0, stride, acc);
     } else {
-        acc.par_chunks_mut(stride).enumerate().for_each(task);
+        acc.par_chunks_mut(stride * per)
+            .enumerate()
+            .for_each(|(j, parts)| dsums_task(units, x, dy, xhat, gamma, j * per, stride, parts));
     }
     sg.fill(0.0);
     sgx.fill(0.0);
@@ -1372,12 +1399,14 @@ pub(crate) fn dx_all<T: Float>(
     let shared = SharedOut::new(dx, 3);
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
-    if ntasks == 1 {
-        dx_task(units, x, dy, &shared, coef, gamma, 0, 0);
+    let per = units.per_job();
+    if ntasks <= per {
+        dx_task(units, x, dy, &shared, coef, gamma, 0, ntasks);
         return;
     }
-    (0..ntasks).into_par_iter().for_each(|t| {
-        dx_task(units, x, dy, &shared, coef, gamma, t / cpu, t % cpu);
+    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
+        let t1 = ((j + 1) * per).min(ntasks);
+        dx_task(units, x, dy, &shared, coef, gamma, j * per, t1);
     });
 }
 
