@@ -953,12 +953,13 @@ multiversion! {
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
-        if gpu == 1 && units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
-            rows_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
-            return;
-        }
         if gpu == 1 {
-            groups_backward(units, x, dy, xhat, gamma, finish, u0, u1, o, out);
+            let t = TaskRows { units, x, dy, xhat, gamma };
+            if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
+                rows_backward(&t, finish, u0, u1, o, out);
+            } else {
+                groups_backward(&t, finish, u0, u1, o, out);
+            }
             return;
         }
         for (ui, u) in (u0..u1).enumerate() {
@@ -1089,7 +1090,7 @@ impl<'a, T: Float> RowGrads<'a, T> {
     }
 }
 
-/// Rows of a task for the backward kernels.
+/// The inputs of a task of the fused backward pass (rows and groups of lines alike).
 struct TaskRows<'a, T> {
     units: &'a Units,
     x: &'a [T],
@@ -1207,11 +1208,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn rows_backward<T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    xhat: Coef3<'_, T>,
-    gamma: Option<&[T]>,
+    t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
     u0: usize,
     u1: usize,
@@ -1221,15 +1218,8 @@ fn rows_backward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let (line, rb) = (units.line, ROW_BLOCK);
-    let t = TaskRows {
-        units,
-        x,
-        dy,
-        xhat,
-        gamma,
-    };
-    let mut grads = RowGrads::take(gamma, line, &mut o);
+    let (line, rb) = (t.units.line, ROW_BLOCK);
+    let mut grads = RowGrads::take(t.gamma, line, &mut o);
     let block = |b: usize| (b, (b + rb).min(u1));
     let (b0, b1) = block(u0);
     match b1 - b0 {
@@ -1284,11 +1274,7 @@ fn rows_backward<T: Float>(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn groups_backward<T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    xhat: Coef3<'_, T>,
-    gamma: Option<&[T]>,
+    t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
     u0: usize,
     u1: usize,
@@ -1298,6 +1284,13 @@ fn groups_backward<T: Float>(
     if u0 >= u1 {
         return;
     }
+    let &TaskRows {
+        units,
+        x,
+        dy,
+        xhat,
+        gamma,
+    } = t;
     let (len, line, all) = (units.line.size, units.line, (0, units.lines));
     let mut grads = RowGrads::take(gamma, line, &mut o);
     let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
