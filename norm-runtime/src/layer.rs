@@ -180,8 +180,8 @@ pub fn forward_into<T: Float, D: Dimension>(
                 let output: &mut [T] = if k + 1 == nstages {
                     out
                 } else {
+                    // Sized only: the stage writes every value (no zeroing pass per call).
                     let buf = &mut rest[0];
-                    buf.clear();
                     buf.resize(input.len(), T::zero());
                     buf
                 };
@@ -308,7 +308,7 @@ pub fn backward_into<T: Float, D: Dimension>(
                         info, k, &plan, st, input, upstream, sv, dx, g, scratch, sync,
                     )
                 } else {
-                    down.clear();
+                    // Sized only: the stage writes every value of dx.
                     down.resize(input.len(), T::zero());
                     let r = stage::backward(
                         info, k, &plan, st, input, upstream, sv, &mut down, g, scratch, sync,
