@@ -118,8 +118,9 @@ macro_rules! multiversion {
 pub(crate) use multiversion;
 
 /// Default of [`stream_threshold`]: 72 MiB. On the development machine (2 MiB L2 per
-/// core, a shared last-level cache of which ~100 MB is usable under load) a pass over a
-/// 96 MiB working set ran 15–25 % faster with streaming stores, one over 64 MiB ~3 % slower.
+/// core, a shared last-level cache of which ~100 MB is usable under load) backward passes
+/// over 77–100 MB ran 10–20 % faster with streaming stores at one thread (0–15 % at two);
+/// forward passes over 64 MiB ran 10–40 % slower.
 const STREAM_DEFAULT: usize = 72 << 20;
 
 /// `usize::MAX` when unset: [`set_stream_threshold`] overrides the environment.
