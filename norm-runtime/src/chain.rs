@@ -25,10 +25,11 @@
 
 use norm_spec::Affine;
 
+use crate::collective::merge;
 use crate::kernels::coef;
 use crate::kernels::exec::{self, Acc, Params, Raw, Stat, Units};
 use crate::plan::Plan;
-use crate::stage::{self, LayerInfo, StageState};
+use crate::stage::{self, resize, LayerInfo, StageState};
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
 
@@ -63,11 +64,6 @@ pub(crate) struct ChainScratch<T> {
     dparams: Vec<f64>,
     run: Vec<f64>,
     exec: Acc,
-}
-
-fn fill<V: Clone>(v: &mut Vec<V>, n: usize, x: V) {
-    v.clear();
-    v.resize(n, x);
 }
 
 /// The cell length of a chain on `shape`, if it takes the fused path: the longest trailing
@@ -130,7 +126,7 @@ fn cell_map(
     gparam: &mut Vec<usize>,
 ) {
     if plan.foldable {
-        fill(gparam, plan.groups, 0);
+        resize(gparam, plan.groups, 0);
         plan.for_each_group(|g, p, _| gparam[g] = p);
     }
     // Per moving dim: cells per index step, countdown, index.
@@ -209,7 +205,7 @@ pub(crate) fn forward<T: Float>(
     let nst = spec.stages.len();
     let cells = x.len() / len;
     let units = Units::rows(cells, len);
-    fill(&mut cs.raws, cells, Raw::default());
+    resize(&mut cs.raws, cells, Raw::default());
     exec::row_raws(&units, x, true, &mut cs.raws);
     saved.cells.clear();
     saved.cells.extend(cs.raws.iter().map(|r| {
@@ -221,10 +217,10 @@ pub(crate) fn forward<T: Float>(
     for v in &mut saved.intermediates {
         v.clear();
     }
-    fill(&mut cs.group, nst * cells, 0);
-    fill(&mut cs.param, nst * cells, 0);
-    fill(&mut cs.lam, (nst + 1) * cells, 1.0);
-    fill(&mut cs.nu, (nst + 1) * cells, 0.0);
+    resize(&mut cs.group, nst * cells, 0);
+    resize(&mut cs.param, nst * cells, 0);
+    resize(&mut cs.lam, (nst + 1) * cells, 1.0);
+    resize(&mut cs.nu, (nst + 1) * cells, 0.0);
     for (s, stage) in spec.stages.iter().enumerate() {
         let plan = Plan::new(spec, stage, shape);
         let n = plan.group_len;
@@ -239,7 +235,7 @@ pub(crate) fn forward<T: Float>(
         let st = &mut states[s];
         let fixed = mode == Mode::Eval && stage.running_stats;
         let sv = &mut saved.stages[s];
-        fill(&mut sv.stats, plan.groups, Stat::default());
+        resize(&mut sv.stats, plan.groups, Stat::default());
         if fixed {
             let running = st
                 .running
@@ -249,7 +245,7 @@ pub(crate) fn forward<T: Float>(
         } else {
             // Cells of z_s merged per group in cell order (Chan's formula; plain sums of
             // squares without centering).
-            fill(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
+            resize(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
             for k in 0..cells {
                 let (lam, nu) = (cs.lam[s * cells + k], cs.nu[s * cells + k]);
                 let (cm, cm2) = saved.cells[k];
@@ -257,11 +253,7 @@ pub(crate) fn forward<T: Float>(
                 let nb = len as f64;
                 let a = &mut cs.acc[cs.group[s * cells + k]];
                 if stage.center {
-                    let total = a.0 + nb;
-                    let delta = mb - a.1;
-                    a.1 += delta * nb / total;
-                    a.2 += m2b + delta * delta * a.0 * nb / total;
-                    a.0 = total;
+                    merge((&mut a.0, &mut a.1, &mut a.2), (nb, mb, m2b));
                 } else {
                     a.0 += nb;
                     a.2 += m2b + nb * mb * mb;
@@ -281,7 +273,7 @@ pub(crate) fn forward<T: Float>(
     }
     // y = λ·x + ν = (x − mean)·λ + (λ·mean + ν) per cell.
     for v in [&mut cs.m, &mut cs.a, &mut cs.b] {
-        fill(v, cells, T::zero());
+        resize(v, cells, T::zero());
     }
     for k in 0..cells {
         let (lam, nu) = (cs.lam[nst * cells + k], cs.nu[nst * cells + k]);
@@ -316,13 +308,13 @@ pub(crate) fn backward<T: Float>(
     let lf = len as f64;
     // Pass 1: Σdy and Σdy·(x − m) per cell, m = the cell's mean in the element type.
     for v in [&mut cs.m, &mut cs.a, &mut cs.b, &mut cs.c] {
-        fill(v, cells, T::zero());
+        resize(v, cells, T::zero());
     }
     for (k, &(mean, _)) in saved.cells.iter().enumerate() {
         (cs.m[k], cs.a[k], cs.b[k]) = (T::from_acc(mean), T::one(), T::zero());
     }
-    fill(&mut cs.s1, cells, 0.0);
-    fill(&mut cs.s2, cells, 0.0);
+    resize(&mut cs.s1, cells, 0.0);
+    resize(&mut cs.s2, cells, 0.0);
     let xhat = (&cs.m[..], &cs.a[..], &cs.b[..]);
     exec::dsums_all(
         &units,
@@ -336,10 +328,10 @@ pub(crate) fn backward<T: Float>(
         &mut cs.exec.f,
     );
     // The stage inputs z_s = λ·x + ν per cell, as in the forward pass.
-    fill(&mut cs.group, nst * cells, 0);
-    fill(&mut cs.param, nst * cells, 0);
-    fill(&mut cs.lam, nst * cells, 1.0);
-    fill(&mut cs.nu, nst * cells, 0.0);
+    resize(&mut cs.group, nst * cells, 0);
+    resize(&mut cs.param, nst * cells, 0);
+    resize(&mut cs.lam, nst * cells, 1.0);
+    resize(&mut cs.nu, nst * cells, 0.0);
     for (s, stage) in spec.stages.iter().enumerate() {
         let plan = Plan::new(spec, stage, shape);
         let cut = s * cells..(s + 1) * cells;
@@ -355,9 +347,9 @@ pub(crate) fn backward<T: Float>(
         }
     }
     // The upstream gradient δ = e·dy + f·u + h per cell, u = x − m; δ = dy at the output.
-    fill(&mut cs.e, cells, 1.0);
-    fill(&mut cs.f, cells, 0.0);
-    fill(&mut cs.h, cells, 0.0);
+    resize(&mut cs.e, cells, 1.0);
+    resize(&mut cs.f, cells, 0.0);
+    resize(&mut cs.h, cells, 0.0);
     for s in (0..nst).rev() {
         let stage = &spec.stages[s];
         let plan = Plan::new(spec, stage, shape);
@@ -366,8 +358,8 @@ pub(crate) fn backward<T: Float>(
         let gamma = st.gamma.as_ref().map(stage::values);
         let params = plan.param_shape.numel();
         let has_params = matches!(stage.affine, Affine::Axes(_));
-        fill(&mut cs.dparams, 2 * params, 0.0);
-        fill(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
+        resize(&mut cs.dparams, 2 * params, 0.0);
+        resize(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
         // x̂ = p·u + q per cell; the cell's Σδ, Σδ·x̂ into the group and parameter sums.
         let pq = |k: usize, cs: &ChainScratch<T>| {
             let i = s * cells + k;

@@ -56,12 +56,19 @@ pub(crate) fn merge_moments(gathered: &[f64], groups: usize, out: &mut [(f64, f6
             if nb == 0.0 {
                 continue;
             }
-            let total = n + nb;
-            let delta = mb - mean;
-            mean += delta * nb / total;
-            m2 += m2b + delta * delta * n * nb / total;
-            n = total;
+            merge((&mut n, &mut mean, &mut m2), (nb, mb, m2b));
         }
         *o = (n, mean, m2);
     }
+}
+
+/// Chan's formula: merges the moments `(count, mean, M2)` of `b` (count > 0) into `a`.
+#[inline]
+pub(crate) fn merge(a: (&mut f64, &mut f64, &mut f64), (nb, mb, m2b): (f64, f64, f64)) {
+    let (n, mean, m2) = a;
+    let total = *n + nb;
+    let delta = mb - *mean;
+    *mean += delta * nb / total;
+    *m2 += m2b + delta * delta * *n * nb / total;
+    *n = total;
 }

@@ -378,7 +378,8 @@ pub(crate) struct Scratch<T> {
     pub chain: crate::chain::ChainScratch<T>,
 }
 
-fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
+/// `v` as `n` copies of `zero`, reusing its allocation.
+pub(crate) fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
     v.clear();
     v.resize(n, zero);
 }
