@@ -1206,7 +1206,6 @@ impl<'a, T: Float> TaskRows<'a, T> {
 /// loop as the sums of the next block (`RowReduce::dx_then_dsums`), which are those of the
 /// plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn rows_backward<T: Float>(
     t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
@@ -1272,7 +1271,6 @@ fn rows_backward<T: Float>(
 /// as in the plain path. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines when γ runs
 /// along the line.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn groups_backward<T: Float>(
     t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
