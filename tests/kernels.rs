@@ -119,10 +119,27 @@ fn check_case(input: &str, axes: &str, shape: &[usize], reduced: &[usize], what:
 }
 
 fn levels() -> Vec<Level> {
-    [Level::Scalar, Level::Avx2, Level::Avx512]
-        .into_iter()
-        .filter(|&l| l <= simd::detected())
-        .collect()
+    simd::available()
+}
+
+/// A cap runs the best available level at or below it: a level of another architecture
+/// (NEON on x86-64, AVX2 on aarch64) never runs, and the portable code is always there.
+#[test]
+fn a_cap_runs_the_best_available_level_below_it() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let avail = simd::available();
+    assert_eq!(avail.first(), Some(&Level::Scalar));
+    assert_eq!(avail.last(), Some(&simd::detected()));
+    for cap in [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512] {
+        simd::set_cap(Some(cap));
+        let best = *avail.iter().filter(|&&l| l <= cap).max().expect("scalar");
+        assert_eq!(simd::level(), best, "cap {cap:?}");
+        assert!(avail.contains(&simd::level()));
+    }
+    simd::set_cap(None);
+    if std::env::var_os("NORMKIT_SIMD").is_none() {
+        assert_eq!(simd::level(), simd::detected());
+    }
 }
 
 #[test]

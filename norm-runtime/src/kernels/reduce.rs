@@ -19,13 +19,19 @@
 //! [`super::simd::stream_threshold`], the full vectors are non-temporal stores, fenced at the
 //! end of each kernel call. Neither changes a bit of the results.
 //!
+//! The kernels are AVX-512 and AVX2+FMA (x86-64, module `x86`) and NEON (aarch64, module
+//! `arm`: the row reductions only; the other loops are portable code the compiler
+//! vectorizes for NEON).
+//!
 //! Accumulation is in f64 (the f32 backward sums first add 64 values, or 8 lines, in f32);
 //! lane sums reduce in a fixed order, so a level's result is deterministic, and the plain
 //! and the pipelined kernels of a level share their accumulator type, so their sums are
 //! bit-identical. Levels differ from each other only by rounding (FMA, lane order, partial
 //! sums).
 
-use super::simd::{level, Level};
+use super::simd::level;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::simd::Level;
 
 /// Accumulators of a row's γ-gradient sums in the element type, one slot per element:
 /// dy·x̂ is added into the first, dy into the second. The caller flushes them into f64
@@ -405,6 +411,9 @@ impl RowReduce for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::sums_f32_avx2(x, shift) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `level()` is NEON only where it was detected.
+            Level::Neon => unsafe { arm::sums_f32_neon(x, shift) },
             _ => row_sums_portable(x, shift),
         }
     }
@@ -429,9 +438,14 @@ impl RowReduce for f32 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, p) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `level()` is NEON only where it was detected.
+            Level::Neon => unsafe { arm::dsums_f32_neon(x, dy, c, stage_portable(x, dy, c, p)) },
             _ => row_dsums_portable(x, dy, c, p),
         }
     }
+    // Only x86-64 has these kernels: elsewhere the arguments go unused.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     #[inline(always)]
     unsafe fn col_affine(
         x: &[f32],
@@ -452,6 +466,8 @@ impl RowReduce for f32 {
             _ => false,
         }
     }
+    // Only x86-64 has these kernels: elsewhere the arguments go unused.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     #[inline(always)]
     unsafe fn col_dx(
         x: &[f32],
@@ -529,6 +545,8 @@ impl RowReduce for f32 {
             _ => dx_then_dsums_apart(cur, next, p),
         }
     }
+    // Only x86-64 has these kernels: elsewhere the arguments go unused.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     #[inline(always)]
     fn affine_then_sums(
         x: &[f32],
@@ -562,6 +580,9 @@ impl RowReduce for f64 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::sums_f64_avx2(x, shift) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `level()` is NEON only where it was detected.
+            Level::Neon => unsafe { arm::sums_f64_neon(x, shift) },
             _ => row_sums_portable(x, shift),
         }
     }
@@ -581,8 +602,158 @@ impl RowReduce for f64 {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above.
             Level::Avx2 => unsafe { x86::dsums_f64_avx2(x, dy, c, w) },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: `level()` is NEON only where it was detected.
+            Level::Neon => unsafe { arm::dsums_f64_neon(x, dy, c, w) },
             _ => row_dsums_weighted(x, dy, c, w),
         }
+    }
+}
+
+/// The NEON reductions (aarch64, where NEON is part of the baseline): the row sums of the
+/// statistics and of the backward pass, in f64 chains of two lanes. The elementwise passes
+/// and the column sums are the portable loops, which the compiler vectorizes for NEON
+/// itself; the row reductions are not vectorized without reassociation, hence these.
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use std::arch::aarch64::*;
+
+    use super::{row_dsums_weighted, row_sums_portable};
+
+    /// Four chains of two f64 lanes.
+    type Chains = [float64x2_t; 4];
+
+    /// The sum of the chains' lanes, in a fixed order.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn hsum(c: Chains) -> f64 {
+        vaddvq_f64(vaddq_f64(vaddq_f64(c[0], c[1]), vaddq_f64(c[2], c[3])))
+    }
+
+    /// 4 f32 → two vectors of 2 f64.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn widen(v: float32x4_t) -> (float64x2_t, float64x2_t) {
+        (vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v))
+    }
+
+    /// Σ(x − shift) and Σ(x − shift)² of an f32 row, eight values per step.
+    #[target_feature(enable = "neon")]
+    pub(super) fn sums_f32_neon(x: &[f32], shift: f64) -> (f64, f64) {
+        let h = vdupq_n_f64(shift);
+        let z = vdupq_n_f64(0.0);
+        let (mut s, mut q): (Chains, Chains) = ([z; 4], [z; 4]);
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 f32: two 16-byte loads in bounds.
+            let (a, b) = unsafe { (vld1q_f32(c.as_ptr()), vld1q_f32(c.as_ptr().add(4))) };
+            let (a0, a1) = widen(a);
+            let (b0, b1) = widen(b);
+            for (k, v) in [a0, a1, b0, b1].into_iter().enumerate() {
+                let d = vsubq_f64(v, h);
+                s[k] = vaddq_f64(s[k], d);
+                q[k] = vfmaq_f64(q[k], d, d);
+            }
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (hsum(s) + rs, hsum(q) + rq)
+    }
+
+    /// Σ(x − shift) and Σ(x − shift)² of an f64 row, eight values per step.
+    #[target_feature(enable = "neon")]
+    pub(super) fn sums_f64_neon(x: &[f64], shift: f64) -> (f64, f64) {
+        let h = vdupq_n_f64(shift);
+        let z = vdupq_n_f64(0.0);
+        let (mut s, mut q): (Chains, Chains) = ([z; 4], [z; 4]);
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            for (k, (s, q)) in s.iter_mut().zip(q.iter_mut()).enumerate() {
+                // SAFETY: `c` holds 8 f64: the 16-byte load at 2k < 8 is in bounds.
+                let d = vsubq_f64(unsafe { vld1q_f64(c.as_ptr().add(2 * k)) }, h);
+                *s = vaddq_f64(*s, d);
+                *q = vfmaq_f64(*q, d, d);
+            }
+        }
+        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
+        (hsum(s) + rs, hsum(q) + rq)
+    }
+
+    /// Σw·dy and Σw·dy·x̂ of an f32 row (w = 1 when absent), x̂ = (x − m)·a + b in f32 as
+    /// the portable kernel computes it (a multiply, then an add), eight values per step.
+    #[target_feature(enable = "neon")]
+    pub(super) fn dsums_f32_neon(
+        x: &[f32],
+        dy: &[f32],
+        (m, a, b): (f32, f32, f32),
+        w: Option<&[f32]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f32]>::len));
+        let (vm, va, vb) = (vdupq_n_f32(m), vdupq_n_f32(a), vdupq_n_f32(b));
+        let z = vdupq_n_f64(0.0);
+        let (mut s, mut t): (Chains, Chains) = ([z; 4], [z; 4]);
+        let full = n - n % 8;
+        for i in (0..full).step_by(8) {
+            for half in 0..2 {
+                let j = i + 4 * half;
+                // SAFETY: j + 4 ≤ full ≤ n ≤ the length of `x`, `dy` (and `w`).
+                let (vx, mut vd) =
+                    unsafe { (vld1q_f32(x.as_ptr().add(j)), vld1q_f32(dy.as_ptr().add(j))) };
+                if let Some(w) = w {
+                    // SAFETY: as above.
+                    vd = vmulq_f32(vd, unsafe { vld1q_f32(w.as_ptr().add(j)) });
+                }
+                let xh = vaddq_f32(vmulq_f32(vsubq_f32(vx, vm), va), vb);
+                let (d0, d1) = widen(vd);
+                let (x0, x1) = widen(xh);
+                let k = 2 * half;
+                s[k] = vaddq_f64(s[k], d0);
+                s[k + 1] = vaddq_f64(s[k + 1], d1);
+                t[k] = vfmaq_f64(t[k], d0, x0);
+                t[k + 1] = vfmaq_f64(t[k + 1], d1, x1);
+            }
+        }
+        let (r1, r2) =
+            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (hsum(s) + r1, hsum(t) + r2)
+    }
+
+    /// [`dsums_f32_neon`] for f64 rows.
+    #[target_feature(enable = "neon")]
+    pub(super) fn dsums_f64_neon(
+        x: &[f64],
+        dy: &[f64],
+        (m, a, b): (f64, f64, f64),
+        w: Option<&[f64]>,
+    ) -> (f64, f64) {
+        let n = x
+            .len()
+            .min(dy.len())
+            .min(w.map_or(usize::MAX, <[f64]>::len));
+        let (vm, va, vb) = (vdupq_n_f64(m), vdupq_n_f64(a), vdupq_n_f64(b));
+        let z = vdupq_n_f64(0.0);
+        let (mut s, mut t): (Chains, Chains) = ([z; 4], [z; 4]);
+        let full = n - n % 8;
+        for i in (0..full).step_by(8) {
+            for k in 0..4 {
+                let j = i + 2 * k;
+                // SAFETY: j + 2 ≤ full ≤ n ≤ the length of `x`, `dy` (and `w`).
+                let (vx, mut vd) =
+                    unsafe { (vld1q_f64(x.as_ptr().add(j)), vld1q_f64(dy.as_ptr().add(j))) };
+                if let Some(w) = w {
+                    // SAFETY: as above.
+                    vd = vmulq_f64(vd, unsafe { vld1q_f64(w.as_ptr().add(j)) });
+                }
+                let xh = vaddq_f64(vmulq_f64(vsubq_f64(vx, vm), va), vb);
+                s[k] = vaddq_f64(s[k], vd);
+                t[k] = vfmaq_f64(t[k], vd, xh);
+            }
+        }
+        let (r1, r2) =
+            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
+        (hsum(s) + r1, hsum(t) + r2)
     }
 }
 

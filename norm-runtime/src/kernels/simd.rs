@@ -1,18 +1,22 @@
-//! Runtime CPU dispatch: the level (AVX-512, AVX2+FMA, scalar) is detected once and each
-//! parallel task runs its body inside a `#[target_feature]` trampoline, so the
+//! Runtime CPU dispatch: the level (AVX-512, AVX2+FMA, NEON, scalar) is detected once and
+//! each parallel task runs its body inside a `#[target_feature]` trampoline, so the
 //! `#[inline(always)]` line kernels it calls are compiled for that level. Never
-//! `-C target-cpu=native`: one binary runs everywhere.
+//! `-C target-cpu=native`: one binary runs everywhere. NEON is part of the aarch64
+//! baseline, so it needs no trampoline: only the reduction kernels differ there.
 //!
-//! `NORMKIT_SIMD=scalar|avx2|avx512` caps the level (tests compare the levels).
+//! `NORMKIT_SIMD=scalar|neon|avx2|avx512` caps the level (tests compare the levels).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
-/// An instruction-set level.
+/// An instruction-set level, lowest first: a cap keeps the best level at or below it that
+/// this machine runs (see [`available`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Portable code only (the compiler's baseline for the target).
     Scalar,
+    /// aarch64 Advanced SIMD (NEON), part of the aarch64 baseline.
+    Neon,
     /// x86-64 AVX2 + FMA.
     Avx2,
     /// x86-64 AVX-512 (F, BW, VL, DQ).
@@ -35,6 +39,12 @@ fn detect() -> Level {
             return Level::Avx2;
         }
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            return Level::Neon;
+        }
+    }
     Level::Scalar
 }
 
@@ -44,36 +54,66 @@ pub fn detected() -> Level {
     *DETECTED.get_or_init(detect)
 }
 
-static CAP: AtomicU8 = AtomicU8::new(u8::MAX);
+/// The levels this build runs on this CPU, lowest first: `Scalar`, then the architecture's
+/// own levels up to [`detected`] (NEON on aarch64; AVX2 and AVX-512 on x86-64).
+pub fn available() -> Vec<Level> {
+    let own: &[Level] = if cfg!(target_arch = "x86_64") {
+        &[Level::Avx2, Level::Avx512]
+    } else if cfg!(target_arch = "aarch64") {
+        &[Level::Neon]
+    } else {
+        &[]
+    };
+    let top = detected();
+    std::iter::once(Level::Scalar)
+        .chain(own.iter().copied().filter(|&l| l <= top))
+        .collect()
+}
+
+/// The best available level at or below `cap`.
+fn capped(cap: Level) -> Level {
+    available()
+        .into_iter()
+        .filter(|&l| l <= cap)
+        .max()
+        .unwrap_or(Level::Scalar)
+}
+
+/// No cap set by [`set_cap`].
+const NO_CAP: u8 = u8::MAX;
+
+static CAP: AtomicU8 = AtomicU8::new(NO_CAP);
 
 /// The level in use: the detected one, capped by `NORMKIT_SIMD` (read once) and by
 /// [`set_cap`].
 pub fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
+    static CAPPED: OnceLock<[Level; 4]> = OnceLock::new();
     let env = *LEVEL.get_or_init(|| {
         let cap = match std::env::var("NORMKIT_SIMD").as_deref() {
             Ok("scalar") => Level::Scalar,
+            Ok("neon") => Level::Neon,
             Ok("avx2") => Level::Avx2,
             _ => Level::Avx512,
         };
-        detected().min(cap)
+        capped(cap)
     });
     match CAP.load(Ordering::Relaxed) {
-        0 => Level::Scalar,
-        1 => env.min(Level::Avx2),
-        _ => env,
+        NO_CAP => env,
+        cap => {
+            let table = CAPPED.get_or_init(|| {
+                [Level::Scalar, Level::Neon, Level::Avx2, Level::Avx512].map(capped)
+            });
+            table[usize::from(cap)].min(env)
+        }
     }
 }
 
-/// Caps the level process-wide (`None` lifts the cap). For tests and benchmarks that compare
-/// the levels; results at different levels differ only by rounding.
+/// Caps the level process-wide (`None` lifts the cap): the best available level at or below
+/// `cap` runs. For tests and benchmarks that compare the levels; results at different levels
+/// differ only by rounding.
 pub fn set_cap(cap: Option<Level>) {
-    let v = match cap {
-        Some(Level::Scalar) => 0,
-        Some(Level::Avx2) => 1,
-        Some(Level::Avx512) | None => u8::MAX,
-    };
-    CAP.store(v, Ordering::Relaxed);
+    CAP.store(cap.map_or(NO_CAP, |l| l as u8), Ordering::Relaxed);
 }
 
 /// Defines a function compiled three times (AVX-512, AVX2+FMA, baseline) that picks the
