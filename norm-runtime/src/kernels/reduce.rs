@@ -637,49 +637,81 @@ mod arm {
         (vcvt_f64_f32(vget_low_f32(v)), vcvt_high_f64_f32(v))
     }
 
-    /// Σ(x − shift) and Σ(x − shift)² of an f32 row, eight values per step.
+    /// (Σd, Σd·e) over the first `full` values (a multiple of 8), eight values per step:
+    /// `step(i)` gives the pairs (d, e) of values `i..i + 8`, two lanes each, one pair per
+    /// chain.
+    #[inline]
+    #[target_feature(enable = "neon")]
+    fn chains8(full: usize, step: impl Fn(usize) -> [(float64x2_t, float64x2_t); 4]) -> (f64, f64) {
+        let z = vdupq_n_f64(0.0);
+        let (mut s, mut t): (Chains, Chains) = ([z; 4], [z; 4]);
+        for i in (0..full).step_by(8) {
+            for (k, (d, e)) in step(i).into_iter().enumerate() {
+                s[k] = vaddq_f64(s[k], d);
+                t[k] = vfmaq_f64(t[k], d, e);
+            }
+        }
+        (hsum(s), hsum(t))
+    }
+
+    /// Σ(x − shift) and Σ(x − shift)² of an f32 row.
     #[target_feature(enable = "neon")]
     pub(super) fn sums_f32_neon(x: &[f32], shift: f64) -> (f64, f64) {
         let h = vdupq_n_f64(shift);
-        let z = vdupq_n_f64(0.0);
-        let (mut s, mut q): (Chains, Chains) = ([z; 4], [z; 4]);
-        let mut chunks = x.chunks_exact(8);
-        for c in &mut chunks {
-            // SAFETY: `c` holds 8 f32: two 16-byte loads in bounds.
-            let (a, b) = unsafe { (vld1q_f32(c.as_ptr()), vld1q_f32(c.as_ptr().add(4))) };
+        let full = x.len() - x.len() % 8;
+        let (s, q) = chains8(full, |i| {
+            // SAFETY: i + 8 ≤ full ≤ x.len(): two 16-byte loads in bounds.
+            let (a, b) = unsafe {
+                (
+                    vld1q_f32(x.as_ptr().add(i)),
+                    vld1q_f32(x.as_ptr().add(i + 4)),
+                )
+            };
             let (a0, a1) = widen(a);
             let (b0, b1) = widen(b);
-            for (k, v) in [a0, a1, b0, b1].into_iter().enumerate() {
+            [a0, a1, b0, b1].map(|v| {
                 let d = vsubq_f64(v, h);
-                s[k] = vaddq_f64(s[k], d);
-                q[k] = vfmaq_f64(q[k], d, d);
-            }
-        }
-        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
-        (hsum(s) + rs, hsum(q) + rq)
+                (d, d)
+            })
+        });
+        let (rs, rq) = row_sums_portable(&x[full..], shift);
+        (s + rs, q + rq)
     }
 
-    /// Σ(x − shift) and Σ(x − shift)² of an f64 row, eight values per step.
+    /// Σ(x − shift) and Σ(x − shift)² of an f64 row.
     #[target_feature(enable = "neon")]
     pub(super) fn sums_f64_neon(x: &[f64], shift: f64) -> (f64, f64) {
         let h = vdupq_n_f64(shift);
-        let z = vdupq_n_f64(0.0);
-        let (mut s, mut q): (Chains, Chains) = ([z; 4], [z; 4]);
-        let mut chunks = x.chunks_exact(8);
-        for c in &mut chunks {
-            for (k, (s, q)) in s.iter_mut().zip(q.iter_mut()).enumerate() {
-                // SAFETY: `c` holds 8 f64: the 16-byte load at 2k < 8 is in bounds.
-                let d = vsubq_f64(unsafe { vld1q_f64(c.as_ptr().add(2 * k)) }, h);
-                *s = vaddq_f64(*s, d);
-                *q = vfmaq_f64(*q, d, d);
-            }
-        }
-        let (rs, rq) = row_sums_portable(chunks.remainder(), shift);
-        (hsum(s) + rs, hsum(q) + rq)
+        let full = x.len() - x.len() % 8;
+        let (s, q) = chains8(full, |i| {
+            [0, 2, 4, 6].map(|k| {
+                // SAFETY: i + k + 2 ≤ full ≤ x.len(): a 16-byte load in bounds.
+                let d = vsubq_f64(unsafe { vld1q_f64(x.as_ptr().add(i + k)) }, h);
+                (d, d)
+            })
+        });
+        let (rs, rq) = row_sums_portable(&x[full..], shift);
+        (s + rs, q + rq)
+    }
+
+    /// The values of a row's backward sums that both element types share: the length the
+    /// row, its gradient and its weight have in common, and the sums of the values after
+    /// the last full step of 8.
+    #[inline(always)]
+    fn dsums_rest<T: crate::Float>(
+        x: &[T],
+        dy: &[T],
+        c: (T, T, T),
+        w: Option<&[T]>,
+    ) -> (usize, (f64, f64)) {
+        let n = x.len().min(dy.len()).min(w.map_or(usize::MAX, <[T]>::len));
+        let full = n - n % 8;
+        let rest = row_dsums_weighted(&x[full..n], &dy[full..n], c, w.map(|w| &w[full..n]));
+        (full, rest)
     }
 
     /// Σw·dy and Σw·dy·x̂ of an f32 row (w = 1 when absent), x̂ = (x − m)·a + b in f32 as
-    /// the portable kernel computes it (a multiply, then an add), eight values per step.
+    /// the portable kernel computes it (a multiply, then an add).
     #[target_feature(enable = "neon")]
     pub(super) fn dsums_f32_neon(
         x: &[f32],
@@ -687,37 +719,25 @@ mod arm {
         (m, a, b): (f32, f32, f32),
         w: Option<&[f32]>,
     ) -> (f64, f64) {
-        let n = x
-            .len()
-            .min(dy.len())
-            .min(w.map_or(usize::MAX, <[f32]>::len));
+        let (full, (r1, r2)) = dsums_rest(x, dy, (m, a, b), w);
         let (vm, va, vb) = (vdupq_n_f32(m), vdupq_n_f32(a), vdupq_n_f32(b));
-        let z = vdupq_n_f64(0.0);
-        let (mut s, mut t): (Chains, Chains) = ([z; 4], [z; 4]);
-        let full = n - n % 8;
-        for i in (0..full).step_by(8) {
-            for half in 0..2 {
-                let j = i + 4 * half;
-                // SAFETY: j + 4 ≤ full ≤ n ≤ the length of `x`, `dy` (and `w`).
-                let (vx, mut vd) =
-                    unsafe { (vld1q_f32(x.as_ptr().add(j)), vld1q_f32(dy.as_ptr().add(j))) };
-                if let Some(w) = w {
-                    // SAFETY: as above.
-                    vd = vmulq_f32(vd, unsafe { vld1q_f32(w.as_ptr().add(j)) });
-                }
-                let xh = vaddq_f32(vmulq_f32(vsubq_f32(vx, vm), va), vb);
-                let (d0, d1) = widen(vd);
-                let (x0, x1) = widen(xh);
-                let k = 2 * half;
-                s[k] = vaddq_f64(s[k], d0);
-                s[k + 1] = vaddq_f64(s[k + 1], d1);
-                t[k] = vfmaq_f64(t[k], d0, x0);
-                t[k + 1] = vfmaq_f64(t[k + 1], d1, x1);
+        let four = |j: usize| {
+            // SAFETY: j + 4 ≤ full ≤ the length of `x`, `dy` (and `w`).
+            let (vx, mut vd) =
+                unsafe { (vld1q_f32(x.as_ptr().add(j)), vld1q_f32(dy.as_ptr().add(j))) };
+            if let Some(w) = w {
+                // SAFETY: as above.
+                vd = vmulq_f32(vd, unsafe { vld1q_f32(w.as_ptr().add(j)) });
             }
-        }
-        let (r1, r2) =
-            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
-        (hsum(s) + r1, hsum(t) + r2)
+            let xh = vaddq_f32(vmulq_f32(vsubq_f32(vx, vm), va), vb);
+            let ((d0, d1), (x0, x1)) = (widen(vd), widen(xh));
+            [(d0, x0), (d1, x1)]
+        };
+        let (s, t) = chains8(full, |i| {
+            let ([p0, p1], [p2, p3]) = (four(i), four(i + 4));
+            [p0, p1, p2, p3]
+        });
+        (s + r1, t + r2)
     }
 
     /// [`dsums_f32_neon`] for f64 rows.
@@ -728,32 +748,22 @@ mod arm {
         (m, a, b): (f64, f64, f64),
         w: Option<&[f64]>,
     ) -> (f64, f64) {
-        let n = x
-            .len()
-            .min(dy.len())
-            .min(w.map_or(usize::MAX, <[f64]>::len));
+        let (full, (r1, r2)) = dsums_rest(x, dy, (m, a, b), w);
         let (vm, va, vb) = (vdupq_n_f64(m), vdupq_n_f64(a), vdupq_n_f64(b));
-        let z = vdupq_n_f64(0.0);
-        let (mut s, mut t): (Chains, Chains) = ([z; 4], [z; 4]);
-        let full = n - n % 8;
-        for i in (0..full).step_by(8) {
-            for k in 0..4 {
-                let j = i + 2 * k;
-                // SAFETY: j + 2 ≤ full ≤ n ≤ the length of `x`, `dy` (and `w`).
+        let (s, t) = chains8(full, |i| {
+            [0, 2, 4, 6].map(|k| {
+                let j = i + k;
+                // SAFETY: j + 2 ≤ full ≤ the length of `x`, `dy` (and `w`).
                 let (vx, mut vd) =
                     unsafe { (vld1q_f64(x.as_ptr().add(j)), vld1q_f64(dy.as_ptr().add(j))) };
                 if let Some(w) = w {
                     // SAFETY: as above.
                     vd = vmulq_f64(vd, unsafe { vld1q_f64(w.as_ptr().add(j)) });
                 }
-                let xh = vaddq_f64(vmulq_f64(vsubq_f64(vx, vm), va), vb);
-                s[k] = vaddq_f64(s[k], vd);
-                t[k] = vfmaq_f64(t[k], vd, xh);
-            }
-        }
-        let (r1, r2) =
-            row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
-        (hsum(s) + r1, hsum(t) + r2)
+                (vd, vaddq_f64(vmulq_f64(vsubq_f64(vx, vm), va), vb))
+            })
+        });
+        (s + r1, t + r2)
     }
 }
 
