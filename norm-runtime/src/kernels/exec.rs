@@ -600,14 +600,18 @@ fn groups_forward<T: Float>(
                 ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
                 ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
             };
-            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, nx, raw.shift, out.stream) {
-                Some(sums) => sums,
-                None => {
-                    let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
-                    lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
-                    lines::row_sums(nx, shift)
-                }
-            };
+            // One line per unit: the call after this one reduces the line of unit u + 2.
+            let ahead = units.lines == 1 && u + 2 < u1 && units.base(u + 2).0 == nxo + len;
+            let next_row = (nx, ahead);
+            let (s, q) =
+                match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream) {
+                    Some(sums) => sums,
+                    None => {
+                        let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
+                        lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                        lines::row_sums(nx, shift)
+                    }
+                };
             raw.sum += s;
             raw.sq += q;
         }
@@ -1117,6 +1121,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
             x: [&x[..0]; R],
             dy: [&dy[..0]; R],
             c: [(zero, zero, zero); R],
+            ahead: false,
         };
         let mut po = [0usize; R];
         for (r, p) in po.iter_mut().enumerate() {
@@ -1184,14 +1189,30 @@ impl<'a, T: Float> TaskRows<'a, T> {
         }
     }
 
-    /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`.
+    /// Whether rows `v..v + R` (v ≥ 1) lie below `end`, each right after the one before
+    /// (from row `v − 1`): the rows a pipelined kernel may prefetch ([`Rows::ahead`]).
+    #[inline(always)]
+    fn adjacent<const R: usize>(&self, v: usize, end: usize) -> bool {
+        let len = self.units.line.size;
+        let mut prev = self.units.base(v - 1).0;
+        v + R <= end
+            && (v..v + R).all(|w| {
+                let at = self.units.base(w).0;
+                let next = at == prev + len;
+                prev = at;
+                next
+            })
+    }
+
+    /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`; the
+    /// task's rows end at `end`.
     ///
     /// # Safety
     /// As [`dx_rows`](Self::dx_rows).
     #[inline(always)]
     unsafe fn dx_then_sums<const R: usize>(
         &self,
-        u: usize,
+        (u, end): (usize, usize),
         k: usize,
         out: &'a SharedOut<T>,
         grads: &mut RowGrads<'_, T>,
@@ -1199,7 +1220,8 @@ impl<'a, T: Float> TaskRows<'a, T> {
     ) {
         // SAFETY: the caller's contract.
         let cur = unsafe { self.dx_rows::<R>(u, out, (&o.c[..], &o.m[..], &o.a[..], &o.b[..]), k) };
-        let (next, po) = self.rows::<R>(u + R);
+        let (mut next, po) = self.rows::<R>(u + R);
+        next.ahead = self.adjacent::<R>(u + 2 * R, end);
         let sums = T::dx_then_dsums(cur, next, grads.param(po[0], R));
         for r in 0..R {
             grads.fold(po[r], sums[r], &mut o.sg[k + R + r], &mut o.sgx[k + R + r]);
@@ -1244,7 +1266,7 @@ fn rows_backward<T: Float>(
         match (b1 - b0, n1 - n0) {
             // SAFETY: rows b0..n1 belong to this task's units.
             (ROW_BLOCK, ROW_BLOCK) => unsafe {
-                t.dx_then_sums::<ROW_BLOCK>(b0, k, out, &mut grads, &mut o)
+                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, out, &mut grads, &mut o)
             },
             // The last block, short or followed by a short one.
             (w, rest) => {
@@ -1332,6 +1354,7 @@ fn groups_backward<T: Float>(
                 x: [&x[nxo..nxo + len]],
                 dy: [&dy[nxo..nxo + len]],
                 c: [xh(u + 1)],
+                ahead: false,
             };
             let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
             grads.fold(npo, sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);

@@ -51,6 +51,11 @@ pub struct Rows<'a, T, const R: usize> {
     pub dy: [&'a [T]; R],
     /// (m, a, b) per row.
     pub c: [(T, T, T); R],
+    /// Whether the `R·len` values that follow the last row in memory (of `x` and `dy`) are
+    /// the rows the next call reduces: a pipelined kernel may prefetch them. The hardware
+    /// prefetchers stop at 4 KiB page boundaries, so the first lines of every new row of a
+    /// few KiB would otherwise miss.
+    pub ahead: bool,
 }
 
 /// `R` rows of one length for the dx pass: dx = dy·(c·γ) + ((x − m)·a + b).
@@ -360,12 +365,14 @@ pub trait RowReduce: Sized + Copy {
     /// and returns the shifted sums of the `next` row (all rows of one length), with exactly
     /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
     /// pipelined kernel exists for the type and level (the caller then runs the two passes).
+    /// With `ahead`, the values after `next` in memory are the next call's row: the kernel
+    /// may prefetch them (see [`Rows::ahead`]).
     fn affine_then_sums(
         _x: &[Self],
         _y: &mut [Self],
         _c: (Self, Self, Self),
         _p: Option<(&[Self], Option<&[Self]>)>,
-        _next: &[Self],
+        _next: (&[Self], bool),
         _shift: f64,
         _stream: bool,
     ) -> Option<(f64, f64)> {
@@ -432,6 +439,7 @@ impl RowReduce for f32 {
                     x: [x],
                     dy: [dy],
                     c: [c],
+                    ahead: false,
                 };
                 x86::dsums_f32_avx512(rows, p)[0]
             },
@@ -553,7 +561,7 @@ impl RowReduce for f32 {
         y: &mut [f32],
         c: (f32, f32, f32),
         p: Option<(&[f32], Option<&[f32]>)>,
-        next: &[f32],
+        next: (&[f32], bool),
         shift: f64,
         stream: bool,
     ) -> Option<(f64, f64)> {
@@ -775,6 +783,20 @@ mod x86 {
         col_dsums_portable, col_sums_portable, reborrow, row_dsums_portable, row_dsums_weighted,
         row_sums_portable, stage_portable, DxRows, RowParam, Rows,
     };
+
+    /// Prefetches into L2 the two cache lines at `p`, `p + 16` if `ahead` (nothing is read:
+    /// a prefetch never faults, whatever the address).
+    #[inline(always)]
+    fn prefetch2(p: *const f32, ahead: bool) {
+        if ahead {
+            // SAFETY: SSE, part of the x86-64 baseline; a prefetch accesses no memory
+            // architecturally and never faults.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T1>(p.cast());
+                _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(16).cast());
+            }
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -1059,7 +1081,7 @@ mod x86 {
         y: &mut [f32],
         (m, a, b): (f32, f32, f32),
         p: Option<(&[f32], Option<&[f32]>)>,
-        next: &[f32],
+        (next, ahead): (&[f32], bool),
         shift: f64,
         stream: bool,
     ) -> (f64, f64) {
@@ -1075,6 +1097,9 @@ mod x86 {
         let p = p.map(|(g, bt)| (g.as_ptr(), bt.map(|bt| bt.as_ptr())));
         let (xp, yp) = (x.as_ptr(), y.as_mut_ptr());
         let mut acc = Sums16x2::new(shift);
+        // The row after `next`: prefetched along the loop when the caller says it is the
+        // next call's (`ahead`).
+        let after = next.as_ptr().wrapping_add(n);
         let mut out = Aligned::new(yp, n, stream);
         let full = n - n % 32;
         let mut i = 0;
@@ -1085,6 +1110,7 @@ mod x86 {
                 // The next row's loads first: a load behind a store to an address 4 KiB
                 // apart (rows of whole pages) would wait on it (4K aliasing).
                 acc.add32(next.as_ptr().add(i));
+                prefetch2(after.wrapping_add(i), ahead);
                 if let Some(j) = out.body(32) {
                     affine16(xp, yp, k, p, j, 0xffff, stream);
                     affine16(xp, yp, k, p, j + 16, 0xffff, stream);
@@ -1505,6 +1531,10 @@ mod x86 {
         let mut acc = dsums_acc(&next);
         let full = n - n % 64;
         let base = ptrs(&mut p);
+        // The R rows after `next` (`Rows::ahead`): R·64 values of each per step.
+        let ahead = next.ahead;
+        let ax = next.x[R - 1].as_ptr().wrapping_add(n);
+        let ad = next.dy[R - 1].as_ptr().wrapping_add(n);
         let mut i = 0;
         while i < full {
             // SAFETY: i + 64 ≤ n and every body block j + 64 ≤ n, the length of every row, γ
@@ -1516,6 +1546,10 @@ mod x86 {
                 let nx = next.x.map(|x| x.as_ptr().add(i));
                 let ndy = next.dy.map(|d| d.as_ptr().add(i));
                 add64(&mut acc, nx, ndy, at(base, i));
+                for k in 0..2 * R {
+                    prefetch2(ax.wrapping_add(R * i + 32 * k), ahead);
+                    prefetch2(ad.wrapping_add(R * i + 32 * k), ahead);
+                }
                 for r in 0..R {
                     if let Some(j) = out[r].body(64) {
                         for j in [j, j + 16, j + 32, j + 48] {
