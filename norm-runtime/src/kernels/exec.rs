@@ -1198,9 +1198,9 @@ impl<'a, T: Float> TaskRows<'a, T> {
         v + R <= end
             && (v..v + R).all(|w| {
                 let at = self.units.base(w).0;
-                let next = at == prev + len;
+                let follows = at == prev + len;
                 prev = at;
-                next
+                follows
             })
     }
 
@@ -1354,7 +1354,8 @@ fn groups_backward<T: Float>(
                 x: [&x[nxo..nxo + len]],
                 dy: [&dy[nxo..nxo + len]],
                 c: [xh(u + 1)],
-                ahead: false,
+                // One line per unit: the call after this one reduces the line of unit u + 2.
+                ahead: units.lines == 1 && u + 2 < u1 && units.base(u + 2).0 == nxo + len,
             };
             let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
             grads.fold(npo, sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
