@@ -702,9 +702,9 @@ mod arm {
         (s + rs, q + rq)
     }
 
-    /// The values of a row's backward sums that both element types share: the length the
-    /// row, its gradient and its weight have in common, and the sums of the values after
-    /// the last full step of 8.
+    /// The part of a row's backward sums that both element types share: the common length
+    /// of the row, its gradient and its weight rounded down to whole steps of 8 (`full`),
+    /// and the portable sums of the values from `full` on.
     #[inline(always)]
     fn dsums_rest<T: crate::Float>(
         x: &[T],
