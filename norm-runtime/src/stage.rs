@@ -51,13 +51,13 @@ pub enum Running<'a, T> {
 }
 
 impl<T> Running<'_, T> {
-    pub(crate) fn mean(&self) -> ArrayViewD<'_, T> {
+    fn mean(&self) -> ArrayViewD<'_, T> {
         match self {
             Running::View { mean, .. } => mean.view(),
             Running::Mut { mean, .. } => mean.view(),
         }
     }
-    pub(crate) fn var(&self) -> ArrayViewD<'_, T> {
+    fn var(&self) -> ArrayViewD<'_, T> {
         match self {
             Running::View { var, .. } => var.view(),
             Running::Mut { var, .. } => var.view(),
@@ -316,7 +316,7 @@ fn estimator(stage: &Stage, m2: f64, n: usize) -> f64 {
     }
 }
 
-pub(crate) fn rstd(stage: &Stage, var: f64) -> f64 {
+fn rstd(stage: &Stage, var: f64) -> f64 {
     match stage.eps_mode {
         EpsMode::Var => 1.0 / (var + stage.eps).sqrt(),
         EpsMode::Std => 1.0 / (var.sqrt() + stage.eps),
@@ -597,7 +597,7 @@ fn saved_shape_hint(plan: &Plan) -> Vec<usize> {
 
 /// running ← (1 − m)·running + m·batch, the batch value averaged over `N` where the
 /// statistics are per sample; the variance is the unbiased one (as PyTorch).
-pub(crate) fn update_running<T: Float>(
+fn update_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
     n: usize,
