@@ -247,6 +247,21 @@ impl Units {
         (TASK_ELEMS / elems.max(1)).max(1)
     }
 
+    /// Whether units `v..v + r` are single lines below `end`, laid out one after the other
+    /// from offset `at`: the rows a pipelined kernel may prefetch along its loop
+    /// (`Rows::ahead`) when `at` is where the rows it reduces now end.
+    #[inline(always)]
+    fn adjacent(&self, v: usize, r: usize, end: usize, mut at: usize) -> bool {
+        self.lines == 1
+            && v + r <= end
+            && (v..v + r).all(|w| {
+                let xo = self.base(w).0;
+                let follows = xo == at;
+                at = xo + self.line.size;
+                follows
+            })
+    }
+
     /// The line range of chunk `c`.
     fn chunk(&self, c: usize) -> (usize, usize) {
         let (lpc, _) = self.chunking();
@@ -601,8 +616,7 @@ fn groups_forward<T: Float>(
                 ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
             };
             // One line per unit: the call after this one reduces the line of unit u + 2.
-            let ahead = units.lines == 1 && u + 2 < u1 && units.base(u + 2).0 == nxo + len;
-            let next_row = (nx, ahead);
+            let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
             let (s, q) =
                 match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream) {
                     Some(sums) => sums,
@@ -1189,21 +1203,6 @@ impl<'a, T: Float> TaskRows<'a, T> {
         }
     }
 
-    /// Whether rows `v..v + R` (v ≥ 1) lie below `end`, each right after the one before
-    /// (from row `v − 1`): the rows a pipelined kernel may prefetch ([`Rows::ahead`]).
-    #[inline(always)]
-    fn adjacent<const R: usize>(&self, v: usize, end: usize) -> bool {
-        let len = self.units.line.size;
-        let mut prev = self.units.base(v - 1).0;
-        v + R <= end
-            && (v..v + R).all(|w| {
-                let at = self.units.base(w).0;
-                let follows = at == prev + len;
-                prev = at;
-                follows
-            })
-    }
-
     /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`; the
     /// task's rows end at `end`.
     ///
@@ -1221,7 +1220,8 @@ impl<'a, T: Float> TaskRows<'a, T> {
         // SAFETY: the caller's contract.
         let cur = unsafe { self.dx_rows::<R>(u, out, (&o.c[..], &o.m[..], &o.a[..], &o.b[..]), k) };
         let (mut next, po) = self.rows::<R>(u + R);
-        next.ahead = self.adjacent::<R>(u + 2 * R, end);
+        let after = self.units.base(u + 2 * R - 1).0 + self.units.line.size;
+        next.ahead = self.units.adjacent(u + 2 * R, R, end, after);
         let sums = T::dx_then_dsums(cur, next, grads.param(po[0], R));
         for r in 0..R {
             grads.fold(po[r], sums[r], &mut o.sg[k + R + r], &mut o.sgx[k + R + r]);
@@ -1355,7 +1355,7 @@ fn groups_backward<T: Float>(
                 dy: [&dy[nxo..nxo + len]],
                 c: [xh(u + 1)],
                 // One line per unit: the call after this one reduces the line of unit u + 2.
-                ahead: units.lines == 1 && u + 2 < u1 && units.base(u + 2).0 == nxo + len,
+                ahead: units.adjacent(u + 2, 1, u1, nxo + len),
             };
             let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
             grads.fold(npo, sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
