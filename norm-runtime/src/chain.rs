@@ -56,6 +56,8 @@ pub(crate) struct ChainScratch<T> {
     e: Vec<f64>,
     f: Vec<f64>,
     h: Vec<f64>,
+    /// Per cell, for the stage at hand in the backward pass: x̂ = p·u + q, and γ.
+    pqg: Vec<(f64, f64, f64)>,
     /// Per cell: the elementwise coefficients.
     c: Vec<T>,
     m: Vec<T>,
@@ -361,24 +363,22 @@ pub(crate) fn backward<T: Float>(
         resize(&mut cs.dparams, 2 * params, 0.0);
         resize(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
         // x̂ = p·u + q per cell; the cell's Σδ, Σδ·x̂ into the group and parameter sums.
-        let pq = |k: usize, cs: &ChainScratch<T>| {
+        resize(&mut cs.pqg, cells, (0.0, 0.0, 0.0));
+        for k in 0..cells {
             let i = s * cells + k;
             let stat = sv.stats[cs.group[i]];
             let (lam, nu) = (cs.lam[i], cs.nu[i]);
             let m = cs.m[k].to_acc();
-            (lam * stat.rstd, (lam * m + nu - stat.mean) * stat.rstd)
-        };
-        for k in 0..cells {
-            let (p, q) = pq(k, cs);
+            let (p, q) = (lam * stat.rstd, (lam * m + nu - stat.mean) * stat.rstd);
+            let (g, _) = affine_at(gamma.as_deref(), None, cs.param[i]);
+            cs.pqg[k] = (p, q, g);
             let (mean, m2) = saved.cells[k];
-            let dm = mean - cs.m[k].to_acc();
+            let dm = mean - m;
             let (u1, u2) = (lf * dm, m2 + lf * dm * dm);
             let (e, f, h) = (cs.e[k], cs.f[k], cs.h[k]);
             let sd = e * cs.s1[k] + f * u1 + h * lf;
             let sdu = e * cs.s2[k] + f * u2 + h * u1;
             let sdx = p * sdu + q * sd;
-            let i = s * cells + k;
-            let (g, _) = affine_at(gamma.as_deref(), None, cs.param[i]);
             if has_params {
                 cs.dparams[cs.param[i]] += sdx;
                 cs.dparams[params + cs.param[i]] += sd;
@@ -396,8 +396,7 @@ pub(crate) fn backward<T: Float>(
             let i = s * cells + k;
             let stat = sv.stats[cs.group[i]];
             let (c0, c1, _) = cs.acc[cs.group[i]];
-            let (p, q) = pq(k, cs);
-            let (g, _) = affine_at(gamma.as_deref(), None, cs.param[i]);
+            let (p, q, g) = cs.pqg[k];
             let gr = g * stat.rstd;
             let (e, f, h) = (cs.e[k], cs.f[k], cs.h[k]);
             cs.e[k] = gr * e;
