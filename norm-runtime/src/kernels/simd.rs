@@ -6,7 +6,7 @@
 //!
 //! `NORMKIT_SIMD=scalar|neon|avx2|avx512` caps the level (tests compare the levels).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// An instruction-set level, lowest first: a cap keeps the best level at or below it that
@@ -163,8 +163,44 @@ pub(crate) use multiversion;
 /// forward passes over 64 MiB ran 10–40 % slower.
 const STREAM_DEFAULT: usize = 72 << 20;
 
-/// `usize::MAX` when unset: [`set_stream_threshold`] overrides the environment.
-static STREAM_SET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+/// A size in bytes, from an environment variable (read once) unless its setter overrides it.
+struct Knob {
+    env: &'static str,
+    default: usize,
+    /// `usize::MAX` when unset.
+    set: AtomicUsize,
+    read: OnceLock<usize>,
+}
+
+impl Knob {
+    const fn new(env: &'static str, default: usize) -> Knob {
+        Knob {
+            env,
+            default,
+            set: AtomicUsize::new(usize::MAX),
+            read: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> usize {
+        match self.set.load(Ordering::Relaxed) {
+            usize::MAX => *self.read.get_or_init(|| {
+                std::env::var(self.env)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(self.default)
+            }),
+            t => t,
+        }
+    }
+
+    fn set(&self, bytes: Option<usize>) {
+        self.set
+            .store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+}
+
+static STREAM: Knob = Knob::new("NORMKIT_STREAM_BYTES", STREAM_DEFAULT);
 
 /// The working set (bytes read and written by one pass) above which the elementwise passes
 /// write their output with non-temporal stores where the kernels can (AVX-512, f32). Such a
@@ -172,22 +208,34 @@ static STREAM_SET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 /// the inputs the next call reads. `NORMKIT_STREAM_BYTES` (read once) or
 /// [`set_stream_threshold`] sets it; the default is 72 MiB. Results do not depend on it.
 pub fn stream_threshold() -> usize {
-    static ENV: OnceLock<usize> = OnceLock::new();
-    match STREAM_SET.load(Ordering::Relaxed) {
-        usize::MAX => *ENV.get_or_init(|| {
-            std::env::var("NORMKIT_STREAM_BYTES")
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(STREAM_DEFAULT)
-        }),
-        t => t,
-    }
+    STREAM.get()
 }
 
 /// Sets [`stream_threshold`] process-wide (`None`: back to the environment or default). For
 /// tests (0 streams every pass) and for tuning on other machines.
 pub fn set_stream_threshold(bytes: Option<usize>) {
-    STREAM_SET.store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
+    STREAM.set(bytes);
+}
+
+/// Default of [`block_bytes`]: 512 KiB, a quarter of the development machine's 2 MiB L2
+/// per core, so a block of x and dy stays in it between the two passes of a backward.
+const BLOCK_DEFAULT: usize = 512 << 10;
+
+static BLOCK: Knob = Knob::new("NORMKIT_BLOCK_BYTES", BLOCK_DEFAULT);
+
+/// The most input bytes (x, of one block) for which a fused chain runs both passes of a
+/// block back to back in one task, its second pass reading the block from the core's
+/// cache; chains whose blocks are larger run each pass over the whole input.
+/// `NORMKIT_BLOCK_BYTES` (read once) or [`set_block_bytes`] sets it; the default is
+/// 512 KiB. Results do not depend on it.
+pub fn block_bytes() -> usize {
+    BLOCK.get()
+}
+
+/// Sets [`block_bytes`] process-wide (`None`: back to the environment or default). For tests
+/// (0 runs every chain as one block) and for tuning to other caches.
+pub fn set_block_bytes(bytes: Option<usize>) {
+    BLOCK.set(bytes);
 }
 
 /// Whether a pass with this working set streams its output (see [`stream_threshold`]).
