@@ -12,7 +12,7 @@
 
 use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::prelude::*;
-use normkit::StageParams;
+use normkit::{ChainGrads, StageParams};
 
 fn lcg(seed: u64, n: usize, offset: f64, scale: f64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7);
@@ -212,4 +212,68 @@ fn fused_chains_match_their_stages_in_f32() {
         check::<f32>(case, Mode::Train, 2e-5);
         check::<f32>(case, Mode::Eval, 2e-5);
     }
+}
+
+/// Forward and backward of a chain in train and eval mode: y, the saved state, dx, every
+/// stage's gradients and running statistics.
+type Run<T> = (ArrayD<T>, Saved<T>, ChainGrads<T>, Vec<StageParams<T>>);
+
+fn run_chain<T: Float>(case: &Case, mode: Mode) -> Run<T> {
+    let mut chain =
+        DynNorm::<T>::new(&NormSpec::parse(case.chain).expect("chain"), case.sizes).expect("chain");
+    init(&mut chain.stages_mut().iter_mut().collect::<Vec<_>>(), 11);
+    let n: usize = case.shape.iter().product();
+    let to_t = |v: Vec<f64>| {
+        let v = v
+            .into_iter()
+            .map(|v| T::from_f64(v).expect("finite"))
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(case.shape), v).expect("shape")
+    };
+    let (x, dy) = (to_t(lcg(5, n, 3.0, 4.0)), to_t(lcg(6, n, 0.1, 2.0)));
+    let (y, saved) = chain.forward(x.view(), mode).expect("forward");
+    let g = chain
+        .backward_chain(x.view(), dy.view(), &saved)
+        .expect("backward");
+    (y, saved, g, chain.stages().to_vec())
+}
+
+/// Runs of every case with blocks (the default) and as one block (`set_block_bytes(0)`), at
+/// every SIMD level: bit for bit the same, since every group's sums are taken in the same
+/// order. A Batch-Channel Normalization whose 32 blocks spread over several tasks joins the
+/// cases.
+#[test]
+fn blocking_does_not_change_results() {
+    let bcn = Case {
+        chain: r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 32, affine))"#,
+        stages: &[],
+        sizes: &[("C", 64)],
+        shape: &[2, 64, 32, 32],
+    };
+    fn same<T: Float>(case: &Case, level: normkit::simd::Level) {
+        for mode in [Mode::Train, Mode::Eval] {
+            let what = format!("{} {} {mode:?} {level:?}", case.chain, T::NAME);
+            normkit::simd::set_block_bytes(Some(0));
+            let one = run_chain::<T>(case, mode);
+            normkit::simd::set_block_bytes(None);
+            let blocked = run_chain::<T>(case, mode);
+            assert!(one.0 == blocked.0, "{what}: y");
+            assert!(one.1 == blocked.1, "{what}: saved state");
+            assert!(one.2.dx == blocked.2.dx, "{what}: dx");
+            for (k, (a, b)) in one.2.stages.iter().zip(&blocked.2.stages).enumerate() {
+                assert!(a.dgamma == b.dgamma, "{what}: stage {k} dgamma");
+                assert!(a.dbeta == b.dbeta, "{what}: stage {k} dbeta");
+            }
+            assert!(one.3 == blocked.3, "{what}: running statistics");
+        }
+    }
+    // Every level this machine runs: the pipelined block kernels and their fallbacks.
+    for level in normkit::simd::available() {
+        normkit::simd::set_cap(Some(level));
+        for case in CASES.iter().chain([&bcn]) {
+            same::<f32>(case, level);
+            same::<f64>(case, level);
+        }
+    }
+    normkit::simd::set_cap(None);
 }

@@ -15,7 +15,13 @@
 //! * **backward**: one pass takes each cell's `Σdy` and `Σdy·(x − m)`; the upstream gradient
 //!   of every stage stays affine in `(dy, x)` per cell, so each stage's group sums and
 //!   parameter gradients follow in f64, down to `dx = e·dy + f·(x − m) + h`, written by a
-//!   second pass.
+//!   second pass;
+//! * **blocks**: the cells split into blocks that no stage's statistics group crosses (for
+//!   Batch-Channel Normalization: one group of channels over the whole batch). Where the
+//!   blocks are many and small, one task runs both passes of a block back to back, so the
+//!   second pass reads the block from the core's cache instead of memory
+//!   ([`crate::kernels::cells`]). The sums of a group are taken in the same order either
+//!   way: the blocking does not change the results.
 //!
 //! The arithmetic is that of the stage-by-stage path (the same per-group statistics and dx
 //! terms, [`stage::dx_terms`]), except that the intermediate is never rounded to the element
@@ -23,11 +29,12 @@
 //! with batch statistics or fixed running statistics and carry axis parameters (or none);
 //! synchronized calls and external affine run stage by stage.
 
-use norm_spec::Affine;
+use norm_spec::{Affine, Spec};
 
 use crate::collective::merge;
-use crate::kernels::coef;
-use crate::kernels::exec::{self, Acc, Params, Raw, Stat, Units};
+use crate::kernels::cells::{self, Cells, CoefOut};
+use crate::kernels::exec::{Acc, Raw, Stat};
+use crate::kernels::{coef, simd};
 use crate::plan::Plan;
 use crate::stage::{self, resize, LayerInfo, StageState};
 use crate::types::{Mode, Saved, StageGrads};
@@ -37,28 +44,247 @@ use crate::Float;
 /// it saves.
 const MIN_CELL: usize = 64;
 
-/// Per-call scratch of the fused path (reused across calls: no allocation once grown).
+/// Where the cells of a chain on one shape go: their groups and parameters per stage, and
+/// the blocks.
 #[derive(Debug, Default)]
-pub(crate) struct ChainScratch<T> {
-    raws: Vec<Raw>,
-    /// Per stage and cell: statistics group, parameter offset.
+struct Layout {
+    /// What it was built for: the spec's fingerprint, the shape, the cell length and
+    /// [`simd::block_bytes`] (`None`: not built).
+    key: Option<(u64, usize, usize)>,
+    shape: Vec<usize>,
+    cells: usize,
+    /// Per stage and cell (`s · cells + k`, memory order): statistics group, parameter offset.
     group: Vec<usize>,
     param: Vec<usize>,
+    /// Per stage: values per statistics group, statistics groups, parameter values.
+    count: Vec<usize>,
+    groups: Vec<usize>,
+    params: Vec<usize>,
+    /// The cells in block order (slot → cell), and back (cell → slot).
+    order: Vec<usize>,
+    slot: Vec<usize>,
+    /// Slots per block.
+    block: usize,
+    /// Per stage: statistics groups per block, and where the stage's part of `gmap` and of a
+    /// block's statistics starts.
+    ng: Vec<usize>,
+    goff: Vec<usize>,
+    loff: Vec<usize>,
+    /// Per stage and slot (`s · cells + i`): the index of the cell's group within its block.
+    local: Vec<usize>,
+    /// Per stage, block and local group (`goff[s] + b · ng[s] + j`): the statistics group.
+    gmap: Vec<usize>,
+    /// Scratch of `build`.
     gparam: Vec<usize>,
-    /// Per stage and cell: z_s = λ·x + ν (stage inputs; index `s · cells + k`).
+    tmp: Vec<usize>,
+}
+
+impl Layout {
+    /// The layout of cells of `len` elements of a chain on `shape` (elements of `elem`
+    /// bytes); kept while the same layer runs on the same shape.
+    fn build(&mut self, info: &LayerInfo<'_>, shape: &[usize], len: usize, elem: usize) {
+        let key = Some((info.fingerprint, len, simd::block_bytes()));
+        if self.key == key && self.shape == shape {
+            return;
+        }
+        self.key = None;
+        let spec = info.spec;
+        let nst = spec.stages.len();
+        let cells = shape.iter().product::<usize>() / len;
+        self.cells = cells;
+        resize(&mut self.group, nst * cells, 0);
+        resize(&mut self.param, nst * cells, 0);
+        for v in [&mut self.count, &mut self.groups, &mut self.params] {
+            v.clear();
+        }
+        for (s, stage) in spec.stages.iter().enumerate() {
+            let plan = Plan::new(spec, stage, shape);
+            let cut = s * cells..(s + 1) * cells;
+            cell_map(
+                &plan,
+                len,
+                &mut self.group[cut.clone()],
+                &mut self.param[cut],
+                &mut self.gparam,
+            );
+            self.count.push(plan.group_len);
+            self.groups.push(plan.groups);
+            self.params.push(plan.param_shape.numel());
+        }
+        let blocked = self.components(nst) && self.block * len * elem <= simd::block_bytes();
+        if !(blocked && self.local_groups(nst)) {
+            self.one_block(nst);
+        }
+        resize(&mut self.slot, cells, usize::MAX);
+        for (i, &k) in self.order.iter().enumerate() {
+            assert!(self.slot[k] == usize::MAX, "cell order is a permutation");
+            self.slot[k] = i;
+        }
+        self.loff.clear();
+        self.loff.extend(self.ng.iter().scan(0, |at, &n| {
+            *at += n;
+            Some(*at - n)
+        }));
+        self.shape.clear();
+        self.shape.extend_from_slice(shape);
+        self.key = key;
+    }
+
+    /// The connected cells (cells in one statistics group of any stage are connected) as
+    /// blocks in `order`, in order of their first cell, each in memory order. `false` when
+    /// there is one block, or blocks of different sizes.
+    fn components(&mut self, nst: usize) -> bool {
+        let cells = self.cells;
+        // Union-find; a root is the first cell of its component.
+        let parent = &mut self.tmp;
+        parent.clear();
+        parent.extend(0..cells);
+        fn root(parent: &mut [usize], mut k: usize) -> usize {
+            while parent[k] != k {
+                parent[k] = parent[parent[k]];
+                k = parent[k];
+            }
+            k
+        }
+        for s in 0..nst {
+            let first = &mut self.order;
+            resize(first, self.groups[s], usize::MAX);
+            for k in 0..cells {
+                let g = self.group[s * cells + k];
+                if first[g] == usize::MAX {
+                    first[g] = k;
+                    continue;
+                }
+                let (a, b) = (root(parent, k), root(parent, first[g]));
+                parent[a.max(b)] = a.min(b);
+            }
+        }
+        // Label components by first cell; count their cells.
+        let (label, size) = (&mut self.slot, &mut self.gparam);
+        resize(label, cells, 0);
+        size.clear();
+        for k in 0..cells {
+            let r = root(parent, k);
+            if r == k {
+                label[k] = size.len();
+                size.push(0);
+            }
+            label[k] = label[r];
+            size[label[k]] += 1;
+        }
+        let (nb, bs) = (size.len(), size[0]);
+        if nb < 2 || size.iter().any(|&n| n != bs) {
+            return false;
+        }
+        self.block = bs;
+        // Counting sort by label (stable: memory order within a block).
+        let fill = &mut self.tmp;
+        resize(fill, nb, 0);
+        resize(&mut self.order, cells, 0);
+        for (k, &b) in label.iter().enumerate() {
+            self.order[b * bs + fill[b]] = k;
+            fill[b] += 1;
+        }
+        true
+    }
+
+    /// Each block's statistics groups numbered by first slot; `false` when the blocks hold
+    /// different numbers of groups.
+    fn local_groups(&mut self, nst: usize) -> bool {
+        let (cells, bs) = (self.cells, self.block);
+        resize(&mut self.local, nst * cells, 0);
+        self.ng.clear();
+        self.goff.clear();
+        self.gmap.clear();
+        for s in 0..nst {
+            let tag = &mut self.tmp;
+            resize(tag, self.groups[s], usize::MAX);
+            self.goff.push(self.gmap.len());
+            let mut ng = None;
+            for (b, slots) in self.order.chunks(bs).enumerate() {
+                let mut n = 0;
+                for (j, &k) in slots.iter().enumerate() {
+                    let g = self.group[s * cells + k];
+                    if tag[g] == usize::MAX {
+                        tag[g] = n;
+                        self.gmap.push(g);
+                        n += 1;
+                    }
+                    self.local[s * cells + b * bs + j] = tag[g];
+                }
+                if *ng.get_or_insert(n) != n {
+                    return false;
+                }
+            }
+            self.ng.push(ng.unwrap_or(0));
+        }
+        true
+    }
+
+    /// All cells as one block, in memory order.
+    fn one_block(&mut self, nst: usize) {
+        let cells = self.cells;
+        self.block = cells;
+        self.order.clear();
+        self.order.extend(0..cells);
+        self.local.clear();
+        self.local.extend_from_slice(&self.group);
+        self.ng.clear();
+        self.ng.extend_from_slice(&self.groups[..nst]);
+        self.goff.clear();
+        self.gmap.clear();
+        for &n in &self.groups {
+            self.goff.push(self.gmap.len());
+            self.gmap.extend(0..n);
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.cells / self.block.max(1)
+    }
+
+    /// The statistics group of local group `j` of block `b` in stage `s`.
+    fn global(&self, s: usize, b: usize, j: usize) -> usize {
+        self.gmap[self.goff[s] + b * self.ng[s] + j]
+    }
+}
+
+/// One block's state (reused across calls).
+#[derive(Debug, Default)]
+pub(crate) struct Block {
+    /// Per slot: the cell's mean and M2.
+    cells: Vec<(f64, f64)>,
+    /// Per stage and slot (`s · block + j`): the stage input z_s = λ·x + ν.
     lam: Vec<f64>,
     nu: Vec<f64>,
-    /// Per group: (count, mean, M2) or the backward sums (Σg, Σg·x̂).
+    /// Per local group of the stage at hand: (count, mean, M2) or the backward sums.
     acc: Vec<(f64, f64, f64)>,
-    /// Per cell: the backward sums Σdy, Σdy·(x − m), and the upstream gradient's terms.
-    s1: Vec<f64>,
-    s2: Vec<f64>,
+    /// Per stage (at `Layout::loff`) and local group: the statistics.
+    stats: Vec<Stat>,
+    /// Per slot: the upstream gradient δ = e·dy + f·(x − m) + h.
     e: Vec<f64>,
     f: Vec<f64>,
     h: Vec<f64>,
-    /// Per cell, for the stage at hand in the backward pass: x̂ = p·u + q, and γ.
+    /// Per slot, for the stage at hand: x̂ = p·(x − m) + q, and γ.
     pqg: Vec<(f64, f64, f64)>,
-    /// Per cell: the elementwise coefficients.
+    /// Per stage and slot: the cell's Σδ·x̂ and Σδ (parameter gradients).
+    dp: Vec<(f64, f64)>,
+}
+
+/// Per-call scratch of the fused path (reused across calls: no allocation once grown).
+#[derive(Debug, Default)]
+pub(crate) struct ChainScratch<T> {
+    layout: Layout,
+    blocks: Vec<Block>,
+    /// Per stage (at `poff`) and parameter offset: γ and β in f64 (1 and 0 where absent).
+    gam: Vec<f64>,
+    bet: Vec<f64>,
+    poff: Vec<usize>,
+    /// Per slot: raw sums (forward), Σdy and Σdy·(x − m) (backward).
+    raws: Vec<Raw>,
+    s1: Vec<f64>,
+    s2: Vec<f64>,
+    /// Per slot: the elementwise coefficients.
     c: Vec<T>,
     m: Vec<T>,
     a: Vec<T>,
@@ -66,6 +292,47 @@ pub(crate) struct ChainScratch<T> {
     dparams: Vec<f64>,
     run: Vec<f64>,
     exec: Acc,
+}
+
+impl<T: Float> ChainScratch<T> {
+    /// The layout for `shape`, each stage's γ and β in f64, and one state per block.
+    fn prepare(
+        &mut self,
+        info: &LayerInfo<'_>,
+        states: &[StageState<'_, T>],
+        shape: &[usize],
+        len: usize,
+    ) {
+        let lay = &mut self.layout;
+        lay.build(info, shape, len, std::mem::size_of::<T>());
+        self.blocks.resize_with(lay.blocks(), Block::default);
+        self.gam.clear();
+        self.bet.clear();
+        self.poff.clear();
+        for (st, &np) in states.iter().zip(&lay.params) {
+            self.poff.push(self.gam.len());
+            let np = np.max(1);
+            let (at_g, at_b) = (self.gam.len(), self.bet.len());
+            self.gam.resize(at_g + np, 1.0);
+            self.bet.resize(at_b + np, 0.0);
+            if let Some(g) = st.gamma.as_ref() {
+                let g = stage::values(g);
+                for (d, v) in self.gam[at_g..].iter_mut().zip(g.iter()) {
+                    *d = v.to_acc();
+                }
+            }
+            if let Some(b) = st.beta.as_ref() {
+                let b = stage::values(b);
+                for (d, v) in self.bet[at_b..].iter_mut().zip(b.iter()) {
+                    *d = v.to_acc();
+                }
+            }
+        }
+        let n = lay.cells;
+        for v in [&mut self.c, &mut self.m, &mut self.a, &mut self.b] {
+            resize(v, n, T::zero());
+        }
+    }
 }
 
 /// The cell length of a chain on `shape`, if it takes the fused path: the longest trailing
@@ -161,32 +428,185 @@ fn cell_map(
     }
 }
 
-/// γ and β of a stage at parameter offset `p` (1 and 0 where absent).
-fn affine_at<T: Float>(gamma: Option<&[T]>, beta: Option<&[T]>, p: usize) -> (f64, f64) {
-    (
-        gamma.map_or(1.0, |g| g[p].to_acc()),
-        beta.map_or(0.0, |b| b[p].to_acc()),
-    )
+/// What every block of a call reads: the layout and the stages' parameters.
+struct Ctx<'a> {
+    spec: &'a Spec,
+    lay: &'a Layout,
+    gam: &'a [f64],
+    bet: &'a [f64],
+    poff: &'a [usize],
+    /// Elements per cell.
+    len: f64,
 }
 
-/// The input of stage `s + 1` per cell from that of stage `s` (`λ`, `ν` at `s · cells`):
-/// y = ((z − mean)·rstd)·γ + β with the stage's statistics `stats`.
-fn advance<T: Float>(
-    cs: &mut ChainScratch<T>,
-    s: usize,
-    cells: usize,
-    stats: &[Stat],
-    st: &StageState<'_, T>,
-) {
-    let gamma = st.gamma.as_ref().map(stage::values);
-    let beta = st.beta.as_ref().map(stage::values);
-    for k in 0..cells {
-        let i = s * cells + k;
-        let stat = stats[cs.group[i]];
-        let (g, b) = affine_at(gamma.as_deref(), beta.as_deref(), cs.param[i]);
-        let scale = stat.rstd * g;
-        cs.lam[i + cells] = cs.lam[i] * scale;
-        cs.nu[i + cells] = (cs.nu[i] - stat.mean) * scale + b;
+impl Ctx<'_> {
+    /// Index of stage `s` and slot `i` in the per-stage, per-slot arrays of the layout.
+    fn at(&self, s: usize, i: usize) -> usize {
+        s * self.lay.cells + i
+    }
+
+    /// The cell at slot `i`.
+    fn cell(&self, i: usize) -> usize {
+        self.lay.order[i]
+    }
+
+    /// γ and β of stage `s` at slot `i`.
+    fn affine(&self, s: usize, i: usize) -> (f64, f64) {
+        let p = self.poff[s] + self.lay.param[self.at(s, self.cell(i))];
+        (self.gam[p], self.bet[p])
+    }
+
+    /// The input of stage `s + 1` at the slots of block `b` from that of stage `s`
+    /// (`blk.lam`, `blk.nu`, per stage and slot): y = ((z − mean)·rstd)·γ + β, where `stat(j)`
+    /// gives the stage's statistics at the block's slot `j`.
+    fn advance(&self, s: usize, b: usize, blk: &mut Block, stat: impl Fn(&Block, usize) -> Stat) {
+        let bs = self.lay.block;
+        for j in 0..bs {
+            let st = stat(blk, j);
+            let (g, beta) = self.affine(s, b * bs + j);
+            let scale = st.rstd * g;
+            let (i0, i1) = (s * bs + j, (s + 1) * bs + j);
+            blk.lam[i1] = blk.lam[i0] * scale;
+            blk.nu[i1] = (blk.nu[i0] - st.mean) * scale + beta;
+        }
+    }
+
+    /// Forward: the statistics of every stage over block `b` from its cells' raw sums, and
+    /// the cells' coefficients of y = λ·x + ν = (x − mean)·λ + (λ·mean + ν). Stages with
+    /// fixed statistics take them from `saved`.
+    fn finish_forward<'s, T: Float>(
+        &self,
+        b: usize,
+        blk: &mut Block,
+        raws: &[Raw],
+        (m, a, bb): CoefOut<'_, T>,
+        fixed: impl Fn(usize) -> Option<&'s [Stat]>,
+    ) {
+        let (lay, nst, lf) = (self.lay, self.spec.stages.len(), self.len);
+        let bs = lay.block;
+        blk.cells.clear();
+        blk.cells.extend(raws.iter().map(|r| {
+            let d = r.sum / lf;
+            let m2 = r.sq - r.sum * d;
+            (r.shift + d, if m2 < 0.0 { 0.0 } else { m2 })
+        }));
+        resize(&mut blk.lam, (nst + 1) * bs, 1.0);
+        resize(&mut blk.nu, (nst + 1) * bs, 0.0);
+        resize(&mut blk.stats, lay.ng.iter().sum(), Stat::default());
+        for (s, stage) in self.spec.stages.iter().enumerate() {
+            let (ng, lo) = (lay.ng[s], lay.loff[s]);
+            if let Some(stats) = fixed(s) {
+                for j in 0..ng {
+                    blk.stats[lo + j] = stats[lay.global(s, b, j)];
+                }
+            } else {
+                // Cells of z_s merged per group in cell order (Chan's formula; plain sums of
+                // squares without centering).
+                resize(&mut blk.acc, ng, (0.0, 0.0, 0.0));
+                for j in 0..bs {
+                    let (lam, nu) = (blk.lam[s * bs + j], blk.nu[s * bs + j]);
+                    let (cm, cm2) = blk.cells[j];
+                    let (mb, m2b) = (lam * cm + nu, lam * lam * cm2);
+                    let a = &mut blk.acc[lay.local[self.at(s, b * bs + j)]];
+                    if stage.center {
+                        merge((&mut a.0, &mut a.1, &mut a.2), (lf, mb, m2b));
+                    } else {
+                        a.0 += lf;
+                        a.2 += m2b + lf * mb * mb;
+                    }
+                }
+                for (j, &(_, mean, m2)) in blk.acc.iter().enumerate() {
+                    blk.stats[lo + j] = stage::group_stat(stage, mean, m2, lay.count[s]);
+                }
+            }
+            let local = |blk: &Block, j: usize| blk.stats[lo + lay.local[self.at(s, b * bs + j)]];
+            self.advance(s, b, blk, local);
+        }
+        for j in 0..bs {
+            let (lam, nu) = (blk.lam[nst * bs + j], blk.nu[nst * bs + j]);
+            let mean = blk.cells[j].0;
+            (m[j], a[j], bb[j]) = coef(mean, lam, lam * mean + nu);
+        }
+    }
+
+    /// Backward: from the cells' Σdy and Σdy·(x − m) over block `b` (m: the cell's mean in
+    /// the element type, `xm`), each stage's group sums and the cells' parameter-gradient
+    /// terms (`blk.dp`), down to the cells' coefficients of dx = e·dy + f·(x − m) + h.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_backward<T: Float>(
+        &self,
+        b: usize,
+        blk: &mut Block,
+        (s1, s2): (&[f64], &[f64]),
+        (c, a, bb): CoefOut<'_, T>,
+        saved: &Saved<T>,
+        xm: &[T],
+    ) {
+        let (lay, nst, lf) = (self.lay, self.spec.stages.len(), self.len);
+        let bs = lay.block;
+        let base = b * bs;
+        // The stage inputs z_s = λ·x + ν per cell, as in the forward pass.
+        resize(&mut blk.lam, nst * bs, 1.0);
+        resize(&mut blk.nu, nst * bs, 0.0);
+        for s in 0..nst - 1 {
+            let stats = &saved.stages[s].stats;
+            let stat = |_: &Block, j: usize| stats[lay.group[self.at(s, self.cell(base + j))]];
+            self.advance(s, b, blk, stat);
+        }
+        // The upstream gradient δ = e·dy + f·u + h per cell, u = x − m; δ = dy at the output.
+        resize(&mut blk.e, bs, 1.0);
+        resize(&mut blk.f, bs, 0.0);
+        resize(&mut blk.h, bs, 0.0);
+        resize(&mut blk.pqg, bs, (0.0, 0.0, 0.0));
+        resize(&mut blk.dp, nst * bs, (0.0, 0.0));
+        for s in (0..nst).rev() {
+            let stage = &self.spec.stages[s];
+            let sv = &saved.stages[s];
+            let stat_at = |j: usize| sv.stats[lay.group[self.at(s, self.cell(base + j))]];
+            resize(&mut blk.acc, lay.ng[s], (0.0, 0.0, 0.0));
+            // x̂ = p·u + q per cell; the cell's Σδ, Σδ·x̂ into the group and parameter sums.
+            for j in 0..bs {
+                let i = base + j;
+                let stat = stat_at(j);
+                let (lam, nu) = (blk.lam[s * bs + j], blk.nu[s * bs + j]);
+                let m = xm[i].to_acc();
+                let (p, q) = (lam * stat.rstd, (lam * m + nu - stat.mean) * stat.rstd);
+                let (g, _) = self.affine(s, i);
+                blk.pqg[j] = (p, q, g);
+                let (mean, m2) = saved.cells[self.cell(i)];
+                let dm = mean - m;
+                let (u1, u2) = (lf * dm, m2 + lf * dm * dm);
+                let (e, f, h) = (blk.e[j], blk.f[j], blk.h[j]);
+                let sd = e * s1[j] + f * u1 + h * lf;
+                let sdu = e * s2[j] + f * u2 + h * u1;
+                let sdx = p * sdu + q * sd;
+                blk.dp[s * bs + j] = (sdx, sd);
+                let a = &mut blk.acc[lay.local[self.at(s, i)]];
+                a.0 += g * sd;
+                a.1 += g * sdx;
+            }
+            // Per group: dz = g·r + x̂·c1 + c0 (the stage-by-stage path's terms).
+            for (j, a) in blk.acc.iter_mut().enumerate() {
+                let stat = &sv.stats[lay.global(s, b, j)];
+                let (c0, c1) = stage::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
+                *a = (c0, c1, 0.0);
+            }
+            for j in 0..bs {
+                let stat = stat_at(j);
+                let (c0, c1, _) = blk.acc[lay.local[self.at(s, base + j)]];
+                let (p, q, g) = blk.pqg[j];
+                let gr = g * stat.rstd;
+                let (e, f, h) = (blk.e[j], blk.f[j], blk.h[j]);
+                blk.e[j] = gr * e;
+                blk.f[j] = gr * f + p * c1;
+                blk.h[j] = gr * h + q * c1 + c0;
+            }
+        }
+        for j in 0..bs {
+            c[j] = T::from_acc(blk.e[j]);
+            a[j] = T::from_acc(blk.f[j]);
+            bb[j] = T::from_acc(blk.h[j]);
+        }
     }
 }
 
@@ -204,89 +624,82 @@ pub(crate) fn forward<T: Float>(
     cs: &mut ChainScratch<T>,
 ) {
     let spec = info.spec;
-    let nst = spec.stages.len();
-    let cells = x.len() / len;
-    let units = Units::rows(cells, len);
-    resize(&mut cs.raws, cells, Raw::default());
-    exec::row_raws(&units, x, true, &mut cs.raws);
+    cs.prepare(info, states, shape, len);
+    let fixed = |s: usize| mode == Mode::Eval && spec.stages[s].running_stats;
+    for (s, stage) in spec.stages.iter().enumerate() {
+        let sv = &mut saved.stages[s];
+        resize(&mut sv.stats, cs.layout.groups[s], Stat::default());
+        if fixed(s) {
+            let running = states[s]
+                .running
+                .as_ref()
+                .expect("checked: running statistics present");
+            let plan = Plan::new(spec, stage, shape);
+            stage::running_stats(stage, &plan, running, &mut sv.stats);
+        }
+        sv.fixed = fixed(s);
+        sv.synced = false;
+        sv.count = cs.layout.count[s];
+        sv.scale.clear();
+    }
+    let ChainScratch {
+        layout: lay,
+        blocks,
+        gam,
+        bet,
+        poff,
+        raws,
+        m,
+        a,
+        b,
+        run,
+        ..
+    } = cs;
+    let ctx = Ctx {
+        spec,
+        lay,
+        gam,
+        bet,
+        poff,
+        len: len as f64,
+    };
+    resize(raws, lay.cells, Raw::default());
+    let stages = &saved.stages;
+    let finish = |k: usize, blk: &mut Block, raws: &[Raw], coefs: CoefOut<'_, T>| {
+        let stats = |s: usize| fixed(s).then_some(&stages[s].stats[..]);
+        ctx.finish_forward(k, blk, raws, coefs, stats);
+    };
+    let cells = Cells {
+        len,
+        order: &lay.order,
+        block: lay.block,
+    };
+    cells::forward(&cells, x, raws, (m, a, b), blocks, &finish, out);
+    // The cells' moments and the statistics back into the saved state, in cell and group
+    // order; then the running statistics.
+    let bs = lay.block;
     saved.cells.clear();
-    saved.cells.extend(cs.raws.iter().map(|r| {
-        let d = r.sum / len as f64;
-        let m2 = r.sq - r.sum * d;
-        (r.shift + d, if m2 < 0.0 { 0.0 } else { m2 })
-    }));
+    saved.cells.resize(lay.cells, (0.0, 0.0));
+    for (i, &k) in lay.order.iter().enumerate() {
+        saved.cells[k] = blocks[i / bs].cells[i % bs];
+    }
     saved.cell_len = len;
     for v in &mut saved.intermediates {
         v.clear();
     }
-    resize(&mut cs.group, nst * cells, 0);
-    resize(&mut cs.param, nst * cells, 0);
-    resize(&mut cs.lam, (nst + 1) * cells, 1.0);
-    resize(&mut cs.nu, (nst + 1) * cells, 0.0);
     for (s, stage) in spec.stages.iter().enumerate() {
-        let plan = Plan::new(spec, stage, shape);
-        let n = plan.group_len;
-        let cut = s * cells..(s + 1) * cells;
-        cell_map(
-            &plan,
-            len,
-            &mut cs.group[cut.clone()],
-            &mut cs.param[cut.clone()],
-            &mut cs.gparam,
-        );
-        let st = &mut states[s];
-        let fixed = mode == Mode::Eval && stage.running_stats;
         let sv = &mut saved.stages[s];
-        resize(&mut sv.stats, plan.groups, Stat::default());
-        if fixed {
-            let running = st
-                .running
-                .as_ref()
-                .expect("checked: running statistics present");
-            stage::running_stats(stage, &plan, running, &mut sv.stats);
-        } else {
-            // Cells of z_s merged per group in cell order (Chan's formula; plain sums of
-            // squares without centering).
-            resize(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
-            for k in 0..cells {
-                let (lam, nu) = (cs.lam[s * cells + k], cs.nu[s * cells + k]);
-                let (cm, cm2) = saved.cells[k];
-                let (mb, m2b) = (lam * cm + nu, lam * lam * cm2);
-                let nb = len as f64;
-                let a = &mut cs.acc[cs.group[s * cells + k]];
-                if stage.center {
-                    merge((&mut a.0, &mut a.1, &mut a.2), (nb, mb, m2b));
-                } else {
-                    a.0 += nb;
-                    a.2 += m2b + nb * mb * mb;
+        if !sv.fixed {
+            for (k, blk) in blocks.iter().enumerate() {
+                for j in 0..lay.ng[s] {
+                    sv.stats[lay.global(s, k, j)] = blk.stats[lay.loff[s] + j];
                 }
             }
-            for (g, &(_, mean, m2)) in cs.acc.iter().enumerate() {
-                sv.stats[g] = stage::group_stat(stage, mean, m2, n);
-            }
         }
-        sv.fixed = fixed;
-        sv.synced = false;
-        sv.count = n;
-        sv.scale.clear();
-        advance(cs, s, cells, &sv.stats, st);
-        let running = st.running.as_mut();
-        stage::train_running(stage, &plan, mode, n, &sv.stats, running, &mut cs.run);
+        let plan = Plan::new(spec, stage, shape);
+        let running = states[s].running.as_mut();
+        stage::train_running(stage, &plan, mode, sv.count, &sv.stats, running, run);
     }
-    // y = λ·x + ν = (x − mean)·λ + (λ·mean + ν) per cell.
-    for v in [&mut cs.m, &mut cs.a, &mut cs.b] {
-        resize(v, cells, T::zero());
-    }
-    for k in 0..cells {
-        let (lam, nu) = (cs.lam[nst * cells + k], cs.nu[nst * cells + k]);
-        let mean = saved.cells[k].0;
-        (cs.m[k], cs.a[k], cs.b[k]) = coef(mean, lam, lam * mean + nu);
-    }
-    let none = Params {
-        gamma: None,
-        beta: None,
-    };
-    exec::normalize(&units, x, (&cs.m, &cs.a, &cs.b), none, out);
 }
 
 /// Backward pass of a fused chain (`saved` from [`forward`]; see the module docs).
@@ -303,126 +716,85 @@ pub(crate) fn backward<T: Float>(
     cs: &mut ChainScratch<T>,
 ) {
     let spec = info.spec;
-    let nst = spec.stages.len();
     let len = saved.cell_len;
-    let cells = x.len() / len;
-    let units = Units::rows(cells, len);
-    let lf = len as f64;
-    // Pass 1: Σdy and Σdy·(x − m) per cell, m = the cell's mean in the element type.
-    for v in [&mut cs.m, &mut cs.a, &mut cs.b, &mut cs.c] {
-        resize(v, cells, T::zero());
+    cs.prepare(info, states, shape, len);
+    let ChainScratch {
+        layout: lay,
+        blocks,
+        gam,
+        bet,
+        poff,
+        s1,
+        s2,
+        c,
+        m,
+        a,
+        b,
+        dparams,
+        exec,
+        ..
+    } = cs;
+    // m: each cell's mean in the element type, per slot.
+    for (mi, &k) in m.iter_mut().zip(&lay.order) {
+        *mi = T::from_acc(saved.cells[k].0);
     }
-    for (k, &(mean, _)) in saved.cells.iter().enumerate() {
-        (cs.m[k], cs.a[k], cs.b[k]) = (T::from_acc(mean), T::one(), T::zero());
-    }
-    resize(&mut cs.s1, cells, 0.0);
-    resize(&mut cs.s2, cells, 0.0);
-    let xhat = (&cs.m[..], &cs.a[..], &cs.b[..]);
-    exec::dsums_all(
-        &units,
+    resize(s1, lay.cells, 0.0);
+    resize(s2, lay.cells, 0.0);
+    let ctx = Ctx {
+        spec,
+        lay,
+        gam,
+        bet,
+        poff,
+        len: len as f64,
+    };
+    let xm = &m[..];
+    let finish = |k: usize, blk: &mut Block, sums: (&[f64], &[f64]), coefs: CoefOut<'_, T>| {
+        ctx.finish_backward(k, blk, sums, coefs, saved, xm);
+    };
+    let cells = Cells {
+        len,
+        order: &lay.order,
+        block: lay.block,
+    };
+    let coefs = (&mut c[..], &mut a[..], &mut b[..]);
+    cells::backward(
+        &cells,
         x,
         dy,
-        xhat,
-        None,
-        &mut cs.s1,
-        &mut cs.s2,
-        &mut [],
-        &mut cs.exec.f,
+        xm,
+        (s1, s2),
+        coefs,
+        blocks,
+        &finish,
+        &mut exec.f,
+        dx,
     );
-    // The stage inputs z_s = λ·x + ν per cell, as in the forward pass.
-    resize(&mut cs.group, nst * cells, 0);
-    resize(&mut cs.param, nst * cells, 0);
-    resize(&mut cs.lam, nst * cells, 1.0);
-    resize(&mut cs.nu, nst * cells, 0.0);
+    // Parameter gradients: the cells' terms summed in cell order.
+    let bs = lay.block;
     for (s, stage) in spec.stages.iter().enumerate() {
-        let plan = Plan::new(spec, stage, shape);
-        let cut = s * cells..(s + 1) * cells;
-        cell_map(
-            &plan,
-            len,
-            &mut cs.group[cut.clone()],
-            &mut cs.param[cut],
-            &mut cs.gparam,
-        );
-        if s + 1 < nst {
-            advance(cs, s, cells, &saved.stages[s].stats, &states[s]);
-        }
-    }
-    // The upstream gradient δ = e·dy + f·u + h per cell, u = x − m; δ = dy at the output.
-    resize(&mut cs.e, cells, 1.0);
-    resize(&mut cs.f, cells, 0.0);
-    resize(&mut cs.h, cells, 0.0);
-    for s in (0..nst).rev() {
-        let stage = &spec.stages[s];
-        let plan = Plan::new(spec, stage, shape);
-        let sv = &saved.stages[s];
-        let st = &states[s];
-        let gamma = st.gamma.as_ref().map(stage::values);
-        let params = plan.param_shape.numel();
-        let has_params = matches!(stage.affine, Affine::Axes(_));
-        resize(&mut cs.dparams, 2 * params, 0.0);
-        resize(&mut cs.acc, plan.groups, (0.0, 0.0, 0.0));
-        // x̂ = p·u + q per cell; the cell's Σδ, Σδ·x̂ into the group and parameter sums.
-        resize(&mut cs.pqg, cells, (0.0, 0.0, 0.0));
-        for k in 0..cells {
-            let i = s * cells + k;
-            let stat = sv.stats[cs.group[i]];
-            let (lam, nu) = (cs.lam[i], cs.nu[i]);
-            let m = cs.m[k].to_acc();
-            let (p, q) = (lam * stat.rstd, (lam * m + nu - stat.mean) * stat.rstd);
-            let (g, _) = affine_at(gamma.as_deref(), None, cs.param[i]);
-            cs.pqg[k] = (p, q, g);
-            let (mean, m2) = saved.cells[k];
-            let dm = mean - m;
-            let (u1, u2) = (lf * dm, m2 + lf * dm * dm);
-            let (e, f, h) = (cs.e[k], cs.f[k], cs.h[k]);
-            let sd = e * cs.s1[k] + f * u1 + h * lf;
-            let sdu = e * cs.s2[k] + f * u2 + h * u1;
-            let sdx = p * sdu + q * sd;
-            if has_params {
-                cs.dparams[cs.param[i]] += sdx;
-                cs.dparams[params + cs.param[i]] += sd;
-            }
-            let a = &mut cs.acc[cs.group[i]];
-            a.0 += g * sd;
-            a.1 += g * sdx;
-        }
-        // Per group: dz = g·r + x̂·c1 + c0 (the stage-by-stage path's terms).
-        for (a, stat) in cs.acc.iter_mut().zip(&sv.stats) {
-            let (c0, c1) = stage::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
-            *a = (c0, c1, 0.0);
-        }
-        for k in 0..cells {
-            let i = s * cells + k;
-            let stat = sv.stats[cs.group[i]];
-            let (c0, c1, _) = cs.acc[cs.group[i]];
-            let (p, q, g) = cs.pqg[k];
-            let gr = g * stat.rstd;
-            let (e, f, h) = (cs.e[k], cs.f[k], cs.h[k]);
-            cs.e[k] = gr * e;
-            cs.f[k] = gr * f + p * c1;
-            cs.h[k] = gr * h + q * c1 + c0;
-        }
         let gr = &mut grads[s];
-        if has_params {
-            let pshape = plan.param_shape.as_slice();
-            stage::fill_grad(&mut gr.dgamma, pshape, &cs.dparams[..params]);
-            if stage.bias {
-                stage::fill_grad(&mut gr.dbeta, pshape, &cs.dparams[params..]);
-            } else {
-                gr.dbeta = None;
-            }
-        } else {
+        if !matches!(stage.affine, Affine::Axes(_)) {
             gr.dgamma = None;
+            gr.dbeta = None;
+            continue;
+        }
+        let params = lay.params[s];
+        resize(dparams, 2 * params, 0.0);
+        for k in 0..lay.cells {
+            let i = lay.slot[k];
+            let (sdx, sd) = blocks[i / bs].dp[s * bs + i % bs];
+            let p = lay.param[s * lay.cells + k];
+            dparams[p] += sdx;
+            dparams[params + p] += sd;
+        }
+        let plan = Plan::new(spec, stage, shape);
+        let pshape = plan.param_shape.as_slice();
+        stage::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);
+        if stage.bias {
+            stage::fill_grad(&mut gr.dbeta, pshape, &dparams[params..]);
+        } else {
             gr.dbeta = None;
         }
     }
-    // Pass 2: dx = e·dy + ((x − m)·f + h).
-    for k in 0..cells {
-        cs.c[k] = T::from_acc(cs.e[k]);
-        cs.a[k] = T::from_acc(cs.f[k]);
-        cs.b[k] = T::from_acc(cs.h[k]);
-    }
-    let coefs = (&cs.c[..], &cs.m[..], &cs.a[..], &cs.b[..]);
-    exec::dx_all(&units, x, dy, coefs, None, dx);
 }

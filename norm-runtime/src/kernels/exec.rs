@@ -32,14 +32,14 @@ use crate::Float;
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of
 /// the split path.
-const TASK_ELEMS: usize = 1 << 15;
+pub(super) const TASK_ELEMS: usize = 1 << 15;
 
 /// The most elements per task on the fused path.
 const TASK_MAX_ELEMS: usize = 1 << 20;
 
 /// The number of tasks the fused path aims at: enough to balance a small pool, few enough
 /// that units pipeline over long runs (each task restarts the pipeline).
-const TASKS: usize = 16;
+pub(super) const TASKS: usize = 16;
 
 /// A plan seen as units of lines (see the module docs).
 #[derive(Clone, Copy, Debug)]
@@ -284,7 +284,7 @@ pub(crate) struct SharedOut<T> {
     ptr: *mut T,
     len: usize,
     /// Whether the pass streams its output (`simd::streams`).
-    stream: bool,
+    pub(super) stream: bool,
 }
 
 // SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
@@ -294,7 +294,7 @@ unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
     /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
-    fn new(out: &mut [T], arrays: usize) -> Self {
+    pub(super) fn new(out: &mut [T], arrays: usize) -> Self {
         let bytes = arrays * std::mem::size_of_val(out);
         SharedOut {
             ptr: out.as_mut_ptr(),
@@ -318,7 +318,7 @@ impl<T> SharedOut<T> {
     /// drops the line before asking for the next.
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
-    unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
+    pub(super) unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
         assert!(off + len <= self.len, "line out of bounds");
         // SAFETY: in bounds (asserted) of the slice `new` borrowed mutably for the lifetime
         // of `self`; exclusive by the caller's contract.

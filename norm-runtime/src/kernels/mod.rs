@@ -5,6 +5,7 @@
 //! The only `unsafe` of the runtime lives here, each block with its `SAFETY` argument.
 #![allow(unsafe_code)]
 
+pub(crate) mod cells;
 pub(crate) mod exec;
 pub(crate) mod lines;
 pub mod reduce;
