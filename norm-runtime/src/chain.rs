@@ -17,11 +17,13 @@
 //!   parameter gradients follow in f64, down to `dx = e·dy + f·(x − m) + h`, written by a
 //!   second pass;
 //! * **blocks**: the cells split into blocks that no stage's statistics group crosses (for
-//!   Batch-Channel Normalization: one group of channels over the whole batch). Where the
-//!   blocks are many and small, one task runs both passes of a block back to back, so the
-//!   second pass reads the block from the core's cache instead of memory
-//!   ([`crate::kernels::cells`]). The sums of a group are taken in the same order either
-//!   way: the blocking does not change the results.
+//!   Batch-Channel Normalization: one group of channels over the whole batch). Where there
+//!   are several, of one size and small enough for a core's cache
+//!   ([`simd::block_bytes`]), one task runs both passes of a block back to back, so the
+//!   second pass reads the block from the cache instead of memory
+//!   ([`crate::kernels::cells`]); otherwise each pass runs over all the cells. The sums of a
+//!   group are taken in the same order either way: the blocking does not change the
+//!   results.
 //!
 //! The arithmetic is that of the stage-by-stage path (the same per-group statistics and dx
 //! terms, [`stage::dx_terms`]), except that the intermediate is never rounded to the element
@@ -48,8 +50,8 @@ const MIN_CELL: usize = 64;
 /// the blocks.
 #[derive(Debug, Default)]
 struct Layout {
-    /// What it was built for: the spec's fingerprint, the shape, the cell length and
-    /// [`simd::block_bytes`] (`None`: not built).
+    /// What it was built for: the layer's spec (by fingerprint), the cell length and
+    /// [`simd::block_bytes`] (`None`: not built); and the shape.
     key: Option<(u64, usize, usize)>,
     shape: Vec<usize>,
     cells: usize,

@@ -61,38 +61,35 @@ pub(crate) type BlockFinish<'a, T, S> = dyn Fn(usize, &mut S, &[Raw], CoefOut<'_
 pub(crate) type BlockDxFinish<'a, T, S> =
     dyn Fn(usize, &mut S, (&[f64], &[f64]), CoefOut<'_, T>) + Sync + 'a;
 
-multiversion! {
-    /// Raw shifted sums of the cells `slots` (shift: each cell's first value).
-    fn raws_task<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [Raw]) {
-        for (&k, r) in slots.iter().zip(raws) {
-            let row = &x[k * len..(k + 1) * len];
-            let shift = row[0].to_acc();
-            let (sum, sq) = lines::row_sums(row, shift);
-            *r = Raw { shift, sum, sq };
-        }
+/// Raw shifted sums of the cells `slots` (shift: each cell's first value).
+#[inline(always)]
+fn raws_of<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [Raw]) {
+    for (&k, r) in slots.iter().zip(raws) {
+        let row = &x[k * len..(k + 1) * len];
+        let shift = row[0].to_acc();
+        let (sum, sq) = lines::row_sums(row, shift);
+        *r = Raw { shift, sum, sq };
     }
 }
 
-multiversion! {
-    /// Σdy and Σdy·(x − m) of the cells `slots`, one m per slot.
-    fn dsums_task<T: Float>(
-        x: &[T],
-        dy: &[T],
-        len: usize,
-        slots: &[usize],
-        m: &[T],
-        s1: &mut [f64],
-        s2: &mut [f64],
-    ) {
-        let (one, zero) = ([T::one()], [T::zero()]);
-        for (i, &k) in slots.iter().enumerate() {
-            let r = k * len..(k + 1) * len;
-            let (xs, ds) = (&x[r.clone()], &dy[r]);
-            s1[i] = 0.0;
-            s2[i] = 0.0;
-            let (sg, sgx) = (&mut s1[i..=i], &mut s2[i..=i]);
-            lines::dsums::<T, false>(xs, ds, &m[i..=i], &one, &zero, DParam::None, sg, sgx);
-        }
+/// Σdy and Σdy·(x − m) of the cells `slots`, one m per slot.
+#[inline(always)]
+fn dsums_of<T: Float>(
+    x: &[T],
+    dy: &[T],
+    len: usize,
+    slots: &[usize],
+    m: &[T],
+    (s1, s2): (&mut [f64], &mut [f64]),
+) {
+    let (one, zero) = ([T::one()], [T::zero()]);
+    for (i, &k) in slots.iter().enumerate() {
+        let r = k * len..(k + 1) * len;
+        let (xs, ds) = (&x[r.clone()], &dy[r]);
+        s1[i] = 0.0;
+        s2[i] = 0.0;
+        let (sg, sgx) = (&mut s1[i..=i], &mut s2[i..=i]);
+        lines::dsums::<T, false>(xs, ds, &m[i..=i], &one, &zero, DParam::None, sg, sgx);
     }
 }
 
@@ -127,7 +124,7 @@ multiversion! {
     ) {
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
-        raws_task(x, len, &slots[..bs], &mut raws[..bs]);
+        raws_of(x, len, &slots[..bs], &mut raws[..bs]);
         for j in 0..blocks {
             let r = j * bs..(j + 1) * bs;
             finish(j, &raws[r.clone()], (&mut m[r.clone()], &mut a[r.clone()], &mut b[r.clone()]));
@@ -180,7 +177,7 @@ multiversion! {
     ) {
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
-        dsums_task(x, dy, len, &slots[..bs], &m[..bs], &mut s1[..bs], &mut s2[..bs]);
+        dsums_of(x, dy, len, &slots[..bs], &m[..bs], (&mut s1[..bs], &mut s2[..bs]));
         for j in 0..blocks {
             let r = j * bs..(j + 1) * bs;
             let coefs = (&mut c[r.clone()], &mut a[r.clone()], &mut b[r.clone()]);
