@@ -114,6 +114,19 @@ fn rel(a: &ArrayD<impl Float>, b: &ArrayD<impl Float>) -> f64 {
     })
 }
 
+/// The input x and upstream gradient dy of a case.
+fn inputs<T: Float>(case: &Case) -> (ArrayD<T>, ArrayD<T>) {
+    let n: usize = case.shape.iter().product();
+    let to_t = |v: Vec<f64>| {
+        let v = v
+            .into_iter()
+            .map(|v| T::from_f64(v).expect("finite"))
+            .collect();
+        ArrayD::from_shape_vec(IxDyn(case.shape), v).expect("shape")
+    };
+    (to_t(lcg(5, n, 3.0, 4.0)), to_t(lcg(6, n, 0.1, 2.0)))
+}
+
 fn check<T: Float>(case: &Case, mode: Mode, tol: f64) {
     let what = format!("{} {} {mode:?}", case.chain, T::NAME);
     let mut chain =
@@ -131,16 +144,7 @@ fn check<T: Float>(case: &Case, mode: Mode, tol: f64) {
             .collect::<Vec<_>>(),
         11,
     );
-    let n: usize = case.shape.iter().product();
-    let to_t = |v: Vec<f64>| {
-        let v = v
-            .into_iter()
-            .map(|v| T::from_f64(v).expect("finite"))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(case.shape), v).expect("shape")
-    };
-    let x = to_t(lcg(5, n, 3.0, 4.0));
-    let dy = to_t(lcg(6, n, 0.1, 2.0));
+    let (x, dy) = inputs::<T>(case);
 
     let (y, saved) = chain.forward(x.view(), mode).expect("chain forward");
     let g = chain
@@ -222,15 +226,7 @@ fn run_chain<T: Float>(case: &Case, mode: Mode) -> Run<T> {
     let mut chain =
         DynNorm::<T>::new(&NormSpec::parse(case.chain).expect("chain"), case.sizes).expect("chain");
     init(&mut chain.stages_mut().iter_mut().collect::<Vec<_>>(), 11);
-    let n: usize = case.shape.iter().product();
-    let to_t = |v: Vec<f64>| {
-        let v = v
-            .into_iter()
-            .map(|v| T::from_f64(v).expect("finite"))
-            .collect();
-        ArrayD::from_shape_vec(IxDyn(case.shape), v).expect("shape")
-    };
-    let (x, dy) = (to_t(lcg(5, n, 3.0, 4.0)), to_t(lcg(6, n, 0.1, 2.0)));
+    let (x, dy) = inputs::<T>(case);
     let (y, saved) = chain.forward(x.view(), mode).expect("forward");
     let g = chain
         .backward_chain(x.view(), dy.view(), &saved)

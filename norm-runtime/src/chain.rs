@@ -273,15 +273,48 @@ pub(crate) struct Block {
     dp: Vec<(f64, f64)>,
 }
 
+/// Every stage's γ and β in f64 (1 and 0 where absent), per parameter offset.
+#[derive(Debug, Default)]
+struct Affines {
+    /// Where each stage's values start.
+    off: Vec<usize>,
+    gb: Vec<(f64, f64)>,
+}
+
+impl Affines {
+    /// From the stages' parameters (`params[s]` values each).
+    fn fill<T: Float>(&mut self, states: &[StageState<'_, T>], params: &[usize]) {
+        self.off.clear();
+        self.gb.clear();
+        for (st, &np) in states.iter().zip(params) {
+            let at = self.gb.len();
+            self.off.push(at);
+            self.gb.resize(at + np.max(1), (1.0, 0.0));
+            if let Some(g) = st.gamma.as_ref() {
+                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(g).iter()) {
+                    d.0 = v.to_acc();
+                }
+            }
+            if let Some(b) = st.beta.as_ref() {
+                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(b).iter()) {
+                    d.1 = v.to_acc();
+                }
+            }
+        }
+    }
+
+    /// γ and β of stage `s` at parameter offset `p`.
+    fn at(&self, s: usize, p: usize) -> (f64, f64) {
+        self.gb[self.off[s] + p]
+    }
+}
+
 /// Per-call scratch of the fused path (reused across calls: no allocation once grown).
 #[derive(Debug, Default)]
 pub(crate) struct ChainScratch<T> {
     layout: Layout,
     blocks: Vec<Block>,
-    /// Per stage (at `poff`) and parameter offset: γ and β in f64 (1 and 0 where absent).
-    gam: Vec<f64>,
-    bet: Vec<f64>,
-    poff: Vec<usize>,
+    aff: Affines,
     /// Per slot: raw sums (forward), Σdy and Σdy·(x − m) (backward).
     raws: Vec<Raw>,
     s1: Vec<f64>,
@@ -308,28 +341,7 @@ impl<T: Float> ChainScratch<T> {
         let lay = &mut self.layout;
         lay.build(info, shape, len, std::mem::size_of::<T>());
         self.blocks.resize_with(lay.blocks(), Block::default);
-        self.gam.clear();
-        self.bet.clear();
-        self.poff.clear();
-        for (st, &np) in states.iter().zip(&lay.params) {
-            self.poff.push(self.gam.len());
-            let np = np.max(1);
-            let (at_g, at_b) = (self.gam.len(), self.bet.len());
-            self.gam.resize(at_g + np, 1.0);
-            self.bet.resize(at_b + np, 0.0);
-            if let Some(g) = st.gamma.as_ref() {
-                let g = stage::values(g);
-                for (d, v) in self.gam[at_g..].iter_mut().zip(g.iter()) {
-                    *d = v.to_acc();
-                }
-            }
-            if let Some(b) = st.beta.as_ref() {
-                let b = stage::values(b);
-                for (d, v) in self.bet[at_b..].iter_mut().zip(b.iter()) {
-                    *d = v.to_acc();
-                }
-            }
-        }
+        self.aff.fill(states, &lay.params);
         let n = lay.cells;
         for v in [&mut self.c, &mut self.m, &mut self.a, &mut self.b] {
             resize(v, n, T::zero());
@@ -434,14 +446,22 @@ fn cell_map(
 struct Ctx<'a> {
     spec: &'a Spec,
     lay: &'a Layout,
-    gam: &'a [f64],
-    bet: &'a [f64],
-    poff: &'a [usize],
+    aff: &'a Affines,
     /// Elements per cell.
     len: f64,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(spec: &'a Spec, lay: &'a Layout, aff: &'a Affines, len: usize) -> Self {
+        let len = len as f64;
+        Ctx {
+            spec,
+            lay,
+            aff,
+            len,
+        }
+    }
+
     /// Index of stage `s` and slot `i` in the per-stage, per-slot arrays of the layout.
     fn at(&self, s: usize, i: usize) -> usize {
         s * self.lay.cells + i
@@ -454,8 +474,7 @@ impl Ctx<'_> {
 
     /// γ and β of stage `s` at slot `i`.
     fn affine(&self, s: usize, i: usize) -> (f64, f64) {
-        let p = self.poff[s] + self.lay.param[self.at(s, self.cell(i))];
-        (self.gam[p], self.bet[p])
+        self.aff.at(s, self.lay.param[self.at(s, self.cell(i))])
     }
 
     /// The input of stage `s + 1` at the slots of block `b` from that of stage `s`
@@ -647,9 +666,7 @@ pub(crate) fn forward<T: Float>(
     let ChainScratch {
         layout: lay,
         blocks,
-        gam,
-        bet,
-        poff,
+        aff,
         raws,
         m,
         a,
@@ -657,14 +674,7 @@ pub(crate) fn forward<T: Float>(
         run,
         ..
     } = cs;
-    let ctx = Ctx {
-        spec,
-        lay,
-        gam,
-        bet,
-        poff,
-        len: len as f64,
-    };
+    let ctx = Ctx::new(spec, lay, aff, len);
     resize(raws, lay.cells, Raw::default());
     let stages = &saved.stages;
     let finish = |k: usize, blk: &mut Block, raws: &[Raw], coefs: CoefOut<'_, T>| {
@@ -723,9 +733,7 @@ pub(crate) fn backward<T: Float>(
     let ChainScratch {
         layout: lay,
         blocks,
-        gam,
-        bet,
-        poff,
+        aff,
         s1,
         s2,
         c,
@@ -742,14 +750,7 @@ pub(crate) fn backward<T: Float>(
     }
     resize(s1, lay.cells, 0.0);
     resize(s2, lay.cells, 0.0);
-    let ctx = Ctx {
-        spec,
-        lay,
-        gam,
-        bet,
-        poff,
-        len: len as f64,
-    };
+    let ctx = Ctx::new(spec, lay, aff, len);
     let xm = &m[..];
     let finish = |k: usize, blk: &mut Block, sums: (&[f64], &[f64]), coefs: CoefOut<'_, T>| {
         ctx.finish_backward(k, blk, sums, coefs, saved, xm);
