@@ -5,9 +5,10 @@
 //! crosses (for Batch-Channel Normalization, one group of channels over the whole batch).
 //! A block can be finished on its own, so one task runs both passes of a block back to back:
 //! the first pass reads the block from memory, the chain's bookkeeping turns its sums into
-//! coefficients, and the second pass reads the block again from the core's own cache. When
-//! the whole input is one block, each pass runs in parallel over the cells instead, with
-//! the bookkeeping between them.
+//! coefficients, and the second pass reads the block again from the core's own cache. The
+//! second pass of a block runs in the same loop as the first pass of the task's next block
+//! (the pipelined row kernels of `reduce`). When the whole input is one block, each pass
+//! runs in parallel over the cells instead, with the bookkeeping between them.
 //!
 //! Blocks are a function of the shape only, and every sum is taken in the same order as in
 //! the one-block case: results do not depend on the blocking or on the number of threads.
@@ -34,8 +35,9 @@ pub(crate) struct Cells<'a> {
 }
 
 impl Cells<'_> {
-    /// Blocks per task: about [`TASKS`] tasks, none smaller than [`TASK_ELEMS`] elements
-    /// where the blocks allow. A function of the shape only.
+    /// Blocks per task: about [`TASKS`]` / 2` tasks (a task pipelines across its blocks, so
+    /// fewer, longer tasks), none smaller than [`TASK_ELEMS`] elements where the blocks
+    /// allow. A function of the shape only.
     fn per_task(&self) -> usize {
         let blocks = self.order.len() / self.block;
         let least = (TASK_ELEMS / (self.block * self.len).max(1)).max(1);
