@@ -234,9 +234,10 @@ fn run_chain<T: Float>(case: &Case, mode: Mode) -> Run<T> {
     (y, saved, g, chain.stages().to_vec())
 }
 
-/// Runs of every case with blocks (the default) and as one block (`set_block_bytes(0)`), at
-/// every SIMD level: bit for bit the same, since every group's sums are taken in the same
-/// order. A Batch-Channel Normalization whose 32 blocks spread over several tasks joins the
+/// Runs of every case with blocks (of 8 KiB at most, which blocks the small cases, and the
+/// default) and as one block (`set_block_bytes(0)`), at every SIMD level: bit for bit the
+/// same, since every group's sums are taken in the same order. A Batch-Channel
+/// Normalization whose blocks (merged components) spread over several tasks joins the
 /// cases.
 #[test]
 fn blocking_does_not_change_results() {
@@ -248,19 +249,22 @@ fn blocking_does_not_change_results() {
     };
     fn same<T: Float>(case: &Case, level: normkit::simd::Level) {
         for mode in [Mode::Train, Mode::Eval] {
-            let what = format!("{} {} {mode:?} {level:?}", case.chain, T::NAME);
             normkit::simd::set_block_bytes(Some(0));
             let one = run_chain::<T>(case, mode);
-            normkit::simd::set_block_bytes(None);
-            let blocked = run_chain::<T>(case, mode);
-            assert!(one.0 == blocked.0, "{what}: y");
-            assert!(one.1 == blocked.1, "{what}: saved state");
-            assert!(one.2.dx == blocked.2.dx, "{what}: dx");
-            for (k, (a, b)) in one.2.stages.iter().zip(&blocked.2.stages).enumerate() {
-                assert!(a.dgamma == b.dgamma, "{what}: stage {k} dgamma");
-                assert!(a.dbeta == b.dbeta, "{what}: stage {k} dbeta");
+            // Blocks of single components (8 KiB: the small cases) and the default.
+            for bytes in [Some(8 << 10), None] {
+                let what = format!("{} {} {mode:?} {level:?} {bytes:?}", case.chain, T::NAME);
+                normkit::simd::set_block_bytes(bytes);
+                let blocked = run_chain::<T>(case, mode);
+                assert!(one.0 == blocked.0, "{what}: y");
+                assert!(one.1 == blocked.1, "{what}: saved state");
+                assert!(one.2.dx == blocked.2.dx, "{what}: dx");
+                for (k, (a, b)) in one.2.stages.iter().zip(&blocked.2.stages).enumerate() {
+                    assert!(a.dgamma == b.dgamma, "{what}: stage {k} dgamma");
+                    assert!(a.dbeta == b.dbeta, "{what}: stage {k} dbeta");
+                }
+                assert!(one.3 == blocked.3, "{what}: running statistics");
             }
-            assert!(one.3 == blocked.3, "{what}: running statistics");
         }
     }
     // Every level this machine runs: the pipelined block kernels and their fallbacks.

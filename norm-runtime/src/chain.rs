@@ -113,7 +113,7 @@ impl Layout {
             self.groups.push(plan.groups);
             self.params.push(plan.param_shape.numel());
         }
-        let blocked = self.components(nst) && self.block * len * elem <= simd::block_bytes();
+        let blocked = self.components(nst, len * elem);
         if !(blocked && self.local_groups(nst)) {
             self.one_block(nst);
         }
@@ -132,10 +132,13 @@ impl Layout {
         self.key = key;
     }
 
-    /// The connected cells (cells in one statistics group of any stage are connected) as
-    /// blocks in `order`, in order of their first cell, each in memory order. `false` when
-    /// there is one block, or blocks of different sizes.
-    fn components(&mut self, nst: usize) -> bool {
+    /// The blocks, from the connected cells (cells in one statistics group of any stage are
+    /// connected; `cell` bytes each): in `order`, components in order of their first cell,
+    /// each in memory order, consecutive ones merged into blocks of at least an eighth of
+    /// [`simd::block_bytes`] where it allows (so each block's bookkeeping state is amortized
+    /// over enough data). `false` when that makes one block, when the components differ in
+    /// size, or when one exceeds `block_bytes`.
+    fn components(&mut self, nst: usize, cell: usize) -> bool {
         let cells = self.cells;
         // Union-find; a root is the first cell of its component.
         let parent = &mut self.tmp;
@@ -178,8 +181,24 @@ impl Layout {
         if nb < 2 || size.iter().any(|&n| n != bs) {
             return false;
         }
-        self.block = bs;
-        // Counting sort by label (stable: memory order within a block).
+        let (bytes, cap) = (bs * cell, simd::block_bytes());
+        if bytes > cap {
+            return false;
+        }
+        // Components per block: the least divisor of their number that makes a block of
+        // cap / 8 bytes, else the most that stays within `cap`.
+        let fits = |k: &usize| nb % k == 0 && k * bytes <= cap;
+        let k = (1..=nb)
+            .filter(fits)
+            .find(|k| k * bytes >= cap / 8)
+            .or_else(|| (1..=nb).rev().find(fits))
+            .unwrap_or(1);
+        if k == nb {
+            // One block: the one-block layout (memory order).
+            return false;
+        }
+        self.block = k * bs;
+        // Counting sort by label (stable: memory order within a component).
         let fill = &mut self.tmp;
         resize(fill, nb, 0);
         resize(&mut self.order, cells, 0);
