@@ -113,9 +113,12 @@ impl Layout {
             self.groups.push(plan.groups);
             self.params.push(plan.param_shape.numel());
         }
-        let blocked = self.components(nst, len * elem);
-        if !(blocked && self.local_groups(nst)) {
-            self.one_block(nst);
+        if !(self.components(nst, len * elem) && self.local_groups(nst)) {
+            // All cells as one block, in memory order (its groups always number alike).
+            self.block = cells;
+            self.order.clear();
+            self.order.extend(0..cells);
+            self.local_groups(nst);
         }
         resize(&mut self.slot, cells, usize::MAX);
         for (i, &k) in self.order.iter().enumerate() {
@@ -240,24 +243,6 @@ impl Layout {
             self.ng.push(ng.unwrap_or(0));
         }
         true
-    }
-
-    /// All cells as one block, in memory order.
-    fn one_block(&mut self, nst: usize) {
-        let cells = self.cells;
-        self.block = cells;
-        self.order.clear();
-        self.order.extend(0..cells);
-        self.local.clear();
-        self.local.extend_from_slice(&self.group);
-        self.ng.clear();
-        self.ng.extend_from_slice(&self.groups[..nst]);
-        self.goff.clear();
-        self.gmap.clear();
-        for &n in &self.groups {
-            self.goff.push(self.gmap.len());
-            self.gmap.extend(0..n);
-        }
     }
 
     fn blocks(&self) -> usize {

@@ -225,10 +225,9 @@ static BLOCK: Knob = Knob::new("NORMKIT_BLOCK_BYTES", BLOCK_DEFAULT);
 
 /// The most input bytes (x, of one block) for which a fused chain runs both passes of a
 /// block back to back in one task, its second pass reading the block from the core's
-/// cache; chains whose blocks are larger run each pass over the whole input. Smaller
-/// blocks are merged up to an eighth of it.
-/// `NORMKIT_BLOCK_BYTES` (read once) or [`set_block_bytes`] sets it; the default is
-/// 512 KiB. Results do not depend on it.
+/// cache; chains whose blocks are larger run each pass over the whole input, and smaller
+/// blocks are merged up to an eighth of it. `NORMKIT_BLOCK_BYTES` (read once) or
+/// [`set_block_bytes`] sets it; the default is 512 KiB. Results do not depend on it.
 pub fn block_bytes() -> usize {
     BLOCK.get()
 }
