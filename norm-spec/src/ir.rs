@@ -1,8 +1,10 @@
 //! The validated configuration of a normalization layer.
 //!
 //! Every type here is `const`-constructible (`Cow::Borrowed`), so the `#[norm]` macro can
-//! bake a validated [`Spec`] into the generated code as a `static`, while `DynNorm` builds the
-//! same value at run time. Code that receives a `Spec` may assume it passed [`crate::parse_tokens`].
+//! bake a validated [`Spec`] into the generated code as a `static` ([`Spec::const_expr`]),
+//! while `DynNorm` builds the same value at run time. Code that receives a `Spec` may assume
+//! it passed [`crate::parse_tokens`]. A field added to [`Stage`] is written in two places in
+//! this file: its declaration and its line in `Stage::const_expr`.
 
 use std::borrow::Cow;
 
@@ -107,4 +109,92 @@ pub struct Spec {
     pub stages: Cow<'static, [Stage]>,
     /// Whether the layer was declared with `chain(...)`.
     pub chain: bool,
+}
+
+/// The IR as a Rust constant expression. `#[norm]` parses this text into the `static` it
+/// bakes into the generated layer, so code generation never lists the IR's fields: a new
+/// field is written here, next to its declaration.
+impl Spec {
+    /// Rust source of a constant expression equal to this spec, naming this crate's types
+    /// through `path` (e.g. `::normkit::__private::spec`).
+    pub fn const_expr(&self, path: &str) -> String {
+        let input: Vec<String> = self
+            .input
+            .iter()
+            .map(|a| {
+                format!(
+                    "{path}::Axis {{ name: {}, size: {} }}",
+                    borrowed_str(&a.name),
+                    option_usize(a.size)
+                )
+            })
+            .collect();
+        let stages: Vec<String> = self.stages.iter().map(|s| s.const_expr(path)).collect();
+        format!(
+            "{path}::Spec {{ input: ::std::borrow::Cow::Borrowed(&[{}]), channel: {}, \
+             batch: {}, stages: ::std::borrow::Cow::Borrowed(&[{}]), chain: {}, }}",
+            input.join(", "),
+            option_usize(self.channel),
+            option_usize(self.batch),
+            stages.join(", "),
+            self.chain
+        )
+    }
+}
+
+impl Stage {
+    /// Rust source of a constant expression equal to this stage (see [`Spec::const_expr`]).
+    fn const_expr(&self, path: &str) -> String {
+        let affine = match &self.affine {
+            Affine::None => format!("{path}::Affine::None"),
+            Affine::External => format!("{path}::Affine::External"),
+            Affine::Axes(axes) => {
+                let axes: Vec<String> = axes
+                    .iter()
+                    .map(|a| match a {
+                        ParamAxis::Input(i) => format!("{path}::ParamAxis::Input({i}usize)"),
+                        ParamAxis::Group => format!("{path}::ParamAxis::Group"),
+                    })
+                    .collect();
+                format!(
+                    "{path}::Affine::Axes(::std::borrow::Cow::Borrowed(&[{}]))",
+                    axes.join(", ")
+                )
+            }
+        };
+        let eps_mode = match self.eps_mode {
+            EpsMode::Var => format!("{path}::EpsMode::Var"),
+            EpsMode::Std => format!("{path}::EpsMode::Std"),
+        };
+        let momentum = match self.momentum {
+            Momentum::Exponential(m) => format!("{path}::Momentum::Exponential({m}f64)"),
+            Momentum::Cumulative => format!("{path}::Momentum::Cumulative"),
+        };
+        format!(
+            "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
+             center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
+             momentum: {momentum}, }}",
+            borrowed_str(&self.name),
+            self.axes,
+            option_usize(self.groups),
+            self.bias,
+            self.center,
+            self.eps,
+            self.unbiased,
+            self.running_stats
+        )
+    }
+}
+
+/// `Some(4usize)` / `None`, as Rust source.
+fn option_usize(v: Option<usize>) -> String {
+    match v {
+        Some(n) => format!("::std::option::Option::Some({n}usize)"),
+        None => "::std::option::Option::None".to_string(),
+    }
+}
+
+/// `Cow::Borrowed("name")`, as Rust source.
+fn borrowed_str(s: &str) -> String {
+    format!("::std::borrow::Cow::Borrowed({s:?})")
 }

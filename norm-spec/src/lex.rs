@@ -468,74 +468,19 @@ impl Lexer<'_> {
     /// it [`LitKind::Other`]).
     fn number(&mut self) -> Tok {
         let start = self.pos;
-        let rest = self.rest();
-        let radix = match (rest.starts_with('0'), self.peek_nth(1)) {
+        let radix = match (self.rest().starts_with('0'), self.peek_nth(1)) {
             (true, Some('x')) => 16,
             (true, Some('o')) => 8,
             (true, Some('b')) => 2,
             _ => 10,
         };
         if radix != 10 {
-            self.pos += 2;
-            let digits_start = self.pos;
-            self.eat_while(|c| c.is_ascii_hexdigit() || c == '_');
-            let digits: String = self
-                .text(&(digits_start..self.pos))
-                .chars()
-                .filter(|&c| c != '_')
-                .collect();
-            let suffix_start = self.pos;
-            self.eat_while(is_ident_continue);
-            let span = start..self.pos;
-            let kind = match u128::from_str_radix(&digits, radix) {
-                Ok(v) if suffix_start == self.pos => LitKind::Int(v),
-                _ => LitKind::Other,
-            };
-            return TokenTree::Literal {
-                lit: Literal {
-                    kind,
-                    text: self.text(&span),
-                },
-                span,
-            };
+            return self.radix_integer(start, radix);
         }
         self.eat_while(|c| c.is_ascii_digit() || c == '_');
-        let mut float = false;
-        // `1.5`, `1.` (but not `1..` or `1.foo`).
-        if self.peek() == Some('.') {
-            let next = self.peek_nth(1);
-            if next.is_some_and(|c| c.is_ascii_digit()) {
-                float = true;
-                self.bump();
-                self.eat_while(|c| c.is_ascii_digit() || c == '_');
-            } else if !next.is_some_and(|c| c == '.' || is_ident_start(c)) {
-                float = true;
-                self.bump();
-            }
-        }
-        // Exponent: `e5`, `E-5`, `e+05`.
-        if matches!(self.peek(), Some('e' | 'E')) {
-            let mut k = 1;
-            if matches!(self.peek_nth(1), Some('+' | '-')) {
-                k = 2;
-            }
-            let mut has_digit = false;
-            let mut n = k;
-            while let Some(c) = self.peek_nth(n) {
-                if c.is_ascii_digit() {
-                    has_digit = true;
-                } else if c != '_' {
-                    break;
-                }
-                n += 1;
-            }
-            if has_digit {
-                float = true;
-                for _ in 0..n {
-                    self.bump();
-                }
-            }
-        }
+        let fraction = self.fraction();
+        let exponent = self.exponent();
+        let float = fraction || exponent;
         let number_end = self.pos;
         self.eat_while(is_ident_continue);
         let span = start..self.pos;
@@ -556,6 +501,78 @@ impl Lexer<'_> {
             lit: Literal { kind, text },
             span,
         }
+    }
+
+    /// After `0x`/`0o`/`0b` at `start`: an integer in that radix.
+    fn radix_integer(&mut self, start: usize, radix: u32) -> Tok {
+        self.pos += 2;
+        let digits_start = self.pos;
+        self.eat_while(|c| c.is_ascii_hexdigit() || c == '_');
+        let digits: String = self
+            .text(&(digits_start..self.pos))
+            .chars()
+            .filter(|&c| c != '_')
+            .collect();
+        let suffix_start = self.pos;
+        self.eat_while(is_ident_continue);
+        let span = start..self.pos;
+        let kind = match u128::from_str_radix(&digits, radix) {
+            Ok(v) if suffix_start == self.pos => LitKind::Int(v),
+            _ => LitKind::Other,
+        };
+        TokenTree::Literal {
+            lit: Literal {
+                kind,
+                text: self.text(&span),
+            },
+            span,
+        }
+    }
+
+    /// A fraction after the integer part: `1.5`, `1.` (but not `1..` or `1.foo`). Whether
+    /// one was read.
+    fn fraction(&mut self) -> bool {
+        if self.peek() != Some('.') {
+            return false;
+        }
+        let next = self.peek_nth(1);
+        if next.is_some_and(|c| c.is_ascii_digit()) {
+            self.bump();
+            self.eat_while(|c| c.is_ascii_digit() || c == '_');
+            true
+        } else if !next.is_some_and(|c| c == '.' || is_ident_start(c)) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// An exponent: `e5`, `E-5`, `e+05` (at least one digit). Whether one was read.
+    fn exponent(&mut self) -> bool {
+        if !matches!(self.peek(), Some('e' | 'E')) {
+            return false;
+        }
+        let mut n = if matches!(self.peek_nth(1), Some('+' | '-')) {
+            2
+        } else {
+            1
+        };
+        let mut has_digit = false;
+        while let Some(c) = self.peek_nth(n) {
+            if c.is_ascii_digit() {
+                has_digit = true;
+            } else if c != '_' {
+                break;
+            }
+            n += 1;
+        }
+        if has_digit {
+            for _ in 0..n {
+                self.bump();
+            }
+        }
+        has_digit
     }
 }
 

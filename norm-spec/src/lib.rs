@@ -3,19 +3,28 @@
 //! The `#[norm(...)]` attribute macro (at compile time) and `normkit::NormSpec::parse`
 //! (at run time) both turn their input into a [`TokenTree`] list and call [`parse_tokens`],
 //! so they accept the same declarations and reject the same ones with the same messages.
-//! The output is a validated [`Spec`]; [`shapes`] derives from it everything code generation
-//! and the runtime need (statistics axes, parameter shapes, constructor arguments).
+//!
+//! The pipeline: `parse` reads the tokens into a declaration (one value per key of the key
+//! table, `keys`, with spans; one-key errors), `check` validates the rules that relate
+//! several keys, and `lower` builds the IR from a declaration without errors. Every error
+//! is reported, not only the first. The output is a validated [`Spec`]; [`shapes`] derives
+//! from it everything code generation and the runtime need (statistics axes, parameter
+//! shapes, constructor arguments).
 //!
 //! This crate has no dependencies.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod check;
+mod declaration;
+mod ident;
 mod ir;
 mod keys;
 mod lex;
+mod lower;
 mod parse;
 pub mod shapes;
+mod suggest;
 mod token;
 
 pub use ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, MAX_RANK, MAX_STAGES};
@@ -38,8 +47,14 @@ pub struct Error<S> {
 /// `whole` is the span used for errors about the declaration as a whole (e.g. a missing
 /// `axes`). Every error found is returned, not only the first.
 pub fn parse_tokens<S: Clone>(tokens: &[TokenTree<S>], whole: S) -> Result<Spec, Vec<Error<S>>> {
-    let raw = parse::parse(tokens, whole.clone())?;
-    check::check(raw, whole)
+    let mut declaration = parse::parse(tokens);
+    let mut errors = std::mem::take(&mut declaration.errors);
+    errors.extend(check::check(&declaration, whole));
+    if errors.is_empty() {
+        Ok(lower::lower(&declaration))
+    } else {
+        Err(errors)
+    }
 }
 
 /// Parse and validate a configuration written as text, with the attribute's syntax

@@ -6,7 +6,8 @@
 
 use std::fmt;
 
-use crate::ir::{Affine, EpsMode, Momentum, ParamAxis, Spec, Stage};
+use crate::ir::{Affine, ParamAxis, Spec, Stage};
+use crate::keys;
 
 /// The axes that index the statistics of `stage`: its kept input axes in memory order, with
 /// the group axis `G` at the position of `C` when the stage has `groups`.
@@ -97,51 +98,11 @@ pub fn fingerprint(spec: &Spec) -> u64 {
     hash
 }
 
-fn join_axes(spec: &Spec, axes: impl Iterator<Item = ParamAxis>) -> String {
+/// "C,H,W": the names of `axes`, comma-separated.
+pub(crate) fn join_axes(spec: &Spec, axes: impl Iterator<Item = ParamAxis>) -> String {
     axes.map(|a| axis_name(spec, a).to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn write_stage(f: &mut fmt::Formatter<'_>, spec: &Spec, stage: &Stage) -> fmt::Result {
-    let reduced = (0..spec.input.len()).filter(|&i| stage.reduces(i));
-    write!(
-        f,
-        "axes = \"{}\"",
-        join_axes(spec, reduced.map(ParamAxis::Input))
-    )?;
-    if let Some(g) = stage.groups {
-        write!(f, ", groups = {g}")?;
-    }
-    match &stage.affine {
-        Affine::None => {}
-        Affine::External => write!(f, ", affine = external")?,
-        Affine::Axes(axes) => {
-            write!(
-                f,
-                ", affine = \"{}\"",
-                join_axes(spec, axes.iter().copied())
-            )?;
-            write!(f, ", bias = {}", stage.bias)?;
-        }
-    }
-    write!(f, ", center = {}, eps = {:?}", stage.center, stage.eps)?;
-    let mode = match stage.eps_mode {
-        EpsMode::Var => "var",
-        EpsMode::Std => "std",
-    };
-    write!(f, ", eps_mode = \"{mode}\"")?;
-    if stage.unbiased {
-        write!(f, ", unbiased")?;
-    }
-    if stage.running_stats {
-        write!(f, ", running_stats")?;
-        match stage.momentum {
-            Momentum::Exponential(m) => write!(f, ", momentum = {m:?}")?,
-            Momentum::Cumulative => write!(f, ", momentum = \"cumulative\"")?,
-        }
-    }
-    Ok(())
 }
 
 /// The canonical text of a spec: every key written out, in a fixed order. It parses back to
@@ -164,12 +125,12 @@ impl fmt::Display for Spec {
                     write!(f, ", ")?;
                 }
                 write!(f, "{}(", stage.name)?;
-                write_stage(f, self, stage)?;
+                write!(f, "{}", keys::canonical_stage(self, stage))?;
                 write!(f, ")")?;
             }
             write!(f, ")")
         } else {
-            write_stage(f, self, &self.stages[0])
+            write!(f, "{}", keys::canonical_stage(self, &self.stages[0]))
         }
     }
 }
