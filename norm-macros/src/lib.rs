@@ -3,12 +3,14 @@
 //!
 //! The entry point converts to `proc_macro2` at once and calls `expand::expand`: tokens are
 //! converted to `norm-spec`'s token trees (`tokens`), parsed and validated by the one
-//! validator, and the generated code (`expand`) runs only on a valid spec.
+//! validator, the item is validated (`valid`), and the generated code (`expand`) runs only
+//! when nothing was wrong.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod expand;
 mod tokens;
+mod valid;
 
 use proc_macro::TokenStream;
 
