@@ -77,21 +77,22 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
     }
 }
 
-/// What every generated item needs to know about the layer.
-struct Layer<'a> {
-    spec: &'a Spec,
-    item: &'a ItemStruct,
-    name: &'a Ident,
+/// What every generated item needs to know about the layer (also for generators in other
+/// modules: one function per item, called from [`generate`]).
+pub(crate) struct Layer<'a> {
+    pub(crate) spec: &'a Spec,
+    pub(crate) item: &'a ItemStruct,
+    pub(crate) name: &'a Ident,
     /// `::normkit::__private`
-    rt: TokenStream,
+    pub(crate) rt: TokenStream,
     /// The ndarray dimension type of the input.
-    dim: TokenStream,
+    pub(crate) dim: TokenStream,
     /// The constructor's arguments: (input axis, argument name).
-    args: Vec<(usize, Ident)>,
+    pub(crate) args: Vec<(usize, Ident)>,
     /// With `affine = external`: the `scale, shift` parameters of `forward_*` (else empty).
-    external_params: TokenStream,
+    pub(crate) external_params: TokenStream,
     /// With `affine = external`: `scale, shift,` as arguments (else empty).
-    external_args: TokenStream,
+    pub(crate) external_args: TokenStream,
 }
 
 impl<'a> Layer<'a> {
@@ -120,19 +121,19 @@ impl<'a> Layer<'a> {
     }
 
     /// `ArrayView<'_, T, D>` of the input's dimension.
-    fn view(&self) -> TokenStream {
+    pub(crate) fn view(&self) -> TokenStream {
         let (rt, d) = (&self.rt, &self.dim);
         quote!(#rt::ndarray::ArrayView<'_, T, #d>)
     }
 
     /// `ArrayViewMut<'_, T, D>` of the input's dimension.
-    fn view_mut(&self) -> TokenStream {
+    pub(crate) fn view_mut(&self) -> TokenStream {
         let (rt, d) = (&self.rt, &self.dim);
         quote!(#rt::ndarray::ArrayViewMut<'_, T, #d>)
     }
 
     /// `Array<T, D>` of the input's dimension.
-    fn array(&self) -> TokenStream {
+    pub(crate) fn array(&self) -> TokenStream {
         let (rt, d) = (&self.rt, &self.dim);
         quote!(#rt::ndarray::Array<T, #d>)
     }
@@ -140,26 +141,26 @@ impl<'a> Layer<'a> {
 
 /// What the stages contribute: fields, their initial values, and how the methods borrow
 /// them into the runtime's stage states and gradient slots.
-struct StagesCode {
+pub(crate) struct StagesCode {
     /// Items beside the layer (a chain's stage structs and gradients struct).
-    items: TokenStream,
+    pub(crate) items: TokenStream,
     /// The generated fields of the layer struct.
-    fields: TokenStream,
+    pub(crate) fields: TokenStream,
     /// Their initial values in `new`.
-    init: TokenStream,
+    pub(crate) init: TokenStream,
     /// `[StageState; stages]` borrowing the fields read-only (eval forward).
-    states_view: TokenStream,
+    pub(crate) states_view: TokenStream,
     /// `[StageState; stages]` with the running statistics borrowed mutably (train forward).
-    states_train: TokenStream,
+    pub(crate) states_train: TokenStream,
     /// `[StageState; stages]` for backward and stats (no external scale/shift).
-    states_backward: TokenStream,
+    pub(crate) states_backward: TokenStream,
     /// The gradients type `backward` returns, and its zero value for an input `x`.
-    grads_ty: TokenStream,
-    grads_new: TokenStream,
+    pub(crate) grads_ty: TokenStream,
+    pub(crate) grads_new: TokenStream,
     /// The parameter-gradient slots handed to the runtime's backward, taken from `grads`...
-    slots_in: TokenStream,
+    pub(crate) slots_in: TokenStream,
     /// ... and given back to it.
-    slots_out: TokenStream,
+    pub(crate) slots_out: TokenStream,
 }
 
 /// A single-stage layer: the stage's fields are the layer's.
