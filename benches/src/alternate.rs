@@ -249,14 +249,14 @@ fn describe(plan: &Plan) -> String {
         id.vendor, id.family, id.model, id.model_name
     );
     let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let _ = writeln!(s, "commit: {commit}{}", if dirty { "+dirty" } else { "" });
     let _ = writeln!(
         s,
-        "commit: {commit}{}",
-        if dirty { "+dirty" } else { "" }
+        "normkit detected level: {}",
+        level_name(simd::detected())
     );
-    let _ = writeln!(s, "normkit detected level: {}", level_name(simd::detected()));
     let probe = "import torch; print('torch', torch.__version__, 'capability', torch.backends.cpu.get_cpu_capability())";
     if let Ok(o) = Command::new(&plan.python).args(["-c", probe]).output() {
         let _ = write!(s, "{}", String::from_utf8_lossy(&o.stdout));
@@ -280,7 +280,10 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
         let lname = level_name(effective(level));
         for round in 1..=plan.rounds {
             for &t in &plan.threads {
-                eprintln!("[{lname}] round {round}/{}, {t} thread(s): torch", plan.rounds);
+                eprintln!(
+                    "[{lname}] round {round}/{}, {t} thread(s): torch",
+                    plan.rounds
+                );
                 let mut env = Vec::new();
                 if level.is_some() {
                     env.push(("ATEN_CPU_CAPABILITY", lname));
@@ -294,11 +297,16 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
                     cases_csv.clone(),
                 ];
                 let text = run_python(plan, "torch_suite.py", &args, &env)?;
-                let p = plan.out.join(format!("torch-{lname}-{t}t-run{round}.jsonl"));
+                let p = plan
+                    .out
+                    .join(format!("torch-{lname}-{t}t-run{round}.jsonl"));
                 write(&p, &text)?;
                 files.push((format!("torch-{lname}"), p));
 
-                eprintln!("[{lname}] round {round}/{}, {t} thread(s): normkit", plan.rounds);
+                eprintln!(
+                    "[{lname}] round {round}/{}, {t} thread(s): normkit",
+                    plan.rounds
+                );
                 simd::set_cap(level);
                 let records = cli::run_suite(
                     &plan.cases,
@@ -310,12 +318,17 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
                 );
                 simd::set_cap(None);
                 let text: String = records?.iter().map(|r| r.json() + "\n").collect();
-                let p = plan.out.join(format!("normkit-{lname}-{t}t-run{round}.jsonl"));
+                let p = plan
+                    .out
+                    .join(format!("normkit-{lname}-{t}t-run{round}.jsonl"));
                 write(&p, &text)?;
                 files.push((format!("normkit-{lname}"), p));
 
                 if plan.ort && level.is_none() {
-                    eprintln!("[{lname}] round {round}/{}, {t} thread(s): ort", plan.rounds);
+                    eprintln!(
+                        "[{lname}] round {round}/{}, {t} thread(s): ort",
+                        plan.rounds
+                    );
                     let args = vec!["--threads".to_string(), t.to_string()];
                     let text = run_python(plan, "ort_suite.py", &args, &[])?;
                     let p = plan.out.join(format!("ort-{t}t-run{round}.jsonl"));
@@ -505,7 +518,10 @@ pub fn join(
     let mut rows = Vec::new();
     let distinct: BTreeSet<&str> = levels.iter().copied().collect();
     let mut done = BTreeSet::new();
-    for level in levels.iter().filter(|l| distinct.contains(*l) && done.insert(**l)) {
+    for level in levels
+        .iter()
+        .filter(|l| distinct.contains(*l) && done.insert(**l))
+    {
         for &t in threads {
             for &case in cases {
                 let Some(info) = cases::case_info(case) else {
@@ -720,13 +736,7 @@ mod tests {
         let numel = 32 * 64 * 56 * 56;
         let bytes = Pass::Fwd.bytes(numel);
         let copy = BTreeMap::from([((1, bytes), 40.0)]);
-        let rows = join(
-            &lines,
-            &["avx512", "avx2"],
-            &[1],
-            &["bn_train_nhwc"],
-            &copy,
-        );
+        let rows = join(&lines, &["avx512", "avx2"], &[1], &["bn_train_nhwc"], &copy);
         assert_eq!(rows.len(), 2, "one fwd row per level; no normkit bwd lines");
         let r = &rows[0];
         assert_eq!((r.level.as_str(), r.threads), ("avx512", 1));
@@ -739,8 +749,16 @@ mod tests {
         assert!(rows[1].torch_ms.is_empty() && rows[1].ratio_torch().is_nan());
         let md = markdown(&rows, "test");
         assert!(md.contains("## avx512, 1 thread(s)"), "{md}");
-        assert!(md.contains("| bn_train_nhwc | fwd | 2.500 (2.000–3.000) | 5.000 (4.000–6.000) | 2.00× |"), "{md}");
-        assert!(md.contains("Geometric mean vs PyTorch **2.00×** over 1 rows, 0 below 1.0×"), "{md}");
+        assert!(
+            md.contains(
+                "| bn_train_nhwc | fwd | 2.500 (2.000–3.000) | 5.000 (4.000–6.000) | 2.00× |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Geometric mean vs PyTorch **2.00×** over 1 rows, 0 below 1.0×"),
+            "{md}"
+        );
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["ratio_torch"], 2.0);
         assert_eq!(v["runs_normkit_ms"].as_array().map(Vec::len), Some(3));

@@ -51,6 +51,10 @@ OPTIONS
   --suite-dir D    with --alternate: the folder of torch_suite.py and ort_suite.py (default
                    ../shared/bench beside the repository)
   --no-ort         with --alternate: skip ONNX Runtime
+  --sweep          normkit vs PyTorch (benches/torch_sweep.py) on shapes beyond the suite:
+                   row lengths 32…4096, spatial maps 1×1…56×56, channel counts, batch sizes
+                   1…256, fwd and bwd, at every --thread-counts; writes sweep-*.jsonl and
+                   sweep.md into --out (uses --python, --budget default 0.2 here, --seed)
   --list           the cases and their #[norm] declarations
   -h, --help       this text
 ";
@@ -92,6 +96,10 @@ pub struct Options {
     pub suite_dir: Option<PathBuf>,
     /// `--no-ort`.
     pub no_ort: bool,
+    /// `--sweep`.
+    pub sweep: bool,
+    /// Whether `--budget` was given.
+    pub budget_given: bool,
     /// `--list`.
     pub list: bool,
     /// `--help`.
@@ -118,6 +126,8 @@ impl Default for Options {
             python: "python3".to_string(),
             suite_dir: None,
             no_ort: false,
+            sweep: false,
+            budget_given: false,
             list: false,
             help: false,
         }
@@ -177,6 +187,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 o.budget = value("--budget")?
                     .parse()
                     .map_err(|e| format!("--budget: {e}"))?;
+                o.budget_given = true;
                 if !(o.budget.is_finite() && o.budget > 0.0) {
                     return Err("--budget must be a positive number of seconds".into());
                 }
@@ -210,13 +221,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             }
             "--levels" => {
                 let v = value("--levels")?;
-                let levels: Result<Vec<_>, _> =
-                    v.split(',').map(|l| crate::alternate::parse_level(l.trim())).collect();
+                let levels: Result<Vec<_>, _> = v
+                    .split(',')
+                    .map(|l| crate::alternate::parse_level(l.trim()))
+                    .collect();
                 o.levels = Some(levels?);
             }
             "--python" => o.python = value("--python")?,
             "--suite-dir" => o.suite_dir = Some(value("--suite-dir")?.into()),
             "--no-ort" => o.no_ort = true,
+            "--sweep" => o.sweep = true,
             "--list" => o.list = true,
             "-h" | "--help" => o.help = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -228,8 +242,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     if o.stream && !o.compare.is_empty() {
         return Err("--stream and --compare are separate modes".into());
     }
-    if o.alternate && (o.stream || !o.compare.is_empty()) {
-        return Err("--alternate is a mode of its own (not with --stream or --compare)".into());
+    let modes = [o.alternate, o.sweep, o.stream, !o.compare.is_empty()];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        return Err("--stream, --compare, --alternate and --sweep are separate modes".into());
     }
     Ok(o)
 }
@@ -251,6 +266,15 @@ pub fn run(o: &Options) -> Result<(), Error> {
     }
     if o.alternate {
         return crate::alternate::run(&alternate_plan(o));
+    }
+    if o.sweep {
+        return crate::sweep::run(&crate::sweep::Plan {
+            out: o.out.clone().unwrap_or_else(crate::alternate::default_out),
+            threads: o.thread_counts.clone(),
+            python: o.python.clone(),
+            budget: if o.budget_given { o.budget } else { 0.2 },
+            seed: o.seed,
+        });
     }
     let threads = o.threads.unwrap_or(1);
     if o.stream {
@@ -514,8 +538,10 @@ mod tests {
         assert_eq!(o.against.len(), 1);
         assert_eq!(args("").unwrap(), Options::default());
         assert_eq!(Options::default().cases.len(), 13);
-        let o = args("--alternate --rounds 2 --thread-counts 1,2,4 --levels default,avx2 --no-ort --out r")
-            .unwrap();
+        let o = args(
+            "--alternate --rounds 2 --thread-counts 1,2,4 --levels default,avx2 --no-ort --out r",
+        )
+        .unwrap();
         assert!(o.alternate && o.no_ort);
         assert_eq!((o.rounds, o.thread_counts.clone()), (2, vec![1, 2, 4]));
         let plan = alternate_plan(&o);
@@ -535,6 +561,7 @@ mod tests {
             "--against n.jsonl",
             "--stream --compare a",
             "--alternate --stream",
+            "--sweep --alternate",
             "--rounds 0",
             "--thread-counts 1,0",
             "--levels sse",
