@@ -275,7 +275,6 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
     std::fs::create_dir_all(&plan.out).map_err(|e| format!("{}: {e}", plan.out.display()))?;
     write(&plan.out.join("cpu.txt"), &describe(plan))?;
     let cases_csv = plan.cases.join(",");
-    let mut files: Vec<(String, PathBuf)> = Vec::new(); // (impl tag, path)
     for &level in &plan.levels {
         let lname = level_name(effective(level));
         for round in 1..=plan.rounds {
@@ -301,7 +300,6 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
                     .out
                     .join(format!("torch-{lname}-{t}t-run{round}.jsonl"));
                 write(&p, &text)?;
-                files.push((format!("torch-{lname}"), p));
 
                 eprintln!(
                     "[{lname}] round {round}/{}, {t} thread(s): normkit",
@@ -322,7 +320,10 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
                     .out
                     .join(format!("normkit-{lname}-{t}t-run{round}.jsonl"));
                 write(&p, &text)?;
-                files.push((format!("normkit-{lname}"), p));
+                let p = plan
+                    .out
+                    .join(format!("stream-{lname}-{t}t-run{round}.jsonl"));
+                measure_copy(plan, t, &p)?;
 
                 if plan.ort && level.is_none() {
                     eprintln!(
@@ -333,32 +334,84 @@ pub fn run(plan: &Plan) -> Result<(), Error> {
                     let text = run_python(plan, "ort_suite.py", &args, &[])?;
                     let p = plan.out.join(format!("ort-{t}t-run{round}.jsonl"));
                     write(&p, &text)?;
-                    files.push(("ort".to_string(), p));
                 }
             }
         }
     }
-    let copy = measure_copy(plan)?;
-    let mut lines: Vec<(String, SuiteLine)> = Vec::new();
-    for (tag, p) in &files {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        for l in compare::parse_lines(&text, &p.display().to_string())? {
-            lines.push((tag.clone(), l));
-        }
-    }
-    let levels: Vec<&str> = plan
-        .levels
-        .iter()
-        .map(|&l| level_name(effective(l)))
-        .collect();
-    let joined = join(&lines, &levels, &plan.threads, &plan.cases, &copy);
-    let md = markdown(&joined, &describe_header(plan));
-    write(&plan.out.join("joined.md"), &md)?;
-    let jsonl: String = joined.iter().map(|r| r.json() + "\n").collect();
-    write(&plan.out.join("joined.jsonl"), &jsonl)?;
+    let md = rejoin(&plan.out, &describe_header(plan))?;
     print!("{md}");
     eprintln!("wrote {}", plan.out.display());
     Ok(())
+}
+
+/// The tag of a raw output file (`torch-avx2`, `normkit-avx512`, `ort`) and whether it holds
+/// copy-bandwidth lines (`stream-…`), from its name; `None` for other files.
+fn classify(name: &str) -> Option<(String, bool)> {
+    let stem = name.strip_suffix(".jsonl")?;
+    let (head, run) = stem.rsplit_once("-run")?;
+    run.parse::<usize>().ok()?;
+    let (tag, threads) = head.rsplit_once('-')?;
+    threads.strip_suffix('t')?.parse::<usize>().ok()?;
+    if tag.starts_with("stream") {
+        return Some((tag.to_string(), true));
+    }
+    (tag == "ort" || tag.starts_with("torch-") || tag.starts_with("normkit-"))
+        .then(|| (tag.to_string(), false))
+}
+
+/// Rebuilds `joined.md` and `joined.jsonl` from the raw files in `dir` (every
+/// `<impl>-<level>-<T>t-run<R>.jsonl` and `stream-…-run<R>.jsonl`): the levels in the order
+/// avx512, avx2, neon, scalar, the thread counts and cases found. Returns the Markdown.
+pub fn rejoin(dir: &Path, header: &str) -> Result<String, Error> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .collect();
+    names.sort();
+    let mut lines: Vec<(String, SuiteLine)> = Vec::new();
+    let mut copies: BTreeMap<(usize, usize), Vec<f64>> = BTreeMap::new();
+    for name in &names {
+        let Some((tag, is_stream)) = classify(name) else {
+            continue;
+        };
+        let path = dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if is_stream {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).map_err(|e| format!("{name}: {e}"))?;
+                if v["stream"] != "copy" {
+                    continue;
+                }
+                if let (Some(t), Some(b), Some(g)) = (
+                    v["threads"].as_u64(),
+                    v["bytes"].as_u64(),
+                    v["gbps"].as_f64(),
+                ) {
+                    copies.entry((t as usize, b as usize)).or_default().push(g);
+                }
+            }
+        } else {
+            for l in compare::parse_lines(&text, name)? {
+                lines.push((tag.clone(), l));
+            }
+        }
+    }
+    let copy: BTreeMap<(usize, usize), f64> = copies.iter().map(|(k, v)| (*k, median(v))).collect();
+    let levels: Vec<&str> = ["avx512", "avx2", "neon", "scalar"]
+        .into_iter()
+        .filter(|l| lines.iter().any(|(t, _)| *t == format!("normkit-{l}")))
+        .collect();
+    let threads: BTreeSet<usize> = lines.iter().map(|(_, l)| l.threads).collect();
+    let threads: Vec<usize> = threads.into_iter().collect();
+    let cases: Vec<&str> = cases::SUITE.iter().map(|c| c.name).collect();
+    let joined = join(&lines, &levels, &threads, &cases, &copy);
+    let md = markdown(&joined, header);
+    write(&dir.join("joined.md"), &md)?;
+    let jsonl: String = joined.iter().map(|r| r.json() + "\n").collect();
+    write(&dir.join("joined.jsonl"), &jsonl)?;
+    Ok(md)
 }
 
 fn describe_header(plan: &Plan) -> String {
@@ -374,25 +427,24 @@ fn describe_header(plan: &Plan) -> String {
     )
 }
 
-/// Copy bandwidth at every working set of the cases, per thread count, written as
-/// `stream-{t}t.jsonl`: `(threads, bytes) -> GB/s`.
-fn measure_copy(plan: &Plan) -> Result<BTreeMap<(usize, usize), f64>, Error> {
+/// Copy bandwidth at every working set of the cases in a pool of `threads` threads, written
+/// as JSON lines to `path`.
+/// Measured right after normkit's suite in every round: the host's memory bandwidth drifts,
+/// so a percent of copy is taken against copy runs of the same rounds (their median).
+fn measure_copy(plan: &Plan, threads: usize, path: &Path) -> Result<(), Error> {
     let sizes = stream::suite_sizes(&plan.cases);
-    let mut out = BTreeMap::new();
-    for &t in &plan.threads {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
-        let mut text = String::new();
-        pool.install(|| {
-            for (bytes, labels) in &sizes {
-                let r = stream::measure(Kernel::Copy, *bytes, plan.reps, plan.budget);
-                text += &crate::report::stream_json(&r, &labels.join(","));
-                text.push('\n');
-                out.insert((t, *bytes), r.gbps);
-            }
-        });
-        write(&plan.out.join(format!("stream-{t}t.jsonl")), &text)?;
-    }
-    Ok(out)
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let mut text = String::new();
+    pool.install(|| {
+        for (bytes, labels) in &sizes {
+            let r = stream::measure(Kernel::Copy, *bytes, plan.reps, plan.budget.min(0.3));
+            text += &crate::report::stream_json(&r, &labels.join(","));
+            text.push('\n');
+        }
+    });
+    write(path, &text)
 }
 
 /// One row of the joined table: one (level, threads, case, pass).
@@ -500,7 +552,8 @@ impl Joined {
 }
 
 /// Joins the tagged lines (`normkit-<level>`, `torch-<level>`, `ort`) into one row per
-/// (level, threads, case, pass), in the order of `levels`, `threads` and the suite.
+/// (level, threads, case, pass), in the order of `levels`, `threads` and the suite. ORT's
+/// lines join the first level's rows only (ORT runs at the level it detects).
 pub fn join(
     lines: &[(String, SuiteLine)],
     levels: &[&str],
@@ -546,7 +599,12 @@ pub fn join(
                         pass,
                         normkit_ms,
                         torch_ms: collect(&format!("torch-{level}"), t, case, pass),
-                        ort_ms: collect("ort", t, case, pass),
+                        // ORT runs at its own (detected) level: beside the first level only.
+                        ort_ms: if Some(level) == levels.first() {
+                            collect("ort", t, case, pass)
+                        } else {
+                            Vec::new()
+                        },
                         copy_gbps: copy.get(&(t, bytes)).copied(),
                         bytes,
                         floor_bytes: pass.floor_bytes(numel, info.reads_twice),
@@ -762,6 +820,31 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
         assert_eq!(v["ratio_torch"], 2.0);
         assert_eq!(v["runs_normkit_ms"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn file_names_classify() {
+        assert_eq!(
+            classify("torch-avx2-1t-run3.jsonl"),
+            Some(("torch-avx2".into(), false))
+        );
+        assert_eq!(
+            classify("normkit-avx512-2t-run1.jsonl"),
+            Some(("normkit-avx512".into(), false))
+        );
+        assert_eq!(classify("ort-2t-run1.jsonl"), Some(("ort".into(), false)));
+        assert_eq!(
+            classify("stream-avx512-1t-run2.jsonl"),
+            Some(("stream-avx512".into(), true))
+        );
+        for other in [
+            "joined.jsonl",
+            "sweep-torch-1t.jsonl",
+            "cpu.txt",
+            "torch-1t.jsonl",
+        ] {
+            assert_eq!(classify(other), None, "{other}");
+        }
     }
 
     #[test]

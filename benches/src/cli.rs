@@ -51,10 +51,12 @@ OPTIONS
   --suite-dir D    with --alternate: the folder of torch_suite.py and ort_suite.py (default
                    ../shared/bench beside the repository)
   --no-ort         with --alternate: skip ONNX Runtime
+  --rejoin         rebuild joined.md / joined.jsonl from the raw files in --out (no timing)
   --sweep          normkit vs PyTorch (benches/torch_sweep.py) on shapes beyond the suite:
                    row lengths 32…4096, spatial maps 1×1…56×56, channel counts, batch sizes
                    1…256, fwd and bwd, at every --thread-counts; writes sweep-*.jsonl and
                    sweep.md into --out (uses --python, --budget default 0.2 here, --seed)
+  --cpu            what normkit chose on this machine and why (normkit::cpu_report())
   --list           the cases and their #[norm] declarations
   -h, --help       this text
 ";
@@ -98,8 +100,12 @@ pub struct Options {
     pub no_ort: bool,
     /// `--sweep`.
     pub sweep: bool,
+    /// `--rejoin`.
+    pub rejoin: bool,
     /// Whether `--budget` was given.
     pub budget_given: bool,
+    /// `--cpu`.
+    pub cpu: bool,
     /// `--list`.
     pub list: bool,
     /// `--help`.
@@ -127,7 +133,9 @@ impl Default for Options {
             suite_dir: None,
             no_ort: false,
             sweep: false,
+            rejoin: false,
             budget_given: false,
+            cpu: false,
             list: false,
             help: false,
         }
@@ -231,6 +239,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--suite-dir" => o.suite_dir = Some(value("--suite-dir")?.into()),
             "--no-ort" => o.no_ort = true,
             "--sweep" => o.sweep = true,
+            "--rejoin" => o.rejoin = true,
+            "--cpu" => o.cpu = true,
             "--list" => o.list = true,
             "-h" | "--help" => o.help = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -242,7 +252,13 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     if o.stream && !o.compare.is_empty() {
         return Err("--stream and --compare are separate modes".into());
     }
-    let modes = [o.alternate, o.sweep, o.stream, !o.compare.is_empty()];
+    let modes = [
+        o.alternate,
+        o.sweep,
+        o.rejoin,
+        o.stream,
+        !o.compare.is_empty(),
+    ];
     if modes.iter().filter(|&&m| m).count() > 1 {
         return Err("--stream, --compare, --alternate and --sweep are separate modes".into());
     }
@@ -253,6 +269,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 pub fn run(o: &Options) -> Result<(), Error> {
     if o.help {
         print!("{USAGE}");
+        return Ok(());
+    }
+    if o.cpu {
+        print!("{}", normkit::cpu_report());
         return Ok(());
     }
     if o.list {
@@ -266,6 +286,15 @@ pub fn run(o: &Options) -> Result<(), Error> {
     }
     if o.alternate {
         return crate::alternate::run(&alternate_plan(o));
+    }
+    if o.rejoin {
+        let dir = o.out.clone().unwrap_or_else(crate::alternate::default_out);
+        let header = format!(
+            "joined from the raw files of {} (`norm-bench --rejoin`); see cpu.txt for the CPU and commit",
+            dir.display()
+        );
+        print!("{}", crate::alternate::rejoin(&dir, &header)?);
+        return Ok(());
     }
     if o.sweep {
         return crate::sweep::run(&crate::sweep::Plan {

@@ -285,6 +285,9 @@ pub(crate) struct SharedOut<T> {
     len: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(super) stream: bool,
+    /// Whether the row forward may run software-pipelined at this working set
+    /// (`cpu::tuning().pipeline_forward_max`).
+    pub(super) pipeline: bool,
 }
 
 // SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
@@ -300,6 +303,7 @@ impl<T> SharedOut<T> {
             ptr: out.as_mut_ptr(),
             len: out.len(),
             stream: simd::streams(bytes),
+            pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
         }
     }
 
@@ -617,15 +621,18 @@ fn groups_forward<T: Float>(
             };
             // One line per unit: the call after this one reduces the line of unit u + 2.
             let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
-            let (s, q) =
-                match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream) {
-                    Some(sums) => sums,
-                    None => {
-                        let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
-                        lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
-                        lines::row_sums(nx, shift)
-                    }
-                };
+            let pipelined = out
+                .pipeline
+                .then(|| T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream))
+                .flatten();
+            let (s, q) = match pipelined {
+                Some(sums) => sums,
+                None => {
+                    let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
+                    lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                    lines::row_sums(nx, shift)
+                }
+            };
             raw.sum += s;
             raw.sq += q;
         }
