@@ -39,8 +39,21 @@
 pub use mpi;
 pub use ndarray;
 pub use norm_macros::norm;
+/// What the CPU is and the kernel choices made for it (see [`cpu_report`]).
+pub use norm_runtime::cpu;
 /// The SIMD level in use and how to cap it (for tests and benchmarks).
 pub use norm_runtime::simd;
+
+/// What normkit chose on this machine and why: the CPU (vendor, family, model), its caches,
+/// the SIMD level, the measured table entry or the default rule, and the size thresholds.
+///
+/// ```
+/// let report = normkit::cpu_report();
+/// assert!(report.contains("simd:"));
+/// ```
+pub fn cpu_report() -> String {
+    norm_runtime::cpu::report()
+}
 /// Synchronized batch statistics across MPI ranks (feature `mpi`).
 #[cfg(feature = "mpi")]
 pub use norm_runtime::MpiCollective;

@@ -27,6 +27,11 @@ pub struct BatchNorm2d;
 )]
 pub struct BatchNorm2dNhwc;
 
+/// `nn.BatchNorm1d(C)` on `[N, C]` (MLPs, tabular data): statistics over the rows for
+/// every column, running stats.
+#[norm(input = "N,C", axes = "N", affine, running_stats, momentum = 0.1)]
+pub struct BatchNorm1d;
+
 /// `F.layer_norm(x, (D,), w, b, 1e-5)` on `[rows, D]`.
 #[norm(input = "N,D", axes = "D", affine = "D")]
 pub struct LayerNorm;
@@ -81,69 +86,104 @@ pub struct CaseInfo {
     pub has_bwd: bool,
     /// The `#[norm]` declaration timed.
     pub declaration: &'static str,
+    /// Whether one statistics group is larger than a core's L2 cache (2 MiB on the machines
+    /// measured), so that the pass must read its inputs from memory twice: once for the
+    /// statistics (or gradient sums) and once for the output. See [`Pass::floor_bytes`].
+    pub reads_twice: bool,
 }
 
 /// The suite, in `torch_suite.py`'s order.
-pub const SUITE: [CaseInfo; 10] = [
+pub const SUITE: [CaseInfo; 13] = [
     CaseInfo {
         name: "bn_train",
         shape: &[32, 64, 56, 56],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats (train)"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "bn_eval",
         shape: &[32, 64, 56, 56],
         has_bwd: false,
         declaration: r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats (eval)"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "bn_train_nhwc",
         shape: &[32, 64, 56, 56],
         has_bwd: true,
         declaration: r#"input = "N,H,W,C", axes = "N,H,W", affine, running_stats (train)"#,
+        reads_twice: true,
+    },
+    CaseInfo {
+        name: "bn1d_train",
+        shape: &[256, 512],
+        has_bwd: true,
+        declaration: r#"input = "N,C", axes = "N", affine, running_stats (train)"#,
+        reads_twice: false,
+    },
+    CaseInfo {
+        name: "bn1d_eval",
+        shape: &[256, 512],
+        has_bwd: false,
+        declaration: r#"input = "N,C", axes = "N", affine, running_stats (eval)"#,
+        reads_twice: false,
+    },
+    CaseInfo {
+        name: "bn1d_big_train",
+        shape: &[4096, 1024],
+        has_bwd: true,
+        declaration: r#"input = "N,C", axes = "N", affine, running_stats (train)"#,
+        reads_twice: true,
     },
     CaseInfo {
         name: "ln",
         shape: &[8192, 1024],
         has_bwd: true,
         declaration: r#"input = "N,D", axes = "D", affine = "D""#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "rms",
         shape: &[8192, 1024],
         has_bwd: true,
         declaration: r#"input = "N,D", axes = "D", center = false, affine = "D", bias = false, eps = 1e-6"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "gn",
         shape: &[8, 256, 28, 28],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "gn_big",
         shape: &[2, 320, 64, 64],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "in",
         shape: &[8, 64, 128, 128],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", axes = "H,W""#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "ws",
         shape: &[512, 256, 3, 3],
         has_bwd: true,
         declaration: r#"input = "O,I,kh,kw", axes = "I,kh,kw", unbiased, eps_mode = "std", eps = 1e-5"#,
+        reads_twice: false,
     },
     CaseInfo {
         name: "bcn",
         shape: &[8, 256, 28, 28],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 32, affine))"#,
+        reads_twice: false,
     },
 ];
 
@@ -186,6 +226,18 @@ impl Pass {
         match self {
             Pass::Fwd => 2 * numel * 4,
             Pass::Bwd => 3 * numel * 4,
+        }
+    }
+
+    /// The traffic floor of the pass in bytes for its algorithm: [`Pass::bytes`], plus a
+    /// second read of the inputs when `reads_twice` (a statistics group larger than the
+    /// cache): forward 3·numel·4 (x twice, y once), backward 5·numel·4 (x and dy twice, dx
+    /// once).
+    pub fn floor_bytes(self, numel: usize, reads_twice: bool) -> usize {
+        match (self, reads_twice) {
+            (_, false) => self.bytes(numel),
+            (Pass::Fwd, true) => 3 * numel * 4,
+            (Pass::Bwd, true) => 5 * numel * 4,
         }
     }
 }
@@ -290,6 +342,7 @@ macro_rules! impl_layer {
 
 impl_layer!(BatchNorm2d, Ix4);
 impl_layer!(BatchNorm2dNhwc, Ix4);
+impl_layer!(BatchNorm1d, Ix2);
 impl_layer!(LayerNorm, Ix2);
 impl_layer!(RmsNorm, Ix2);
 impl_layer!(GroupNorm32, Ix4);
@@ -489,6 +542,13 @@ pub fn build(name: &str, shape: &[usize], seed: u64) -> Result<Box<dyn Runnable>
             };
             Box::new(Runner::new(l, nhwc(x)?, nhwc(dy)?, false)?)
         }
+        "bn1d_train" | "bn1d_eval" | "bn1d_big_train" => {
+            let mut l = BatchNorm1d::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
+            let eval = name == "bn1d_eval";
+            Box::new(Runner::new(l, rank2(name, x)?, rank2(name, dy)?, eval)?)
+        }
         "ln" | "rms" => {
             let x = rank2(name, x)?;
             let d = x.ncols();
@@ -545,6 +605,7 @@ mod tests {
     fn every_case_runs_small() {
         for case in SUITE {
             let shape: Vec<usize> = match case.shape.len() {
+                2 if case.name.starts_with("bn1d") => vec![5, 64],
                 2 => vec![4, 64],
                 _ if case.name == "ws" => vec![4, 8, 3, 3],
                 _ => vec![2, 64, 3, 3],

@@ -26,7 +26,8 @@ OPTIONS
   --threads T      rayon pool size; everything runs inside pool.install (default 1; with
                    --compare: the thread counts found in the files)
   --json           one JSON object per line (torch_suite.py's format) instead of a table
-  --cases a,b      a subset of: bn_train,bn_eval,bn_train_nhwc,ln,rms,gn,gn_big,in,ws,bcn
+  --cases a,b      a subset of: bn_train,bn_eval,bn_train_nhwc,bn1d_train,bn1d_eval,
+                   bn1d_big_train,ln,rms,gn,gn_big,in,ws,bcn
   --reps R         timed calls per (case, pass); 0 = auto from --budget (default 0)
   --budget S       seconds of timed calls per (case, pass) when --reps 0, reps clamped to
                    [10, 200] (default 0.8)
@@ -35,6 +36,27 @@ OPTIONS
   --compare FILE   side-by-side table against a torch_suite.py output (repeatable); runs
                    normkit now unless --against gives normkit --json output files
   --against FILE   normkit --json output to compare instead of running the suite (repeatable)
+  --alternate      the whole comparison in one command: torch_suite.py, normkit and
+                   ort_suite.py in alternation (A/B/A/B) for --rounds rounds at every
+                   thread count of --thread-counts and every level of --levels; writes the
+                   raw JSON lines, the copy bandwidth, cpu.txt (lscpu model, commit) and the
+                   joined table (joined.md, joined.jsonl) into --out
+  --out DIR        with --alternate: the folder (default benches/results/<cpu-model-slug>)
+  --rounds R       with --alternate: rounds (default 3)
+  --thread-counts  with --alternate: comma-separated thread counts (default 1,2)
+  --levels a,b     with --alternate: default (detected), avx512, avx2, neon, scalar (default:
+                   default,avx2 where AVX-512 is detected, else default); at a capped level
+                   torch runs with ATEN_CPU_CAPABILITY set to it
+  --python P       with --alternate: the interpreter with torch/onnxruntime (default python3)
+  --suite-dir D    with --alternate: the folder of torch_suite.py and ort_suite.py (default
+                   ../shared/bench beside the repository)
+  --no-ort         with --alternate: skip ONNX Runtime
+  --rejoin         rebuild joined.md / joined.jsonl from the raw files in --out (no timing)
+  --sweep          normkit vs PyTorch (benches/torch_sweep.py) on shapes beyond the suite:
+                   row lengths 32…4096, spatial maps 1×1…56×56, channel counts, batch sizes
+                   1…256, fwd and bwd, at every --thread-counts; writes sweep-*.jsonl and
+                   sweep.md into --out (uses --python, --budget default 0.2 here, --seed)
+  --cpu            what normkit chose on this machine and why (normkit::cpu_report())
   --list           the cases and their #[norm] declarations
   -h, --help       this text
 ";
@@ -60,6 +82,30 @@ pub struct Options {
     pub compare: Vec<PathBuf>,
     /// `--against` files.
     pub against: Vec<PathBuf>,
+    /// `--alternate`.
+    pub alternate: bool,
+    /// `--out`.
+    pub out: Option<PathBuf>,
+    /// `--rounds`.
+    pub rounds: usize,
+    /// `--thread-counts`.
+    pub thread_counts: Vec<usize>,
+    /// `--levels` (`None` = the detected level).
+    pub levels: Option<Vec<Option<normkit::simd::Level>>>,
+    /// `--python`.
+    pub python: String,
+    /// `--suite-dir`.
+    pub suite_dir: Option<PathBuf>,
+    /// `--no-ort`.
+    pub no_ort: bool,
+    /// `--sweep`.
+    pub sweep: bool,
+    /// `--rejoin`.
+    pub rejoin: bool,
+    /// Whether `--budget` was given.
+    pub budget_given: bool,
+    /// `--cpu`.
+    pub cpu: bool,
     /// `--list`.
     pub list: bool,
     /// `--help`.
@@ -78,6 +124,18 @@ impl Default for Options {
             stream: false,
             compare: Vec::new(),
             against: Vec::new(),
+            alternate: false,
+            out: None,
+            rounds: 3,
+            thread_counts: vec![1, 2],
+            levels: None,
+            python: "python3".to_string(),
+            suite_dir: None,
+            no_ort: false,
+            sweep: false,
+            rejoin: false,
+            budget_given: false,
+            cpu: false,
             list: false,
             help: false,
         }
@@ -137,6 +195,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 o.budget = value("--budget")?
                     .parse()
                     .map_err(|e| format!("--budget: {e}"))?;
+                o.budget_given = true;
                 if !(o.budget.is_finite() && o.budget > 0.0) {
                     return Err("--budget must be a positive number of seconds".into());
                 }
@@ -149,6 +208,39 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--stream" => o.stream = true,
             "--compare" => o.compare.push(value("--compare")?.into()),
             "--against" => o.against.push(value("--against")?.into()),
+            "--alternate" => o.alternate = true,
+            "--out" => o.out = Some(value("--out")?.into()),
+            "--rounds" => {
+                o.rounds = value("--rounds")?
+                    .parse()
+                    .map_err(|e| format!("--rounds: {e}"))?;
+                if o.rounds == 0 {
+                    return Err("--rounds must be at least 1".into());
+                }
+            }
+            "--thread-counts" => {
+                let v = value("--thread-counts")?;
+                let counts: Result<Vec<usize>, _> =
+                    v.split(',').map(|t| t.trim().parse::<usize>()).collect();
+                o.thread_counts = counts.map_err(|e| format!("--thread-counts: {e}"))?;
+                if o.thread_counts.is_empty() || o.thread_counts.contains(&0) {
+                    return Err("--thread-counts needs counts of at least 1".into());
+                }
+            }
+            "--levels" => {
+                let v = value("--levels")?;
+                let levels: Result<Vec<_>, _> = v
+                    .split(',')
+                    .map(|l| crate::alternate::parse_level(l.trim()))
+                    .collect();
+                o.levels = Some(levels?);
+            }
+            "--python" => o.python = value("--python")?,
+            "--suite-dir" => o.suite_dir = Some(value("--suite-dir")?.into()),
+            "--no-ort" => o.no_ort = true,
+            "--sweep" => o.sweep = true,
+            "--rejoin" => o.rejoin = true,
+            "--cpu" => o.cpu = true,
             "--list" => o.list = true,
             "-h" | "--help" => o.help = true,
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -160,6 +252,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     if o.stream && !o.compare.is_empty() {
         return Err("--stream and --compare are separate modes".into());
     }
+    let modes = [
+        o.alternate,
+        o.sweep,
+        o.rejoin,
+        o.stream,
+        !o.compare.is_empty(),
+    ];
+    if modes.iter().filter(|&&m| m).count() > 1 {
+        return Err("--stream, --compare, --alternate and --sweep are separate modes".into());
+    }
     Ok(o)
 }
 
@@ -167,6 +269,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 pub fn run(o: &Options) -> Result<(), Error> {
     if o.help {
         print!("{USAGE}");
+        return Ok(());
+    }
+    if o.cpu {
+        print!("{}", normkit::cpu_report());
         return Ok(());
     }
     if o.list {
@@ -177,6 +283,27 @@ pub fn run(o: &Options) -> Result<(), Error> {
     }
     if !o.compare.is_empty() {
         return run_compare(o);
+    }
+    if o.alternate {
+        return crate::alternate::run(&alternate_plan(o));
+    }
+    if o.rejoin {
+        let dir = o.out.clone().unwrap_or_else(crate::alternate::default_out);
+        let header = format!(
+            "joined from the raw files of {} (`norm-bench --rejoin`); see cpu.txt for the CPU and commit",
+            dir.display()
+        );
+        print!("{}", crate::alternate::rejoin(&dir, &header)?);
+        return Ok(());
+    }
+    if o.sweep {
+        return crate::sweep::run(&crate::sweep::Plan {
+            out: o.out.clone().unwrap_or_else(crate::alternate::default_out),
+            threads: o.thread_counts.clone(),
+            python: o.python.clone(),
+            budget: if o.budget_given { o.budget } else { 0.2 },
+            seed: o.seed,
+        });
     }
     let threads = o.threads.unwrap_or(1);
     if o.stream {
@@ -192,6 +319,34 @@ pub fn run(o: &Options) -> Result<(), Error> {
     let emit = if o.json { Emit::Json } else { Emit::Table };
     run_suite(&o.cases, threads, o.reps, o.budget, o.seed, emit)?;
     Ok(())
+}
+
+/// The `--alternate` plan from the options, with the defaults filled in.
+pub fn alternate_plan(o: &Options) -> crate::alternate::Plan {
+    use normkit::simd::Level;
+    let levels = o.levels.clone().unwrap_or_else(|| {
+        if normkit::simd::detected() == Level::Avx512 {
+            vec![None, Some(Level::Avx2)]
+        } else {
+            vec![None]
+        }
+    });
+    let suite_dir = o.suite_dir.clone().unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench")
+    });
+    crate::alternate::Plan {
+        out: o.out.clone().unwrap_or_else(crate::alternate::default_out),
+        rounds: o.rounds,
+        threads: o.thread_counts.clone(),
+        levels,
+        python: o.python.clone(),
+        suite_dir,
+        ort: !o.no_ort,
+        cases: o.cases.clone(),
+        reps: o.reps,
+        budget: o.budget,
+        seed: o.seed,
+    }
 }
 
 /// Where [`run_suite`] prints each record as it is measured.
@@ -411,7 +566,17 @@ mod tests {
         assert_eq!(o.compare.len(), 2);
         assert_eq!(o.against.len(), 1);
         assert_eq!(args("").unwrap(), Options::default());
-        assert_eq!(Options::default().cases.len(), 10);
+        assert_eq!(Options::default().cases.len(), 13);
+        let o = args(
+            "--alternate --rounds 2 --thread-counts 1,2,4 --levels default,avx2 --no-ort --out r",
+        )
+        .unwrap();
+        assert!(o.alternate && o.no_ort);
+        assert_eq!((o.rounds, o.thread_counts.clone()), (2, vec![1, 2, 4]));
+        let plan = alternate_plan(&o);
+        assert_eq!(plan.levels, vec![None, Some(normkit::simd::Level::Avx2)]);
+        assert_eq!(plan.out, PathBuf::from("r"));
+        assert!(!plan.ort);
     }
 
     #[test]
@@ -424,6 +589,11 @@ mod tests {
             "--frobnicate",
             "--against n.jsonl",
             "--stream --compare a",
+            "--alternate --stream",
+            "--sweep --alternate",
+            "--rounds 0",
+            "--thread-counts 1,0",
+            "--levels sse",
         ] {
             assert!(args(bad).is_err(), "{bad}");
         }

@@ -5,15 +5,19 @@
 //!   the same format or as a table ([`report`]);
 //! - a STREAM-style bandwidth probe at the suite's working sets ([`stream`]);
 //! - the side-by-side comparison with a `torch_suite.py` output ([`compare`]);
+//! - the one-command alternating comparison on a new machine ([`alternate`]);
+//! - a sweep over the shapes users bring, beyond the suite ([`sweep`]);
 //! - the command line tying them together ([`cli`]).
 //!
 //! See `benches/README.md` for usage.
 
 pub mod alloc_count;
+pub mod alternate;
 pub mod cases;
 pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod report;
 pub mod stream;
+pub mod sweep;
 pub mod timing;

@@ -9,6 +9,7 @@
 
 mod chain;
 mod collective;
+pub mod cpu;
 mod dynamic;
 mod error;
 mod float;

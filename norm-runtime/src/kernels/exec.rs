@@ -56,6 +56,10 @@ pub(crate) struct Units {
     pub lines: usize,
     /// Statistics groups per unit (1, or the line length for columns).
     pub gpu: usize,
+    /// Whether every reduced dim lies outside every kept dim in memory (NCHW batch norm:
+    /// `N` reduced, `C` kept, the `H·W` line): unit-major order then strides across the
+    /// tensor, and an elementwise pass runs faster in memory order.
+    reduced_outer: bool,
 }
 
 /// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs. It borrows the
@@ -107,6 +111,7 @@ impl Units {
             count: 1,
             lines: 1,
             gpu: if line.ss == 0 { 1 } else { line.size },
+            reduced_outer: true,
         };
         for d in &plan.dims[..plan.ndims - 1] {
             if d.ss != 0 {
@@ -114,11 +119,13 @@ impl Units {
                 u.nk += 1;
                 u.count *= d.size;
             } else {
+                u.reduced_outer &= u.nk == 0;
                 u.rd[u.nr] = *d;
                 u.nr += 1;
                 u.lines *= d.size;
             }
         }
+        u.reduced_outer &= u.nk > 0 && u.lines > 1;
         if plan.numel == 0 {
             u.count = 0;
         }
@@ -149,6 +156,7 @@ impl Units {
             count,
             lines: 1,
             gpu: 1,
+            reduced_outer: false,
         }
     }
 
@@ -285,6 +293,9 @@ pub(crate) struct SharedOut<T> {
     len: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(super) stream: bool,
+    /// Whether the row forward may run software-pipelined at this working set
+    /// (`cpu::tuning().pipeline_forward_max`).
+    pub(super) pipeline: bool,
 }
 
 // SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
@@ -300,6 +311,7 @@ impl<T> SharedOut<T> {
             ptr: out.as_mut_ptr(),
             len: out.len(),
             stream: simd::streams(bytes),
+            pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
         }
     }
 
@@ -617,17 +629,55 @@ fn groups_forward<T: Float>(
             };
             // One line per unit: the call after this one reduces the line of unit u + 2.
             let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
-            let (s, q) =
-                match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream) {
-                    Some(sums) => sums,
-                    None => {
-                        let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
-                        lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
-                        lines::row_sums(nx, shift)
-                    }
-                };
+            let pipelined = out
+                .pipeline
+                .then(|| T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream))
+                .flatten();
+            let (s, q) = match pipelined {
+                Some(sums) => sums,
+                None => {
+                    let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
+                    lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                    lines::row_sums(nx, shift)
+                }
+            };
             raw.sum += s;
             raw.sq += q;
+        }
+    }
+}
+
+multiversion! {
+    /// The elementwise pass in memory order over items `i0..i1` of the (line, unit) grid
+    /// (item i: line `i / count` of unit `i % count`), for one-group units whose reduced
+    /// dims lie outside their kept dims (see `Units::reduced_outer`).
+    fn normalize_outer_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        out: &SharedOut<T>,
+        coef: Coef3<'_, T>,
+        params: Params<'_, T>,
+        i0: usize,
+        i1: usize,
+    ) {
+        let len = units.line.size;
+        let mut line = usize::MAX;
+        let (mut lx, mut lp) = (0, 0);
+        for i in i0..i1 {
+            let (j, u) = (i / units.count, i % units.count);
+            if j != line {
+                // Unit 0 sits at offset 0: its line j gives the line's offsets in every unit.
+                (lx, lp) = units.lines_of(0, (j, j + 1)).next().unwrap_or((0, 0));
+                line = j;
+            }
+            let (bx, bp) = units.base(u);
+            let (xo, po) = (bx + lx, bp + lp);
+            // SAFETY: item i is the line `xo` of unit u: one line of the plan, and each item
+            // belongs to exactly one task.
+            let y = unsafe { out.line(xo, len) };
+            let p = params.line(units.line, po);
+            let (m, a, b) = (&coef.0[u..u + 1], &coef.1[u..u + 1], &coef.2[u..u + 1]);
+            lines::affine::<T, false>(&x[xo..xo + len], y, m, a, b, p);
         }
     }
 }
@@ -642,6 +692,19 @@ pub(crate) fn normalize<T: Float>(
     out: &mut [T],
 ) {
     let shared = SharedOut::new(out, 2);
+    if units.gpu == 1 && units.reduced_outer {
+        let items = units.count * units.lines;
+        let per = (TASK_ELEMS / units.line.size.max(1)).max(1);
+        if items <= per {
+            normalize_outer_task(units, x, &shared, coef, params, 0, items);
+        } else {
+            (0..items.div_ceil(per)).into_par_iter().for_each(|j| {
+                let i1 = ((j + 1) * per).min(items);
+                normalize_outer_task(units, x, &shared, coef, params, j * per, i1);
+            });
+        }
+        return;
+    }
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     let per = units.per_job();
