@@ -1,6 +1,6 @@
 //! Gradient checks of the `article` example's own layers (convolution via
 //! im2col, linear, pooling, ReLU, softmax cross-entropy) and of the whole
-//! CNN, against central finite differences in f64.
+//! CNN and the whole deep MLP, against central finite differences in f64.
 //!
 //! The normalization layers are normkit's and are tested by normkit; here the
 //! network is checked with the identity normalizer, and then with every
@@ -18,6 +18,10 @@ mod model;
 #[allow(dead_code)]
 #[path = "../examples/article/norms.rs"]
 mod norms;
+
+#[allow(dead_code)]
+#[path = "../examples/article/mlp.rs"]
+mod mlp;
 
 use ndarray::{Array, Array1, Array2, Array4, ArrayView4, Dimension, ShapeBuilder};
 use nn::{Identity, Normalizer, Phase, Rng, WeightTransform};
@@ -331,5 +335,142 @@ fn whole_network_gradients_with_normkit_layers() {
             model::Cnn::<f64>::new(4, 4, &norm, &ws, &mut Rng::new(10))
         };
         check_network(kind.label(), &build);
+    }
+}
+
+/// The deep MLP's gradients (input and a sample of every parameter tensor)
+/// against central differences, as [`check_network`] does for the CNN.
+fn check_mlp(what: &str, build: &dyn Fn() -> mlp::Mlp<f64>) {
+    let mut rng = Rng::new(11);
+    let mut net = build();
+    let mut snapshot: Vec<Vec<f64>> = Vec::new();
+    net.visit_params(&mut |p, _| {
+        for v in p.iter_mut() {
+            *v += 0.3 * rng.normal();
+        }
+        snapshot.push(p.to_vec());
+    });
+    let with_snapshot = || {
+        let mut n = build();
+        let mut k = 0;
+        n.visit_params(&mut |p, _| {
+            p.copy_from_slice(&snapshot[k]);
+            k += 1;
+        });
+        n
+    };
+    let x = random((4, 6), &mut rng);
+    let labels = [1, 2, 0, 2];
+    let loss_of = |net: &mut mlp::Mlp<f64>, x: &Array2<f64>| {
+        let logits = net.forward(x.view(), Phase::Train).unwrap();
+        nn::softmax_cross_entropy(logits.view(), &labels).0
+    };
+    let logits = net.forward(x.view(), Phase::Train).unwrap();
+    let (_, dlogits) = nn::softmax_cross_entropy(logits.view(), &labels);
+    let dx = net.backward(dlogits.view()).unwrap();
+    check_grad(&format!("{what}: MLP dx"), &x, &dx, |x| {
+        loss_of(&mut with_snapshot(), x)
+    });
+    let mut grads: Vec<Vec<f64>> = Vec::new();
+    net.visit_params(&mut |_p, g| grads.push(g.to_vec()));
+    assert_eq!(
+        grads.len(),
+        snapshot.len(),
+        "{what}: every parameter has a gradient"
+    );
+    let h = 1e-6;
+    for (t, g) in grads.iter().enumerate() {
+        for i in (0..g.len()).step_by(g.len().div_ceil(5)) {
+            let eval = |delta: f64| {
+                let mut n = with_snapshot();
+                let mut k = 0;
+                n.visit_params(&mut |p, _| {
+                    if k == t {
+                        p[i] += delta;
+                    }
+                    k += 1;
+                });
+                loss_of(&mut n, &x)
+            };
+            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
+            let err = (g[i] - numeric).abs() / (1.0 + g[i].abs() + numeric.abs());
+            assert!(
+                err < 1e-6,
+                "{what}: tensor {t} entry {i}: {} vs {numeric}",
+                g[i]
+            );
+        }
+    }
+}
+
+/// The deep MLP (three hidden layers of 8 units, three classes) with every
+/// normalizer of parts 2–4: the `N,C` ↔ `N,C,1,1` reshapes, the weight
+/// reparametrization of `O,I` weights and the parameter order.
+#[test]
+fn mlp_gradients_with_normkit_layers() {
+    for kind in [
+        model::NormKind::None,
+        model::NormKind::Batch,
+        model::NormKind::Layer,
+        model::NormKind::Group,
+        model::NormKind::GroupWs,
+        model::NormKind::BatchChannelWs,
+    ] {
+        let build = || {
+            let norm = |c: usize| norms::make_norm::<f64>(kind, c);
+            let ws = || norms::make_ws::<f64>(kind);
+            mlp::Mlp::<f64>::new(6, 8, 3, 3, &norm, &ws, &mut Rng::new(12))
+        };
+        check_mlp(kind.label(), &build);
+    }
+}
+
+/// Every normalizer starts from the same weights: the raw weight matrices
+/// depend on the seed only.
+#[test]
+fn mlp_initial_weights_do_not_depend_on_the_normalizer() {
+    let weights = |kind: model::NormKind| {
+        let norm = |c: usize| norms::make_norm::<f64>(kind, c);
+        let ws = || norms::make_ws::<f64>(kind);
+        let net = mlp::Mlp::<f64>::new(6, 8, 3, 3, &norm, &ws, &mut Rng::new(5));
+        let mut w: Vec<Array2<f64>> = net.hidden.iter().map(|h| h.w.clone()).collect();
+        w.push(net.out_w.clone());
+        w
+    };
+    let reference = weights(model::NormKind::None);
+    for kind in [
+        model::NormKind::Batch,
+        model::NormKind::GroupWs,
+        model::NormKind::BatchChannelWs,
+    ] {
+        assert_eq!(weights(kind), reference, "{}", kind.label());
+    }
+    let dims: Vec<(usize, usize)> = reference.iter().map(|w| w.dim()).collect();
+    assert_eq!(dims, [(8, 6), (8, 8), (8, 8), (3, 8)]);
+}
+
+/// The pixel standardization layer: per pixel, the training set's mean and
+/// unbiased standard deviation, applied alike to both sets.
+#[test]
+fn pixel_standardization_uses_training_statistics() {
+    let mut rng = Rng::new(13);
+    let train = Array4::from_shape_simple_fn((50, 1, 2, 3), || (3.0 + 2.0 * rng.normal()) as f32);
+    let test = Array4::from_shape_simple_fn((7, 1, 2, 3), || rng.normal() as f32);
+    let (zt, zs) = norms::standardize_pixels(train.view(), test.view()).unwrap();
+    for y in 0..2 {
+        for x in 0..3 {
+            let col: Vec<f64> = (0..50).map(|n| f64::from(train[[n, 0, y, x]])).collect();
+            let mean = col.iter().sum::<f64>() / 50.0;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 49.0;
+            let sd = (var + 1e-5).sqrt();
+            for n in 0..50 {
+                let want = (f64::from(train[[n, 0, y, x]]) - mean) / sd;
+                assert!((f64::from(zt[[n, 0, y, x]]) - want).abs() < 1e-4);
+            }
+            for n in 0..7 {
+                let want = (f64::from(test[[n, 0, y, x]]) - mean) / sd;
+                assert!((f64::from(zs[[n, 0, y, x]]) - want).abs() < 1e-4);
+            }
+        }
     }
 }

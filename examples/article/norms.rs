@@ -58,6 +58,25 @@ pub fn standardize(x: ArrayView2<'_, f64>) -> Result<Array2<f64>, Error> {
     Ok(z)
 }
 
+/// Per-pixel standardization of images, fitted on a training set: one
+/// training-mode pass stores each pixel's mean and (unbiased) variance as the
+/// running statistics (`momentum = 1.0`), and inference mode then applies
+/// that same affine map to any set of images.
+#[norm(input = "N,C,H,W", axes = "N", running_stats, momentum = 1.0)]
+pub struct PixelStandardize;
+
+/// Standardizes every pixel of `train` and `test` (`N,C,H,W`) with the
+/// mean and standard deviation of that pixel over `train`.
+pub fn standardize_pixels(
+    train: ArrayView4<'_, f32>,
+    test: ArrayView4<'_, f32>,
+) -> Result<(Array4<f32>, Array4<f32>), Error> {
+    let (_, c, h, w) = train.dim();
+    let mut layer = PixelStandardize::<f32>::new(c, h, w);
+    layer.forward(train, Mode::Train)?;
+    Ok((layer.forward_eval(train)?, layer.forward_eval(test)?))
+}
+
 /// The float types the CNN can run on with normkit layers.
 pub trait NormFloat: Scalar + Float {}
 impl<T: Scalar + Float> NormFloat for T {}

@@ -67,6 +67,8 @@ pub struct Series {
     pub reference: bool,
     /// Dashed line.
     pub dashed: bool,
+    /// Draw `err` as a shaded band instead of error bars.
+    pub band: bool,
 }
 
 /// Crosses at given points (e.g. diverged runs), with one legend entry.
@@ -217,7 +219,18 @@ where
         if s.markers {
             cc.draw_series(pts.iter().map(|&p| Circle::new(p, 4, style.color.filled())))?;
         }
-        if let Some(err) = &s.err {
+        if let (Some(err), true) = (&s.err, s.band) {
+            let lo = s.points.iter().zip(err).map(|(p, e)| tf(&(p.0, e.0)));
+            let hi = s.points.iter().zip(err).map(|(p, e)| tf(&(p.0, e.1)));
+            let mut poly: Vec<(f64, f64)> = lo.filter(finite).collect();
+            let mut top: Vec<(f64, f64)> = hi.filter(finite).collect();
+            top.reverse();
+            poly.extend(top);
+            cc.draw_series(std::iter::once(Polygon::new(
+                poly,
+                style.color.mix(0.15).filled(),
+            )))?;
+        } else if let Some(err) = &s.err {
             for (p, &(lo, hi)) in s.points.iter().zip(err) {
                 let (a, b) = (tf(&(p.0, lo)), tf(&(p.0, hi)));
                 if finite(&a) && finite(&b) {
@@ -355,4 +368,107 @@ pub fn decades(lo: f64, hi: f64) -> Vec<f64> {
         .map(|e| 10f64.powi(e))
         .filter(|v| *v >= lo * 0.999 && *v <= hi * 1.001)
         .collect()
+}
+
+/// A grid of grayscale images (each `h × w`, values clipped to [0, 1]) with
+/// one label per row, written as PNG and SVG.
+pub fn save_images(
+    rows: &[(String, Vec<ndarray::Array2<f32>>)],
+    title: &str,
+    dir: &Path,
+    stem: &str,
+) -> Result<Vec<PathBuf>, Error> {
+    register_fonts()?;
+    const PX: i32 = 9;
+    const LABEL_W: i32 = 190;
+    let cols = rows.iter().map(|r| r.1.len()).max().unwrap_or(0) as i32;
+    let (h, w) = rows
+        .first()
+        .and_then(|r| r.1.first())
+        .map_or((8, 8), |a| a.dim());
+    let cell = (w as i32 * PX + 6, h as i32 * PX + 6);
+    let size = (
+        (LABEL_W + cols * cell.0 + 10) as u32,
+        (44 + rows.len() as i32 * cell.1 + 10) as u32,
+    );
+    let png = dir.join(format!("{stem}.png"));
+    let svg = dir.join(format!("{stem}.svg"));
+    fn draw_grid<DB: DrawingBackend>(
+        root: &DrawingArea<DB, Shift>,
+        rows: &[(String, Vec<ndarray::Array2<f32>>)],
+        title: &str,
+        cell: (i32, i32),
+    ) -> Result<(), Error>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE)?;
+        root.draw(&Text::new(
+            title.to_string(),
+            (10, 10),
+            ("sans-serif", 19).into_font().style(FontStyle::Bold),
+        ))?;
+        for (r, (label, imgs)) in rows.iter().enumerate() {
+            let y0 = 44 + r as i32 * cell.1;
+            root.draw(&Text::new(
+                label.clone(),
+                (10, y0 + cell.1 / 2 - 9),
+                ("sans-serif", 16).into_font(),
+            ))?;
+            for (k, img) in imgs.iter().enumerate() {
+                let x0 = LABEL_W + k as i32 * cell.0;
+                for ((y, x), &v) in img.indexed_iter() {
+                    let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))).round() as u8;
+                    let (px, py) = (x0 + x as i32 * PX, y0 + y as i32 * PX);
+                    root.draw(&Rectangle::new(
+                        [(px, py), (px + PX, py + PX)],
+                        RGBColor(g, g, g).filled(),
+                    ))?;
+                }
+            }
+        }
+        Ok(())
+    }
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        draw_grid(&root, rows, title, cell)?;
+        root.present()?;
+    }
+    {
+        let root = SVGBackend::new(&svg, size).into_drawing_area();
+        draw_grid(&root, rows, title, cell)?;
+        root.present()?;
+    }
+    Ok(vec![png, svg])
+}
+
+/// Plot colour (palette index) and dash of a normalizer: the WS variants are
+/// dashed, GN+WS in GN's colour.
+pub fn kind_style(k: crate::model::NormKind) -> (usize, bool) {
+    use crate::model::NormKind;
+    match k {
+        NormKind::None => (0, false),
+        NormKind::Batch => (1, false),
+        NormKind::Layer => (2, false),
+        NormKind::Instance => (3, false),
+        NormKind::Group => (4, false),
+        NormKind::GroupWs => (4, true),
+        NormKind::BatchChannelWs => (5, true),
+    }
+}
+
+/// Percentage ticks at a round step inside `lo..=hi`.
+pub fn pct_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo) * 100.0;
+    let step = [1.0, 2.0, 5.0, 10.0, 20.0]
+        .into_iter()
+        .find(|s| span / s <= 10.0)
+        .unwrap_or(25.0);
+    let mut t = Vec::new();
+    let mut v = (lo * 100.0 / step).ceil() * step;
+    while v <= hi * 100.0 + 1e-9 {
+        t.push(v / 100.0);
+        v += step;
+    }
+    t
 }

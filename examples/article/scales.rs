@@ -17,6 +17,7 @@ use crate::data::Wine;
 use crate::model::Error;
 use crate::norms;
 use crate::plot::{self, Chart, Scale, Series};
+use crate::protocol::{Measurements, Metric};
 use crate::table::{sci, Table};
 
 /// Settings of part 1.
@@ -37,8 +38,14 @@ struct Outcome {
     curve: Vec<(f64, f64)>,
 }
 
-/// Runs part 1, prints its tables and writes its plot; returns the plot paths.
-pub fn run(wine: &Wine, set: &Settings, out: &Path) -> Result<Vec<PathBuf>, Error> {
+/// Runs part 1, prints its tables, records its measurements and writes its
+/// plot; returns the plot paths.
+pub fn run(
+    wine: &Wine,
+    set: &Settings,
+    out: &Path,
+    m: &mut Measurements,
+) -> Result<Vec<PathBuf>, Error> {
     let raw = wine.x.clone();
     let std = norms::standardize(raw.view())?;
     print_scales(wine, &std);
@@ -109,6 +116,14 @@ pub fn run(wine: &Wine, set: &Settings, out: &Path) -> Result<Vec<PathBuf>, Erro
         }
     }
 
+    for (o, standardized) in outcomes.iter().zip([false, true]) {
+        m.insert(Metric::StableLr { standardized }, vec![o.lr.unwrap_or(0.0)]);
+        m.insert(
+            Metric::StepsToTarget { standardized },
+            vec![o.reached.map_or(set.steps as f64 + 1.0, |s| s as f64)],
+        );
+    }
+
     // Plot the excess loss MSE − best: it shows how far each run still is
     // from the optimum, down to a floor where the curve leaves the chart.
     const FLOOR: f64 = 1e-6;
@@ -153,6 +168,7 @@ pub fn run(wine: &Wine, set: &Settings, out: &Path) -> Result<Vec<PathBuf>, Erro
                 markers: false,
                 reference: false,
                 dashed: false,
+                band: false,
             })
             .chain([Series {
                 label: "target: within 1% of the best MSE".into(),
@@ -162,6 +178,7 @@ pub fn run(wine: &Wine, set: &Settings, out: &Path) -> Result<Vec<PathBuf>, Erro
                 markers: false,
                 reference: true,
                 dashed: true,
+                band: false,
             }])
             .collect(),
         crosses: None,

@@ -86,3 +86,18 @@ pub fn sci(v: f64) -> String {
         format!("{v:.1e}")
     }
 }
+
+/// `"1 seed"`, `"3 seeds"`.
+pub fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// `mean ± sd` of fractions, in percent.
+pub fn pct_pm(v: &[f64]) -> String {
+    let (m, s) = mean_std(v);
+    format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s)
+}
