@@ -41,9 +41,14 @@ pub use ndarray;
 pub use norm_macros::norm;
 /// The SIMD level in use and how to cap it (for tests and benchmarks).
 pub use norm_runtime::simd;
+/// PyTorch state dicts: [`StateDict`] (named tensors read and written as safetensors), its
+/// [`Tensor`](state_dict::Tensor)s and [`Dtype`](state_dict::Dtype)s, and the `bf16`/`f16`
+/// element types of half-precision tensors.
+pub use norm_runtime::state_dict;
 /// Synchronized batch statistics across MPI ranks (feature `mpi`).
 #[cfg(feature = "mpi")]
 pub use norm_runtime::MpiCollective;
+pub use norm_runtime::StateDict;
 pub use norm_runtime::{
     ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
     SpecError, SpecIssue, StageGrads, StageParams, ThreadGroup, ThreadMember,

@@ -493,6 +493,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
     let viewmut_d = quote!(#p::ndarray::ArrayViewMut<'_, T, #d>);
     let res = quote!(::std::result::Result);
     let err = quote!(#p::NormError);
+    let state_dict_impl = crate::state_dict::state_dict_impl(spec, name);
 
     quote! {
         #(#attrs)*
@@ -672,5 +673,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
 
             #default_impl
         };
+
+        #state_dict_impl
     }
 }

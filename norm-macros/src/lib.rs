@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod expand;
+mod state_dict;
 mod tokens;
 
 use proc_macro::TokenStream;
