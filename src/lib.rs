@@ -43,6 +43,10 @@ pub use norm_macros::norm;
 pub use norm_runtime::cpu;
 /// The SIMD level in use and how to cap it (for tests and benchmarks).
 pub use norm_runtime::simd;
+/// PyTorch state dicts: [`StateDict`] (named tensors read and written as safetensors), its
+/// [`Tensor`](state_dict::Tensor)s and [`Dtype`](state_dict::Dtype)s, and the `bf16`/`f16`
+/// element types of half-precision tensors.
+pub use norm_runtime::state_dict;
 
 /// What normkit chose on this machine and why: the CPU (vendor, family, model), its caches,
 /// the SIMD level, the measured table entry or the default rule, and the size thresholds.
@@ -54,9 +58,11 @@ pub use norm_runtime::simd;
 pub fn cpu_report() -> String {
     norm_runtime::cpu::report()
 }
+
 /// Synchronized batch statistics across MPI ranks (feature `mpi`).
 #[cfg(feature = "mpi")]
 pub use norm_runtime::MpiCollective;
+pub use norm_runtime::StateDict;
 pub use norm_runtime::{
     ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
     SpecError, SpecIssue, StageGrads, StageParams, ThreadGroup, ThreadMember,

@@ -53,7 +53,10 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
         backward_methods(&layer, &stages),
         stats_method(&layer, &stages),
     ];
-    let impls = [default_impl(&layer)];
+    let impls = [
+        default_impl(&layer),
+        crate::state_dict::state_dict_impl(spec, layer.name),
+    ];
     let (name, rt) = (layer.name, &layer.rt);
     let layer_struct = layer_struct(&layer, &stages);
     let beside = &stages.items;

@@ -265,6 +265,11 @@ impl<T: Float> DynNorm<T> {
         &self.spec
     }
 
+    /// The name shown in error messages (see [`DynNorm::with_name`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The parameters and running statistics of every stage (one unless a chain).
     pub fn stages(&self) -> &[StageParams<T>] {
         &self.stages

@@ -100,6 +100,28 @@ pub enum NormError {
         /// What to do instead.
         reason: String,
     },
+    /// A state dict does not fit the layer: a missing key, an unexpected key under the
+    /// prefix, a tensor of the wrong shape or dtype (`load_state_dict`). The layer is
+    /// unchanged.
+    StateDictKey {
+        /// The layer's name.
+        layer: String,
+        /// The full key (`prefix` included), e.g. `layer.gn.weight`.
+        key: String,
+        /// What the layer expects there (a dtype and a shape, or no key at all).
+        expected: String,
+        /// What the state dict holds there.
+        found: String,
+    },
+    /// A safetensors file or buffer that cannot be read or written: truncated, a header
+    /// that is not valid JSON or whose offsets do not match the data, an I/O error.
+    StateDictFile {
+        /// The file's path (`<bytes>` for [`crate::StateDict::from_bytes`] and
+        /// [`crate::StateDict::to_bytes`]).
+        path: String,
+        /// What is wrong (what was being done, and the cause).
+        reason: String,
+    },
 }
 
 fn dims(shape: &[usize]) -> String {
@@ -165,6 +187,18 @@ impl fmt::Display for NormError {
             ),
             NormError::Size { layer, reason } => write!(f, "{layer}: {reason}"),
             NormError::Unsupported { layer, reason } => write!(f, "{layer}: {reason}"),
+            NormError::StateDictKey {
+                layer,
+                key,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{layer}: state dict key `{key}`: expected {expected}, found {found}"
+            ),
+            NormError::StateDictFile { path, reason } => {
+                write!(f, "StateDict `{path}`: {reason}")
+            }
             NormError::Collective { layer, reason } => {
                 write!(f, "{layer}: synchronizing statistics failed: {reason}")
             }

@@ -19,7 +19,10 @@ mod layer;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod plan;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod stage;
+pub mod state_dict;
 mod threads;
 mod types;
 
@@ -30,6 +33,7 @@ pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
 pub use error::NormError;
 pub use float::Float;
 pub use kernels::simd;
+pub use state_dict::StateDict;
 pub use threads::{ThreadGroup, ThreadMember};
 pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 
@@ -39,6 +43,9 @@ pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
     pub use crate::stage::{LayerInfo, Running, StageState};
+    pub use crate::state_dict::{
+        load_stages, save_stages, StageTensors, StageTensorsMut, StateDict,
+    };
     pub use ndarray;
     pub use norm_spec as spec;
 }
