@@ -26,7 +26,7 @@
 //!   results.
 //!
 //! The arithmetic is that of the stage-by-stage path (the same per-group statistics and dx
-//! terms, [`stage::dx_terms`]), except that the intermediate is never rounded to the element
+//! terms, [`stats::dx_terms`]), except that the intermediate is never rounded to the element
 //! type; results agree to rounding. The fused path takes chains whose stages normalize
 //! with batch statistics or fixed running statistics and carry axis parameters (or none);
 //! synchronized calls and external affine run stage by stage.
@@ -38,7 +38,8 @@ use crate::kernels::cells::{self, Cells, CoefOut};
 use crate::kernels::exec::{Acc, Raw, Stat};
 use crate::kernels::{coef, simd};
 use crate::plan::Plan;
-use crate::stage::{self, resize, LayerInfo, StageState};
+use crate::state::{resize, values, LayerInfo, StageState};
+use crate::stats;
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
 
@@ -84,7 +85,7 @@ struct Layout {
 impl Layout {
     /// The layout of cells of `len` elements of a chain on `shape` (elements of `elem`
     /// bytes); kept while the same layer runs on the same shape.
-    fn build(&mut self, info: &LayerInfo<'_>, shape: &[usize], len: usize, elem: usize) {
+    fn build(&mut self, info: &LayerInfo<'_>, (shape, plans): Shaped<'_>, len: usize, elem: usize) {
         let key = Some((info.fingerprint, len, simd::block_bytes()));
         if self.key == key && self.shape == shape {
             return;
@@ -92,18 +93,18 @@ impl Layout {
         self.key = None;
         let spec = info.spec;
         let nst = spec.stages.len();
-        let cells = shape.iter().product::<usize>() / len;
+        // The input exists: its element count fits (`cell_len` checked it is not zero).
+        let cells = plans.first().map_or(0, |p| p.numel) / len;
         self.cells = cells;
         resize(&mut self.group, nst * cells, 0);
         resize(&mut self.param, nst * cells, 0);
         for v in [&mut self.count, &mut self.groups, &mut self.params] {
             v.clear();
         }
-        for (s, stage) in spec.stages.iter().enumerate() {
-            let plan = Plan::new(spec, stage, shape);
+        for (s, plan) in plans.iter().enumerate().take(nst) {
             let cut = s * cells..(s + 1) * cells;
             cell_map(
-                &plan,
+                plan,
                 len,
                 &mut self.group[cut.clone()],
                 &mut self.param[cut],
@@ -295,12 +296,12 @@ impl Affines {
             self.off.push(at);
             self.gb.resize(at + np.max(1), (1.0, 0.0));
             if let Some(g) = st.gamma.as_ref() {
-                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(g).iter()) {
+                for (d, v) in self.gb[at..].iter_mut().zip(values(g).iter()) {
                     d.0 = v.to_acc();
                 }
             }
             if let Some(b) = st.beta.as_ref() {
-                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(b).iter()) {
+                for (d, v) in self.gb[at..].iter_mut().zip(values(b).iter()) {
                     d.1 = v.to_acc();
                 }
             }
@@ -339,11 +340,11 @@ impl<T: Float> ChainScratch<T> {
         &mut self,
         info: &LayerInfo<'_>,
         states: &[StageState<'_, T>],
-        shape: &[usize],
+        shaped: Shaped<'_>,
         len: usize,
     ) {
         let lay = &mut self.layout;
-        lay.build(info, shape, len, std::mem::size_of::<T>());
+        lay.build(info, shaped, len, std::mem::size_of::<T>());
         self.blocks.resize_with(lay.blocks(), Block::default);
         self.aff.fill(states, &lay.params);
         let n = lay.cells;
@@ -353,26 +354,29 @@ impl<T: Float> ChainScratch<T> {
     }
 }
 
+/// An input shape with the plan of every stage on it (built once per call).
+pub(crate) type Shaped<'a> = (&'a [usize], &'a [Plan]);
+
 /// The cell length of a chain on `shape`, if it takes the fused path: the longest trailing
 /// run (a product of trailing dims, shorter than the input) over which, in every stage's
 /// plan, neither the statistics group nor the parameters move.
-pub(crate) fn cell_len(info: &LayerInfo<'_>, shape: &[usize]) -> Option<usize> {
+pub(crate) fn cell_len(info: &LayerInfo<'_>, plans: &[Plan], shape: &[usize]) -> Option<usize> {
     let spec = info.spec;
     if spec.stages.len() < 2 || spec.stages.iter().any(|s| s.affine == Affine::External) {
         return None;
     }
-    let numel: usize = shape.iter().product();
+    let numel = plans.first()?.numel;
     if numel == 0 {
         return None;
     }
     // Candidate k: the product of the last k + 1 dims; a bit per candidate every stage takes.
     let mut ok = u32::MAX;
-    for st in spec.stages.iter() {
-        let plan = Plan::new(spec, st, shape);
+    for plan in plans {
         let mut len = 1;
         for (k, &d) in shape.iter().rev().enumerate() {
+            // A product of trailing sizes of a non-empty input: at most `numel`.
             len *= d;
-            if !constant_on(&plan, len) {
+            if !constant_on(plan, len) {
                 ok &= !(1 << k);
             }
         }
@@ -541,7 +545,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
                 for (j, &(_, mean, m2)) in blk.acc.iter().enumerate() {
-                    blk.stats[lo + j] = stage::group_stat(stage, mean, m2, lay.count[s]);
+                    blk.stats[lo + j] = stats::group_stat(stage, mean, m2, lay.count[s]);
                 }
             }
             let local = |blk: &Block, j: usize| blk.stats[lo + lay.local[self.at(s, b * bs + j)]];
@@ -613,7 +617,7 @@ impl<'a> Ctx<'a> {
             // Per group: dz = g·r + x̂·c1 + c0 (the stage-by-stage path's terms).
             for (j, a) in blk.acc.iter_mut().enumerate() {
                 let stat = &sv.stats[lay.global(s, b, j)];
-                let (c0, c1) = stage::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
+                let (c0, c1) = stats::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
                 *a = (c0, c1, 0.0);
             }
             for j in 0..bs {
@@ -640,7 +644,7 @@ impl<'a> Ctx<'a> {
 pub(crate) fn forward<T: Float>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
-    shape: &[usize],
+    (shape, plans): Shaped<'_>,
     len: usize,
     x: &[T],
     mode: Mode,
@@ -649,7 +653,7 @@ pub(crate) fn forward<T: Float>(
     cs: &mut ChainScratch<T>,
 ) {
     let spec = info.spec;
-    cs.prepare(info, states, shape, len);
+    cs.prepare(info, states, (shape, plans), len);
     let fixed = |s: usize| mode == Mode::Eval && spec.stages[s].running_stats;
     for (s, stage) in spec.stages.iter().enumerate() {
         let sv = &mut saved.stages[s];
@@ -659,8 +663,7 @@ pub(crate) fn forward<T: Float>(
                 .running
                 .as_ref()
                 .expect("checked: running statistics present");
-            let plan = Plan::new(spec, stage, shape);
-            stage::running_stats(stage, &plan, running, &mut sv.stats);
+            stats::running_stats(stage, &plans[s], running, &mut sv.stats);
         }
         sv.fixed = fixed(s);
         sv.synced = false;
@@ -712,9 +715,8 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         }
-        let plan = Plan::new(spec, stage, shape);
         let running = states[s].running.as_mut();
-        stage::train_running(stage, &plan, mode, sv.count, &sv.stats, running, run);
+        stats::train_running(stage, &plans[s], mode, sv.count, &sv.stats, running, run);
     }
 }
 
@@ -723,7 +725,7 @@ pub(crate) fn forward<T: Float>(
 pub(crate) fn backward<T: Float>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
-    shape: &[usize],
+    (shape, plans): Shaped<'_>,
     x: &[T],
     dy: &[T],
     saved: &Saved<T>,
@@ -733,7 +735,7 @@ pub(crate) fn backward<T: Float>(
 ) {
     let spec = info.spec;
     let len = saved.cell_len;
-    cs.prepare(info, states, shape, len);
+    cs.prepare(info, states, (shape, plans), len);
     let ChainScratch {
         layout: lay,
         blocks,
@@ -795,11 +797,10 @@ pub(crate) fn backward<T: Float>(
             dparams[p] += sdx;
             dparams[params + p] += sd;
         }
-        let plan = Plan::new(spec, stage, shape);
-        let pshape = plan.param_shape.as_slice();
-        stage::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);
+        let pshape = plans[s].param_shape.as_slice();
+        stats::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);
         if stage.bias {
-            stage::fill_grad(&mut gr.dbeta, pshape, &dparams[params..]);
+            stats::fill_grad(&mut gr.dbeta, pshape, &dparams[params..]);
         } else {
             gr.dbeta = None;
         }

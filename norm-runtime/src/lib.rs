@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod chain;
+mod check;
 mod collective;
 mod dynamic;
 mod error;
@@ -18,7 +19,11 @@ mod layer;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod plan;
+mod scratch;
+mod sizes;
 mod stage;
+mod state;
+mod stats;
 mod threads;
 mod types;
 
@@ -37,7 +42,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
-    pub use crate::stage::{LayerInfo, Running, StageState};
+    pub use crate::state::{LayerInfo, Running, StageState};
     pub use ndarray;
     pub use norm_spec as spec;
 }

@@ -122,7 +122,7 @@ multiversion! {
         raws: &mut [Raw],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
@@ -175,7 +175,7 @@ multiversion! {
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
         finish: &mut TaskDxFinish<'_, T>,
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;

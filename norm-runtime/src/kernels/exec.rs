@@ -279,27 +279,33 @@ impl Units {
     }
 }
 
-/// An output written by many tasks, each to lines no other task writes.
-pub(crate) struct SharedOut<T> {
+/// An output written by many tasks, each to lines no other task writes. It holds the
+/// exclusive borrow `'a` of the output slice for as long as it lives (the `PhantomData`),
+/// so no one else can read or write the output meanwhile; the lines handed out by
+/// [`line`](Self::line) live no longer than `&self`.
+pub(crate) struct SharedOut<'a, T> {
     ptr: *mut T,
     len: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(super) stream: bool,
+    _out: std::marker::PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: tasks only write through `line`, to disjoint ranges (see there); `T: Send`.
-unsafe impl<T: Send> Send for SharedOut<T> {}
-// SAFETY: as above: concurrent `line` calls never overlap.
-unsafe impl<T: Send> Sync for SharedOut<T> {}
+// SAFETY: a `SharedOut` is the exclusive borrow of a `[T]` (`T: Send`, so `&mut [T]` is
+// `Send`); tasks only write through `line`, to ranges no other task asks for (see there).
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
+// SAFETY: as above: concurrent `line` calls never overlap, and nothing reads through `&self`.
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
 
-impl<T> SharedOut<T> {
+impl<'a, T> SharedOut<'a, T> {
     /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
-    pub(super) fn new(out: &mut [T], arrays: usize) -> Self {
-        let bytes = arrays * std::mem::size_of_val(out);
+    pub(super) fn new(out: &'a mut [T], arrays: usize) -> Self {
+        let bytes = arrays.saturating_mul(std::mem::size_of_val(out));
         SharedOut {
             ptr: out.as_mut_ptr(),
             len: out.len(),
             stream: simd::streams(bytes),
+            _out: std::marker::PhantomData,
         }
     }
 
@@ -319,9 +325,13 @@ impl<T> SharedOut<T> {
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     pub(super) unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
-        assert!(off + len <= self.len, "line out of bounds");
-        // SAFETY: in bounds (asserted) of the slice `new` borrowed mutably for the lifetime
-        // of `self`; exclusive by the caller's contract.
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len),
+            "line out of bounds"
+        );
+        // SAFETY: in bounds (asserted) of the slice that `new` borrowed mutably for `'a`,
+        // which outlives `&self` (the `PhantomData` holds that borrow); exclusive by the
+        // caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
     }
 }
@@ -395,7 +405,7 @@ type Coef3<'a, T> = (&'a [T], &'a [T], &'a [T]);
 fn elementwise<T: Float>(
     units: &Units,
     x: &[T],
-    out: &SharedOut<T>,
+    out: &SharedOut<'_, T>,
     coef: Coef3<'_, T>,
     params: Params<'_, T>,
     u: usize,
@@ -478,7 +488,7 @@ multiversion! {
     fn normalize_task<T: Float>(
         units: &Units,
         x: &[T],
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
         coef: Coef3<'_, T>,
         params: Params<'_, T>,
         t0: usize,
@@ -520,7 +530,7 @@ multiversion! {
         u1: usize,
         c: CoefMut<'_, T>,
         acc: &mut [f64],
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let gpu = units.gpu;
         if gpu == 1 {
@@ -561,7 +571,7 @@ fn groups_forward<T: Float>(
     u0: usize,
     u1: usize,
     c: CoefMut<'_, T>,
-    out: &SharedOut<T>,
+    out: &SharedOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
@@ -672,6 +682,11 @@ pub(crate) fn sums_all<T: Float>(
     acc.clear();
     acc.resize(groups + 2 * gpu * ntasks, 0.0);
     let (shift, parts) = acc.split_at_mut(groups);
+    if groups == 0 {
+        // A zero-size axis: no unit or no group has values to sum.
+        raws.fill(Raw::default());
+        return;
+    }
     for u in 0..units.count {
         shifts(units, x, u, center, &mut shift[u * gpu..(u + 1) * gpu]);
     }
@@ -862,7 +877,7 @@ fn unit_dx<T: Float>(
     units: &Units,
     x: &[T],
     dy: &[T],
-    out: &SharedOut<T>,
+    out: &SharedOut<'_, T>,
     coef: Coef4<'_, T>,
     g0: usize,
     gamma: Option<&[T]>,
@@ -945,7 +960,7 @@ multiversion! {
         units: &Units,
         x: &[T],
         dy: &[T],
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
         coef: Coef4<'_, T>,
         gamma: Option<&[T]>,
         t0: usize,
@@ -972,7 +987,7 @@ multiversion! {
         u0: usize,
         u1: usize,
         o: BackOut<'_, T>,
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let gpu = units.gpu;
         let all = (0, units.lines);
@@ -1157,7 +1172,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
     unsafe fn dx_rows<const R: usize>(
         &self,
         u: usize,
-        out: &'a SharedOut<T>,
+        out: &'a SharedOut<'_, T>,
         coef: Coef4<'_, T>,
         k: usize,
     ) -> DxRows<'a, T, R> {
@@ -1213,7 +1228,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
         &self,
         (u, end): (usize, usize),
         k: usize,
-        out: &'a SharedOut<T>,
+        out: &'a SharedOut<'_, T>,
         grads: &mut RowGrads<'_, T>,
         o: &mut BackOut<'_, T>,
     ) {
@@ -1241,7 +1256,7 @@ fn rows_backward<T: Float>(
     u0: usize,
     u1: usize,
     mut o: BackOut<'_, T>,
-    out: &SharedOut<T>,
+    out: &SharedOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
@@ -1306,7 +1321,7 @@ fn groups_backward<T: Float>(
     u0: usize,
     u1: usize,
     mut o: BackOut<'_, T>,
-    out: &SharedOut<T>,
+    out: &SharedOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
@@ -1384,6 +1399,13 @@ pub(crate) fn dsums_all<T: Float>(
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     let stride = 2 * gpu + np2;
+    sg.fill(0.0);
+    sgx.fill(0.0);
+    dparams.fill(0.0);
+    if ntasks == 0 || stride == 0 {
+        // A zero-size axis: every sum is over no values.
+        return;
+    }
     acc.clear();
     acc.resize(stride * ntasks, 0.0);
     let per = units.per_job();
@@ -1394,9 +1416,6 @@ pub(crate) fn dsums_all<T: Float>(
             .enumerate()
             .for_each(|(j, parts)| dsums_task(units, x, dy, xhat, gamma, j * per, stride, parts));
     }
-    sg.fill(0.0);
-    sgx.fill(0.0);
-    dparams.fill(0.0);
     for (t, part) in acc.chunks(stride).enumerate() {
         let g0 = (t / cpu) * gpu;
         for i in 0..gpu {
@@ -1579,9 +1598,24 @@ pub(crate) fn row_raws<T: Float>(units: &Units, x: &[T], center: bool, out: &mut
 }
 
 /// Raw shifted sums of every group (for `stats`), in the same order as the forward pass.
+///
+/// An input with a zero-size axis has no units (or no groups per unit): every group keeps
+/// its default (zero) sums.
 pub(crate) fn raw_sums<T: Float>(units: &Units, x: &[T], center: bool, out: &mut [Raw]) {
     let gpu = units.gpu;
+    if units.count == 0 || gpu == 0 {
+        out.fill(Raw::default());
+        return;
+    }
     let mut acc = vec![0.0f64; 3 * gpu * units.count];
+    if units.count <= units.per_task() {
+        // Small inputs: on the calling thread, without handing tasks to the pool.
+        out.chunks_mut(gpu)
+            .zip(acc.chunks_mut(3 * gpu))
+            .enumerate()
+            .for_each(|(u, (raws, acc))| raw_sums_task(units, x, center, u, raws, acc));
+        return;
+    }
     out.par_chunks_mut(gpu)
         .zip(acc.par_chunks_mut(3 * gpu))
         .enumerate()

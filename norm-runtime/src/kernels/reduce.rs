@@ -135,6 +135,13 @@ pub(crate) fn dx_then_dsums_apart<T: crate::Float, const R: usize>(
     T::dsums_rows(next, p)
 }
 
+/// The values of `out` before its first 64-byte boundary: an elementwise loop split there
+/// stores whole cache lines (an unaligned vector store straddles two).
+#[inline(always)]
+pub(crate) fn head<T>(out: &[T]) -> usize {
+    out.as_ptr().align_offset(64).min(out.len())
+}
+
 /// Portable reference of [`RowReduce::row_sums`].
 #[inline(always)]
 pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
@@ -253,7 +260,7 @@ pub(crate) fn row_dx_portable<T: crate::Float>(
     g: Option<&[T]>,
 ) {
     // Elementwise: the two parts compute exactly what the whole row would.
-    let h = super::lines::head(out).min(x.len()).min(dy.len());
+    let h = head(out).min(x.len()).min(dy.len());
     let (o0, o1) = out.split_at_mut(h);
     row_dx_part(&x[..h], &dy[..h], o0, k, g);
     row_dx_part(&x[h..], &dy[h..], o1, k, g.map(|g| &g[h.min(g.len())..]));
