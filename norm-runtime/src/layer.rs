@@ -92,7 +92,7 @@ fn check_all<T: Float>(
 
 /// Runs `f` with this thread's scratch and the stage plans of this call, built once by
 /// [`check_all`] (their buffer comes from the scratch and goes back after the call).
-fn checked<'s, T: Float, S, R>(
+fn checked<'s, T: Float + 's, S, R>(
     info: &LayerInfo<'_>,
     states: S,
     shape: &[usize],
@@ -101,7 +101,6 @@ fn checked<'s, T: Float, S, R>(
 ) -> Result<R, NormError>
 where
     S: std::ops::Deref<Target = [StageState<'s, T>]>,
-    T: 's,
 {
     with_scratch(|scratch: &mut Scratch<T>| {
         let mut plans = std::mem::take(&mut scratch.plans);

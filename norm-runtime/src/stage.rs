@@ -7,7 +7,7 @@ use norm_spec::Affine;
 use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
-use crate::kernels::exec::{self, BackOut, CoefMut, Params, Raw, Stat, Units};
+use crate::kernels::exec::{self, BackOut, CoefMut, Params, ShiftedSums, Stat, Units};
 use crate::plan::Plan;
 use crate::scratch::Scratch;
 use crate::state::{resize, values, LayerInfo, StageState};
@@ -84,7 +84,7 @@ pub(crate) fn forward<T: Float>(
     } else if let Some(comm) = comm {
         // Local (count, mean, M2) per group → all members → merged in rank order.
         let mut raws = std::mem::take(&mut scratch.acc.raws);
-        resize(&mut raws, groups, Raw::default());
+        resize(&mut raws, groups, ShiftedSums::default());
         exec::sums_all(&units, x, stage.center, &mut raws, &mut scratch.acc.f);
         let mut local = std::mem::take(&mut scratch.sync_local);
         local.clear();
@@ -134,7 +134,7 @@ pub(crate) fn forward<T: Float>(
             // The checks `check` leaves to the exchange of a synchronized stage.
             check_count(info, stage, mode, n, plan)?;
         }
-        let finish = |s: usize, raw: Raw, out: &mut Stat| {
+        let finish = |s: usize, raw: ShiftedSums, out: &mut Stat| {
             let (mean, m2) = mean_m2(stage, raw, n);
             let st = group_stat(stage, mean, m2, n);
             *out = st;

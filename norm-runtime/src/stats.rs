@@ -5,7 +5,7 @@
 use ndarray::{ArrayD, ArrayViewMutD, IxDyn};
 use norm_spec::{EpsMode, Momentum, Stage};
 
-use crate::kernels::exec::{self, Raw, Stat, Units};
+use crate::kernels::exec::{self, ShiftedSums, Stat, Units};
 use crate::plan::Plan;
 use crate::state::{resize, values, LayerInfo, Running};
 use crate::types::Mode;
@@ -41,7 +41,7 @@ pub(crate) fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
 }
 
 /// Mean and M2 of a group from its raw shifted sums (M2 = Σx² without centering).
-pub(crate) fn mean_m2(stage: &Stage, raw: Raw, n: usize) -> (f64, f64) {
+pub(crate) fn mean_m2(stage: &Stage, raw: ShiftedSums, n: usize) -> (f64, f64) {
     if stage.center {
         let d = raw.sum / n as f64;
         // Clamp rounding below zero, but keep NaN (f64::max would turn NaN into 0).
@@ -158,7 +158,7 @@ pub(crate) fn moments<T: Float>(
 ) -> (ArrayD<T>, ArrayD<T>) {
     let stage = &info.spec.stages[k];
     let n = plan.group_len;
-    let mut raws = vec![Raw::default(); plan.groups];
+    let mut raws = vec![ShiftedSums::default(); plan.groups];
     exec::raw_sums(&Units::new(plan), x, stage.center, &mut raws);
     let mut mean = Vec::with_capacity(plan.groups);
     let mut var = Vec::with_capacity(plan.groups);
