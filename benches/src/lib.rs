@@ -5,6 +5,7 @@
 //!   the same format or as a table ([`report`]);
 //! - a STREAM-style bandwidth probe at the suite's working sets ([`stream`]);
 //! - the side-by-side comparison with a `torch_suite.py` output ([`compare`]);
+//! - the small calls beside plain scalar loops ([`small`], `--small`);
 //! - the command line tying them together ([`cli`]).
 //!
 //! See `benches/README.md` for usage.
@@ -15,5 +16,6 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod report;
+pub mod small;
 pub mod stream;
 pub mod timing;
