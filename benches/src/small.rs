@@ -222,7 +222,7 @@ pub fn plain_ln(x: &[f32], d: usize, gamma: &[f32], beta: &[f32], y: &mut [f32])
     }
 }
 
-/// Plain BatchNorm2d eval on NCHW: y = (x − rm[c])/√(rv[c] + eps)·γ[c] + β[c].
+/// Plain BatchNorm2d eval on NCHW: `y = (x − rm[c])/√(rv[c] + eps)·γ[c] + β[c]` per channel `c`.
 pub fn plain_bn2d_eval(x: &[f32], shape: &[usize], p: [&[f32]; 4], y: &mut [f32]) {
     let [gamma, beta, rm, rv] = p;
     let (c, hw) = (shape[1], shape[2] * shape[3]);
