@@ -21,7 +21,7 @@ use std::path::Path;
 
 use normkit::ndarray::{Array, Array1, Array2, Array3, Array4, ArrayD, Axis, IxDyn};
 use normkit::prelude::*;
-use normkit::{NormSpec, StageParams};
+use normkit::{NormSpec, StageParams, ThreadGroup, ThreadMember};
 
 // ---------------------------------------------------------------------------------------
 // Layers under test
@@ -495,6 +495,58 @@ const CATALOGUE: &[Case] = &[
                 if layer == "DynNorm" && reason.contains("fixed to 4") && reason.contains("got 8"))
         },
         says: &["DynNorm", "`C`", "4", "8"],
+    },
+    Case {
+        name: "DynNorm::new with a size of usize::MAX",
+        call: || {
+            let bn = r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats"#;
+            DynNorm::<f32>::new(&spec(bn), &[("C", usize::MAX)]).unwrap_err()
+        },
+        is: |e| {
+            matches!(e, NormError::Size { layer, reason }
+                if layer == "DynNorm" && reason.contains("gamma")
+                    && reason.contains(&usize::MAX.to_string()) && reason.contains("too large"))
+        },
+        says: &["DynNorm", "gamma", "too large"],
+    },
+    Case {
+        name: "DynNorm::new with sizes whose product overflows",
+        call: || {
+            let ln = r#"input = "N,L,D", axes = "L,D", affine = "L,D""#;
+            DynNorm::<f64>::new(&spec(ln), &[("L", 1 << 40), ("D", 1 << 40)]).unwrap_err()
+        },
+        is: |e| {
+            matches!(e, NormError::Size { layer, reason }
+                if layer == "DynNorm" && reason.contains("gamma") && reason.contains("too large"))
+        },
+        says: &["DynNorm", "gamma", "1099511627776"],
+    },
+    Case {
+        name: "DynNorm::new with an allocation too large",
+        // 2^50 f32 values (4 PiB): a valid size that no allocator can serve.
+        call: || DynNorm::<f32>::new(&spec(GN_SPEC), &[("C", 1 << 50)]).unwrap_err(),
+        is: |e| {
+            matches!(e, NormError::Size { layer, reason }
+                if layer == "DynNorm" && reason.contains("gamma")
+                    && reason.contains("more than can be allocated"))
+        },
+        says: &["DynNorm", "gamma", "1125899906842624", "bytes"],
+    },
+    Case {
+        name: "stats on an input whose reduced axis is empty",
+        call: || {
+            let bn1 = r#"input = "N,D", axes = "N", running_stats"#;
+            let layer = DynNorm::<f32>::new(&spec(bn1), &[("D", 6)])
+                .unwrap()
+                .with_name("bn1d");
+            let x = Array2::<f32>::zeros((0, 6)).into_dyn();
+            layer.stats(x.view()).unwrap_err()
+        },
+        is: |e| {
+            matches!(e, NormError::EmptyGroup { layer, shape }
+                if layer == "bn1d" && shape == &[0, 6])
+        },
+        says: &["bn1d", "[0, 6]"],
     },
     Case {
         name: "DynNorm::new with C not divisible by groups",
@@ -995,6 +1047,38 @@ fn empty_kept_axis_gives_empty_output() {
     let g = gn.backward(x.view(), y.view(), &saved).unwrap();
     assert_eq!(g.dx.shape(), &[0, 4, 3, 3]);
     assert!(g.dgamma.unwrap().iter().all(|&v| v == 0.0));
+}
+
+/// `stats()` on an input whose *kept* axis is empty (no statistics groups): empty moments,
+/// like the empty output of `forward` (issue 13: this panicked in the kernels).
+#[test]
+fn stats_on_empty_kept_axis_is_empty() {
+    let bn1 = spec(r#"input = "N,D", axes = "N", running_stats"#);
+    let mut layer = DynNorm::<f32>::new(&bn1, &[("D", 0)]).unwrap();
+    let x = Array2::<f32>::zeros((6, 0)).into_dyn();
+    let m = layer.stats(x.view()).unwrap();
+    assert_eq!(m.mean.shape(), &[0]);
+    assert_eq!(m.var.shape(), &[0]);
+    let (y, saved) = layer.forward_train(x.view()).unwrap();
+    assert_eq!(y.shape(), &[6, 0]);
+    let g = layer.backward(x.view(), y.view(), &saved).unwrap();
+    assert_eq!(g.dx.shape(), &[6, 0]);
+    // The same through the synchronized path with two members (each on its own thread).
+    let [a, b]: [ThreadMember; 2] = ThreadGroup::new(2).try_into().unwrap();
+    let other = layer.clone();
+    std::thread::scope(|s| {
+        let x2 = x.clone();
+        let h = s.spawn(move || {
+            let mut l = other;
+            l.forward_sync(x2.view(), Mode::Train, &b)
+                .map(|(y, _)| y.shape().to_vec())
+        });
+        let mine = layer
+            .forward_sync(x.view(), Mode::Train, &a)
+            .map(|(y, _)| y.shape().to_vec());
+        assert_eq!(mine, Ok(vec![6, 0]));
+        assert_eq!(h.join().unwrap(), Ok(vec![6, 0]));
+    });
 }
 
 /// A dynamic chain's gradients come from `backward_chain`, which accepts what `backward`

@@ -28,6 +28,7 @@
 //! | `large_inputs_match_reference` — up to 150 000 values (multi-task paths), backward by random projections | 64 |
 //! | `f32_layer_matches_reference` — `DynNorm<f32>`, single stage, 1e-5 | 1500 |
 //! | `empty_inputs` — zero-size axes | 1000 |
+//! | `every_entry_point_on_empty_inputs` — zero-size axes through `stats`, every forward path (incl. `_into`, `forward_sync` with 1 and 2 members), `backward`/`_into`/`_chain`: no panic, consistent outcomes | 250 |
 //! | `normalized_output_has_zero_mean_unit_variance` (item 4) | 1500 |
 //! | `scale_and_shift_equivariance` (item 4) | 1500 |
 //! | `input_gradient_sums_to_zero_per_group` (item 4) | 1500 |
@@ -2450,5 +2451,210 @@ fn eval_with_running_stats_on_empty_groups_never_panics() {
         CASES_EMPTY,
         choices(),
         |(c, seed), tally| eval_on_empty_groups_case(&c, seed, tally, true),
+    )
+}
+
+/// What a call on an empty input gave: the output's shape, or the error's variant.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Shape(Vec<usize>),
+    Refused(&'static str),
+}
+
+fn outcome<R>(r: Result<R, NormError>, shape: impl FnOnce(&R) -> Vec<usize>) -> Outcome {
+    match r {
+        Ok(v) => Outcome::Shape(shape(&v)),
+        Err(NormError::EmptyGroup { .. }) => Outcome::Refused("EmptyGroup"),
+        Err(NormError::TooFewValues { .. }) => Outcome::Refused("TooFewValues"),
+        Err(NormError::Unsupported { .. }) => Outcome::Refused("Unsupported"),
+        Err(NormError::Saved { .. }) => Outcome::Refused("Saved"),
+        Err(_) => Outcome::Refused("other"),
+    }
+}
+
+/// Runs `f`, turning a panic into a test failure that names the entry point.
+fn no_panic<R>(what: &str, ctx: &str, f: impl FnOnce() -> R) -> Result<R, TestCaseError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|_| fail(format!("{what} panicked on an empty input\n{ctx}")))
+}
+
+/// One case of `every_entry_point_on_empty_inputs`.
+fn every_entry_point_case(c: &Choices, seed: u64, tally: &Tally) -> Result<(), TestCaseError> {
+    let i = c[CHOICES - 4] as usize;
+    let how = Setup {
+        no_bcast_x: true,
+        ..Setup::default()
+    };
+    let case = setup(c, seed, how, |m| {
+        let i = i % m.names.len();
+        m.shape[i] = 0;
+        m.fixed[i] = false;
+        true
+    })?;
+    let (m, ctx) = (&case.m, &case.ctx);
+    tally.note_model(m);
+    let shape = m.shape.clone();
+    let same = |a: &ArrayD<f64>| a.shape().to_vec();
+    let x = case.x.view();
+    let dy = case.dy.view();
+    let ext = case.ext_views();
+    let geo = &case.geos[0];
+    let st = &m.stages[0];
+
+    // `stats`: the first stage's moments, shaped by its statistics axes, or refused exactly
+    // where a statistics group exists and is empty (the input is checked against every
+    // stage, as for the other calls) or has one value with `unbiased` (the first stage).
+    let stats = no_panic("stats", ctx, || case.layer.stats(x.clone()))?;
+    let any_empty = case.geos.iter().any(|g| g.n_stat > 0 && g.group_len == 0);
+    let want = if any_empty {
+        Outcome::Refused("EmptyGroup")
+    } else if geo.n_stat > 0 && st.unbiased() && geo.group_len <= 1 {
+        Outcome::Refused("TooFewValues")
+    } else {
+        Outcome::Shape(geo.stat_shape.clone())
+    };
+    let got = outcome(stats, |s| {
+        assert_eq!(s.mean.shape(), s.var.shape());
+        s.mean.shape().to_vec()
+    });
+    if got != want {
+        return Err(fail(format!("stats: {got:?}, expected {want:?}\n{ctx}")));
+    }
+
+    for mode in [Mode::Train, Mode::Eval] {
+        let tag = format!("{mode:?}");
+        // The reference call: `forward` (or `forward_external`).
+        let mut layer = case.layer.clone();
+        let first = no_panic(&format!("{tag} forward"), ctx, || {
+            lib_forward(&mut layer, x.clone(), ext.clone(), mode)
+        })?;
+        let saved = first.as_ref().ok().map(|(_, s)| s.clone());
+        let first = outcome(first, |(y, _)| same(y));
+        if let Outcome::Shape(s) = &first {
+            if s != &shape {
+                return Err(fail(format!("{tag} forward: y shape {s:?}\n{ctx}")));
+            }
+        }
+        tally.note(match first {
+            Outcome::Shape(_) => "empty: forward accepted",
+            Outcome::Refused(_) => "empty: forward refused",
+        });
+        let mut others: Vec<(&str, Outcome)> = Vec::new();
+        if ext.is_none() {
+            // The `_into` paths, and `forward_eval`, agree with `forward`.
+            let mut layer = case.layer.clone();
+            let mut out = ArrayD::<f64>::zeros(IxDyn(&shape));
+            let r = no_panic(&format!("{tag} forward_*_into"), ctx, || match mode {
+                Mode::Train => {
+                    layer.forward_train_into(x.clone(), out.view_mut(), &mut Saved::new())
+                }
+                Mode::Eval => layer.forward_eval_into(x.clone(), out.view_mut()),
+            })?;
+            others.push(("forward_*_into", outcome(r, |_| shape.clone())));
+            if mode == Mode::Eval {
+                let r = no_panic("forward_eval", ctx, || case.layer.forward_eval(x.clone()))?;
+                others.push(("forward_eval", outcome(r, same)));
+            }
+            // A group of one member: the same as without synchronization.
+            let mut layer = case.layer.clone();
+            let r = no_panic(&format!("{tag} forward_sync(Solo)"), ctx, || {
+                layer.forward_sync(x.clone(), mode, &normkit::Solo)
+            })?;
+            if let Ok((_, s)) = &r {
+                let b = no_panic("backward_sync(Solo)", ctx, || {
+                    layer.backward_sync(x.clone(), dy.clone(), s, &normkit::Solo)
+                })?;
+                others.push(("backward_sync(Solo)", outcome(b, |g| same(&g.dx))));
+            }
+            others.push(("forward_sync(Solo)", outcome(r, |(y, _)| same(y))));
+            // Two members, each with the same empty micro-batch: no panic, and both members
+            // get the same answer.
+            let [a, b]: [normkit::ThreadMember; 2] = normkit::ThreadGroup::new(2)
+                .try_into()
+                .map_err(|_| fail("ThreadGroup::new(2)".to_string()))?;
+            let (layer_a, layer_b) = (case.layer.clone(), case.layer.clone());
+            let xa = x.to_owned();
+            let xb = x.to_owned();
+            let (ra, rb) = std::thread::scope(|sc| {
+                let h = sc.spawn(move || {
+                    let mut l = layer_b;
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        outcome(l.forward_sync(xb.view(), mode, &b), |(y, _)| same(y))
+                    }))
+                });
+                let mut l = layer_a;
+                let ra = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    outcome(l.forward_sync(xa.view(), mode, &a), |(y, _)| same(y))
+                }));
+                let rb: Result<Outcome, Box<dyn std::any::Any + Send>> = match h.join() {
+                    Ok(r) => r,
+                    Err(e) => Err(e),
+                };
+                (ra, rb)
+            });
+            match (ra, rb) {
+                (Ok(ra), Ok(rb)) if ra == rb => {
+                    if let Outcome::Shape(s) = &ra {
+                        if s != &shape {
+                            return Err(fail(format!("{tag} forward_sync(2): {s:?}\n{ctx}")));
+                        }
+                    }
+                }
+                (ra, rb) => {
+                    return Err(fail(format!(
+                        "{tag} forward_sync with 2 members: {ra:?} vs {rb:?} (Err: panicked)\n{ctx}"
+                    )))
+                }
+            }
+        }
+        for (what, got) in &others {
+            if got != &first {
+                return Err(fail(format!(
+                    "{tag} {what}: {got:?}, but forward gave {first:?}\n{ctx}"
+                )));
+            }
+        }
+        // Backward (and `backward_into` of a single stage) accepts what forward saved.
+        if let Some(saved) = saved {
+            let r = no_panic(&format!("{tag} backward"), ctx, || {
+                lib_backward(&case.layer, m.chain, x.clone(), dy.clone(), &saved)
+            })?;
+            let got = outcome(r, |(dx, _)| same(dx));
+            if got != Outcome::Shape(shape.clone()) {
+                return Err(fail(format!("{tag} backward: {got:?}\n{ctx}")));
+            }
+            if !m.chain {
+                let mut grads = Grads {
+                    dx: ArrayD::<f64>::zeros(IxDyn(&shape)),
+                    dgamma: None,
+                    dbeta: None,
+                };
+                let r = no_panic(&format!("{tag} backward_into"), ctx, || {
+                    case.layer
+                        .backward_into(x.clone(), dy.clone(), &saved, &mut grads)
+                })?;
+                let got = outcome(r, |_| shape.clone());
+                if got != Outcome::Shape(shape.clone()) {
+                    return Err(fail(format!("{tag} backward_into: {got:?}\n{ctx}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every entry point of `DynNorm` (`stats`, `forward`/`forward_external` in both modes, the
+/// `_into` paths, `forward_eval`, `forward_sync`/`backward_sync` with one member and with
+/// two, `backward`, `backward_into`, `backward_chain`) on random declarations whose input
+/// has a zero-size axis: never a panic; `stats` gives moments shaped by the statistics axes
+/// or refuses exactly where a statistics group is empty; every forward path agrees with
+/// `forward`; backward accepts what forward saved.
+#[test]
+fn every_entry_point_on_empty_inputs() {
+    run(
+        "every_entry_point_on_empty_inputs",
+        CASES_EMPTY / 4,
+        choices(),
+        |(c, seed), tally| every_entry_point_case(&c, seed, tally),
     )
 }

@@ -18,6 +18,7 @@ norm-bench: times normkit on the suite of shared/bench/README.md (the cases of t
 
 USAGE
   cargo run --release -p norm-bench -- [--threads T] [--json] [--cases a,b] [--reps R] [--budget S]
+  cargo run --release -p norm-bench -- --small [--threads T] [--reps R]
   cargo run --release -p norm-bench -- --stream [--threads T] [--json] [--cases a,b]
   cargo run --release -p norm-bench -- --compare torch-1t.jsonl [--compare torch-2t.jsonl]
                                        [--against normkit.jsonl] [--threads T] [--json]
@@ -32,6 +33,9 @@ OPTIONS
   --budget S       seconds of timed calls per (case, pass) when --reps 0, reps clamped to
                    [10, 200] (default 0.8)
   --seed N         input data seed (default 0)
+  --small          the small calls (BN1d train and LN eval on [32,128], LN rows [1,768],
+                   [1,4096], [8,4096], BN2d eval [1,64,8,8]) beside a plain scalar loop
+                   computing the same thing, and their ratio; --reps: batches (default 101)
   --stream         STREAM copy and triad at every working set of the suite and 1 GiB
   --compare FILE   side-by-side table against a torch_suite.py output (repeatable); runs
                    normkit now unless --against gives normkit --json output files
@@ -78,6 +82,8 @@ pub struct Options {
     pub seed: u64,
     /// `--stream`.
     pub stream: bool,
+    /// `--small`.
+    pub small: bool,
     /// `--compare` files.
     pub compare: Vec<PathBuf>,
     /// `--against` files.
@@ -122,6 +128,7 @@ impl Default for Options {
             budget: 0.8,
             seed: 0,
             stream: false,
+            small: false,
             compare: Vec::new(),
             against: Vec::new(),
             alternate: false,
@@ -206,6 +213,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                     .map_err(|e| format!("--seed: {e}"))?
             }
             "--stream" => o.stream = true,
+            "--small" => o.small = true,
             "--compare" => o.compare.push(value("--compare")?.into()),
             "--against" => o.against.push(value("--against")?.into()),
             "--alternate" => o.alternate = true,
@@ -306,6 +314,9 @@ pub fn run(o: &Options) -> Result<(), Error> {
         });
     }
     let threads = o.threads.unwrap_or(1);
+    if o.small {
+        return run_small(o, threads);
+    }
     if o.stream {
         return run_stream(o, threads);
     }
@@ -347,6 +358,35 @@ pub fn alternate_plan(o: &Options) -> crate::alternate::Plan {
         budget: o.budget,
         seed: o.seed,
     }
+}
+
+/// The small calls ([`crate::small`]) inside a pool of `threads` threads, as a table.
+fn run_small(o: &Options, threads: usize) -> Result<(), Error> {
+    let samples = if o.reps == 0 { 101 } else { o.reps };
+    outln(&format!(
+        "{}, small calls, {threads} thread(s), f32; median per call over {samples} alternating \
+         batches (~50 us each)",
+        report::IMPL
+    ));
+    outln(&format!(
+        "{:<11} {:<14} {:>11} {:>10} {:>7}  what",
+        "case", "shape", "normkit_us", "plain_us", "ratio"
+    ));
+    pool(threads)?.install(|| -> Result<(), Error> {
+        for case in crate::small::SMALL {
+            let t = crate::small::run_case(&case, samples, o.seed)?;
+            outln(&format!(
+                "{:<11} {:<14} {:>11.3} {:>10.3} {:>7.2}  {}",
+                case.name,
+                format!("{:?}", case.shape),
+                t.normkit * 1e6,
+                t.plain * 1e6,
+                t.ratio(),
+                case.what
+            ));
+        }
+        Ok(())
+    })
 }
 
 /// Where [`run_suite`] prints each record as it is measured.

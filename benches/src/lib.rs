@@ -7,6 +7,7 @@
 //! - the side-by-side comparison with a `torch_suite.py` output ([`compare`]);
 //! - the one-command alternating comparison on a new machine ([`alternate`]);
 //! - a sweep over the shapes users bring, beyond the suite ([`sweep`]);
+//! - the small calls beside plain scalar loops ([`small`], `--small`);
 //! - the command line tying them together ([`cli`]).
 //!
 //! See `benches/README.md` for usage.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod report;
+pub mod small;
 pub mod stream;
 pub mod sweep;
 pub mod timing;

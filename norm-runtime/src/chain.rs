@@ -26,7 +26,7 @@
 //!   results.
 //!
 //! The arithmetic is that of the stage-by-stage path (the same per-group statistics and dx
-//! terms, [`stage::dx_terms`]), except that the intermediate is never rounded to the element
+//! terms, [`stats::dx_terms`]), except that the intermediate is never rounded to the element
 //! type; results agree to rounding. The fused path takes chains whose stages normalize
 //! with batch statistics or fixed running statistics and carry axis parameters (or none);
 //! synchronized calls and external affine run stage by stage.
@@ -35,225 +35,21 @@ use norm_spec::{Affine, Spec};
 
 use crate::collective::merge;
 use crate::kernels::cells::{self, Cells, CoefOut};
-use crate::kernels::exec::{Acc, Raw, Stat};
-use crate::kernels::{coef, simd};
+use crate::kernels::coef;
+use crate::kernels::exec::{Acc, ShiftedSums, Stat};
 use crate::plan::Plan;
-use crate::stage::{self, resize, LayerInfo, StageState};
+use crate::state::{resize, values, LayerInfo, StageState};
+use crate::stats;
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
+
+mod layout;
+
+use layout::{constant_on, Layout};
 
 /// Cells shorter than this run stage by stage: per-cell bookkeeping would outweigh the pass
 /// it saves.
 const MIN_CELL: usize = 64;
-
-/// Where the cells of a chain on one shape go: their groups and parameters per stage, and
-/// the blocks.
-#[derive(Debug, Default)]
-struct Layout {
-    /// What it was built for: the layer's spec (by fingerprint), the cell length and
-    /// [`simd::block_bytes`] (`None`: not built); and the shape.
-    key: Option<(u64, usize, usize)>,
-    shape: Vec<usize>,
-    cells: usize,
-    /// Per stage and cell (`s · cells + k`, memory order): statistics group, parameter offset.
-    group: Vec<usize>,
-    param: Vec<usize>,
-    /// Per stage: values per statistics group, statistics groups, parameter values.
-    count: Vec<usize>,
-    groups: Vec<usize>,
-    params: Vec<usize>,
-    /// The cells in block order (slot → cell), and back (cell → slot).
-    order: Vec<usize>,
-    slot: Vec<usize>,
-    /// Slots per block.
-    block: usize,
-    /// Per stage: statistics groups per block, and where the stage's part of `gmap` and of a
-    /// block's statistics starts.
-    ng: Vec<usize>,
-    goff: Vec<usize>,
-    loff: Vec<usize>,
-    /// Per stage and slot (`s · cells + i`): the index of the cell's group within its block.
-    local: Vec<usize>,
-    /// Per stage, block and local group (`goff[s] + b · ng[s] + j`): the statistics group.
-    gmap: Vec<usize>,
-    /// Scratch of `build`.
-    gparam: Vec<usize>,
-    tmp: Vec<usize>,
-}
-
-impl Layout {
-    /// The layout of cells of `len` elements of a chain on `shape` (elements of `elem`
-    /// bytes); kept while the same layer runs on the same shape.
-    fn build(&mut self, info: &LayerInfo<'_>, shape: &[usize], len: usize, elem: usize) {
-        let key = Some((info.fingerprint, len, simd::block_bytes()));
-        if self.key == key && self.shape == shape {
-            return;
-        }
-        self.key = None;
-        let spec = info.spec;
-        let nst = spec.stages.len();
-        let cells = shape.iter().product::<usize>() / len;
-        self.cells = cells;
-        resize(&mut self.group, nst * cells, 0);
-        resize(&mut self.param, nst * cells, 0);
-        for v in [&mut self.count, &mut self.groups, &mut self.params] {
-            v.clear();
-        }
-        for (s, stage) in spec.stages.iter().enumerate() {
-            let plan = Plan::new(spec, stage, shape);
-            let cut = s * cells..(s + 1) * cells;
-            cell_map(
-                &plan,
-                len,
-                &mut self.group[cut.clone()],
-                &mut self.param[cut],
-                &mut self.gparam,
-            );
-            self.count.push(plan.group_len);
-            self.groups.push(plan.groups);
-            self.params.push(plan.param_shape.numel());
-        }
-        if !(self.components(nst, len * elem) && self.local_groups(nst)) {
-            // All cells as one block, in memory order (its groups always number alike).
-            self.block = cells;
-            self.order.clear();
-            self.order.extend(0..cells);
-            self.local_groups(nst);
-        }
-        resize(&mut self.slot, cells, usize::MAX);
-        for (i, &k) in self.order.iter().enumerate() {
-            assert!(self.slot[k] == usize::MAX, "cell order is a permutation");
-            self.slot[k] = i;
-        }
-        self.loff.clear();
-        self.loff.extend(self.ng.iter().scan(0, |at, &n| {
-            *at += n;
-            Some(*at - n)
-        }));
-        self.shape.clear();
-        self.shape.extend_from_slice(shape);
-        self.key = key;
-    }
-
-    /// The blocks, from the connected cells (cells in one statistics group of any stage are
-    /// connected; `cell` bytes each): in `order`, components in order of their first cell,
-    /// each in memory order, consecutive ones merged into blocks of at least an eighth of
-    /// [`simd::block_bytes`] where it allows (so each block's bookkeeping state is amortized
-    /// over enough data). `false` when that makes one block, when the components differ in
-    /// size, or when one exceeds `block_bytes`.
-    fn components(&mut self, nst: usize, cell: usize) -> bool {
-        let cells = self.cells;
-        // Union-find; a root is the first cell of its component.
-        let parent = &mut self.tmp;
-        parent.clear();
-        parent.extend(0..cells);
-        fn root(parent: &mut [usize], mut k: usize) -> usize {
-            while parent[k] != k {
-                parent[k] = parent[parent[k]];
-                k = parent[k];
-            }
-            k
-        }
-        for s in 0..nst {
-            let first = &mut self.order;
-            resize(first, self.groups[s], usize::MAX);
-            for k in 0..cells {
-                let g = self.group[s * cells + k];
-                if first[g] == usize::MAX {
-                    first[g] = k;
-                    continue;
-                }
-                let (a, b) = (root(parent, k), root(parent, first[g]));
-                parent[a.max(b)] = a.min(b);
-            }
-        }
-        // Label components by first cell; count their cells.
-        let (label, size) = (&mut self.slot, &mut self.gparam);
-        resize(label, cells, 0);
-        size.clear();
-        for k in 0..cells {
-            let r = root(parent, k);
-            if r == k {
-                label[k] = size.len();
-                size.push(0);
-            }
-            label[k] = label[r];
-            size[label[k]] += 1;
-        }
-        let (nb, bs) = (size.len(), size[0]);
-        if nb < 2 || size.iter().any(|&n| n != bs) {
-            return false;
-        }
-        let (bytes, cap) = (bs * cell, simd::block_bytes());
-        if bytes > cap {
-            return false;
-        }
-        // Components per block: the least divisor of their number that makes a block of
-        // cap / 8 bytes, else the most that stays within `cap`.
-        let fits = |k: &usize| nb % k == 0 && k * bytes <= cap;
-        let k = (1..=nb)
-            .filter(fits)
-            .find(|k| k * bytes >= cap / 8)
-            .or_else(|| (1..=nb).rev().find(fits))
-            .unwrap_or(1);
-        if k == nb {
-            // One block: the one-block layout (memory order).
-            return false;
-        }
-        self.block = k * bs;
-        // Counting sort by label (stable: memory order within a component).
-        let fill = &mut self.tmp;
-        resize(fill, nb, 0);
-        resize(&mut self.order, cells, 0);
-        for (k, &b) in label.iter().enumerate() {
-            self.order[b * bs + fill[b]] = k;
-            fill[b] += 1;
-        }
-        true
-    }
-
-    /// Each block's statistics groups numbered by first slot; `false` when the blocks hold
-    /// different numbers of groups.
-    fn local_groups(&mut self, nst: usize) -> bool {
-        let (cells, bs) = (self.cells, self.block);
-        resize(&mut self.local, nst * cells, 0);
-        self.ng.clear();
-        self.goff.clear();
-        self.gmap.clear();
-        for s in 0..nst {
-            let tag = &mut self.tmp;
-            resize(tag, self.groups[s], usize::MAX);
-            self.goff.push(self.gmap.len());
-            let mut ng = None;
-            for (b, slots) in self.order.chunks(bs).enumerate() {
-                let mut n = 0;
-                for (j, &k) in slots.iter().enumerate() {
-                    let g = self.group[s * cells + k];
-                    if tag[g] == usize::MAX {
-                        tag[g] = n;
-                        self.gmap.push(g);
-                        n += 1;
-                    }
-                    self.local[s * cells + b * bs + j] = tag[g];
-                }
-                if *ng.get_or_insert(n) != n {
-                    return false;
-                }
-            }
-            self.ng.push(ng.unwrap_or(0));
-        }
-        true
-    }
-
-    fn blocks(&self) -> usize {
-        self.cells / self.block.max(1)
-    }
-
-    /// The statistics group of local group `j` of block `b` in stage `s`.
-    fn global(&self, s: usize, b: usize, j: usize) -> usize {
-        self.gmap[self.goff[s] + b * self.ng[s] + j]
-    }
-}
 
 /// One block's state (reused across calls).
 #[derive(Debug, Default)]
@@ -295,12 +91,12 @@ impl Affines {
             self.off.push(at);
             self.gb.resize(at + np.max(1), (1.0, 0.0));
             if let Some(g) = st.gamma.as_ref() {
-                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(g).iter()) {
+                for (d, v) in self.gb[at..].iter_mut().zip(values(g).iter()) {
                     d.0 = v.to_acc();
                 }
             }
             if let Some(b) = st.beta.as_ref() {
-                for (d, v) in self.gb[at..].iter_mut().zip(stage::values(b).iter()) {
+                for (d, v) in self.gb[at..].iter_mut().zip(values(b).iter()) {
                     d.1 = v.to_acc();
                 }
             }
@@ -320,7 +116,7 @@ pub(crate) struct ChainScratch<T> {
     blocks: Vec<Block>,
     aff: Affines,
     /// Per slot: raw sums (forward), Σdy and Σdy·(x − m) (backward).
-    raws: Vec<Raw>,
+    raws: Vec<ShiftedSums>,
     s1: Vec<f64>,
     s2: Vec<f64>,
     /// Per slot: the elementwise coefficients.
@@ -339,11 +135,11 @@ impl<T: Float> ChainScratch<T> {
         &mut self,
         info: &LayerInfo<'_>,
         states: &[StageState<'_, T>],
-        shape: &[usize],
+        shaped: Shaped<'_>,
         len: usize,
     ) {
         let lay = &mut self.layout;
-        lay.build(info, shape, len, std::mem::size_of::<T>());
+        lay.build(info, shaped, len, std::mem::size_of::<T>());
         self.blocks.resize_with(lay.blocks(), Block::default);
         self.aff.fill(states, &lay.params);
         let n = lay.cells;
@@ -353,26 +149,29 @@ impl<T: Float> ChainScratch<T> {
     }
 }
 
+/// An input shape with the plan of every stage on it (built once per call).
+pub(crate) type Shaped<'a> = (&'a [usize], &'a [Plan]);
+
 /// The cell length of a chain on `shape`, if it takes the fused path: the longest trailing
 /// run (a product of trailing dims, shorter than the input) over which, in every stage's
 /// plan, neither the statistics group nor the parameters move.
-pub(crate) fn cell_len(info: &LayerInfo<'_>, shape: &[usize]) -> Option<usize> {
+pub(crate) fn cell_len(info: &LayerInfo<'_>, plans: &[Plan], shape: &[usize]) -> Option<usize> {
     let spec = info.spec;
     if spec.stages.len() < 2 || spec.stages.iter().any(|s| s.affine == Affine::External) {
         return None;
     }
-    let numel: usize = shape.iter().product();
+    let numel = plans.first()?.numel;
     if numel == 0 {
         return None;
     }
     // Candidate k: the product of the last k + 1 dims; a bit per candidate every stage takes.
     let mut ok = u32::MAX;
-    for st in spec.stages.iter() {
-        let plan = Plan::new(spec, st, shape);
+    for plan in plans {
         let mut len = 1;
         for (k, &d) in shape.iter().rev().enumerate() {
+            // A product of trailing sizes of a non-empty input: at most `numel`.
             len *= d;
-            if !constant_on(&plan, len) {
+            if !constant_on(plan, len) {
                 ok &= !(1 << k);
             }
         }
@@ -386,64 +185,6 @@ pub(crate) fn cell_len(info: &LayerInfo<'_>, shape: &[usize]) -> Option<usize> {
         }
     }
     best.filter(|&l| l >= MIN_CELL)
-}
-
-/// Whether runs of `len` elements (from multiples of `len`) lie in one statistics group and
-/// one parameter offset of `plan`: every dim that moves either has a stride that is a
-/// multiple of `len`.
-fn constant_on(plan: &Plan, len: usize) -> bool {
-    plan.dims[..plan.ndims]
-        .iter()
-        .filter(|d| moves(plan, d))
-        .all(|d| d.xs >= len && d.xs % len == 0)
-}
-
-/// Whether `d` moves the statistics group or (unfolded) parameter offset of `plan`.
-fn moves(plan: &Plan, d: &crate::plan::Dim) -> bool {
-    d.ss != 0 || (!plan.foldable && d.ps != 0)
-}
-
-/// Statistics group and parameter offset of every cell of `len` elements, in cell order
-/// (`plan` constant on cells: [`constant_on`]). `gparam` is scratch.
-fn cell_map(
-    plan: &Plan,
-    len: usize,
-    group: &mut [usize],
-    param: &mut [usize],
-    gparam: &mut Vec<usize>,
-) {
-    if plan.foldable {
-        resize(gparam, plan.groups, 0);
-        plan.for_each_group(|g, p, _| gparam[g] = p);
-    }
-    // Per moving dim: cells per index step, countdown, index.
-    let mut dims = [(crate::plan::Dim::default(), 0usize, 0usize, 0usize); crate::plan::MAX_DIMS];
-    let mut nd = 0;
-    for d in plan.dims[..plan.ndims].iter().filter(|d| moves(plan, d)) {
-        dims[nd] = (*d, d.xs / len, 0, 0);
-        nd += 1;
-    }
-    let dims = &mut dims[..nd];
-    let (mut g, mut p) = (0usize, 0usize);
-    for (gk, pk) in group.iter_mut().zip(param.iter_mut()) {
-        *gk = g;
-        *pk = if plan.foldable { gparam[g] } else { p };
-        for (d, period, count, idx) in dims.iter_mut() {
-            *count += 1;
-            if *count < *period {
-                continue;
-            }
-            *count = 0;
-            *idx += 1;
-            g += d.ss;
-            p += d.ps;
-            if *idx == d.size {
-                *idx = 0;
-                g -= d.size * d.ss;
-                p -= d.size * d.ps;
-            }
-        }
-    }
 }
 
 /// What every block of a call reads: the layout and the stages' parameters.
@@ -503,7 +244,7 @@ impl<'a> Ctx<'a> {
         &self,
         b: usize,
         blk: &mut Block,
-        raws: &[Raw],
+        raws: &[ShiftedSums],
         (m, a, bb): CoefOut<'_, T>,
         fixed: impl Fn(usize) -> Option<&'s [Stat]>,
     ) {
@@ -541,7 +282,7 @@ impl<'a> Ctx<'a> {
                     }
                 }
                 for (j, &(_, mean, m2)) in blk.acc.iter().enumerate() {
-                    blk.stats[lo + j] = stage::group_stat(stage, mean, m2, lay.count[s]);
+                    blk.stats[lo + j] = stats::group_stat(stage, mean, m2, lay.count[s]);
                 }
             }
             let local = |blk: &Block, j: usize| blk.stats[lo + lay.local[self.at(s, b * bs + j)]];
@@ -613,7 +354,7 @@ impl<'a> Ctx<'a> {
             // Per group: dz = g·r + x̂·c1 + c0 (the stage-by-stage path's terms).
             for (j, a) in blk.acc.iter_mut().enumerate() {
                 let stat = &sv.stats[lay.global(s, b, j)];
-                let (c0, c1) = stage::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
+                let (c0, c1) = stats::dx_terms(stage, stat, sv.count, sv.fixed, a.0, a.1);
                 *a = (c0, c1, 0.0);
             }
             for j in 0..bs {
@@ -640,7 +381,7 @@ impl<'a> Ctx<'a> {
 pub(crate) fn forward<T: Float>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
-    shape: &[usize],
+    (shape, plans): Shaped<'_>,
     len: usize,
     x: &[T],
     mode: Mode,
@@ -649,7 +390,7 @@ pub(crate) fn forward<T: Float>(
     cs: &mut ChainScratch<T>,
 ) {
     let spec = info.spec;
-    cs.prepare(info, states, shape, len);
+    cs.prepare(info, states, (shape, plans), len);
     let fixed = |s: usize| mode == Mode::Eval && spec.stages[s].running_stats;
     for (s, stage) in spec.stages.iter().enumerate() {
         let sv = &mut saved.stages[s];
@@ -659,8 +400,7 @@ pub(crate) fn forward<T: Float>(
                 .running
                 .as_ref()
                 .expect("checked: running statistics present");
-            let plan = Plan::new(spec, stage, shape);
-            stage::running_stats(stage, &plan, running, &mut sv.stats);
+            stats::running_stats(stage, &plans[s], running, &mut sv.stats);
         }
         sv.fixed = fixed(s);
         sv.synced = false;
@@ -679,9 +419,9 @@ pub(crate) fn forward<T: Float>(
         ..
     } = cs;
     let ctx = Ctx::new(spec, lay, aff, len);
-    resize(raws, lay.cells, Raw::default());
+    resize(raws, lay.cells, ShiftedSums::default());
     let stages = &saved.stages;
-    let finish = |k: usize, blk: &mut Block, raws: &[Raw], coefs: CoefOut<'_, T>| {
+    let finish = |k: usize, blk: &mut Block, raws: &[ShiftedSums], coefs: CoefOut<'_, T>| {
         let stats = |s: usize| fixed(s).then_some(&stages[s].stats[..]);
         ctx.finish_forward(k, blk, raws, coefs, stats);
     };
@@ -712,9 +452,8 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         }
-        let plan = Plan::new(spec, stage, shape);
         let running = states[s].running.as_mut();
-        stage::train_running(stage, &plan, mode, sv.count, &sv.stats, running, run);
+        stats::train_running(stage, &plans[s], mode, sv.count, &sv.stats, running, run);
     }
 }
 
@@ -723,7 +462,7 @@ pub(crate) fn forward<T: Float>(
 pub(crate) fn backward<T: Float>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
-    shape: &[usize],
+    (shape, plans): Shaped<'_>,
     x: &[T],
     dy: &[T],
     saved: &Saved<T>,
@@ -733,7 +472,7 @@ pub(crate) fn backward<T: Float>(
 ) {
     let spec = info.spec;
     let len = saved.cell_len;
-    cs.prepare(info, states, shape, len);
+    cs.prepare(info, states, (shape, plans), len);
     let ChainScratch {
         layout: lay,
         blocks,
@@ -795,11 +534,10 @@ pub(crate) fn backward<T: Float>(
             dparams[p] += sdx;
             dparams[params + p] += sd;
         }
-        let plan = Plan::new(spec, stage, shape);
-        let pshape = plan.param_shape.as_slice();
-        stage::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);
+        let pshape = plans[s].param_shape.as_slice();
+        stats::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);
         if stage.bias {
-            stage::fill_grad(&mut gr.dbeta, pshape, &dparams[params..]);
+            stats::fill_grad(&mut gr.dbeta, pshape, &dparams[params..]);
         } else {
             gr.dbeta = None;
         }

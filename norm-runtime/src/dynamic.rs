@@ -9,7 +9,8 @@ use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
 use crate::layer;
-use crate::stage::{LayerInfo, Running, StageState};
+use crate::sizes;
+use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 use crate::{Float, NormError};
 
@@ -235,14 +236,18 @@ impl<T: Float> DynNorm<T> {
             };
             let params = shapes::param_axes(stage).map(&shape_of);
             let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
+            // Sizes come from the caller: every product is checked and every allocation
+            // fallible, so an absurd size is a `NormError::Size`, never a panic or an abort.
+            let make = |shape: Option<&Vec<usize>>, value: T, what: &str| {
+                shape
+                    .map(|p| sizes::filled(p, value, what).map_err(&err))
+                    .transpose()
+            };
             stages.push(StageParams {
-                gamma: params.as_ref().map(|p| ArrayD::ones(IxDyn(p))),
-                beta: params
-                    .as_ref()
-                    .filter(|_| stage.bias)
-                    .map(|p| ArrayD::zeros(IxDyn(p))),
-                running_mean: running.as_ref().map(|r| ArrayD::zeros(IxDyn(r))),
-                running_var: running.as_ref().map(|r| ArrayD::ones(IxDyn(r))),
+                gamma: make(params.as_ref(), T::one(), "gamma")?,
+                beta: make(params.as_ref().filter(|_| stage.bias), T::zero(), "beta")?,
+                running_mean: make(running.as_ref(), T::zero(), "running_mean")?,
+                running_var: make(running.as_ref(), T::one(), "running_var")?,
                 num_batches_tracked: 0,
             });
         }

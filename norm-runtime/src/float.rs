@@ -2,10 +2,36 @@
 
 use std::fmt::{Debug, Display};
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+pub(crate) mod sealed {
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    use crate::scratch::Scratch;
+
+    /// What only this crate implements: the element types, each with its own thread-local
+    /// scratch (a new element type cannot compile without naming one).
+    pub trait Sealed: Sized + 'static {
+        /// This type's thread-local scratch buffers.
+        fn scratch() -> &'static LocalKey<RefCell<Scratch<Self>>>;
+    }
+
+    impl Sealed for f32 {
+        fn scratch() -> &'static LocalKey<RefCell<Scratch<f32>>> {
+            thread_local! {
+                static SCRATCH: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
+            }
+            &SCRATCH
+        }
+    }
+
+    impl Sealed for f64 {
+        fn scratch() -> &'static LocalKey<RefCell<Scratch<f64>>> {
+            thread_local! {
+                static SCRATCH: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
+            }
+            &SCRATCH
+        }
+    }
 }
 
 /// An element type of a normalization layer: `f32` or `f64`.

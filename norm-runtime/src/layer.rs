@@ -6,50 +6,20 @@
 //! before any state changes. Scratch memory is kept per thread, so a `*_into` call does not
 //! allocate once the buffers have grown.
 
-use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::cell::RefCell;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
 
 use crate::chain;
+use crate::check::{self, Purpose};
 use crate::collective::Collective;
 use crate::plan::Plan;
-use crate::stage::{self, LayerInfo, Purpose, Scratch, StageState};
+use crate::scratch::{with_scratch, Scratch};
+use crate::stage;
+use crate::state::{LayerInfo, StageState};
+use crate::stats;
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
-
-thread_local! {
-    static SCRATCH_F32: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
-    static SCRATCH_F64: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
-}
-
-fn borrow_scratch<S: Any, T: Float, R>(
-    cell: &RefCell<S>,
-    f: impl FnOnce(&mut Scratch<T>) -> R,
-) -> R {
-    match cell.try_borrow_mut() {
-        Ok(mut s) => {
-            let any: &mut dyn Any = &mut *s;
-            match any.downcast_mut::<Scratch<T>>() {
-                Some(s) => f(s),
-                None => f(&mut Scratch::default()),
-            }
-        }
-        // A layer called from inside another layer's call on this thread (e.g. from a
-        // rayon task that this thread picked up while waiting): use fresh buffers.
-        Err(_) => f(&mut Scratch::default()),
-    }
-}
-
-/// Runs `f` with this thread's scratch buffers for `T`.
-fn with_scratch<T: Float, R>(f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
-    if TypeId::of::<T>() == TypeId::of::<f32>() {
-        SCRATCH_F32.with(|c| borrow_scratch(c, f))
-    } else {
-        SCRATCH_F64.with(|c| borrow_scratch(c, f))
-    }
-}
 
 /// The values of `a` in standard (logical) order, borrowed when already contiguous.
 fn contiguous<'a, T: Copy, D: Dimension>(a: &'a ArrayView<'_, T, D>) -> Cow<'a, [T]> {
@@ -92,15 +62,18 @@ fn check_same<T, D: Dimension>(
     Ok(())
 }
 
-/// Checks the input and every stage's state; nothing changes before this succeeds.
+/// Checks the input and every stage's state; nothing changes before this succeeds. On
+/// success `plans` holds the plan of every stage: the one plan of each stage for this call.
 fn check_all<T: Float>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     shape: &[usize],
     purpose: Purpose,
     sync: bool,
+    plans: &mut Vec<Plan>,
 ) -> Result<(), NormError> {
-    stage::check_input(info, shape)?;
+    plans.clear();
+    check::check_input(info, shape)?;
     if states.len() != info.spec.stages.len() {
         return Err(NormError::Unsupported {
             layer: info.name.to_string(),
@@ -112,13 +85,30 @@ fn check_all<T: Float>(
         });
     }
     for (k, st) in states.iter().enumerate() {
-        stage::check(info, k, st, shape, purpose, sync)?;
+        plans.push(check::check(info, k, st, shape, purpose, sync)?);
     }
     Ok(())
 }
 
-fn plan(info: &LayerInfo<'_>, k: usize, shape: &[usize]) -> Plan {
-    Plan::new(info.spec, &info.spec.stages[k], shape)
+/// Runs `f` with this thread's scratch and the stage plans of this call, built once by
+/// [`check_all`] (their buffer comes from the scratch and goes back after the call).
+fn checked<'s, T: Float + 's, S, R>(
+    info: &LayerInfo<'_>,
+    states: S,
+    shape: &[usize],
+    (purpose, sync): (Purpose, bool),
+    f: impl FnOnce(S, &[Plan], &mut Scratch<T>) -> Result<R, NormError>,
+) -> Result<R, NormError>
+where
+    S: std::ops::Deref<Target = [StageState<'s, T>]>,
+{
+    with_scratch(|scratch: &mut Scratch<T>| {
+        let mut plans = std::mem::take(&mut scratch.plans);
+        let r = check_all(info, &states, shape, purpose, sync, &mut plans)
+            .and_then(|()| f(states, &plans, scratch));
+        scratch.plans = plans;
+        r
+    })
 }
 
 /// Forward pass into `out`. With `saved`, records what backward needs (train, or eval with
@@ -134,11 +124,11 @@ pub fn forward_into<T: Float, D: Dimension>(
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, Purpose::Forward(mode), sync.is_some())?;
-    check_same(info, "the output buffer", shape, &out)?;
-    let xs = contiguous(&x);
-    let nstages = states.len();
-    with_scratch(|scratch: &mut Scratch<T>| -> Result<(), NormError> {
+    let purpose = (Purpose::Forward(mode), sync.is_some());
+    checked(info, states, shape, purpose, |states, plans, scratch| {
+        check_same(info, "the output buffer", shape, &out)?;
+        let xs = contiguous(&x);
+        let nstages = states.len();
         // Inference saves nothing for the caller: reuse this thread's buffers.
         let mut local = None;
         let saved = match saved {
@@ -153,7 +143,7 @@ pub fn forward_into<T: Float, D: Dimension>(
         // A chain whose stages share cells runs fused (two passes in all); synchronized
         // calls run stage by stage (their statistics cross processes per stage).
         let fused = if sync.is_none() {
-            chain::cell_len(info, shape)
+            chain::cell_len(info, plans, shape)
         } else {
             None
         };
@@ -164,7 +154,7 @@ pub fn forward_into<T: Float, D: Dimension>(
                 chain::forward(
                     info,
                     states,
-                    shape,
+                    (shape, plans),
                     len,
                     &xs,
                     mode,
@@ -185,11 +175,10 @@ pub fn forward_into<T: Float, D: Dimension>(
                     buf.resize(input.len(), T::zero());
                     buf
                 };
-                let plan = plan(info, k, shape);
                 let saved_k = &mut saved.stages[k];
                 let state = &mut states[k];
                 stage::forward(
-                    info, k, &plan, state, input, mode, output, saved_k, scratch, sync,
+                    info, k, &plans[k], state, input, mode, output, saved_k, scratch, sync,
                 )?;
             }
             Ok(())
@@ -214,75 +203,75 @@ pub fn backward_into<T: Float, D: Dimension>(
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, Purpose::Backward, sync.is_some())?;
-    if dy.shape() != shape {
-        return Err(NormError::Shape {
+    let purpose = (Purpose::Backward, sync.is_some());
+    checked(info, states, shape, purpose, |states, plans, scratch| {
+        if dy.shape() != shape {
+            return Err(NormError::Shape {
+                layer: info.name.to_string(),
+                what: "dy".to_string(),
+                expected: shape.to_vec(),
+                actual: dy.shape().to_vec(),
+            });
+        }
+        check_same(info, "the dx buffer", shape, &dx)?;
+        let bad = |reason: String| NormError::Saved {
             layer: info.name.to_string(),
-            what: "dy".to_string(),
-            expected: shape.to_vec(),
-            actual: dy.shape().to_vec(),
-        });
-    }
-    check_same(info, "the dx buffer", shape, &dx)?;
-    let bad = |reason: String| NormError::Saved {
-        layer: info.name.to_string(),
-        reason,
-    };
-    if saved.fingerprint != info.fingerprint {
-        return Err(bad(if saved.shape.is_empty() {
-            "it was never filled by a forward pass".to_string()
-        } else {
-            "it comes from a layer with another configuration".to_string()
-        }));
-    }
-    if saved.shape != shape {
-        return Err(bad(format!(
-            "it was saved for an input of shape {:?}, x has shape {:?}",
-            saved.shape, shape
-        )));
-    }
-    let nstages = states.len();
-    let consistent = saved.stages.len() == nstages
-        && saved.intermediates.len() + 1 == nstages
-        && (0..nstages).all(|k| {
-            let p = plan(info, k, shape);
-            let s = &saved.stages[k];
-            s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
-        });
-    if !consistent {
-        return Err(bad("its statistics do not match this layer".to_string()));
-    }
-    if grads.len() != nstages {
-        return Err(NormError::Unsupported {
-            layer: info.name.to_string(),
-            reason: format!("{} gradient slots passed for {nstages} stages", grads.len()),
-        });
-    }
-    if saved.cell_len > 0 {
-        let fused_ok = saved.cells.len() * saved.cell_len == x.len()
-            && chain::cell_len(info, shape) == Some(saved.cell_len);
-        if !fused_ok {
+            reason,
+        };
+        if saved.fingerprint != info.fingerprint {
+            return Err(bad(if saved.shape.is_empty() {
+                "it was never filled by a forward pass".to_string()
+            } else {
+                "it comes from a layer with another configuration".to_string()
+            }));
+        }
+        if saved.shape != shape {
+            return Err(bad(format!(
+                "it was saved for an input of shape {:?}, x has shape {:?}",
+                saved.shape, shape
+            )));
+        }
+        let nstages = states.len();
+        let consistent = saved.stages.len() == nstages
+            && saved.intermediates.len() + 1 == nstages
+            && (0..nstages).all(|k| {
+                let p = &plans[k];
+                let s = &saved.stages[k];
+                s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
+            });
+        if !consistent {
             return Err(bad("its statistics do not match this layer".to_string()));
         }
-        let synced = info
-            .spec
-            .stages
-            .iter()
-            .zip(&saved.stages)
-            .any(|(st, sv)| stage::syncs(info.spec, st) && !sv.fixed);
-        if sync.is_some() && synced {
-            return Err(bad("it comes from forward, not forward_sync".to_string()));
+        if grads.len() != nstages {
+            return Err(NormError::Unsupported {
+                layer: info.name.to_string(),
+                reason: format!("{} gradient slots passed for {nstages} stages", grads.len()),
+            });
         }
-    }
-    let xs = contiguous(&x);
-    let dys = contiguous(&dy);
-    with_scratch(|scratch: &mut Scratch<T>| {
+        if saved.cell_len > 0 {
+            let fused_ok = saved.cells.len().checked_mul(saved.cell_len) == Some(x.len())
+                && chain::cell_len(info, plans, shape) == Some(saved.cell_len);
+            if !fused_ok {
+                return Err(bad("its statistics do not match this layer".to_string()));
+            }
+            let synced = info
+                .spec
+                .stages
+                .iter()
+                .zip(&saved.stages)
+                .any(|(st, sv)| check::syncs(info.spec, st) && !sv.fixed);
+            if sync.is_some() && synced {
+                return Err(bad("it comes from forward, not forward_sync".to_string()));
+            }
+        }
+        let xs = contiguous(&x);
+        let dys = contiguous(&dy);
         with_out(&mut dx, |dx| -> Result<(), NormError> {
             if saved.cell_len > 0 {
                 chain::backward(
                     info,
                     states,
-                    shape,
+                    (shape, plans),
                     &xs,
                     &dys,
                     saved,
@@ -301,17 +290,15 @@ pub fn backward_into<T: Float, D: Dimension>(
                     &saved.intermediates[k - 1]
                 };
                 let upstream: &[T] = if k + 1 == nstages { &dys } else { &up };
-                let plan = plan(info, k, shape);
+                let plan = &plans[k];
                 let (st, sv, g) = (&states[k], &saved.stages[k], &mut grads[k]);
                 let r = if k == 0 {
-                    stage::backward(
-                        info, k, &plan, st, input, upstream, sv, dx, g, scratch, sync,
-                    )
+                    stage::backward(info, k, plan, st, input, upstream, sv, dx, g, scratch, sync)
                 } else {
                     // Sized only: the stage writes every value of dx.
                     down.resize(input.len(), T::zero());
                     let r = stage::backward(
-                        info, k, &plan, st, input, upstream, sv, &mut down, g, scratch, sync,
+                        info, k, plan, st, input, upstream, sv, &mut down, g, scratch, sync,
                     );
                     std::mem::swap(&mut up, &mut down);
                     r
@@ -336,8 +323,22 @@ pub fn stats<T: Float, D: Dimension>(
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
     let shape = x.shape();
-    check_all(info, states, shape, Purpose::Stats, false)?;
-    let plan = plan(info, 0, shape);
+    checked(
+        info,
+        states,
+        shape,
+        (Purpose::Stats, false),
+        |_, plans, _| moments_of(info, &plans[0], shape, &x),
+    )
+}
+
+/// The statistics of the first stage on `x`, with its plan.
+fn moments_of<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    plan: &crate::plan::Plan,
+    shape: &[usize],
+    x: &ArrayView<'_, T, D>,
+) -> Result<Moments<T>, NormError> {
     if info.spec.stages[0].unbiased && plan.group_len <= 1 && plan.groups > 0 {
         return Err(NormError::TooFewValues {
             layer: info.name.to_string(),
@@ -345,7 +346,7 @@ pub fn stats<T: Float, D: Dimension>(
             shape: shape.to_vec(),
         });
     }
-    let xs = contiguous(&x);
-    let (mean, var) = stage::moments(info, 0, &plan, &xs);
+    let xs = contiguous(x);
+    let (mean, var) = stats::moments(info, 0, plan, &xs);
     Ok(Moments { mean, var })
 }

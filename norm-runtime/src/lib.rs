@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 mod chain;
+mod check;
 mod collective;
 pub mod cpu;
 mod dynamic;
@@ -19,10 +20,14 @@ mod layer;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod plan;
+mod scratch;
 #[cfg(feature = "serde")]
 mod serde_impls;
+mod sizes;
 mod stage;
+mod state;
 pub mod state_dict;
+mod stats;
 mod threads;
 mod types;
 
@@ -42,7 +47,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
-    pub use crate::stage::{LayerInfo, Running, StageState};
+    pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{
         load_stages, save_stages, StageTensors, StageTensorsMut, StateDict,
     };

@@ -20,6 +20,12 @@ pub(crate) struct AxisList {
     items: [ParamAxis; MAX_DIMS],
 }
 
+impl Default for AxisList {
+    fn default() -> Self {
+        AxisList::new()
+    }
+}
+
 impl AxisList {
     fn new() -> Self {
         AxisList {
@@ -90,20 +96,36 @@ impl Shape {
     pub fn as_slice(&self) -> &[usize] {
         &self.dims[..self.len]
     }
+    /// The number of elements (the product was checked when the plan was built).
     pub fn numel(&self) -> usize {
-        self.as_slice().iter().product()
+        product(self.as_slice().iter().copied()).unwrap_or(usize::MAX)
     }
 }
 
-/// Standard-layout strides of `sizes`.
-fn strides_of(sizes: &[usize]) -> [usize; MAX_DIMS] {
+/// The checked product of `sizes` (zero if any is zero, whatever the others).
+fn product(sizes: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+    if sizes.clone().any(|n| n == 0) {
+        return Some(0);
+    }
+    sizes
+        .into_iter()
+        .try_fold(1usize, |acc, n| acc.checked_mul(n))
+}
+
+/// Standard-layout strides of `sizes`; `None` if a stride overflows `usize`.
+fn strides_of(sizes: &[usize]) -> Option<[usize; MAX_DIMS]> {
     let mut out = [0; MAX_DIMS];
-    let mut acc = 1;
+    let mut acc = 1usize;
     for i in (0..sizes.len()).rev() {
         out[i] = acc;
-        acc *= sizes[i];
+        // The stride past the outermost axis is never used: an empty array stays valid.
+        acc = if sizes[i] == 0 {
+            0
+        } else {
+            acc.checked_mul(sizes[i])?
+        };
     }
-    out
+    Some(out)
 }
 
 /// Which part of an input axis a logical axis is.
@@ -134,7 +156,8 @@ fn stride_in(
         Part::Whole => pos(ParamAxis::Input(axis.input)).map_or(0, |k| strides[k]),
         Part::Group => {
             if let Some(k) = pos(ParamAxis::Input(axis.input)) {
-                strides[k] * within_group
+                // At most the parameter array's size, a product checked by the caller.
+                strides[k].saturating_mul(within_group)
             } else {
                 pos(ParamAxis::Group).map_or(0, |k| strides[k])
             }
@@ -144,7 +167,7 @@ fn stride_in(
 }
 
 /// A stage applied to one input shape.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Plan {
     /// Element-space dims, outer to inner; at least one.
     pub dims: [Dim; MAX_DIMS],
@@ -172,8 +195,9 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
-    /// The plan of `stage` on an input of `shape` (already checked against the spec).
-    pub fn new(spec: &Spec, stage: &Stage, shape: &[usize]) -> Plan {
+    /// The plan of `stage` on an input of `shape` (already checked against the spec);
+    /// `None` if a size product overflows `usize` (every product here is checked).
+    pub fn new(spec: &Spec, stage: &Stage, shape: &[usize]) -> Option<Plan> {
         let groups = stage.groups.unwrap_or(1);
         let mut logical = [Logical {
             input: 0,
@@ -239,8 +263,11 @@ impl Plan {
         for &a in running_axes.as_slice() {
             running_shape.push(shapes::axis_size(stage, a, shape));
         }
-        let pstrides = strides_of(param_shape.as_slice());
-        let rstrides = strides_of(running_shape.as_slice());
+        // Every size the plan derives is a checked product (an overflow: `None`).
+        product(param_shape.as_slice().iter().copied())?;
+        product(running_shape.as_slice().iter().copied())?;
+        let pstrides = strides_of(param_shape.as_slice())?;
+        let rstrides = strides_of(running_shape.as_slice())?;
 
         // Logical strides.
         let mut sizes = Shape::default();
@@ -251,8 +278,8 @@ impl Plan {
                 kept_sizes.push(l.size);
             }
         }
-        let xstrides = strides_of(sizes.as_slice());
-        let sstrides_kept = strides_of(kept_sizes.as_slice());
+        let xstrides = strides_of(sizes.as_slice())?;
+        let sstrides_kept = strides_of(kept_sizes.as_slice())?;
         let mut full = [Dim::default(); MAX_DIMS];
         let mut sdims = [StatDim::default(); MAX_DIMS];
         let mut nsdims = 0;
@@ -295,12 +322,10 @@ impl Plan {
         for d in full[..nl].iter().filter(|d| d.size != 1) {
             if ndims > 0 {
                 let outer = dims[ndims - 1];
-                if outer.xs == d.xs * d.size
-                    && outer.ss == d.ss * d.size
-                    && outer.ps == d.ps * d.size
-                {
+                let spans = |inner: usize, outer: usize| inner.checked_mul(d.size) == Some(outer);
+                if spans(d.xs, outer.xs) && spans(d.ss, outer.ss) && spans(d.ps, outer.ps) {
                     dims[ndims - 1] = Dim {
-                        size: outer.size * d.size,
+                        size: outer.size.checked_mul(d.size)?,
                         xs: d.xs,
                         ss: d.ss,
                         ps: d.ps,
@@ -320,14 +345,14 @@ impl Plan {
             };
             ndims = 1;
         }
-        let numel: usize = shape.iter().product();
-        let group_len: usize = logical.iter().filter(|l| !l.kept).map(|l| l.size).product();
-        Plan {
+        let numel = product(shape.iter().copied())?;
+        let group_len = product(logical.iter().filter(|l| !l.kept).map(|l| l.size))?;
+        Some(Plan {
             dims,
             ndims,
             sdims,
             nsdims,
-            groups: stat_shape.numel(),
+            groups: product(stat_shape.as_slice().iter().copied())?,
             group_len,
             numel,
             foldable,
@@ -336,7 +361,7 @@ impl Plan {
             running_shape,
             stat_axes,
             running_axes,
-        }
+        })
     }
 
     /// The innermost dim: the contiguous line.
@@ -348,8 +373,15 @@ impl Plan {
     pub fn group_offsets(&self, mut s: usize) -> (usize, usize) {
         let (mut p, mut r) = (0, 0);
         for d in self.sdims[..self.nsdims].iter().rev() {
-            let i = s % d.size;
-            s /= d.size;
+            // No division once the rest is within the dim (always, for one kept dim): the
+            // forward pass asks once per group.
+            let i = if s < d.size {
+                std::mem::take(&mut s)
+            } else {
+                let i = s % d.size;
+                s /= d.size;
+                i
+            };
             p += i * d.ps;
             r += i * d.rs;
         }

@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::exec::{self, Params, Raw, SharedOut, Units, TASKS, TASK_ELEMS};
+use super::exec::{self, Params, SharedOut, ShiftedSums, Units, TASKS, TASK_ELEMS};
 use super::lines::{self, DParam, ParamLine};
 use super::reduce::{row_dx_portable, DxRows, Rows};
 use super::simd::multiversion;
@@ -56,7 +56,8 @@ pub(crate) type CoefOut<'a, T> = (&'a mut [T], &'a mut [T], &'a mut [T]);
 
 /// Finishes a block of the forward pass: `(block, its state, its slots' raw sums, their
 /// coefficients out)`.
-pub(crate) type BlockFinish<'a, T, S> = dyn Fn(usize, &mut S, &[Raw], CoefOut<'_, T>) + Sync + 'a;
+pub(crate) type BlockFinish<'a, T, S> =
+    dyn Fn(usize, &mut S, &[ShiftedSums], CoefOut<'_, T>) + Sync + 'a;
 
 /// Finishes a block of the backward pass: `(block, its state, its slots' Σdy and
 /// Σdy·(x − m), their dx coefficients (c, a, b) out)`.
@@ -65,12 +66,12 @@ pub(crate) type BlockDxFinish<'a, T, S> =
 
 /// Raw shifted sums of the cells `slots` (shift: each cell's first value).
 #[inline(always)]
-fn raws_of<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [Raw]) {
+fn raws_of<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [ShiftedSums]) {
     for (&k, r) in slots.iter().zip(raws) {
         let row = &x[k * len..(k + 1) * len];
         let shift = row[0].to_acc();
         let (sum, sq) = lines::row_sums(row, shift);
-        *r = Raw { shift, sum, sq };
+        *r = ShiftedSums { shift, sum, sq };
     }
 }
 
@@ -104,7 +105,7 @@ fn ahead(slots: &[usize], i: usize) -> bool {
 
 /// The forward finish of one task's blocks: `(block within the task, raw sums, coefficients
 /// out)`.
-type TaskFinish<'a, T> = dyn FnMut(usize, &[Raw], CoefOut<'_, T>) + 'a;
+type TaskFinish<'a, T> = dyn FnMut(usize, &[ShiftedSums], CoefOut<'_, T>) + 'a;
 
 /// The backward finish of one task's blocks: `(block within the task, sums, coefficients
 /// out)`.
@@ -119,10 +120,10 @@ multiversion! {
         len: usize,
         bs: usize,
         slots: &[usize],
-        raws: &mut [Raw],
+        raws: &mut [ShiftedSums],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
@@ -156,7 +157,7 @@ multiversion! {
                         lines::row_sums(nx, shift)
                     }
                 };
-                raws[i + bs] = Raw { shift, sum, sq };
+                raws[i + bs] = ShiftedSums { shift, sum, sq };
             }
         }
     }
@@ -175,7 +176,7 @@ multiversion! {
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
         finish: &mut TaskDxFinish<'_, T>,
-        out: &SharedOut<T>,
+        out: &SharedOut<'_, T>,
     ) {
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
@@ -223,7 +224,7 @@ multiversion! {
 pub(crate) fn forward<T: Float, S: Send>(
     cells: &Cells<'_>,
     x: &[T],
-    raws: &mut [Raw],
+    raws: &mut [ShiftedSums],
     (m, a, b): CoefOut<'_, T>,
     locals: &mut [S],
     finish: &BlockFinish<'_, T, S>,
@@ -244,9 +245,9 @@ pub(crate) fn forward<T: Float, S: Send>(
     let shared = SharedOut::new(out, 2);
     let bpt = cells.per_task();
     let span = bpt * bs;
-    let task = |t: usize, raws: &mut [Raw], coef: CoefOut<'_, T>, locals: &mut [S]| {
+    let task = |t: usize, raws: &mut [ShiftedSums], coef: CoefOut<'_, T>, locals: &mut [S]| {
         let slots = &cells.order[t * span..t * span + raws.len()];
-        let mut fin = |j: usize, raws: &[Raw], coef: CoefOut<'_, T>| {
+        let mut fin = |j: usize, raws: &[ShiftedSums], coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], raws, coef);
         };
         forward_task(x, len, bs, slots, raws, coef, &mut fin, &shared);

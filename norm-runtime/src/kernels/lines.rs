@@ -7,7 +7,7 @@
 //! `#[inline(always)]` so it is compiled inside the caller's `#[target_feature]` copy
 //! ([`super::simd::multiversion`]).
 
-use super::reduce::{col_dsums_portable, row_dparams_portable, row_dx_portable};
+use super::reduce::{col_dsums_portable, head, row_dparams_portable, row_dx_portable};
 use crate::Float;
 
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
@@ -25,13 +25,6 @@ pub(crate) enum ParamLine<'a, T> {
     Scalar(T, T),
     /// `γ[i]` (and `β[i]`) along the line.
     Vector(&'a [T], Option<&'a [T]>),
-}
-
-/// The values of `out` before its first 64-byte boundary: an elementwise loop split there
-/// stores whole cache lines (an unaligned vector store straddles two).
-#[inline(always)]
-pub(crate) fn head<T>(out: &[T]) -> usize {
-    out.as_ptr().align_offset(64).min(out.len())
 }
 
 /// y = ((x − m)·a + b)·γ + β over a line; `m`, `a`, `b` have length 1 (`DS = false`) or the

@@ -1,0 +1,764 @@
+//! The backward passes: the gradient sums per group (and per unfolded parameter), the dx
+//! coefficients (`DxFinish`), and dx, fused per task or split into chunks.
+
+use rayon::prelude::*;
+
+use super::units::{SharedOut, Units};
+use super::{Coef3, Coef4};
+use crate::kernels::lines::{self, DParam, GammaLine, RowFold};
+use crate::kernels::reduce::{row_dx_portable, DxRows, RowParam, Rows};
+use crate::kernels::simd::multiversion;
+use crate::plan::Dim;
+use crate::Float;
+
+/// γ of the line at parameter offset `po`, with its gradient accumulators.
+#[inline(always)]
+fn dparam_line<'a, T: Float>(
+    gamma: Option<&'a [T]>,
+    line: Dim,
+    po: usize,
+    dg: &'a mut [f64],
+    db: &'a mut [f64],
+) -> DParam<'a, T> {
+    let len = line.size;
+    match gamma {
+        None => DParam::None,
+        Some(g) if line.ps == 0 => DParam::Scalar(g[po], &mut dg[po], &mut db[po]),
+        Some(g) => DParam::Vector(
+            &g[po..po + len],
+            &mut dg[po..po + len],
+            &mut db[po..po + len],
+        ),
+    }
+}
+
+/// γ of the line at parameter offset `po`, for the dx pass.
+#[inline(always)]
+fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<'_, T> {
+    match gamma {
+        None => GammaLine::None,
+        Some(g) if line.ps == 0 => GammaLine::Scalar(g[po]),
+        Some(g) => GammaLine::Vector(&g[po..po + line.size]),
+    }
+}
+
+/// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
+pub(crate) type DxFinish<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn unit_dsums<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    u: usize,
+    range: (usize, usize),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+    dparams: &mut [f64],
+) {
+    let len = units.line.size;
+    let groups_per_unit = units.groups_per_unit;
+    let g0 = u * groups_per_unit;
+    let (m, a, b) = (
+        &xhat.0[g0..g0 + groups_per_unit],
+        &xhat.1[g0..g0 + groups_per_unit],
+        &xhat.2[g0..g0 + groups_per_unit],
+    );
+    if groups_per_unit > 1 && gamma.is_none() {
+        // Columns with γ folded (or absent): register-blocked over the lines.
+        let lines = units.lines_of(u, range).map(|(xo, _)| xo);
+        T::col_dsums(x, dy, lines, (m, a, b), sg, sgx);
+        return;
+    }
+    let np = dparams.len() / 2;
+    let (dg, db) = dparams.split_at_mut(np);
+    for (xo, po) in units.lines_of(u, range) {
+        let p = dparam_line(gamma, units.line, po, dg, db);
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        if groups_per_unit == 1 {
+            lines::dsums::<T, false>(xs, ds, m, a, b, p, sg, sgx);
+        } else {
+            lines::dsums::<T, true>(xs, ds, m, a, b, p, sg, sgx);
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn unit_dx<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    out: &SharedOut<'_, T>,
+    coef: Coef4<'_, T>,
+    g0: usize,
+    gamma: Option<&[T]>,
+    u: usize,
+    range: (usize, usize),
+) {
+    let len = units.line.size;
+    let w = units.groups_per_unit;
+    let (c, m, a, b) = (
+        &coef.0[g0..g0 + w],
+        &coef.1[g0..g0 + w],
+        &coef.2[g0..g0 + w],
+        &coef.3[g0..g0 + w],
+    );
+    let run = (w > 1 && gamma.is_none())
+        .then(|| units.run(u, range))
+        .flatten();
+    if let Some(run) = run {
+        let (ptr, n) = out.base_ptr();
+        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
+        if unsafe { T::col_dx(x, dy, ptr, n, run, (c, m, a, b), out.stream) } {
+            return;
+        }
+    }
+    for (xo, po) in units.lines_of(u, range) {
+        let g = gamma_line(gamma, units.line, po);
+        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
+        let o = unsafe { out.line(xo, len) };
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        if w == 1 {
+            lines::dx::<T, false>(xs, ds, o, c, m, a, b, g);
+        } else {
+            lines::dx::<T, true>(xs, ds, o, c, m, a, b, g);
+        }
+    }
+}
+
+/// Outputs of the backward pass.
+pub(crate) struct BackOut<'a, T> {
+    /// Per group: Σg, Σg·x̂ (g = dy·γ for unfolded γ, dy otherwise).
+    pub sg: &'a mut [f64],
+    pub sgx: &'a mut [f64],
+    /// Per parameter (unfolded γ): Σdy·x̂ then Σdy, `2·P` values.
+    pub dparams: &'a mut [f64],
+    /// Per-group dx coefficients (scratch).
+    pub c: &'a mut [T],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+    /// Staging of γ-gradient sums (two lines per task when rows carry γ along the line).
+    pub stage: &'a mut [T],
+}
+
+multiversion! {
+    /// Backward sums of tasks `t0..` (as `normalize_task`), one part of `acc` each: Σg, Σg·x̂
+    /// of the unit's groups, then the parameter sums.
+    fn dsums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        xhat: Coef3<'_, T>,
+        gamma: Option<&[T]>,
+        t0: usize,
+        stride: usize,
+        acc: &mut [f64],
+    ) {
+        let (groups_per_unit, (_, cpu)) = (units.groups_per_unit, units.chunking());
+        for (i, part) in acc.chunks_mut(stride).enumerate() {
+            let (u, c) = ((t0 + i) / cpu, (t0 + i) % cpu);
+            let (sg, rest) = part.split_at_mut(groups_per_unit);
+            let (sgx, dp) = rest.split_at_mut(groups_per_unit);
+            unit_dsums(units, x, dy, xhat, gamma, u, units.chunk(c), sg, sgx, dp);
+        }
+    }
+}
+
+multiversion! {
+    /// dx with known coefficients over tasks `t0..t1` (as `normalize_task`).
+    fn dx_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        out: &SharedOut<'_, T>,
+        coef: Coef4<'_, T>,
+        gamma: Option<&[T]>,
+        t0: usize,
+        t1: usize,
+    ) {
+        let (_, cpu) = units.chunking();
+        for t in t0..t1 {
+            let (u, c) = (t / cpu, t % cpu);
+            unit_dx(units, x, dy, out, coef, u * units.groups_per_unit, gamma, u, units.chunk(c));
+        }
+    }
+}
+
+multiversion! {
+    /// Fused backward of units `u0..u1`: sums, `finish`, dx. The slices are this task's
+    /// share of the per-group arrays; `dparams` is its own parameter-sum accumulator.
+    fn fused_backward_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        dy: &[T],
+        xhat: Coef3<'_, T>,
+        gamma: Option<&[T]>,
+        finish: &DxFinish<'_, T>,
+        u0: usize,
+        u1: usize,
+        o: BackOut<'_, T>,
+        out: &SharedOut<'_, T>,
+    ) {
+        let groups_per_unit = units.groups_per_unit;
+        let all = (0, units.lines);
+        o.sg.fill(0.0);
+        o.sgx.fill(0.0);
+        if groups_per_unit == 1 {
+            let t = TaskRows { units, x, dy, xhat, gamma };
+            if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
+                rows_backward(&t, finish, u0, u1, o, out);
+            } else {
+                groups_backward(&t, finish, u0, u1, o, out);
+            }
+            return;
+        }
+        for (ui, u) in (u0..u1).enumerate() {
+            let l = ui * groups_per_unit..(ui + 1) * groups_per_unit;
+            unit_dsums(
+                units,
+                x,
+                dy,
+                xhat,
+                gamma,
+                u,
+                all,
+                &mut o.sg[l.clone()],
+                &mut o.sgx[l.clone()],
+                o.dparams,
+            );
+            for i in l.clone() {
+                let (c, m, a, b) = finish(u * groups_per_unit + i - l.start, o.sg[i], o.sgx[i]);
+                (o.c[i], o.m[i], o.a[i], o.b[i]) = (c, m, a, b);
+            }
+            let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+            unit_dx(units, x, dy, out, coef, l.start, gamma, u, all);
+        }
+    }
+}
+
+/// Rows per block where rows share a γ along the line.
+const ROW_BLOCK: usize = 2;
+
+/// Whether γ runs along the line (unfolded, a value per element): its gradient sums are
+/// staged per element.
+#[inline(always)]
+fn gamma_along<T>(gamma: Option<&[T]>, line: Dim) -> bool {
+    gamma.is_some() && line.ps != 0
+}
+
+/// Rows per flush of the staged γ-gradient sums: each element-type partial sums at most this
+/// many terms before it is added into f64.
+const STAGE_ROWS: usize = 8;
+
+/// The parameter gradients of a task's rows: a scalar γ per row accumulates straight into
+/// f64; a γ along the row stages its per-element sums in the element type (`stage`: two
+/// rows' worth) and flushes them into f64 every [`STAGE_ROWS`] rows, or when the next row
+/// has other parameters.
+struct RowGrads<'a, T> {
+    gamma: Option<&'a [T]>,
+    line: Dim,
+    dg: &'a mut [f64],
+    db: &'a mut [f64],
+    stage: (&'a mut [T], &'a mut [T]),
+    staged: Option<usize>,
+    rows: usize,
+}
+
+impl<'a, T: Float> RowGrads<'a, T> {
+    /// Takes the task's parameter sums (`o.dparams`: Σdy·x̂ then Σdy per parameter) and
+    /// staging (`o.stage`: at least two lines when γ runs along the line) out of `o`.
+    #[inline(always)]
+    fn take<'o: 'a>(gamma: Option<&'a [T]>, line: Dim, o: &mut BackOut<'o, T>) -> Self {
+        let dparams = std::mem::take(&mut o.dparams);
+        let stage = std::mem::take(&mut o.stage);
+        let np = dparams.len() / 2;
+        let (dg, db) = dparams.split_at_mut(np);
+        let n = if gamma_along(gamma, line) {
+            line.size
+        } else {
+            0
+        };
+        let (sg, rest) = stage.split_at_mut(n);
+        let sb = &mut rest[..n];
+        sg.fill(T::zero());
+        sb.fill(T::zero());
+        RowGrads {
+            gamma,
+            line,
+            dg,
+            db,
+            stage: (sg, sb),
+            staged: None,
+            rows: 0,
+        }
+    }
+
+    /// Adds the staged sums into f64 and clears them.
+    #[inline(always)]
+    fn flush(&mut self) {
+        if let Some(po) = self.staged.take() {
+            let len = self.line.size;
+            let (sg, sb) = (&mut *self.stage.0, &mut *self.stage.1);
+            for (d, s) in self.dg[po..po + len].iter_mut().zip(sg.iter_mut()) {
+                *d += s.to_acc();
+                *s = T::zero();
+            }
+            for (d, s) in self.db[po..po + len].iter_mut().zip(sb.iter_mut()) {
+                *d += s.to_acc();
+                *s = T::zero();
+            }
+            self.rows = 0;
+        }
+    }
+
+    /// The row kernels' parameter for `rows` rows at parameter offset `po`: γ along the
+    /// line with its staging (flushed first if it holds other parameters or is full).
+    #[inline(always)]
+    fn param(&mut self, po: usize, rows: usize) -> Option<RowParam<'_, T>> {
+        let g = self.gamma.filter(|_| gamma_along(self.gamma, self.line))?;
+        if self.staged.is_some_and(|p| p != po) || self.rows + rows > STAGE_ROWS {
+            self.flush();
+        }
+        self.staged = Some(po);
+        self.rows += rows;
+        let stage = (&mut *self.stage.0, &mut *self.stage.1);
+        Some((&g[po..po + self.line.size], Some(stage)))
+    }
+
+    /// Folds a row's sums (Σw·dy, Σw·dy·x̂) into its group's `sg`, `sgx` as the line kernels
+    /// do ([`RowFold`]): a scalar γ gets the sums of dy as its gradients and scales the
+    /// group's.
+    #[inline(always)]
+    fn fold(&mut self, po: usize, sums: (f64, f64), sg: &mut f64, sgx: &mut f64) {
+        let fold = match self.gamma {
+            Some(g) if self.line.ps == 0 => {
+                RowFold::Scalar(g[po].to_acc(), &mut self.dg[po], &mut self.db[po])
+            }
+            _ => RowFold::Plain,
+        };
+        fold.apply(sums, sg, sgx);
+    }
+}
+
+/// The inputs of a task of the fused backward pass (rows and groups of lines alike).
+struct TaskRows<'a, T> {
+    units: &'a Units,
+    x: &'a [T],
+    dy: &'a [T],
+    xhat: Coef3<'a, T>,
+    gamma: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> TaskRows<'a, T> {
+    /// Rows `u..u + R` for the sums, and their parameter offsets.
+    #[inline(always)]
+    fn rows<const R: usize>(&self, u: usize) -> (Rows<'a, T, R>, [usize; R]) {
+        let len = self.units.line.size;
+        let (x, dy, xh) = (self.x, self.dy, self.xhat);
+        let zero = T::zero();
+        let mut rows = Rows {
+            x: [&x[..0]; R],
+            dy: [&dy[..0]; R],
+            c: [(zero, zero, zero); R],
+            ahead: false,
+        };
+        let mut po = [0usize; R];
+        for (r, p) in po.iter_mut().enumerate() {
+            let xo;
+            (xo, *p) = self.units.base(u + r);
+            rows.x[r] = &x[xo..xo + len];
+            rows.dy[r] = &dy[xo..xo + len];
+            rows.c[r] = (xh.0[u + r], xh.1[u + r], xh.2[u + r]);
+        }
+        (rows, po)
+    }
+
+    /// Rows `u..u + R` for dx, with their coefficients (c, m, a, b) (`k`: the rows' index
+    /// in the task's coefficient arrays).
+    ///
+    /// # Safety
+    /// The rows must belong to the calling task's units (no other live reference to them).
+    #[inline(always)]
+    unsafe fn dx_rows<const R: usize>(
+        &self,
+        u: usize,
+        out: &'a SharedOut<'_, T>,
+        coef: Coef4<'_, T>,
+        k: usize,
+    ) -> DxRows<'a, T, R> {
+        let (len, line) = (self.units.line.size, self.units.line);
+        // Plain loops: `array::from_fn` here stayed out of line, and its loads of the
+        // closure's captures waited on the store buffer (full of dx) once per block.
+        let mut base = [(0usize, 0usize); R];
+        for (r, b) in base.iter_mut().enumerate() {
+            *b = self.units.base(u + r);
+        }
+        let mut g = None;
+        let zero = T::zero();
+        let mut c = [(zero, zero, zero, zero); R];
+        for (r, cr) in c.iter_mut().enumerate() {
+            let (c, gv) = gamma_line(self.gamma, line, base[r].1).row(coef.0[k + r]);
+            g = gv;
+            *cr = (c, coef.1[k + r], coef.2[k + r], coef.3[k + r]);
+        }
+        DxRows {
+            x: base.map(|(xo, _)| &self.x[xo..xo + len]),
+            dy: base.map(|(xo, _)| &self.dy[xo..xo + len]),
+            // SAFETY: the rows belong to this task's units (the caller's contract).
+            dx: base.map(|(xo, _)| unsafe { out.line(xo, len) }),
+            c,
+            g,
+            stream: out.stream,
+        }
+    }
+
+    /// The sums of rows `u..u + R` (task indices `k..`) into `sg`, `sgx`.
+    #[inline(always)]
+    fn sums<const R: usize>(
+        &self,
+        u: usize,
+        k: usize,
+        grads: &mut RowGrads<'_, T>,
+        o: &mut BackOut<'_, T>,
+    ) {
+        let (rows, po) = self.rows::<R>(u);
+        let sums = T::dsums_rows(rows, grads.param(po[0], R));
+        for r in 0..R {
+            grads.fold(po[r], sums[r], &mut o.sg[k + r], &mut o.sgx[k + r]);
+        }
+    }
+
+    /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`; the
+    /// task's rows end at `end`.
+    ///
+    /// # Safety
+    /// As [`dx_rows`](Self::dx_rows).
+    #[inline(always)]
+    unsafe fn dx_then_sums<const R: usize>(
+        &self,
+        (u, end): (usize, usize),
+        k: usize,
+        out: &'a SharedOut<'_, T>,
+        grads: &mut RowGrads<'_, T>,
+        o: &mut BackOut<'_, T>,
+    ) {
+        // SAFETY: the caller's contract.
+        let cur = unsafe { self.dx_rows::<R>(u, out, (&o.c[..], &o.m[..], &o.a[..], &o.b[..]), k) };
+        let (mut next, po) = self.rows::<R>(u + R);
+        let after = self.units.base(u + 2 * R - 1).0 + self.units.line.size;
+        next.ahead = self.units.adjacent(u + 2 * R, R, end, after);
+        let sums = T::dx_then_dsums(cur, next, grads.param(po[0], R));
+        for r in 0..R {
+            grads.fold(po[r], sums[r], &mut o.sg[k + R + r], &mut o.sgx[k + R + r]);
+        }
+    }
+}
+
+/// The fused backward of rows (one contiguous line per group) that share a γ along the line,
+/// in blocks of [`ROW_BLOCK`] rows (their staged γ-gradient terms are summed in registers
+/// before one update of the staging), software-pipelined: dx of a block runs in the same
+/// loop as the sums of the next block (`RowReduce::dx_then_dsums`), which are those of the
+/// plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
+#[inline(always)]
+fn rows_backward<T: Float>(
+    t: &TaskRows<'_, T>,
+    finish: &DxFinish<'_, T>,
+    u0: usize,
+    u1: usize,
+    mut o: BackOut<'_, T>,
+    out: &SharedOut<'_, T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let (line, rb) = (t.units.line, ROW_BLOCK);
+    let mut grads = RowGrads::take(t.gamma, line, &mut o);
+    let block = |b: usize| (b, (b + rb).min(u1));
+    let (b0, b1) = block(u0);
+    match b1 - b0 {
+        ROW_BLOCK => t.sums::<ROW_BLOCK>(b0, 0, &mut grads, &mut o),
+        w => (0..w).for_each(|r| t.sums::<1>(b0 + r, r, &mut grads, &mut o)),
+    }
+    let mut b = u0;
+    while b < u1 {
+        let (b0, b1) = block(b);
+        for u in b0..b1 {
+            let k = u - u0;
+            (o.c[k], o.m[k], o.a[k], o.b[k]) = finish(u, o.sg[k], o.sgx[k]);
+        }
+        let (n0, n1) = block(b1);
+        let k = b0 - u0;
+        match (b1 - b0, n1 - n0) {
+            // SAFETY: rows b0..n1 belong to this task's units.
+            (ROW_BLOCK, ROW_BLOCK) => unsafe {
+                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, out, &mut grads, &mut o)
+            },
+            // The last block, short or followed by a short one.
+            (w, rest) => {
+                for r in 0..w {
+                    let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+                    // SAFETY: row b0 + r belongs to this task's units.
+                    let cur = unsafe { t.dx_rows::<1>(b0 + r, out, coef, k + r) };
+                    let DxRows {
+                        x,
+                        dy,
+                        dx: [dx],
+                        c,
+                        g,
+                        ..
+                    } = cur;
+                    row_dx_portable(x[0], dy[0], dx, c[0], g);
+                }
+                for r in 0..rest {
+                    t.sums::<1>(n0 + r, n0 + r - u0, &mut grads, &mut o);
+                }
+            }
+        }
+        b = b1;
+    }
+    grads.flush();
+}
+
+/// The fused backward of groups of several lines (one group per unit: NCHW batch norm, a
+/// layer norm over T,D, …), software-pipelined line by line: dx of line j of unit u runs in
+/// the same loop as the sums of line j of unit u + 1. The per-line sums add up in line order,
+/// as in the plain path. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines when γ runs
+/// along the line.
+#[inline(always)]
+fn groups_backward<T: Float>(
+    t: &TaskRows<'_, T>,
+    finish: &DxFinish<'_, T>,
+    u0: usize,
+    u1: usize,
+    mut o: BackOut<'_, T>,
+    out: &SharedOut<'_, T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let &TaskRows {
+        units,
+        x,
+        dy,
+        xhat,
+        gamma,
+    } = t;
+    let (len, line, all) = (units.line.size, units.line, (0, units.lines));
+    let mut grads = RowGrads::take(gamma, line, &mut o);
+    let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
+    for (xo, po) in units.lines_of(u0, all) {
+        let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+        let sums = T::row_dsums(xs, ds, xh(u0), grads.param(po, 1));
+        grads.fold(po, sums, &mut o.sg[0], &mut o.sgx[0]);
+    }
+    for (ui, u) in (u0..u1).enumerate() {
+        let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
+        (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
+        // The next unit's lines (none after the last unit). A plain `LineIter`: an iterator
+        // adapter here copied its state through memory once per unit, and that load waited
+        // for the store buffer full of this pass's output to drain.
+        let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
+        for (xo, po) in units.lines_of(u, all) {
+            let (c, g) = gamma_line(gamma, line, po).row(c);
+            let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+            // SAFETY: line `xo` of unit `u` belongs to this task: written by this task only.
+            let dx = unsafe { out.line(xo, len) };
+            let Some((nxo, npo)) = next.next() else {
+                row_dx_portable(xs, ds, dx, (c, m, a, b), g);
+                continue;
+            };
+            let cur = DxRows {
+                x: [xs],
+                dy: [ds],
+                dx: [dx],
+                c: [(c, m, a, b)],
+                g,
+                stream: out.stream,
+            };
+            let rows = Rows {
+                x: [&x[nxo..nxo + len]],
+                dy: [&dy[nxo..nxo + len]],
+                c: [xh(u + 1)],
+                // One line per unit: the call after this one reduces the line of unit u + 2.
+                ahead: units.adjacent(u + 2, 1, u1, nxo + len),
+            };
+            let [sums] = T::dx_then_dsums(cur, rows, grads.param(npo, 1));
+            grads.fold(npo, sums, &mut o.sg[ui + 1], &mut o.sgx[ui + 1]);
+        }
+    }
+    grads.flush();
+}
+
+/// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
+/// fixed chunks of lines in parallel, merged in chunk order. The first phase of the split
+/// path, and of synchronized statistics.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dsums_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    sg: &mut [f64],
+    sgx: &mut [f64],
+    dparams: &mut [f64],
+    acc: &mut Vec<f64>,
+) {
+    let groups_per_unit = units.groups_per_unit;
+    let np2 = dparams.len();
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    let stride = 2 * groups_per_unit + np2;
+    sg.fill(0.0);
+    sgx.fill(0.0);
+    dparams.fill(0.0);
+    if ntasks == 0 || stride == 0 {
+        // A zero-size axis: every sum is over no values.
+        return;
+    }
+    acc.clear();
+    acc.resize(stride * ntasks, 0.0);
+    let per = units.per_job();
+    if ntasks <= per {
+        dsums_task(units, x, dy, xhat, gamma, 0, stride, acc);
+    } else {
+        acc.par_chunks_mut(stride * per)
+            .enumerate()
+            .for_each(|(j, parts)| dsums_task(units, x, dy, xhat, gamma, j * per, stride, parts));
+    }
+    for (t, part) in acc.chunks(stride).enumerate() {
+        let g0 = (t / cpu) * groups_per_unit;
+        for i in 0..groups_per_unit {
+            sg[g0 + i] += part[i];
+            sgx[g0 + i] += part[groups_per_unit + i];
+        }
+        for (d, &v) in dparams.iter_mut().zip(&part[2 * groups_per_unit..]) {
+            *d += v;
+        }
+    }
+}
+
+/// dx with known per-group coefficients, over fixed chunks of lines in parallel.
+pub(crate) fn dx_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    coef: Coef4<'_, T>,
+    gamma: Option<&[T]>,
+    dx: &mut [T],
+) {
+    let shared = SharedOut::new(dx, 3);
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    let per = units.per_job();
+    if ntasks <= per {
+        dx_task(units, x, dy, &shared, coef, gamma, 0, ntasks);
+        return;
+    }
+    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
+        let t1 = ((j + 1) * per).min(ntasks);
+        dx_task(units, x, dy, &shared, coef, gamma, j * per, t1);
+    });
+}
+
+/// The backward pass: sums per group (and per unfolded parameter), `finish` → per-group dx
+/// coefficients, then dx. `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<'a, T: Float>(
+    units: &Units,
+    x: &[T],
+    dy: &[T],
+    xhat: Coef3<'_, T>,
+    gamma: Option<&[T]>,
+    finish: &DxFinish<'_, T>,
+    mut o: BackOut<'a, T>,
+    acc: &mut Vec<f64>,
+    stage: &'a mut Vec<T>,
+    dx: &mut [T],
+) {
+    let groups_per_unit = units.groups_per_unit;
+    let groups = units.count * groups_per_unit;
+    let np2 = o.dparams.len();
+    // Groups with γ along the line stage its gradient sums: two lines per task.
+    let staged = gamma_along(gamma, units.line) && groups_per_unit == 1;
+    let sstride = if staged { 2 * units.line.size } else { 0 };
+    if units.split() {
+        dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
+        for g in 0..groups {
+            let (c, m, a, b) = finish(g, o.sg[g], o.sgx[g]);
+            (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
+        }
+        dx_all(
+            units,
+            x,
+            dy,
+            (&o.c[..], &o.m[..], &o.a[..], &o.b[..]),
+            gamma,
+            dx,
+        );
+        return;
+    }
+    let shared = SharedOut::new(dx, 3);
+    let upt = units.per_task();
+    let groups_per_task = upt * groups_per_unit;
+    let ntasks = units.count.div_ceil(upt);
+    // Sized only: each task clears the part it uses (`RowGrads::take`).
+    stage.resize(ntasks * sstride.max(1), T::zero());
+    if units.count <= upt {
+        // One task: run it here, without handing it to the thread pool.
+        o.dparams.fill(0.0);
+        o.stage = &mut stage[..];
+        fused_backward_task(
+            units,
+            x,
+            dy,
+            xhat,
+            gamma,
+            finish,
+            0,
+            units.count,
+            o,
+            &shared,
+        );
+        return;
+    }
+    let dstride = np2.max(1);
+    acc.clear();
+    acc.resize(dstride * ntasks, 0.0);
+    o.sg.par_chunks_mut(groups_per_task)
+        .zip(o.sgx.par_chunks_mut(groups_per_task))
+        .zip(o.c.par_chunks_mut(groups_per_task))
+        .zip(o.m.par_chunks_mut(groups_per_task))
+        .zip(o.a.par_chunks_mut(groups_per_task))
+        .zip(o.b.par_chunks_mut(groups_per_task))
+        .zip(acc.par_chunks_mut(dstride))
+        .zip(stage.par_chunks_mut(sstride.max(1)))
+        .enumerate()
+        .for_each(|(t, (((((((sg, sgx), c), m), a), b), dp), stage))| {
+            let u0 = t * upt;
+            let u1 = (u0 + upt).min(units.count);
+            let dparams = &mut dp[..np2];
+            let part = BackOut {
+                sg,
+                sgx,
+                dparams,
+                c,
+                m,
+                a,
+                b,
+                stage,
+            };
+            fused_backward_task(units, x, dy, xhat, gamma, finish, u0, u1, part, &shared);
+        });
+    o.dparams.fill(0.0);
+    for part in acc.chunks(dstride) {
+        for (d, &v) in o.dparams.iter_mut().zip(&part[..np2]) {
+            *d += v;
+        }
+    }
+}

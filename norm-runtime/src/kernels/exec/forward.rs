@@ -1,0 +1,545 @@
+//! The forward passes: shifted sums per group, the statistics (`Finish`), the elementwise
+//! normalize/affine pass, fused per task or split into chunks.
+
+use rayon::prelude::*;
+
+use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
+use super::Coef3;
+use crate::kernels::lines::{self, ParamLine};
+use crate::kernels::simd::multiversion;
+use crate::Float;
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn elementwise<T: Float>(
+    units: &Units,
+    x: &[T],
+    out: &SharedOut<'_, T>,
+    coef: Coef3<'_, T>,
+    params: Params<'_, T>,
+    u: usize,
+    g0: usize,
+    range: (usize, usize),
+) {
+    let len = units.line.size;
+    let w = units.groups_per_unit;
+    let (m, a, b) = (
+        &coef.0[g0..g0 + w],
+        &coef.1[g0..g0 + w],
+        &coef.2[g0..g0 + w],
+    );
+    let run = (w > 1 && params.gamma.is_none())
+        .then(|| units.run(u, range))
+        .flatten();
+    if let Some(run) = run {
+        let (ptr, n) = out.base_ptr();
+        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
+        if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
+            return;
+        }
+    }
+    for (xo, po) in units.lines_of(u, range) {
+        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
+        let y = unsafe { out.line(xo, len) };
+        let xs = &x[xo..xo + len];
+        let p = params.line(units.line, po);
+        if w == 1 {
+            lines::affine::<T, false>(xs, y, m, a, b, p);
+        } else {
+            lines::affine::<T, true>(xs, y, m, a, b, p);
+        }
+    }
+}
+
+/// The first line's values (or zero) as the shifts of a unit's groups.
+#[inline(always)]
+fn shifts<T: Float>(units: &Units, x: &[T], u: usize, center: bool, out: &mut [f64]) {
+    let (bx, _) = units.base(u);
+    for (i, h) in out.iter_mut().enumerate() {
+        *h = if center { x[bx + i].to_acc() } else { 0.0 };
+    }
+}
+
+#[inline(always)]
+fn unit_sums<T: Float>(
+    units: &Units,
+    x: &[T],
+    u: usize,
+    range: (usize, usize),
+    shift: &[f64],
+    sum: &mut [f64],
+    sq: &mut [f64],
+) {
+    let len = units.line.size;
+    if units.groups_per_unit == 1 {
+        let (mut s, mut q) = (0.0, 0.0);
+        for (xo, _) in units.lines_of(u, range) {
+            let (a, b) = lines::row_sums(&x[xo..xo + len], shift[0]);
+            s += a;
+            q += b;
+        }
+        sum[0] += s;
+        sq[0] += q;
+    } else {
+        T::col_sums(
+            x,
+            units.lines_of(u, range).map(|(xo, _)| xo),
+            shift,
+            sum,
+            sq,
+        );
+    }
+}
+
+multiversion! {
+    /// Elementwise pass with known coefficients over tasks `t0..t1` (task t: chunk
+    /// `t % cpu` of unit `t / cpu`).
+    fn normalize_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        out: &SharedOut<'_, T>,
+        coef: Coef3<'_, T>,
+        params: Params<'_, T>,
+        t0: usize,
+        t1: usize,
+    ) {
+        let (_, cpu) = units.chunking();
+        for t in t0..t1 {
+            let (u, c) = (t / cpu, t % cpu);
+            elementwise(units, x, out, coef, params, u, u * units.groups_per_unit, units.chunk(c));
+        }
+    }
+}
+
+multiversion! {
+    /// Shifted sums of chunk `c` of unit `u`.
+    fn sums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        u: usize,
+        c: usize,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        unit_sums(units, x, u, units.chunk(c), shift, sum, sq);
+    }
+}
+
+multiversion! {
+    /// Fused forward of units `u0..u1`: sums, `finish`, elementwise. The slices are this
+    /// task's share of the per-group arrays.
+    fn fused_forward_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        center: bool,
+        params: Params<'_, T>,
+        finish: &Finish<'_, T>,
+        u0: usize,
+        u1: usize,
+        c: CoefMut<'_, T>,
+        acc: &mut [f64],
+        out: &SharedOut<'_, T>,
+    ) {
+        let groups_per_unit = units.groups_per_unit;
+        if groups_per_unit == 1 {
+            groups_forward(units, x, center, params, finish, u0, u1, c, out);
+            return;
+        }
+        let n = c.m.len();
+        let (shift, rest) = acc.split_at_mut(n);
+        let (sum, sq) = rest.split_at_mut(n);
+        let all = (0, units.lines);
+        for (ui, u) in (u0..u1).enumerate() {
+            let l = ui * groups_per_unit..(ui + 1) * groups_per_unit;
+            shifts(units, x, u, center, &mut shift[l.clone()]);
+            sum[l.clone()].fill(0.0);
+            sq[l.clone()].fill(0.0);
+            unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
+            for i in l.clone() {
+                let raw = ShiftedSums { shift: shift[i], sum: sum[i], sq: sq[i] };
+                (c.m[i], c.a[i], c.b[i]) = finish(u * groups_per_unit + i - l.start, raw, &mut c.stat[i]);
+            }
+            elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
+        }
+    }
+}
+
+/// The fused forward of units that are one group each (rows, NCHW batch norm, …),
+/// software-pipelined line by line: the affine pass of line j of unit u runs in the same loop
+/// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other.
+/// The per-line sums add up in line order: bit-identical to the two separate passes.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn groups_forward<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    params: Params<'_, T>,
+    finish: &Finish<'_, T>,
+    u0: usize,
+    u1: usize,
+    c: CoefMut<'_, T>,
+    out: &SharedOut<'_, T>,
+) {
+    if u0 >= u1 {
+        return;
+    }
+    let (len, all) = (units.line.size, (0, units.lines));
+    let shift_of = |u: usize| {
+        if center {
+            x[units.base(u).0].to_acc()
+        } else {
+            0.0
+        }
+    };
+    let mut raw = ShiftedSums {
+        shift: shift_of(u0),
+        ..ShiftedSums::default()
+    };
+    for (xo, _) in units.lines_of(u0, all) {
+        let (s, q) = lines::row_sums(&x[xo..xo + len], raw.shift);
+        raw.sum += s;
+        raw.sq += q;
+    }
+    for (ui, u) in (u0..u1).enumerate() {
+        let (m, a, b) = finish(u, raw, &mut c.stat[ui]);
+        (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
+        raw = ShiftedSums {
+            shift: if u + 1 < u1 { shift_of(u + 1) } else { 0.0 },
+            ..ShiftedSums::default()
+        };
+        // The next unit's lines (none after the last unit). A plain `LineIter`: an iterator
+        // adapter here copied its state through memory once per unit, and that load waited
+        // for the store buffer full of this pass's output to drain.
+        let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
+        for (xo, po) in units.lines_of(u, all) {
+            let xs = &x[xo..xo + len];
+            // SAFETY: line `xo` belongs to unit `u` of this task: written by this task only.
+            let y = unsafe { out.line(xo, len) };
+            let p = params.line(units.line, po);
+            // The fallbacks take the coefficients through `black_box`, an optimization
+            // barrier: otherwise the compiler hoists their broadcasts above the pipelined
+            // kernel's call (in this task's AVX-512 copy, where the fallback of the `None`
+            // arm is dead code) and spills and reloads four vectors around every call. With
+            // rows of 1024 values that cost 8–14 % of a one-thread LayerNorm forward.
+            let Some((nxo, _)) = next.next() else {
+                let (m, a, b) = std::hint::black_box((m, a, b));
+                lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                continue;
+            };
+            let nx = &x[nxo..nxo + len];
+            let (coef, vector) = match p {
+                ParamLine::None => ((m, a, b), None),
+                ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
+                ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
+            };
+            // One line per unit: the call after this one reduces the line of unit u + 2.
+            let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
+            // On CPUs where the pipelined kernel is slower beyond the cache (see
+            // `cpu::TABLE`), the two passes run one after the other.
+            let pipelined = out
+                .pipeline
+                .then(|| T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream))
+                .flatten();
+            let (s, q) = match pipelined {
+                Some(sums) => sums,
+                None => {
+                    let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));
+                    lines::affine::<T, false>(xs, y, &[m], &[a], &[b], p);
+                    lines::row_sums(nx, shift)
+                }
+            };
+            raw.sum += s;
+            raw.sq += q;
+        }
+    }
+}
+
+multiversion! {
+    /// The elementwise pass in memory order over items `i0..i1` of the (line, unit) grid
+    /// (item i: line `i / count` of unit `i % count`), for one-group units whose reduced
+    /// dims lie outside their kept dims (see `Units::reduced_outer`).
+    fn normalize_outer_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        out: &SharedOut<'_, T>,
+        coef: Coef3<'_, T>,
+        params: Params<'_, T>,
+        i0: usize,
+        i1: usize,
+    ) {
+        let len = units.line.size;
+        let mut line = usize::MAX;
+        let (mut lx, mut lp) = (0, 0);
+        for i in i0..i1 {
+            let (j, u) = (i / units.count, i % units.count);
+            if j != line {
+                // Unit 0 sits at offset 0: its line j gives the line's offsets in every unit.
+                (lx, lp) = units.lines_of(0, (j, j + 1)).next().unwrap_or((0, 0));
+                line = j;
+            }
+            let (bx, bp) = units.base(u);
+            let (xo, po) = (bx + lx, bp + lp);
+            // SAFETY: item i is the line `xo` of unit u: one line of the plan, and each item
+            // belongs to exactly one task.
+            let y = unsafe { out.line(xo, len) };
+            let p = params.line(units.line, po);
+            let (m, a, b) = (&coef.0[u..u + 1], &coef.1[u..u + 1], &coef.2[u..u + 1]);
+            lines::affine::<T, false>(&x[xo..xo + len], y, m, a, b, p);
+        }
+    }
+}
+
+/// The elementwise pass with known coefficients (eval with running statistics, and the
+/// second phase of the split path).
+pub(crate) fn normalize<T: Float>(
+    units: &Units,
+    x: &[T],
+    coef: Coef3<'_, T>,
+    params: Params<'_, T>,
+    out: &mut [T],
+) {
+    let shared = SharedOut::new(out, 2);
+    if units.groups_per_unit == 1 && units.reduced_outer {
+        let items = units.count * units.lines;
+        let per = (super::TASK_ELEMS / units.line.size.max(1)).max(1);
+        if items <= per {
+            normalize_outer_task(units, x, &shared, coef, params, 0, items);
+        } else {
+            (0..items.div_ceil(per)).into_par_iter().for_each(|j| {
+                let i1 = ((j + 1) * per).min(items);
+                normalize_outer_task(units, x, &shared, coef, params, j * per, i1);
+            });
+        }
+        return;
+    }
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    let per = units.per_job();
+    if ntasks <= per {
+        // One job: run it here, without handing it to the thread pool.
+        normalize_task(units, x, &shared, coef, params, 0, ntasks);
+        return;
+    }
+    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
+        let t1 = ((j + 1) * per).min(ntasks);
+        normalize_task(units, x, &shared, coef, params, j * per, t1);
+    });
+}
+
+/// Raw shifted sums of every group into `raws`: fixed chunks of lines in parallel, merged in
+/// chunk order. The first phase of the split path, and of synchronized statistics.
+pub(crate) fn sums_all<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    raws: &mut [ShiftedSums],
+    acc: &mut Vec<f64>,
+) {
+    let groups_per_unit = units.groups_per_unit;
+    let groups = units.count * groups_per_unit;
+    let (_, cpu) = units.chunking();
+    let ntasks = units.count * cpu;
+    acc.clear();
+    acc.resize(groups + 2 * groups_per_unit * ntasks, 0.0);
+    let (shift, parts) = acc.split_at_mut(groups);
+    if groups == 0 {
+        // A zero-size axis: no unit or no group has values to sum.
+        raws.fill(ShiftedSums::default());
+        return;
+    }
+    for u in 0..units.count {
+        shifts(
+            units,
+            x,
+            u,
+            center,
+            &mut shift[u * groups_per_unit..(u + 1) * groups_per_unit],
+        );
+    }
+    let shift = &*shift;
+    let task = |(t, part): (usize, &mut [f64])| {
+        let u = t / cpu;
+        let (sum, sq) = part.split_at_mut(groups_per_unit);
+        sums_task(
+            units,
+            x,
+            u,
+            t % cpu,
+            &shift[u * groups_per_unit..(u + 1) * groups_per_unit],
+            sum,
+            sq,
+        );
+    };
+    if ntasks == 1 {
+        parts
+            .chunks_mut(2 * groups_per_unit)
+            .enumerate()
+            .for_each(task);
+    } else {
+        parts
+            .par_chunks_mut(2 * groups_per_unit)
+            .enumerate()
+            .for_each(task);
+    }
+    for (g, raw) in raws.iter_mut().enumerate().take(groups) {
+        let (u, i) = (g / groups_per_unit, g % groups_per_unit);
+        *raw = ShiftedSums {
+            shift: shift[g],
+            ..ShiftedSums::default()
+        };
+        for c in 0..cpu {
+            let part = &parts[(u * cpu + c) * 2 * groups_per_unit..];
+            raw.sum += part[i];
+            raw.sq += part[groups_per_unit + i];
+        }
+    }
+}
+
+/// The batch-statistics forward pass: per group, raw shifted sums → `finish(group, raw)`
+/// gives the statistics and coefficients → y = ((x − m)·a + b)·γ + β. `acc` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward<T: Float>(
+    units: &Units,
+    x: &[T],
+    center: bool,
+    params: Params<'_, T>,
+    finish: &Finish<'_, T>,
+    coef: CoefMut<'_, T>,
+    acc: &mut Acc,
+    out: &mut [T],
+) {
+    let groups_per_unit = units.groups_per_unit;
+    let groups = units.count * groups_per_unit;
+    if units.split() {
+        let mut raws = std::mem::take(&mut acc.raws);
+        raws.clear();
+        raws.resize(groups, ShiftedSums::default());
+        sums_all(units, x, center, &mut raws, &mut acc.f);
+        for (g, &raw) in raws.iter().enumerate() {
+            (coef.m[g], coef.a[g], coef.b[g]) = finish(g, raw, &mut coef.stat[g]);
+        }
+        acc.raws = raws;
+        normalize(units, x, (coef.m, coef.a, coef.b), params, out);
+        return;
+    }
+    let acc = &mut acc.f;
+    let upt = units.per_task();
+    let groups_per_task = upt * groups_per_unit;
+    acc.clear();
+    acc.resize(3 * groups, 0.0);
+    let shared = SharedOut::new(out, 2);
+    if units.count <= upt {
+        // One task: run it here, without handing it to the thread pool.
+        fused_forward_task(
+            units,
+            x,
+            center,
+            params,
+            finish,
+            0,
+            units.count,
+            coef,
+            acc,
+            &shared,
+        );
+        return;
+    }
+    coef.m
+        .par_chunks_mut(groups_per_task)
+        .zip(coef.a.par_chunks_mut(groups_per_task))
+        .zip(coef.b.par_chunks_mut(groups_per_task))
+        .zip(coef.stat.par_chunks_mut(groups_per_task))
+        .zip(acc.par_chunks_mut(3 * groups_per_task))
+        .enumerate()
+        .for_each(|(t, ((((m, a), b), stat), acc))| {
+            let u0 = t * upt;
+            let u1 = (u0 + upt).min(units.count);
+            let c = CoefMut { stat, m, a, b };
+            fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, &shared);
+        });
+}
+
+/// A group's statistics from its raw sums: `finish(group, raw, &mut stat)` writes the
+/// statistics and returns the coefficients (m, a, b) of the elementwise pass. (The
+/// statistics go out through the reference: returned through memory and copied, their load
+/// would wait on a store buffer full of the pass's output — a failed store forwarding.)
+pub(crate) type Finish<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
+
+multiversion! {
+    /// Raw sums of unit `u` into `raws`, with `acc` as its 3·groups_per_unit scratch.
+    fn raw_sums_task<T: Float>(
+        units: &Units,
+        x: &[T],
+        center: bool,
+        u: usize,
+        raws: &mut [ShiftedSums],
+        acc: &mut [f64],
+    ) {
+        let groups_per_unit = units.groups_per_unit;
+        let (shift, rest) = acc.split_at_mut(groups_per_unit);
+        let (sum, sq) = rest.split_at_mut(groups_per_unit);
+        shifts(units, x, u, center, shift);
+        unit_sums(units, x, u, (0, units.lines), shift, sum, sq);
+        for (i, r) in raws.iter_mut().enumerate() {
+            *r = ShiftedSums { shift: shift[i], sum: sum[i], sq: sq[i] };
+        }
+    }
+}
+
+multiversion! {
+    /// Raw shifted sums of rows `u0..u0 + raws.len()` (units of one line each).
+    fn row_raws_task<T: Float>(units: &Units, x: &[T], center: bool, u0: usize, raws: &mut [ShiftedSums]) {
+        let len = units.line.size;
+        for (i, r) in raws.iter_mut().enumerate() {
+            let (xo, _) = units.base(u0 + i);
+            let row = &x[xo..xo + len];
+            let shift = if center { row[0].to_acc() } else { 0.0 };
+            let (sum, sq) = lines::row_sums(row, shift);
+            *r = ShiftedSums { shift, sum, sq };
+        }
+    }
+}
+
+/// Raw shifted sums of units of one line each (shift: the line's first value), in parallel
+/// over fixed runs of rows; no allocation.
+pub(crate) fn row_raws<T: Float>(units: &Units, x: &[T], center: bool, out: &mut [ShiftedSums]) {
+    debug_assert!(
+        units.lines == 1 && units.groups_per_unit == 1,
+        "one line per unit"
+    );
+    let upt = units.per_task();
+    if units.count <= upt {
+        row_raws_task(units, x, center, 0, out);
+        return;
+    }
+    out.par_chunks_mut(upt)
+        .enumerate()
+        .for_each(|(t, raws)| row_raws_task(units, x, center, t * upt, raws));
+}
+
+/// Raw shifted sums of every group (for `stats`), in the same order as the forward pass.
+///
+/// An input with a zero-size axis has no units (or no groups per unit): every group keeps
+/// its default (zero) sums.
+pub(crate) fn raw_sums<T: Float>(units: &Units, x: &[T], center: bool, out: &mut [ShiftedSums]) {
+    let groups_per_unit = units.groups_per_unit;
+    if units.count == 0 || groups_per_unit == 0 {
+        out.fill(ShiftedSums::default());
+        return;
+    }
+    let mut acc = vec![0.0f64; 3 * groups_per_unit * units.count];
+    if units.count <= units.per_task() {
+        // Small inputs: on the calling thread, without handing tasks to the pool.
+        out.chunks_mut(groups_per_unit)
+            .zip(acc.chunks_mut(3 * groups_per_unit))
+            .enumerate()
+            .for_each(|(u, (raws, acc))| raw_sums_task(units, x, center, u, raws, acc));
+        return;
+    }
+    out.par_chunks_mut(groups_per_unit)
+        .zip(acc.par_chunks_mut(3 * groups_per_unit))
+        .enumerate()
+        .for_each(|(u, (raws, acc))| raw_sums_task(units, x, center, u, raws, acc));
+}

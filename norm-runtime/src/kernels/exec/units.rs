@@ -1,0 +1,376 @@
+//! A plan seen as units of lines, the output they write, and the per-group values the
+//! passes exchange.
+
+use super::{TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
+use crate::kernels::lines::ParamLine;
+use crate::kernels::simd;
+use crate::plan::{Dim, Plan, MAX_DIMS};
+use crate::Float;
+
+/// A plan seen as units of lines (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Units {
+    kd: [Dim; MAX_DIMS],
+    nk: usize,
+    rd: [Dim; MAX_DIMS],
+    nr: usize,
+    /// The line.
+    pub line: Dim,
+    /// Number of units.
+    pub count: usize,
+    /// Lines per unit.
+    pub lines: usize,
+    /// Statistics groups per unit (1, or the line length for columns).
+    pub groups_per_unit: usize,
+    /// Whether every reduced dim lies outside every kept dim in memory (NCHW batch norm:
+    /// `N` reduced, `C` kept, the `H·W` line): unit-major order then strides across the
+    /// tensor, and an elementwise pass runs faster in memory order.
+    pub(super) reduced_outer: bool,
+}
+
+/// The lines `j0..j1` of one unit: (input offset, parameter offset) pairs. It borrows the
+/// reduced dims (no per-unit copy of the plan).
+#[derive(Clone)]
+pub(super) struct LineIter<'a> {
+    rd: &'a [Dim],
+    idx: [usize; MAX_DIMS],
+    xo: usize,
+    po: usize,
+    left: usize,
+}
+
+impl Iterator for LineIter<'_> {
+    type Item = (usize, usize);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let item = (self.xo, self.po);
+        for k in (0..self.rd.len()).rev() {
+            let d = self.rd[k];
+            self.idx[k] += 1;
+            self.xo += d.xs;
+            self.po += d.ps;
+            if self.idx[k] < d.size {
+                break;
+            }
+            self.xo -= d.size * d.xs;
+            self.po -= d.size * d.ps;
+            self.idx[k] = 0;
+        }
+        Some(item)
+    }
+}
+
+impl Units {
+    pub fn new(plan: &Plan) -> Units {
+        let line = plan.line();
+        let mut u = Units {
+            kd: [Dim::default(); MAX_DIMS],
+            nk: 0,
+            rd: [Dim::default(); MAX_DIMS],
+            nr: 0,
+            line,
+            count: 1,
+            lines: 1,
+            groups_per_unit: if line.ss == 0 { 1 } else { line.size },
+            reduced_outer: true,
+        };
+        for d in &plan.dims[..plan.ndims - 1] {
+            if d.ss != 0 {
+                u.kd[u.nk] = *d;
+                u.nk += 1;
+                u.count *= d.size;
+            } else {
+                u.reduced_outer &= u.nk == 0;
+                u.rd[u.nr] = *d;
+                u.nr += 1;
+                u.lines *= d.size;
+            }
+        }
+        u.reduced_outer &= u.nk > 0 && u.lines > 1;
+        if plan.numel == 0 {
+            u.count = 0;
+        }
+        u
+    }
+
+    /// `count` contiguous rows of `len` elements, each its own group (the cells of a fused
+    /// chain).
+    pub fn rows(count: usize, len: usize) -> Units {
+        let mut kd = [Dim::default(); MAX_DIMS];
+        kd[0] = Dim {
+            size: count,
+            xs: len,
+            ss: 1,
+            ps: 0,
+        };
+        Units {
+            kd,
+            nk: 1,
+            rd: [Dim::default(); MAX_DIMS],
+            nr: 0,
+            line: Dim {
+                size: len,
+                xs: 1,
+                ss: 0,
+                ps: 0,
+            },
+            count,
+            lines: 1,
+            groups_per_unit: 1,
+            reduced_outer: false,
+        }
+    }
+
+    /// Elements per unit.
+    pub(super) fn elems(&self) -> usize {
+        self.lines * self.line.size
+    }
+
+    /// Input and parameter offsets of unit `u`'s first line.
+    #[inline(always)]
+    pub(super) fn base(&self, mut u: usize) -> (usize, usize) {
+        let (mut xo, mut po) = (0, 0);
+        for d in self.kd[..self.nk].iter().rev() {
+            // No division once the rest is within the dim (always, for one kept dim): the
+            // pipelined paths ask for a unit's base several times per unit.
+            let i = if u < d.size {
+                std::mem::take(&mut u)
+            } else {
+                let i = u % d.size;
+                u /= d.size;
+                i
+            };
+            xo += i * d.xs;
+            po += i * d.ps;
+        }
+        (xo, po)
+    }
+
+    /// The lines `j0..j1` of unit `u`.
+    #[inline(always)]
+    pub(super) fn lines_of(&self, u: usize, (j0, j1): (usize, usize)) -> LineIter<'_> {
+        let (mut xo, mut po) = self.base(u);
+        let rd = &self.rd[..self.nr];
+        let mut idx = [0usize; MAX_DIMS];
+        let mut j = j0;
+        for k in (0..rd.len()).rev() {
+            let d = rd[k];
+            idx[k] = j % d.size;
+            j /= d.size;
+            xo += idx[k] * d.xs;
+            po += idx[k] * d.ps;
+        }
+        LineIter {
+            rd,
+            idx,
+            xo,
+            po,
+            left: j1 - j0,
+        }
+    }
+
+    /// Lines `j0..j1` of unit `u` as one contiguous run `(start, lines)`, when the reduced
+    /// dims lay the unit's lines end to end (channels-last statistics over the leading dims).
+    #[inline(always)]
+    pub(super) fn run(&self, u: usize, (j0, j1): (usize, usize)) -> Option<(usize, usize)> {
+        if self.line.xs != 1 {
+            return None;
+        }
+        let mut span = self.line.size;
+        for d in self.rd[..self.nr].iter().rev() {
+            if d.size > 1 && d.xs != span {
+                return None;
+            }
+            span *= d.size;
+        }
+        let (start, _) = self.lines_of(u, (j0, j1)).next()?;
+        Some((start, j1 - j0))
+    }
+
+    /// Whether every unit has the same parameters (no kept dim moves them).
+    pub(super) fn shared_params(&self) -> bool {
+        self.kd[..self.nk].iter().all(|d| d.ps == 0)
+    }
+
+    /// Whether the plan runs the split path.
+    pub(super) fn split(&self) -> bool {
+        self.count < 8 && self.elems() > 2 * TASK_ELEMS
+    }
+
+    /// Lines per chunk on the split path, and chunks per unit.
+    pub(super) fn chunking(&self) -> (usize, usize) {
+        let lpc = (TASK_ELEMS / self.line.size.max(1)).max(1);
+        (lpc, self.lines.div_ceil(lpc).max(1))
+    }
+
+    /// (unit, chunk) tasks per parallel job of the split-path passes: enough that a job
+    /// covers about [`TASK_ELEMS`] elements (small units — the cells of a fused chain — would
+    /// otherwise pay the dispatch once per unit).
+    pub(super) fn per_job(&self) -> usize {
+        let (lpc, cpu) = self.chunking();
+        let elems = if cpu == 1 {
+            self.elems()
+        } else {
+            lpc * self.line.size
+        };
+        (TASK_ELEMS / elems.max(1)).max(1)
+    }
+
+    /// Whether units `v..v + r` are single lines below `end`, laid out one after the other
+    /// from offset `at`: the rows a pipelined kernel may prefetch along its loop
+    /// (`Rows::ahead`) when `at` is where the rows it reduces now end.
+    #[inline(always)]
+    pub(super) fn adjacent(&self, v: usize, r: usize, end: usize, mut at: usize) -> bool {
+        self.lines == 1
+            && v + r <= end
+            && (v..v + r).all(|w| {
+                let xo = self.base(w).0;
+                let follows = xo == at;
+                at = xo + self.line.size;
+                follows
+            })
+    }
+
+    /// The line range of chunk `c`.
+    pub(super) fn chunk(&self, c: usize) -> (usize, usize) {
+        let (lpc, _) = self.chunking();
+        (c * lpc, ((c + 1) * lpc).min(self.lines))
+    }
+
+    /// Units per task on the fused path: about [`TASKS`] tasks, each of
+    /// [`TASK_ELEMS`]..[`TASK_MAX_ELEMS`] elements where units allow. A function of the
+    /// shape only, never of the number of threads.
+    pub(super) fn per_task(&self) -> usize {
+        let e = self.elems().max(1);
+        let lo = (TASK_ELEMS / e).max(1);
+        let hi = (TASK_MAX_ELEMS / e).max(lo);
+        self.count.div_ceil(TASKS).clamp(lo, hi)
+    }
+}
+
+/// An output written by many tasks, each to lines no other task writes. It holds the
+/// exclusive borrow `'a` of the output slice for as long as it lives (the `PhantomData`),
+/// so no one else can read or write the output meanwhile; the lines handed out by
+/// [`line`](Self::line) live no longer than `&self`.
+pub(crate) struct SharedOut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    /// Whether the pass streams its output (`simd::streams`).
+    pub(in crate::kernels) stream: bool,
+    /// Whether the row forward may run software-pipelined at this working set
+    /// (`cpu::tuning().pipeline_forward_max`).
+    pub(in crate::kernels) pipeline: bool,
+    _out: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a `SharedOut` is the exclusive borrow of a `[T]` (`T: Send`, so `&mut [T]` is
+// `Send`); tasks only write through `line`, to ranges no other task asks for (see there).
+unsafe impl<T: Send> Send for SharedOut<'_, T> {}
+// SAFETY: as above: concurrent `line` calls never overlap, and nothing reads through `&self`.
+unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
+
+impl<'a, T> SharedOut<'a, T> {
+    /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
+    pub(in crate::kernels) fn new(out: &'a mut [T], arrays: usize) -> Self {
+        let bytes = arrays.saturating_mul(std::mem::size_of_val(out));
+        SharedOut {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            stream: simd::streams(bytes),
+            pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// The base pointer and length, for kernels that write whole runs of lines (each
+    /// write under the same contract as [`line`](Self::line)).
+    #[inline(always)]
+    pub(super) fn base_ptr(&self) -> (*mut T, usize) {
+        (self.ptr, self.len)
+    }
+
+    /// The mutable line `off..off + len`.
+    ///
+    /// # Safety
+    /// No other live reference may overlap the line: every line of a plan belongs to exactly
+    /// one unit and one chunk, and each (unit, chunk) is processed by exactly one task, which
+    /// drops the line before asking for the next.
+    #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
+    pub(in crate::kernels) unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len),
+            "line out of bounds"
+        );
+        // SAFETY: in bounds (asserted) of the slice that `new` borrowed mutably for `'a`,
+        // which outlives `&self` (the `PhantomData` holds that borrow); exclusive by the
+        // caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+    }
+}
+
+/// Scratch of the executor, reused across calls.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Acc {
+    /// Partial sums and shifts.
+    pub f: Vec<f64>,
+    /// Merged raw sums (split path).
+    pub raws: Vec<ShiftedSums>,
+}
+
+/// Raw shifted sums of one group.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ShiftedSums {
+    pub shift: f64,
+    pub sum: f64,
+    pub sq: f64,
+}
+
+/// The statistics of one group as normalized with.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Stat {
+    /// The mean subtracted (0 without centering).
+    pub mean: f64,
+    /// The variance estimate (mean square without centering).
+    pub var: f64,
+    /// Σ(x − mean)² (Σx² without centering).
+    pub m2: f64,
+    /// 1/σ as applied.
+    pub rstd: f64,
+}
+
+/// Per-group statistics and coefficients, struct of arrays.
+pub(crate) struct CoefMut<'a, T> {
+    pub stat: &'a mut [Stat],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+}
+
+/// Unfolded parameters.
+#[derive(Clone, Copy)]
+pub(crate) struct Params<'a, T> {
+    pub gamma: Option<&'a [T]>,
+    pub beta: Option<&'a [T]>,
+}
+
+impl<'a, T: Float> Params<'a, T> {
+    #[inline(always)]
+    pub(super) fn line(&self, line: Dim, po: usize) -> ParamLine<'a, T> {
+        match self.gamma {
+            None => ParamLine::None,
+            Some(g) if line.ps == 0 => {
+                ParamLine::Scalar(g[po], self.beta.map_or(T::zero(), |b| b[po]))
+            }
+            Some(g) => ParamLine::Vector(
+                &g[po..po + line.size],
+                self.beta.map(|b| &b[po..po + line.size]),
+            ),
+        }
+    }
+}

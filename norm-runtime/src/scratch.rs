@@ -1,0 +1,65 @@
+//! The scratch memory of layer calls, kept per thread and per element type.
+//!
+//! Each element type names its own thread-local [`Scratch`] through the sealed part of
+//! [`crate::Float`] (`float::sealed::Sealed::scratch`): a new element type must name one
+//! to compile, so it can never fall back to allocating on every call.
+
+use std::cell::RefCell;
+
+use crate::chain::ChainScratch;
+use crate::kernels::exec::Acc;
+use crate::plan::Plan;
+use crate::types::Saved;
+use crate::Float;
+
+/// The scratch buffers of one thread's layer calls in element type `T`, reused across calls
+/// so that a `*_into` call does not allocate once they have grown.
+#[derive(Debug, Default)]
+pub struct Scratch<T> {
+    /// The plan of every stage of the current call (built once by the checks).
+    pub(crate) plans: Vec<Plan>,
+    /// The `Saved` of an inference call, which the caller does not keep.
+    pub(crate) saved: Saved<T>,
+    /// A chain's backward: the upstream gradient of the stage being processed.
+    pub(crate) up: Vec<T>,
+    /// A chain's backward: the gradient written by that stage.
+    pub(crate) down: Vec<T>,
+    /// x̂ = (x − m)·a + b per group (backward).
+    pub(crate) xm: Vec<T>,
+    pub(crate) xa: Vec<T>,
+    pub(crate) xb: Vec<T>,
+    /// Per-group coefficients of the elementwise passes.
+    pub(crate) m: Vec<T>,
+    pub(crate) a: Vec<T>,
+    pub(crate) b: Vec<T>,
+    pub(crate) c: Vec<T>,
+    /// The executor's partial sums.
+    pub(crate) acc: Acc,
+    /// Per-group backward sums Σg, Σg·x̂.
+    pub(crate) sg: Vec<f64>,
+    pub(crate) sgx: Vec<f64>,
+    /// Per-parameter backward sums (unfolded γ).
+    pub(crate) dparams: Vec<f64>,
+    /// The staged γ-gradient sums of the backward pass (element type).
+    pub(crate) stage: Vec<T>,
+    /// The running-statistics update.
+    pub(crate) run: Vec<f64>,
+    pub(crate) dgamma: Vec<f64>,
+    pub(crate) dbeta: Vec<f64>,
+    /// Synchronized statistics: the local values, all members' and the merged moments.
+    pub(crate) sync_local: Vec<f64>,
+    pub(crate) sync_all: Vec<f64>,
+    pub(crate) sync_merged: Vec<(f64, f64, f64)>,
+    /// The fused path of chains.
+    pub(crate) chain: ChainScratch<T>,
+}
+
+/// Runs `f` with this thread's scratch buffers for `T` (the ones `T` names).
+pub(crate) fn with_scratch<T: Float, R>(f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
+    T::scratch().with(|cell: &RefCell<Scratch<T>>| match cell.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // A layer called from inside another layer's call on this thread (e.g. from a rayon
+        // task that this thread picked up while waiting): fresh buffers.
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
