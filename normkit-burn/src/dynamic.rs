@@ -152,7 +152,7 @@ impl NormModule {
     }
 }
 
-/// A layer declared with [`norm_layer!`]: its `#[norm(...)]` spec as text, so the same
+/// A layer declared with [`norm_layer!`](crate::norm_layer!): its `#[norm(...)]` spec as text, so the same
 /// declaration is an ndarray layer (normkit) and a burn module ([`NormModuleConfig::of`]).
 pub trait DeclaredNorm {
     /// The `#[norm(...)]` attribute's arguments.
@@ -160,7 +160,7 @@ pub trait DeclaredNorm {
 }
 
 impl NormModuleConfig {
-    /// The configuration of the burn module for a layer declared with [`norm_layer!`]; add
+    /// The configuration of the burn module for a layer declared with [`norm_layer!`](crate::norm_layer!); add
     /// the sizes with [`NormModuleConfig::with_sizes`].
     pub fn of<L: DeclaredNorm>() -> Self {
         NormModuleConfig::new(L::SPEC.to_string())

@@ -6,7 +6,7 @@
 //! call to `Flex` or to `Autodiff<Flex, C>` by the input's device. Devices that are not listed
 //! (CubeCL's CPU, wgpu, CUDA, ...) would panic in that generated code, so
 //! [`crate::normalize`] never sends them here: it checks the device first and takes the
-//! composed path ([`crate::composed`]) for them.
+//! composed path (burn tensor ops) for them.
 
 use std::borrow::Cow;
 

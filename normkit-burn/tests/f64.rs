@@ -138,8 +138,8 @@ fn f64_layer_group_batch_norm_match_burn_nn_to_1e_10() {
     compare("f64 BatchNorm train", &a, &b);
     assert_close(
         "f64 running_mean",
-        &vals(nk.running_mean.value()),
-        &vals(nn.running_mean.value()),
+        &vals(nk.running_mean.value_sync()),
+        &vals(nn.running_mean.value_sync()),
         TOL,
     );
 }

@@ -107,6 +107,11 @@ fn a_record_saves_and_loads_back() {
         bn: BatchNorm,
         dynamic: NormModule,
     }
+    // `RunningState::value` (and a saved record) may lag one update behind: sync first.
+    bn.running_mean.value_sync();
+    bn.running_var.value_sync();
+    gn.running_mean.as_ref().unwrap().value_sync();
+    gn.running_var.as_ref().unwrap().value_sync();
     let pair = Pair { bn, dynamic: gn };
     let mut store = SafetensorsStore::from_bytes(None);
     pair.save_into(&mut store).expect("save");

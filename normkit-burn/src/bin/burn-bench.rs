@@ -134,9 +134,16 @@ fn cpu_model() -> String {
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Model name:"))
-                .map(|l| l.trim_start_matches("Model name:").trim().to_string())
+            let field = |key: &str| {
+                s.lines()
+                    .find(|l| l.starts_with(key))
+                    .map(|l| l[key.len()..].trim().to_string())
+            };
+            let name = field("Model name:")?;
+            Some(match (field("CPU family:"), field("Model:")) {
+                (Some(f), Some(m)) => format!("{name} (family {f}, model {m})"),
+                _ => name,
+            })
         })
         .unwrap_or_else(|| "unknown".to_string())
 }
