@@ -52,7 +52,7 @@ fn max_diff(ours: &ArrayD<f32>, theirs: &ArrayD<f64>) -> f64 {
 
 fn show(sd: &StateDict) {
     for (name, t) in sd.iter() {
-        println!("  {name:<28} {:<5} {:?}", t.dtype().to_string(), t.shape());
+        println!("  {name:<32} {:<5} {:?}", t.dtype().to_string(), t.shape());
     }
 }
 

@@ -89,7 +89,7 @@ mod sealed {
     }
 }
 
-/// An element type a [`StateDict`] stores: `f32`, `f64`, [`bf16`], [`f16`], `i64`.
+/// An element type a [`StateDict`] stores: `f32`, `f64`, [`bf16`], [`f16`](struct@f16), `i64`.
 pub trait Element: sealed::Sealed {}
 
 macro_rules! element {
