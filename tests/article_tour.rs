@@ -369,6 +369,8 @@ fn verdicts_count_and_render() {
         "{out}"
     );
     assert_eq!(Unit::Fraction.value(0.3, 10), "3/10 seeds");
+    assert_eq!(Unit::LearningRate.value(1.778e-4, 1), "1.8e-4");
+    assert_eq!(Unit::LearningRate.value(0.316, 1), "0.316");
 }
 
 // ---------------------------------------------------------------------------

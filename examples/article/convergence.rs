@@ -80,9 +80,12 @@ pub fn run(
         let last: Vec<f64> = of(k).map(RunResult::final_acc).collect();
         let to: Vec<f64> = of(k).map(|r| r.epochs_to(p.target) as f64).collect();
         let reach = of(k).filter(|r| r.epochs_to(p.target) <= p.epochs).count();
+        // The final loss of the seeds that did not diverge.
         let loss: Vec<f64> = of(k)
+            .filter(|r| !r.diverged)
             .map(|r| r.epoch_loss.last().copied().unwrap_or(f64::NAN))
             .collect();
+        let n_div = of(k).filter(|r| r.diverged).count();
         let (tm, ts) = mean_std(&to);
         let (lm, ls) = mean_std(&loss);
         t.row([
@@ -91,7 +94,11 @@ pub fn run(
             pct_pm(&last),
             format!("{tm:.1} ± {ts:.1}"),
             format!("{reach}/{}", to.len()),
-            format!("{lm:.3} ± {ls:.3}"),
+            if n_div > 0 {
+                format!("{lm:.3} ± {ls:.3} ({n_div} diverged)")
+            } else {
+                format!("{lm:.3} ± {ls:.3}")
+            },
         ]);
         m.insert(Metric::AccAfter { kind: k, epoch: e }, early);
         m.insert(Metric::EpochsToTarget { kind: k }, to);
@@ -104,9 +111,8 @@ pub fn run(
         100.0 * p.target,
         p.epochs + 1
     );
-    let diverged = runs.iter().filter(|r| r.diverged).count();
-    if diverged > 0 {
-        println!("  ({diverged} of these runs diverged)");
+    if runs.iter().any(|r| r.diverged) {
+        println!("  (a diverged seed counts in the accuracies with what its NaN network predicts: one class)");
     }
 
     let mut files = curves(&runs, p, out)?;

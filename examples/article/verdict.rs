@@ -78,7 +78,7 @@ impl Unit {
             Unit::Accuracy | Unit::Share => format!("{:.1}%", 100.0 * v),
             Unit::Epochs => format!("{v:.1} epochs"),
             Unit::Fraction => format!("{}/{n} seeds", (v * n as f64).round()),
-            Unit::LearningRate => format!("{v:.3}"),
+            Unit::LearningRate => compact(v),
             Unit::Steps => format!("{v:.0} steps"),
         }
     }
@@ -89,7 +89,7 @@ impl Unit {
             Unit::Accuracy | Unit::Share => format!("{:+.1} points", 100.0 * d),
             Unit::Fraction => format!("{:+.0}%", 100.0 * d),
             Unit::Epochs => format!("{d:+.1}"),
-            Unit::LearningRate => format!("{d:+.3}"),
+            Unit::LearningRate => format!("{}{}", if d >= 0.0 { "+" } else { "" }, compact(d)),
             Unit::Steps => format!("{d:+.0}"),
         }
     }
@@ -99,9 +99,19 @@ impl Unit {
         match self {
             Unit::Accuracy | Unit::Share => format!("{:.1}", 100.0 * e),
             Unit::Fraction => format!("{:.0}%", 100.0 * e),
-            Unit::Epochs | Unit::LearningRate => format!("{e:.1}"),
+            Unit::Epochs => format!("{e:.1}"),
+            Unit::LearningRate => compact(e),
             Unit::Steps => format!("{e:.0}"),
         }
+    }
+}
+
+/// A number with three decimals, or in scientific notation below 0.01.
+fn compact(v: f64) -> String {
+    if v != 0.0 && v.abs() < 0.01 {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
