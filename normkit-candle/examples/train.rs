@@ -192,13 +192,19 @@ fn main() -> Result<()> {
                 bar.inc(1);
             }
             let acc = accuracy(&run.model, &test)?;
-            bar.println(format!(
+            let line = format!(
                 "epoch {epoch:>2}  {:<15} loss {:.4}  held-out accuracy {:5.1}%  {:6.0} ms",
                 run.name,
                 total / n as f64,
                 100.0 * acc,
                 start.elapsed().as_secs_f64() * 1e3
-            ));
+            );
+            // Without a terminal the bar is hidden and so is its println.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
         }
     }
     bar.finish_and_clear();

@@ -3,7 +3,7 @@
 //! do not run, and a reference for tests.
 //!
 //! Statistics in the input's dtype (f16/bf16 are widened to f32, as candle-nn does);
-//! the variance is computed after subtracting the mean (not E[x²] − E[x]²).
+//! the variance is computed after subtracting the mean (not `E[x²] − E[x]²`).
 
 use candle_core::{DType, Result, Tensor, Var, D};
 

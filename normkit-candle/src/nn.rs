@@ -92,7 +92,7 @@ impl Module for LayerNorm {
             let c = &self.config;
             return composed::layer_norm(x, Some(&self.weight), self.bias(), c.eps, c.remove_mean);
         }
-        let rows = if d == 0 { 0 } else { x.elem_count() / d };
+        let rows = x.elem_count().checked_div(d).unwrap_or(0);
         let y = self
             .inner
             .forward_mode(&x.reshape((rows, d))?, Mode::Train)?;
