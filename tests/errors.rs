@@ -749,11 +749,7 @@ const CATALOGUE: &[Case] = &[
             let mut gn = trained_gn();
             let x = x4((2, 4, 3, 3));
             let (y, saved) = gn.forward_train(x.view()).unwrap();
-            let mut grads = Grads {
-                dx: Array4::zeros((2, 4, 3, 1)),
-                dgamma: None,
-                dbeta: None,
-            };
+            let mut grads = Grads::new(Array4::zeros((2, 4, 3, 1)));
             refused(&mut gn, |l| {
                 l.backward_into(x.view(), y.view(), &saved, &mut grads)
             })

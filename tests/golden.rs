@@ -272,10 +272,8 @@ macro_rules! single_stage_layer {
                 let g = self
                     .backward(fixed::<T, $ix>(x), fixed::<T, $ix>(dy), saved)
                     .expect("macro backward");
-                let stage = StageGrads {
-                    dgamma: g.dgamma,
-                    dbeta: g.dbeta,
-                };
+                let mut g = g;
+                let stage = g.take_params();
                 (g.dx.into_dyn(), vec![stage])
             }
             fn running(&self) -> Vec<RunningState<T>> {
@@ -357,10 +355,8 @@ impl<T: Float> Layer<T> for AdaIn<T> {
         let g = self
             .backward(fixed::<T, Ix4>(x), fixed::<T, Ix4>(dy), saved)
             .expect("macro backward");
-        let stage = StageGrads {
-            dgamma: g.dgamma,
-            dbeta: g.dbeta,
-        };
+        let mut g = g;
+        let stage = g.take_params();
         (g.dx.into_dyn(), vec![stage])
     }
     fn running(&self) -> Vec<RunningState<T>> {

@@ -408,11 +408,7 @@ fn outputs_at(
         .slice_move(normkit::ndarray::s![off..off + n])
         .into_shape_with_order(IxDyn(&shape))
         .expect("dx shape");
-    let mut grads = Grads {
-        dx,
-        dgamma: None,
-        dbeta: None,
-    };
+    let mut grads = Grads::new(dx);
     layer
         .backward_into(x.view(), dy.view(), &saved, &mut grads)
         .expect("backward");

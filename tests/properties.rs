@@ -1278,11 +1278,8 @@ fn matches_reference(choices: &[u32], seed: u64, tally: &Tally) -> Result<(), Te
                         "forward_train_into: other running stats\n{c3}"
                     )));
                 }
-                let mut g = Grads {
-                    dx: strided(&nan(&m.shape), &lay),
-                    dgamma: geos[0].param_shape.as_deref().map(nan),
-                    dbeta: None,
-                };
+                let mut g = Grads::new(strided(&nan(&m.shape), &lay));
+                g.dgamma = geos[0].param_shape.as_deref().map(nan);
                 l3.backward_into(case.x.view(), case.dy.view(), &s3, &mut g)
                     .map_err(|e| unexpected("backward_into", e, &c3))?;
                 close(
@@ -2624,11 +2621,7 @@ fn every_entry_point_case(c: &Choices, seed: u64, tally: &Tally) -> Result<(), T
                 return Err(fail(format!("{tag} backward: {got:?}\n{ctx}")));
             }
             if !m.chain {
-                let mut grads = Grads {
-                    dx: ArrayD::<f64>::zeros(IxDyn(&shape)),
-                    dgamma: None,
-                    dbeta: None,
-                };
+                let mut grads = Grads::new(ArrayD::<f64>::zeros(IxDyn(&shape)));
                 let r = no_panic(&format!("{tag} backward_into"), ctx, || {
                     case.layer
                         .backward_into(x.clone(), dy.clone(), &saved, &mut grads)

@@ -332,11 +332,7 @@ macro_rules! impl_layer {
         }
     };
     ($layer:ident, $dim:ty) => {
-        impl_layer!($layer, $dim, Grads<f32, $dim>, |d| Grads {
-            dx: Array::zeros(d),
-            dgamma: None,
-            dbeta: None,
-        });
+        impl_layer!($layer, $dim, Grads<f32, $dim>, |d| Grads::new(Array::zeros(d)));
     };
 }
 

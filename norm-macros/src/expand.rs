@@ -179,12 +179,11 @@ fn single_stage(layer: &Layer<'_>) -> StagesCode {
         states_train: quote!([#train]),
         states_backward: quote!([#backward]),
         grads_ty: quote!(#rt::Grads<T, #d>),
-        grads_new: quote!(#rt::Grads { dx: #rt::ndarray::Array::zeros(x.raw_dim()), dgamma: None, dbeta: None }),
-        slots_in: quote!([#rt::StageGrads { dgamma: grads.dgamma.take(), dbeta: grads.dbeta.take() }]),
+        grads_new: quote!(#rt::Grads::new(#rt::ndarray::Array::zeros(x.raw_dim()))),
+        slots_in: quote!([grads.take_params()]),
         slots_out: quote! {
             let [g] = slots;
-            grads.dgamma = g.dgamma;
-            grads.dbeta = g.dbeta;
+            grads.set_params(g);
         },
     }
 }

@@ -454,11 +454,7 @@ impl<T: Float> DynNorm<T> {
                 ),
             });
         }
-        let mut grads = Grads {
-            dx: ArrayD::zeros(x.raw_dim()),
-            dgamma: None,
-            dbeta: None,
-        };
+        let mut grads = Grads::new(ArrayD::zeros(x.raw_dim()));
         self.backward_into(x, dy, saved, &mut grads)?;
         Ok(grads)
     }
@@ -474,10 +470,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<(), NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut slot = [StageGrads {
-            dgamma: grads.dgamma.take(),
-            dbeta: grads.dbeta.take(),
-        }];
+        let mut slot = [grads.take_params()];
         let r = layer::backward_into(
             &self.info(),
             states,
@@ -489,8 +482,7 @@ impl<T: Float> DynNorm<T> {
             None,
         );
         let [g] = slot;
-        grads.dgamma = g.dgamma;
-        grads.dbeta = g.dbeta;
+        grads.set_params(g);
         r
     }
 

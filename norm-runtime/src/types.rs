@@ -96,6 +96,47 @@ pub struct Grads<T, D: Dimension> {
     pub dgamma: Option<ArrayD<T>>,
     /// The gradient with respect to `beta` (or the external shift), if the layer has one.
     pub dbeta: Option<ArrayD<T>>,
+    /// The gradient with respect to the TLU threshold `tau` (`tlu`), if the layer has one.
+    pub dtau: Option<ArrayD<T>>,
+    /// The gradient with respect to Switchable Norm's mean logits, if the layer has them.
+    pub dmean_weight: Option<ArrayD<T>>,
+    /// The gradient with respect to Switchable Norm's variance logits, if the layer has them.
+    pub dvar_weight: Option<ArrayD<T>>,
+}
+
+impl<T, D: Dimension> Grads<T, D> {
+    /// Gradients holding `dx` and no parameter gradient yet: the buffer to pass to a
+    /// `backward_into`, which fills `dx` and sets the parameter gradients the layer has.
+    pub fn new(dx: Array<T, D>) -> Self {
+        Grads {
+            dx,
+            dgamma: None,
+            dbeta: None,
+            dtau: None,
+            dmean_weight: None,
+            dvar_weight: None,
+        }
+    }
+
+    /// Moves the parameter gradients out (leaving `None`), as one stage's gradients.
+    pub fn take_params(&mut self) -> StageGrads<T> {
+        StageGrads {
+            dgamma: self.dgamma.take(),
+            dbeta: self.dbeta.take(),
+            dtau: self.dtau.take(),
+            dmean_weight: self.dmean_weight.take(),
+            dvar_weight: self.dvar_weight.take(),
+        }
+    }
+
+    /// Stores one stage's parameter gradients (the inverse of [`Grads::take_params`]).
+    pub fn set_params(&mut self, stage: StageGrads<T>) {
+        self.dgamma = stage.dgamma;
+        self.dbeta = stage.dbeta;
+        self.dtau = stage.dtau;
+        self.dmean_weight = stage.dmean_weight;
+        self.dvar_weight = stage.dvar_weight;
+    }
 }
 
 /// The parameter gradients of one stage of a chain.
@@ -105,6 +146,12 @@ pub struct StageGrads<T> {
     pub dgamma: Option<ArrayD<T>>,
     /// The gradient with respect to the stage's `beta` (or external shift).
     pub dbeta: Option<ArrayD<T>>,
+    /// The gradient with respect to the stage's TLU threshold `tau`.
+    pub dtau: Option<ArrayD<T>>,
+    /// The gradient with respect to the stage's Switchable Norm mean logits.
+    pub dmean_weight: Option<ArrayD<T>>,
+    /// The gradient with respect to the stage's Switchable Norm variance logits.
+    pub dvar_weight: Option<ArrayD<T>>,
 }
 
 /// The gradients of a dynamic chain layer ([`crate::DynNorm::backward_chain`]).

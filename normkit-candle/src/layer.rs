@@ -320,12 +320,11 @@ macro_rules! norm_layer {
             $crate::norm_layer!(@grads g)
         }
     };
-    (@grads $g:ident) => {
-        ::std::result::Result::Ok((
-            $g.dx.into_dyn(),
-            ::std::vec![$crate::__private::StageGrads { dgamma: $g.dgamma, dbeta: $g.dbeta }],
-        ))
-    };
+    (@grads $g:ident) => {{
+        let mut g = $g;
+        let stage = g.take_params();
+        ::std::result::Result::Ok((g.dx.into_dyn(), ::std::vec![stage]))
+    }};
     ($ty:ident : $dim:ident external($kd:ident) { $($f:ident),* $(,)? }) => {
         impl<T: $crate::__private::Float> $crate::TypedLayer<T> for $ty<T> {
             fn forward(

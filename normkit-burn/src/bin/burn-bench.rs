@@ -66,11 +66,7 @@ fn normkit_run(reps: usize, case: &Case) -> f64 {
     let dy = ArrayD::<f32>::ones(IxDyn(&case.shape));
     let mut out = ArrayD::<f32>::zeros(IxDyn(&case.shape));
     let mut saved = Saved::new();
-    let mut grads = Grads {
-        dx: ArrayD::zeros(IxDyn(&case.shape)),
-        dgamma: None,
-        dbeta: None,
-    };
+    let mut grads = Grads::new(ArrayD::zeros(IxDyn(&case.shape)));
     assert_eq!(x.len(), n);
     time(reps, || {
         layer

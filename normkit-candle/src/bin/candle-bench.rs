@@ -172,11 +172,7 @@ fn run_case(case: Case, reps: usize) -> Result<Vec<Row>> {
         .map_err(candle_core::Error::wrap)?;
     let mut out = ArrayD::<f32>::zeros(IxDyn(&dims));
     let mut saved = Saved::new();
-    let mut grads = Grads {
-        dx: ArrayD::<f32>::zeros(IxDyn(&dims)),
-        dgamma: None,
-        dbeta: None,
-    };
+    let mut grads = Grads::new(ArrayD::<f32>::zeros(IxDyn(&dims)));
     let w = candle_core::Error::wrap;
     let fwd = time(reps, || {
         layer
