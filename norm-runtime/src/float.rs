@@ -3,33 +3,42 @@
 use std::fmt::{Debug, Display};
 
 pub(crate) mod sealed {
-    use std::cell::RefCell;
-    use std::thread::LocalKey;
+    use super::Float;
 
-    use crate::scratch::Scratch;
+    /// A value per element type, chosen at compile time: `Out<f32>` for `f32`, `Out<f64>`
+    /// for `f64`. Modules that keep something per element type (the thread-local scratch,
+    /// the kernels' view of the type) implement it; this module names none of them, so the
+    /// numeric trait depends on nothing in the crate. A new element type adds one method
+    /// here, and every map must then name its value for that type (nothing falls back).
+    pub trait TypeMap {
+        /// The value for element type `T`.
+        type Out<T: Float>;
+        /// The value for `f32`.
+        fn f32() -> Self::Out<f32>;
+        /// The value for `f64`.
+        fn f64() -> Self::Out<f64>;
+    }
 
-    /// What only this crate implements: the element types, each with its own thread-local
-    /// scratch (a new element type cannot compile without naming one).
+    /// What only this crate implements: the element types, each selecting its entry of
+    /// every [`TypeMap`].
     pub trait Sealed: Sized + 'static {
-        /// This type's thread-local scratch buffers.
-        fn scratch() -> &'static LocalKey<RefCell<Scratch<Self>>>;
+        /// This type's value of the map `M`.
+        fn map<M: TypeMap>() -> M::Out<Self>
+        where
+            Self: Float;
     }
 
     impl Sealed for f32 {
-        fn scratch() -> &'static LocalKey<RefCell<Scratch<f32>>> {
-            thread_local! {
-                static SCRATCH: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
-            }
-            &SCRATCH
+        #[inline(always)]
+        fn map<M: TypeMap>() -> M::Out<f32> {
+            M::f32()
         }
     }
 
     impl Sealed for f64 {
-        fn scratch() -> &'static LocalKey<RefCell<Scratch<f64>>> {
-            thread_local! {
-                static SCRATCH: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
-            }
-            &SCRATCH
+        #[inline(always)]
+        fn map<M: TypeMap>() -> M::Out<f64> {
+            M::f64()
         }
     }
 }
@@ -53,7 +62,6 @@ pub trait Float:
     + Sync
     + 'static
     + sealed::Sealed
-    + crate::kernels::reduce::RowReduce
 {
     /// The type's name (`"f32"`, `"f64"`), for messages and benchmark labels.
     const NAME: &'static str;

@@ -1,12 +1,14 @@
 //! The scratch memory of layer calls, kept per thread and per element type.
 //!
-//! Each element type names its own thread-local [`Scratch`] through the sealed part of
-//! [`crate::Float`] (`float::sealed::Sealed::scratch`): a new element type must name one
-//! to compile, so it can never fall back to allocating on every call.
+//! Each element type has its own thread-local [`Scratch`], selected through the sealed part
+//! of [`crate::Float`] (`float::sealed::TypeMap`): a new element type must name one to
+//! compile, so it can never fall back to allocating on every call.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use crate::chain::ChainScratch;
+use crate::float::sealed::TypeMap;
 use crate::kernels::exec::Acc;
 use crate::plan::Plan;
 use crate::types::Saved;
@@ -54,9 +56,28 @@ pub struct Scratch<T> {
     pub(crate) chain: ChainScratch<T>,
 }
 
-/// Runs `f` with this thread's scratch buffers for `T` (the ones `T` names).
+/// Each element type's thread-local scratch (the map every `Float` selects from).
+struct PerType;
+
+impl TypeMap for PerType {
+    type Out<T: Float> = &'static LocalKey<RefCell<Scratch<T>>>;
+    fn f32() -> Self::Out<f32> {
+        thread_local! {
+            static SCRATCH: RefCell<Scratch<f32>> = RefCell::new(Scratch::default());
+        }
+        &SCRATCH
+    }
+    fn f64() -> Self::Out<f64> {
+        thread_local! {
+            static SCRATCH: RefCell<Scratch<f64>> = RefCell::new(Scratch::default());
+        }
+        &SCRATCH
+    }
+}
+
+/// Runs `f` with this thread's scratch buffers for `T` (the ones `T` selects).
 pub(crate) fn with_scratch<T: Float, R>(f: impl FnOnce(&mut Scratch<T>) -> R) -> R {
-    T::scratch().with(|cell: &RefCell<Scratch<T>>| match cell.try_borrow_mut() {
+    T::map::<PerType>().with(|cell: &RefCell<Scratch<T>>| match cell.try_borrow_mut() {
         Ok(mut s) => f(&mut s),
         // A layer called from inside another layer's call on this thread (e.g. from a rayon
         // task that this thread picked up while waiting): fresh buffers.

@@ -19,6 +19,7 @@ use super::exec::{self, Params, SharedOut, ShiftedSums, Units, TASKS, TASK_ELEMS
 use super::lines::{self, DParam, ParamLine};
 use super::reduce::{row_dx_portable, DxRows, Rows};
 use super::simd::multiversion;
+use crate::kernels::elem::RowReduce;
 use crate::Float;
 
 /// The cells of a fused chain in visiting order.

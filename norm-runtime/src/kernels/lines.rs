@@ -8,6 +8,7 @@
 //! ([`super::simd::multiversion`]).
 
 use super::reduce::{col_dsums_portable, head, row_dparams_portable, row_dx_portable};
+use crate::kernels::elem::RowReduce;
 use crate::Float;
 
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).

@@ -6,7 +6,9 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cells;
+pub mod elem;
 pub(crate) mod exec;
+pub mod isa;
 pub(crate) mod lines;
 pub mod reduce;
 pub mod simd;

@@ -1,16 +1,16 @@
 //! The row and column kernels with explicit SIMD: the compiler does not vectorize an
 //! f32 → f64 widening reduction, and these loops carry the statistics and backward passes.
 //!
-//! * [`RowReduce::row_sums`]: Σ(x − h) and Σ(x − h)² of a line, exact f64 differences.
-//! * [`RowReduce::row_dsums`] / [`RowReduce::dsums_rows`]: Σw·dy and Σw·dy·x̂ with
+//! * [`Elem::row_sums`]: Σ(x − h) and Σ(x − h)² of a line, exact f64 differences.
+//! * [`Elem::row_dsums`] / [`Elem::dsums_rows`]: Σw·dy and Σw·dy·x̂ with
 //!   x̂ = (x − m)·a + b (computed in the element type, as the portable kernels do), with an
 //!   optional γ along the line (w = γ) whose gradient terms dy·x̂ and dy are staged per
 //!   element on the way ([`Staging`]); several rows sharing γ stage their terms summed.
-//! * Software-pipelined rows: [`RowReduce::affine_then_sums`] (forward) and
-//!   [`RowReduce::dx_then_dsums`] (backward) write the elementwise pass of one row in the
+//! * Software-pipelined rows: [`Elem::affine_then_sums`] (forward) and
+//!   [`Elem::dx_then_dsums`] (backward) write the elementwise pass of one row in the
 //!   same loop that reduces the next, so the stores of one overlap the loads of the other.
-//! * Columns: [`RowReduce::col_sums`], [`RowReduce::col_dsums`], [`RowReduce::col_affine`],
-//!   [`RowReduce::col_dx`] keep per-column accumulators or coefficients in registers across
+//! * Columns: [`Elem::col_sums`], [`Elem::col_dsums`], [`Elem::col_affine`],
+//!   [`Elem::col_dx`] keep per-column accumulators or coefficients in registers across
 //!   lines.
 //!
 //! The AVX-512 elementwise passes start their vector stores at 64-byte boundaries of the
@@ -28,10 +28,6 @@
 //! and the pipelined kernels of a level share their accumulator type, so their sums are
 //! bit-identical. Levels differ from each other only by rounding (FMA, lane order, partial
 //! sums).
-
-use super::simd::level;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use super::simd::Level;
 
 /// Accumulators of a row's γ-gradient sums in the element type, one slot per element:
 /// dy·x̂ is added into the first, dy into the second. The caller flushes them into f64
@@ -81,7 +77,7 @@ pub(crate) fn reborrow<'b, T>(p: &'b mut Option<RowParam<'_, T>>) -> Option<RowP
         .map(|(g, st)| (&**g, st.as_mut().map(|(a, b)| (&mut **a, &mut **b))))
 }
 
-/// [`RowReduce::col_sums`] line by line (the default, and the fallback of other levels).
+/// [`Elem::col_sums`] line by line (the default, and the fallback of other levels).
 #[inline(always)]
 pub(crate) fn col_sums_lines<T: crate::Float, I: Iterator<Item = usize>>(
     x: &[T],
@@ -96,7 +92,7 @@ pub(crate) fn col_sums_lines<T: crate::Float, I: Iterator<Item = usize>>(
     }
 }
 
-/// [`RowReduce::col_dsums`] line by line (the default, and the fallback of other levels).
+/// [`Elem::col_dsums`] line by line (the default, and the fallback of other levels).
 #[inline(always)]
 pub(crate) fn col_dsums_lines<T: crate::Float, I: Iterator<Item = usize>>(
     x: &[T],
@@ -112,19 +108,21 @@ pub(crate) fn col_dsums_lines<T: crate::Float, I: Iterator<Item = usize>>(
     }
 }
 
-/// [`RowReduce::dsums_rows`] row by row (the default, and the fallback of other levels).
+/// [`Elem::dsums_rows`] row by row (the default, and the fallback of other levels).
 #[inline(always)]
-pub(crate) fn dsums_rows_each<T: crate::Float, const R: usize>(
+pub(crate) fn dsums_rows_each<T: crate::Float + Elem, const R: usize>(
     rows: Rows<'_, T, R>,
     mut p: Option<RowParam<'_, T>>,
 ) -> [(f64, f64); R] {
-    std::array::from_fn(|r| T::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p)))
+    std::array::from_fn(|r| {
+        <T as Elem>::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p))
+    })
 }
 
-/// [`RowReduce::dx_then_dsums`] as two passes (the default, and the fallback of other
+/// [`Elem::dx_then_dsums`] as two passes (the default, and the fallback of other
 /// levels).
 #[inline(always)]
-pub(crate) fn dx_then_dsums_apart<T: crate::Float, const R: usize>(
+pub(crate) fn dx_then_dsums_apart<T: crate::Float + Elem, const R: usize>(
     cur: DxRows<'_, T, R>,
     next: Rows<'_, T, R>,
     p: Option<RowParam<'_, T>>,
@@ -132,7 +130,7 @@ pub(crate) fn dx_then_dsums_apart<T: crate::Float, const R: usize>(
     for (r, dx) in cur.dx.into_iter().enumerate() {
         row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
     }
-    T::dsums_rows(next, p)
+    <T as Elem>::dsums_rows(next, p)
 }
 
 /// The values of `out` before its first 64-byte boundary: an elementwise loop split there
@@ -142,7 +140,7 @@ pub(crate) fn head<T>(out: &[T]) -> usize {
     out.as_ptr().align_offset(64).min(out.len())
 }
 
-/// Portable reference of [`RowReduce::row_sums`].
+/// Portable reference of [`Elem::row_sums`].
 #[inline(always)]
 pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f64) {
     let (mut s, mut q) = (0.0, 0.0);
@@ -154,7 +152,7 @@ pub(crate) fn row_sums_portable<T: crate::Float>(x: &[T], shift: f64) -> (f64, f
     (s, q)
 }
 
-/// One line of [`RowReduce::col_sums`].
+/// One line of [`Elem::col_sums`].
 #[inline(always)]
 pub(crate) fn col_sums_portable<T: crate::Float>(
     x: &[T],
@@ -169,7 +167,7 @@ pub(crate) fn col_sums_portable<T: crate::Float>(
     }
 }
 
-/// One line of [`RowReduce::col_dsums`] (zipped iterators, so the loop vectorizes).
+/// One line of [`Elem::col_dsums`] (zipped iterators, so the loop vectorizes).
 #[inline(always)]
 pub(crate) fn col_dsums_portable<T: crate::Float>(
     x: &[T],
@@ -187,7 +185,7 @@ pub(crate) fn col_dsums_portable<T: crate::Float>(
     }
 }
 
-/// Portable reference of [`RowReduce::row_dsums`].
+/// Portable reference of [`Elem::row_dsums`].
 #[inline(always)]
 pub(crate) fn row_dsums_portable<T: crate::Float>(
     x: &[T],
@@ -289,8 +287,9 @@ fn row_dx_part<T: crate::Float>(
     }
 }
 
-/// Element types with SIMD row reductions.
-pub trait RowReduce: Sized + Copy {
+/// The row and column kernels of one concrete element type (`f32`, `f64`); generic code
+/// reaches them through [`super::elem::RowReduce`].
+pub trait Elem: Sized + Copy {
     /// Σ(x − shift) and Σ(x − shift)².
     fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
     /// Σw·dy and Σw·dy·((x − m)·a + b), where w is γ along the row when `p` is given (and 1
@@ -330,39 +329,30 @@ pub trait RowReduce: Sized + Copy {
     {
         col_dsums_lines(x, dy, lines, c, sg, sgx);
     }
-    /// `y = (x − m[c])·a[c] + b[c]` over a run of `lines` contiguous whole lines of
-    /// `w = m.len()` columns from offset `start` (`run = (start, lines)`), the coefficients
-    /// held in registers (f32 with AVX-512, w ∈ {16, 32, 48, 64}); with `stream`, full
-    /// vectors may be non-temporal stores (`simd::streams`). Returns false, writing
-    /// nothing, where no such kernel exists.
-    ///
-    /// # Safety
-    /// `out[start..start + lines·w]` must lie in the `out_len` values at `out` (checked) and
-    /// be written by no one else meanwhile.
+    /// `y = (x − m[c])·a[c] + b[c]` over a run of contiguous whole lines of
+    /// `w = m.len()` columns from offset `start` of `x`, written to `out` (the run's
+    /// output, a whole number of lines), the coefficients held in registers (`f32`, `w` up
+    /// to four vectors of the level); with `stream`, full vectors may be non-temporal
+    /// stores (`simd::streams`). Returns false, writing nothing, where no such kernel
+    /// exists.
     #[inline(always)]
-    unsafe fn col_affine(
+    fn col_affine(
         _x: &[Self],
-        _out: *mut Self,
-        _out_len: usize,
-        _run: (usize, usize),
+        _out: &mut [Self],
+        _start: usize,
         _c: (&[Self], &[Self], &[Self]),
         _stream: bool,
     ) -> bool {
         false
     }
     /// `dx = dy·c[c] + ((x − m[c])·a[c] + b[c])` over a run of whole lines, as
-    /// [`col_affine`](RowReduce::col_affine).
-    ///
-    /// # Safety
-    /// As [`col_affine`](RowReduce::col_affine).
+    /// [`col_affine`](Elem::col_affine); `c` = (c, m, a, b).
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn col_dx(
+    fn col_dx(
         _x: &[Self],
         _dy: &[Self],
-        _out: *mut Self,
-        _out_len: usize,
-        _run: (usize, usize),
+        _out: &mut [Self],
+        _start: usize,
         _c: (&[Self], &[Self], &[Self], &[Self]),
         _stream: bool,
     ) -> bool {
@@ -385,7 +375,7 @@ pub trait RowReduce: Sized + Copy {
     ) -> Option<(f64, f64)> {
         None
     }
-    /// [`row_dsums`](RowReduce::row_dsums) of `R` rows sharing `p` (γ and its staging,
+    /// [`row_dsums`](Elem::row_dsums) of `R` rows sharing `p` (γ and its staging,
     /// which receives the terms of all `R` rows). Kernels may sum the rows' staged terms in
     /// registers before one update of the accumulators.
     #[inline(always)]
@@ -399,7 +389,7 @@ pub trait RowReduce: Sized + Copy {
         dsums_rows_each(rows, p)
     }
     /// Software pipelining in the backward pass: writes dx of `R` rows and returns
-    /// [`dsums_rows`](RowReduce::dsums_rows) of the `R` next rows, with exactly the
+    /// [`dsums_rows`](Elem::dsums_rows) of the `R` next rows, with exactly the
     /// arithmetic of the separate passes. The default runs the two passes one after the
     /// other.
     #[inline(always)]
@@ -415,222 +405,7 @@ pub trait RowReduce: Sized + Copy {
     }
 }
 
-impl RowReduce for f32 {
-    #[inline(always)]
-    fn row_sums(x: &[f32], shift: f64) -> (f64, f64) {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::sums_f32_avx512(x, shift) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::sums_f32_avx2(x, shift) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: `level()` is NEON only where it was detected.
-            Level::Neon => unsafe { arm::sums_f32_neon(x, shift) },
-            _ => row_sums_portable(x, shift),
-        }
-    }
-    #[inline(always)]
-    fn row_dsums(
-        x: &[f32],
-        dy: &[f32],
-        c: (f32, f32, f32),
-        p: Option<RowParam<'_, f32>>,
-    ) -> (f64, f64) {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe {
-                let rows = Rows {
-                    x: [x],
-                    dy: [dy],
-                    c: [c],
-                    ahead: false,
-                };
-                x86::dsums_f32_avx512(rows, p)[0]
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::dsums_f32_avx2(x, dy, c, p) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: `level()` is NEON only where it was detected.
-            Level::Neon => unsafe { arm::dsums_f32_neon(x, dy, c, stage_portable(x, dy, c, p)) },
-            _ => row_dsums_portable(x, dy, c, p),
-        }
-    }
-    // Only x86-64 has these kernels: elsewhere the arguments go unused.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    #[inline(always)]
-    unsafe fn col_affine(
-        x: &[f32],
-        out: *mut f32,
-        out_len: usize,
-        run: (usize, usize),
-        c: (&[f32], &[f32], &[f32]),
-        stream: bool,
-    ) -> bool {
-        let k = (c.0, c.1, c.2, c.2);
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time; the output
-            // contract is the caller's.
-            Level::Avx512 => unsafe {
-                x86::col_run_f32_avx512::<false>(x, x, out, out_len, run, k, stream)
-            },
-            _ => false,
-        }
-    }
-    // Only x86-64 has these kernels: elsewhere the arguments go unused.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    #[inline(always)]
-    unsafe fn col_dx(
-        x: &[f32],
-        dy: &[f32],
-        out: *mut f32,
-        out_len: usize,
-        run: (usize, usize),
-        c: (&[f32], &[f32], &[f32], &[f32]),
-        stream: bool,
-    ) -> bool {
-        let k = (c.1, c.2, c.3, c.0);
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time; the output
-            // contract is the caller's.
-            Level::Avx512 => unsafe {
-                x86::col_run_f32_avx512::<true>(x, dy, out, out_len, run, k, stream)
-            },
-            _ => false,
-        }
-    }
-    #[inline(always)]
-    fn col_sums<I: Iterator<Item = usize> + Clone>(
-        x: &[f32],
-        lines: I,
-        shift: &[f64],
-        sum: &mut [f64],
-        sq: &mut [f64],
-    ) {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::col_sums_f32_avx512(x, lines, shift, sum, sq) },
-            _ => col_sums_lines(x, lines, shift, sum, sq),
-        }
-    }
-    #[inline(always)]
-    fn col_dsums<I: Iterator<Item = usize> + Clone>(
-        x: &[f32],
-        dy: &[f32],
-        lines: I,
-        c: (&[f32], &[f32], &[f32]),
-        sg: &mut [f64],
-        sgx: &mut [f64],
-    ) {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::col_dsums_f32_avx512(x, dy, lines, c, sg, sgx) },
-            _ => col_dsums_lines(x, dy, lines, c, sg, sgx),
-        }
-    }
-    #[inline(always)]
-    fn dsums_rows<const R: usize>(
-        rows: Rows<'_, f32, R>,
-        p: Option<RowParam<'_, f32>>,
-    ) -> [(f64, f64); R] {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::dsums_f32_avx512(rows, p) },
-            _ => dsums_rows_each(rows, p),
-        }
-    }
-    #[inline(always)]
-    fn dx_then_dsums<const R: usize>(
-        cur: DxRows<'_, f32, R>,
-        next: Rows<'_, f32, R>,
-        p: Option<RowParam<'_, f32>>,
-    ) -> [(f64, f64); R] {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::dx_then_dsums_f32_avx512(cur, next, p) },
-            _ => dx_then_dsums_apart(cur, next, p),
-        }
-    }
-    // Only x86-64 has these kernels: elsewhere the arguments go unused.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    #[inline(always)]
-    fn affine_then_sums(
-        x: &[f32],
-        y: &mut [f32],
-        c: (f32, f32, f32),
-        p: Option<(&[f32], Option<&[f32]>)>,
-        next: (&[f32], bool),
-        shift: f64,
-        stream: bool,
-    ) -> Option<(f64, f64)> {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => {
-                // SAFETY: `level()` never exceeds the features detected at run time.
-                let sums =
-                    unsafe { x86::affine_then_sums_f32_avx512(x, y, c, p, next, shift, stream) };
-                Some(sums)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl RowReduce for f64 {
-    #[inline(always)]
-    fn row_sums(x: &[f64], shift: f64) -> (f64, f64) {
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::sums_f64_avx512(x, shift) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::sums_f64_avx2(x, shift) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: `level()` is NEON only where it was detected.
-            Level::Neon => unsafe { arm::sums_f64_neon(x, shift) },
-            _ => row_sums_portable(x, shift),
-        }
-    }
-    #[inline(always)]
-    fn row_dsums(
-        x: &[f64],
-        dy: &[f64],
-        c: (f64, f64, f64),
-        p: Option<RowParam<'_, f64>>,
-    ) -> (f64, f64) {
-        // f64 rows: the staging loop is plain f64 arithmetic the compiler vectorizes.
-        let w = stage_portable(x, dy, c, p);
-        match level() {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `level()` never exceeds the features detected at run time.
-            Level::Avx512 => unsafe { x86::dsums_f64_avx512(x, dy, c, w) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Level::Avx2 => unsafe { x86::dsums_f64_avx2(x, dy, c, w) },
-            #[cfg(target_arch = "aarch64")]
-            // SAFETY: `level()` is NEON only where it was detected.
-            Level::Neon => unsafe { arm::dsums_f64_neon(x, dy, c, w) },
-            _ => row_dsums_weighted(x, dy, c, w),
-        }
-    }
-}
-
-/// The NEON reductions (aarch64, where NEON is part of the baseline): the row sums of the
-/// statistics and of the backward pass, in f64 chains of two lanes. The elementwise passes
-/// and the column sums are the portable loops, which the compiler vectorizes for NEON
-/// itself; the row reductions are not vectorized without reassociation, hence these.
-#[cfg(target_arch = "aarch64")]
-mod arm;
-
-#[cfg(target_arch = "x86_64")]
-mod x86;
+mod cols;
+mod dsums;
+mod impls;
+mod sums;

@@ -116,10 +116,10 @@ pub fn set_cap(cap: Option<Level>) {
     CAP.store(cap.map_or(NO_CAP, |l| l as u8), Ordering::Relaxed);
 }
 
-/// Defines a function compiled three times (AVX-512, AVX2+FMA, baseline) that picks the
-/// copy for the current [`level`] at run time. Its body and everything it calls must be
-/// `#[inline(always)]` and closure-free in the hot loops, so they are compiled inside the
-/// `#[target_feature]` copy.
+/// Defines a function whose body runs at the current [`level`]: inside the level's
+/// `#[target_feature]` trampoline (`isa::dispatch`, one choice per call), so the body and
+/// everything it calls are compiled for that level. Its body and everything it calls must
+/// be `#[inline(always)]` and closure-free in the hot loops.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$T:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -129,29 +129,7 @@ macro_rules! multiversion {
             #[allow(clippy::too_many_arguments)]
             fn body<$T: Float>($($arg: $ty),*) $body
 
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx512<$T: Float>($($arg: $ty),*) {
-                body($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx2<$T: Float>($($arg: $ty),*) {
-                body($($arg),*)
-            }
-
-            match $crate::kernels::simd::level() {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `level()` never exceeds the features detected at run time.
-                $crate::kernels::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `level()` never exceeds the features detected at run time.
-                $crate::kernels::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
-                _ => body($($arg),*),
-            }
+            $crate::kernels::isa::dispatch($crate::kernels::isa::Body(move || body($($arg),*)))
         }
     };
 }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::units::{SharedOut, Units};
 use super::{Coef3, Coef4};
+use crate::kernels::elem::RowReduce;
 use crate::kernels::lines::{self, DParam, GammaLine, RowFold};
 use crate::kernels::reduce::{row_dx_portable, DxRows, RowParam, Rows};
 use crate::kernels::simd::multiversion;
@@ -110,10 +111,11 @@ fn unit_dx<T: Float>(
     let run = (w > 1 && gamma.is_none())
         .then(|| units.run(u, range))
         .flatten();
-    if let Some(run) = run {
-        let (ptr, n) = out.base_ptr();
-        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
-        if unsafe { T::col_dx(x, dy, ptr, n, run, (c, m, a, b), out.stream) } {
+    if let Some((start, lines)) = run {
+        // SAFETY: the run is the lines of unit `u` in this task's chunk, written by this
+        // task only.
+        let o = unsafe { out.line(start, lines * w) };
+        if T::col_dx(x, dy, o, start, (c, m, a, b), out.stream) {
             return;
         }
     }

@@ -5,6 +5,7 @@ use rayon::prelude::*;
 
 use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
 use super::Coef3;
+use crate::kernels::elem::RowReduce;
 use crate::kernels::lines::{self, ParamLine};
 use crate::kernels::simd::multiversion;
 use crate::Float;
@@ -31,10 +32,11 @@ fn elementwise<T: Float>(
     let run = (w > 1 && params.gamma.is_none())
         .then(|| units.run(u, range))
         .flatten();
-    if let Some(run) = run {
-        let (ptr, n) = out.base_ptr();
-        // SAFETY: the lines of unit `u` in this task's chunk are written by this task only.
-        if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
+    if let Some((start, lines)) = run {
+        // SAFETY: the run is the lines of unit `u` in this task's chunk, written by this
+        // task only.
+        let o = unsafe { out.line(start, lines * w) };
+        if T::col_affine(x, o, start, (m, a, b), out.stream) {
             return;
         }
     }

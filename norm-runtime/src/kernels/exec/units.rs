@@ -256,9 +256,12 @@ impl Units {
 /// An output written by many tasks, each to lines no other task writes. It holds the
 /// exclusive borrow `'a` of the output slice for as long as it lives (the `PhantomData`),
 /// so no one else can read or write the output meanwhile; the lines handed out by
-/// [`line`](Self::line) live no longer than `&self`.
+/// [`line`](Self::line) live no longer than `&self`. It is `Send` and `Sync` like that
+/// borrow (the base pointer is kept in an `AtomicPtr`, only ever loaded): sharing it
+/// between tasks is harmless by itself, since every write goes through the `unsafe`
+/// [`line`](Self::line), whose contract is that no two live lines overlap.
 pub(crate) struct SharedOut<'a, T> {
-    ptr: *mut T,
+    ptr: std::sync::atomic::AtomicPtr<T>,
     len: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(in crate::kernels) stream: bool,
@@ -268,30 +271,17 @@ pub(crate) struct SharedOut<'a, T> {
     _out: std::marker::PhantomData<&'a mut [T]>,
 }
 
-// SAFETY: a `SharedOut` is the exclusive borrow of a `[T]` (`T: Send`, so `&mut [T]` is
-// `Send`); tasks only write through `line`, to ranges no other task asks for (see there).
-unsafe impl<T: Send> Send for SharedOut<'_, T> {}
-// SAFETY: as above: concurrent `line` calls never overlap, and nothing reads through `&self`.
-unsafe impl<T: Send> Sync for SharedOut<'_, T> {}
-
 impl<'a, T> SharedOut<'a, T> {
     /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
     pub(in crate::kernels) fn new(out: &'a mut [T], arrays: usize) -> Self {
         let bytes = arrays.saturating_mul(std::mem::size_of_val(out));
         SharedOut {
-            ptr: out.as_mut_ptr(),
+            ptr: std::sync::atomic::AtomicPtr::new(out.as_mut_ptr()),
             len: out.len(),
             stream: simd::streams(bytes),
             pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
             _out: std::marker::PhantomData,
         }
-    }
-
-    /// The base pointer and length, for kernels that write whole runs of lines (each
-    /// write under the same contract as [`line`](Self::line)).
-    #[inline(always)]
-    pub(super) fn base_ptr(&self) -> (*mut T, usize) {
-        (self.ptr, self.len)
     }
 
     /// The mutable line `off..off + len`.
@@ -310,7 +300,10 @@ impl<'a, T> SharedOut<'a, T> {
         // SAFETY: in bounds (asserted) of the slice that `new` borrowed mutably for `'a`,
         // which outlives `&self` (the `PhantomData` holds that borrow); exclusive by the
         // caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+        unsafe {
+            let base = self.ptr.load(std::sync::atomic::Ordering::Relaxed);
+            std::slice::from_raw_parts_mut(base.add(off), len)
+        }
     }
 }
 

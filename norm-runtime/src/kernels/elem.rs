@@ -1,0 +1,279 @@
+//! From a generic `T: Float` to the kernels of the concrete element type, without a kernel
+//! trait on `Float` and without `TypeId`: each element type selects its entry of
+//! [`Witness`] (a [`TypeMap`]), a [`Cast`] from `T` to itself, and the kernels run on the
+//! cast arguments. All casts are identities on the type they were made for, so after
+//! monomorphization the selection and the casts compile to nothing.
+
+use super::reduce::{DxRows, Elem, RowParam, Rows};
+use crate::float::sealed::{Sealed, TypeMap};
+use crate::Float;
+
+/// A proof that `T` is `U`: identity functions on every borrow the kernels take.
+pub struct Cast<T, U> {
+    r: for<'a> fn(&'a [T]) -> &'a [U],
+    w: for<'a> fn(&'a mut [T]) -> &'a mut [U],
+    v: fn(T) -> U,
+}
+
+impl<T> Cast<T, T> {
+    /// The identity (the only way to make a `Cast`).
+    fn id() -> Self {
+        Cast {
+            r: |s| s,
+            w: |s| s,
+            v: |v| v,
+        }
+    }
+}
+
+impl<T: Copy, U> Cast<T, U> {
+    /// A shared slice.
+    #[inline(always)]
+    pub fn r<'a>(&self, s: &'a [T]) -> &'a [U] {
+        (self.r)(s)
+    }
+    /// A mutable slice.
+    #[inline(always)]
+    pub fn w<'a>(&self, s: &'a mut [T]) -> &'a mut [U] {
+        (self.w)(s)
+    }
+    /// A value.
+    #[inline(always)]
+    pub fn v(&self, v: T) -> U {
+        (self.v)(v)
+    }
+    /// Three values.
+    #[inline(always)]
+    pub fn v3(&self, (a, b, c): (T, T, T)) -> (U, U, U) {
+        (self.v(a), self.v(b), self.v(c))
+    }
+    /// Three slices.
+    #[inline(always)]
+    pub fn r3<'a>(&self, (a, b, c): (&'a [T], &'a [T], &'a [T])) -> (&'a [U], &'a [U], &'a [U]) {
+        (self.r(a), self.r(b), self.r(c))
+    }
+    /// A row parameter (γ and its staging accumulators).
+    #[inline(always)]
+    pub fn param<'a>(&self, p: Option<RowParam<'a, T>>) -> Option<RowParam<'a, U>> {
+        p.map(|(g, st)| (self.r(g), st.map(|(a, b)| (self.w(a), self.w(b)))))
+    }
+    /// `R` rows of the backward sums.
+    #[inline(always)]
+    pub fn rows<'a, const R: usize>(&self, rows: Rows<'a, T, R>) -> Rows<'a, U, R> {
+        Rows {
+            x: rows.x.map(|s| self.r(s)),
+            dy: rows.dy.map(|s| self.r(s)),
+            c: rows.c.map(|c| self.v3(c)),
+            ahead: rows.ahead,
+        }
+    }
+    /// `R` rows of the dx pass.
+    #[inline(always)]
+    pub fn dx_rows<'a, const R: usize>(&self, rows: DxRows<'a, T, R>) -> DxRows<'a, U, R> {
+        DxRows {
+            x: rows.x.map(|s| self.r(s)),
+            dy: rows.dy.map(|s| self.r(s)),
+            dx: rows.dx.map(|s| self.w(s)),
+            c: rows
+                .c
+                .map(|(c, m, a, b)| (self.v(c), self.v(m), self.v(a), self.v(b))),
+            g: rows.g.map(|s| self.r(s)),
+            stream: rows.stream,
+        }
+    }
+}
+
+/// The concrete type behind a `T: Float`.
+pub enum Which<T> {
+    /// `T` is `f32`.
+    F32(Cast<T, f32>),
+    /// `T` is `f64`.
+    F64(Cast<T, f64>),
+}
+
+/// The [`TypeMap`] whose entry for each type is its [`Which`].
+pub struct Witness;
+
+impl TypeMap for Witness {
+    type Out<T: Float> = Which<T>;
+    #[inline(always)]
+    fn f32() -> Which<f32> {
+        Which::F32(Cast::id())
+    }
+    #[inline(always)]
+    fn f64() -> Which<f64> {
+        Which::F64(Cast::id())
+    }
+}
+
+/// The concrete type of `T`.
+#[inline(always)]
+pub fn which<T: Float>() -> Which<T> {
+    <T as Sealed>::map::<Witness>()
+}
+
+/// Runs `$e` with `$c` the cast from `$T` to its concrete type (the expression is compiled
+/// once per concrete type; it names the kernels through [`Elem`] on the cast arguments).
+macro_rules! by_type {
+    ($T:ty, $c:ident => $e:expr) => {
+        match $crate::kernels::elem::which::<$T>() {
+            $crate::kernels::elem::Which::F32($c) => $e,
+            $crate::kernels::elem::Which::F64($c) => $e,
+        }
+    };
+}
+
+/// The kernels for any `T: Float`: each call selects the concrete type's [`Elem`] kernels
+/// (`elem::which`, resolved at compile time). `Float` does not name this trait.
+pub trait RowReduce: Sized + Copy {
+    /// [`Elem::row_sums`].
+    fn row_sums(x: &[Self], shift: f64) -> (f64, f64);
+    /// [`Elem::row_dsums`].
+    fn row_dsums(
+        x: &[Self],
+        dy: &[Self],
+        c: (Self, Self, Self),
+        p: Option<RowParam<'_, Self>>,
+    ) -> (f64, f64);
+    /// [`Elem::col_sums`].
+    fn col_sums<I: Iterator<Item = usize> + Clone>(
+        x: &[Self],
+        lines: I,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    );
+    /// [`Elem::col_dsums`].
+    fn col_dsums<I: Iterator<Item = usize> + Clone>(
+        x: &[Self],
+        dy: &[Self],
+        lines: I,
+        c: (&[Self], &[Self], &[Self]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    );
+    /// [`Elem::col_affine`].
+    fn col_affine(
+        x: &[Self],
+        out: &mut [Self],
+        start: usize,
+        c: (&[Self], &[Self], &[Self]),
+        stream: bool,
+    ) -> bool;
+    /// [`Elem::col_dx`].
+    fn col_dx(
+        x: &[Self],
+        dy: &[Self],
+        out: &mut [Self],
+        start: usize,
+        c: (&[Self], &[Self], &[Self], &[Self]),
+        stream: bool,
+    ) -> bool;
+    /// [`Elem::affine_then_sums`].
+    fn affine_then_sums(
+        x: &[Self],
+        y: &mut [Self],
+        c: (Self, Self, Self),
+        p: Option<(&[Self], Option<&[Self]>)>,
+        next: (&[Self], bool),
+        shift: f64,
+        stream: bool,
+    ) -> Option<(f64, f64)>;
+    /// [`Elem::dsums_rows`].
+    fn dsums_rows<const R: usize>(
+        rows: Rows<'_, Self, R>,
+        p: Option<RowParam<'_, Self>>,
+    ) -> [(f64, f64); R];
+    /// [`Elem::dx_then_dsums`].
+    fn dx_then_dsums<const R: usize>(
+        cur: DxRows<'_, Self, R>,
+        next: Rows<'_, Self, R>,
+        p: Option<RowParam<'_, Self>>,
+    ) -> [(f64, f64); R];
+}
+
+impl<T: crate::Float> RowReduce for T {
+    #[inline(always)]
+    fn row_sums(x: &[T], shift: f64) -> (f64, f64) {
+        by_type!(T, k => Elem::row_sums(k.r(x), shift))
+    }
+    #[inline(always)]
+    fn row_dsums(x: &[T], dy: &[T], c: (T, T, T), p: Option<RowParam<'_, T>>) -> (f64, f64) {
+        by_type!(T, k => Elem::row_dsums(k.r(x), k.r(dy), k.v3(c), k.param(p)))
+    }
+    #[inline(always)]
+    fn col_sums<I: Iterator<Item = usize> + Clone>(
+        x: &[T],
+        lines: I,
+        shift: &[f64],
+        sum: &mut [f64],
+        sq: &mut [f64],
+    ) {
+        by_type!(T, k => Elem::col_sums(k.r(x), lines, shift, sum, sq))
+    }
+    #[inline(always)]
+    fn col_dsums<I: Iterator<Item = usize> + Clone>(
+        x: &[T],
+        dy: &[T],
+        lines: I,
+        c: (&[T], &[T], &[T]),
+        sg: &mut [f64],
+        sgx: &mut [f64],
+    ) {
+        by_type!(T, k => Elem::col_dsums(k.r(x), k.r(dy), lines, k.r3(c), sg, sgx))
+    }
+    #[inline(always)]
+    fn col_affine(
+        x: &[T],
+        out: &mut [T],
+        start: usize,
+        c: (&[T], &[T], &[T]),
+        stream: bool,
+    ) -> bool {
+        by_type!(T, k => Elem::col_affine(k.r(x), k.w(out), start, k.r3(c), stream))
+    }
+    #[inline(always)]
+    fn col_dx(
+        x: &[T],
+        dy: &[T],
+        out: &mut [T],
+        start: usize,
+        (c0, c1, c2, c3): (&[T], &[T], &[T], &[T]),
+        stream: bool,
+    ) -> bool {
+        by_type!(T, k => {
+            let c = (k.r(c0), k.r(c1), k.r(c2), k.r(c3));
+            Elem::col_dx(k.r(x), k.r(dy), k.w(out), start, c, stream)
+        })
+    }
+    #[inline(always)]
+    fn affine_then_sums(
+        x: &[T],
+        y: &mut [T],
+        c: (T, T, T),
+        p: Option<(&[T], Option<&[T]>)>,
+        (next, ahead): (&[T], bool),
+        shift: f64,
+        stream: bool,
+    ) -> Option<(f64, f64)> {
+        by_type!(T, k => {
+            let p = p.map(|(g, bt)| (k.r(g), bt.map(|bt| k.r(bt))));
+            Elem::affine_then_sums(k.r(x), k.w(y), k.v3(c), p, (k.r(next), ahead), shift, stream)
+        })
+    }
+    #[inline(always)]
+    fn dsums_rows<const R: usize>(
+        rows: Rows<'_, T, R>,
+        p: Option<RowParam<'_, T>>,
+    ) -> [(f64, f64); R] {
+        by_type!(T, k => Elem::dsums_rows(k.rows(rows), k.param(p)))
+    }
+    #[inline(always)]
+    fn dx_then_dsums<const R: usize>(
+        cur: DxRows<'_, T, R>,
+        next: Rows<'_, T, R>,
+        p: Option<RowParam<'_, T>>,
+    ) -> [(f64, f64); R] {
+        by_type!(T, k => Elem::dx_then_dsums(k.dx_rows(cur), k.rows(next), k.param(p)))
+    }
+}

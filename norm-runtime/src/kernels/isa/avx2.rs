@@ -1,0 +1,128 @@
+//! The AVX2 + FMA level: 8 `f32` lanes, 4 `f64` lanes.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, WithIsa};
+use crate::kernels::simd::{detected, Level};
+
+/// Proof that the CPU runs AVX2 and FMA (made only by [`Avx2::try_new`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2(());
+
+impl Avx2 {
+    /// The token, if the CPU has the features (`simd::detected` checks both).
+    #[inline(always)]
+    pub fn try_new() -> Option<Self> {
+        (detected() >= Level::Avx2).then_some(Avx2(()))
+    }
+}
+
+/// The level's operations: each body is a `#[target_feature]` function (the intrinsics
+/// are safe there), called from the token's method.
+macro_rules! ops {
+    ($($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
+        #[inline(always)]
+        fn $name $(<$g: $b>)? (self, $($a: $t),*) $(-> $r)? {
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            fn imp $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
+            // SAFETY: an `Avx2` exists only where these features were detected.
+            unsafe { imp($($a),*) }
+        }
+    )*};
+}
+
+/// The mask vector of the first `k ≤ 8` lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lanes(k: usize) -> __m256i {
+    assert!(k <= 8, "a partial vector has at most 8 lanes");
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(k as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+impl Isa for Avx2 {
+    type F32 = __m256;
+    type F64 = __m256d;
+    const LANES: usize = 8;
+    const ALIGN: usize = 32;
+
+    ops! {
+        vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx2(())) }
+        splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
+        add(a: __m256, b: __m256) -> __m256 { _mm256_add_ps(a, b) }
+        sub(a: __m256, b: __m256) -> __m256 { _mm256_sub_ps(a, b) }
+        mul(a: __m256, b: __m256) -> __m256 { _mm256_mul_ps(a, b) }
+        mul_add(a: __m256, b: __m256, c: __m256) -> __m256 { _mm256_fmadd_ps(a, b, c) }
+        load_part(s: &[f32]) -> __m256 {
+            let m = lanes(s.len());
+            // SAFETY: the lanes of `m` are the `s.len()` values of `s`; the others are not
+            // accessed.
+            unsafe { _mm256_maskload_ps(s.as_ptr(), m) }
+        }
+        fence() { _mm_sfence() }
+        widen(v: __m256) -> (__m256d, __m256d) {
+            (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)),
+            )
+        }
+        load_wide(s: &[f32]) -> (__m256d, __m256d) {
+            let a: [f32; 8] = s[..8].try_into().expect("8 values");
+            let [lo, hi]: [[f32; 4]; 2] = bytemuck::cast(a);
+            (
+                _mm256_cvtps_pd(bytemuck::cast(lo)),
+                _mm256_cvtps_pd(bytemuck::cast(hi)),
+            )
+        }
+        splat_d(v: f64) -> __m256d { _mm256_set1_pd(v) }
+        add_d(a: __m256d, b: __m256d) -> __m256d { _mm256_add_pd(a, b) }
+        sub_d(a: __m256d, b: __m256d) -> __m256d { _mm256_sub_pd(a, b) }
+        mul_d(a: __m256d, b: __m256d) -> __m256d { _mm256_mul_pd(a, b) }
+        mul_add_d(a: __m256d, b: __m256d, c: __m256d) -> __m256d { _mm256_fmadd_pd(a, b, c) }
+        sum_d(v: __m256d) -> f64 {
+            let s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd::<1>(v));
+            _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)))
+        }
+    }
+
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m256 {
+        let a: [f32; 8] = s[..8].try_into().expect("8 values");
+        bytemuck::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], v: __m256) {
+        let a: &mut [f32; 8] = (&mut s[..8]).try_into().expect("8 values");
+        *a = bytemuck::cast(v);
+    }
+    /// Through an array: a vector store, then the values copied (a wide store forwards to
+    /// the narrow loads of the copy).
+    #[inline(always)]
+    fn store_part(self, s: &mut [f32], v: __m256) {
+        let a: [f32; 8] = bytemuck::cast(v);
+        let n = s.len();
+        s.copy_from_slice(&a[..n]);
+    }
+    /// A plain store: this level has no streaming stores (as before the token design).
+    #[inline(always)]
+    fn stream(self, s: &mut [f32], v: __m256) {
+        self.store(s, v);
+    }
+    #[inline(always)]
+    fn load_d(self, s: &[f64]) -> __m256d {
+        let a: [f64; 4] = s[..4].try_into().expect("4 values");
+        bytemuck::cast(a)
+    }
+    #[inline(always)]
+    fn store_d(self, s: &mut [f64], v: __m256d) {
+        let a: &mut [f64; 4] = (&mut s[..4]).try_into().expect("4 values");
+        *a = bytemuck::cast(v);
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        super::prefetch2(p);
+    }
+}

@@ -1,0 +1,123 @@
+//! The AVX-512 level (F, BW, VL, DQ, with FMA): 16 `f32` lanes, 8 `f64` lanes.
+
+use std::arch::x86_64::*;
+
+use super::{Isa, WithIsa};
+use crate::kernels::simd::{detected, Level};
+
+/// Proof that the CPU runs AVX-512 F/BW/VL/DQ and FMA (made only by [`Avx512::try_new`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512(());
+
+impl Avx512 {
+    /// The token, if the CPU has the features (`simd::detected` checks all of them).
+    #[inline(always)]
+    pub fn try_new() -> Option<Self> {
+        (detected() >= Level::Avx512).then_some(Avx512(()))
+    }
+}
+
+/// The mask of the first `k ≤ 16` lanes.
+#[inline(always)]
+fn lanes(k: usize) -> __mmask16 {
+    assert!(k <= 16, "a partial vector has at most 16 lanes");
+    ((1u32 << k) - 1) as __mmask16
+}
+
+/// The level's operations: each body is a `#[target_feature]` function (the intrinsics
+/// are safe there), called from the token's method.
+macro_rules! ops {
+    ($($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
+        #[inline(always)]
+        fn $name $(<$g: $b>)? (self, $($a: $t),*) $(-> $r)? {
+            #[inline]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+            fn imp $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
+            // SAFETY: an `Avx512` exists only where these features were detected.
+            unsafe { imp($($a),*) }
+        }
+    )*};
+}
+
+impl Isa for Avx512 {
+    type F32 = __m512;
+    type F64 = __m512d;
+    const LANES: usize = 16;
+    const ALIGN: usize = 64;
+
+    ops! {
+        vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx512(())) }
+        splat(v: f32) -> __m512 { _mm512_set1_ps(v) }
+        add(a: __m512, b: __m512) -> __m512 { _mm512_add_ps(a, b) }
+        sub(a: __m512, b: __m512) -> __m512 { _mm512_sub_ps(a, b) }
+        mul(a: __m512, b: __m512) -> __m512 { _mm512_mul_ps(a, b) }
+        mul_add(a: __m512, b: __m512, c: __m512) -> __m512 { _mm512_fmadd_ps(a, b, c) }
+        load_part(s: &[f32]) -> __m512 {
+            let m = lanes(s.len());
+            // SAFETY: the lanes of `m` are the `s.len()` values of `s`; the others are not
+            // accessed.
+            unsafe { _mm512_maskz_loadu_ps(m, s.as_ptr()) }
+        }
+        store_part(s: &mut [f32], v: __m512) {
+            let m = lanes(s.len());
+            // SAFETY: as in `load_part`, on a slice borrowed mutably.
+            unsafe { _mm512_mask_storeu_ps(s.as_mut_ptr(), m, v) }
+        }
+        stream(s: &mut [f32], v: __m512) {
+            let a: &mut [f32; 16] = (&mut s[..16]).try_into().expect("16 values");
+            if (a.as_ptr() as usize).is_multiple_of(64) {
+                // SAFETY: 16 values (64 bytes) at a 64-byte boundary, borrowed mutably.
+                unsafe { _mm512_stream_ps(a.as_mut_ptr(), v) }
+            } else {
+                *a = bytemuck::cast(v);
+            }
+        }
+        fence() { _mm_sfence() }
+        widen(v: __m512) -> (__m512d, __m512d) {
+            (
+                _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                _mm512_cvtps_pd(_mm512_extractf32x8_ps::<1>(v)),
+            )
+        }
+        splat_d(v: f64) -> __m512d { _mm512_set1_pd(v) }
+        add_d(a: __m512d, b: __m512d) -> __m512d { _mm512_add_pd(a, b) }
+        sub_d(a: __m512d, b: __m512d) -> __m512d { _mm512_sub_pd(a, b) }
+        mul_d(a: __m512d, b: __m512d) -> __m512d { _mm512_mul_pd(a, b) }
+        mul_add_d(a: __m512d, b: __m512d, c: __m512d) -> __m512d { _mm512_fmadd_pd(a, b, c) }
+        sum_d(v: __m512d) -> f64 { _mm512_reduce_add_pd(v) }
+        load_wide(s: &[f32]) -> (__m512d, __m512d) {
+            // Halves loaded as 256-bit vectors and widened from there (no lane extraction).
+            let a: [f32; 16] = s[..16].try_into().expect("16 values");
+            let [lo, hi]: [[f32; 8]; 2] = bytemuck::cast(a);
+            (
+                _mm512_cvtps_pd(bytemuck::cast(lo)),
+                _mm512_cvtps_pd(bytemuck::cast(hi)),
+            )
+        }
+    }
+
+    #[inline(always)]
+    fn load(self, s: &[f32]) -> __m512 {
+        let a: [f32; 16] = s[..16].try_into().expect("16 values");
+        bytemuck::cast(a)
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32], v: __m512) {
+        let a: &mut [f32; 16] = (&mut s[..16]).try_into().expect("16 values");
+        *a = bytemuck::cast(v);
+    }
+    #[inline(always)]
+    fn load_d(self, s: &[f64]) -> __m512d {
+        let a: [f64; 8] = s[..8].try_into().expect("8 values");
+        bytemuck::cast(a)
+    }
+    #[inline(always)]
+    fn store_d(self, s: &mut [f64], v: __m512d) {
+        let a: &mut [f64; 8] = (&mut s[..8]).try_into().expect("8 values");
+        *a = bytemuck::cast(v);
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        super::prefetch2(p);
+    }
+}

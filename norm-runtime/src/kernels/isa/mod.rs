@@ -1,0 +1,201 @@
+//! The ISA-token interface the SIMD kernels are written against, once.
+//!
+//! An [`Isa`] is a zero-sized token whose existence proves that the CPU runs its
+//! instruction set (pulp's `Simd` idea): only the level's own file makes one, after run-time
+//! detection. Its methods are the few vector operations the kernels need, on `f32` vectors
+//! of [`Isa::LANES`] lanes and `f64` vectors of half as many (one `f32` vector widens into
+//! two), with loads and stores that take slices (bounds-checked, no raw pointers in the
+//! kernels). A kernel is a generic function over `S: Isa`; [`dispatch`] picks the level
+//! once for a call and runs the kernel inside the level's `#[target_feature]` trampoline
+//! ([`WithIsa`]), so every `#[inline(always)]` operation compiles to the level's
+//! instructions.
+//!
+//! Levels, one file each: [`avx512`] (AVX-512 F/BW/VL/DQ + FMA), [`avx2`] (AVX2 + FMA),
+//! [`neon`] (aarch64 Advanced SIMD), [`scalar`] (portable, two lanes). Adding a level is
+//! one more file implementing [`Isa`] and one arm in [`dispatch`].
+//!
+//! Element types other than `f32`/`f64` (bf16/f16 storage computed as `f32` lanes) fit as
+//! one more pair of load/store methods widening into [`Isa::F32`].
+
+use super::simd::{level, Level};
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+pub mod scalar;
+
+/// An instruction-set level as a token type; see the module docs.
+pub trait Isa: Copy + Send + Sync + 'static {
+    /// A vector of [`LANES`](Isa::LANES) `f32`.
+    type F32: Copy;
+    /// A vector of `LANES / 2` `f64`.
+    type F64: Copy;
+    /// The `f32` lanes of a vector.
+    const LANES: usize;
+    /// The alignment (bytes) at which a vector store does not straddle a cache line.
+    const ALIGN: usize;
+
+    /// Runs `op` with this token inside the level's `#[target_feature]` context.
+    fn vectorize<Op: WithIsa>(self, op: Op) -> Op::Out;
+
+    /// Every lane `v`.
+    fn splat(self, v: f32) -> Self::F32;
+    /// a + b.
+    fn add(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// a − b.
+    fn sub(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// a · b.
+    fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
+    /// a · b + c, fused where the level has FMA.
+    fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+    /// The first `LANES` values of `s` (panics if shorter).
+    fn load(self, s: &[f32]) -> Self::F32;
+    /// The values of `s` (at most `LANES`), zero in the lanes after.
+    fn load_part(self, s: &[f32]) -> Self::F32;
+    /// Stores `v` into the first `LANES` values of `s` (panics if shorter).
+    fn store(self, s: &mut [f32], v: Self::F32);
+    /// Stores the first `s.len()` (at most `LANES`) lanes of `v` into `s`.
+    fn store_part(self, s: &mut [f32], v: Self::F32);
+    /// [`store`](Isa::store), non-temporal where the level has it and `s` is aligned to
+    /// [`ALIGN`](Isa::ALIGN); [`fence`](Isa::fence) orders such stores.
+    fn stream(self, s: &mut [f32], v: Self::F32);
+    /// Orders the non-temporal stores made so far before later stores.
+    fn fence(self);
+    /// The first `LANES` values of `s` widened to `f64`: (low half, high half).
+    fn load_wide(self, s: &[f32]) -> (Self::F64, Self::F64);
+    /// `v` widened to `f64`: (low half, high half).
+    fn widen(self, v: Self::F32) -> (Self::F64, Self::F64);
+
+    /// Every lane `v`.
+    fn splat_d(self, v: f64) -> Self::F64;
+    /// a + b.
+    fn add_d(self, a: Self::F64, b: Self::F64) -> Self::F64;
+    /// a − b.
+    fn sub_d(self, a: Self::F64, b: Self::F64) -> Self::F64;
+    /// a · b.
+    fn mul_d(self, a: Self::F64, b: Self::F64) -> Self::F64;
+    /// a · b + c, fused where the level has FMA.
+    fn mul_add_d(self, a: Self::F64, b: Self::F64, c: Self::F64) -> Self::F64;
+    /// The first `LANES / 2` values of `s` (panics if shorter).
+    fn load_d(self, s: &[f64]) -> Self::F64;
+    /// Stores `v` into the first `LANES / 2` values of `s` (panics if shorter).
+    fn store_d(self, s: &mut [f64], v: Self::F64);
+    /// The sum of the lanes, in the level's fixed order.
+    fn sum_d(self, v: Self::F64) -> f64;
+
+    /// Asks for the two cache lines from `p` in L2: a hint, never a memory access (any
+    /// address is fine); nothing where the level has no prefetch.
+    fn prefetch(self, p: *const f32);
+}
+
+/// Prefetches into L2 the two cache lines at `p`, `p + 16` (x86-64: SSE, baseline).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch2(p: *const f32) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    // SAFETY: a prefetch is a hint: it accesses no memory architecturally and never
+    // faults, whatever the address (hence `wrapping_add`).
+    unsafe {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast());
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(16).cast());
+    }
+}
+
+/// A kernel call generic over the level: [`dispatch`] runs `run` with the token of the
+/// current level, inside that level's `#[target_feature]` context. `run` must be
+/// `#[inline(always)]`, as must everything in its loops.
+pub trait WithIsa {
+    /// The result.
+    type Out;
+    /// The kernel at level `S`.
+    fn run<S: Isa>(self, s: S) -> Self::Out;
+}
+
+/// A body that needs no token, only the level's context (`simd::multiversion!`): the code
+/// it inlines is compiled for the level.
+pub struct Body<F>(pub F);
+
+impl<F: FnOnce()> WithIsa for Body<F> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) {
+        (self.0)()
+    }
+}
+
+/// Runs `op` at the current level ([`super::simd::level`]): one choice per call.
+#[inline(always)]
+pub fn dispatch<Op: WithIsa>(op: Op) -> Op::Out {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => match avx512::Avx512::try_new() {
+            Some(s) => s.vectorize(op),
+            None => scalar::Scalar.vectorize(op),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2 => match avx2::Avx2::try_new() {
+            Some(s) => s.vectorize(op),
+            None => scalar::Scalar.vectorize(op),
+        },
+        #[cfg(target_arch = "aarch64")]
+        Level::Neon => neon::Neon.vectorize(op),
+        _ => scalar::Scalar.vectorize(op),
+    }
+}
+
+/// The vectors of an elementwise pass over `n` values whose full vectors start at
+/// [`Isa::ALIGN`] boundaries of the output: full body blocks, taken one at a time alongside
+/// the loop of another pass ([`Aligned::body`]), then the head before the first boundary
+/// and the values after the last block as partial or full vectors ([`Aligned::rest`]).
+/// A store straddling two cache lines costs both, and `Vec` buffers start 16 bytes past
+/// a boundary.
+#[derive(Clone, Copy)]
+pub(crate) struct Aligned {
+    /// Values before the first boundary.
+    pub head: usize,
+    /// Values of the pass.
+    n: usize,
+    /// The start of the next body block.
+    next: usize,
+    /// Lanes of a vector.
+    lanes: usize,
+}
+
+impl Aligned {
+    /// The pass writing `out`.
+    #[inline(always)]
+    pub fn new<S: Isa, T>(_: S, out: &[T]) -> Self {
+        let n = out.len();
+        let head = out.as_ptr().align_offset(S::ALIGN).min(n);
+        // Element-aligned outputs have head < LANES; anything else walks as partial vectors.
+        Aligned {
+            head,
+            n,
+            next: head,
+            lanes: S::LANES,
+        }
+    }
+
+    /// The start of the next body block of `len` values (a multiple of `LANES`), if it
+    /// lies in the pass.
+    #[inline(always)]
+    pub fn body(&mut self, len: usize) -> Option<usize> {
+        let i = self.next;
+        (i + len <= self.n).then(|| {
+            self.next = i + len;
+            i
+        })
+    }
+
+    /// The head and the values after the last body block, as (start, len ≤ LANES).
+    #[inline(always)]
+    pub fn rest(&self) -> impl Iterator<Item = (usize, usize)> {
+        let (l, h, n) = (self.lanes, self.head, self.n);
+        let head = (0..h).step_by(l).map(move |i| (i, l.min(h - i)));
+        let tail = (self.next..n).step_by(l).map(move |i| (i, l.min(n - i)));
+        head.chain(tail)
+    }
+}

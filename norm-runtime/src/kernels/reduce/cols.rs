@@ -1,0 +1,293 @@
+//! The column kernels (channels-last `f32`): sums, backward sums and the elementwise runs
+//! with per-column coefficients in registers, written once over the ISA token.
+
+use super::sums::{ld, st};
+use super::{col_dsums_portable, col_sums_portable};
+use crate::kernels::isa::{Aligned, Isa};
+
+/// The most vectors of columns a run or block keeps in registers.
+const MAX_V: usize = 4;
+
+/// The elementwise passes over a run of `lines` contiguous lines of `w = LANES·V` columns
+/// from `start` (`out` is the run's output), coefficients in registers: y = (x − m)·a + b,
+/// and with `DX`, dx = dy·c + ((x − m)·a + b) — the portable kernels' operations, lane by
+/// lane. `k` = (m, a, b, c). The run is walked as one flat range whose full vectors start
+/// at aligned addresses of the output ([`Aligned`]): the vector at flat offset `h + L·t`
+/// (`h` the head) holds columns `(h + L·t + lane) mod w`, so the coefficients are loaded
+/// once per run, rotated by `h`.
+#[inline(always)]
+fn col_run<S: Isa, const V: usize, const DX: bool>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    out: &mut [f32],
+    start: usize,
+    (m, a, b, c): (&[f32], &[f32], &[f32], &[f32]),
+    stream: bool,
+) {
+    let l = S::LANES;
+    let w = l * V;
+    assert!(
+        m.len() == w && a.len() == w && b.len() == w && c.len() == w,
+        "one coefficient per column"
+    );
+    let n = out.len();
+    let x = &x[start..start + n];
+    let dy = if DX { &dy[start..start + n] } else { x };
+    let walk = Aligned::new(s, out);
+    let h = walk.head;
+    assert!(h < l, "an element-aligned output");
+    let z = s.splat(0.0);
+    // The coefficients of the vectors from offset h + L·v (rotated) and from 0 (plain).
+    let mut rot = [[z; 4]; MAX_V];
+    let mut plain = [z; 4];
+    for (j, arr) in [m, a, b, c].into_iter().enumerate() {
+        let mut twice = [0.0f32; 2 * 64];
+        for (i, t) in twice[..2 * w].iter_mut().enumerate() {
+            *t = arr[i % w];
+        }
+        for (v, r) in rot.iter_mut().take(V).enumerate() {
+            r[j] = s.load(&twice[h + l * v..]);
+        }
+        plain[j] = s.load(arr);
+    }
+    let mut walk = walk;
+    while let Some(i) = walk.body(w) {
+        for (v, &k) in rot.iter().take(V).enumerate() {
+            col_vec::<S, DX>(s, (x, dy, out), (i + l * v, l), k, stream);
+        }
+    }
+    for (i, len) in walk.rest() {
+        let k = if i < h { plain } else { rot[(i - h) / l % V] };
+        col_vec::<S, DX>(s, (x, dy, out), (i, len), k, stream);
+    }
+    if stream {
+        s.fence();
+    }
+}
+
+/// One vector of `col_run`: `len` values from `i`, coefficients (m, a, b, c).
+#[inline(always)]
+fn col_vec<S: Isa, const DX: bool>(
+    s: S,
+    (x, dy, out): (&[f32], &[f32], &mut [f32]),
+    (i, len): (usize, usize),
+    [vm, va, vb, vc]: [S::F32; 4],
+    stream: bool,
+) {
+    let xh = s.add(s.mul(s.sub(ld(s, x, i, len), vm), va), vb);
+    let y = if DX {
+        s.add(s.mul(ld(s, dy, i, len), vc), xh)
+    } else {
+        xh
+    };
+    st(s, out, i, len, y, stream);
+}
+
+/// `col_run` for the widths it has (`LANES·V`, V = 1..=4); false otherwise, writing
+/// nothing. `k` = (m, a, b, c).
+#[inline(always)]
+pub(super) fn col_run_f32<S: Isa, const DX: bool>(
+    s: S,
+    xdy: (&[f32], &[f32]),
+    out: &mut [f32],
+    start: usize,
+    k: (&[f32], &[f32], &[f32], &[f32]),
+    stream: bool,
+) -> bool {
+    let w = k.0.len();
+    if w == 0 || !w.is_multiple_of(S::LANES) || w > 64 {
+        return false;
+    }
+    match w / S::LANES {
+        1 => col_run::<S, 1, DX>(s, xdy, out, start, k, stream),
+        2 => col_run::<S, 2, DX>(s, xdy, out, start, k, stream),
+        3 => col_run::<S, 3, DX>(s, xdy, out, start, k, stream),
+        4 => col_run::<S, 4, DX>(s, xdy, out, start, k, stream),
+        _ => return false,
+    }
+    true
+}
+
+/// Lines per flush of the `f32` partial column sums of the backward pass.
+const COL_FLUSH: usize = 8;
+
+/// `col_sums` of the `LANES·V` columns from `c0`, accumulators in registers for the whole
+/// run of lines, exact `f64` differences as the portable kernel.
+#[inline(always)]
+fn col_sums_block<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    x: &[f32],
+    lines: I,
+    c0: usize,
+    shift: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+) {
+    let l = S::LANES;
+    let (w, half) = (l * V, l / 2);
+    let (shift, sum, sq) = (
+        &shift[c0..c0 + w],
+        &mut sum[c0..c0 + w],
+        &mut sq[c0..c0 + w],
+    );
+    let z = s.splat_d(0.0);
+    let mut h = [z; 2 * MAX_V];
+    for (k, v) in h.iter_mut().take(2 * V).enumerate() {
+        *v = s.load_d(&shift[half * k..]);
+    }
+    let (mut sv, mut qv) = ([z; 2 * MAX_V], [z; 2 * MAX_V]);
+    for o in lines {
+        let line = &x[o + c0..o + c0 + w];
+        for v in 0..V {
+            let (lo, hi) = s.widen(s.load(&line[l * v..]));
+            let (lo, hi) = (s.sub_d(lo, h[2 * v]), s.sub_d(hi, h[2 * v + 1]));
+            sv[2 * v] = s.add_d(sv[2 * v], lo);
+            sv[2 * v + 1] = s.add_d(sv[2 * v + 1], hi);
+            qv[2 * v] = s.mul_add_d(lo, lo, qv[2 * v]);
+            qv[2 * v + 1] = s.mul_add_d(hi, hi, qv[2 * v + 1]);
+        }
+    }
+    for k in 0..2 * V {
+        let (ps, pq) = (&mut sum[half * k..], &mut sq[half * k..]);
+        s.store_d(ps, s.add_d(s.load_d(ps), sv[k]));
+        s.store_d(pq, s.add_d(s.load_d(pq), qv[k]));
+    }
+}
+
+/// Shifted column sums: blocks of `4·LANES` columns, then of `LANES`, then the rest per
+/// line.
+#[inline(always)]
+pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize> + Clone>(
+    s: S,
+    x: &[f32],
+    lines: I,
+    shift: &[f64],
+    sum: &mut [f64],
+    sq: &mut [f64],
+) {
+    let w = shift.len();
+    assert!(
+        sum.len() == w && sq.len() == w,
+        "one accumulator per column"
+    );
+    let l = S::LANES;
+    let mut c0 = 0;
+    while c0 + 4 * l <= w {
+        col_sums_block::<S, 4, I>(s, x, lines.clone(), c0, shift, (sum, sq));
+        c0 += 4 * l;
+    }
+    while c0 + l <= w {
+        col_sums_block::<S, 1, I>(s, x, lines.clone(), c0, shift, (sum, sq));
+        c0 += l;
+    }
+    if c0 < w {
+        for o in lines {
+            let (h, su, q) = (&shift[c0..], &mut sum[c0..], &mut sq[c0..]);
+            col_sums_portable(&x[o + c0..o + w], h, su, q);
+        }
+    }
+}
+
+/// `col_dsums` of the `LANES·V` columns from `c0`: `f32` partial sums over up to
+/// [`COL_FLUSH`] lines, then added into the `f64` accumulators.
+#[inline(always)]
+fn col_dsums_block<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    lines: I,
+    c0: usize,
+    (m, a, b): (&[f32], &[f32], &[f32]),
+    (sg, sgx): (&mut [f64], &mut [f64]),
+) {
+    let l = S::LANES;
+    let w = l * V;
+    let (m, a, b) = (&m[c0..c0 + w], &a[c0..c0 + w], &b[c0..c0 + w]);
+    let (sg, sgx) = (&mut sg[c0..c0 + w], &mut sgx[c0..c0 + w]);
+    let zs = s.splat(0.0);
+    let mut coef = [(zs, zs, zs); MAX_V];
+    for (v, k) in coef.iter_mut().take(V).enumerate() {
+        *k = (
+            s.load(&m[l * v..]),
+            s.load(&a[l * v..]),
+            s.load(&b[l * v..]),
+        );
+    }
+    let (mut ps, mut pt) = ([zs; MAX_V], [zs; MAX_V]);
+    let mut n = 0;
+    for o in lines {
+        let (xl, dl) = (&x[o + c0..o + c0 + w], &dy[o + c0..o + c0 + w]);
+        for v in 0..V {
+            let (vm, va, vb) = coef[v];
+            let (xv, d) = (s.load(&xl[l * v..]), s.load(&dl[l * v..]));
+            let xh = s.add(s.mul(s.sub(xv, vm), va), vb);
+            ps[v] = s.add(ps[v], d);
+            pt[v] = s.mul_add(d, xh, pt[v]);
+        }
+        n += 1;
+        if n == COL_FLUSH {
+            flush::<S, V>(s, (&mut ps, &mut pt), sg, sgx);
+            n = 0;
+        }
+    }
+    if n > 0 {
+        flush::<S, V>(s, (&mut ps, &mut pt), sg, sgx);
+    }
+}
+
+/// Adds the `f32` partial sums of `col_dsums_block` into the `f64` accumulators and
+/// clears them.
+#[inline(always)]
+fn flush<S: Isa, const V: usize>(
+    s: S,
+    (ps, pt): (&mut [S::F32; MAX_V], &mut [S::F32; MAX_V]),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    let l = S::LANES;
+    let zs = s.splat(0.0);
+    for v in 0..V {
+        for (p, acc) in [(ps[v], &mut *sg), (pt[v], &mut *sgx)] {
+            let (lo, hi) = s.widen(p);
+            let q = &mut acc[l * v..];
+            s.store_d(q, s.add_d(s.load_d(q), lo));
+            let q = &mut q[l / 2..];
+            s.store_d(q, s.add_d(s.load_d(q), hi));
+        }
+        ps[v] = zs;
+        pt[v] = zs;
+    }
+}
+
+/// Backward column sums: blocks of `4·LANES` columns, then of `LANES`, then the rest per
+/// line.
+#[inline(always)]
+pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize> + Clone>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    lines: I,
+    c: (&[f32], &[f32], &[f32]),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    let w = c.0.len();
+    assert!(
+        c.1.len() == w && c.2.len() == w && sg.len() == w && sgx.len() == w,
+        "one coefficient and accumulator per column"
+    );
+    let l = S::LANES;
+    let mut c0 = 0;
+    while c0 + 4 * l <= w {
+        col_dsums_block::<S, 4, I>(s, (x, dy), lines.clone(), c0, c, (sg, sgx));
+        c0 += 4 * l;
+    }
+    while c0 + l <= w {
+        col_dsums_block::<S, 1, I>(s, (x, dy), lines.clone(), c0, c, (sg, sgx));
+        c0 += l;
+    }
+    if c0 < w {
+        let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
+        for o in lines {
+            let (xs, ds) = (&x[o + c0..o + w], &dy[o + c0..o + w]);
+            col_dsums_portable(xs, ds, (m, a, b), &mut sg[c0..], &mut sgx[c0..]);
+        }
+    }
+}
