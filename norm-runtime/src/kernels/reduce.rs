@@ -13,17 +13,18 @@
 //!   [`Elem::col_dx`] keep per-column accumulators or coefficients in registers across
 //!   lines.
 //!
-//! The AVX-512 elementwise passes start their vector stores at 64-byte boundaries of the
-//! output (masked head and tail vectors): a store that straddles two cache lines costs both,
-//! and `Vec` buffers start 16 bytes past a boundary. Where a pass's working set exceeds
-//! [`super::simd::stream_threshold`], the full vectors are non-temporal stores, fenced at the
-//! end of each kernel call. Neither changes a bit of the results.
+//! The elementwise passes start their full vector stores at the level's vector alignment of
+//! the output (partial head and tail vectors): a store that straddles two cache lines costs
+//! both, and `Vec` buffers start 16 bytes past a boundary. Where a pass's working set
+//! exceeds [`super::simd::stream_threshold`], the full vectors are non-temporal stores where
+//! the level has them (AVX-512), fenced at the end of each kernel call. Neither changes a bit
+//! of the results.
 //!
-//! The kernels are AVX-512 and AVX2+FMA (x86-64, module `x86`) and NEON (aarch64, module
-//! `arm`: the row reductions only; the other loops are portable code the compiler
-//! vectorizes for NEON).
+//! Each kernel is written once over the ISA token ([`super::isa::Isa`]): `sums` (statistics
+//! rows, pipelined forward), `dsums` (backward rows, pipelined backward), `cols` (columns);
+//! `impls` implements [`Elem`] for `f32` and `f64` with one `isa::dispatch` per call.
 //!
-//! Accumulation is in f64 (the f32 backward sums first add 64 values, or 8 lines, in f32);
+//! Accumulation is in f64 (the f32 backward sums first add four vectors, or 8 lines, in f32);
 //! lane sums reduce in a fixed order, so a level's result is deterministic, and the plain
 //! and the pipelined kernels of a level share their accumulator type, so their sums are
 //! bit-identical. Levels differ from each other only by rounding (FMA, lane order, partial
