@@ -36,6 +36,8 @@ OPTIONS
   --small          the small calls (BN1d train and LN eval on [32,128], LN rows [1,768],
                    [1,4096], [8,4096], BN2d eval [1,64,8,8]) beside a plain scalar loop
                    computing the same thing, and their ratio; --reps: batches (default 101)
+  --small-cases a,b  a subset of the small cases (implies --small): bn1d_train,ln_eval,
+                   ln_1x768,ln_1x4096,ln_8x4096,bn2d_eval
   --stream         STREAM copy and triad at every working set of the suite and 1 GiB
   --compare FILE   side-by-side table against a torch_suite.py output (repeatable); runs
                    normkit now unless --against gives normkit --json output files
@@ -84,6 +86,8 @@ pub struct Options {
     pub stream: bool,
     /// `--small`.
     pub small: bool,
+    /// `--small-cases` (all small cases by default).
+    pub small_cases: Vec<&'static str>,
     /// `--compare` files.
     pub compare: Vec<PathBuf>,
     /// `--against` files.
@@ -129,6 +133,7 @@ impl Default for Options {
             seed: 0,
             stream: false,
             small: false,
+            small_cases: crate::small::SMALL.iter().map(|c| c.name).collect(),
             compare: Vec::new(),
             against: Vec::new(),
             alternate: false,
@@ -214,6 +219,22 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             }
             "--stream" => o.stream = true,
             "--small" => o.small = true,
+            "--small-cases" => {
+                let v = value("--small-cases")?;
+                let wanted: Vec<&str> = v.split(',').map(str::trim).collect();
+                if let Some(w) = wanted
+                    .iter()
+                    .find(|w| !crate::small::SMALL.iter().any(|c| c.name == **w))
+                {
+                    return Err(format!("--small-cases: no small case `{w}`"));
+                }
+                o.small = true;
+                o.small_cases = crate::small::SMALL
+                    .iter()
+                    .map(|c| c.name)
+                    .filter(|c| wanted.contains(c))
+                    .collect();
+            }
             "--compare" => o.compare.push(value("--compare")?.into()),
             "--against" => o.against.push(value("--against")?.into()),
             "--alternate" => o.alternate = true,
@@ -374,6 +395,9 @@ fn run_small(o: &Options, threads: usize) -> Result<(), Error> {
     ));
     pool(threads)?.install(|| -> Result<(), Error> {
         for case in crate::small::SMALL {
+            if !o.small_cases.contains(&case.name) {
+                continue;
+            }
             let t = crate::small::run_case(&case, samples, o.seed)?;
             outln(&format!(
                 "{:<11} {:<14} {:>11.3} {:>10.3} {:>7.2}  {}",

@@ -452,8 +452,10 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         }
-        let running = states[s].running.as_mut();
-        stats::train_running(stage, &plans[s], mode, sv.count, &sv.stats, running, run);
+        if mode == Mode::Train {
+            let running = states[s].running.as_mut();
+            stats::train_running(stage, &plans[s], sv.count, &sv.stats, running, run);
+        }
     }
 }
 

@@ -7,29 +7,48 @@ use norm_spec::Affine;
 use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
-use crate::kernels::exec::{self, BackOut, CoefMut, Params, ShiftedSums, Stat, Units};
+use crate::kernels::exec::{
+    self, BackOut, CoefMut, ColumnSums, Finish, Params, ShiftedSums, Stat, Units,
+};
 use crate::plan::Plan;
 use crate::scratch::Scratch;
 use crate::state::{resize, values, LayerInfo, StageState};
-use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
+use crate::stats::{
+    dx_terms, fill_grad, group_stat, group_stats, mean_m2, running_stats, train_running,
+};
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::Float;
 use crate::NormError;
 
+/// Stage `k` of a layer in one call: what both passes of the stage need besides its
+/// buffers.
+#[derive(Clone, Copy)]
+pub(crate) struct StageCall<'a> {
+    /// The layer.
+    pub info: &'a LayerInfo<'a>,
+    /// The stage's index.
+    pub k: usize,
+    /// The stage's plan for this call's input.
+    pub plan: &'a Plan,
+    /// The collective of a `*_sync` call.
+    pub sync: Option<&'a dyn Collective>,
+}
+
 /// Forward pass of stage `k` on a checked input.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &mut StageState<'_, T>,
-    x: &[T],
+    (x, out): (&[T], &mut [T]),
     mode: Mode,
-    out: &mut [T],
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
     let mut n = plan.group_len;
@@ -134,12 +153,25 @@ pub(crate) fn forward<T: Float>(
             // The checks `check` leaves to the exchange of a synchronized stage.
             check_count(info, stage, mode, n, plan)?;
         }
-        let finish = |s: usize, raw: ShiftedSums, out: &mut Stat| {
+        let one = |s: usize, raw: ShiftedSums, out: &mut Stat| {
             let (mean, m2) = mean_m2(stage, raw, n);
             let st = group_stat(stage, mean, m2, n);
             *out = st;
             let (g, h) = group_affine(s);
             coef(mean, st.rstd * g, h)
+        };
+        // The same arithmetic for a run of groups: the statistics in one loop, then the
+        // coefficients.
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| {
+            group_stats(stage, n, raw, out.stat);
+            for (i, st) in out.stat.iter().enumerate() {
+                let (g, h) = group_affine(s0 + i);
+                (out.m[i], out.a[i], out.b[i]) = coef(st.mean, st.rstd * g, h);
+            }
+        };
+        let finish = Finish {
+            one: &one,
+            many: &many,
         };
         let c = CoefMut {
             stat: &mut saved.stats,
@@ -158,16 +190,10 @@ pub(crate) fn forward<T: Float>(
             out,
         );
     }
-    let running = state.running.as_mut();
-    train_running(
-        stage,
-        plan,
-        mode,
-        n,
-        &saved.stats,
-        running,
-        &mut scratch.run,
-    );
+    if mode == Mode::Train {
+        let running = state.running.as_mut();
+        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
+    }
     saved.count = n;
     saved.scale.clear();
     if let Some((sc, _)) = &external {
@@ -176,21 +202,29 @@ pub(crate) fn forward<T: Float>(
     Ok(())
 }
 
+/// The arrays of one stage's backward pass: its input, the upstream gradient and dx.
+pub(crate) struct BackwardIo<'a, T> {
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub dx: &'a mut [T],
+}
+
 /// Backward pass of stage `k`: writes dx and the stage's parameter gradients.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &StageState<'_, T>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &SavedStage<T>,
-    dx: &mut [T],
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
+    let BackwardIo { x, dy, dx } = io;
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
     let n = saved.count;

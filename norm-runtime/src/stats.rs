@@ -5,10 +5,9 @@
 use ndarray::{ArrayD, ArrayViewMutD, IxDyn};
 use norm_spec::{EpsMode, Momentum, Stage};
 
-use crate::kernels::exec::{self, ShiftedSums, Stat, Units};
+use crate::kernels::exec::{self, ColumnSums, ShiftedSums, Stat, Units};
 use crate::plan::Plan;
 use crate::state::{resize, values, LayerInfo, Running};
-use crate::types::Mode;
 use crate::Float;
 
 /// The variance estimator of a stage from a group's M2 over `n` values.
@@ -37,6 +36,58 @@ pub(crate) fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
         var,
         m2,
         rstd: rstd(stage, var),
+    }
+}
+
+/// [`mean_m2`] and [`group_stat`] of consecutive groups of `n` values each, from their raw
+/// sums as columns: the same operations in the same order (so the same bits), with the
+/// stage's choices taken once, outside a loop the compiler can vectorize.
+pub(crate) fn group_stats(stage: &Stage, n: usize, raw: ColumnSums<'_>, out: &mut [Stat]) {
+    match (stage.center, stage.eps_mode) {
+        (true, EpsMode::Var) => stats_loop::<true, true>(stage, n, raw, out),
+        (true, EpsMode::Std) => stats_loop::<true, false>(stage, n, raw, out),
+        (false, EpsMode::Var) => stats_loop::<false, true>(stage, n, raw, out),
+        (false, EpsMode::Std) => stats_loop::<false, false>(stage, n, raw, out),
+    }
+}
+
+#[inline(always)]
+fn stats_loop<const CENTER: bool, const EPS_VAR: bool>(
+    stage: &Stage,
+    n: usize,
+    raw: ColumnSums<'_>,
+    out: &mut [Stat],
+) {
+    let len = out.len();
+    let (shift, sum, sq) = (&raw.shift[..len], &raw.sum[..len], &raw.sq[..len]);
+    let count = n as f64;
+    // The estimator's divisor, as `estimator` computes it.
+    let denom = if CENTER && stage.unbiased {
+        n as f64 - 1.0
+    } else {
+        n as f64
+    };
+    let eps = stage.eps;
+    for i in 0..len {
+        let (mean, m2) = if CENTER {
+            let d = sum[i] / count;
+            let m2 = sq[i] - sum[i] * d;
+            (shift[i] + d, if m2 < 0.0 { 0.0 } else { m2 })
+        } else {
+            (0.0, sq[i])
+        };
+        let var = m2 / denom;
+        let rstd = if EPS_VAR {
+            1.0 / (var + eps).sqrt()
+        } else {
+            1.0 / (var.sqrt() + eps)
+        };
+        out[i] = Stat {
+            mean,
+            var,
+            m2,
+            rstd,
+        };
     }
 }
 
@@ -72,21 +123,16 @@ pub(crate) fn running_stats<T: Float>(
     });
 }
 
-/// In train mode (which measured batch statistics; fixed statistics are eval only), the
-/// running statistics, if any, move toward `stats`.
-#[allow(clippy::too_many_arguments)]
+/// After a train-mode forward (which measured batch statistics; fixed statistics are eval
+/// only), the running statistics, if any, move toward `stats`.
 pub(crate) fn train_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
-    mode: Mode,
     n: usize,
     stats: &[Stat],
     running: Option<&mut Running<'_, T>>,
     buf: &mut Vec<f64>,
 ) {
-    if mode != Mode::Train {
-        return;
-    }
     if let Some(Running::Mut {
         mean: rm,
         var: rv,

@@ -156,10 +156,15 @@ multiversion! {
             sum[l.clone()].fill(0.0);
             sq[l.clone()].fill(0.0);
             unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
-            for i in l.clone() {
-                let raw = ShiftedSums { shift: shift[i], sum: sum[i], sq: sq[i] };
-                (c.m[i], c.a[i], c.b[i]) = finish(u * groups_per_unit + i - l.start, raw, &mut c.stat[i]);
-            }
+            // The unit's groups at once: one call, a loop the compiler can vectorize.
+            let sums = ColumnSums { shift: &shift[l.clone()], sum: &sum[l.clone()], sq: &sq[l.clone()] };
+            let run = CoefMut {
+                stat: &mut c.stat[l.clone()],
+                m: &mut c.m[l.clone()],
+                a: &mut c.a[l.clone()],
+                b: &mut c.b[l.clone()],
+            };
+            (finish.many)(u * groups_per_unit, sums, run);
             elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
         }
     }
@@ -203,7 +208,7 @@ fn groups_forward<T: Float>(
         raw.sq += q;
     }
     for (ui, u) in (u0..u1).enumerate() {
-        let (m, a, b) = finish(u, raw, &mut c.stat[ui]);
+        let (m, a, b) = (finish.one)(u, raw, &mut c.stat[ui]);
         (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
         raw = ShiftedSums {
             shift: if u + 1 < u1 { shift_of(u + 1) } else { 0.0 },
@@ -418,7 +423,7 @@ pub(crate) fn forward<T: Float>(
         raws.resize(groups, ShiftedSums::default());
         sums_all(units, x, center, &mut raws, &mut acc.f);
         for (g, &raw) in raws.iter().enumerate() {
-            (coef.m[g], coef.a[g], coef.b[g]) = finish(g, raw, &mut coef.stat[g]);
+            (coef.m[g], coef.a[g], coef.b[g]) = (finish.one)(g, raw, &mut coef.stat[g]);
         }
         acc.raws = raws;
         normalize(units, x, (coef.m, coef.a, coef.b), params, out);
@@ -461,11 +466,36 @@ pub(crate) fn forward<T: Float>(
         });
 }
 
-/// A group's statistics from its raw sums: `finish(group, raw, &mut stat)` writes the
+/// A group's statistics from its raw sums: `one(group, raw, &mut stat)` writes the
 /// statistics and returns the coefficients (m, a, b) of the elementwise pass. (The
 /// statistics go out through the reference: returned through memory and copied, their load
 /// would wait on a store buffer full of the pass's output — a failed store forwarding.)
-pub(crate) type Finish<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
+pub(crate) type FinishOne<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
+
+/// The statistics and coefficients of the consecutive groups `g0..g0 + sums.len()` from
+/// their raw sums (columns: a unit of channels-last statistics), into `out`; the same
+/// arithmetic as [`FinishOne`] group by group.
+pub(crate) type FinishMany<'a, T> = dyn Fn(usize, ColumnSums<'_>, CoefMut<'_, T>) + Sync + 'a;
+
+/// How the statistics of groups are finished: one at a time (rows, where the next unit's
+/// sums run in the same loop) or a run of them (columns).
+pub(crate) struct Finish<'a, T> {
+    /// One group.
+    pub one: &'a FinishOne<'a, T>,
+    /// A run of consecutive groups.
+    pub many: &'a FinishMany<'a, T>,
+}
+
+/// The raw shifted sums of consecutive groups, as columns.
+#[derive(Clone, Copy)]
+pub(crate) struct ColumnSums<'a> {
+    /// The shift of each group.
+    pub shift: &'a [f64],
+    /// Σ(x − shift).
+    pub sum: &'a [f64],
+    /// Σ(x − shift)².
+    pub sq: &'a [f64],
+}
 
 multiversion! {
     /// Raw sums of unit `u` into `raws`, with `acc` as its 3·groups_per_unit scratch.
