@@ -12,9 +12,9 @@ use crate::kernels::exec::{
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
-use crate::state::{resize, values, LayerInfo, StageState};
+use crate::state::{resize, sized, values, LayerInfo, StageState};
 use crate::stats::{
-    dx_terms, fill_grad, group_stat, group_stats, mean_m2, running_stats, train_running,
+    dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
 };
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::Float;
@@ -53,9 +53,10 @@ pub(crate) fn forward<T: Float>(
     let groups = plan.groups;
     let mut n = plan.group_len;
     let units = Units::new(plan);
-    resize(&mut saved.stats, groups, Stat::default());
+    // Every path below writes the statistics and coefficients of every group.
+    sized(&mut saved.stats, groups, Stat::default());
     for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        resize(v, groups, T::zero());
+        sized(v, groups, T::zero());
     }
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
@@ -69,11 +70,12 @@ pub(crate) fn forward<T: Float>(
     let beta = state.beta.as_ref().map(values);
     let external = state.external.as_ref().map(|(s, h)| (values(s), values(h)));
     let fold = plan.foldable;
+    let direct = fold && plan.params_follow_groups();
     // The affine of group s when it folds into the coefficients: (scale, shift).
     let group_affine = |s: usize| -> (f64, f64) {
         match (&gamma, &external) {
             (Some(g), _) if fold => {
-                let p = plan.group_offsets(s).0;
+                let p = if direct { s } else { plan.group_offsets(s).0 };
                 (
                     g[p].to_acc(),
                     beta.as_ref().map_or(0.0, |bt| bt[p].to_acc()),
@@ -162,12 +164,9 @@ pub(crate) fn forward<T: Float>(
         };
         // The same arithmetic for a run of groups: the statistics in one loop, then the
         // coefficients.
+        let est = estimator_of(stage, n);
         let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| {
-            group_stats(stage, n, raw, out.stat);
-            for (i, st) in out.stat.iter().enumerate() {
-                let (g, h) = group_affine(s0 + i);
-                (out.m[i], out.a[i], out.b[i]) = coef(st.mean, st.rstd * g, h);
-            }
+            exec::finish_run(s0, raw, est, group_affine, out);
         };
         let finish = Finish {
             one: &one,

@@ -432,7 +432,7 @@ pub(crate) fn forward<T: Float>(
     let acc = &mut acc.f;
     let upt = units.per_task();
     let groups_per_task = upt * groups_per_unit;
-    acc.clear();
+    // Scratch the tasks write before they read (shifts, sums zeroed per unit).
     acc.resize(3 * groups, 0.0);
     let shared = SharedOut::new(out, 2);
     if units.count <= upt {
