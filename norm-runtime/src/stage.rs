@@ -72,14 +72,14 @@ pub(crate) fn forward<T: Float>(
     let fold = plan.foldable;
     let direct = fold && plan.params_follow_groups();
     // The affine of group s when it folds into the coefficients: (scale, shift).
+    // (As slices: a `Cow` asks which it is on every access.)
+    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    let ext = external.as_ref().map(|(sc, sh)| (&sc[..], &sh[..]));
     let group_affine = |s: usize| -> (f64, f64) {
-        match (&gamma, &external) {
+        match (gs, ext) {
             (Some(g), _) if fold => {
                 let p = if direct { s } else { plan.group_offsets(s).0 };
-                (
-                    g[p].to_acc(),
-                    beta.as_ref().map_or(0.0, |bt| bt[p].to_acc()),
-                )
+                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
             }
             (_, Some((sc, sh))) => (sc[s].to_acc(), sh[s].to_acc()),
             _ => (1.0, 0.0),

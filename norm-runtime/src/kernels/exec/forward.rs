@@ -37,6 +37,12 @@ fn elementwise<T: Float>(
         if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
             return;
         }
+        let (start, lines) = run;
+        // SAFETY: the same contiguous lines of unit `u` in this task's chunk, written by this
+        // task only.
+        let y = unsafe { out.line(start, lines * w) };
+        col_blocks(&x[start..start + lines * w], y, (m, a, b));
+        return;
     }
     for (xo, po) in units.lines_of(u, range) {
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
@@ -47,6 +53,73 @@ fn elementwise<T: Float>(
             lines::affine::<T, false>(xs, y, m, a, b, p);
         } else {
             lines::affine::<T, true>(xs, y, m, a, b, p);
+        }
+    }
+}
+
+/// Columns per block of [`col_blocks`]: 64 f32 (four AVX-512 vectors) of each coefficient
+/// stay in registers across the lines.
+const BLOCK_COLS: usize = 64;
+
+/// Bytes of the lines [`col_blocks`] runs its column blocks over before moving on (they stay
+/// in the L1 cache between blocks).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// `y = (x − m)·a + b` over contiguous lines of `w = m.len()` columns (the column path's
+/// elementwise pass), in blocks of [`BLOCK_COLS`] columns whose coefficients are loaded once
+/// per block rather than once per line: the same operations per element as
+/// `lines::affine`.
+#[inline(always)]
+fn col_blocks<T: Float>(x: &[T], y: &mut [T], (m, a, b): Coef3<'_, T>) {
+    let w = m.len();
+    if w == 0 {
+        return;
+    }
+    let per_chunk = (BLOCK_BYTES / (w * std::mem::size_of::<T>())).max(1) * w;
+    for (yc, xc) in y.chunks_mut(per_chunk).zip(x.chunks(per_chunk)) {
+        let mut c0 = 0;
+        while c0 + BLOCK_COLS <= w {
+            let c = c0..c0 + BLOCK_COLS;
+            col_block::<T, BLOCK_COLS>(xc, yc, w, c0, (&m[c.clone()], &a[c.clone()], &b[c]));
+            c0 += BLOCK_COLS;
+        }
+        if c0 < w {
+            for (yl, xl) in yc.chunks_exact_mut(w).zip(xc.chunks_exact(w)) {
+                let it = yl[c0..].iter_mut().zip(&xl[c0..]);
+                for (((o, &v), &m), (&a, &b)) in it.zip(&m[c0..]).zip(a[c0..].iter().zip(&b[c0..])) {
+                    *o = (v - m) * a + b;
+                }
+            }
+        }
+    }
+}
+
+/// Columns `c0..c0 + W` of every line of `w` columns in `x`/`y`, the block's coefficients
+/// copied to locals (registers) first.
+#[inline(always)]
+fn col_block<T: Float, const W: usize>(
+    x: &[T],
+    y: &mut [T],
+    w: usize,
+    c0: usize,
+    (m, a, b): Coef3<'_, T>,
+) {
+    let (Ok(m), Ok(a), Ok(b)) = (
+        <[T; W]>::try_from(m),
+        <[T; W]>::try_from(a),
+        <[T; W]>::try_from(b),
+    ) else {
+        return;
+    };
+    for (yl, xl) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+        let (Some(yb), Some(xb)) = (
+            yl.get_mut(c0..c0 + W).and_then(|s| <&mut [T; W]>::try_from(s).ok()),
+            xl.get(c0..c0 + W).and_then(|s| <&[T; W]>::try_from(s).ok()),
+        ) else {
+            return;
+        };
+        for j in 0..W {
+            yb[j] = (xb[j] - m[j]) * a[j] + b[j];
         }
     }
 }
