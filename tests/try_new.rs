@@ -36,8 +36,12 @@ const GN: &str = r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#;
 /// A chain: the error names the stage's array.
 #[norm(
     input = "N,C,H,W",
-    chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2))
+    chain(
+        bn(axes = "N,H,W", affine, running_stats),
+        gn(axes = "C,H,W", groups = 2)
+    )
 )]
+#[derive(Clone, Debug, PartialEq)]
 struct Chained;
 
 fn size_reason(e: NormError, layer_name: &str) -> String {
@@ -52,10 +56,7 @@ fn size_reason(e: NormError, layer_name: &str) -> String {
 
 fn dyn_reason(spec: &str, sizes: &[(&str, usize)]) -> String {
     let spec = NormSpec::parse(spec).unwrap();
-    size_reason(
-        DynNorm::<f32>::new(&spec, sizes).unwrap_err(),
-        "DynNorm",
-    )
+    size_reason(DynNorm::<f32>::new(&spec, sizes).unwrap_err(), "DynNorm")
 }
 
 /// The message `new` panics with.
@@ -85,7 +86,10 @@ fn usize_max_is_a_size_error() {
 fn overflowing_product_is_a_size_error() {
     let e = LayerNorm2::<f64>::try_new(1 << 40, 1 << 40).unwrap_err();
     let reason = size_reason(e, "LayerNorm2");
-    assert!(reason.contains("gamma") && reason.contains("too large"), "{reason}");
+    assert!(
+        reason.contains("gamma") && reason.contains("too large"),
+        "{reason}"
+    );
     assert!(reason.contains("1099511627776"), "{reason}");
 }
 
@@ -108,7 +112,10 @@ fn the_failing_array_is_named() {
     let reason = size_reason(e, "Chained");
     assert!(reason.starts_with("bn.gamma"), "{reason}");
     assert_eq!(
-        size_reason(LayerNorm2::<f32>::try_new(3, usize::MAX).unwrap_err(), "LayerNorm2"),
+        size_reason(
+            LayerNorm2::<f32>::try_new(3, usize::MAX).unwrap_err(),
+            "LayerNorm2"
+        ),
         dyn_reason(LN2, &[("L", 3), ("D", usize::MAX)])
     );
 }

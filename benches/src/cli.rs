@@ -62,6 +62,8 @@ OPTIONS
                    row lengths 32…4096, spatial maps 1×1…56×56, channel counts, batch sizes
                    1…256, fwd and bwd, at every --thread-counts; writes sweep-*.jsonl and
                    sweep.md into --out (uses --python, --budget default 0.2 here, --seed)
+  --sweep-cases a,b  with --sweep: only the points of these cases (ln, rms, gn, bn_train,
+                   bn1d_train)
   --cpu            what normkit chose on this machine and why (normkit::cpu_report())
   --list           the cases and their #[norm] declarations
   -h, --help       this text
@@ -110,6 +112,8 @@ pub struct Options {
     pub no_ort: bool,
     /// `--sweep`.
     pub sweep: bool,
+    /// `--sweep-cases` (every sweep point when empty).
+    pub sweep_cases: Vec<String>,
     /// `--rejoin`.
     pub rejoin: bool,
     /// Whether `--budget` was given.
@@ -145,6 +149,7 @@ impl Default for Options {
             suite_dir: None,
             no_ort: false,
             sweep: false,
+            sweep_cases: Vec::new(),
             rejoin: false,
             budget_given: false,
             cpu: false,
@@ -268,6 +273,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--suite-dir" => o.suite_dir = Some(value("--suite-dir")?.into()),
             "--no-ort" => o.no_ort = true,
             "--sweep" => o.sweep = true,
+            "--sweep-cases" => {
+                let v = value("--sweep-cases")?;
+                o.sweep_cases = v
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+            }
             "--rejoin" => o.rejoin = true,
             "--cpu" => o.cpu = true,
             "--list" => o.list = true,
@@ -332,6 +345,7 @@ pub fn run(o: &Options) -> Result<(), Error> {
             python: o.python.clone(),
             budget: if o.budget_given { o.budget } else { 0.2 },
             seed: o.seed,
+            cases: o.sweep_cases.clone(),
         });
     }
     let threads = o.threads.unwrap_or(1);
@@ -641,6 +655,16 @@ mod tests {
         assert_eq!(plan.levels, vec![None, Some(normkit::simd::Level::Avx2)]);
         assert_eq!(plan.out, PathBuf::from("r"));
         assert!(!plan.ort);
+        let o = args("--small-cases ln_eval,bn1d_train").unwrap();
+        assert!(o.small);
+        assert_eq!(o.small_cases, vec!["bn1d_train", "ln_eval"]);
+        assert_eq!(
+            Options::default().small_cases.len(),
+            crate::small::SMALL.len()
+        );
+        let o = args("--sweep --sweep-cases bn1d_train,gn").unwrap();
+        assert!(o.sweep);
+        assert_eq!(o.sweep_cases, vec!["bn1d_train", "gn"]);
     }
 
     #[test]
@@ -658,6 +682,7 @@ mod tests {
             "--rounds 0",
             "--thread-counts 1,0",
             "--levels sse",
+            "--small-cases ln_eval,nope",
         ] {
             assert!(args(bad).is_err(), "{bad}");
         }

@@ -8,7 +8,8 @@ use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackOut, CoefMut, ColumnSums, Finish, Params, ShiftedSums, Stat, Units,
+    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, ShiftedSums, Stat,
+    Units,
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
@@ -165,8 +166,16 @@ pub(crate) fn forward<T: Float>(
         // The same arithmetic for a run of groups: the statistics in one loop, then the
         // coefficients.
         let est = estimator_of(stage, n);
-        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| {
-            exec::finish_run(s0, raw, est, group_affine, out);
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
+            // γ (and β) indexed by the group: read straight from the slices.
+            (Some(g), Some(b)) if direct => {
+                let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
+                exec::finish_run(s0, raw, est, affine, out);
+            }
+            (Some(g), None) if direct => {
+                exec::finish_run(s0, raw, est, |s: usize| (g[s].to_acc(), 0.0), out);
+            }
+            _ => exec::finish_run(s0, raw, est, group_affine, out),
         };
         let finish = Finish {
             one: &one,
@@ -248,21 +257,35 @@ pub(crate) fn backward<T: Float>(
         scratch.xb.push(b);
     }
     // The scale of g = dy·γ when γ folds per group (1 when unfolded or absent).
+    let gs = gamma.as_deref();
+    let direct = fold && plan.params_follow_groups();
     let group_scale = |s: usize| -> f64 {
-        match (&stage.affine, &gamma) {
-            (Affine::Axes(_), Some(g)) if fold => g[plan.group_offsets(s).0].to_acc(),
+        match (&stage.affine, gs) {
+            (Affine::Axes(_), Some(g)) if fold => {
+                g[if direct { s } else { plan.group_offsets(s).0 }].to_acc()
+            }
             (Affine::External, _) => saved.scale[s].to_acc(),
             _ => 1.0,
         }
     };
     // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
-    let finish = |s: usize, sg: f64, sgx: f64| {
+    let one = |s: usize, sg: f64, sgx: f64| {
         let st = saved.stats[s];
         let gs = group_scale(s);
         let r = st.rstd;
         let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx);
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
+    };
+    // The same for a run of groups, without a call per group.
+    let many = |s0: usize, (sg, sgx): (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
+        for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
+            (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
+        }
+    };
+    let finish = DxFinish {
+        one: &one,
+        many: &many,
     };
     resize(&mut scratch.sg, groups, 0.0);
     resize(&mut scratch.sgx, groups, 0.0);
@@ -333,7 +356,7 @@ pub(crate) fn backward<T: Float>(
                 sg += scratch.sync_all[r * 2 * groups + g];
                 sgx += scratch.sync_all[r * 2 * groups + groups + g];
             }
-            let (c, m, a, b) = finish(g, sg, sgx);
+            let (c, m, a, b) = one(g, sg, sgx);
             (out.c[g], out.m[g], out.a[g], out.b[g]) = (c, m, a, b);
         }
         let coef = (&out.c[..], &out.m[..], &out.a[..], &out.b[..]);

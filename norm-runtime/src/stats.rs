@@ -249,7 +249,7 @@ pub(crate) fn dx_terms(
 mod tests {
     use super::*;
     use crate::kernels::coef;
-    use crate::kernels::exec::{finish_run, ColumnSums, CoefMut};
+    use crate::kernels::exec::{finish_run, CoefMut, ColumnSums};
 
     /// The batched finish of a run of groups gives the bits of finishing them one by one
     /// (`mean_m2`, `group_stat`, `coef`), at every level, for every estimator.

@@ -26,7 +26,7 @@ mod finish;
 mod forward;
 mod units;
 
-pub(crate) use backward::{backward, dsums_all, dx_all, BackOut};
+pub(crate) use backward::{backward, dsums_all, dx_all, BackOut, DxCoefMut, DxFinish};
 pub(crate) use finish::{finish_run, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all, ColumnSums, Finish};
 pub(crate) use units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};

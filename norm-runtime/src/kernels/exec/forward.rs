@@ -86,7 +86,8 @@ fn col_blocks<T: Float>(x: &[T], y: &mut [T], (m, a, b): Coef3<'_, T>) {
         if c0 < w {
             for (yl, xl) in yc.chunks_exact_mut(w).zip(xc.chunks_exact(w)) {
                 let it = yl[c0..].iter_mut().zip(&xl[c0..]);
-                for (((o, &v), &m), (&a, &b)) in it.zip(&m[c0..]).zip(a[c0..].iter().zip(&b[c0..])) {
+                for (((o, &v), &m), (&a, &b)) in it.zip(&m[c0..]).zip(a[c0..].iter().zip(&b[c0..]))
+                {
                     *o = (v - m) * a + b;
                 }
             }
@@ -113,7 +114,8 @@ fn col_block<T: Float, const W: usize>(
     };
     for (yl, xl) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
         let (Some(yb), Some(xb)) = (
-            yl.get_mut(c0..c0 + W).and_then(|s| <&mut [T; W]>::try_from(s).ok()),
+            yl.get_mut(c0..c0 + W)
+                .and_then(|s| <&mut [T; W]>::try_from(s).ok()),
             xl.get(c0..c0 + W).and_then(|s| <&[T; W]>::try_from(s).ok()),
         ) else {
             return;
