@@ -44,6 +44,8 @@ pub const F64_STRESS_TOL: f64 = 1e-9;
 pub const F32_K: f64 = 4.0;
 /// f32: the smallest tolerance (relative to the largest reference value).
 pub const F32_FLOOR: f64 = 1e-6;
+/// bf16/f16: multiple of PyTorch's own error in the same dtype (issue 16: "at most 2x").
+pub const HALF_K: f64 = 2.0;
 /// f32, stress cases: the largest tolerance, whatever torch's own error.
 pub const F32_STRESS_CAP: f64 = 1e-5;
 
@@ -52,6 +54,8 @@ pub const F32_STRESS_CAP: f64 = 1e-5;
 pub enum Prec {
     F64,
     F32,
+    /// bf16 or f16 (`tests/half.rs`): the case's recorded torch error is in that dtype.
+    Half,
 }
 
 impl Prec {
@@ -59,6 +63,7 @@ impl Prec {
         match self {
             Prec::F64 => "f64",
             Prec::F32 => "f32",
+            Prec::Half => "half",
         }
     }
 }
@@ -86,6 +91,7 @@ pub fn tolerance(case: &Case, group: &str, prec: Prec, stage: Option<usize>, key
     match prec {
         Prec::F64 if group == "stress" => F64_STRESS_TOL,
         Prec::F64 => F64_TOL,
+        Prec::Half => HALF_K * case.torch_err(stage, key).unwrap_or(0.0),
         Prec::F32 => {
             let torch = case.torch_err(stage, key).unwrap_or(0.0);
             let tol = (F32_K * torch).max(F32_FLOOR);
@@ -449,10 +455,10 @@ pub fn chain_stage_specs(spec: &str) -> Option<Vec<String>> {
 
 /// Runs every step of `case` on one `DynNorm<T>` and records the comparisons in `report`.
 pub fn run_case<T: Float>(case: &Case, group: &str, report: &mut Report) {
-    let prec = if T::NAME == "f64" {
-        Prec::F64
-    } else {
-        Prec::F32
+    let prec = match T::NAME {
+        "f64" => Prec::F64,
+        "bf16" | "f16" => Prec::Half,
+        _ => Prec::F32,
     };
     report.cases += 1;
     let mut run = CaseRun {
