@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
+use rayon::prelude::*;
 
 use crate::collective::Collective;
 use crate::layer;
@@ -43,12 +44,43 @@ fn with_bufs<R>(f: impl FnOnce(&mut Bufs) -> R) -> R {
     })
 }
 
+/// `buf` of length `n` (its values are overwritten by the caller: no zeroing pass when the
+/// length is already right).
+fn sized(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() != n {
+        buf.clear();
+        buf.resize(n, 0.0);
+    }
+}
+
+/// Elements per conversion task: large tensors convert in parallel on rayon's current pool.
+const CHUNK: usize = 1 << 16;
+
+/// `T::widen` over chunks in parallel (the same values as one call).
+fn widen_par<T: Float>(src: &[T], dst: &mut [f32]) {
+    if src.len() <= CHUNK {
+        return T::widen(src, dst);
+    }
+    src.par_chunks(CHUNK)
+        .zip(dst.par_chunks_mut(CHUNK))
+        .for_each(|(s, d)| T::widen(s, d));
+}
+
+/// `T::narrow` over chunks in parallel (the same values as one call).
+fn narrow_par<T: Float>(src: &[f32], dst: &mut [T]) {
+    if src.len() <= CHUNK {
+        return T::narrow(src, dst);
+    }
+    src.par_chunks(CHUNK)
+        .zip(dst.par_chunks_mut(CHUNK))
+        .for_each(|(s, d)| T::narrow(s, d));
+}
+
 /// `buf` holding `a`'s values in logical order, widened to f32.
 fn widen_into<T: Float, D: Dimension>(a: &ArrayView<'_, T, D>, buf: &mut Vec<f32>) {
-    buf.clear();
-    buf.resize(a.len(), 0.0);
+    sized(buf, a.len());
     match a.as_slice() {
-        Some(s) => T::widen(s, buf),
+        Some(s) => widen_par(s, buf),
         None => {
             let v: Vec<T> = a.iter().copied().collect();
             T::widen(&v, buf);
@@ -66,7 +98,7 @@ fn widen_array<T: Float>(a: &ArrayViewD<'_, T>) -> ArrayD<f32> {
 /// Writes `src` (logical order) into `dst`, rounded.
 fn narrow_into<T: Float, D: Dimension>(src: &[f32], dst: &mut ArrayViewMut<'_, T, D>) {
     match dst.as_slice_mut() {
-        Some(s) => T::narrow(src, s),
+        Some(s) => narrow_par(src, s),
         None => {
             let mut v = vec![T::zero(); src.len()];
             T::narrow(src, &mut v);
@@ -237,8 +269,7 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
     with_bufs(|b| {
         widen_into(&x, &mut b.x);
-        b.out.clear();
-        b.out.resize(out.len(), 0.0);
+        sized(&mut b.out, out.len());
         let x32 = ArrayView::from_shape(IxDyn(x.shape()), &b.x).expect("x's own shape");
         let out32 = ArrayViewMut::from_shape(IxDyn(out.shape()), &mut b.out)
             .expect("the output's own shape");
@@ -286,8 +317,7 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
     with_bufs(|b| {
         widen_into(&x, &mut b.x);
         widen_into(&dy, &mut b.dy);
-        b.out.clear();
-        b.out.resize(dx.len(), 0.0);
+        sized(&mut b.out, dx.len());
         let x32 = ArrayView::from_shape(IxDyn(x.shape()), &b.x).expect("x's own shape");
         let dy32 = ArrayView::from_shape(IxDyn(dy.shape()), &b.dy).expect("dy's own shape");
         let dx32 =
