@@ -15,13 +15,22 @@ pub struct BatchNorm2d;
 
 fn main() -> Result<(), NormError> {
     // bf16 LayerNorm over rows of 8: storage in bf16, statistics in f64.
-    let x = Array2::from_shape_fn((2, 8), |(i, j)| bf16::from_f32(100.0 + (i * 8 + j) as f32 * 0.5));
+    let x = Array2::from_shape_fn((2, 8), |(i, j)| {
+        bf16::from_f32(100.0 + (i * 8 + j) as f32 * 0.5)
+    });
     let mut ln = LayerNorm::<bf16>::new(8);
     let (y, saved) = ln.forward(x.view(), Mode::Train)?;
     let dy = Array2::from_elem((2, 8), bf16::ONE);
     let grads = ln.backward(x.view(), dy.view(), &saved)?;
     println!("bf16 LayerNorm y[0]  = {}", y.row(0));
-    println!("bf16 LayerNorm dβ    = {}", grads.dbeta.as_ref().map(|g| g.to_string()).unwrap_or_default());
+    println!(
+        "bf16 LayerNorm dβ    = {}",
+        grads
+            .dbeta
+            .as_ref()
+            .map(|g| g.to_string())
+            .unwrap_or_default()
+    );
 
     // The same values through the f32 layer, rounded once: identical.
     let mut ln32 = LayerNorm::<f32>::new(8);
@@ -36,8 +45,14 @@ fn main() -> Result<(), NormError> {
     for _ in 0..3 {
         bn.forward(x.view(), Mode::Train)?;
     }
-    println!("f16 BatchNorm2d running_mean = {} (after 3 steps)", bn.running_mean);
+    println!(
+        "f16 BatchNorm2d running_mean = {} (after 3 steps)",
+        bn.running_mean
+    );
     let eval = bn.forward_eval(x.view())?;
-    println!("f16 BatchNorm2d eval y[0, :, 0, 0] = {}", eval.slice(normkit::ndarray::s![0, .., 0, 0]));
+    println!(
+        "f16 BatchNorm2d eval y[0, :, 0, 0] = {}",
+        eval.slice(normkit::ndarray::s![0, .., 0, 0])
+    );
     Ok(())
 }

@@ -59,14 +59,14 @@ pub fn cpu_report() -> String {
     norm_runtime::cpu::report()
 }
 
-/// Synchronized batch statistics across MPI ranks (feature `mpi`).
-#[cfg(feature = "mpi")]
-pub use norm_runtime::MpiCollective;
-pub use norm_runtime::StateDict;
 /// The half-precision element types (from the `half` crate): `DynNorm::<bf16>`,
 /// `MyLayer::<f16>::new(..)` store everything in 16 bits and compute in f32/f64 (see
 /// [`Float`]).
 pub use norm_runtime::state_dict::{bf16, f16};
+/// Synchronized batch statistics across MPI ranks (feature `mpi`).
+#[cfg(feature = "mpi")]
+pub use norm_runtime::MpiCollective;
+pub use norm_runtime::StateDict;
 pub use norm_runtime::{
     ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
     SpecError, SpecIssue, StageGrads, StageParams, ThreadGroup, ThreadMember,

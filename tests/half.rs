@@ -23,7 +23,11 @@ use normkit::{bf16, f16, norm, Solo, StateDict, ThreadGroup};
 
 fn golden<T: Float>(dtype: &str) {
     let file = data::load_half(dtype);
-    assert!(file.cases.len() >= 16, "{dtype}: {} cases", file.cases.len());
+    assert!(
+        file.cases.len() >= 16,
+        "{dtype}: {} cases",
+        file.cases.len()
+    );
     let mut report = Report::new(dtype, Prec::Half);
     for case in &file.cases {
         runner::run_case::<T>(case, dtype, &mut report);
@@ -125,8 +129,16 @@ fn same_params<T: Float>(h: &mut DynNorm<T>, w: &mut DynNorm<f32>, seed: u64) {
 
 fn stage_params_match<T: Float>(h: &DynNorm<T>, w: &DynNorm<f32>) {
     for (k, (sh, sw)) in h.stages().iter().zip(w.stages()).enumerate() {
-        rounded_opt(&format!("stage {k} running_mean"), &sh.running_mean, &sw.running_mean);
-        rounded_opt(&format!("stage {k} running_var"), &sh.running_var, &sw.running_var);
+        rounded_opt(
+            &format!("stage {k} running_mean"),
+            &sh.running_mean,
+            &sw.running_mean,
+        );
+        rounded_opt(
+            &format!("stage {k} running_var"),
+            &sh.running_var,
+            &sw.running_var,
+        );
         assert_eq!(sh.num_batches_tracked, sw.num_batches_tracked);
     }
 }
@@ -139,7 +151,10 @@ fn dyn_paths<T: Float>(spec: &str, sizes: &[(&str, usize)], shape: &[usize]) {
     let mut w = DynNorm::<f32>::new(&spec, sizes).unwrap();
     same_params(&mut h, &mut w, 7);
     let chain = h.stages().len() > 1;
-    for (step, mode) in [Mode::Train, Mode::Train, Mode::Eval].into_iter().enumerate() {
+    for (step, mode) in [Mode::Train, Mode::Train, Mode::Eval]
+        .into_iter()
+        .enumerate()
+    {
         let ctx = format!("{} {spec:?} step {step}", T::NAME);
         let (x, xw) = input::<T>(shape, 100 + step as u64, 0.5);
         let (dy, dyw) = input::<T>(shape, 200 + step as u64, 0.0);
@@ -274,7 +289,13 @@ fn sync<T: Float>() {
     // Two threads, each with half the batch: the statistics of the whole batch.
     let members = ThreadGroup::new(2);
     let halves: Vec<ArrayD<T>> = (0..2)
-        .map(|r| x_all.0.slice(normkit::ndarray::s![r * 4..(r + 1) * 4, ..]).to_owned().into_dyn())
+        .map(|r| {
+            x_all
+                .0
+                .slice(normkit::ndarray::s![r * 4..(r + 1) * 4, ..])
+                .to_owned()
+                .into_dyn()
+        })
         .collect();
     let ys: Vec<ArrayD<T>> = std::thread::scope(|sc| {
         let hs: Vec<_> = members
@@ -291,7 +312,9 @@ fn sync<T: Float>() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (r, yh) in ys.iter().enumerate() {
-        let part = yw.slice(normkit::ndarray::s![r * 4..(r + 1) * 4, ..]).to_owned();
+        let part = yw
+            .slice(normkit::ndarray::s![r * 4..(r + 1) * 4, ..])
+            .to_owned();
         rounded(&format!("ThreadGroup member {r} y"), yh, &part);
     }
 }
@@ -333,8 +356,12 @@ fn generated<T: Float>() {
     let mut saved = Saved::new();
     h.forward_train_into(x.view(), out.view_mut(), &mut saved)
         .unwrap();
-    w.forward_train_into(xw.view(), Array::zeros(xw.raw_dim()).view_mut(), &mut Saved::new())
-        .unwrap();
+    w.forward_train_into(
+        xw.view(),
+        Array::zeros(xw.raw_dim()).view_mut(),
+        &mut Saved::new(),
+    )
+    .unwrap();
     rounded("Bn running_mean (into)", &h.running_mean, &w.running_mean);
     rounded("Bn running_var (into)", &h.running_var, &w.running_var);
     // Eval with the same (rounded) running statistics.

@@ -19,7 +19,8 @@ use crate::timing::{time_fn, Timing};
 /// The `DynNorm` spec of a suite case and whether it runs in eval mode; its tensor is
 /// channels-last for `bn_train_nhwc` (the spec's input order).
 pub fn spec_of(case: &str) -> Option<(&'static str, bool)> {
-    const BN2D: &str = r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats, momentum = 0.1"#;
+    const BN2D: &str =
+        r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats, momentum = 0.1"#;
     const BN1D: &str = r#"input = "N,C", axes = "N", affine, running_stats, momentum = 0.1"#;
     Some(match case {
         "bn_train" => (BN2D, false),
@@ -153,7 +154,8 @@ impl<T: Float> HalfRunner<T> {
     /// One forward pass into the preallocated output.
     pub fn fwd(&mut self) -> Result<(), NormError> {
         if self.eval {
-            self.layer.forward_eval_into(self.x.view(), self.y.view_mut())
+            self.layer
+                .forward_eval_into(self.x.view(), self.y.view_mut())
         } else {
             self.layer
                 .forward_train_into(self.x.view(), self.y.view_mut(), &mut self.saved)
@@ -259,7 +261,9 @@ pub fn run_suite(
         .build()
         .map_err(|e| e.to_string())?;
     pool.install(|| match dtype {
-        Dtype::Bf16 => run_cases::<normkit::bf16>(cases, threads, (reps, budget, seed), dtype, emit),
+        Dtype::Bf16 => {
+            run_cases::<normkit::bf16>(cases, threads, (reps, budget, seed), dtype, emit)
+        }
         Dtype::F16 => run_cases::<normkit::f16>(cases, threads, (reps, budget, seed), dtype, emit),
     })
 }

@@ -320,8 +320,7 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
         sized(&mut b.out, dx.len());
         let x32 = ArrayView::from_shape(IxDyn(x.shape()), &b.x).expect("x's own shape");
         let dy32 = ArrayView::from_shape(IxDyn(dy.shape()), &b.dy).expect("dy's own shape");
-        let dx32 =
-            ArrayViewMut::from_shape(IxDyn(dx.shape()), &mut b.out).expect("dx's own shape");
+        let dx32 = ArrayViewMut::from_shape(IxDyn(dx.shape()), &mut b.out).expect("dx's own shape");
         {
             let st32: Vec<StageState<'_, f32>> = wide.iter_mut().map(WideStage::state).collect();
             layer::backward_into(info, &st32, x32, dy32, &saved32, dx32, &mut grads32, sync)?;

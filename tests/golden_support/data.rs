@@ -160,7 +160,10 @@ pub fn load(group: &str) -> File {
 /// Reads `tests/golden/data/half/<dtype>.json` (`tests/golden/half.py`).
 #[allow(dead_code)] // used by tests/half.rs only
 pub fn load_half(dtype: &str) -> File {
-    load_path(&data_dir().join("half").join(format!("{dtype}.json")), dtype)
+    load_path(
+        &data_dir().join("half").join(format!("{dtype}.json")),
+        dtype,
+    )
 }
 
 /// Reads a golden-data file whose `meta.group` is `group`.

@@ -107,7 +107,11 @@ pub fn tolerance(case: &Case, group: &str, prec: Prec, stage: Option<usize>, key
             // intermediate (see HALF_STAGE_FLOOR).
             let later = matches!(stage, Some(k) if k > 0) && (key == "mean" || key == "var");
             if later {
-                tol.max(if group == "f16" { 2f64.powi(-10) } else { 2f64.powi(-7) })
+                tol.max(if group == "f16" {
+                    2f64.powi(-10)
+                } else {
+                    2f64.powi(-7)
+                })
             } else {
                 tol
             }

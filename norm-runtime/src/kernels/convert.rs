@@ -412,7 +412,10 @@ mod tests {
                 hi = mid;
             }
         }
-        let (dl, dh) = (a - f16::from_bits(lo).to_f64(), f16::from_bits(hi).to_f64() - a);
+        let (dl, dh) = (
+            a - f16::from_bits(lo).to_f64(),
+            f16::from_bits(hi).to_f64() - a,
+        );
         let bits = if dl < dh || (dl == dh && lo & 1 == 0) {
             lo
         } else {
@@ -445,10 +448,21 @@ mod tests {
             // bf16: nearest of the two bf16 values around v, exact in f64.
             let b = f64_to_bf16(v).to_f64();
             let t = f32::from_bits((v as f32).to_bits() & 0xFFFF_0000);
-            let t = if f64::from(t).abs() > v.abs() { f32::from_bits(t.to_bits() - 0x1_0000) } else { t };
-            let (lo, hi) = (f64::from(t), f64::from(f32::from_bits(t.to_bits() + 0x1_0000)));
+            let t = if f64::from(t).abs() > v.abs() {
+                f32::from_bits(t.to_bits() - 0x1_0000)
+            } else {
+                t
+            };
+            let (lo, hi) = (
+                f64::from(t),
+                f64::from(f32::from_bits(t.to_bits() + 0x1_0000)),
+            );
             let (dl, dh) = ((v - lo).abs(), (hi - v).abs());
-            let want = if dl < dh || (dl == dh && (t.to_bits() >> 16) & 1 == 0) { lo } else { hi };
+            let want = if dl < dh || (dl == dh && (t.to_bits() >> 16) & 1 == 0) {
+                lo
+            } else {
+                hi
+            };
             assert_eq!(b, want, "{v:e}");
         }
     }

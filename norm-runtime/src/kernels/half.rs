@@ -51,7 +51,8 @@ mod tests {
         let hv: Vec<f64> = h.iter().map(|v| f64::from(v.to_f32())).collect();
         assert_eq!(<bf16 as RowReduce>::row_sums(&b, shift), want(&bv));
         assert_eq!(<f16 as RowReduce>::row_sums(&h, shift), want(&hv));
-        let (s1, s2) = <f16 as RowReduce>::row_dsums(&h, &h, (f16::ZERO, f16::ONE, f16::ZERO), None);
+        let (s1, s2) =
+            <f16 as RowReduce>::row_dsums(&h, &h, (f16::ZERO, f16::ONE, f16::ZERO), None);
         assert_eq!(s1, hv.iter().sum::<f64>());
         assert_eq!(s2, hv.iter().map(|v| v * v).sum::<f64>());
     }
