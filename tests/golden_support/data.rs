@@ -168,7 +168,7 @@ pub fn load_half(dtype: &str) -> File {
 
 /// Reads a golden-data file whose `meta.group` is `group`.
 pub fn load_path(path: &std::path::Path, group: &str) -> File {
-    let text = std::fs::read_to_string(&path)
+    let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let file: File = serde_json::from_str(&quote_numbers(&text))
         .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()));
