@@ -259,7 +259,12 @@ impl<L: NormLayer> NormModule<L> {
     /// [`NormModule::forward_mode`] with the layer seeing `x` as `view` (same number of
     /// values, same order; the output keeps `x`'s shape): what the drop-in modules use
     /// instead of reshaping around the op.
-    pub(crate) fn forward_viewed(&self, x: &Tensor, view: Vec<usize>, mode: Mode) -> Result<Tensor> {
+    pub(crate) fn forward_viewed(
+        &self,
+        x: &Tensor,
+        view: Vec<usize>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         if self.external.is_some() {
             return Err(msg(format!(
                 "{}: this layer has `affine = external`: call forward_external",

@@ -6,6 +6,8 @@
 //! cargo run --release -p normkit-candle --bin candle-bench [-- --threads 1,2 --reps 21 --slow-reps 3 --cases ln,gn]
 //! ```
 //!
+//! (`--slow-reps 0`: no candle-nn rows.)
+//!
 //! f32. At each thread count (a rayon pool of that size; candle's own thread count follows
 //! `RAYON_NUM_THREADS`, set to the same value), after one warm-up of each:
 //!
@@ -231,7 +233,8 @@ fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
         .map_err(candle_core::Error::wrap)?;
     let ones_a = ArrayD::<f32>::ones(IxDyn(&dims));
     let mut out = ArrayD::<f32>::zeros(IxDyn(&dims));
-    let mut out2 = ArrayD::<f32>::zeros(IxDyn(&dims));
+    let mut copy1 = ArrayD::<f32>::zeros(IxDyn(&dims));
+    let mut copy2 = ArrayD::<f32>::zeros(IxDyn(&dims));
     let mut saved = Saved::new();
     let mut grads = Grads::new(ArrayD::<f32>::zeros(IxDyn(&dims)));
     let w = candle_core::Error::wrap;
@@ -290,8 +293,8 @@ fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
             Box::new(|| backward(ours.forward_t(xt, true)?)),
             Box::new(|| backward(xt.apply_op1(Identity)?)),
             Box::new(|| {
-                out.assign(&xa);
-                out2.assign(&ones_a);
+                copy1.assign(&xa);
+                copy2.assign(&ones_a);
                 Ok(())
             }),
         ],
@@ -316,6 +319,9 @@ fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
         fwd: None,
         both: Some(both[3]),
     });
+    if slow_reps == 0 {
+        return Ok(rows);
+    }
     let reps = slow_reps;
 
     // candle-nn composed (with backward) and fused (forward only).
@@ -395,7 +401,8 @@ fn main() {
     println!("- load average at start: {}", load.trim());
     println!(
         "- GLIBC_TUNABLES: {}",
-        std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "(unset: glibc's default malloc)".into())
+        std::env::var("GLIBC_TUNABLES")
+            .unwrap_or_else(|_| "(unset: glibc's default malloc)".into())
     );
     println!(
         "- times: median (min), ms; overhead rows interleaved, {} reps; candle-nn rows {} reps\n",
