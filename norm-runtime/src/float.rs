@@ -6,7 +6,7 @@ pub(crate) mod sealed {
     use super::Float;
 
     /// A value per element type, chosen at compile time: `Out<f32>` for `f32`, `Out<f64>`
-    /// for `f64`. Modules that keep something per element type (the thread-local scratch,
+    /// for `f64`, and so on. Modules that keep something per element type (the thread-local scratch,
     /// the kernels' view of the type) implement it; this module names none of them, so the
     /// numeric trait depends on nothing in the crate. A new element type adds one method
     /// here, and every map must then name its value for that type (nothing falls back).
@@ -17,6 +17,10 @@ pub(crate) mod sealed {
         fn f32() -> Self::Out<f32>;
         /// The value for `f64`.
         fn f64() -> Self::Out<f64>;
+        /// The value for `bf16`.
+        fn bf16() -> Self::Out<half::bf16>;
+        /// The value for `f16`.
+        fn f16() -> Self::Out<half::f16>;
     }
 
     /// What only this crate implements: the element types, each selecting its entry of
@@ -26,6 +30,23 @@ pub(crate) mod sealed {
         fn map<M: TypeMap>() -> M::Out<Self>
         where
             Self: Float;
+
+        /// Whether layers of this type compute in f32 (`crate::widen`): the half types,
+        /// stored in 16 bits, their elementwise arithmetic in f32 and statistics in f64.
+        const WIDE: bool = false;
+
+        /// `dst[i] = src[i]` widened to f32 (exact for the half types; only called where
+        /// [`Sealed::WIDE`]).
+        fn widen(src: &[Self], dst: &mut [f32]) {
+            let _ = (src, dst);
+            unreachable!("only the WIDE types convert through f32")
+        }
+
+        /// `dst[i] = src[i]` rounded to nearest even (only called where [`Sealed::WIDE`]).
+        fn narrow(src: &[f32], dst: &mut [Self]) {
+            let _ = (src, dst);
+            unreachable!("only the WIDE types convert through f32")
+        }
     }
 
     impl Sealed for f32 {
@@ -41,9 +62,43 @@ pub(crate) mod sealed {
             M::f64()
         }
     }
+
+    impl Sealed for half::bf16 {
+        const WIDE: bool = true;
+        #[inline(always)]
+        fn map<M: TypeMap>() -> M::Out<half::bf16> {
+            M::bf16()
+        }
+        fn widen(src: &[Self], dst: &mut [f32]) {
+            crate::kernels::convert::bf16_to_f32(src, dst);
+        }
+        fn narrow(src: &[f32], dst: &mut [Self]) {
+            crate::kernels::convert::f32_to_bf16(src, dst);
+        }
+    }
+
+    impl Sealed for half::f16 {
+        const WIDE: bool = true;
+        #[inline(always)]
+        fn map<M: TypeMap>() -> M::Out<half::f16> {
+            M::f16()
+        }
+        fn widen(src: &[Self], dst: &mut [f32]) {
+            crate::kernels::convert::f16_to_f32(src, dst);
+        }
+        fn narrow(src: &[f32], dst: &mut [Self]) {
+            crate::kernels::convert::f32_to_f16(src, dst);
+        }
+    }
 }
 
-/// An element type of a normalization layer: `f32` or `f64`.
+/// An element type of a normalization layer: `f32`, `f64`, or the half-precision
+/// [`half::bf16`] and [`half::f16`] (`normkit::bf16`, `normkit::f16`).
+///
+/// Half-precision layers store everything in 16 bits (inputs, outputs, gradients,
+/// parameters, running statistics, as PyTorch's `module.to(torch.bfloat16)`) and compute in
+/// `f32` (elementwise passes, parameter gradients) and `f64` (statistics, backward sums), so
+/// each value they return is rounded once, from the wide result.
 ///
 /// Statistics are accumulated in `f64` whatever the element type (shifted sums, exact for
 /// `f32` inputs), so `f32` layers survive data with a large offset (mean 1e4, std 0.1)
@@ -53,7 +108,6 @@ pub(crate) mod sealed {
 pub trait Float:
     num_traits::Float
     + num_traits::FromPrimitive
-    + ndarray::ScalarOperand
     + ndarray::LinalgScalar
     + Default
     + Debug
@@ -92,5 +146,29 @@ impl Float for f64 {
     #[inline(always)]
     fn from_acc(value: f64) -> Self {
         value
+    }
+}
+
+impl Float for half::bf16 {
+    const NAME: &'static str = "bf16";
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    #[inline(always)]
+    fn from_acc(value: f64) -> Self {
+        crate::kernels::convert::f64_to_bf16(value)
+    }
+}
+
+impl Float for half::f16 {
+    const NAME: &'static str = "f16";
+    #[inline(always)]
+    fn to_acc(self) -> f64 {
+        f64::from(self.to_f32())
+    }
+    #[inline(always)]
+    fn from_acc(value: f64) -> Self {
+        crate::kernels::convert::f64_to_f16(value)
     }
 }

@@ -73,6 +73,18 @@ impl TypeMap for PerType {
         }
         &SCRATCH
     }
+    fn bf16() -> Self::Out<half::bf16> {
+        thread_local! {
+            static SCRATCH: RefCell<Scratch<half::bf16>> = RefCell::new(Scratch::default());
+        }
+        &SCRATCH
+    }
+    fn f16() -> Self::Out<half::f16> {
+        thread_local! {
+            static SCRATCH: RefCell<Scratch<half::f16>> = RefCell::new(Scratch::default());
+        }
+        &SCRATCH
+    }
 }
 
 /// Runs `f` with this thread's scratch buffers for `T` (the ones `T` selects).

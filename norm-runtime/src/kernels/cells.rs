@@ -16,9 +16,9 @@
 use rayon::prelude::*;
 
 use super::exec::{self, Params, SharedOut, ShiftedSums, Units, TASKS, TASK_ELEMS};
+use super::isa::multiversion;
 use super::lines::{self, DParam, ParamLine};
 use super::reduce::{row_dx_portable, DxRows, Rows};
-use super::simd::multiversion;
 use crate::kernels::elem::RowReduce;
 use crate::Float;
 

@@ -89,6 +89,10 @@ pub enum Which<T> {
     F32(Cast<T, f32>),
     /// `T` is `f64`.
     F64(Cast<T, f64>),
+    /// `T` is `bf16`.
+    Bf16(Cast<T, half::bf16>),
+    /// `T` is `f16`.
+    F16(Cast<T, half::f16>),
 }
 
 /// The [`TypeMap`] whose entry for each type is its [`Which`].
@@ -103,6 +107,14 @@ impl TypeMap for Witness {
     #[inline(always)]
     fn f64() -> Which<f64> {
         Which::F64(Cast::id())
+    }
+    #[inline(always)]
+    fn bf16() -> Which<half::bf16> {
+        Which::Bf16(Cast::id())
+    }
+    #[inline(always)]
+    fn f16() -> Which<half::f16> {
+        Which::F16(Cast::id())
     }
 }
 
@@ -119,6 +131,8 @@ macro_rules! by_type {
         match $crate::kernels::elem::which::<$T>() {
             $crate::kernels::elem::Which::F32($c) => $e,
             $crate::kernels::elem::Which::F64($c) => $e,
+            $crate::kernels::elem::Which::Bf16($c) => $e,
+            $crate::kernels::elem::Which::F16($c) => $e,
         }
     };
 }

@@ -6,8 +6,10 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cells;
+pub mod convert;
 pub mod elem;
 pub(crate) mod exec;
+mod half;
 pub mod isa;
 pub(crate) mod lines;
 pub mod reduce;

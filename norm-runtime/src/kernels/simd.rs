@@ -1,5 +1,6 @@
 //! Runtime CPU dispatch: the level (AVX-512, AVX2+FMA, NEON, scalar) is detected once and
-//! each parallel task runs its body inside a `#[target_feature]` trampoline, so the
+//! each parallel task runs its body inside a `#[target_feature]` trampoline
+//! (`isa::multiversion!`), so the
 //! `#[inline(always)]` line kernels it calls are compiled for that level. Never
 //! `-C target-cpu=native`: one binary runs everywhere. NEON is part of the aarch64
 //! baseline, so it needs no trampoline: only the reduction kernels differ there.
@@ -115,25 +116,6 @@ pub fn level() -> Level {
 pub fn set_cap(cap: Option<Level>) {
     CAP.store(cap.map_or(NO_CAP, |l| l as u8), Ordering::Relaxed);
 }
-
-/// Defines a function whose body runs at the current [`level`]: inside the level's
-/// `#[target_feature]` trampoline (`isa::dispatch`, one choice per call), so the body and
-/// everything it calls are compiled for that level. Its body and everything it calls must
-/// be `#[inline(always)]` and closure-free in the hot loops.
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident<$T:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name<$T: Float>($($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body<$T: Float>($($arg: $ty),*) $body
-
-            $crate::kernels::isa::dispatch($crate::kernels::isa::Body(move || body($($arg),*)))
-        }
-    };
-}
-pub(crate) use multiversion;
 
 /// Default of [`stream_threshold`]: 72 MiB. On the development machine (2 MiB L2 per
 /// core, a shared last-level cache of which ~100 MB is usable under load) backward passes

@@ -126,6 +126,25 @@ impl<F: FnOnce()> WithIsa for Body<F> {
     }
 }
 
+/// Defines a function whose body runs at the current level (`simd::level`): inside the level's
+/// `#[target_feature]` trampoline (`isa::dispatch`, one choice per call), so the body and
+/// everything it calls are compiled for that level. Its body and everything it calls must
+/// be `#[inline(always)]` and closure-free in the hot loops.
+macro_rules! multiversion {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$T:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name<$T: Float>($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn body<$T: Float>($($arg: $ty),*) $body
+
+            $crate::kernels::isa::dispatch($crate::kernels::isa::Body(move || body($($arg),*)))
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// Runs `op` at the current level ([`super::simd::level`]): one choice per call.
 #[inline(always)]
 pub fn dispatch<Op: WithIsa>(op: Op) -> Op::Out {
