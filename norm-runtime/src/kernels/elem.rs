@@ -1,6 +1,6 @@
 //! From a generic `T: Float` to the kernels of the concrete element type, without a kernel
 //! trait on `Float` and without `TypeId`: each element type selects its entry of
-//! [`Witness`] (a [`TypeMap`]), a [`Cast`] from `T` to itself, and the kernels run on the
+//! [`Witness`] (a `TypeMap`), a [`Cast`] from `T` to itself, and the kernels run on the
 //! cast arguments. All casts are identities on the type they were made for, so after
 //! monomorphization the selection and the casts compile to nothing.
 
@@ -95,7 +95,7 @@ pub enum Which<T> {
     F16(Cast<T, half::f16>),
 }
 
-/// The [`TypeMap`] whose entry for each type is its [`Which`].
+/// The `TypeMap` whose entry for each type is its [`Which`].
 pub struct Witness;
 
 impl TypeMap for Witness {

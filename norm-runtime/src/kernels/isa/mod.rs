@@ -11,7 +11,7 @@
 //! instructions.
 //!
 //! Levels, one file each: [`avx512`] (AVX-512 F/BW/VL/DQ + FMA), [`avx2`] (AVX2 + FMA),
-//! [`neon`] (aarch64 Advanced SIMD), [`scalar`] (portable, two lanes). Adding a level is
+//! `neon` (aarch64 Advanced SIMD), [`scalar`] (portable, two lanes). Adding a level is
 //! one more file implementing [`Isa`] and one arm in [`dispatch`].
 //!
 //! Element types other than `f32`/`f64` (bf16/f16 storage computed as `f32` lanes) fit as
