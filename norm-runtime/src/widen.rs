@@ -153,6 +153,19 @@ impl WideStage {
         }
     }
 
+    /// Read-only views (no running statistics lent mutably: [`blockable`] calls have none).
+    fn view(&self) -> StageState<'_, f32> {
+        StageState {
+            gamma: self.gamma.as_ref().map(|a| a.view()),
+            beta: self.beta.as_ref().map(|a| a.view()),
+            external: self.external.as_ref().map(|(s, b)| (s.view(), b.view())),
+            running: self.running.as_ref().map(|(m, v, _, _)| Running::View {
+                mean: m.view(),
+                var: v.view(),
+            }),
+        }
+    }
+
     fn state(&mut self) -> StageState<'_, f32> {
         StageState {
             gamma: self.gamma.as_ref().map(|a| a.view()),
@@ -267,6 +280,31 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
+    if sync.is_none() && blockable(info, x.shape(), out.shape()) {
+        if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+            let mut saved = saved;
+            // On an error, the whole call below reports it (with the whole input's shape).
+            if forward_blocks(info, &wide, xs, x.shape(), mode, os, saved.as_deref_mut()).is_ok() {
+                return Ok(());
+            }
+            return forward_whole(info, states, &mut wide, x, mode, out, saved, sync);
+        }
+    }
+    forward_whole(info, states, &mut wide, x, mode, out, saved, sync)
+}
+
+/// The whole call in f32 at once.
+#[allow(clippy::too_many_arguments)]
+fn forward_whole<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    wide: &mut [WideStage],
+    x: ArrayView<'_, T, D>,
+    mode: Mode,
+    mut out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
     with_bufs(|b| {
         widen_into(&x, &mut b.x);
         sized(&mut b.out, out.len());
@@ -288,6 +326,95 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
         }
         Ok(())
     })
+}
+
+/// Elements per block of [`forward_blocks`]: the f32 copies of a block stay in the L2 cache.
+const BLOCK: usize = 1 << 16;
+
+/// Whether a forward call can run as independent blocks of the first axis: one stage that
+/// keeps axis 0 (statistics per row of it), no parameter, running statistic or external
+/// affine indexed by it (nor any running statistics, updated over the whole batch), axis 0
+/// not of fixed size, and enough elements to matter.
+fn blockable(info: &LayerInfo<'_>, shape: &[usize], out: &[usize]) -> bool {
+    let spec = info.spec;
+    let [st] = &spec.stages[..] else {
+        return false;
+    };
+    let numel: usize = shape.iter().product();
+    let by_axis0 = match &st.affine {
+        norm_spec::Affine::None => false,
+        norm_spec::Affine::External => true,
+        norm_spec::Affine::Axes(axes) => axes.contains(&norm_spec::ParamAxis::Input(0)),
+    };
+    shape == out
+        && shape.len() >= 2
+        && shape.len() == spec.input.len()
+        && shape[0] >= 2
+        && numel >= 2 * BLOCK
+        && spec.input[0].size.is_none()
+        && st.axes & 1 == 0
+        && !st.running_stats
+        && !by_axis0
+}
+
+/// The forward pass of a [`blockable`] call as blocks of whole rows of axis 0, in parallel:
+/// each block is widened, run through the f32 layer and narrowed while its f32 copies are in
+/// cache. The statistics of each group are those of the whole call (a group lies in one
+/// block); `Saved` concatenates the blocks' statistics, in group order (axis 0 outermost).
+fn forward_blocks<T: Float>(
+    info: &LayerInfo<'_>,
+    wide: &[WideStage],
+    x: &[T],
+    shape: &[usize],
+    mode: Mode,
+    out: &mut [T],
+    saved: Option<&mut Saved<T>>,
+) -> Result<(), NormError> {
+    let per = x.len() / shape[0];
+    let rows = (BLOCK / per.max(1)).max(1);
+    let want_saved = saved.is_some();
+    let blocks: Result<Vec<Option<SavedStage<f32>>>, NormError> = x
+        .par_chunks(rows * per)
+        .zip(out.par_chunks_mut(rows * per))
+        .map(|(xb, ob)| {
+            let mut bshape = shape.to_vec();
+            bshape[0] = xb.len() / per;
+            with_bufs(|b| {
+                sized(&mut b.x, xb.len());
+                T::widen(xb, &mut b.x);
+                sized(&mut b.out, ob.len());
+                let x32 = ArrayView::from_shape(IxDyn(&bshape), &b.x).expect("block shape");
+                let o32 =
+                    ArrayViewMut::from_shape(IxDyn(&bshape), &mut b.out).expect("block shape");
+                let mut st32: Vec<StageState<'_, f32>> = wide.iter().map(WideStage::view).collect();
+                let mut s32 = want_saved.then(Saved::<f32>::new);
+                layer::forward_into(info, &mut st32, x32, mode, o32, s32.as_mut(), None)?;
+                T::narrow(&b.out, ob);
+                Ok(s32.and_then(|s| s.stages.into_iter().next()))
+            })
+        })
+        .collect();
+    let blocks = blocks?;
+    if let Some(saved) = saved {
+        let first = blocks[0].as_ref().expect("saved requested");
+        let stage = SavedStage {
+            fixed: first.fixed,
+            count: first.count,
+            synced: first.synced,
+            stats: blocks
+                .iter()
+                .flat_map(|b| b.as_ref().expect("saved requested").stats.iter().copied())
+                .collect(),
+            scale: Vec::new(),
+        };
+        saved.fingerprint = info.fingerprint;
+        saved.shape = shape.to_vec();
+        saved.stages = vec![stage];
+        saved.intermediates.clear();
+        saved.cell_len = 0;
+        saved.cells.clear();
+    }
+    Ok(())
 }
 
 /// `layer::backward_into` for a `WIDE` type.
