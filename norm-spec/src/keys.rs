@@ -325,7 +325,10 @@ pub(crate) const KEYS: &[KeyInfo] = &[
         canonical: |spec, stage| {
             (stage.mask != 0).then(|| {
                 let masked = (0..spec.input.len()).filter(|&i| stage.masks(i));
-                format!("mask = \"{}\"", join_axes(spec, masked.map(ParamAxis::Input)))
+                format!(
+                    "mask = \"{}\"",
+                    join_axes(spec, masked.map(ParamAxis::Input))
+                )
             })
         },
     },
