@@ -41,10 +41,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let real = x.slice(s![i, ..lengths[i], ..]);
         let whole = x.slice(s![i, .., ..]);
-        let avg = |v: &[f32]| v.iter().map(|&a| a as f64).sum::<f64>() / v.len().max(1) as f64;
+        let avg = |v: &[f32]| v.iter().map(|&a| a as f64).sum::<f64>() / v.len() as f64;
+        let real_mean = if lengths[i] == 0 {
+            "     n/a".to_string()
+        } else {
+            format!("{:>8.4}", avg(&real.iter().copied().collect::<Vec<_>>()))
+        };
         println!(
-            "sequence {i}: mean of real tokens {:>8.4} | masked layer's mean {:>8.4} | unmasked layer's mean {:>8.4}",
-            avg(&real.iter().copied().collect::<Vec<_>>()),
+            "sequence {i}: mean of real tokens {real_mean} | masked layer's mean {:>8.4} | unmasked layer's mean {:>8.4}",
             mean(i),
             avg(&whole.iter().copied().collect::<Vec<_>>()),
         );

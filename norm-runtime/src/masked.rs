@@ -567,7 +567,6 @@ pub(crate) fn backward<T: Float>(
     let stage = &spec.stages[0];
     let shape = &saved.shape;
     let groups = plan.groups;
-    let sv = &saved.stages[0];
     let expected: usize = mask_shape(stage, shape).iter().product();
     if saved.mask.len() != expected || saved.counts.len() != groups {
         return Err(NormError::Saved {
@@ -578,85 +577,66 @@ pub(crate) fn backward<T: Float>(
     }
     let walk = Walk::new(spec, stage, shape);
     let gamma = state.gamma.as_ref().map(values);
-    let external = stage.affine == Affine::External;
     let nparams = match &stage.affine {
         Affine::Axes(_) => plan.param_shape.numel(),
         Affine::External => groups,
         Affine::None => 0,
     };
-    let (mut dgamma, mut dbeta) = (vec![0.0; nparams], vec![0.0; nparams]);
-    // Σg and Σg·x̂ per group (g = dy·γ), over every position of the group.
-    let (mut sg, mut sgx) = (vec![0.0; groups], vec![0.0; groups]);
-    let row = walk.row;
-    walk.rows(|start, s, _, p| {
-        if saved.counts[s] == 0 {
-            return;
-        }
-        let st = sv.stats[s];
-        for j in 0..row {
-            let xh = (x[start + j].to_acc() - st.mean) * st.rstd;
-            let d = dy[start + j].to_acc();
-            let g = match (&gamma, external) {
-                (Some(gm), _) => {
-                    let q = p + j * walk.row_ps;
-                    dgamma[q] += d * xh;
-                    dbeta[q] += d;
-                    d * gm[q].to_acc()
-                }
-                (None, true) => {
-                    dgamma[s] += d * xh;
-                    dbeta[s] += d;
-                    d * sv.scale[s].to_acc()
-                }
-                (None, false) => d,
+    let (parts, sub) = walk.parts();
+    let mut dparams = vec![0.0; 2 * nparams];
+    if groups > 0 && !x.is_empty() {
+        let (xlen, glen) = (x.len() / parts, groups / parts);
+        let ctx = BackCtx {
+            stage,
+            walk: &sub,
+            saved,
+            gamma: gamma.as_deref(),
+            nparams,
+        };
+        // Per part: dx, and the part's parameter-gradient sums (dγ then dβ), summed below
+        // in part order (the same sums whatever the thread count).
+        let part = |k: usize, dx: &mut [T]| -> Vec<f64> {
+            let off = Offsets {
+                s: k * walk.ss[0],
+                m: k * walk.ms[0],
+                p: k * walk.ps[0],
             };
-            sg[s] += g;
-            sgx[s] += g * xh;
+            let range = k * xlen..(k + 1) * xlen;
+            ctx.part(off, glen, &x[range.clone()], &dy[range], dx)
+        };
+        let sums: Vec<Vec<f64>> = if parts > 1 && x.len() >= PARALLEL_MIN {
+            use rayon::prelude::*;
+            dx.par_chunks_mut(xlen)
+                .enumerate()
+                .map(|(k, d)| part(k, d))
+                .collect()
+        } else {
+            dx.chunks_mut(xlen)
+                .enumerate()
+                .map(|(k, d)| part(k, d))
+                .collect()
+        };
+        for sum in &sums {
+            dparams.iter_mut().zip(sum).for_each(|(a, b)| *a += b);
         }
-    });
-    let terms: Vec<(f64, f64)> = (0..groups)
-        .map(|s| {
-            let n = saved.counts[s];
-            if n == 0 {
-                (0.0, 0.0)
-            } else {
-                dx_terms(stage, &sv.stats[s], n, sv.fixed, sg[s], sgx[s])
-            }
-        })
-        .collect();
-    walk.rows(|start, s, m, p| {
-        let out = &mut dx[start..start + row];
-        if saved.counts[s] == 0 {
-            out.iter_mut().for_each(|v| *v = T::zero());
-            return;
-        }
-        let st = sv.stats[s];
-        let (c0, c1) = if saved.mask[m] { terms[s] } else { (0.0, 0.0) };
-        for (j, o) in out.iter_mut().enumerate() {
-            let d = dy[start + j].to_acc();
-            let g = match (&gamma, external) {
-                (Some(gm), _) => d * gm[p + j * walk.row_ps].to_acc(),
-                (None, true) => d * sv.scale[s].to_acc(),
-                (None, false) => d,
-            };
-            let xh = (x[start + j].to_acc() - st.mean) * st.rstd;
-            *o = T::from_acc(g * st.rstd + xh * c1 + c0);
-        }
-    });
+    } else {
+        dx.iter_mut().for_each(|v| *v = T::zero());
+    }
+    let (dgamma, dbeta) = dparams.split_at(nparams);
     match &stage.affine {
         Affine::Axes(_) => {
             let pshape = plan.param_shape.as_slice();
-            fill_grad(&mut grads.dgamma, pshape, &dgamma);
+            fill_grad(&mut grads.dgamma, pshape, dgamma);
             if stage.bias {
-                fill_grad(&mut grads.dbeta, pshape, &dbeta);
+                fill_grad(&mut grads.dbeta, pshape, dbeta);
             } else {
                 grads.dbeta = None;
             }
         }
         Affine::External => {
             let sshape = plan.stat_shape.as_slice();
-            fill_grad(&mut grads.dgamma, sshape, &dgamma);
-            fill_grad(&mut grads.dbeta, sshape, &dbeta);
+            fill_grad(&mut grads.dgamma, sshape, dgamma);
+            fill_grad(&mut grads.dbeta, sshape, dbeta);
         }
         Affine::None => {
             grads.dgamma = None;
@@ -664,4 +644,93 @@ pub(crate) fn backward<T: Float>(
         }
     }
     Ok(())
+}
+
+/// What the backward pass of every part reads.
+struct BackCtx<'a, T> {
+    stage: &'a Stage,
+    walk: &'a Walk,
+    saved: &'a Saved<T>,
+    gamma: Option<&'a [T]>,
+    nparams: usize,
+}
+
+impl<T: Float> BackCtx<'_, T> {
+    /// dx of one part (`x`, `dy`, `dx` are the part's values); returns its dγ and dβ sums.
+    fn part(&self, off: Offsets, groups: usize, x: &[T], dy: &[T], dx: &mut [T]) -> Vec<f64> {
+        let (walk, saved) = (self.walk, self.saved);
+        let sv = &saved.stages[0];
+        let external = self.stage.affine == Affine::External;
+        let row = walk.row;
+        let mut dparams = vec![0.0; 2 * self.nparams];
+        let (dgamma, dbeta) = dparams.split_at_mut(self.nparams);
+        // The scale of g = dy·γ at position j of a row with parameter offset p, group s.
+        let scale = |s: usize, p: usize, j: usize| -> f64 {
+            match self.gamma {
+                Some(g) => g[off.p + p + j * walk.row_ps].to_acc(),
+                None if external => sv.scale[off.s + s].to_acc(),
+                None => 1.0,
+            }
+        };
+        // Σg and Σg·x̂ per group, over every position of the group.
+        let (mut sg, mut sgx) = (vec![0.0; groups], vec![0.0; groups]);
+        walk.rows(|start, s, _, p| {
+            let gs = off.s + s;
+            if saved.counts[gs] == 0 {
+                return;
+            }
+            let st = sv.stats[gs];
+            let (xr, dr) = (&x[start..start + row], &dy[start..start + row]);
+            let (mut a, mut b) = (0.0, 0.0);
+            for (j, (&xv, &d)) in xr.iter().zip(dr).enumerate() {
+                let xh = (xv.to_acc() - st.mean) * st.rstd;
+                let d = d.to_acc();
+                let g = d * scale(s, p, j);
+                a += g;
+                b += g * xh;
+                if self.nparams > 0 {
+                    let q = if external {
+                        gs
+                    } else {
+                        off.p + p + j * walk.row_ps
+                    };
+                    dgamma[q] += d * xh;
+                    dbeta[q] += d;
+                }
+            }
+            sg[s] += a;
+            sgx[s] += b;
+        });
+        let terms: Vec<(f64, f64)> = (0..groups)
+            .map(|s| {
+                let n = saved.counts[off.s + s];
+                if n == 0 {
+                    (0.0, 0.0)
+                } else {
+                    dx_terms(self.stage, &sv.stats[off.s + s], n, sv.fixed, sg[s], sgx[s])
+                }
+            })
+            .collect();
+        walk.rows(|start, s, m, p| {
+            let gs = off.s + s;
+            let out = &mut dx[start..start + row];
+            if saved.counts[gs] == 0 {
+                out.iter_mut().for_each(|v| *v = T::zero());
+                return;
+            }
+            let st = sv.stats[gs];
+            let (c0, c1) = if saved.mask[off.m + m] {
+                terms[s]
+            } else {
+                (0.0, 0.0)
+            };
+            let (xr, dr) = (&x[start..start + row], &dy[start..start + row]);
+            for (j, ((o, &xv), &d)) in out.iter_mut().zip(xr).zip(dr).enumerate() {
+                let g = d.to_acc() * scale(s, p, j);
+                let xh = (xv.to_acc() - st.mean) * st.rstd;
+                *o = T::from_acc(g * st.rstd + xh * c1 + c0);
+            }
+        });
+        dparams
+    }
 }
