@@ -469,3 +469,171 @@ fn all_true_mask_equals_unmasked() {
         assert!((p - q).abs() < 1e-12, "{p} vs {q}");
     }
 }
+
+/// A masked LayerNorm large enough to run its parts in parallel (≥ 65536 values), against a
+/// plain per-sequence f64 implementation of the forward and backward formulas (the formulas
+/// themselves are checked by finite differences above).
+#[test]
+fn large_masked_layer_norm_matches_a_direct_implementation() {
+    let (n, t, d) = (4usize, 64usize, 300usize);
+    let spec =
+        NormSpec::parse(r#"input = "N,T,D", axes = "T,D", mask = "N,T", affine = "D""#).unwrap();
+    let mut layer = DynNorm::<f64>::new(&spec, &[("D", d)]).unwrap();
+    let gamma = ArrayD::from_shape_vec(IxDyn(&[d]), noise(20, d)).unwrap() + 1.0;
+    let beta = ArrayD::from_shape_vec(IxDyn(&[d]), noise(21, d)).unwrap();
+    layer.stages_mut()[0].gamma = Some(gamma.clone());
+    layer.stages_mut()[0].beta = Some(beta.clone());
+    let x = ArrayD::from_shape_vec(IxDyn(&[n, t, d]), noise(22, n * t * d)).unwrap() * 2.0 + 5.0;
+    let dy = ArrayD::from_shape_vec(IxDyn(&[n, t, d]), noise(23, n * t * d)).unwrap();
+    let lens = [64usize, 45, 1, 0];
+    let m = ArrayD::from_shape_fn(IxDyn(&[n, t]), |i| i[1] < lens[i[0]]);
+    let (y, saved) = layer
+        .forward_masked(x.view(), m.view(), Mode::Train)
+        .unwrap();
+    let g = layer.backward(x.view(), dy.view(), &saved).unwrap();
+    let eps = 1e-5;
+    let mut dgamma = vec![0.0; d];
+    for s in 0..n {
+        let cnt = (lens[s] * d) as f64;
+        if lens[s] == 0 {
+            for tt in 0..t {
+                for k in 0..d {
+                    assert_eq!(y[[s, tt, k]], 0.0);
+                    assert_eq!(g.dx[[s, tt, k]], 0.0);
+                }
+            }
+            continue;
+        }
+        let mut mean = 0.0;
+        for tt in 0..lens[s] {
+            for k in 0..d {
+                mean += x[[s, tt, k]];
+            }
+        }
+        mean /= cnt;
+        let mut var = 0.0;
+        for tt in 0..lens[s] {
+            for k in 0..d {
+                var += (x[[s, tt, k]] - mean).powi(2);
+            }
+        }
+        var /= cnt;
+        let r = 1.0 / (var + eps).sqrt();
+        let (mut sg, mut sgx) = (0.0, 0.0);
+        for tt in 0..t {
+            for k in 0..d {
+                let xh = (x[[s, tt, k]] - mean) * r;
+                let want = xh * gamma[k] + beta[k];
+                assert!((y[[s, tt, k]] - want).abs() < 1e-10 * (1.0 + want.abs()));
+                let gg = dy[[s, tt, k]] * gamma[k];
+                sg += gg;
+                sgx += gg * xh;
+                dgamma[k] += dy[[s, tt, k]] * xh;
+            }
+        }
+        for tt in 0..t {
+            for k in 0..d {
+                let xh = (x[[s, tt, k]] - mean) * r;
+                let mut want = dy[[s, tt, k]] * gamma[k] * r;
+                if m[[s, tt]] {
+                    want -= r * (sg + xh * sgx) / cnt;
+                }
+                let got = g.dx[[s, tt, k]];
+                assert!(
+                    (got - want).abs() < 1e-9 * (1.0 + want.abs()),
+                    "dx[{s},{tt},{k}]: {got} vs {want}"
+                );
+            }
+        }
+    }
+    let got = g.dgamma.unwrap();
+    for k in 0..d {
+        assert!((got[k] - dgamma[k]).abs() < 1e-9 * (1.0 + dgamma[k].abs()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Property test over the key's combinations
+// ---------------------------------------------------------------------------------------
+
+mod mask_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Axis subsets of "N,T,D" as comma lists (bit i: axis i).
+    fn names(bits: u8) -> String {
+        ["N", "T", "D"]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any statistics axes, any mask axes, any shape and mask: y and dx equal a direct
+        /// f64 implementation (groups by the kept axes, statistics over the unmasked
+        /// positions, zero for a group without one), with `center` on or off.
+        #[test]
+        fn masked_forward_backward_match_direct(
+            axes in 1u8..8, maskb in 1u8..8, center in any::<bool>(),
+            shape in (1usize..4, 1usize..5, 1usize..6),
+            seed in 0u64..1000, bits in proptest::collection::vec(any::<bool>(), 60),
+        ) {
+            let (n, t, d) = shape;
+            let sizes = [n, t, d];
+            let src = format!(
+                r#"input = "N,T,D", axes = "{}", mask = "{}", center = {center}"#,
+                names(axes), names(maskb)
+            );
+            let spec = NormSpec::parse(&src).unwrap();
+            let mut layer = DynNorm::<f64>::new(&spec, &[]).unwrap();
+            let x = ArrayD::from_shape_vec(IxDyn(&[n, t, d]), noise(seed, n * t * d)).unwrap();
+            let dy = ArrayD::from_shape_vec(IxDyn(&[n, t, d]), noise(seed + 1, n * t * d)).unwrap();
+            let mshape: Vec<usize> = (0..3).filter(|i| maskb & (1 << i) != 0).map(|i| sizes[i]).collect();
+            let mlen: usize = mshape.iter().product();
+            let m = ArrayD::from_shape_vec(IxDyn(&mshape), bits[..mlen].to_vec()).unwrap();
+            let (y, saved) = layer.forward_masked(x.view(), m.view(), Mode::Train).unwrap();
+            let g = layer.backward(x.view(), dy.view(), &saved).unwrap();
+            // Direct implementation.
+            let key = |i: [usize; 3]| -> Vec<usize> {
+                (0..3).filter(|a| axes & (1 << a) == 0).map(|a| i[a]).collect()
+            };
+            let mpos = |i: [usize; 3]| -> Vec<usize> {
+                (0..3).filter(|a| maskb & (1 << a) != 0).map(|a| i[a]).collect()
+            };
+            let all: Vec<[usize; 3]> = (0..n)
+                .flat_map(|a| (0..t).flat_map(move |b| (0..d).map(move |c| [a, b, c])))
+                .collect();
+            let on = |i: [usize; 3]| m[IxDyn(&mpos(i))];
+            for &i in &all {
+                let grp: Vec<[usize; 3]> = all.iter().copied().filter(|&j| key(j) == key(i)).collect();
+                let real: Vec<[usize; 3]> = grp.iter().copied().filter(|&j| on(j)).collect();
+                let (yi, dxi) = (y[IxDyn(&i)], g.dx[IxDyn(&i)]);
+                if real.is_empty() {
+                    prop_assert_eq!(yi, 0.0);
+                    prop_assert_eq!(dxi, 0.0);
+                    continue;
+                }
+                let cnt = real.len() as f64;
+                let mean = if center { real.iter().map(|&j| x[IxDyn(&j)]).sum::<f64>() / cnt } else { 0.0 };
+                let var = real.iter().map(|&j| (x[IxDyn(&j)] - mean).powi(2)).sum::<f64>() / cnt;
+                let r = 1.0 / (var + 1e-5).sqrt();
+                let want = (x[IxDyn(&i)] - mean) * r;
+                prop_assert!((yi - want).abs() < 1e-9 * (1.0 + want.abs()), "y{:?}: {} vs {}", i, yi, want);
+                let sg: f64 = grp.iter().map(|&j| dy[IxDyn(&j)]).sum();
+                let sgx: f64 = grp.iter().map(|&j| dy[IxDyn(&j)] * (x[IxDyn(&j)] - mean) * r).sum();
+                let mut dwant = dy[IxDyn(&i)] * r;
+                if on(i) {
+                    dwant -= r * want * sgx / cnt;
+                    if center {
+                        dwant -= r * sg / cnt;
+                    }
+                }
+                prop_assert!((dxi - dwant).abs() < 1e-8 * (1.0 + dwant.abs()), "dx{:?}: {} vs {}", i, dxi, dwant);
+            }
+        }
+    }
+}

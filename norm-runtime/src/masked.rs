@@ -20,7 +20,9 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use norm_spec::{Affine, ParamAxis, Spec, Stage, MAX_RANK};
 
 use crate::check::{self, Purpose};
+use crate::kernels::coef;
 use crate::kernels::exec::Stat;
+use crate::kernels::reduce::row_dx_portable;
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, Running, StageState};
 use crate::stats::{dx_terms, fill_grad, group_stat, running_stats};
@@ -674,6 +676,11 @@ impl<T: Float> BackCtx<'_, T> {
         };
         // Σg and Σg·x̂ per group, over every position of the group.
         let (mut sg, mut sgx) = (vec![0.0; groups], vec![0.0; groups]);
+        // Rows with γ along them (or none): the SIMD row kernels, as the unmasked layers.
+        let rows_fast = row > 1 && !external && (self.gamma.is_none() || walk.row_ps == 1);
+        if rows_fast {
+            return self.part_rows(off, (groups, &mut sg, &mut sgx), x, dy, dx, dparams);
+        }
         walk.rows(|start, s, _, p| {
             let gs = off.s + s;
             if saved.counts[gs] == 0 {
@@ -730,6 +737,80 @@ impl<T: Float> BackCtx<'_, T> {
                 let xh = (xv.to_acc() - st.mean) * st.rstd;
                 *o = T::from_acc(g * st.rstd + xh * c1 + c0);
             }
+        });
+        dparams
+    }
+
+    /// The dx coefficients of group `gs` of a part (Σg, Σg·x̂ given): (c0, c1), zero for
+    /// fixed statistics.
+    fn terms(&self, gs: usize, sg: f64, sgx: f64) -> (f64, f64) {
+        let sv = &self.saved.stages[0];
+        dx_terms(
+            self.stage,
+            &sv.stats[gs],
+            self.saved.counts[gs],
+            sv.fixed,
+            sg,
+            sgx,
+        )
+    }
+
+    /// [`BackCtx::part`] for rows along which γ runs contiguously (or without γ): the
+    /// gradient sums by `RowReduce::row_dsums` (γ's sums staged in the element type, as the
+    /// unmasked layers do), dx by the vectorized row loop.
+    fn part_rows(
+        &self,
+        off: Offsets,
+        (groups, sg, sgx): (usize, &mut [f64], &mut [f64]),
+        x: &[T],
+        dy: &[T],
+        dx: &mut [T],
+        mut dparams: Vec<f64>,
+    ) -> Vec<f64> {
+        let (walk, saved) = (self.walk, self.saved);
+        let sv = &saved.stages[0];
+        let row = walk.row;
+        let np = self.nparams;
+        let (mut stage_g, mut stage_b) = (vec![T::zero(); np], vec![T::zero(); np]);
+        walk.rows(|start, s, _, p| {
+            let gs = off.s + s;
+            if saved.counts[gs] == 0 {
+                return;
+            }
+            let st = sv.stats[gs];
+            let c = coef::<T>(st.mean, st.rstd, 0.0);
+            let q = off.p + p;
+            let param = self.gamma.map(|g| {
+                let staging = (&mut stage_g[q..q + row], &mut stage_b[q..q + row]);
+                (&g[q..q + row], Some(staging))
+            });
+            let (a, b) = T::row_dsums(&x[start..start + row], &dy[start..start + row], c, param);
+            sg[s] += a;
+            sgx[s] += b;
+        });
+        let (dgamma, dbeta) = dparams.split_at_mut(np);
+        for (((dg, db), &a), &b) in dgamma.iter_mut().zip(dbeta).zip(&stage_g).zip(&stage_b) {
+            *dg = a.to_acc();
+            *db = b.to_acc();
+        }
+        walk.rows(|start, s, m, p| {
+            let gs = off.s + s;
+            let out = &mut dx[start..start + row];
+            if saved.counts[gs] == 0 {
+                out.iter_mut().for_each(|v| *v = T::zero());
+                return;
+            }
+            let st = sv.stats[gs];
+            let (c0, c1) = if saved.mask[off.m + m] && s < groups {
+                self.terms(gs, sg[s], sgx[s])
+            } else {
+                (0.0, 0.0)
+            };
+            let (cm, ca, cb) = coef::<T>(st.mean, st.rstd * c1, c0);
+            let k = (T::from_acc(st.rstd), cm, ca, cb);
+            let q = off.p + p;
+            let g = self.gamma.map(|g| &g[q..q + row]);
+            row_dx_portable(&x[start..start + row], &dy[start..start + row], out, k, g);
         });
         dparams
     }
