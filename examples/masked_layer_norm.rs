@@ -38,11 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (ym, saved) = masked.forward_train(x.view(), mask.view())?;
     let (yp, _) = plain.forward_train(x.view())?;
     let mean = |k: usize| saved.mean(0).map(|m| m[k]).unwrap_or(f64::NAN);
-    for i in 0..n {
-        let real = x.slice(s![i, ..lengths[i], ..]);
+    for (i, &len) in lengths.iter().enumerate() {
+        let real = x.slice(s![i, ..len, ..]);
         let whole = x.slice(s![i, .., ..]);
         let avg = |v: &[f32]| v.iter().map(|&a| a as f64).sum::<f64>() / v.len() as f64;
-        let real_mean = if lengths[i] == 0 {
+        let real_mean = if len == 0 {
             "     n/a".to_string()
         } else {
             format!("{:>8.4}", avg(&real.iter().copied().collect::<Vec<_>>()))

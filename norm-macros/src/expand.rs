@@ -479,10 +479,17 @@ fn forward_methods(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
     let (res, err) = (quote!(::std::result::Result), quote!(#rt::NormError));
     let none = quote!(::std::option::Option::None);
     let eval_call = layer.forward_call(quote!(#rt::Mode::Eval), quote!(out), none.clone(), none);
+    let mask_doc = if layer.masked {
+        "`mask` (shaped by the mask axes) selects the positions the statistics use; a \
+         group without one gives zeros. `Saved` keeps the mask for `backward`."
+    } else {
+        ""
+    };
     quote! {
         /// Forward pass. `Mode::Train` normalizes with batch statistics and updates
         /// the running statistics; `Mode::Eval` uses running statistics where the
         /// layer has them. Returns the output and what `backward` needs.
+        #[doc = #mask_doc]
         pub fn forward(&mut self, x: #view_d, #ext_params mode: #rt::Mode)
             -> #res<(#arr_d, #rt::Saved<T>), #err>
         {
