@@ -263,6 +263,12 @@ pub fn forward_masked_into<T: Float, D: Dimension, M: Dimension>(
             "synchronized statistics are not supported with `mask`",
         ));
     }
+    if T::WIDE {
+        return Err(unsupported(
+            info,
+            "masked layers run in f32 and f64: convert half-precision data to f32",
+        ));
+    }
     check::check_input(info, shape)?;
     let plan = check::check(info, 0, &states[0], shape, Purpose::Forward(mode), false)?;
     let shape_error = |what: &str, expected: Vec<usize>, actual: &[usize]| NormError::Shape {
