@@ -552,3 +552,84 @@ impl<T: Float> DynNorm<T> {
         layer::stats(&self.info(), &states[..self.stages.len()], x)
     }
 }
+
+/// Masked layers (`mask = "N,T"`): the statistics use only the positions where the mask is
+/// `true` (see the README's "Masked statistics").
+impl<T: Float> DynNorm<T> {
+    /// Forward pass of a layer declared with `mask`: `mask` is shaped by the mask axes;
+    /// `Mode::Train` updates the running statistics from the unmasked positions. The mask is
+    /// kept in the returned `Saved`, so [`DynNorm::backward`] takes no mask.
+    pub fn forward_masked(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+        mode: Mode,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.forward_masked_into(x, mask, mode, y.view_mut(), &mut saved)?;
+        Ok((y, saved))
+    }
+
+    /// [`DynNorm::forward_masked`] into caller buffers (`saved` is refilled).
+    pub fn forward_masked_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+    ) -> Result<(), NormError> {
+        self.external_error(false)?;
+        let info = LayerInfo {
+            spec: &self.spec.spec,
+            name: &self.name,
+            fingerprint: self.fingerprint,
+        };
+        let mut states: [StageState<'_, T>; 1] = Default::default();
+        let Some(stage) = self.stages.first_mut() else {
+            return Err(crate::masked::no_mask(&info));
+        };
+        states[0] = if mode == Mode::Train {
+            stage.state_mut(None)
+        } else {
+            stage.state(None)
+        };
+        crate::masked::forward_masked_into(
+            &info,
+            &mut states,
+            x,
+            mask,
+            mode,
+            out,
+            Some(saved),
+            None,
+        )
+    }
+
+    /// Inference of a masked layer: running statistics where the layer has them, else the
+    /// statistics of the unmasked positions; no state change.
+    pub fn forward_masked_eval(
+        &self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+    ) -> Result<ArrayD<T>, NormError> {
+        self.external_error(false)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut states: [StageState<'_, T>; 1] = Default::default();
+        if let Some(stage) = self.stages.first() {
+            states[0] = stage.state(None);
+        }
+        crate::masked::forward_masked_into(
+            &self.info(),
+            &mut states,
+            x,
+            mask,
+            Mode::Eval,
+            y.view_mut(),
+            None,
+            None,
+        )?;
+        Ok(y)
+    }
+}

@@ -46,6 +46,10 @@ pub struct Saved<T> {
     /// and M2.
     pub(crate) cell_len: usize,
     pub(crate) cells: Vec<(f64, f64)>,
+    /// A masked layer (`mask = ...`): the mask of the forward pass, in standard order, and
+    /// per statistics group the number of unmasked values (`crate::masked`).
+    pub(crate) mask: Vec<bool>,
+    pub(crate) counts: Vec<usize>,
 }
 
 impl<T> Saved<T> {
@@ -58,6 +62,8 @@ impl<T> Saved<T> {
             intermediates: Vec::new(),
             cell_len: 0,
             cells: Vec::new(),
+            mask: Vec::new(),
+            counts: Vec::new(),
         }
     }
 

@@ -219,6 +219,8 @@ fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
         intermediates: saved.intermediates.iter().map(|v| widen_vec(v)).collect(),
         cell_len: saved.cell_len,
         cells: saved.cells.clone(),
+        mask: saved.mask.clone(),
+        counts: saved.counts.clone(),
     }
 }
 
@@ -241,6 +243,8 @@ fn narrow_saved<T: Float>(wide: Saved<f32>, saved: &mut Saved<T>) {
     saved.intermediates = wide.intermediates.iter().map(|v| narrow_vec(v)).collect();
     saved.cell_len = wide.cell_len;
     saved.cells = wide.cells;
+    saved.mask = wide.mask;
+    saved.counts = wide.counts;
 }
 
 /// An optional gradient widened (so the f32 call sees the caller's slot as it is).

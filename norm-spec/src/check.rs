@@ -29,9 +29,13 @@ pub(crate) fn check<S: Clone>(decl: &Declaration<S>, whole: S) -> Vec<Error<S>> 
             }
             cx.stage(&decl.top, layout.as_ref());
         }
-        Field::Bad(_) => cx.top_level_keys_with_chain(&decl.top),
+        Field::Bad(_) => {
+            cx.top_level_keys_with_chain(&decl.top);
+            cx.mask_with_chain(&decl.top);
+        }
         Field::Set(chain) => {
             cx.top_level_keys_with_chain(&decl.top);
+            cx.mask_with_chain(&decl.top);
             for stage in &chain.value {
                 cx.external_in_chain(stage);
                 cx.stage(stage, layout.as_ref());
@@ -109,6 +113,7 @@ impl<S: Clone> Checker<S> {
             self.axes(st, layout);
             self.groups(st, layout);
             self.affine(st, layout);
+            self.mask(st, layout);
         }
         self.bias(st);
         self.centering(st);
@@ -124,6 +129,30 @@ impl<S: Clone> Checker<S> {
             for name in names.iter().filter(|name| layout.index(name).is_none()) {
                 self.error(written.span.clone(), unknown_axis(layout, name, "axes"));
             }
+        }
+    }
+
+    /// Every name in `mask` is an input axis.
+    fn mask(&mut self, st: &StageKeys<S>, layout: &Layout<'_>) {
+        let Some(written) = st.written(Key::Mask) else {
+            return;
+        };
+        if let Value::AxisNames(names) = &written.value {
+            for name in names.iter().filter(|name| layout.index(name).is_none()) {
+                self.error(written.span.clone(), unknown_axis(layout, name, "mask"));
+            }
+        }
+    }
+
+    /// A chain's stages see one another's outputs: one mask for all of them is not defined.
+    fn mask_with_chain(&mut self, top: &StageKeys<S>) {
+        if let Some(span) = top.field(Key::Mask).key_span() {
+            self.error(
+                span.clone(),
+                "`mask` is not supported with `chain`: declare the masked normalization as \
+                 its own layer"
+                    .into(),
+            );
         }
     }
 

@@ -87,12 +87,20 @@ pub struct Stage {
     pub running_stats: bool,
     /// The running-statistics update rule (meaningful only with `running_stats`).
     pub momentum: Momentum,
+    /// `mask = "N,T"`: bit `i` set: input axis `i` indexes the boolean mask that selects the
+    /// positions the statistics use (0: no mask). Top level only (never inside a chain).
+    pub mask: u16,
 }
 
 impl Stage {
     /// Whether input axis `i` is reduced.
     pub fn reduces(&self, i: usize) -> bool {
         self.axes & (1 << i) != 0
+    }
+
+    /// Whether input axis `i` indexes the mask (`mask = "..."`).
+    pub fn masks(&self, i: usize) -> bool {
+        self.mask & (1 << i) != 0
     }
 }
 
@@ -173,7 +181,7 @@ impl Stage {
         format!(
             "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
              center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
-             momentum: {momentum}, }}",
+             momentum: {momentum}, mask: {}u16, }}",
             borrowed_str(&self.name),
             self.axes,
             option_usize(self.groups),
@@ -181,7 +189,8 @@ impl Stage {
             self.center,
             self.eps,
             self.unbiased,
-            self.running_stats
+            self.running_stats,
+            self.mask
         )
     }
 }

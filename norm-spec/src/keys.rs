@@ -29,6 +29,7 @@ pub(crate) enum Key {
     RunningStats,
     Momentum,
     Chain,
+    Mask,
 }
 
 /// What a key's value looks like: this selects the reader in `parse::values`, and carries
@@ -309,6 +310,27 @@ pub(crate) const KEYS: &[KeyInfo] = &[
         aliases: &["stages", "sequential"],
         lowering: Lowering::Structural,
         canonical: |_, _| None,
+    },
+    KeyInfo {
+        key: Key::Mask,
+        name: "mask",
+        in_stage: false,
+        kind: ValueKind::AxisNames {
+            if_empty: "name the axes the boolean mask is indexed by, e.g. mask = \"N,T\"",
+        },
+        default: None,
+        example: "mask = \"N,T\"",
+        aliases: &["padding_mask", "where"],
+        lowering: Lowering::Structural,
+        canonical: |spec, stage| {
+            (stage.mask != 0).then(|| {
+                let masked = (0..spec.input.len()).filter(|&i| stage.masks(i));
+                format!(
+                    "mask = \"{}\"",
+                    join_axes(spec, masked.map(ParamAxis::Input))
+                )
+            })
+        },
     },
 ];
 

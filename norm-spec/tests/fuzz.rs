@@ -42,6 +42,7 @@ const FRAGMENTS: &[&str] = &[
     "running_stats",
     "momentum",
     "chain",
+    "mask",
     "external",
     "true",
     "false",

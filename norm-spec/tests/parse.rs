@@ -46,6 +46,7 @@ fn stage(axes: u16) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Exponential(0.1),
+        mask: 0,
     }
 }
 
@@ -116,7 +117,7 @@ fn one_last(src: &str, message: &str, span: &str) {
 }
 
 const VALID_KEYS: &str = "valid keys: input, axes, groups, affine, bias, center, eps, eps_mode, \
-                          unbiased, running_stats, momentum, chain";
+                          unbiased, running_stats, momentum, chain, mask";
 const STAGE_KEYS: &str = "valid keys: axes, groups, affine, bias, center, eps, eps_mode, \
                           unbiased, running_stats, momentum";
 
