@@ -33,6 +33,8 @@ OPTIONS
   --budget S       seconds of timed calls per (case, pass) when --reps 0, reps clamped to
                    [10, 200] (default 0.8)
   --seed N         input data seed (default 0)
+  --dtype D        f32 (default), bf16 or f16: the suite with every buffer in D, as JSON lines
+                   (torch_suite_bf16.py's format: gbps at 2 bytes per element)
   --small          the small calls (BN1d train and LN eval on [32,128], LN rows [1,768],
                    [1,4096], [8,4096], BN2d eval [1,64,8,8]) beside a plain scalar loop
                    computing the same thing, and their ratio; --reps: batches (default 101)
@@ -124,6 +126,8 @@ pub struct Options {
     pub list: bool,
     /// `--help`.
     pub help: bool,
+    /// `--dtype bf16|f16`: the suite in half precision (`crate::half`), JSON lines.
+    pub dtype: Option<crate::half::Dtype>,
 }
 
 impl Default for Options {
@@ -155,6 +159,7 @@ impl Default for Options {
             cpu: false,
             list: false,
             help: false,
+            dtype: None,
         }
     }
 }
@@ -285,6 +290,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--cpu" => o.cpu = true,
             "--list" => o.list = true,
             "-h" | "--help" => o.help = true,
+            "--dtype" => {
+                let v = value("--dtype")?;
+                o.dtype = match v.as_str() {
+                    "f32" => None,
+                    d => Some(
+                        crate::half::Dtype::parse(d)
+                            .ok_or_else(|| format!("--dtype: {d:?} is not f32, bf16 or f16"))?,
+                    ),
+                };
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -349,6 +364,11 @@ pub fn run(o: &Options) -> Result<(), Error> {
         });
     }
     let threads = o.threads.unwrap_or(1);
+    if let Some(dtype) = o.dtype {
+        let run = (o.reps, o.budget, o.seed);
+        crate::half::run_suite(&o.cases, threads, run, dtype, &mut |l| outln(&l))?;
+        return Ok(());
+    }
     if o.small {
         return run_small(o, threads);
     }

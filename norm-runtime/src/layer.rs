@@ -123,6 +123,9 @@ pub fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if T::WIDE {
+        return crate::widen::forward_into(info, states, x, mode, out, saved, sync);
+    }
     let shape = x.shape();
     let purpose = (Purpose::Forward(mode), sync.is_some());
     checked(info, states, shape, purpose, |states, plans, scratch| {
@@ -205,6 +208,9 @@ pub fn backward_into<T: Float, D: Dimension>(
     grads: &mut [StageGrads<T>],
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if T::WIDE {
+        return crate::widen::backward_into(info, states, x, dy, saved, dx, grads, sync);
+    }
     let shape = x.shape();
     let purpose = (Purpose::Backward, sync.is_some());
     checked(info, states, shape, purpose, |states, plans, scratch| {
@@ -333,6 +339,9 @@ pub fn stats<T: Float, D: Dimension>(
     states: &[StageState<'_, T>],
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
+    if T::WIDE {
+        return crate::widen::stats(info, states, x);
+    }
     let shape = x.shape();
     checked(
         info,
