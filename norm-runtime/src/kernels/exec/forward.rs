@@ -37,12 +37,6 @@ fn elementwise<T: Float>(
         if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
             return;
         }
-        let (start, lines) = run;
-        // SAFETY: the same contiguous lines of unit `u` in this task's chunk, written by this
-        // task only.
-        let y = unsafe { out.line(start, lines * w) };
-        col_blocks(&x[start..start + lines * w], y, (m, a, b));
-        return;
     }
     for (xo, po) in units.lines_of(u, range) {
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
@@ -240,9 +234,28 @@ multiversion! {
                 b: &mut c.b[l.clone()],
             };
             (finish.many)(u * groups_per_unit, sums, run);
-            elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
+            let coef = (&c.m[l.clone()], &c.a[l.clone()], &c.b[l.clone()]);
+            let run = params.gamma.is_none().then(|| units.run(u, all)).flatten();
+            match run {
+                // Whole lines of columns laid end to end, too wide for `col_affine`'s
+                // registers: in blocks of columns (here only: in `elementwise`, which the
+                // other passes share, this path slowed the compiled per-line loop).
+                Some((start, lines)) if !fits_col_affine::<T>(groups_per_unit) => {
+                    // SAFETY: the lines of unit `u`, contiguous: written by this task only.
+                    let y = unsafe { out.line(start, lines * groups_per_unit) };
+                    col_blocks(&x[start..start + lines * groups_per_unit], y, coef);
+                }
+                _ => elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all),
+            }
         }
     }
+}
+
+/// Whether `RowReduce::col_affine` has a kernel for `w` columns of `T` (see there: f32,
+/// w ∈ {16, 32, 48, 64}); other widths go through [`col_blocks`].
+#[inline(always)]
+fn fits_col_affine<T: Float>(w: usize) -> bool {
+    std::mem::size_of::<T>() == 4 && w <= 64 && w.is_multiple_of(16)
 }
 
 /// The fused forward of units that are one group each (rows, NCHW batch norm, …),
