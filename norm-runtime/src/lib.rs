@@ -30,6 +30,7 @@ pub mod state_dict;
 mod stats;
 mod threads;
 mod types;
+mod widen;
 
 #[cfg(feature = "mpi")]
 pub use crate::mpi::MpiCollective;
@@ -47,6 +48,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
+    pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{
         load_stages, save_stages, StageTensors, StageTensorsMut, StateDict,
