@@ -292,7 +292,10 @@ fn main() {
             .build()
             .expect("a rayon pool");
         for case in &cases {
-            if only.as_ref().is_some_and(|o| !o.iter().any(|c| c == case.name)) {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.iter().any(|c| c == case.name))
+            {
                 continue;
             }
             let t = pool.install(|| run_case(reps, slow_reps, case));
