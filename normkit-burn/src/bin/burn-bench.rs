@@ -134,7 +134,7 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
             std::hint::black_box(&b);
         }
     });
-    let (ours, theirs): (Job<'_>, Job<'_>) = match case.name {
+    let (ours, mut theirs): (Job<'_>, Job<'_>) = match case.name {
         "LayerNorm" => {
             let a = normkit_burn::LayerNormConfig::new(s[1]).init(&dev);
             let b = burn::nn::LayerNormConfig::new(s[1]).init(&dev);
@@ -174,7 +174,6 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
     };
     let mut jobs = [normkit_job(case), ours, fresh, reused];
     let t = interleaved(reps, &mut jobs);
-    let mut theirs = theirs;
     // `--slow-reps 0`: no burn-nn row (NaN).
     let theirs = if slow_reps == 0 {
         f64::NAN
