@@ -693,6 +693,17 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
             beta = quote!(::std::option::Option::Some(#path.beta.view().into_dyn()));
         }
     }
+    let mut tau = none.clone();
+    if let (Some(axes), true) = (shapes::param_axes(stage), stage.tlu) {
+        let (ty, dim) = (dim_type(axes.len()), shape_value(layer, stage, axes));
+        let tau_doc = format!(
+            "Learnable TLU threshold τ (y = max(z, τ)), {}; starts at 0.",
+            axes_doc(spec, axes)
+        );
+        fields.extend(quote!(#[doc = #tau_doc] pub tau: #arr<T, #ty>,));
+        init.extend(quote!(tau: #arr::zeros(#dim),));
+        tau = quote!(::std::option::Option::Some(#path.tau.view().into_dyn()));
+    }
     let (mut running, mut running_mut) = (none.clone(), none.clone());
     if let Some(axes) = shapes::running_axes(spec, stage) {
         let code = running_code(layer, stage, &axes, path);
@@ -712,9 +723,9 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     StageCode {
         fields,
         init,
-        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running }),
-        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut }),
-        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running }),
+        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau }),
+        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau }),
+        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau }),
     }
 }
 

@@ -111,6 +111,8 @@ pub struct StageParams<T> {
     pub running_var: Option<ArrayD<T>>,
     /// Number of training batches seen (`running_stats`).
     pub num_batches_tracked: u64,
+    /// The TLU threshold `tau`, shaped like `gamma` (`tlu`); starts at 0.
+    pub tau: Option<ArrayD<T>>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -129,6 +131,7 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
         }
     }
 
@@ -148,6 +151,7 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
         }
     }
 }
@@ -249,6 +253,7 @@ impl<T: Float> DynNorm<T> {
                 running_mean: make(running.as_ref(), T::zero(), "running_mean")?,
                 running_var: make(running.as_ref(), T::one(), "running_var")?,
                 num_batches_tracked: 0,
+                tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
             });
         }
         Ok(DynNorm {

@@ -30,6 +30,7 @@ pub mod state_dict;
 mod stats;
 mod threads;
 mod types;
+mod variants;
 
 #[cfg(feature = "mpi")]
 pub use crate::mpi::MpiCollective;

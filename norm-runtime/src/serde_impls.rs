@@ -85,6 +85,8 @@ struct StageParamsRef<'a, T> {
     running_mean: &'a Option<ArrayD<T>>,
     running_var: &'a Option<ArrayD<T>>,
     num_batches_tracked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tau: &'a Option<ArrayD<T>>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +96,13 @@ struct StageParamsOwned<T> {
     running_mean: Option<ArrayD<T>>,
     running_var: Option<ArrayD<T>>,
     num_batches_tracked: u64,
+    #[serde(default = "none")]
+    tau: Option<ArrayD<T>>,
+}
+
+/// An absent optional tensor (older serialized stages have no `tau`).
+fn none<T>() -> Option<T> {
+    None
 }
 
 impl<T: Serialize> Serialize for StageParams<T> {
@@ -104,6 +113,7 @@ impl<T: Serialize> Serialize for StageParams<T> {
             running_mean: &self.running_mean,
             running_var: &self.running_var,
             num_batches_tracked: self.num_batches_tracked,
+            tau: &self.tau,
         }
         .serialize(serializer)
     }
@@ -118,6 +128,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StageParams<T> {
             running_mean: p.running_mean,
             running_var: p.running_var,
             num_batches_tracked: p.num_batches_tracked,
+            tau: p.tau,
         })
     }
 }

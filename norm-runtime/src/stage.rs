@@ -13,12 +13,36 @@ use crate::scratch::Scratch;
 use crate::state::{resize, values, LayerInfo, StageState};
 use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
 use crate::types::{Mode, SavedStage, StageGrads};
+use crate::variants::{ghost, tlu};
 use crate::Float;
 use crate::NormError;
 
 /// Forward pass of stage `k` on a checked input.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
+    info: &LayerInfo<'_>,
+    k: usize,
+    plan: &Plan,
+    state: &mut StageState<'_, T>,
+    x: &[T],
+    mode: Mode,
+    out: &mut [T],
+    saved: &mut SavedStage<T>,
+    scratch: &mut Scratch<T>,
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
+    let stage = &info.spec.stages[k];
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    if stage.ghost.is_some() && !fixed {
+        return ghost::forward(info, k, plan, state, x, mode, out, saved, scratch, sync);
+    }
+    saved.chunks.clear();
+    forward_plain(info, k, plan, state, x, mode, out, saved, scratch, sync)
+}
+
+/// Forward pass of stage `k` (one chunk of a `ghost` stage) on a checked input.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward_plain<T: Float>(
     info: &LayerInfo<'_>,
     k: usize,
     plan: &Plan,
@@ -173,6 +197,10 @@ pub(crate) fn forward<T: Float>(
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
     }
+    match state.tau.as_ref().filter(|_| stage.tlu) {
+        Some(tau) => tlu::forward(plan, &values(tau), out, &mut saved.tlu_pass),
+        None => saved.tlu_pass.clear(),
+    }
     Ok(())
 }
 
@@ -191,7 +219,43 @@ pub(crate) fn backward<T: Float>(
     scratch: &mut Scratch<T>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if info.spec.stages[k].ghost.is_some() && !saved.fixed {
+        return ghost::backward(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync);
+    }
+    backward_plain(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync)
+}
+
+/// Backward pass of stage `k` (one chunk of a `ghost` stage).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_plain<T: Float>(
+    info: &LayerInfo<'_>,
+    k: usize,
+    plan: &Plan,
+    state: &StageState<'_, T>,
+    x: &[T],
+    dy: &[T],
+    saved: &SavedStage<T>,
+    dx: &mut [T],
+    grads: &mut StageGrads<T>,
+    scratch: &mut Scratch<T>,
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
     let stage = &info.spec.stages[k];
+    // `tlu`: the gradient reaching z = the affine output, and dτ.
+    let (mut dz, mut dtau) = (Vec::new(), Vec::new());
+    let dy: &[T] = if stage.tlu {
+        if saved.tlu_pass.len() != dy.len() {
+            return Err(NormError::Saved {
+                layer: info.name.to_string(),
+                reason: "its statistics do not match this layer".to_string(),
+            });
+        }
+        let nparams = plan.param_shape.numel();
+        tlu::backward(plan, &saved.tlu_pass, dy, nparams, &mut dz, &mut dtau);
+        &dz
+    } else {
+        dy
+    };
     let groups = plan.groups;
     let n = saved.count;
     let units = Units::new(plan);
@@ -367,6 +431,11 @@ pub(crate) fn backward<T: Float>(
             grads.dgamma = None;
             grads.dbeta = None;
         }
+    }
+    if stage.tlu {
+        fill_grad(&mut grads.dtau, plan.param_shape.as_slice(), &dtau);
+    } else {
+        grads.dtau = None;
     }
     Ok(())
 }

@@ -67,6 +67,8 @@ pub struct StageState<'a, T> {
     pub external: Option<(ArrayViewD<'a, T>, ArrayViewD<'a, T>)>,
     /// The running statistics (`running_stats`).
     pub running: Option<Running<'a, T>>,
+    /// The TLU threshold `tau`, shaped like `gamma` (`tlu`).
+    pub tau: Option<ArrayViewD<'a, T>>,
 }
 
 /// A view's values in standard (logical) order, borrowed when already contiguous.

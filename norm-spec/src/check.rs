@@ -113,6 +113,7 @@ impl<S: Clone> Checker<S> {
         self.bias(st);
         self.centering(st);
         self.momentum(st);
+        crate::check_post2017::check(st, layout, &mut self.errors);
     }
 
     /// Every name in `axes` is an input axis.

@@ -62,6 +62,15 @@ pub enum Momentum {
     Cumulative,
 }
 
+/// What the normalizer divides by: the root of the mean or of the sum of squares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Statistic {
+    /// x̂ = (x − μ) / √(mean((x − μ)²) + eps): the usual variance.
+    Mean,
+    /// x̂ = (x − μ) / √(Σ(x − μ)² + eps): with `center = false`, L2 normalization.
+    Sum,
+}
+
 /// One normalization stage: the whole layer, or one step of a `chain(...)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
@@ -87,6 +96,14 @@ pub struct Stage {
     pub running_stats: bool,
     /// The running-statistics update rule (meaningful only with `running_stats`).
     pub momentum: Momentum,
+    /// `statistic = "sum"`: divide by the root of the sum of squares instead of the mean.
+    pub statistic: Statistic,
+    /// `tlu`: Filter Response Normalization's thresholded linear unit, y = max(z, τ), with a
+    /// learned `tau` shaped like `gamma` (needs `affine` with axes).
+    pub tlu: bool,
+    /// `ghost = k`: Ghost Batch Norm, the batch axis `N` split into chunks of `k` (the last
+    /// may be smaller), each normalized with its own statistics in train mode.
+    pub ghost: Option<usize>,
 }
 
 impl Stage {
@@ -170,10 +187,14 @@ impl Stage {
             Momentum::Exponential(m) => format!("{path}::Momentum::Exponential({m}f64)"),
             Momentum::Cumulative => format!("{path}::Momentum::Cumulative"),
         };
+        let statistic = match self.statistic {
+            Statistic::Mean => format!("{path}::Statistic::Mean"),
+            Statistic::Sum => format!("{path}::Statistic::Sum"),
+        };
         format!(
             "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
              center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
-             momentum: {momentum}, }}",
+             momentum: {momentum}, statistic: {statistic}, tlu: {}, ghost: {}, }}",
             borrowed_str(&self.name),
             self.axes,
             option_usize(self.groups),
@@ -181,7 +202,9 @@ impl Stage {
             self.center,
             self.eps,
             self.unbiased,
-            self.running_stats
+            self.running_stats,
+            self.tlu,
+            option_usize(self.ghost),
         )
     }
 }

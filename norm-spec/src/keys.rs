@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::declaration::Value;
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, Statistic};
 use crate::shapes::join_axes;
 use crate::suggest::closest;
 
@@ -29,6 +29,9 @@ pub(crate) enum Key {
     RunningStats,
     Momentum,
     Chain,
+    Statistic,
+    Tlu,
+    Ghost,
 }
 
 /// What a key's value looks like: this selects the reader in `parse::values`, and carries
@@ -309,6 +312,54 @@ pub(crate) const KEYS: &[KeyInfo] = &[
         aliases: &["stages", "sequential"],
         lowering: Lowering::Structural,
         canonical: |_, _| None,
+    },
+    KeyInfo {
+        key: Key::Statistic,
+        name: "statistic",
+        in_stage: true,
+        kind: ValueKind::Word {
+            words: &["mean", "sum"],
+            must_be: "\"mean\" or \"sum\"",
+        },
+        default: Some(Value::Word("mean")),
+        example: "statistic = \"sum\"",
+        aliases: &["reduction"],
+        lowering: Lowering::Stage(|stage, value| {
+            stage.statistic = if *value == Value::Word("sum") {
+                Statistic::Sum
+            } else {
+                Statistic::Mean
+            };
+        }),
+        canonical: |_, stage| {
+            (stage.statistic == Statistic::Sum).then(|| "statistic = \"sum\"".to_string())
+        },
+    },
+    KeyInfo {
+        key: Key::Tlu,
+        name: "tlu",
+        in_stage: true,
+        kind: ValueKind::Bool { bare: Some(true) },
+        default: Some(Value::Bool(false)),
+        example: "tlu",
+        aliases: &["threshold"],
+        lowering: Lowering::Stage(|stage, value| stage.tlu = *value == Value::Bool(true)),
+        canonical: |_, stage| stage.tlu.then(|| "tlu".to_string()),
+    },
+    KeyInfo {
+        key: Key::Ghost,
+        name: "ghost",
+        in_stage: true,
+        kind: ValueKind::Count,
+        default: None,
+        example: "ghost = 8",
+        aliases: &["virtual_batch_size", "ghost_batch"],
+        lowering: Lowering::Stage(|stage, value| {
+            if let Value::Count(k) = value {
+                stage.ghost = Some(*k);
+            }
+        }),
+        canonical: |_, stage| stage.ghost.map(|k| format!("ghost = {k}")),
     },
 ];
 

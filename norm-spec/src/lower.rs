@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::declaration::{written_input, AffineValue, Declaration, StageKeys, Value};
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, Statistic};
 use crate::keys::{Lowering, KEYS};
 
 /// The input's axes, for resolving axis names.
@@ -114,6 +114,9 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Cumulative,
+        statistic: Statistic::Mean,
+        tlu: false,
+        ghost: None,
     };
     for info in KEYS {
         if let Lowering::Stage(lower) = info.lowering {

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use norm_spec::{
     parse_str, parse_tokens, Affine, Axis, Delimiter, EpsMode, LitKind, Literal, Momentum,
-    ParamAxis, Spec, Stage, TokenTree,
+    ParamAxis, Spec, Stage, Statistic, TokenTree,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -46,6 +46,9 @@ fn stage(axes: u16) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Exponential(0.1),
+        statistic: Statistic::Mean,
+        tlu: false,
+        ghost: None,
     }
 }
 
@@ -116,9 +119,9 @@ fn one_last(src: &str, message: &str, span: &str) {
 }
 
 const VALID_KEYS: &str = "valid keys: input, axes, groups, affine, bias, center, eps, eps_mode, \
-                          unbiased, running_stats, momentum, chain";
+                          unbiased, running_stats, momentum, chain, statistic, tlu, ghost";
 const STAGE_KEYS: &str = "valid keys: axes, groups, affine, bias, center, eps, eps_mode, \
-                          unbiased, running_stats, momentum";
+                          unbiased, running_stats, momentum, statistic, tlu, ghost";
 
 // ---------------------------------------------------------------- valid forms
 
