@@ -259,3 +259,186 @@ fn ghost_strided_batch() {
     check::<f64>("ghost_tnc", &mut GhostTnc::new(4), TOL_F64);
     check::<f32>("ghost_tnc", &mut GhostTnc::new(4), TOL_F32);
 }
+
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    affine,
+    running_stats,
+    momentum = 0.5,
+    renorm(rmax = 1.5, dmax = 0.5)
+)]
+struct Renorm;
+generated!(Renorm, Ix4, [gamma, beta], running: true);
+
+#[norm(input = "N,C", axes = "N", affine, running_stats, renorm(rmax = 3.0, dmax = 5.0))]
+struct RenormNc;
+generated!(RenormNc, Ix2, [gamma, beta], running: true);
+
+#[test]
+fn batch_renorm() {
+    check::<f64>("batch_renorm", &mut Renorm::new(3), TOL_F64);
+    check::<f32>("batch_renorm", &mut Renorm::new(3), TOL_F32);
+}
+
+#[test]
+fn batch_renorm_nc() {
+    check::<f64>("batch_renorm_nc", &mut RenormNc::new(5), TOL_F64);
+    check::<f32>("batch_renorm_nc", &mut RenormNc::new(5), TOL_F32);
+}
+
+#[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats, momentum = 0.5)]
+struct PlainBn;
+
+/// `rmax`/`dmax` are public fields a training loop ramps: at rmax = 1, dmax = 0 (r = 1,
+/// d = 0) Batch Renorm is batch norm, bit for bit, on a layer declared with other limits.
+#[test]
+fn renorm_limits_ramp_to_batch_norm() {
+    let case = load("batch_renorm_f64");
+    let mut renorm = Renorm::<f64>::new(3);
+    let mut plain = PlainBn::<f64>::new(3);
+    let mut dynamic = DynNorm::<f64>::new(&NormSpec::parse(&case.spec).unwrap(), &[("C", 3)])
+        .unwrap();
+    renorm.rmax = 1.0;
+    renorm.dmax = 0.0;
+    dynamic.stages_mut()[0].rmax = Some(1.0);
+    dynamic.stages_mut()[0].dmax = Some(0.0);
+    let mut outs: Vec<Vec<Out<f64>>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    for step in &case.steps[..3] {
+        let (x, dy) = (step.x.array::<f64>(), step.dy.array::<f64>());
+        outs[0].push(renorm.step(x.view(), dy.view(), Mode::Train));
+        outs[2].push(dynamic.step(x.view(), dy.view(), Mode::Train));
+        let (y, saved) = plain.forward(fixed(x.view()), Mode::Train).unwrap();
+        let g = plain
+            .backward(fixed(x.view()), fixed(dy.view()), &saved)
+            .unwrap();
+        outs[1].push([
+            Some(y.into_dyn()),
+            Some(g.dx.into_dyn()),
+            g.dgamma,
+            g.dbeta,
+            g.dtau,
+            Some(plain.running_mean.clone().into_dyn()),
+            Some(plain.running_var.clone().into_dyn()),
+        ]);
+    }
+    assert_eq!(outs[0], outs[1], "renorm at rmax = 1, dmax = 0 vs batch norm");
+    assert_eq!(outs[2], outs[1], "DynNorm renorm at rmax = 1, dmax = 0 vs batch norm");
+    // With the declared limits the same data gives another result (the limits matter).
+    let mut declared = Renorm::<f64>::new(3);
+    let step = &case.steps[0];
+    let out = declared.step(step.x.array().view(), step.dy.array().view(), Mode::Train);
+    assert_ne!(out[0], outs[1][0][0]);
+}
+
+// ------------------------------------------------------------------ finite differences
+
+/// L = Σ y·w of a fresh copy of `layer` (train mode) at `x`.
+fn loss(layer: &DynNorm<f64>, x: &ArrayD<f64>, w: &ArrayD<f64>) -> f64 {
+    let mut l = layer.clone();
+    let (y, _) = l.forward(x.view(), Mode::Train).unwrap();
+    (&y * w).sum()
+}
+
+/// A deterministic pseudo-random array.
+fn pseudo(shape: &[usize], seed: u64, scale: f64, shift: f64) -> ArrayD<f64> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    ArrayD::from_shape_fn(IxDyn(shape), |_| {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 2.0 * scale + shift
+    })
+}
+
+/// Checks dx (and dτ with `tlu`) of `spec` against central differences of L = Σ y·w.
+fn gradcheck(spec: &str, sizes: &[(&str, usize)], shape: &[usize], scale: f64, shift: f64) {
+    let spec_p = NormSpec::parse(spec).unwrap();
+    let mut layer = DynNorm::<f64>::new(&spec_p, sizes).unwrap();
+    let st = &mut layer.stages_mut()[0];
+    if let Some(g) = st.gamma.as_mut() {
+        *g = pseudo(&g.shape().to_vec(), 7, 0.4, 1.0);
+    }
+    if let Some(t) = st.tau.as_mut() {
+        *t = pseudo(&t.shape().to_vec(), 8, 0.3, -0.1);
+    }
+    let x = pseudo(shape, 1, scale, shift);
+    let w = pseudo(shape, 2, 1.0, 0.0);
+    let (_, saved) = layer.clone().forward(x.view(), Mode::Train).unwrap();
+    let grads = layer.backward(x.view(), w.view(), &saved).unwrap();
+    let h = 1e-6;
+    for i in 0..x.len() {
+        let (mut xp, mut xm) = (x.clone(), x.clone());
+        xp.as_slice_mut().unwrap()[i] += h;
+        xm.as_slice_mut().unwrap()[i] -= h;
+        let fd = (loss(&layer, &xp, &w) - loss(&layer, &xm, &w)) / (2.0 * h);
+        let an = grads.dx.as_slice().unwrap()[i];
+        assert!((fd - an).abs() <= 1e-6 * (1.0 + an.abs()), "{spec}: dx[{i}] {an} vs fd {fd}");
+    }
+    if let Some(dtau) = &grads.dtau {
+        for i in 0..dtau.len() {
+            let shifted = |delta: f64| {
+                let mut l = layer.clone();
+                l.stages_mut()[0].tau.as_mut().unwrap().as_slice_mut().unwrap()[i] += delta;
+                loss(&l, &x, &w)
+            };
+            let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
+            let an = dtau.as_slice().unwrap()[i];
+            assert!((fd - an).abs() <= 1e-6 * (1.0 + an.abs()), "dtau[{i}] {an} vs fd {fd}");
+        }
+    }
+}
+
+#[test]
+fn finite_differences_tau_and_frn_dx() {
+    gradcheck(
+        r#"input = "N,C,H,W", axes = "H,W", center = false, affine, tlu, eps = 1e-6"#,
+        &[("C", 3)],
+        &[2, 3, 3, 3],
+        1.5,
+        0.2,
+    );
+}
+
+#[test]
+fn finite_differences_sum_statistic() {
+    gradcheck(
+        r#"input = "N,D", axes = "D", center = false, statistic = "sum", affine = "D""#,
+        &[("D", 6)],
+        &[3, 6],
+        1.0,
+        0.3,
+    );
+    gradcheck(
+        r#"input = "N,C,L", axes = "C,L", statistic = "sum", affine"#,
+        &[("C", 2)],
+        &[2, 2, 3],
+        1.0,
+        0.3,
+    );
+}
+
+#[test]
+fn finite_differences_ghost() {
+    // N = 7 in chunks of 3, 3, 1 (the last chunk still has H·W = 4 values per channel).
+    gradcheck(
+        r#"input = "N,C,H,W", axes = "N,H,W", ghost = 3, affine"#,
+        &[("C", 2)],
+        &[7, 2, 2, 2],
+        1.0,
+        0.3,
+    );
+}
+
+#[test]
+fn finite_differences_renorm_saturated() {
+    // r and d are constants of the gradient; with both clamped (σ_B ≈ 3 ≫ rmax·σ_run,
+    // |μ_B| ≫ dmax) small moves of x do not change them, so finite differences apply.
+    gradcheck(
+        r#"input = "N,C", axes = "N", affine, running_stats, renorm(rmax = 1.2, dmax = 0.5)"#,
+        &[("C", 3)],
+        &[6, 3],
+        5.0,
+        3.0,
+    );
+}

@@ -418,6 +418,8 @@ fn expected_stages<A: Float>(
                 running_var: get(&st.running_var, "running_var"),
                 num_batches_tracked: count,
                 tau: None,
+                rmax: None,
+                dmax: None,
             }
         })
         .collect()

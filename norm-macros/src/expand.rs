@@ -704,6 +704,20 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
         init.extend(quote!(tau: #arr::zeros(#dim),));
         tau = quote!(::std::option::Option::Some(#path.tau.view().into_dyn()));
     }
+    let mut renorm = none.clone();
+    if let Some(r) = stage.renorm {
+        let (rmax, dmax) = (r.rmax, r.dmax);
+        fields.extend(quote! {
+            /// Batch Renormalization's `rmax`: r = σ_B/σ_running is clamped to
+            /// [1/rmax, rmax]; starts at the declared value (a training loop may ramp it).
+            pub rmax: f64,
+            /// Batch Renormalization's `dmax`: d = (μ_B − μ_running)/σ_running is clamped
+            /// to [−dmax, dmax]; starts at the declared value.
+            pub dmax: f64,
+        });
+        init.extend(quote!(rmax: #rmax, dmax: #dmax,));
+        renorm = quote!(::std::option::Option::Some((#path.rmax, #path.dmax)));
+    }
     let (mut running, mut running_mut) = (none.clone(), none.clone());
     if let Some(axes) = shapes::running_axes(spec, stage) {
         let code = running_code(layer, stage, &axes, path);
@@ -723,9 +737,9 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     StageCode {
         fields,
         init,
-        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau }),
-        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau }),
-        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau }),
+        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau, renorm: #renorm }),
+        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau, renorm: #renorm }),
+        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau, renorm: #renorm }),
     }
 }
 

@@ -113,6 +113,11 @@ pub struct StageParams<T> {
     pub num_batches_tracked: u64,
     /// The TLU threshold `tau`, shaped like `gamma` (`tlu`); starts at 0.
     pub tau: Option<ArrayD<T>>,
+    /// Batch Renormalization's `rmax` (`renorm`): r is clamped to [1/rmax, rmax]; starts at
+    /// the declared value, and a training loop may ramp it.
+    pub rmax: Option<f64>,
+    /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
+    pub dmax: Option<f64>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -132,6 +137,7 @@ impl<T: Float> StageParams<T> {
                 _ => None,
             },
             tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 
@@ -152,6 +158,7 @@ impl<T: Float> StageParams<T> {
                 _ => None,
             },
             tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 }
@@ -254,6 +261,8 @@ impl<T: Float> DynNorm<T> {
                 running_var: make(running.as_ref(), T::one(), "running_var")?,
                 num_batches_tracked: 0,
                 tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
+                rmax: stage.renorm.map(|r| r.rmax),
+                dmax: stage.renorm.map(|r| r.dmax),
             });
         }
         Ok(DynNorm {

@@ -87,6 +87,10 @@ struct StageParamsRef<'a, T> {
     num_batches_tracked: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tau: &'a Option<ArrayD<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rmax: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dmax: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +102,10 @@ struct StageParamsOwned<T> {
     num_batches_tracked: u64,
     #[serde(default = "none")]
     tau: Option<ArrayD<T>>,
+    #[serde(default)]
+    rmax: Option<f64>,
+    #[serde(default)]
+    dmax: Option<f64>,
 }
 
 /// An absent optional tensor (older serialized stages have no `tau`).
@@ -114,6 +122,8 @@ impl<T: Serialize> Serialize for StageParams<T> {
             running_var: &self.running_var,
             num_batches_tracked: self.num_batches_tracked,
             tau: &self.tau,
+            rmax: self.rmax,
+            dmax: self.dmax,
         }
         .serialize(serializer)
     }
@@ -129,6 +139,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StageParams<T> {
             running_var: p.running_var,
             num_batches_tracked: p.num_batches_tracked,
             tau: p.tau,
+            rmax: p.rmax,
+            dmax: p.dmax,
         })
     }
 }

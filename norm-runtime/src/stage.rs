@@ -13,7 +13,7 @@ use crate::scratch::Scratch;
 use crate::state::{resize, values, LayerInfo, StageState};
 use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
 use crate::types::{Mode, SavedStage, StageGrads};
-use crate::variants::{ghost, tlu};
+use crate::variants::{ghost, renorm, tlu};
 use crate::Float;
 use crate::NormError;
 
@@ -69,6 +69,22 @@ pub(crate) fn forward_plain<T: Float>(
     let synced = sync.is_some() && !fixed && syncs(info.spec, stage);
     let comm = sync.filter(|c| synced && c.size() > 1);
     saved.synced = synced;
+    // `renorm` in train mode: the running statistics before this step's update.
+    let limits = state.renorm.filter(|_| stage.renorm.is_some() && mode == Mode::Train);
+    let mut run = Vec::new();
+    saved.renorm.clear();
+    if let (Some(_), Some(r)) = (limits, state.running.as_ref()) {
+        if synced {
+            return Err(NormError::Unsupported {
+                layer: info.name.to_string(),
+                reason: "`renorm` is not synchronized across processes (use forward)"
+                    .to_string(),
+            });
+        }
+        run.resize(groups, Stat::default());
+        running_stats(stage, plan, r, &mut run);
+    }
+    let r_d = |s: usize, st: &Stat| limits.map(|l| renorm::r_d(st, &run[s], l));
 
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
@@ -163,7 +179,10 @@ pub(crate) fn forward_plain<T: Float>(
             let st = group_stat(stage, mean, m2, n);
             *out = st;
             let (g, h) = group_affine(s);
-            coef(mean, st.rstd * g, h)
+            match r_d(s, &st) {
+                Some((r, d)) => coef(mean, st.rstd * r * g, h + d * g),
+                None => coef(mean, st.rstd * g, h),
+            }
         };
         let c = CoefMut {
             stat: &mut saved.stats,
@@ -181,6 +200,11 @@ pub(crate) fn forward_plain<T: Float>(
             &mut scratch.acc,
             out,
         );
+    }
+    if limits.is_some() {
+        for (s, st) in saved.stats.iter().enumerate() {
+            saved.renorm.extend(r_d(s, st));
+        }
     }
     let running = state.running.as_mut();
     train_running(
@@ -272,8 +296,12 @@ pub(crate) fn backward_plain<T: Float>(
     for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
         v.clear();
     }
-    for st in &saved.stats {
-        let (m, a, b) = coef::<T>(st.mean, st.rstd, 0.0);
+    let renormed = !saved.renorm.is_empty() && !saved.fixed;
+    for (s, st) in saved.stats.iter().enumerate() {
+        let (m, a, b) = match saved.renorm.get(s).filter(|_| renormed) {
+            Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
+            None => coef::<T>(st.mean, st.rstd, 0.0),
+        };
         scratch.xm.push(m);
         scratch.xa.push(a);
         scratch.xb.push(b);
@@ -291,6 +319,12 @@ pub(crate) fn backward_plain<T: Float>(
         let st = saved.stats[s];
         let gs = group_scale(s);
         let r = st.rstd;
+        if let Some(&rd) = saved.renorm.get(s).filter(|_| renormed) {
+            let sgx0 = renorm::sgx0(rd, sg, sgx);
+            let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx0);
+            let (m, a, b) = coef::<T>(st.mean, rd.0 * r * c1, rd.0 * c0);
+            return (T::from_acc(rd.0 * r * gs), m, a, b);
+        }
         let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx);
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)

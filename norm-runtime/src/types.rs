@@ -29,6 +29,8 @@ pub(crate) struct SavedStage<T> {
     pub scale: Vec<T>,
     /// `tlu`: per element, whether the normalized value passed the threshold (z > τ).
     pub tlu_pass: Vec<bool>,
+    /// `renorm` in train mode: per statistics group, the (r, d) applied (empty otherwise).
+    pub renorm: Vec<(f64, f64)>,
     /// `ghost`: what each chunk of the batch saved, in order (empty otherwise).
     pub chunks: Vec<SavedStage<T>>,
 }

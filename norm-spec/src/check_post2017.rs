@@ -61,6 +61,18 @@ pub(crate) fn check<S: Clone>(
             error(&tlu.key, m.into());
         }
     }
+    // `renorm`: r and d compare the batch statistics with the running ones.
+    if let Some(renorm) = st.written(Key::Renorm) {
+        let running = st.written_true(Key::RunningStats).is_some();
+        if !running && !st.field(Key::RunningStats).is_bad() {
+            error(
+                &renorm.key,
+                "`renorm` needs `running_stats`: r and d compare the batch statistics with \
+                 the running statistics"
+                    .into(),
+            );
+        }
+    }
     // `ghost = k`: chunks of the batch axis, which the statistics must run over.
     if let (Some(ghost), Some(layout)) = (st.written(Key::Ghost), layout) {
         match layout.batch {

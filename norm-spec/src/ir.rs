@@ -71,6 +71,16 @@ pub enum Statistic {
     Sum,
 }
 
+/// Batch Renormalization's clipping limits (the initial values of the layer's public
+/// `rmax`/`dmax`, which a training loop may ramp).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Renorm {
+    /// r = clamp(σ_B / σ_running, 1/rmax, rmax); ≥ 1.
+    pub rmax: f64,
+    /// d = clamp((μ_B − μ_running) / σ_running, −dmax, dmax); ≥ 0.
+    pub dmax: f64,
+}
+
 /// One normalization stage: the whole layer, or one step of a `chain(...)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
@@ -104,6 +114,8 @@ pub struct Stage {
     /// `ghost = k`: Ghost Batch Norm, the batch axis `N` split into chunks of `k` (the last
     /// may be smaller), each normalized with its own statistics in train mode.
     pub ghost: Option<usize>,
+    /// `renorm(rmax, dmax)`: Batch Renormalization (needs `running_stats`).
+    pub renorm: Option<Renorm>,
 }
 
 impl Stage {
@@ -191,10 +203,18 @@ impl Stage {
             Statistic::Mean => format!("{path}::Statistic::Mean"),
             Statistic::Sum => format!("{path}::Statistic::Sum"),
         };
+        let renorm = match self.renorm {
+            Some(r) => format!(
+                "::std::option::Option::Some({path}::Renorm {{ rmax: {:?}f64, dmax: {:?}f64 }})",
+                r.rmax, r.dmax
+            ),
+            None => "::std::option::Option::None".to_string(),
+        };
         format!(
             "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
              center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
-             momentum: {momentum}, statistic: {statistic}, tlu: {}, ghost: {}, }}",
+             momentum: {momentum}, statistic: {statistic}, tlu: {}, ghost: {}, \
+             renorm: {renorm}, }}",
             borrowed_str(&self.name),
             self.axes,
             option_usize(self.groups),

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::declaration::Value;
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, Statistic};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Renorm, Spec, Stage, Statistic};
 use crate::shapes::join_axes;
 use crate::suggest::closest;
 
@@ -32,6 +32,7 @@ pub(crate) enum Key {
     Statistic,
     Tlu,
     Ghost,
+    Renorm,
 }
 
 /// What a key's value looks like: this selects the reader in `parse::values`, and carries
@@ -61,6 +62,8 @@ pub(crate) enum ValueKind {
     },
     /// `name(keys...)` stages in parentheses.
     Stages,
+    /// `renorm(rmax = .., dmax = ..)`, or the bare flag: read by `parse::renorm`.
+    Renorm,
 }
 
 /// How a key's value reaches the IR ([`Stage`], [`crate::Spec`]).
@@ -360,6 +363,28 @@ pub(crate) const KEYS: &[KeyInfo] = &[
             }
         }),
         canonical: |_, stage| stage.ghost.map(|k| format!("ghost = {k}")),
+    },
+    KeyInfo {
+        key: Key::Renorm,
+        name: "renorm",
+        in_stage: true,
+        kind: ValueKind::Renorm,
+        default: None,
+        example: "renorm(rmax = 3.0, dmax = 5.0)",
+        aliases: &["batch_renorm", "renormalization"],
+        lowering: Lowering::Stage(|stage, value| {
+            if let Value::Renorm { rmax, dmax } = value {
+                stage.renorm = Some(Renorm {
+                    rmax: *rmax,
+                    dmax: *dmax,
+                });
+            }
+        }),
+        canonical: |_, stage| {
+            stage
+                .renorm
+                .map(|r| format!("renorm(rmax = {:?}, dmax = {:?})", r.rmax, r.dmax))
+        },
     },
 ];
 

@@ -117,6 +117,7 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
         statistic: Statistic::Mean,
         tlu: false,
         ghost: None,
+        renorm: None,
     };
     for info in KEYS {
         if let Lowering::Stage(lower) = info.lowering {

@@ -49,6 +49,7 @@ fn stage(axes: u16) -> Stage {
         statistic: Statistic::Mean,
         tlu: false,
         ghost: None,
+        renorm: None,
     }
 }
 

@@ -81,6 +81,27 @@ def ghost_bn(x, p, run, batch_dim, red, ghost, eps, momentum, pshape, train):
     return torch.cat(outs, dim=batch_dim)
 
 
+def batch_renorm(x, p, run, red, rmax, dmax, eps, momentum, pshape, train):
+    rm, rv = run["mean"].reshape(pshape), run["var"].reshape(pshape)
+    if not train:
+        z = (x - rm) / torch.sqrt(rv + eps)
+        return z * p["gamma"].reshape(pshape) + p["beta"].reshape(pshape)
+    mu = x.mean(dim=red, keepdim=True)
+    var = ((x - mu) ** 2).mean(dim=red, keepdim=True)
+    sigma = torch.sqrt(var + eps)
+    sigma_run = torch.sqrt(rv + eps)
+    # r and d are constants for the gradient (detached), from the running statistics
+    # before this step's update.
+    r = torch.clamp(sigma.detach() / sigma_run, 1.0 / rmax, rmax)
+    d = torch.clamp((mu.detach() - rm) / sigma_run, -dmax, dmax)
+    z = (x - mu) / sigma * r + d
+    n = x.numel() // mu.numel()
+    with torch.no_grad():
+        run["mean"] = (1 - momentum) * run["mean"] + momentum * mu.reshape(-1)
+        run["var"] = (1 - momentum) * run["var"] + momentum * (var * n / (n - 1)).reshape(-1)
+    return z * p["gamma"].reshape(pshape) + p["beta"].reshape(pshape)
+
+
 def case(name, spec, sizes, shape, params, fwd, prec, steps=3, running=False, seed=0):
     gen = torch.Generator().manual_seed(seed)
     p = {k: rnd(gen, s, prec, sc, sh).requires_grad_(True) for k, (s, sc, sh) in params.items()}
@@ -177,6 +198,31 @@ def main():
             (5, 7, 4),
             {"gamma": ((4,), 0.5, 1.0), "beta": ((4,), 0.5, 0.0)},
             lambda x, p, r, t: ghost_bn(x, p, r, 1, (0, 1), 3, 1e-5, 0.2, (1, 1, -1), t),
+            prec,
+            running=True,
+        )
+        # Batch Renorm with tight limits (r and d clamp in the first steps) and a fast
+        # momentum (they stop clamping later): N,C,H,W over N,H,W.
+        case(
+            "batch_renorm",
+            'input = "N,C,H,W", axes = "N,H,W", affine, running_stats, momentum = 0.5, '
+            "renorm(rmax = 1.5, dmax = 0.5)",
+            [("C", 3)],
+            (4, 3, 2, 3),
+            {"gamma": ((3,), 0.5, 1.0), "beta": ((3,), 0.5, 0.0)},
+            lambda x, p, r, t: batch_renorm(x, p, r, (0, 2, 3), 1.5, 0.5, 1e-5, 0.5, (1, -1, 1, 1), t),
+            prec,
+            steps=4,
+            running=True,
+        )
+        # Batch Renorm over N of an N,C input (BatchNorm1d), default-like limits.
+        case(
+            "batch_renorm_nc",
+            'input = "N,C", axes = "N", affine, running_stats, renorm(rmax = 3.0, dmax = 5.0)',
+            [("C", 5)],
+            (8, 5),
+            {"gamma": ((5,), 0.5, 1.0), "beta": ((5,), 0.5, 0.0)},
+            lambda x, p, r, t: batch_renorm(x, p, r, (0,), 3.0, 5.0, 1e-5, 0.1, (1, -1), t),
             prec,
             running=True,
         )
