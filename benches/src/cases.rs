@@ -17,6 +17,19 @@ use crate::data::Rng;
 )]
 pub struct BatchNorm2d;
 
+/// Ghost Batch Norm (issue 18) on bn_train's tensor: BatchNorm2d with the batch split
+/// into chunks of 8 samples, each with its own statistics and running-statistics update.
+/// No PyTorch counterpart: compare with `bn_train`.
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    ghost = 8,
+    affine,
+    running_stats,
+    momentum = 0.1
+)]
+pub struct GhostBatchNorm2d;
+
 /// `nn.BatchNorm2d(C)` on a channels-last tensor (`torch.channels_last`).
 #[norm(
     input = "N,H,W,C",
@@ -93,7 +106,7 @@ pub struct CaseInfo {
 }
 
 /// The suite, in `torch_suite.py`'s order.
-pub const SUITE: [CaseInfo; 13] = [
+pub const SUITE: [CaseInfo; 14] = [
     CaseInfo {
         name: "bn_train",
         shape: &[32, 64, 56, 56],
@@ -183,6 +196,13 @@ pub const SUITE: [CaseInfo; 13] = [
         shape: &[8, 256, 28, 28],
         has_bwd: true,
         declaration: r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 32, affine))"#,
+        reads_twice: false,
+    },
+    CaseInfo {
+        name: "ghost_bn_train",
+        shape: &[32, 64, 56, 56],
+        has_bwd: true,
+        declaration: r#"input = "N,C,H,W", axes = "N,H,W", ghost = 8, affine, running_stats (train; no torch counterpart, compare with bn_train)"#,
         reads_twice: false,
     },
 ];
@@ -338,6 +358,7 @@ macro_rules! impl_layer {
 
 impl_layer!(BatchNorm2d, Ix4);
 impl_layer!(BatchNorm2dNhwc, Ix4);
+impl_layer!(GhostBatchNorm2d, Ix4);
 impl_layer!(BatchNorm1d, Ix2);
 impl_layer!(LayerNorm, Ix2);
 impl_layer!(RmsNorm, Ix2);
@@ -585,6 +606,12 @@ pub fn build(name: &str, shape: &[usize], seed: u64) -> Result<Box<dyn Runnable>
             l.gn.gamma = uniform(&mut rng, c, 0.5, 1.5);
             l.bn.beta = uniform(&mut rng, c, -0.5, 0.5);
             l.gn.beta = uniform(&mut rng, c, -0.5, 0.5);
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
+        "ghost_bn_train" => {
+            let mut l = GhostBatchNorm2d::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
             Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
         }
         _ => return Err(BuildError::UnknownCase(name.to_string())),

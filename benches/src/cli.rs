@@ -606,7 +606,7 @@ mod tests {
         assert_eq!(o.compare.len(), 2);
         assert_eq!(o.against.len(), 1);
         assert_eq!(args("").unwrap(), Options::default());
-        assert_eq!(Options::default().cases.len(), 13);
+        assert_eq!(Options::default().cases.len(), 14);
         let o = args(
             "--alternate --rounds 2 --thread-counts 1,2,4 --levels default,avx2 --no-ort --out r",
         )
