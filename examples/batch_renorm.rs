@@ -10,7 +10,14 @@ use normkit::ndarray::Array2;
 use normkit::prelude::*;
 
 /// Batch Renorm over `N` of `N,C` features.
-#[norm(input = "N,C", axes = "N", affine, running_stats, momentum = 0.1, renorm(rmax = 3.0, dmax = 5.0))]
+#[norm(
+    input = "N,C",
+    axes = "N",
+    affine,
+    running_stats,
+    momentum = 0.1,
+    renorm(rmax = 3.0, dmax = 5.0)
+)]
 pub struct Renorm;
 
 /// The parent: BatchNorm.
@@ -26,7 +33,10 @@ fn batch(n: usize, seed: usize) -> Array2<f64> {
 }
 
 fn gap(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,8 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         renorm.forward(x.view(), Mode::Train)?;
         bn.forward(x.view(), Mode::Train)?;
     }
-    println!("60 training steps of 32 samples (mean 3); limits ramped to rmax = {}, dmax = {}", renorm.rmax, renorm.dmax);
-    println!("running_mean: BatchNorm {:.3?}, Batch Renorm {:.3?}", bn.running_mean.to_vec(), renorm.running_mean.to_vec());
+    println!(
+        "60 training steps of 32 samples (mean 3); limits ramped to rmax = {}, dmax = {}",
+        renorm.rmax, renorm.dmax
+    );
+    println!(
+        "running_mean: BatchNorm {:.3?}, Batch Renorm {:.3?}",
+        bn.running_mean.to_vec(),
+        renorm.running_mean.to_vec()
+    );
     // A small batch of 4: train-mode output vs the eval-mode output of the same samples.
     let x = batch(4, 1000);
     let (eval_bn, eval_rn) = (bn.forward_eval(x.view())?, renorm.forward_eval(x.view())?);
@@ -51,6 +68,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train_rn, _) = rn_copy.forward(x.view(), Mode::Train)?;
     println!("small batch of 4: max |train − eval| output");
     println!("  BatchNorm    : {:.4}", gap(&train_bn, &eval_bn));
-    println!("  Batch Renorm : {:.4} (r, d correct the batch statistics toward the running ones)", gap(&train_rn, &eval_rn));
+    println!(
+        "  Batch Renorm : {:.4} (r, d correct the batch statistics toward the running ones)",
+        gap(&train_rn, &eval_rn)
+    );
     Ok(())
 }

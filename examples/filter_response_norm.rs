@@ -10,7 +10,14 @@ use normkit::ndarray::{Array1, Array4, Axis};
 use normkit::prelude::*;
 
 /// FRN with TLU: `axes = "H,W", center = false, affine, tlu, eps = 1e-6`.
-#[norm(input = "N,C,H,W", axes = "H,W", center = false, affine, tlu, eps = 1e-6)]
+#[norm(
+    input = "N,C,H,W",
+    axes = "H,W",
+    center = false,
+    affine,
+    tlu,
+    eps = 1e-6
+)]
 pub struct Frn;
 
 /// The parent: FRN without the threshold.
@@ -27,7 +34,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut plain = FrnNoTlu::<f64>::new(c);
     let (y, saved) = frn.forward(x.view(), Mode::Train)?;
     let (z, _) = plain.forward(x.view(), Mode::Train)?;
-    println!("x = [N,C,H,W] = [{n}, {c}, {h}, {w}], tau = {:?}", frn.tau.to_vec());
+    println!(
+        "x = [N,C,H,W] = [{n}, {c}, {h}, {w}], tau = {:?}",
+        frn.tau.to_vec()
+    );
     for ch in 0..c {
         let (yc, zc) = (y.index_axis(Axis(1), ch), z.index_axis(Axis(1), ch));
         let min = |a: &normkit::ndarray::ArrayView3<f64>| a.fold(f64::INFINITY, |m, &v| m.min(v));

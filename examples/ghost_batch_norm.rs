@@ -20,7 +20,10 @@ pub struct Bn;
 fn chunk_means(y: &Array4<f64>, ghost: usize) -> Vec<String> {
     (0..y.shape()[0] / ghost)
         .map(|k| {
-            let m = y.slice(s![k * ghost..(k + 1) * ghost, 0, .., ..]).mean().unwrap_or(0.0);
+            let m = y
+                .slice(s![k * ghost..(k + 1) * ghost, 0, .., ..])
+                .mean()
+                .unwrap_or(0.0);
             format!("{m:+.3}")
         })
         .collect()
@@ -50,6 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bn.running_mean[0], ghost.running_mean[0]
     );
     let (ye, _) = ghost.forward(x.view(), Mode::Eval)?;
-    println!("eval uses the running statistics: chunk means {:?}", chunk_means(&ye, 4));
+    println!(
+        "eval uses the running statistics: chunk means {:?}",
+        chunk_means(&ye, 4)
+    );
     Ok(())
 }

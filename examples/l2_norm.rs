@@ -8,7 +8,13 @@ use normkit::ndarray::{Array2, Axis};
 use normkit::prelude::*;
 
 /// x / √(Σ x² + 1e-12) over D (unit-norm rows).
-#[norm(input = "N,D", axes = "D", center = false, statistic = "sum", eps = 1e-12)]
+#[norm(
+    input = "N,D",
+    axes = "D",
+    center = false,
+    statistic = "sum",
+    eps = 1e-12
+)]
 pub struct L2Norm;
 
 /// The parent: x / √(mean x² + 1e-12) (RMSNorm without a scale).
@@ -29,7 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("x = [N,D] = [{n}, {d}], rows scaled by 1, 2, 3");
     println!("row L2 norms of x        : {:?}", norms(&x));
     println!("statistic = \"sum\" (L2)   : {:?}", norms(&l2));
-    println!("statistic = \"mean\" (RMS) : {:?} (= √D = {:.4})", norms(&rms), (d as f64).sqrt());
+    println!(
+        "statistic = \"mean\" (RMS) : {:?} (= √D = {:.4})",
+        norms(&rms),
+        (d as f64).sqrt()
+    );
     let ratio = rms[[0, 0]] / l2[[0, 0]];
     println!("=> same direction, RMS output = √D × L2 output (ratio {ratio:.4})");
     Ok(())

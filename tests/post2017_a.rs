@@ -133,7 +133,14 @@ macro_rules! generated {
     };
 }
 
-#[norm(input = "N,D", axes = "D", center = false, statistic = "sum", affine = "D", eps = 1e-6)]
+#[norm(
+    input = "N,D",
+    axes = "D",
+    center = false,
+    statistic = "sum",
+    affine = "D",
+    eps = 1e-6
+)]
 struct L2Norm;
 generated!(L2Norm, Ix2, [gamma, beta], running: false);
 
@@ -141,15 +148,36 @@ generated!(L2Norm, Ix2, [gamma, beta], running: false);
 struct SumCentered;
 generated!(SumCentered, Ix3, [gamma, beta], running: false);
 
-#[norm(input = "N,C,H,W", axes = "H,W", center = false, affine, tlu, eps = 1e-6)]
+#[norm(
+    input = "N,C,H,W",
+    axes = "H,W",
+    center = false,
+    affine,
+    tlu,
+    eps = 1e-6
+)]
 struct Frn;
 generated!(Frn, Ix4, [gamma, beta, tau], running: false);
 
-#[norm(input = "N,C,H,W", axes = "N,H,W", ghost = 4, affine, running_stats, momentum = 0.1)]
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    ghost = 4,
+    affine,
+    running_stats,
+    momentum = 0.1
+)]
 struct GhostBn;
 generated!(GhostBn, Ix4, [gamma, beta], running: true);
 
-#[norm(input = "T,N,C", axes = "T,N", ghost = 3, affine, running_stats, momentum = 0.2)]
+#[norm(
+    input = "T,N,C",
+    axes = "T,N",
+    ghost = 3,
+    affine,
+    running_stats,
+    momentum = 0.2
+)]
 struct GhostTnc;
 generated!(GhostTnc, Ix3, [gamma, beta], running: true);
 
@@ -187,7 +215,15 @@ fn run<T: Float>(case: &Case, layer: &mut dyn Layer<T>, tol: f64, label: &str) -
             step.running_mean.as_ref(),
             step.running_var.as_ref(),
         ];
-        let names = ["y", "dx", "dgamma", "dbeta", "dtau", "running_mean", "running_var"];
+        let names = [
+            "y",
+            "dx",
+            "dgamma",
+            "dbeta",
+            "dtau",
+            "running_mean",
+            "running_var",
+        ];
         for ((got, want), name) in out.iter().zip(want).zip(names) {
             match (got, want) {
                 (Some(g), Some(w)) => close(&format!("{label} step {k} {name}"), g, w, tol),
@@ -222,7 +258,11 @@ fn check<T: Float>(name: &str, generated: &mut dyn Layer<T>, tol: f64) {
                 x.as_ref()
                     .map(|x| x.iter().map(|v| v.to_acc().to_bits()).collect::<Vec<_>>())
             };
-            assert_eq!(bits(a), bits(b), "{name}_{prec} step {k} output {i}: macro ≠ DynNorm");
+            assert_eq!(
+                bits(a),
+                bits(b),
+                "{name}_{prec} step {k} output {i}: macro ≠ DynNorm"
+            );
         }
     }
 }
@@ -271,7 +311,13 @@ fn ghost_strided_batch() {
 struct Renorm;
 generated!(Renorm, Ix4, [gamma, beta], running: true);
 
-#[norm(input = "N,C", axes = "N", affine, running_stats, renorm(rmax = 3.0, dmax = 5.0))]
+#[norm(
+    input = "N,C",
+    axes = "N",
+    affine,
+    running_stats,
+    renorm(rmax = 3.0, dmax = 5.0)
+)]
 struct RenormNc;
 generated!(RenormNc, Ix2, [gamma, beta], running: true);
 
@@ -287,7 +333,13 @@ fn batch_renorm_nc() {
     check::<f32>("batch_renorm_nc", &mut RenormNc::new(5), TOL_F32);
 }
 
-#[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats, momentum = 0.5)]
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    affine,
+    running_stats,
+    momentum = 0.5
+)]
 struct PlainBn;
 
 /// `rmax`/`dmax` are public fields a training loop ramps: at rmax = 1, dmax = 0 (r = 1,
@@ -297,8 +349,8 @@ fn renorm_limits_ramp_to_batch_norm() {
     let case = load("batch_renorm_f64");
     let mut renorm = Renorm::<f64>::new(3);
     let mut plain = PlainBn::<f64>::new(3);
-    let mut dynamic = DynNorm::<f64>::new(&NormSpec::parse(&case.spec).unwrap(), &[("C", 3)])
-        .unwrap();
+    let mut dynamic =
+        DynNorm::<f64>::new(&NormSpec::parse(&case.spec).unwrap(), &[("C", 3)]).unwrap();
     renorm.rmax = 1.0;
     renorm.dmax = 0.0;
     dynamic.stages_mut()[0].rmax = Some(1.0);
@@ -322,8 +374,14 @@ fn renorm_limits_ramp_to_batch_norm() {
             Some(plain.running_var.clone().into_dyn()),
         ]);
     }
-    assert_eq!(outs[0], outs[1], "renorm at rmax = 1, dmax = 0 vs batch norm");
-    assert_eq!(outs[2], outs[1], "DynNorm renorm at rmax = 1, dmax = 0 vs batch norm");
+    assert_eq!(
+        outs[0], outs[1],
+        "renorm at rmax = 1, dmax = 0 vs batch norm"
+    );
+    assert_eq!(
+        outs[2], outs[1],
+        "DynNorm renorm at rmax = 1, dmax = 0 vs batch norm"
+    );
     // With the declared limits the same data gives another result (the limits matter).
     let mut declared = Renorm::<f64>::new(3);
     let step = &case.steps[0];
@@ -342,7 +400,9 @@ fn loss(layer: &DynNorm<f64>, x: &ArrayD<f64>, w: &ArrayD<f64>) -> f64 {
 
 /// A deterministic pseudo-random array.
 fn pseudo(shape: &[usize], seed: u64, scale: f64, shift: f64) -> ArrayD<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     ArrayD::from_shape_fn(IxDyn(shape), |_| {
         s = s
             .wrapping_mul(6364136223846793005)
@@ -373,18 +433,29 @@ fn gradcheck(spec: &str, sizes: &[(&str, usize)], shape: &[usize], scale: f64, s
         xm.as_slice_mut().unwrap()[i] -= h;
         let fd = (loss(&layer, &xp, &w) - loss(&layer, &xm, &w)) / (2.0 * h);
         let an = grads.dx.as_slice().unwrap()[i];
-        assert!((fd - an).abs() <= 1e-6 * (1.0 + an.abs()), "{spec}: dx[{i}] {an} vs fd {fd}");
+        assert!(
+            (fd - an).abs() <= 1e-6 * (1.0 + an.abs()),
+            "{spec}: dx[{i}] {an} vs fd {fd}"
+        );
     }
     if let Some(dtau) = &grads.dtau {
         for i in 0..dtau.len() {
             let shifted = |delta: f64| {
                 let mut l = layer.clone();
-                l.stages_mut()[0].tau.as_mut().unwrap().as_slice_mut().unwrap()[i] += delta;
+                l.stages_mut()[0]
+                    .tau
+                    .as_mut()
+                    .unwrap()
+                    .as_slice_mut()
+                    .unwrap()[i] += delta;
                 loss(&l, &x, &w)
             };
             let fd = (shifted(h) - shifted(-h)) / (2.0 * h);
             let an = dtau.as_slice().unwrap()[i];
-            assert!((fd - an).abs() <= 1e-6 * (1.0 + an.abs()), "dtau[{i}] {an} vs fd {fd}");
+            assert!(
+                (fd - an).abs() <= 1e-6 * (1.0 + an.abs()),
+                "dtau[{i}] {an} vs fd {fd}"
+            );
         }
     }
 }

@@ -70,15 +70,16 @@ pub(crate) fn forward_plain<T: Float>(
     let comm = sync.filter(|c| synced && c.size() > 1);
     saved.synced = synced;
     // `renorm` in train mode: the running statistics before this step's update.
-    let limits = state.renorm.filter(|_| stage.renorm.is_some() && mode == Mode::Train);
+    let limits = state
+        .renorm
+        .filter(|_| stage.renorm.is_some() && mode == Mode::Train);
     let mut run = Vec::new();
     saved.renorm.clear();
     if let (Some(_), Some(r)) = (limits, state.running.as_ref()) {
         if synced {
             return Err(NormError::Unsupported {
                 layer: info.name.to_string(),
-                reason: "`renorm` is not synchronized across processes (use forward)"
-                    .to_string(),
+                reason: "`renorm` is not synchronized across processes (use forward)".to_string(),
             });
         }
         run.resize(groups, Stat::default());

@@ -1004,11 +1004,29 @@ fn post2017_keys_lower() {
     let ghost = ok(r#"axes = "N,H,W", ghost = 4, running_stats"#);
     assert_eq!(ghost.stages[0].ghost, Some(4));
     let r = ok(r#"axes = "N,H,W", running_stats, renorm(rmax = 2, dmax = 0.5)"#);
-    assert_eq!(r.stages[0].renorm, Some(Renorm { rmax: 2.0, dmax: 0.5 }));
+    assert_eq!(
+        r.stages[0].renorm,
+        Some(Renorm {
+            rmax: 2.0,
+            dmax: 0.5
+        })
+    );
     let bare = ok(r#"axes = "N,H,W", running_stats, renorm"#);
-    assert_eq!(bare.stages[0].renorm, Some(Renorm { rmax: 3.0, dmax: 5.0 }));
+    assert_eq!(
+        bare.stages[0].renorm,
+        Some(Renorm {
+            rmax: 3.0,
+            dmax: 5.0
+        })
+    );
     let half = ok(r#"axes = "N,H,W", running_stats, renorm(dmax = 1)"#);
-    assert_eq!(half.stages[0].renorm, Some(Renorm { rmax: 3.0, dmax: 1.0 }));
+    assert_eq!(
+        half.stages[0].renorm,
+        Some(Renorm {
+            rmax: 3.0,
+            dmax: 1.0
+        })
+    );
 }
 
 #[test]

@@ -225,7 +225,9 @@ pub(crate) fn backward<T: Float>(
         for (sum, grad) in sums.iter_mut().zip([&g.dgamma, &g.dbeta, &g.dtau]) {
             if let Some(a) = grad {
                 let s = sum.get_or_insert_with(|| vec![0.0; a.len()]);
-                s.iter_mut().zip(a.iter()).for_each(|(s, v)| *s += v.to_acc());
+                s.iter_mut()
+                    .zip(a.iter())
+                    .for_each(|(s, v)| *s += v.to_acc());
             }
         }
     }

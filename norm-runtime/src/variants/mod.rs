@@ -13,5 +13,8 @@ use norm_spec::{Stage, Statistic};
 
 /// Whether the stage uses a variant the fused chain path does not implement.
 pub(crate) fn unfusable(stage: &Stage) -> bool {
-    stage.statistic == Statistic::Sum || stage.tlu || stage.ghost.is_some() || stage.renorm.is_some()
+    stage.statistic == Statistic::Sum
+        || stage.tlu
+        || stage.ghost.is_some()
+        || stage.renorm.is_some()
 }

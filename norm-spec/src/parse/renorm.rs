@@ -62,7 +62,11 @@ impl<S: Clone> Parser<S> {
         let mut seen = [false; 2];
         let mut i = 0;
         while i < inner.len() {
-            let TokenTree::Ident { name, span: name_span } = &inner[i] else {
+            let TokenTree::Ident {
+                name,
+                span: name_span,
+            } = &inner[i]
+            else {
                 self.error(
                     inner[i].span(),
                     format!(
@@ -84,7 +88,10 @@ impl<S: Clone> Parser<S> {
                 continue;
             };
             if seen[k] {
-                self.error(name_span.clone(), format!("duplicate key `{name}` in `renorm`"));
+                self.error(
+                    name_span.clone(),
+                    format!("duplicate key `{name}` in `renorm`"),
+                );
                 ok = false;
             }
             seen[k] = true;
@@ -113,7 +120,10 @@ impl<S: Clone> Parser<S> {
                 Some(other) => {
                     self.error(
                         other.span(),
-                        format!("expected `,` after the value of `{name}`, found {}", describe(other)),
+                        format!(
+                            "expected `,` after the value of `{name}`, found {}",
+                            describe(other)
+                        ),
                     );
                     ok = false;
                     i = step_comma(inner, skip_to_comma(inner, i));
