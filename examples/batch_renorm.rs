@@ -69,7 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("small batch of 4: max |train − eval| output");
     println!("  BatchNorm    : {:.4}", gap(&train_bn, &eval_bn));
     println!(
-        "  Batch Renorm : {:.4} (r, d correct the batch statistics toward the running ones)",
+        "  Batch Renorm : {:.1e} (r, d correct the batch statistics toward the running ones)",
         gap(&train_rn, &eval_rn)
     );
     Ok(())

@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for ch in 0..c {
         let (yc, zc) = (y.index_axis(Axis(1), ch), z.index_axis(Axis(1), ch));
-        let min = |a: &normkit::ndarray::ArrayView3<f64>| a.fold(f64::INFINITY, |m, &v| m.min(v));
+        let min =
+            |a: &normkit::ndarray::ArrayView3<'_, f64>| a.fold(f64::INFINITY, |m, &v| m.min(v));
         let clamped = zc.iter().filter(|&&v| v <= frn.tau[ch]).count();
         println!(
             "channel {ch}: min without TLU {:+.3}, with TLU {:+.3}; {clamped}/{} values raised to tau",
