@@ -189,6 +189,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 }
                 o.cases = SUITE
                     .iter()
+                    .chain(cases::EXTRA.iter())
                     .map(|c| c.name)
                     .filter(|c| wanted.contains(c))
                     .collect();
@@ -284,7 +285,7 @@ pub fn run(o: &Options) -> Result<(), Error> {
         return Ok(());
     }
     if o.list {
-        for c in SUITE {
+        for c in SUITE.iter().chain(cases::EXTRA.iter()) {
             println!("{:<14} {:?}  #[norm({})]", c.name, c.shape, c.declaration);
         }
         return Ok(());
@@ -606,7 +607,7 @@ mod tests {
         assert_eq!(o.compare.len(), 2);
         assert_eq!(o.against.len(), 1);
         assert_eq!(args("").unwrap(), Options::default());
-        assert_eq!(Options::default().cases.len(), 14);
+        assert_eq!(Options::default().cases.len(), 13);
         let o = args(
             "--alternate --rounds 2 --thread-counts 1,2,4 --levels default,avx2 --no-ort --out r",
         )
