@@ -417,10 +417,10 @@ fn gradcheck(spec: &str, sizes: &[(&str, usize)], shape: &[usize], scale: f64, s
     let mut layer = DynNorm::<f64>::new(&spec_p, sizes).unwrap();
     let st = &mut layer.stages_mut()[0];
     if let Some(g) = st.gamma.as_mut() {
-        *g = pseudo(&g.shape().to_vec(), 7, 0.4, 1.0);
+        *g = pseudo(g.shape(), 7, 0.4, 1.0);
     }
     if let Some(t) = st.tau.as_mut() {
-        *t = pseudo(&t.shape().to_vec(), 8, 0.3, -0.1);
+        *t = pseudo(t.shape(), 8, 0.3, -0.1);
     }
     let x = pseudo(shape, 1, scale, shift);
     let w = pseudo(shape, 2, 1.0, 0.0);
