@@ -59,6 +59,10 @@ pub fn cpu_report() -> String {
     norm_runtime::cpu::report()
 }
 
+/// The half-precision element types (from the `half` crate): `DynNorm::<bf16>`,
+/// `MyLayer::<f16>::new(..)` store everything in 16 bits and compute in f32/f64 (see
+/// [`Float`]).
+pub use norm_runtime::state_dict::{bf16, f16};
 /// Synchronized batch statistics across MPI ranks (feature `mpi`).
 #[cfg(feature = "mpi")]
 pub use norm_runtime::MpiCollective;

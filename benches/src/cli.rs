@@ -33,9 +33,13 @@ OPTIONS
   --budget S       seconds of timed calls per (case, pass) when --reps 0, reps clamped to
                    [10, 200] (default 0.8)
   --seed N         input data seed (default 0)
+  --dtype D        f32 (default), bf16 or f16: the suite with every buffer in D, as JSON lines
+                   (torch_suite_bf16.py's format: gbps at 2 bytes per element)
   --small          the small calls (BN1d train and LN eval on [32,128], LN rows [1,768],
                    [1,4096], [8,4096], BN2d eval [1,64,8,8]) beside a plain scalar loop
                    computing the same thing, and their ratio; --reps: batches (default 101)
+  --small-cases a,b  a subset of the small cases (implies --small): bn1d_train,ln_eval,
+                   ln_1x768,ln_1x4096,ln_8x4096,bn2d_eval
   --stream         STREAM copy and triad at every working set of the suite and 1 GiB
   --compare FILE   side-by-side table against a torch_suite.py output (repeatable); runs
                    normkit now unless --against gives normkit --json output files
@@ -60,6 +64,8 @@ OPTIONS
                    row lengths 32…4096, spatial maps 1×1…56×56, channel counts, batch sizes
                    1…256, fwd and bwd, at every --thread-counts; writes sweep-*.jsonl and
                    sweep.md into --out (uses --python, --budget default 0.2 here, --seed)
+  --sweep-cases a,b  with --sweep: only the points of these cases (ln, rms, gn, bn_train,
+                   bn1d_train)
   --cpu            what normkit chose on this machine and why (normkit::cpu_report())
   --list           the cases and their #[norm] declarations
   -h, --help       this text
@@ -84,6 +90,8 @@ pub struct Options {
     pub stream: bool,
     /// `--small`.
     pub small: bool,
+    /// `--small-cases` (all small cases by default).
+    pub small_cases: Vec<&'static str>,
     /// `--compare` files.
     pub compare: Vec<PathBuf>,
     /// `--against` files.
@@ -106,6 +114,8 @@ pub struct Options {
     pub no_ort: bool,
     /// `--sweep`.
     pub sweep: bool,
+    /// `--sweep-cases` (every sweep point when empty).
+    pub sweep_cases: Vec<String>,
     /// `--rejoin`.
     pub rejoin: bool,
     /// Whether `--budget` was given.
@@ -116,6 +126,8 @@ pub struct Options {
     pub list: bool,
     /// `--help`.
     pub help: bool,
+    /// `--dtype bf16|f16`: the suite in half precision (`crate::half`), JSON lines.
+    pub dtype: Option<crate::half::Dtype>,
 }
 
 impl Default for Options {
@@ -129,6 +141,7 @@ impl Default for Options {
             seed: 0,
             stream: false,
             small: false,
+            small_cases: crate::small::SMALL.iter().map(|c| c.name).collect(),
             compare: Vec::new(),
             against: Vec::new(),
             alternate: false,
@@ -140,11 +153,13 @@ impl Default for Options {
             suite_dir: None,
             no_ort: false,
             sweep: false,
+            sweep_cases: Vec::new(),
             rejoin: false,
             budget_given: false,
             cpu: false,
             list: false,
             help: false,
+            dtype: None,
         }
     }
 }
@@ -215,6 +230,22 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             }
             "--stream" => o.stream = true,
             "--small" => o.small = true,
+            "--small-cases" => {
+                let v = value("--small-cases")?;
+                let wanted: Vec<&str> = v.split(',').map(str::trim).collect();
+                if let Some(w) = wanted
+                    .iter()
+                    .find(|w| !crate::small::SMALL.iter().any(|c| c.name == **w))
+                {
+                    return Err(format!("--small-cases: no small case `{w}`"));
+                }
+                o.small = true;
+                o.small_cases = crate::small::SMALL
+                    .iter()
+                    .map(|c| c.name)
+                    .filter(|c| wanted.contains(c))
+                    .collect();
+            }
             "--compare" => o.compare.push(value("--compare")?.into()),
             "--against" => o.against.push(value("--against")?.into()),
             "--alternate" => o.alternate = true,
@@ -248,10 +279,28 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--suite-dir" => o.suite_dir = Some(value("--suite-dir")?.into()),
             "--no-ort" => o.no_ort = true,
             "--sweep" => o.sweep = true,
+            "--sweep-cases" => {
+                let v = value("--sweep-cases")?;
+                o.sweep_cases = v
+                    .split(',')
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+            }
             "--rejoin" => o.rejoin = true,
             "--cpu" => o.cpu = true,
             "--list" => o.list = true,
             "-h" | "--help" => o.help = true,
+            "--dtype" => {
+                let v = value("--dtype")?;
+                o.dtype = match v.as_str() {
+                    "f32" => None,
+                    d => Some(
+                        crate::half::Dtype::parse(d)
+                            .ok_or_else(|| format!("--dtype: {d:?} is not f32, bf16 or f16"))?,
+                    ),
+                };
+            }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
@@ -312,9 +361,15 @@ pub fn run(o: &Options) -> Result<(), Error> {
             python: o.python.clone(),
             budget: if o.budget_given { o.budget } else { 0.2 },
             seed: o.seed,
+            cases: o.sweep_cases.clone(),
         });
     }
     let threads = o.threads.unwrap_or(1);
+    if let Some(dtype) = o.dtype {
+        let run = (o.reps, o.budget, o.seed);
+        crate::half::run_suite(&o.cases, threads, run, dtype, &mut |l| outln(&l))?;
+        return Ok(());
+    }
     if o.small {
         return run_small(o, threads);
     }
@@ -375,6 +430,9 @@ fn run_small(o: &Options, threads: usize) -> Result<(), Error> {
     ));
     pool(threads)?.install(|| -> Result<(), Error> {
         for case in crate::small::SMALL {
+            if !o.small_cases.contains(&case.name) {
+                continue;
+            }
             let t = crate::small::run_case(&case, samples, o.seed)?;
             outln(&format!(
                 "{:<11} {:<14} {:>11.3} {:>10.3} {:>7.2}  {}",
@@ -618,6 +676,16 @@ mod tests {
         assert_eq!(plan.levels, vec![None, Some(normkit::simd::Level::Avx2)]);
         assert_eq!(plan.out, PathBuf::from("r"));
         assert!(!plan.ort);
+        let o = args("--small-cases ln_eval,bn1d_train").unwrap();
+        assert!(o.small);
+        assert_eq!(o.small_cases, vec!["bn1d_train", "ln_eval"]);
+        assert_eq!(
+            Options::default().small_cases.len(),
+            crate::small::SMALL.len()
+        );
+        let o = args("--sweep --sweep-cases bn1d_train,gn").unwrap();
+        assert!(o.sweep);
+        assert_eq!(o.sweep_cases, vec!["bn1d_train", "gn"]);
     }
 
     #[test]
@@ -635,6 +703,7 @@ mod tests {
             "--rounds 0",
             "--thread-counts 1,0",
             "--levels sse",
+            "--small-cases ln_eval,nope",
         ] {
             assert!(args(bad).is_err(), "{bad}");
         }

@@ -8,6 +8,7 @@
 //! - the one-command alternating comparison on a new machine ([`alternate`]);
 //! - a sweep over the shapes users bring, beyond the suite ([`sweep`]);
 //! - the small calls beside plain scalar loops ([`small`], `--small`);
+//! - the suite in bf16/f16 (`--dtype`, [`half`]);
 //! - the command line tying them together ([`cli`]).
 //!
 //! See `benches/README.md` for usage.
@@ -18,6 +19,7 @@ pub mod cases;
 pub mod cli;
 pub mod compare;
 pub mod data;
+pub mod half;
 pub mod report;
 pub mod small;
 pub mod stream;

@@ -191,13 +191,21 @@ pub struct Plan {
     pub budget: f64,
     /// Input seed.
     pub seed: u64,
+    /// Only the points of these suite cases (`--sweep-cases`; empty: every point).
+    pub cases: Vec<String>,
 }
 
 /// Runs the sweep (torch and normkit alternating per thread count) and writes
 /// `sweep-torch-{t}t.jsonl`, `sweep-normkit-{t}t.jsonl` and `sweep.md` into the folder.
 pub fn run(plan: &Plan) -> Result<(), Error> {
     std::fs::create_dir_all(&plan.out).map_err(|e| format!("{}: {e}", plan.out.display()))?;
-    let pts = points();
+    let mut pts = points();
+    if !plan.cases.is_empty() {
+        pts.retain(|p| plan.cases.iter().any(|c| c == p.case));
+        if pts.is_empty() {
+            return Err(format!("--sweep-cases: no sweep point of {:?}", plan.cases).into());
+        }
+    }
     let list: Vec<String> = pts.iter().map(Point::json).collect();
     let points_json = format!("[{}]", list.join(", "));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("torch_sweep.py");

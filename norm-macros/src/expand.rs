@@ -326,10 +326,31 @@ fn constructor(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
             names.join(", ")
         )
     };
+    let try_doc = format!(
+        "{new_doc}\n\nEvery size product is checked and every array allocated fallibly: a size \
+         whose arrays overflow `usize` or cannot be allocated is `NormError::Size`."
+    );
+    let new_doc = format!(
+        "{new_doc}\n\n# Panics\n\nWhere [`try_new`](Self::try_new) returns an error (a size \
+         whose arrays overflow `usize` or cannot be allocated), with its message."
+    );
+    let arg_names = layer.args.iter().map(|(_, id)| id);
+    let rt = &layer.rt;
+    let arg_decls: Vec<TokenStream> = arg_decls.collect();
     quote! {
+        #[doc = #try_doc]
+        pub fn try_new(#(#arg_decls),*) -> ::std::result::Result<Self, #rt::NormError> {
+            ::std::result::Result::Ok(
+                #name { #(#user_init)* #init __normkit_marker: ::std::marker::PhantomData }
+            )
+        }
+
         #[doc = #new_doc]
         pub fn new(#(#arg_decls),*) -> Self {
-            #name { #(#user_init)* #init __normkit_marker: ::std::marker::PhantomData }
+            match Self::try_new(#(#arg_names),*) {
+                ::std::result::Result::Ok(layer) => layer,
+                ::std::result::Result::Err(e) => ::std::panic!("{}", e),
+            }
         }
     }
 }
@@ -675,6 +696,7 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     let (spec, stage) = (layer.spec, &layer.spec.stages[k]);
     let none = quote!(::std::option::Option::None);
     let arr = quote!(::normkit::__private::ndarray::Array);
+    let rt = &layer.rt;
     let mut fields = TokenStream::new();
     let mut init = TokenStream::new();
     let (mut gamma, mut beta) = (none.clone(), none.clone());
@@ -684,12 +706,14 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
         let doc = axes_doc(spec, axes);
         let gamma_doc = format!("Learnable scale γ, {doc}; starts at 1.");
         fields.extend(quote!(#[doc = #gamma_doc] pub gamma: #arr<T, #ty>,));
-        init.extend(quote!(gamma: #arr::ones(#dim),));
+        let what = field_path(stage, "gamma");
+        init.extend(quote!(gamma: #rt::layer_array(INFO.name, #what, #dim, true)?,));
         gamma = quote!(::std::option::Option::Some(#path.gamma.view().into_dyn()));
         if stage.bias {
             let beta_doc = format!("Learnable shift β, {doc}; starts at 0.");
             fields.extend(quote!(#[doc = #beta_doc] pub beta: #arr<T, #ty>,));
-            init.extend(quote!(beta: #arr::zeros(#dim),));
+            let what = field_path(stage, "beta");
+            init.extend(quote!(beta: #rt::layer_array(INFO.name, #what, #dim, false)?,));
             beta = quote!(::std::option::Option::Some(#path.beta.view().into_dyn()));
         }
     }
@@ -743,6 +767,15 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     }
 }
 
+/// How an error names a stage's array: `gamma`, or `bn.gamma` in a chain.
+fn field_path(stage: &Stage, field: &str) -> String {
+    if stage.name.is_empty() {
+        field.to_string()
+    } else {
+        format!("{}.{field}", stage.name)
+    }
+}
+
 /// The running statistics of a stage: fields, initial values, and their borrows.
 struct RunningCode {
     fields: TokenStream,
@@ -764,6 +797,11 @@ fn running_code(
     let mean_doc = format!("Running mean, {doc}; starts at 0, used in eval mode.");
     let var_doc = format!("Running (unbiased) variance, {doc}; starts at 1, used in eval mode.");
     let rt = quote!(::normkit::__private::Running);
+    let lrt = &layer.rt;
+    let (mean_what, var_what) = (
+        field_path(stage, "running_mean"),
+        field_path(stage, "running_var"),
+    );
     RunningCode {
         fields: quote! {
             #[doc = #mean_doc] pub running_mean: #arr<T, #ty>,
@@ -772,8 +810,8 @@ fn running_code(
             pub num_batches_tracked: u64,
         },
         init: quote! {
-            running_mean: #arr::zeros(#dim),
-            running_var: #arr::ones(#dim),
+            running_mean: #lrt::layer_array(INFO.name, #mean_what, #dim, false)?,
+            running_var: #lrt::layer_array(INFO.name, #var_what, #dim, true)?,
             num_batches_tracked: 0,
         },
         view: quote!(::std::option::Option::Some(#rt::View {

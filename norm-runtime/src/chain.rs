@@ -301,7 +301,6 @@ impl<'a> Ctx<'a> {
     /// Backward: from the cells' Σdy and Σdy·(x − m) over block `b` (m: the cell's mean in
     /// the element type, `xm`), each stage's group sums and the cells' parameter-gradient
     /// terms (`blk.dp`), down to the cells' coefficients of dx = e·dy + f·(x − m) + h.
-    #[allow(clippy::too_many_arguments)]
     fn finish_backward<T: Float>(
         &self,
         b: usize,
@@ -455,8 +454,10 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         }
-        let running = states[s].running.as_mut();
-        stats::train_running(stage, &plans[s], mode, sv.count, &sv.stats, running, run);
+        if mode == Mode::Train {
+            let running = states[s].running.as_mut();
+            stats::train_running(stage, &plans[s], sv.count, &sv.stats, running, run);
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::check::{self, Purpose};
 use crate::collective::Collective;
 use crate::plan::Plan;
 use crate::scratch::{with_scratch, Scratch};
-use crate::stage;
+use crate::stage::{self, BackwardIo, StageCall};
 use crate::state::{LayerInfo, StageState};
 use crate::stats;
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
@@ -123,6 +123,9 @@ pub fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if T::WIDE {
+        return crate::widen::forward_into(info, states, x, mode, out, saved, sync);
+    }
     let shape = x.shape();
     let purpose = (Purpose::Forward(mode), sync.is_some());
     checked(info, states, shape, purpose, |states, plans, scratch| {
@@ -175,11 +178,14 @@ pub fn forward_into<T: Float, D: Dimension>(
                     buf.resize(input.len(), T::zero());
                     buf
                 };
-                let saved_k = &mut saved.stages[k];
-                let state = &mut states[k];
-                stage::forward(
-                    info, k, &plans[k], state, input, mode, output, saved_k, scratch, sync,
-                )?;
+                let call = StageCall {
+                    info,
+                    k,
+                    plan: &plans[k],
+                    sync,
+                };
+                let (state, saved_k) = (&mut states[k], &mut saved.stages[k]);
+                stage::forward(call, state, (input, output), mode, saved_k, scratch)?;
             }
             Ok(())
         });
@@ -202,6 +208,9 @@ pub fn backward_into<T: Float, D: Dimension>(
     grads: &mut [StageGrads<T>],
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if T::WIDE {
+        return crate::widen::backward_into(info, states, x, dy, saved, dx, grads, sync);
+    }
     let shape = x.shape();
     let purpose = (Purpose::Backward, sync.is_some());
     checked(info, states, shape, purpose, |states, plans, scratch| {
@@ -290,16 +299,24 @@ pub fn backward_into<T: Float, D: Dimension>(
                     &saved.intermediates[k - 1]
                 };
                 let upstream: &[T] = if k + 1 == nstages { &dys } else { &up };
-                let plan = &plans[k];
+                let call = StageCall {
+                    info,
+                    k,
+                    plan: &plans[k],
+                    sync,
+                };
                 let (st, sv, g) = (&states[k], &saved.stages[k], &mut grads[k]);
+                let io = |dx| BackwardIo {
+                    x: input,
+                    dy: upstream,
+                    dx,
+                };
                 let r = if k == 0 {
-                    stage::backward(info, k, plan, st, input, upstream, sv, dx, g, scratch, sync)
+                    stage::backward(call, st, io(dx), sv, g, scratch)
                 } else {
                     // Sized only: the stage writes every value of dx.
                     down.resize(input.len(), T::zero());
-                    let r = stage::backward(
-                        info, k, plan, st, input, upstream, sv, &mut down, g, scratch, sync,
-                    );
+                    let r = stage::backward(call, st, io(&mut down), sv, g, scratch);
                     std::mem::swap(&mut up, &mut down);
                     r
                 };
@@ -322,6 +339,9 @@ pub fn stats<T: Float, D: Dimension>(
     states: &[StageState<'_, T>],
     x: ArrayView<'_, T, D>,
 ) -> Result<Moments<T>, NormError> {
+    if T::WIDE {
+        return crate::widen::stats(info, states, x);
+    }
     let shape = x.shape();
     checked(
         info,

@@ -31,6 +31,7 @@ mod stats;
 mod threads;
 mod types;
 mod variants;
+mod widen;
 
 #[cfg(feature = "mpi")]
 pub use crate::mpi::MpiCollective;
@@ -48,6 +49,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
+    pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{
         load_stages, save_stages, StageTensors, StageTensorsMut, StateDict,

@@ -393,6 +393,31 @@ impl Plan {
         (p, r)
     }
 
+    /// Whether statistics group `s` has parameter offset `s` for every `s` (the parameters
+    /// are laid out like the statistics: BatchNorm's γ per channel), so the offsets of
+    /// [`group_offsets`](Self::group_offsets) need no arithmetic.
+    pub fn params_follow_groups(&self) -> bool {
+        Self::standard(self.sdims[..self.nsdims].iter().map(|d| (d.size, d.ps)))
+    }
+
+    /// Whether statistics group `s` has running-statistics offset `s` for every `s`.
+    pub fn running_follow_groups(&self) -> bool {
+        Self::standard(self.sdims[..self.nsdims].iter().map(|d| (d.size, d.rs)))
+    }
+
+    /// Whether `(size, stride)` pairs, outer to inner, are standard-layout strides (a size-1
+    /// dim may have any stride).
+    fn standard(dims: impl DoubleEndedIterator<Item = (usize, usize)>) -> bool {
+        let mut stride = 1usize;
+        for (size, s) in dims.rev() {
+            if size > 1 && s != stride {
+                return false;
+            }
+            stride = stride.saturating_mul(size);
+        }
+        true
+    }
+
     /// Calls `f(s, p, r)` for every statistics group `s` in order, with its parameter offset
     /// `p` and its running-statistics offset `r`.
     pub fn for_each_group(&self, mut f: impl FnMut(usize, usize, usize)) {

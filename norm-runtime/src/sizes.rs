@@ -1,7 +1,9 @@
 //! Checked size arithmetic and fallible allocation: a size a caller passes never panics or
 //! aborts the process; it becomes a [`crate::NormError::Size`] where the layer has a name.
 
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{Array, ArrayD, Dimension, IxDyn};
+
+use crate::{Float, NormError};
 
 /// The product of `sizes`, or `None` if it overflows `usize`. A zero anywhere makes the
 /// product zero, whatever the other factors (as ndarray counts the elements of an array).
@@ -36,6 +38,26 @@ pub(crate) fn filled<T: Clone>(shape: &[usize], value: T, what: &str) -> Result<
     ArrayD::from_shape_vec(IxDyn(shape), values).map_err(|e| format!("{what}: {e}"))
 }
 
+/// A parameter or running-statistic array of a generated layer's `try_new`: `shape`
+/// filled with `value` (one or zero), allocated fallibly; an absurd size is
+/// [`NormError::Size`] naming the layer and the array (`what`), as in `DynNorm::new`.
+pub fn layer_array<T: Float, D: Dimension>(
+    layer: &str,
+    what: &str,
+    shape: D,
+    one: bool,
+) -> Result<Array<T, D>, NormError> {
+    let value = if one { T::one() } else { T::zero() };
+    let err = |reason: String| NormError::Size {
+        layer: layer.to_string(),
+        reason,
+    };
+    filled(shape.slice(), value, what)
+        .map_err(err)?
+        .into_dimensionality::<D>()
+        .map_err(|e| err(format!("{what}: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +80,17 @@ mod tests {
         assert_eq!(a.shape(), &[2, 0, 3]);
         let b = filled(&[2, 3], 0.5f64, "gamma").unwrap();
         assert!(b.iter().all(|&v| v == 0.5) && b.len() == 6);
+    }
+
+    #[test]
+    fn layer_array_names_the_layer() {
+        let a = layer_array::<f32, _>("L", "gamma", ndarray::Dim([2, 3]), true).unwrap();
+        assert_eq!(a.shape(), &[2, 3]);
+        assert!(a.iter().all(|&v| v == 1.0));
+        let z = layer_array::<f64, _>("L", "beta", ndarray::Dim([4]), false).unwrap();
+        assert!(z.iter().all(|&v| v == 0.0));
+        let e = layer_array::<f32, _>("L", "gamma", ndarray::Dim([usize::MAX]), true);
+        assert!(matches!(e, Err(NormError::Size { layer, reason })
+            if layer == "L" && reason.contains("gamma") && reason.contains("too large")));
     }
 }

@@ -7,30 +7,50 @@ use norm_spec::Affine;
 use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
-use crate::kernels::exec::{self, BackOut, CoefMut, Params, ShiftedSums, Stat, Units};
+use crate::kernels::exec::{
+    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, ShiftedSums, Stat,
+    Units,
+};
 use crate::plan::Plan;
 use crate::scratch::Scratch;
-use crate::state::{resize, values, LayerInfo, StageState};
-use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
+use crate::state::{resize, sized, values, LayerInfo, StageState};
+use crate::stats::{
+    dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
+};
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::variants::{ghost, renorm, tlu};
 use crate::Float;
 use crate::NormError;
 
+/// Stage `k` of a layer in one call: what both passes of the stage need besides its
+/// buffers.
+#[derive(Clone, Copy)]
+pub(crate) struct StageCall<'a> {
+    /// The layer.
+    pub info: &'a LayerInfo<'a>,
+    /// The stage's index.
+    pub k: usize,
+    /// The stage's plan for this call's input.
+    pub plan: &'a Plan,
+    /// The collective of a `*_sync` call.
+    pub sync: Option<&'a dyn Collective>,
+}
+
 /// Forward pass of stage `k` on a checked input.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &mut StageState<'_, T>,
-    x: &[T],
+    (x, out): (&[T], &mut [T]),
     mode: Mode,
-    out: &mut [T],
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
     let stage = &info.spec.stages[k];
     let fixed = mode == Mode::Eval && stage.running_stats;
     if stage.ghost.is_some() && !fixed {
@@ -58,9 +78,10 @@ pub(crate) fn forward_plain<T: Float>(
     let groups = plan.groups;
     let mut n = plan.group_len;
     let units = Units::new(plan);
-    resize(&mut saved.stats, groups, Stat::default());
+    // Every path below writes the statistics and coefficients of every group.
+    sized(&mut saved.stats, groups, Stat::default());
     for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        resize(v, groups, T::zero());
+        sized(v, groups, T::zero());
     }
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
@@ -91,15 +112,16 @@ pub(crate) fn forward_plain<T: Float>(
     let beta = state.beta.as_ref().map(values);
     let external = state.external.as_ref().map(|(s, h)| (values(s), values(h)));
     let fold = plan.foldable;
+    let direct = fold && plan.params_follow_groups();
     // The affine of group s when it folds into the coefficients: (scale, shift).
+    // (As slices: a `Cow` asks which it is on every access.)
+    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    let ext = external.as_ref().map(|(sc, sh)| (&sc[..], &sh[..]));
     let group_affine = |s: usize| -> (f64, f64) {
-        match (&gamma, &external) {
+        match (gs, ext) {
             (Some(g), _) if fold => {
-                let p = plan.group_offsets(s).0;
-                (
-                    g[p].to_acc(),
-                    beta.as_ref().map_or(0.0, |bt| bt[p].to_acc()),
-                )
+                let p = if direct { s } else { plan.group_offsets(s).0 };
+                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
             }
             (_, Some((sc, sh))) => (sc[s].to_acc(), sh[s].to_acc()),
             _ => (1.0, 0.0),
@@ -175,7 +197,7 @@ pub(crate) fn forward_plain<T: Float>(
             // The checks `check` leaves to the exchange of a synchronized stage.
             check_count(info, stage, mode, n, plan)?;
         }
-        let finish = |s: usize, raw: ShiftedSums, out: &mut Stat| {
+        let one = |s: usize, raw: ShiftedSums, out: &mut Stat| {
             let (mean, m2) = mean_m2(stage, raw, n);
             let st = group_stat(stage, mean, m2, n);
             *out = st;
@@ -184,6 +206,35 @@ pub(crate) fn forward_plain<T: Float>(
                 Some((r, d)) => coef(mean, st.rstd * r * g, h + d * g),
                 None => coef(mean, st.rstd * g, h),
             }
+        };
+        // The same arithmetic for a run of groups: the statistics in one loop, then the
+        // coefficients.
+        let est = estimator_of(stage, n);
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
+            // `renorm`: r and d per group, one group at a time.
+            _ if limits.is_some() => {
+                for i in 0..out.stat.len() {
+                    let sums = ShiftedSums {
+                        shift: raw.shift[i],
+                        sum: raw.sum[i],
+                        sq: raw.sq[i],
+                    };
+                    (out.m[i], out.a[i], out.b[i]) = one(s0 + i, sums, &mut out.stat[i]);
+                }
+            }
+            // γ (and β) indexed by the group: read straight from the slices.
+            (Some(g), Some(b)) if direct => {
+                let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
+                exec::finish_run(s0, raw, est, affine, out);
+            }
+            (Some(g), None) if direct => {
+                exec::finish_run(s0, raw, est, |s: usize| (g[s].to_acc(), 0.0), out);
+            }
+            _ => exec::finish_run(s0, raw, est, group_affine, out),
+        };
+        let finish = Finish {
+            one: &one,
+            many: &many,
         };
         let c = CoefMut {
             stat: &mut saved.stats,
@@ -207,16 +258,10 @@ pub(crate) fn forward_plain<T: Float>(
             saved.renorm.extend(r_d(s, st));
         }
     }
-    let running = state.running.as_mut();
-    train_running(
-        stage,
-        plan,
-        mode,
-        n,
-        &saved.stats,
-        running,
-        &mut scratch.run,
-    );
+    if mode == Mode::Train {
+        let running = state.running.as_mut();
+        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
+    }
     saved.count = n;
     saved.scale.clear();
     if let Some((sc, _)) = &external {
@@ -229,42 +274,51 @@ pub(crate) fn forward_plain<T: Float>(
     Ok(())
 }
 
+/// The arrays of one stage's backward pass: its input, the upstream gradient and dx.
+pub(crate) struct BackwardIo<'a, T> {
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub dx: &'a mut [T],
+}
+
 /// Backward pass of stage `k`: writes dx and the stage's parameter gradients.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &StageState<'_, T>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &SavedStage<T>,
-    dx: &mut [T],
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
-    if info.spec.stages[k].ghost.is_some() && !saved.fixed {
+    if call.info.spec.stages[call.k].ghost.is_some() && !saved.fixed {
+        let StageCall {
+            info,
+            k,
+            plan,
+            sync,
+        } = call;
+        let BackwardIo { x, dy, dx } = io;
         return ghost::backward(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync);
     }
-    backward_plain(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync)
+    backward_plain(call, state, io, saved, grads, scratch)
 }
 
 /// Backward pass of stage `k` (one chunk of a `ghost` stage).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_plain<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &StageState<'_, T>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &SavedStage<T>,
-    dx: &mut [T],
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
+    let BackwardIo { x, dy, dx } = io;
     let stage = &info.spec.stages[k];
     // `tlu`: the gradient reaching z = the affine output, and dτ.
     let (mut dz, mut dtau) = (Vec::new(), Vec::new());
@@ -308,15 +362,19 @@ pub(crate) fn backward_plain<T: Float>(
         scratch.xb.push(b);
     }
     // The scale of g = dy·γ when γ folds per group (1 when unfolded or absent).
+    let gs = gamma.as_deref();
+    let direct = fold && plan.params_follow_groups();
     let group_scale = |s: usize| -> f64 {
-        match (&stage.affine, &gamma) {
-            (Affine::Axes(_), Some(g)) if fold => g[plan.group_offsets(s).0].to_acc(),
+        match (&stage.affine, gs) {
+            (Affine::Axes(_), Some(g)) if fold => {
+                g[if direct { s } else { plan.group_offsets(s).0 }].to_acc()
+            }
             (Affine::External, _) => saved.scale[s].to_acc(),
             _ => 1.0,
         }
     };
     // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
-    let finish = |s: usize, sg: f64, sgx: f64| {
+    let one = |s: usize, sg: f64, sgx: f64| {
         let st = saved.stats[s];
         let gs = group_scale(s);
         let r = st.rstd;
@@ -329,6 +387,16 @@ pub(crate) fn backward_plain<T: Float>(
         let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx);
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
+    };
+    // The same for a run of groups, without a call per group.
+    let many = |s0: usize, (sg, sgx): (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
+        for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
+            (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
+        }
+    };
+    let finish = DxFinish {
+        one: &one,
+        many: &many,
     };
     resize(&mut scratch.sg, groups, 0.0);
     resize(&mut scratch.sgx, groups, 0.0);
@@ -399,7 +467,7 @@ pub(crate) fn backward_plain<T: Float>(
                 sg += scratch.sync_all[r * 2 * groups + g];
                 sgx += scratch.sync_all[r * 2 * groups + groups + g];
             }
-            let (c, m, a, b) = finish(g, sg, sgx);
+            let (c, m, a, b) = one(g, sg, sgx);
             (out.c[g], out.m[g], out.a[g], out.b[g]) = (c, m, a, b);
         }
         let coef = (&out.c[..], &out.m[..], &out.a[..], &out.b[..]);

@@ -81,6 +81,14 @@ pub(crate) fn values<'a, T: Copy>(a: &'a ArrayViewD<'_, T>) -> Cow<'a, [T]> {
     }
 }
 
+/// `v` with `n` values for a pass that writes every one before it reads any: resized only
+/// when its length changes (no zeroing pass per call).
+pub(crate) fn sized<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
+    if v.len() != n {
+        resize(v, n, zero);
+    }
+}
+
 /// `v` as `n` copies of `zero`, reusing its allocation.
 pub(crate) fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
     v.clear();

@@ -5,10 +5,9 @@
 use ndarray::{ArrayD, ArrayViewMutD, IxDyn};
 use norm_spec::{EpsMode, Momentum, Stage, Statistic};
 
-use crate::kernels::exec::{self, ShiftedSums, Stat, Units};
+use crate::kernels::exec::{self, Estimator, ShiftedSums, Stat, Units};
 use crate::plan::Plan;
 use crate::state::{resize, values, LayerInfo, Running};
-use crate::types::Mode;
 use crate::Float;
 
 /// The variance estimator of a stage from a group's M2 over `n` values.
@@ -39,6 +38,25 @@ pub(crate) fn group_stat(stage: &Stage, mean: f64, m2: f64, n: usize) -> Stat {
         var,
         m2,
         rstd: rstd(stage, var),
+    }
+}
+
+/// What the batched finish of a run of groups ([`exec::finish_run`]) needs to compute
+/// [`mean_m2`] and [`group_stat`] of groups of `n` values: the stage's choices, taken once.
+pub(crate) fn estimator_of(stage: &Stage, n: usize) -> Estimator {
+    Estimator {
+        center: stage.center,
+        eps_var: stage.eps_mode == EpsMode::Var,
+        count: n as f64,
+        // As `estimator` divides.
+        denom: if stage.statistic == Statistic::Sum {
+            1.0
+        } else if stage.center && stage.unbiased {
+            n as f64 - 1.0
+        } else {
+            n as f64
+        },
+        eps: stage.eps,
     }
 }
 
@@ -74,21 +92,16 @@ pub(crate) fn running_stats<T: Float>(
     });
 }
 
-/// In train mode (which measured batch statistics; fixed statistics are eval only), the
-/// running statistics, if any, move toward `stats`.
-#[allow(clippy::too_many_arguments)]
+/// After a train-mode forward (which measured batch statistics; fixed statistics are eval
+/// only), the running statistics, if any, move toward `stats`.
 pub(crate) fn train_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
-    mode: Mode,
     n: usize,
     stats: &[Stat],
     running: Option<&mut Running<'_, T>>,
     buf: &mut Vec<f64>,
 ) {
-    if mode != Mode::Train {
-        return;
-    }
     if let Some(Running::Mut {
         mean: rm,
         var: rv,
@@ -120,18 +133,33 @@ fn update_running<T: Float>(
         return;
     }
     let size = plan.running_shape.numel();
-    resize(buf, 2 * size, 0.0);
     let n = n as f64;
+    let m = |count: u64| match stage.momentum {
+        Momentum::Exponential(m) => m,
+        Momentum::Cumulative => 1.0 / count as f64,
+    };
+    if plan.groups == size && plan.running_follow_groups() {
+        // One group per running value, in the same order (BatchNorm): the general path
+        // below with its sums of one term (0 + v) and its division by 1 (exact) written out,
+        // without the buffer.
+        if let (Some(rm), Some(rv)) = (rmean.as_slice_mut(), rvar.as_slice_mut()) {
+            *count += 1;
+            let m = m(*count);
+            for ((vm, vv), st) in rm.iter_mut().zip(rv.iter_mut()).zip(stats) {
+                *vm = T::from_acc((1.0 - m) * vm.to_acc() + m * (0.0 + st.mean));
+                *vv = T::from_acc((1.0 - m) * vv.to_acc() + m * (0.0 + st.m2 / (n - 1.0)));
+            }
+            return;
+        }
+    }
+    resize(buf, 2 * size, 0.0);
     plan.for_each_group(|s, _, r| {
         buf[r] += stats[s].mean;
         buf[size + r] += stats[s].m2 / (n - 1.0);
     });
     let per = (plan.groups / size.max(1)).max(1) as f64;
     *count += 1;
-    let m = match stage.momentum {
-        Momentum::Exponential(m) => m,
-        Momentum::Cumulative => 1.0 / *count as f64,
-    };
+    let m = m(*count);
     let (mean_batch, var_batch) = buf.split_at(size);
     blend(rmean, mean_batch, m, per);
     blend(rvar, var_batch, m, per);
@@ -221,4 +249,81 @@ pub(crate) fn dx_terms(
         0.0
     };
     (c0, c1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::coef;
+    use crate::kernels::exec::{finish_run, CoefMut, ColumnSums};
+
+    /// The batched finish of a run of groups gives the bits of finishing them one by one
+    /// (`mean_m2`, `group_stat`, `coef`), at every level, for every estimator.
+    #[test]
+    fn batched_finish_is_bit_identical_to_one_by_one() {
+        let decls = [
+            r#"input = "N,C", axes = "N""#,
+            r#"input = "N,C", axes = "N", unbiased"#,
+            r#"input = "N,C", axes = "N", center = false"#,
+            r#"input = "N,C", axes = "N", unbiased, eps_mode = "std", eps = 0.001"#,
+            r#"input = "N,C", axes = "N", center = false, eps_mode = "std""#,
+        ];
+        // A small xorshift: sums of a few values around an offset, some sums of squares
+        // below sum²/n (rounding clamps them).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for level in crate::simd::available() {
+            crate::simd::set_cap(Some(level));
+            for decl in decls {
+                let spec = norm_spec::parse_str(decl).unwrap();
+                let stage = &spec.stages[0];
+                for n in [2usize, 7, 32] {
+                    let len = 133; // more than one batch, not a multiple of the vector width
+                    let shift: Vec<f64> = (0..len).map(|_| 100.0 * next() - 50.0).collect();
+                    let sum: Vec<f64> = (0..len).map(|_| 4.0 * next() - 2.0).collect();
+                    let sq: Vec<f64> = (0..len)
+                        .map(|i| sum[i] * sum[i] / n as f64 * (0.999 + 3.0 * next()))
+                        .collect();
+                    let affine = |s: usize| (0.5 + s as f64 * 0.01, s as f64 * -0.02);
+                    let mut stat = vec![Stat::default(); len];
+                    let (mut m, mut a, mut b) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+                    let raw = ColumnSums {
+                        shift: &shift,
+                        sum: &sum,
+                        sq: &sq,
+                    };
+                    let out = CoefMut {
+                        stat: &mut stat,
+                        m: &mut m,
+                        a: &mut a,
+                        b: &mut b,
+                    };
+                    finish_run(3, raw, estimator_of(stage, n), affine, out);
+                    for i in 0..len {
+                        let r = ShiftedSums {
+                            shift: shift[i],
+                            sum: sum[i],
+                            sq: sq[i],
+                        };
+                        let (mean, m2) = mean_m2(stage, r, n);
+                        let st = group_stat(stage, mean, m2, n);
+                        assert_eq!(stat[i], st, "{decl}, n = {n}, group {i}, {level:?}");
+                        let (g, h) = affine(3 + i);
+                        let (em, ea, eb) = coef::<f32>(mean, st.rstd * g, h);
+                        assert_eq!(
+                            (m[i].to_bits(), a[i].to_bits(), b[i].to_bits()),
+                            (em.to_bits(), ea.to_bits(), eb.to_bits()),
+                            "{decl}, n = {n}, group {i}, {level:?}"
+                        );
+                    }
+                }
+            }
+        }
+        crate::simd::set_cap(None);
+    }
 }

@@ -102,14 +102,21 @@ pub(crate) enum Fused {
     F64(Box<(DynNorm<f64>, Saved<f64>)>),
 }
 
-/// The values of `t` in standard order: borrowed when contiguous (no copy), copied once
-/// otherwise.
+/// The values of `t` in standard order: borrowed when contiguous (no copy), gathered once
+/// otherwise (Flex's contiguous copy, whose buffer becomes the `Vec`).
 fn values<T: Elem>(t: &FlexTensor) -> Cow<'_, [T]> {
     match T::slice(t) {
         Some(s) => Cow::Borrowed(s),
         None => {
             let c = t.to_contiguous();
-            Cow::Owned(T::slice(&c).expect("contiguous").to_vec())
+            match c.into_data().try_into_vec::<T>() {
+                Ok(v) => Cow::Owned(v),
+                Err(e) => panic!(
+                    "normkit-burn: a {:?} tensor read as {:?}: {e:?}",
+                    t.dtype(),
+                    <T as burn::tensor::Element>::dtype()
+                ),
+            }
         }
     }
 }

@@ -253,7 +253,26 @@ impl<L: NormLayer> NormModule<L> {
                 self.name
             )));
         }
-        self.run(x, None, mode)
+        self.run(x, None, mode, None)
+    }
+
+    /// [`NormModule::forward_mode`] with the layer seeing `x` as `view` (same number of
+    /// values, same order; the output keeps `x`'s shape): what the drop-in modules use
+    /// instead of reshaping around the op.
+    pub(crate) fn forward_viewed(
+        &self,
+        x: &Tensor,
+        view: Vec<usize>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        if self.external.is_some() {
+            return Err(msg(format!(
+                "{}: this layer has `affine = external`: call forward_external",
+                self.name
+            )));
+        }
+        let view = (view.as_slice() != x.dims()).then_some(view);
+        self.run(x, None, mode, view)
     }
 
     /// Forward pass of an `affine = external` layer (AdaIN, FiLM): `scale` and `shift` are
@@ -279,10 +298,16 @@ impl<L: NormLayer> NormModule<L> {
                 shift.dims()
             )));
         }
-        self.run(x, Some((scale, shift)), mode)
+        self.run(x, Some((scale, shift)), mode, None)
     }
 
-    fn run(&self, x: &Tensor, ext: Option<(&Tensor, &Tensor)>, mode: Mode) -> Result<Tensor> {
+    fn run(
+        &self,
+        x: &Tensor,
+        ext: Option<(&Tensor, &Tensor)>,
+        mode: Mode,
+        view: Option<Vec<usize>>,
+    ) -> Result<Tensor> {
         let name = self.name.as_str();
         if !x.device().is_cpu() {
             return Err(msg(format!(
@@ -349,6 +374,7 @@ impl<L: NormLayer> NormModule<L> {
             ext_shape,
             counts,
             mode,
+            view,
         )?;
         if let Some(r) = out.running {
             let r = r.to_dtype(self.dtype)?;

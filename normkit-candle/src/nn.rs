@@ -17,15 +17,15 @@ fn spec_layer(spec: String, sizes: &[(&str, usize)], name: &str) -> Result<SpecL
     Ok(SpecLayer::new(&spec, sizes)?.with_name(name))
 }
 
-/// `[N, C, …]` as `[N, C, L]` (a view when contiguous, one copy otherwise).
-fn as_ncl(x: &Tensor, what: &str) -> Result<Tensor> {
+/// The shape `[N, C, L]` the layer sees an input `[N, C, …]` as (the op views the values;
+/// no reshape node in candle's graph).
+fn ncl(x: &Tensor, what: &str) -> Result<Vec<usize>> {
     let dims = x.dims();
-    match dims.len() {
-        0 | 1 => Err(msg(format!(
+    match dims {
+        [] | [_] => Err(msg(format!(
             "{what}: expected an input [N, C, …] of rank 2 or more, got shape {dims:?}"
         ))),
-        3 => Ok(x.clone()),
-        _ => x.reshape((dims[0], dims[1], ())),
+        [n, c, rest @ ..] => Ok(vec![*n, *c, rest.iter().product()]),
     }
 }
 
@@ -82,8 +82,7 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let Some(&d) = dims.last() else {
+        let Some(&d) = x.dims().last() else {
             return Err(msg(
                 "LayerNorm: expected an input of rank 1 or more, got a scalar",
             ));
@@ -93,10 +92,7 @@ impl Module for LayerNorm {
             return composed::layer_norm(x, Some(&self.weight), self.bias(), c.eps, c.remove_mean);
         }
         let rows = x.elem_count().checked_div(d).unwrap_or(0);
-        let y = self
-            .inner
-            .forward_mode(&x.reshape((rows, d))?, Mode::Train)?;
-        y.reshape(dims)
+        self.inner.forward_viewed(x, vec![rows, d], Mode::Train)
     }
 }
 
@@ -188,10 +184,8 @@ impl Module for GroupNorm {
         if !x.device().is_cpu() {
             return composed::group_norm(x, self.groups, self.weight(), self.bias(), self.eps);
         }
-        let y = self
-            .inner
-            .forward_mode(&as_ncl(x, "GroupNorm")?, Mode::Train)?;
-        y.reshape(x.dims())
+        self.inner
+            .forward_viewed(x, ncl(x, "GroupNorm")?, Mode::Train)
     }
 }
 
@@ -287,8 +281,7 @@ impl ModuleT for BatchNorm {
             };
         }
         let mode = if train { Mode::Train } else { Mode::Eval };
-        let y = self.inner.forward_mode(&as_ncl(x, "BatchNorm")?, mode)?;
-        y.reshape(x.dims())
+        self.inner.forward_viewed(x, ncl(x, "BatchNorm")?, mode)
     }
 }
 
@@ -365,9 +358,7 @@ impl Module for InstanceNorm {
         if !x.device().is_cpu() {
             return composed::instance_norm(x, self.weight(), self.bias(), self.config.eps);
         }
-        let y = self
-            .inner
-            .forward_mode(&as_ncl(x, "InstanceNorm")?, Mode::Train)?;
-        y.reshape(x.dims())
+        self.inner
+            .forward_viewed(x, ncl(x, "InstanceNorm")?, Mode::Train)
     }
 }

@@ -89,6 +89,12 @@ pub(crate) struct NormOp<L> {
     pub counts: Vec<u64>,
     pub slot: Arc<Mutex<Slot>>,
     pub name: String,
+    /// The shape the layer sees `x` (and `dy`) as, when it differs from the tensor's (e.g.
+    /// `[rows, D]` for a `[B, T, D]` input): the same values in the same order. The output
+    /// and `dx` keep the tensor's shape. Viewing inside the op instead of reshaping around
+    /// it keeps two nodes out of candle's graph, each of which would cost a zero-filled
+    /// gradient accumulator and a full-size add in backward.
+    pub view: Option<Vec<usize>>,
 }
 
 fn lock<'a, X>(m: &'a Mutex<X>, name: &str) -> Result<MutexGuard<'a, X>> {
@@ -225,6 +231,18 @@ fn params_len_error(name: &str, expected: usize, got: usize) -> candle_core::Err
 }
 
 impl<L: NormLayer> NormOp<L> {
+    /// The shape the layer sees a tensor of shape `dims` as (see [`NormOp::view`]).
+    fn seen<'a>(&'a self, dims: &'a [usize]) -> Result<&'a [usize]> {
+        match &self.view {
+            Some(v) if v.iter().product::<usize>() == dims.iter().product::<usize>() => Ok(v),
+            Some(v) => Err(msg(format!(
+                "{}: cannot view an input of shape {dims:?} as {v:?}",
+                self.name
+            ))),
+            None => Ok(dims),
+        }
+    }
+
     fn forward<T: Elem>(
         &self,
         (s1, l1): (&CpuStorage, &Layout),
@@ -235,7 +253,8 @@ impl<L: NormLayer> NormOp<L> {
         let xs = read::<T>(s1, l1, name)?;
         let ps = read::<T>(s2, l2, name)?;
         let rs = read::<T>(s3, l3, name)?;
-        let x = ArrayViewD::from_shape(IxDyn(l1.dims()), &xs).map_err(|e| msg(e.to_string()))?;
+        let x = ArrayViewD::from_shape(IxDyn(self.seen(l1.dims())?), &xs)
+            .map_err(|e| msg(e.to_string()))?;
         let mut guard = lock(&self.layer, name)?;
         let layer = T::typed(&mut *guard).ok_or_else(|| dtype_error(name, T::DTYPE))?;
         let ext_at = {
@@ -297,8 +316,16 @@ impl<L: NormLayer> NormOp<L> {
         let ps = read::<T>(cpu(&pg, name)?, pl, name)?;
         let rs = read::<T>(cpu(&rg, name)?, rl, name)?;
         let dys = read::<T>(cpu(&gg, name)?, gl, name)?;
-        let xv = ArrayViewD::from_shape(IxDyn(xl.dims()), &xs).map_err(|e| msg(e.to_string()))?;
-        let dyv = ArrayViewD::from_shape(IxDyn(gl.dims()), &dys).map_err(|e| msg(e.to_string()))?;
+        let seen = self.seen(xl.dims())?;
+        if gl.dims() != xl.dims() {
+            return Err(msg(format!(
+                "{name}: the output gradient has shape {:?}, the input {:?}",
+                gl.dims(),
+                xl.dims()
+            )));
+        }
+        let xv = ArrayViewD::from_shape(IxDyn(seen), &xs).map_err(|e| msg(e.to_string()))?;
+        let dyv = ArrayViewD::from_shape(IxDyn(seen), &dys).map_err(|e| msg(e.to_string()))?;
         let mut guard = lock(&self.layer, name)?;
         let layer = T::typed(&mut *guard).ok_or_else(|| dtype_error(name, T::DTYPE))?;
         // The parameters of the forward call (the layer may have run other calls since).
@@ -326,7 +353,7 @@ impl<L: NormLayer> NormOp<L> {
             .saved
             .as_ref()
             .and_then(T::unwrap)
-            .is_some_and(|s| s.shape() == xl.dims());
+            .is_some_and(|s| s.shape() == seen);
         if !fresh {
             let ext = external_views(&ps, ext_at, self.external.as_deref())?;
             // Recomputing must not count a second batch: work on the statistics as given.
@@ -474,6 +501,7 @@ pub(crate) fn apply<L: NormLayer>(
     external: Option<Vec<usize>>,
     counts: Vec<u64>,
     mode: Mode,
+    view: Option<Vec<usize>>,
 ) -> Result<Applied> {
     let slot = Arc::new(Mutex::new(Slot::default()));
     let op = NormOp {
@@ -483,6 +511,7 @@ pub(crate) fn apply<L: NormLayer>(
         counts,
         slot: Arc::clone(&slot),
         name: name.to_string(),
+        view,
     };
     let y = x.apply_op3(params, running, op)?;
     let mut s = lock(&slot, name)?;

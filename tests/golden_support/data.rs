@@ -154,8 +154,21 @@ fn data_dir() -> PathBuf {
 
 /// Reads `tests/golden/data/<group>.json`.
 pub fn load(group: &str) -> File {
-    let path = data_dir().join(format!("{group}.json"));
-    let text = std::fs::read_to_string(&path)
+    load_path(&data_dir().join(format!("{group}.json")), group)
+}
+
+/// Reads `tests/golden/data/half/<dtype>.json` (`tests/golden/half.py`).
+#[allow(dead_code)] // used by tests/half.rs only
+pub fn load_half(dtype: &str) -> File {
+    load_path(
+        &data_dir().join("half").join(format!("{dtype}.json")),
+        dtype,
+    )
+}
+
+/// Reads a golden-data file whose `meta.group` is `group`.
+pub fn load_path(path: &std::path::Path, group: &str) -> File {
+    let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let file: File = serde_json::from_str(&quote_numbers(&text))
         .unwrap_or_else(|e| panic!("cannot parse {}: {e}", path.display()));

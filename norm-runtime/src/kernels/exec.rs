@@ -22,11 +22,13 @@
 //! ([`multiversion`](super::simd::multiversion)).
 
 mod backward;
+mod finish;
 mod forward;
 mod units;
 
-pub(crate) use backward::{backward, dsums_all, dx_all, BackOut};
-pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all};
+pub(crate) use backward::{backward, dsums_all, dx_all, BackOut, DxCoefMut, DxFinish};
+pub(crate) use finish::{finish_run, Estimator};
+pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all, ColumnSums, Finish};
 pub(crate) use units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of

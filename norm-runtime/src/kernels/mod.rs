@@ -6,7 +6,9 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod cells;
+pub mod convert;
 pub(crate) mod exec;
+mod half;
 pub(crate) mod lines;
 pub mod reduce;
 pub mod simd;

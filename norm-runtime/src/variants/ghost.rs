@@ -7,7 +7,7 @@
 use crate::collective::Collective;
 use crate::plan::Plan;
 use crate::scratch::Scratch;
-use crate::stage;
+use crate::stage::{self, BackwardIo, StageCall};
 use crate::state::{LayerInfo, StageState};
 use crate::stats::fill_grad;
 use crate::types::{Mode, SavedStage, StageGrads};
@@ -198,17 +198,21 @@ pub(crate) fn backward<T: Float>(
         let g = &mut chunk_grads;
         match chunks.slice(c) {
             Some(r) => stage::backward_plain(
-                info,
-                k,
-                &cplan,
+                StageCall {
+                    info,
+                    k,
+                    plan: &cplan,
+                    sync: None,
+                },
                 state,
-                &x[r.clone()],
-                &dy[r.clone()],
+                BackwardIo {
+                    x: &x[r.clone()],
+                    dy: &dy[r.clone()],
+                    dx: &mut dx[r],
+                },
                 saved_c,
-                &mut dx[r],
                 g,
                 scratch,
-                None,
             )?,
             None => {
                 for b in [&mut xbuf, &mut dybuf, &mut dxbuf] {
@@ -216,9 +220,18 @@ pub(crate) fn backward<T: Float>(
                 }
                 chunks.copy(c, x, &mut xbuf, false);
                 chunks.copy(c, dy, &mut dybuf, false);
-                stage::backward_plain(
-                    info, k, &cplan, state, &xbuf, &dybuf, saved_c, &mut dxbuf, g, scratch, None,
-                )?;
+                let io = BackwardIo {
+                    x: &xbuf,
+                    dy: &dybuf,
+                    dx: &mut dxbuf,
+                };
+                let call = StageCall {
+                    info,
+                    k,
+                    plan: &cplan,
+                    sync: None,
+                };
+                stage::backward_plain(call, state, io, saved_c, g, scratch)?;
                 chunks.copy(c, &dxbuf, dx, true);
             }
         }

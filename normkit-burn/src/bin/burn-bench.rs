@@ -1,19 +1,28 @@
 //! Forward + backward of normalization layers on `Device::flex().autodiff()`, f32:
 //! normkit-burn (fused path) vs burn-nn vs normkit's own `_into` API on the same shapes, at 1
-//! and 2 threads (rayon pools: Flex and normkit both run on rayon). Medians of `--reps` runs
-//! after one warm-up.
+//! and 2 threads (rayon pools: Flex and normkit both run on rayon).
 //!
 //! ```text
-//! cargo run --release -p normkit-burn --bin burn-bench [-- --reps 7] [--out FILE.md] [--quick]
+//! cargo run --release -p normkit-burn --bin burn-bench [-- --reps 21] [--slow-reps 5] [--out FILE.md] [--quick]
 //! ```
 //!
 //! The autodiff rows time `y = layer.forward(x); y.backward()` (backward seeded with ones),
-//! reading nothing back; normkit's row times `forward_train_into` + `backward_into` with
-//! buffers allocated once and dy = 1.
+//! reading x's gradient; normkit's row times `forward_train_into` + `backward_into` with
+//! buffers allocated once and dy = 1. normkit `_into`, normkit-burn and the two buffer rows
+//! below run interleaved (one repetition of each in turn, `--reps` times, medians after one
+//! warm-up), so a load change on a shared machine hits them alike; burn-nn runs after them,
+//! `--slow-reps` times.
+//!
+//! The framework floor: burn owns three buffers of the input's size per call that the
+//! direct path reuses (the output, dx, and the seed of ones). `fresh` times allocating and
+//! writing three such buffers, `reused` writing three reused ones; `floor = fresh − reused`
+//! is their allocation cost (page faults: glibc's malloc hands buffers of 32 MB and more
+//! back to the kernel on free). Run with
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736` to keep
+//! freed memory in the process (the report prints the variable).
 
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::{DynNorm, Grads, NormSpec, Saved};
@@ -30,6 +39,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A timed job of [`interleaved`].
+type Job<'a> = Box<dyn FnMut() + 'a>;
+
+/// The median in milliseconds of each of `fs`, run in turn `reps` times after one warm-up of
+/// each.
+fn interleaved(reps: usize, fs: &mut [Job<'_>]) -> Vec<f64> {
+    for f in fs.iter_mut() {
+        f();
+    }
+    let mut t = vec![Vec::with_capacity(reps); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (f, t) in fs.iter_mut().zip(t.iter_mut()) {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    t.into_iter().map(median).collect()
+}
+
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
     let mut t = Vec::with_capacity(reps);
@@ -41,15 +70,14 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     median(t)
 }
 
-/// forward + backward of a burn module (`fwd`) on `x`.
-fn burn_run<const D: usize>(
-    reps: usize,
+/// forward + backward of a burn module (`fwd`) on a fixed random `x`, as a job.
+fn burn_job<'a, const D: usize>(
     dims: [usize; D],
-    fwd: impl Fn(Tensor<D>) -> Tensor<D>,
-) -> f64 {
+    fwd: impl Fn(Tensor<D>) -> Tensor<D> + 'a,
+) -> Job<'a> {
     let dev = Device::flex().autodiff();
     let x = Tensor::<D>::random(dims, burn::tensor::Distribution::Normal(0.5, 1.5), &dev);
-    time(reps, || {
+    Box::new(move || {
         let xg = x.clone().detach().require_grad();
         let y = fwd(xg.clone());
         let grads = y.backward();
@@ -57,7 +85,8 @@ fn burn_run<const D: usize>(
     })
 }
 
-fn normkit_run(reps: usize, case: &Case) -> f64 {
+/// normkit's `_into` API with buffers allocated once, dy = 1, as a job.
+fn normkit_job(case: &Case) -> Job<'static> {
     let spec = NormSpec::parse(case.spec).expect("valid spec");
     let mut layer = DynNorm::<f32>::new(&spec, &case.sizes).expect("valid sizes");
     let n: usize = case.shape.iter().product();
@@ -67,8 +96,7 @@ fn normkit_run(reps: usize, case: &Case) -> f64 {
     let mut out = ArrayD::<f32>::zeros(IxDyn(&case.shape));
     let mut saved = Saved::new();
     let mut grads = Grads::new(ArrayD::zeros(IxDyn(&case.shape)));
-    assert_eq!(x.len(), n);
-    time(reps, || {
+    Box::new(move || {
         layer
             .forward_train_into(x.view(), out.view_mut(), &mut saved)
             .expect("forward");
@@ -78,24 +106,46 @@ fn normkit_run(reps: usize, case: &Case) -> f64 {
     })
 }
 
-fn run_case(reps: usize, case: &Case) -> (f64, f64, f64) {
+/// The times of one case, ms.
+struct Times {
+    ours: f64,
+    theirs: f64,
+    direct: f64,
+    floor: f64,
+}
+
+fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
     let dev = Device::flex().autodiff();
     let s = &case.shape;
-    let (ours, theirs) = match case.name {
+    let n: usize = s.iter().product();
+    // The framework floor: three fresh buffers written vs three reused ones.
+    let fresh: Job<'_> = Box::new(move || {
+        for k in 0..3 {
+            std::hint::black_box(vec![k as f32 + 1.0; n]);
+        }
+    });
+    let mut reused_bufs = vec![vec![0f32; n]; 3];
+    let reused: Job<'_> = Box::new(move || {
+        for (k, b) in reused_bufs.iter_mut().enumerate() {
+            b.fill(k as f32 + 1.0);
+            std::hint::black_box(&b);
+        }
+    });
+    let (ours, theirs): (Job<'_>, Job<'_>) = match case.name {
         "LayerNorm" => {
             let a = normkit_burn::LayerNormConfig::new(s[1]).init(&dev);
             let b = burn::nn::LayerNormConfig::new(s[1]).init(&dev);
             (
-                burn_run(reps, [s[0], s[1]], |x| a.forward(x)),
-                burn_run(reps, [s[0], s[1]], |x| b.forward(x)),
+                burn_job([s[0], s[1]], move |x| a.forward(x)),
+                burn_job([s[0], s[1]], move |x| b.forward(x)),
             )
         }
         "RmsNorm" => {
             let a = normkit_burn::RmsNormConfig::new(s[1]).init(&dev);
             let b = burn::nn::RmsNormConfig::new(s[1]).init(&dev);
             (
-                burn_run(reps, [s[0], s[1]], |x| a.forward(x)),
-                burn_run(reps, [s[0], s[1]], |x| b.forward(x)),
+                burn_job([s[0], s[1]], move |x| a.forward(x)),
+                burn_job([s[0], s[1]], move |x| b.forward(x)),
             )
         }
         "GroupNorm" => {
@@ -103,25 +153,37 @@ fn run_case(reps: usize, case: &Case) -> (f64, f64, f64) {
             let b = burn::nn::GroupNormConfig::new(32, s[1]).init(&dev);
             let d = [s[0], s[1], s[2], s[3]];
             (
-                burn_run(reps, d, |x| a.forward(x)),
-                burn_run(reps, d, |x| b.forward(x)),
+                burn_job(d, move |x| a.forward(x)),
+                burn_job(d, move |x| b.forward(x)),
             )
         }
         "BatchNorm" => {
+            // The modules (and their running state) live in the jobs.
             let a = normkit_burn::BatchNormConfig::new(s[1]).init(&dev);
             let b = burn::nn::BatchNormConfig::new(s[1]).init(&dev);
             let d = [s[0], s[1], s[2], s[3]];
-            let r = (
-                burn_run(reps, d, |x| a.forward(x)),
-                burn_run(reps, d, |x| b.forward(x)),
-            );
-            // keep the modules (their running state) alive until here
-            std::hint::black_box((a.num_params(), b.num_params()));
-            r
+            (
+                burn_job(d, move |x| a.forward(x)),
+                burn_job(d, move |x| b.forward(x)),
+            )
         }
         other => unreachable!("{other}"),
     };
-    (ours, theirs, normkit_run(reps, case))
+    let mut jobs = [normkit_job(case), ours, fresh, reused];
+    let t = interleaved(reps, &mut jobs);
+    let mut theirs = theirs;
+    // `--slow-reps 0`: no burn-nn row (NaN).
+    let theirs = if slow_reps == 0 {
+        f64::NAN
+    } else {
+        time(slow_reps, &mut theirs)
+    };
+    Times {
+        direct: t[0],
+        ours: t[1],
+        floor: t[2] - t[3],
+        theirs,
+    }
 }
 
 fn cpu_model() -> String {
@@ -165,7 +227,12 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let reps: usize = value("--reps")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2 } else { 7 });
+        .unwrap_or(if quick { 2 } else { 21 });
+    let slow_reps: usize = value("--slow-reps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2 } else { 5 });
+    let tunables = std::env::var("GLIBC_TUNABLES")
+        .unwrap_or_else(|_| "(unset: glibc's default malloc)".to_string());
     let out = value("--out");
     let scale = |n: usize| if quick { (n / 8).max(1) } else { n };
     let cases = [
@@ -197,13 +264,17 @@ fn main() {
     let mut report = String::new();
     report.push_str(&format!(
         "# normkit-burn vs burn-nn vs normkit, forward + backward, f32, Device::flex().autodiff()\n\n\
-         - CPU: {} ({} logical CPUs)\n- commit: {}\n- burn 0.22.1 (Flex with simd + rayon); median of {reps} runs after one warm-up\n\
-         - command: `cargo run --release -p normkit-burn --bin burn-bench -- --reps {reps}{}`\n\n\
-         | layer | shape | threads | normkit-burn ms | burn-nn ms | normkit `_into` ms | speedup vs burn-nn | normkit-burn / normkit |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|\n",
+         - CPU: {} ({} logical CPUs)\n- commit: {}\n- burn 0.22.1 (Flex with simd + rayon); medians after one warm-up: \
+         normkit `_into`, normkit-burn and the buffer rows interleaved, {reps} runs; burn-nn {slow_reps} runs\n\
+         - load average at start: {}\n- GLIBC_TUNABLES: {tunables}\n\
+         - command: `cargo run --release -p normkit-burn --bin burn-bench -- --reps {reps} --slow-reps {slow_reps}{}`\n\
+         - floor: allocating and writing 3 fresh input-sized buffers (output, dx, seed) minus writing 3 reused ones\n\n\
+         | layer | shape | threads | normkit-burn ms | burn-nn ms | normkit `_into` ms | floor ms | speedup vs burn-nn | normkit-burn / normkit | normkit-burn / (normkit + floor) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         commit(),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         if quick { " --quick" } else { "" },
     ));
     for threads in [1usize, 2] {
@@ -212,13 +283,18 @@ fn main() {
             .build()
             .expect("a rayon pool");
         for case in &cases {
-            let (ours, theirs, direct) = pool.install(|| run_case(reps, case));
+            let t = pool.install(|| run_case(reps, slow_reps, case));
             let line = format!(
-                "| {} | {:?} | {threads} | {ours:.2} | {theirs:.2} | {direct:.2} | {:.2}x | {:.2} |\n",
+                "| {} | {:?} | {threads} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} |\n",
                 case.name,
                 case.shape,
-                theirs / ours,
-                ours / direct
+                t.ours,
+                t.theirs,
+                t.direct,
+                t.floor,
+                t.theirs / t.ours,
+                t.ours / t.direct,
+                t.ours / (t.direct + t.floor)
             );
             print!("{line}");
             report.push_str(&line);

@@ -3,21 +3,40 @@
 //! candle-nn's composed modules, and candle's fused forward where one exists.
 //!
 //! ```text
-//! cargo run --release -p normkit-candle --bin candle-bench [-- --threads 1,2 --reps 7 --cases ln,gn]
+//! cargo run --release -p normkit-candle --bin candle-bench [-- --threads 1,2 --reps 21 --slow-reps 3 --cases ln,gn]
 //! ```
 //!
-//! f32. Medians (and minima) of `--reps` timed repetitions after one warm-up, at each thread
-//! count (a rayon pool of that size; candle's own thread count follows `RAYON_NUM_THREADS`,
-//! set to the same value). "fwd+bwd" in candle is `y = norm(x)`, then
-//! `(y · g).sum_all().backward()` with a fixed g: candle's gradient bookkeeping (the seed
-//! gradient, zero-filled accumulators, allocations) is included, and so is the loss; the
-//! `loss only` row times the same loss and backward on `x` itself, the part of every candle
-//! row that is not the normalization. normkit direct runs `forward_train_into` and
-//! `backward_into` into buffers allocated once, with g as dy.
+//! (`--slow-reps 0`: no candle-nn rows.)
+//!
+//! f32. At each thread count (a rayon pool of that size; candle's own thread count follows
+//! `RAYON_NUM_THREADS`, set to the same value), after one warm-up of each:
+//!
+//! - the **overhead rows** run interleaved, one repetition of each in turn, `--reps` times
+//!   (medians and minima), so that a load change on a shared machine hits all of them alike:
+//!   - `normkit direct (_into)`: `forward_train_into` + `backward_into` into buffers
+//!     allocated once, dy = 1;
+//!   - `normkit-candle module`: `y = module.forward_t(x, true)?; y.backward()?` with `x` a
+//!     `Var` (candle seeds dy = 1: the same work as the direct row, plus candle's);
+//!   - `identity op (framework floor)`: the same `y.backward()` through a custom op that only
+//!     copies (forward: x into a fresh buffer; backward: dy into a fresh buffer), i.e. what
+//!     candle costs around any custom op: the output and gradient buffers it owns (fresh
+//!     allocations, page faults), the seed, the zero-filled gradient accumulator and its add;
+//!   - `two copies into reused buffers`: the identity op's own work done directly, so
+//!     `floor = identity - copies` is candle's cost alone;
+//! - the candle-nn rows run after them, `--slow-reps` times (they take 10-40x longer).
+//!
+//! The ratios printed: normkit-candle / direct, and normkit-candle / (direct + floor), the
+//! latter being the bridge's own overhead once candle's unavoidable per-op work is counted.
+//! Fresh buffers dominate that floor with glibc's default malloc, which returns buffers of
+//! 32 MB and more to the kernel on free (so every call page-faults them in again); run with
+//! `GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736` to keep
+//! freed memory in the process (the header prints the variable).
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, ModuleT, Result, Tensor, Var};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, Layout, ModuleT, Result, Shape, Tensor, Var,
+};
 use candle_nn::{VarBuilder, VarMap};
 use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::{DynNorm, Grads, NormSpec, Saved};
@@ -71,13 +90,15 @@ impl Case {
 struct Args {
     threads: Vec<usize>,
     reps: usize,
+    slow_reps: usize,
     cases: Vec<Case>,
 }
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
         threads: vec![1, 2],
-        reps: 7,
+        reps: 21,
+        slow_reps: 3,
         cases: vec![Case::Ln, Case::Rms, Case::Gn, Case::Bn],
     };
     let mut it = std::env::args().skip(1);
@@ -91,6 +112,7 @@ fn parse_args() -> std::result::Result<Args, String> {
                     .collect::<std::result::Result<_, _>>()?
             }
             "--reps" => args.reps = value()?.parse().map_err(|_| "bad --reps")?,
+            "--slow-reps" => args.slow_reps = value()?.parse().map_err(|_| "bad --slow-reps")?,
             "--cases" => {
                 let v = value()?;
                 args.cases = v
@@ -106,7 +128,7 @@ fn parse_args() -> std::result::Result<Args, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: candle-bench [--threads 1,2] [--reps 7] [--cases ln,rms,gn,bn]".into(),
+                    "usage: candle-bench [--threads 1,2] [--reps 21] [--slow-reps 3] [--cases ln,rms,gn,bn]".into(),
                 )
             }
             other => return Err(format!("unknown argument {other}")),
@@ -126,6 +148,52 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
         .collect::<Result<_>>()?;
     t.sort_by(f64::total_cmp);
     Ok((t[t.len() / 2], t[0]))
+}
+
+/// A timed job of [`interleaved`].
+type Job<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
+/// Median and minimum in milliseconds of each of `fs`, run in turn `reps` times after one
+/// warm-up of each.
+fn interleaved(reps: usize, fs: &mut [Job<'_>]) -> Result<Vec<(f64, f64)>> {
+    for f in fs.iter_mut() {
+        f()?;
+    }
+    let mut t = vec![Vec::with_capacity(reps); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (f, t) in fs.iter_mut().zip(t.iter_mut()) {
+            let s = Instant::now();
+            f()?;
+            t.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(t.into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            (t[t.len() / 2], t[0])
+        })
+        .collect())
+}
+
+/// y = x, dx = dy: a custom op doing nothing but produce the buffers candle owns.
+struct Identity;
+
+impl CustomOp1 for Identity {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let v = s.as_slice::<f32>()?;
+        let (a, b) = l
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("identity: contiguous input only".into()))?;
+        Ok((CpuStorage::F32(v[a..b].to_vec()), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        dy.copy().map(Some)
+    }
 }
 
 fn seeded(dims: &[usize], seed: u64) -> Result<Tensor> {
@@ -152,46 +220,24 @@ fn fmt(t: Option<(f64, f64)>) -> String {
     t.map_or("—".to_string(), |(m, lo)| format!("{m:.2} ({lo:.2})"))
 }
 
-fn run_case(case: Case, reps: usize) -> Result<Vec<Row>> {
+fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
     let dims = case.shape();
     let x = Var::from_tensor(&seeded(&dims, 1)?)?;
-    let g = seeded(&dims, 2)?;
-    let loss_of = |y: &Tensor| -> Result<()> {
-        (y * &g)?.sum_all()?.backward()?;
-        Ok(())
-    };
     let mut rows = Vec::new();
 
-    // normkit direct: the `_into` API with buffers allocated once.
+    // normkit direct: the `_into` API with buffers allocated once, dy = 1.
     let (spec, sizes) = case.spec();
     let spec = NormSpec::parse(spec).map_err(candle_core::Error::wrap)?;
     let mut layer = DynNorm::<f32>::new(&spec, &sizes).map_err(candle_core::Error::wrap)?;
     let xa = ArrayD::from_shape_vec(IxDyn(&dims), x.as_tensor().flatten_all()?.to_vec1::<f32>()?)
         .map_err(candle_core::Error::wrap)?;
-    let ga = ArrayD::from_shape_vec(IxDyn(&dims), g.flatten_all()?.to_vec1::<f32>()?)
-        .map_err(candle_core::Error::wrap)?;
+    let ones_a = ArrayD::<f32>::ones(IxDyn(&dims));
     let mut out = ArrayD::<f32>::zeros(IxDyn(&dims));
+    let mut copy1 = ArrayD::<f32>::zeros(IxDyn(&dims));
+    let mut copy2 = ArrayD::<f32>::zeros(IxDyn(&dims));
     let mut saved = Saved::new();
     let mut grads = Grads::new(ArrayD::<f32>::zeros(IxDyn(&dims)));
     let w = candle_core::Error::wrap;
-    let fwd = time(reps, || {
-        layer
-            .forward_train_into(xa.view(), out.view_mut(), &mut saved)
-            .map_err(w)
-    })?;
-    let both = time(reps, || {
-        layer
-            .forward_train_into(xa.view(), out.view_mut(), &mut saved)
-            .map_err(w)?;
-        layer
-            .backward_into(xa.view(), ga.view(), &saved, &mut grads)
-            .map_err(w)
-    })?;
-    rows.push(Row {
-        what: "normkit direct (_into)".into(),
-        fwd: Some(fwd),
-        both: Some(both),
-    });
 
     // normkit-candle's drop-in module, and candle-nn's composed one.
     let map = VarMap::new();
@@ -215,19 +261,68 @@ fn run_case(case: Case, reps: usize) -> Result<Vec<Row>> {
             Some(Box::new(candle_nn::batch_norm(64, 1e-5, vb.pp("b"))?)),
         ),
     };
-    let fwd = time(reps, || ours.forward_t(xt, true).map(drop))?;
-    let both = time(reps, || loss_of(&ours.forward_t(xt, true)?))?;
+    let backward = |y: Tensor| -> Result<()> {
+        std::hint::black_box(y.backward()?);
+        Ok(())
+    };
+
+    // Forward only, interleaved.
+    let fwd = interleaved(
+        reps,
+        &mut [
+            Box::new(|| {
+                layer
+                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
+                    .map_err(w)
+            }),
+            Box::new(|| ours.forward_t(xt, true).map(drop)),
+        ],
+    )?;
+    // Forward + backward, interleaved.
+    let both = interleaved(
+        reps,
+        &mut [
+            Box::new(|| {
+                layer
+                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
+                    .map_err(w)?;
+                layer
+                    .backward_into(xa.view(), ones_a.view(), &saved, &mut grads)
+                    .map_err(w)
+            }),
+            Box::new(|| backward(ours.forward_t(xt, true)?)),
+            Box::new(|| backward(xt.apply_op1(Identity)?)),
+            Box::new(|| {
+                copy1.assign(&xa);
+                copy2.assign(&ones_a);
+                Ok(())
+            }),
+        ],
+    )?;
+    rows.push(Row {
+        what: "normkit direct (_into)".into(),
+        fwd: Some(fwd[0]),
+        both: Some(both[0]),
+    });
     rows.push(Row {
         what: "normkit-candle module".into(),
-        fwd: Some(fwd),
-        both: Some(both),
+        fwd: Some(fwd[1]),
+        both: Some(both[1]),
     });
-    let loss = time(reps, || loss_of(xt))?;
     rows.push(Row {
-        what: "  loss only (Σ x·g, backward)".into(),
+        what: "identity op (framework floor)".into(),
         fwd: None,
-        both: Some(loss),
+        both: Some(both[2]),
     });
+    rows.push(Row {
+        what: "two copies into reused buffers".into(),
+        fwd: None,
+        both: Some(both[3]),
+    });
+    if slow_reps == 0 {
+        return Ok(rows);
+    }
+    let reps = slow_reps;
 
     // candle-nn composed (with backward) and fused (forward only).
     let ones = Tensor::ones(1024, DType::F32, &Device::Cpu)?;
@@ -251,7 +346,7 @@ fn run_case(case: Case, reps: usize) -> Result<Vec<Row>> {
             rows.push(Row {
                 what: "candle-nn composed (ops::*_slow)".into(),
                 fwd: Some(time(reps, || slow(xt).map(drop))?),
-                both: Some(time(reps, || loss_of(&slow(xt)?))?),
+                both: Some(time(reps, || backward(slow(xt)?))?),
             });
             rows.push(Row {
                 what: "candle-nn fused (ops::*, no backward)".into(),
@@ -264,7 +359,7 @@ fn run_case(case: Case, reps: usize) -> Result<Vec<Row>> {
                 rows.push(Row {
                     what: "candle-nn composed module".into(),
                     fwd: Some(time(reps, || m.forward_t(xt, true).map(drop))?),
-                    both: Some(time(reps, || loss_of(&m.forward_t(xt, true)?))?),
+                    both: Some(time(reps, || backward(m.forward_t(xt, true)?))?),
                 });
             }
         }
@@ -304,7 +399,15 @@ fn main() {
         normkit::simd::level()
     );
     println!("- load average at start: {}", load.trim());
-    println!("- times: median (min) of {} reps, ms\n", args.reps);
+    println!(
+        "- GLIBC_TUNABLES: {}",
+        std::env::var("GLIBC_TUNABLES")
+            .unwrap_or_else(|_| "(unset: glibc's default malloc)".into())
+    );
+    println!(
+        "- times: median (min), ms; overhead rows interleaved, {} reps; candle-nn rows {} reps\n",
+        args.reps, args.slow_reps
+    );
     for &t in &args.threads {
         // candle's own thread count (used by a few ops) follows RAYON_NUM_THREADS.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
@@ -317,7 +420,7 @@ fn main() {
         };
         println!("## {t} thread{}\n", if t == 1 { "" } else { "s" });
         for &case in &args.cases {
-            let rows = match pool.install(|| run_case(case, args.reps)) {
+            let rows = match pool.install(|| run_case(case, args.reps, args.slow_reps)) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{}: {e}", case.name());
@@ -331,11 +434,16 @@ fn main() {
             for r in &rows {
                 println!("| {} | {} | {} |", r.what, fmt(r.fwd), fmt(r.both));
             }
-            if let (Some(d), Some(m), Some(l)) = (direct, rows[1].both, rows[2].both) {
+            if let (Some(d), Some(m), Some(id), Some(cp)) =
+                (direct, rows[1].both, rows[2].both, rows[3].both)
+            {
+                let floor = id.0 - cp.0;
                 println!(
-                    "\nnormkit-candle / normkit direct, fwd+bwd: {:.2}x ({:.2}x without the loss-only time)\n",
+                    "\nfwd+bwd: normkit-candle / direct = {:.2}x; candle floor (identity - copies) \
+                     = {:.2} ms; normkit-candle / (direct + floor) = {:.2}x\n",
                     m.0 / d,
-                    (m.0 - l.0) / d
+                    floor,
+                    m.0 / (d + floor)
                 );
             }
         }

@@ -43,7 +43,28 @@ fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<
 }
 
 /// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
-pub(crate) type DxFinish<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
+pub(crate) type DxFinishOne<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
+
+/// [`DxFinishOne`] for the consecutive groups `g0..g0 + sg.len()` (a unit of column
+/// statistics) in one call: `(g0, (sg, sgx), out)`.
+pub(crate) type DxFinishMany<'a, T> = dyn Fn(usize, (&[f64], &[f64]), DxCoefMut<'_, T>) + Sync + 'a;
+
+/// How the dx coefficients of groups are finished: one at a time (rows, pipelined with the
+/// next unit's sums) or a run of them (columns).
+pub(crate) struct DxFinish<'a, T> {
+    /// One group.
+    pub one: &'a DxFinishOne<'a, T>,
+    /// A run of consecutive groups.
+    pub many: &'a DxFinishMany<'a, T>,
+}
+
+/// Per-group dx coefficients (c, m, a, b) of a run of groups.
+pub(crate) struct DxCoefMut<'a, T> {
+    pub c: &'a mut [T],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+}
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -231,10 +252,14 @@ multiversion! {
                 &mut o.sgx[l.clone()],
                 o.dparams,
             );
-            for i in l.clone() {
-                let (c, m, a, b) = finish(u * groups_per_unit + i - l.start, o.sg[i], o.sgx[i]);
-                (o.c[i], o.m[i], o.a[i], o.b[i]) = (c, m, a, b);
-            }
+            // The unit's groups at once: one call, no per-group dispatch.
+            let run = DxCoefMut {
+                c: &mut o.c[l.clone()],
+                m: &mut o.m[l.clone()],
+                a: &mut o.a[l.clone()],
+                b: &mut o.b[l.clone()],
+            };
+            (finish.many)(u * groups_per_unit, (&o.sg[l.clone()], &o.sgx[l.clone()]), run);
             let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
             unit_dx(units, x, dy, out, coef, l.start, gamma, u, all);
         }
@@ -489,7 +514,7 @@ fn rows_backward<T: Float>(
         let (b0, b1) = block(b);
         for u in b0..b1 {
             let k = u - u0;
-            (o.c[k], o.m[k], o.a[k], o.b[k]) = finish(u, o.sg[k], o.sgx[k]);
+            (o.c[k], o.m[k], o.a[k], o.b[k]) = (finish.one)(u, o.sg[k], o.sgx[k]);
         }
         let (n0, n1) = block(b1);
         let k = b0 - u0;
@@ -557,7 +582,7 @@ fn groups_backward<T: Float>(
         grads.fold(po, sums, &mut o.sg[0], &mut o.sgx[0]);
     }
     for (ui, u) in (u0..u1).enumerate() {
-        let (c, m, a, b) = finish(u, o.sg[ui], o.sgx[ui]);
+        let (c, m, a, b) = (finish.one)(u, o.sg[ui], o.sgx[ui]);
         (o.c[ui], o.m[ui], o.a[ui], o.b[ui]) = (c, m, a, b);
         // The next unit's lines (none after the last unit). A plain `LineIter`: an iterator
         // adapter here copied its state through memory once per unit, and that load waited
@@ -690,7 +715,7 @@ pub(crate) fn backward<'a, T: Float>(
     if units.split() {
         dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
         for g in 0..groups {
-            let (c, m, a, b) = finish(g, o.sg[g], o.sgx[g]);
+            let (c, m, a, b) = (finish.one)(g, o.sg[g], o.sgx[g]);
             (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
         }
         dx_all(

@@ -37,6 +37,12 @@ fn elementwise<T: Float>(
         if unsafe { T::col_affine(x, ptr, n, run, (m, a, b), out.stream) } {
             return;
         }
+        let (start, lines) = run;
+        // SAFETY: the same contiguous lines of unit `u` in this task's chunk, written by this
+        // task only.
+        let y = unsafe { out.line(start, lines * w) };
+        col_blocks(&x[start..start + lines * w], y, (m, a, b));
+        return;
     }
     for (xo, po) in units.lines_of(u, range) {
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
@@ -47,6 +53,75 @@ fn elementwise<T: Float>(
             lines::affine::<T, false>(xs, y, m, a, b, p);
         } else {
             lines::affine::<T, true>(xs, y, m, a, b, p);
+        }
+    }
+}
+
+/// Columns per block of [`col_blocks`]: 64 f32 (four AVX-512 vectors) of each coefficient
+/// stay in registers across the lines.
+const BLOCK_COLS: usize = 64;
+
+/// Bytes of the lines [`col_blocks`] runs its column blocks over before moving on (they stay
+/// in the L1 cache between blocks).
+const BLOCK_BYTES: usize = 16 << 10;
+
+/// `y = (x − m)·a + b` over contiguous lines of `w = m.len()` columns (the column path's
+/// elementwise pass), in blocks of [`BLOCK_COLS`] columns whose coefficients are loaded once
+/// per block rather than once per line: the same operations per element as
+/// `lines::affine`.
+#[inline(always)]
+fn col_blocks<T: Float>(x: &[T], y: &mut [T], (m, a, b): Coef3<'_, T>) {
+    let w = m.len();
+    if w == 0 {
+        return;
+    }
+    let per_chunk = (BLOCK_BYTES / (w * std::mem::size_of::<T>())).max(1) * w;
+    for (yc, xc) in y.chunks_mut(per_chunk).zip(x.chunks(per_chunk)) {
+        let mut c0 = 0;
+        while c0 + BLOCK_COLS <= w {
+            let c = c0..c0 + BLOCK_COLS;
+            col_block::<T, BLOCK_COLS>(xc, yc, w, c0, (&m[c.clone()], &a[c.clone()], &b[c]));
+            c0 += BLOCK_COLS;
+        }
+        if c0 < w {
+            for (yl, xl) in yc.chunks_exact_mut(w).zip(xc.chunks_exact(w)) {
+                let it = yl[c0..].iter_mut().zip(&xl[c0..]);
+                for (((o, &v), &m), (&a, &b)) in it.zip(&m[c0..]).zip(a[c0..].iter().zip(&b[c0..]))
+                {
+                    *o = (v - m) * a + b;
+                }
+            }
+        }
+    }
+}
+
+/// Columns `c0..c0 + W` of every line of `w` columns in `x`/`y`, the block's coefficients
+/// copied to locals (registers) first.
+#[inline(always)]
+fn col_block<T: Float, const W: usize>(
+    x: &[T],
+    y: &mut [T],
+    w: usize,
+    c0: usize,
+    (m, a, b): Coef3<'_, T>,
+) {
+    let (Ok(m), Ok(a), Ok(b)) = (
+        <[T; W]>::try_from(m),
+        <[T; W]>::try_from(a),
+        <[T; W]>::try_from(b),
+    ) else {
+        return;
+    };
+    for (yl, xl) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+        let (Some(yb), Some(xb)) = (
+            yl.get_mut(c0..c0 + W)
+                .and_then(|s| <&mut [T; W]>::try_from(s).ok()),
+            xl.get(c0..c0 + W).and_then(|s| <&[T; W]>::try_from(s).ok()),
+        ) else {
+            return;
+        };
+        for j in 0..W {
+            yb[j] = (xb[j] - m[j]) * a[j] + b[j];
         }
     }
 }
@@ -156,10 +231,15 @@ multiversion! {
             sum[l.clone()].fill(0.0);
             sq[l.clone()].fill(0.0);
             unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
-            for i in l.clone() {
-                let raw = ShiftedSums { shift: shift[i], sum: sum[i], sq: sq[i] };
-                (c.m[i], c.a[i], c.b[i]) = finish(u * groups_per_unit + i - l.start, raw, &mut c.stat[i]);
-            }
+            // The unit's groups at once: one call, a loop the compiler can vectorize.
+            let sums = ColumnSums { shift: &shift[l.clone()], sum: &sum[l.clone()], sq: &sq[l.clone()] };
+            let run = CoefMut {
+                stat: &mut c.stat[l.clone()],
+                m: &mut c.m[l.clone()],
+                a: &mut c.a[l.clone()],
+                b: &mut c.b[l.clone()],
+            };
+            (finish.many)(u * groups_per_unit, sums, run);
             elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
         }
     }
@@ -203,7 +283,7 @@ fn groups_forward<T: Float>(
         raw.sq += q;
     }
     for (ui, u) in (u0..u1).enumerate() {
-        let (m, a, b) = finish(u, raw, &mut c.stat[ui]);
+        let (m, a, b) = (finish.one)(u, raw, &mut c.stat[ui]);
         (c.m[ui], c.a[ui], c.b[ui]) = (m, a, b);
         raw = ShiftedSums {
             shift: if u + 1 < u1 { shift_of(u + 1) } else { 0.0 },
@@ -418,7 +498,7 @@ pub(crate) fn forward<T: Float>(
         raws.resize(groups, ShiftedSums::default());
         sums_all(units, x, center, &mut raws, &mut acc.f);
         for (g, &raw) in raws.iter().enumerate() {
-            (coef.m[g], coef.a[g], coef.b[g]) = finish(g, raw, &mut coef.stat[g]);
+            (coef.m[g], coef.a[g], coef.b[g]) = (finish.one)(g, raw, &mut coef.stat[g]);
         }
         acc.raws = raws;
         normalize(units, x, (coef.m, coef.a, coef.b), params, out);
@@ -427,7 +507,7 @@ pub(crate) fn forward<T: Float>(
     let acc = &mut acc.f;
     let upt = units.per_task();
     let groups_per_task = upt * groups_per_unit;
-    acc.clear();
+    // Scratch the tasks write before they read (shifts, sums zeroed per unit).
     acc.resize(3 * groups, 0.0);
     let shared = SharedOut::new(out, 2);
     if units.count <= upt {
@@ -461,11 +541,36 @@ pub(crate) fn forward<T: Float>(
         });
 }
 
-/// A group's statistics from its raw sums: `finish(group, raw, &mut stat)` writes the
+/// A group's statistics from its raw sums: `one(group, raw, &mut stat)` writes the
 /// statistics and returns the coefficients (m, a, b) of the elementwise pass. (The
 /// statistics go out through the reference: returned through memory and copied, their load
 /// would wait on a store buffer full of the pass's output — a failed store forwarding.)
-pub(crate) type Finish<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
+pub(crate) type FinishOne<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
+
+/// The statistics and coefficients of the consecutive groups `g0..g0 + sums.len()` from
+/// their raw sums (columns: a unit of channels-last statistics), into `out`; the same
+/// arithmetic as [`FinishOne`] group by group.
+pub(crate) type FinishMany<'a, T> = dyn Fn(usize, ColumnSums<'_>, CoefMut<'_, T>) + Sync + 'a;
+
+/// How the statistics of groups are finished: one at a time (rows, where the next unit's
+/// sums run in the same loop) or a run of them (columns).
+pub(crate) struct Finish<'a, T> {
+    /// One group.
+    pub one: &'a FinishOne<'a, T>,
+    /// A run of consecutive groups.
+    pub many: &'a FinishMany<'a, T>,
+}
+
+/// The raw shifted sums of consecutive groups, as columns.
+#[derive(Clone, Copy)]
+pub(crate) struct ColumnSums<'a> {
+    /// The shift of each group.
+    pub shift: &'a [f64],
+    /// Σ(x − shift).
+    pub sum: &'a [f64],
+    /// Σ(x − shift)².
+    pub sq: &'a [f64],
+}
 
 multiversion! {
     /// Raw sums of unit `u` into `raws`, with `acc` as its 3·groups_per_unit scratch.

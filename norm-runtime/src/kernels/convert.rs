@@ -1,0 +1,506 @@
+//! Slice conversions between the half-precision types and `f32`, the edges of every
+//! half-precision layer call (`crate::widen`).
+//!
+//! * bf16 → f32 is exact (the 16 bits become the high half of the f32): a plain loop, which
+//!   the compiler vectorizes.
+//! * f32 → bf16 rounds to nearest even: AVX512_BF16 `vcvtneps2bf16` where the CPU has it,
+//!   the `half` crate's conversion otherwise. The instruction treats subnormal f32 inputs
+//!   (|x| < 2⁻¹²⁶) as zero; the portable path rounds them. Both quiet NaNs.
+//! * f16 ↔ f32: F16C `vcvtph2ps` / `vcvtps2ph` (round to nearest even) where the CPU has it,
+//!   the `half` crate's slice conversion otherwise (which itself uses the hardware on
+//!   aarch64).
+//!
+//! Each conversion has a [`Conv`] level so the tests run every level this CPU supports
+//! against the portable one.
+
+use half::{bf16, f16};
+
+/// A conversion implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv {
+    /// Portable code (the `half` crate).
+    Portable,
+    /// The x86-64 instructions: AVX512_BF16 for bf16, F16C for f16.
+    Hardware,
+}
+
+/// Whether this CPU runs the [`Conv::Hardware`] bf16 conversion.
+pub fn bf16_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU runs the [`Conv::Hardware`] f16 conversion.
+pub fn f16_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The best bf16 level of this CPU.
+fn bf16_level() -> Conv {
+    if bf16_hardware() {
+        Conv::Hardware
+    } else {
+        Conv::Portable
+    }
+}
+
+/// The best f16 level of this CPU.
+fn f16_level() -> Conv {
+    if f16_hardware() {
+        Conv::Hardware
+    } else {
+        Conv::Portable
+    }
+}
+
+/// `value` rounded to f32 *to odd* (truncated toward zero, the last bit set when inexact):
+/// rounding that to a format with at least two fewer significant bits (bf16, f16) to
+/// nearest even gives the correctly rounded result of `value`, without the double-rounding
+/// error of rounding to f32 to nearest first. (The `half` crate's `from_f64` drops the low
+/// 32 bits of the f64 before rounding, so it misrounds values just above a tie.)
+pub fn f64_to_f32_odd(value: f64) -> f32 {
+    let f = value as f32;
+    if !f.is_finite() || f64::from(f) == value {
+        return f;
+    }
+    // Toward zero: step back one ulp where rounding went away from zero.
+    let t = if f64::from(f).abs() > value.abs() {
+        f32::from_bits(f.to_bits() - 1)
+    } else {
+        f
+    };
+    f32::from_bits(t.to_bits() | 1)
+}
+
+/// `value` correctly rounded to bf16 (nearest even).
+pub fn f64_to_bf16(value: f64) -> bf16 {
+    bf16::from_f32(f64_to_f32_odd(value))
+}
+
+/// `value` correctly rounded to f16 (nearest even).
+pub fn f64_to_f16(value: f64) -> f16 {
+    f16::from_f32(f64_to_f32_odd(value))
+}
+
+/// `dst[i] = src[i]` as f32 (exact). Panics if the lengths differ.
+pub fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "bf16_to_f32: lengths differ");
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+    }
+}
+
+/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU.
+pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+    f32_to_bf16_with(bf16_level(), src, dst);
+}
+
+/// `dst[i] = src[i]` rounded to nearest even with `level`. Panics if the lengths differ or
+/// the CPU lacks the level's instructions.
+pub fn f32_to_bf16_with(level: Conv, src: &[f32], dst: &mut [bf16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_bf16: lengths differ");
+    match level {
+        Conv::Portable => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = bf16::from_f32(s);
+            }
+        }
+        Conv::Hardware => {
+            assert!(bf16_hardware(), "this CPU has no AVX512_BF16");
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX512_BF16 and AVX512F were detected just above; the lengths are equal.
+            unsafe {
+                x86::f32_to_bf16_avx512(src, dst)
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[i]` as f32 (exact), with the best level of this CPU.
+pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
+    f16_to_f32_with(f16_level(), src, dst);
+}
+
+/// `dst[i] = src[i]` as f32 with `level`. Panics if the lengths differ or the CPU lacks
+/// the level's instructions.
+pub fn f16_to_f32_with(level: Conv, src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len(), "f16_to_f32: lengths differ");
+    match level {
+        Conv::Portable => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32();
+            }
+        }
+        Conv::Hardware => {
+            assert!(f16_hardware(), "this CPU has no F16C");
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: F16C and AVX were detected just above; the lengths are equal.
+            unsafe {
+                x86::f16_to_f32_f16c(src, dst)
+            }
+        }
+    }
+}
+
+/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU.
+pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    f32_to_f16_with(f16_level(), src, dst);
+}
+
+/// `dst[i] = src[i]` rounded to nearest even with `level`. Panics if the lengths differ or
+/// the CPU lacks the level's instructions.
+pub fn f32_to_f16_with(level: Conv, src: &[f32], dst: &mut [f16]) {
+    assert_eq!(src.len(), dst.len(), "f32_to_f16: lengths differ");
+    match level {
+        Conv::Portable => {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = f16::from_f32(s);
+            }
+        }
+        Conv::Hardware => {
+            assert!(f16_hardware(), "this CPU has no F16C");
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: F16C and AVX were detected just above; the lengths are equal.
+            unsafe {
+                x86::f32_to_f16_f16c(src, dst)
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::{bf16, f16};
+
+    /// # Safety
+    /// The CPU must have AVX512F and AVX512_BF16; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) {
+        let n = src.len();
+        let full = n / 16 * 16;
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 16 <= n for both slices (equal lengths); unaligned loads/stores.
+            unsafe {
+                let v = _mm512_loadu_ps(s.add(i));
+                let h: __m256bh = _mm512_cvtneps_pbh(v);
+                _mm256_storeu_si256(d.add(i).cast(), std::mem::transmute::<__m256bh, __m256i>(h));
+            }
+            i += 16;
+        }
+        if i < n {
+            let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
+            // SAFETY: the masked load/store touch only the n − i < 16 values left.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, s.add(i));
+                let h: __m256bh = _mm512_cvtneps_pbh(v);
+                let h = std::mem::transmute::<__m256bh, __m256i>(h);
+                _mm256_mask_storeu_epi16(d.add(i).cast(), mask, h);
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX and F16C; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn f16_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
+        let n = src.len();
+        let full = n / 8 * 8;
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 <= n for both slices; unaligned loads/stores.
+            unsafe {
+                let h = _mm_loadu_si128(s.add(i).cast());
+                _mm256_storeu_ps(d.add(i), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        // The tail through a stack buffer of 8.
+        if i < n {
+            let mut hb = [0u16; 8];
+            let mut fb = [0f32; 8];
+            for (k, h) in hb.iter_mut().enumerate().take(n - i) {
+                *h = src[i + k].to_bits();
+            }
+            // SAFETY: both buffers hold 8 values.
+            unsafe {
+                let h = _mm_loadu_si128(hb.as_ptr().cast());
+                _mm256_storeu_ps(fb.as_mut_ptr(), _mm256_cvtph_ps(h));
+            }
+            dst[i..].copy_from_slice(&fb[..n - i]);
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX and F16C; `src.len() == dst.len()`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn f32_to_f16_f16c(src: &[f32], dst: &mut [f16]) {
+        let n = src.len();
+        let full = n / 8 * 8;
+        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 <= n for both slices; unaligned loads/stores.
+            unsafe {
+                let v = _mm256_loadu_ps(s.add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm_storeu_si128(d.add(i).cast(), h);
+            }
+            i += 8;
+        }
+        if i < n {
+            let mut fb = [0f32; 8];
+            let mut hb = [0u16; 8];
+            fb[..n - i].copy_from_slice(&src[i..]);
+            // SAFETY: both buffers hold 8 values.
+            unsafe {
+                let v = _mm256_loadu_ps(fb.as_ptr());
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm_storeu_si128(hb.as_mut_ptr().cast(), h);
+            }
+            for (k, &h) in hb.iter().enumerate().take(n - i) {
+                dst[i + k] = f16::from_bits(h);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values across the ranges: normal, ties, halfway cases, near overflow, infinities,
+    /// f16 subnormals, and lengths that leave every tail.
+    fn samples(n: usize) -> Vec<f32> {
+        let mut v = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            65504.0,
+            65520.0,
+            1e-5,
+            6e-8,
+            3.0e38,
+            -3.4e38,
+            1.0 + f32::EPSILON,
+            // bf16 ties: exactly halfway between two bf16 values (even and odd last bit).
+            f32::from_bits(0x3F80_8000),
+            f32::from_bits(0x3F81_8000),
+            f32::from_bits(0x3F80_8001),
+        ];
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        while v.len() < n {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let e = (s % 60) as i32 - 30;
+            let m = ((s >> 8) % 1_000_000) as f32 / 1e6 + 0.5;
+            let sign = if s & 1 == 0 { 1.0 } else { -1.0 };
+            v.push(sign * m * 2f32.powi(e));
+            // Random bit patterns of normal numbers too (every rounding position).
+            let b = (s >> 32) as u32;
+            let f = f32::from_bits(b);
+            if f.is_normal() {
+                v.push(f);
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
+    fn same_bits_bf16(a: &[bf16], b: &[bf16]) {
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let nan = x.is_nan() && y.is_nan();
+            assert!(nan || x.to_bits() == y.to_bits(), "{i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn bf16_widening_is_exact_and_roundtrips() {
+        let bits: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+        let mut wide = vec![0f32; bits.len()];
+        bf16_to_f32(&bits, &mut wide);
+        for (b, w) in bits.iter().zip(&wide) {
+            assert!(b.is_nan() && w.is_nan() || b.to_f32().to_bits() == w.to_bits());
+        }
+        let mut back = vec![bf16::ZERO; bits.len()];
+        f32_to_bf16_with(Conv::Portable, &wide, &mut back);
+        same_bits_bf16(&back, &bits);
+    }
+
+    #[test]
+    fn bf16_portable_rounds_to_nearest_even() {
+        // Reference: round the f64 value (exact) to 8 significant bits, ties to even.
+        for &x in &samples(5000) {
+            // (Finite normal values whose bf16 neighbours are finite.)
+            if !x.is_finite() || x.abs() < f32::MIN_POSITIVE || x.abs() > 3.3e38 {
+                continue;
+            }
+            let mut out = [bf16::ZERO];
+            f32_to_bf16_with(Conv::Portable, &[x], &mut out);
+            let bits = x.to_bits();
+            let (lo, hi) = (bits & 0xFFFF_0000, (bits & 0xFFFF_0000) + 0x1_0000);
+            let (dl, dh) = (
+                (f64::from(x) - f64::from(f32::from_bits(lo))).abs(),
+                (f64::from(f32::from_bits(hi)) - f64::from(x)).abs(),
+            );
+            let want = if dl < dh || (dl == dh && (lo >> 16) & 1 == 0) {
+                lo
+            } else {
+                hi
+            };
+            assert_eq!(u32::from(out[0].to_bits()) << 16, want, "{x:e}");
+        }
+    }
+
+    #[test]
+    fn bf16_levels_agree() {
+        if !bf16_hardware() {
+            eprintln!("no AVX512_BF16 here: only the portable level runs");
+            return;
+        }
+        for n in [0, 1, 15, 16, 17, 33, 1000, 4099] {
+            let src = samples(n);
+            let (mut p, mut h) = (vec![bf16::ZERO; n], vec![bf16::ONE; n]);
+            f32_to_bf16_with(Conv::Portable, &src, &mut p);
+            f32_to_bf16_with(Conv::Hardware, &src, &mut h);
+            same_bits_bf16(&h, &p);
+        }
+        // Subnormal f32 inputs: the instruction treats them as zero (documented).
+        let mut h = [bf16::ONE];
+        f32_to_bf16_with(Conv::Hardware, &[1e-40], &mut h);
+        assert_eq!(h[0].to_f32(), 0.0);
+    }
+
+    /// The f16 nearest to `v` (ties to the even bit pattern), by search over the finite f16
+    /// values: an independent reference. Beyond the largest finite value, the IEEE rule.
+    fn nearest_f16(v: f64) -> f16 {
+        let max = f16::MAX.to_f64();
+        if v.is_nan() || v.abs() >= max + (max - f16::from_bits(0x7BFE).to_f64()) / 2.0 {
+            // NaN and overflow: the IEEE result, which the callers skip or check otherwise.
+            return f16::from_f64(v);
+        }
+        // Candidates: the f16 values around v found by bisection over the ordered bits.
+        let (mut lo, mut hi) = (0u16, 0x7C00u16);
+        let a = v.abs();
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if f16::from_bits(mid).to_f64() <= a {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (dl, dh) = (
+            a - f16::from_bits(lo).to_f64(),
+            f16::from_bits(hi).to_f64() - a,
+        );
+        let bits = if dl < dh || (dl == dh && lo & 1 == 0) {
+            lo
+        } else {
+            hi
+        };
+        f16::from_bits(bits | if v.is_sign_negative() { 0x8000 } else { 0 })
+    }
+
+    #[test]
+    fn f64_rounding_to_half_types_is_correct_where_half_from_f64_is_not() {
+        // 1 + 2^-8 + 2^-40: just above a bf16 tie; the nearest bf16 is 1 + 2^-7.
+        let v = 1.0 + 2f64.powi(-8) + 2f64.powi(-40);
+        assert_eq!(f64_to_bf16(v).to_f64(), 1.0 + 2f64.powi(-7));
+        // 1 + 2^-11 + 2^-40 for f16.
+        let v = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+        assert_eq!(f64_to_f16(v).to_f64(), 1.0 + 2f64.powi(-10));
+        // Random f64 values against exact references.
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20000 {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let e = (s % 40) as i32 - 20;
+            let v = f64::from_bits((s >> 12) | 0x3FF0_0000_0000_0000) * 2f64.powi(e);
+            let v = if s & 1 == 0 { v } else { -v };
+            if v.abs() > 65000.0 {
+                continue;
+            }
+            assert_eq!(f64_to_f16(v).to_bits(), nearest_f16(v).to_bits(), "{v:e}");
+            // bf16: nearest of the two bf16 values around v, exact in f64.
+            let b = f64_to_bf16(v).to_f64();
+            let t = f32::from_bits((v as f32).to_bits() & 0xFFFF_0000);
+            let t = if f64::from(t).abs() > v.abs() {
+                f32::from_bits(t.to_bits() - 0x1_0000)
+            } else {
+                t
+            };
+            let (lo, hi) = (
+                f64::from(t),
+                f64::from(f32::from_bits(t.to_bits() + 0x1_0000)),
+            );
+            let (dl, dh) = ((v - lo).abs(), (hi - v).abs());
+            let want = if dl < dh || (dl == dh && (t.to_bits() >> 16) & 1 == 0) {
+                lo
+            } else {
+                hi
+            };
+            assert_eq!(b, want, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn f16_levels_agree_with_the_portable_rounding() {
+        let levels: &[Conv] = if f16_hardware() {
+            &[Conv::Portable, Conv::Hardware]
+        } else {
+            &[Conv::Portable]
+        };
+        for &level in levels {
+            for n in [0, 1, 7, 8, 9, 100, 4097] {
+                let src = samples(n);
+                let mut out = vec![f16::ONE; n];
+                f32_to_f16_with(level, &src, &mut out);
+                for (i, (&s, o)) in src.iter().zip(&out).enumerate() {
+                    if s.is_finite() && s.abs() > 65504.0 {
+                        assert!(o.is_infinite() || o.to_f64().abs() == 65504.0, "{s}");
+                        continue;
+                    }
+                    let want = nearest_f16(f64::from(s));
+                    let nan = want.is_nan() && o.is_nan();
+                    assert!(nan || want.to_bits() == o.to_bits(), "{level:?} {i}: {s:e}");
+                }
+            }
+            // Every f16 widens exactly (and back).
+            let bits: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
+            let mut wide = vec![0f32; bits.len()];
+            f16_to_f32_with(level, &bits, &mut wide);
+            for (b, w) in bits.iter().zip(&wide) {
+                assert!(b.is_nan() && w.is_nan() || f64::from(*w) == b.to_f64());
+            }
+            let mut back = vec![f16::ZERO; bits.len()];
+            f32_to_f16_with(level, &wide, &mut back);
+            for (b, w) in bits.iter().zip(&back) {
+                assert!(b.is_nan() && w.is_nan() || b.to_bits() == w.to_bits());
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! The statistics and coefficients of a run of groups at once (a unit of column
+//! statistics: BatchNorm1d, channels-last batch norm), compiled per SIMD level so the
+//! divisions and square roots of many groups share vectors.
+//!
+//! The arithmetic is `stats::mean_m2`, `stats::group_stat` and `kernels::coef`, operation
+//! for operation (so the results are the same bits as finishing the groups one by one);
+//! what a stage decides (centering, the estimator's divisor, where eps goes) arrives as an
+//! [`Estimator`].
+
+use super::forward::ColumnSums;
+use super::units::{CoefMut, Stat};
+use crate::kernels::simd::multiversion;
+use crate::Float;
+
+/// How a stage turns a group's raw sums into its statistics (decided by `stats`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Estimator {
+    /// Mean subtraction (else the mean square).
+    pub center: bool,
+    /// `eps_mode = "var"`: 1/√(σ² + eps); else 1/(σ + eps).
+    pub eps_var: bool,
+    /// The number of values per group.
+    pub count: f64,
+    /// The variance's divisor (n, or n − 1 for the unbiased estimator).
+    pub denom: f64,
+    /// eps.
+    pub eps: f64,
+}
+
+/// The groups' statistics into `out.stat` and their coefficients (m, a, b) with the folded
+/// affine `(scale, shift)` of each group into `out.m/a/b`.
+#[inline(always)]
+fn run<T: Float, const CENTER: bool, const EPS_VAR: bool>(
+    raw: ColumnSums<'_>,
+    est: Estimator,
+    (scale, shift): (&[f64], &[f64]),
+    out: CoefMut<'_, T>,
+) {
+    let len = out.stat.len();
+    let (h, sum, sq) = (&raw.shift[..len], &raw.sum[..len], &raw.sq[..len]);
+    let (scale, shift) = (&scale[..len], &shift[..len]);
+    let (m, a, b) = (&mut out.m[..len], &mut out.a[..len], &mut out.b[..len]);
+    for i in 0..len {
+        let (mean, m2) = if CENTER {
+            let d = sum[i] / est.count;
+            let m2 = sq[i] - sum[i] * d;
+            (h[i] + d, if m2 < 0.0 { 0.0 } else { m2 })
+        } else {
+            (0.0, sq[i])
+        };
+        let var = m2 / est.denom;
+        let rstd = if EPS_VAR {
+            1.0 / (var + est.eps).sqrt()
+        } else {
+            1.0 / (var.sqrt() + est.eps)
+        };
+        out.stat[i] = Stat {
+            mean,
+            var,
+            m2,
+            rstd,
+        };
+        // `kernels::coef(mean, rstd·scale, shift)`.
+        let ai = rstd * scale[i];
+        let mi = T::from_acc(mean);
+        m[i] = mi;
+        a[i] = T::from_acc(ai);
+        b[i] = T::from_acc(shift[i] - (mean - mi.to_acc()) * ai);
+    }
+}
+
+multiversion! {
+    /// The statistics and coefficients of `out.stat.len()` consecutive groups from their
+    /// raw sums, each with its folded affine `(scale, shift)`.
+    fn finish_columns<T: Float>(
+        raw: ColumnSums<'_>,
+        est: Estimator,
+        affine: (&[f64], &[f64]),
+        out: CoefMut<'_, T>,
+    ) {
+        match (est.center, est.eps_var) {
+            (true, true) => run::<T, true, true>(raw, est, affine, out),
+            (true, false) => run::<T, true, false>(raw, est, affine, out),
+            (false, true) => run::<T, false, true>(raw, est, affine, out),
+            (false, false) => run::<T, false, false>(raw, est, affine, out),
+        }
+    }
+}
+
+/// Groups per batch of [`finish_run`]: the folded affine goes through stack buffers of this
+/// size.
+const BATCH: usize = 64;
+
+/// The statistics and coefficients of the consecutive groups `g0..g0 + out.stat.len()`,
+/// the folded affine of group `s` given by `affine(s)`.
+pub(crate) fn finish_run<T: Float>(
+    g0: usize,
+    raw: ColumnSums<'_>,
+    est: Estimator,
+    affine: impl Fn(usize) -> (f64, f64),
+    out: CoefMut<'_, T>,
+) {
+    let (mut scale, mut shift) = ([0.0f64; BATCH], [0.0f64; BATCH]);
+    let len = out.stat.len();
+    let CoefMut { stat, m, a, b } = out;
+    for i0 in (0..len).step_by(BATCH) {
+        let i1 = (i0 + BATCH).min(len);
+        for i in i0..i1 {
+            (scale[i - i0], shift[i - i0]) = affine(g0 + i);
+        }
+        let part = ColumnSums {
+            shift: &raw.shift[i0..i1],
+            sum: &raw.sum[i0..i1],
+            sq: &raw.sq[i0..i1],
+        };
+        let out = CoefMut {
+            stat: &mut stat[i0..i1],
+            m: &mut m[i0..i1],
+            a: &mut a[i0..i1],
+            b: &mut b[i0..i1],
+        };
+        finish_columns(part, est, (&scale[..i1 - i0], &shift[..i1 - i0]), out);
+    }
+}

@@ -1,0 +1,377 @@
+//! Half-precision layer calls (`bf16`, `f16`): storage in 16 bits, arithmetic in f32.
+//!
+//! Each entry point of `layer` hands a call whose element type is `WIDE`
+//! (`float::sealed::Sealed`) to this module, which converts the input, the upstream
+//! gradient and every stage's parameters and running statistics to f32 (exactly), runs the
+//! f32 call (statistics and backward sums in f64, as always), and rounds its results back
+//! once: the output or dx, the parameter gradients, the running statistics. This is what
+//! PyTorch's CPU kernels do for bf16 (`opmath_t = float`), so a half-precision layer is as
+//! accurate as PyTorch's.
+//!
+//! The checks are the f32 call's (the f32 buffers keep the caller's shapes), so errors are
+//! the same; the running statistics are written back only after the call succeeded, so a
+//! failed call changes nothing. The f32 buffers of the input, upstream gradient and output
+//! are kept per thread and reused.
+
+use std::cell::RefCell;
+
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
+use rayon::prelude::*;
+
+use crate::collective::Collective;
+use crate::layer;
+use crate::state::{LayerInfo, Running, StageState};
+use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
+use crate::{Float, NormError};
+
+/// The per-thread f32 buffers of the data (input, upstream gradient, output).
+#[derive(Default)]
+struct Bufs {
+    x: Vec<f32>,
+    dy: Vec<f32>,
+    out: Vec<f32>,
+}
+
+thread_local! {
+    static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
+}
+
+/// Runs `f` with this thread's buffers (fresh ones inside a nested call).
+fn with_bufs<R>(f: impl FnOnce(&mut Bufs) -> R) -> R {
+    BUFS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut b) => f(&mut b),
+        Err(_) => f(&mut Bufs::default()),
+    })
+}
+
+/// `buf` of length `n` (its values are overwritten by the caller: no zeroing pass when the
+/// length is already right).
+fn sized(buf: &mut Vec<f32>, n: usize) {
+    if buf.len() != n {
+        buf.clear();
+        buf.resize(n, 0.0);
+    }
+}
+
+/// Elements per conversion task: large tensors convert in parallel on rayon's current pool.
+const CHUNK: usize = 1 << 16;
+
+/// `T::widen` over chunks in parallel (the same values as one call).
+fn widen_par<T: Float>(src: &[T], dst: &mut [f32]) {
+    if src.len() <= CHUNK {
+        return T::widen(src, dst);
+    }
+    src.par_chunks(CHUNK)
+        .zip(dst.par_chunks_mut(CHUNK))
+        .for_each(|(s, d)| T::widen(s, d));
+}
+
+/// `T::narrow` over chunks in parallel (the same values as one call).
+fn narrow_par<T: Float>(src: &[f32], dst: &mut [T]) {
+    if src.len() <= CHUNK {
+        return T::narrow(src, dst);
+    }
+    src.par_chunks(CHUNK)
+        .zip(dst.par_chunks_mut(CHUNK))
+        .for_each(|(s, d)| T::narrow(s, d));
+}
+
+/// `buf` holding `a`'s values in logical order, widened to f32.
+fn widen_into<T: Float, D: Dimension>(a: &ArrayView<'_, T, D>, buf: &mut Vec<f32>) {
+    sized(buf, a.len());
+    match a.as_slice() {
+        Some(s) => widen_par(s, buf),
+        None => {
+            let v: Vec<T> = a.iter().copied().collect();
+            T::widen(&v, buf);
+        }
+    }
+}
+
+/// `a` widened to an owned f32 array (its logical shape).
+fn widen_array<T: Float>(a: &ArrayViewD<'_, T>) -> ArrayD<f32> {
+    let mut v = Vec::new();
+    widen_into(a, &mut v);
+    ArrayD::from_shape_vec(a.raw_dim(), v).expect("the shape of the values' own view")
+}
+
+/// Writes `src` (logical order) into `dst`, rounded.
+fn narrow_into<T: Float, D: Dimension>(src: &[f32], dst: &mut ArrayViewMut<'_, T, D>) {
+    match dst.as_slice_mut() {
+        Some(s) => narrow_par(src, s),
+        None => {
+            let mut v = vec![T::zero(); src.len()];
+            T::narrow(src, &mut v);
+            for (o, x) in dst.iter_mut().zip(v) {
+                *o = x;
+            }
+        }
+    }
+}
+
+/// `v` rounded to `T`.
+fn narrow_vec<T: Float>(v: &[f32]) -> Vec<T> {
+    let mut out = vec![T::zero(); v.len()];
+    T::narrow(v, &mut out);
+    out
+}
+
+/// `v` widened to f32.
+fn widen_vec<T: Float>(v: &[T]) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    T::widen(v, &mut out);
+    out
+}
+
+/// An owned f32 copy of one stage's state.
+struct WideStage {
+    gamma: Option<ArrayD<f32>>,
+    beta: Option<ArrayD<f32>>,
+    external: Option<(ArrayD<f32>, ArrayD<f32>)>,
+    /// mean, var, count, and whether the caller lent them mutably.
+    running: Option<(ArrayD<f32>, ArrayD<f32>, u64, bool)>,
+    /// The TLU threshold (`tlu`).
+    tau: Option<ArrayD<f32>>,
+    /// Batch Renormalization's limits (`renorm`).
+    renorm: Option<(f64, f64)>,
+}
+
+impl WideStage {
+    fn of<T: Float>(st: &StageState<'_, T>) -> Self {
+        WideStage {
+            gamma: st.gamma.as_ref().map(widen_array),
+            beta: st.beta.as_ref().map(widen_array),
+            external: st
+                .external
+                .as_ref()
+                .map(|(s, b)| (widen_array(s), widen_array(b))),
+            running: st.running.as_ref().map(|r| match r {
+                Running::View { mean, var } => (widen_array(mean), widen_array(var), 0, false),
+                Running::Mut { mean, var, count } => (
+                    widen_array(&mean.view()),
+                    widen_array(&var.view()),
+                    **count,
+                    true,
+                ),
+            }),
+            tau: st.tau.as_ref().map(widen_array),
+            renorm: st.renorm,
+        }
+    }
+
+    fn state(&mut self) -> StageState<'_, f32> {
+        StageState {
+            gamma: self.gamma.as_ref().map(|a| a.view()),
+            beta: self.beta.as_ref().map(|a| a.view()),
+            external: self.external.as_ref().map(|(s, b)| (s.view(), b.view())),
+            running: self.running.as_mut().map(|(m, v, count, lent)| {
+                if *lent {
+                    Running::Mut {
+                        mean: m.view_mut(),
+                        var: v.view_mut(),
+                        count,
+                    }
+                } else {
+                    Running::View {
+                        mean: m.view(),
+                        var: v.view(),
+                    }
+                }
+            }),
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.renorm,
+        }
+    }
+
+    /// Rounds the (updated) running statistics back into the caller's.
+    fn write_back<T: Float>(&self, st: &mut StageState<'_, T>) {
+        if let (Some((m, v, c, true)), Some(Running::Mut { mean, var, count })) =
+            (&self.running, st.running.as_mut())
+        {
+            narrow_into(m.as_slice().expect("owned, standard layout"), mean);
+            narrow_into(v.as_slice().expect("owned, standard layout"), var);
+            **count = *c;
+        }
+    }
+}
+
+/// `saved` widened to f32 (for a backward call).
+fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
+    Saved {
+        fingerprint: saved.fingerprint,
+        shape: saved.shape.clone(),
+        stages: saved.stages.iter().map(widen_stage).collect(),
+        intermediates: saved.intermediates.iter().map(|v| widen_vec(v)).collect(),
+        cell_len: saved.cell_len,
+        cells: saved.cells.clone(),
+    }
+}
+
+/// Stores an f32 forward's `wide` into the caller's `saved` (intermediate outputs rounded,
+/// as a chain of half-precision modules rounds between them).
+fn narrow_saved<T: Float>(wide: Saved<f32>, saved: &mut Saved<T>) {
+    saved.fingerprint = wide.fingerprint;
+    saved.shape = wide.shape;
+    saved.stages = wide.stages.into_iter().map(narrow_stage).collect();
+    saved.intermediates = wide.intermediates.iter().map(|v| narrow_vec(v)).collect();
+    saved.cell_len = wide.cell_len;
+    saved.cells = wide.cells;
+}
+
+/// One stage's saved values widened to f32 (a `ghost` stage's chunks too).
+fn widen_stage<T: Float>(s: &SavedStage<T>) -> SavedStage<f32> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats.clone(),
+        scale: widen_vec(&s.scale),
+        tlu_pass: s.tlu_pass.clone(),
+        renorm: s.renorm.clone(),
+        chunks: s.chunks.iter().map(widen_stage).collect(),
+    }
+}
+
+/// One stage's saved values rounded to `T` (the inverse of [`widen_stage`]).
+fn narrow_stage<T: Float>(s: SavedStage<f32>) -> SavedStage<T> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats,
+        scale: narrow_vec(&s.scale),
+        tlu_pass: s.tlu_pass,
+        renorm: s.renorm,
+        chunks: s.chunks.into_iter().map(narrow_stage).collect(),
+    }
+}
+
+/// An optional gradient widened (so the f32 call sees the caller's slot as it is).
+fn widen_grad<T: Float>(g: &Option<ArrayD<T>>) -> Option<ArrayD<f32>> {
+    g.as_ref().map(|a| widen_array(&a.view()))
+}
+
+/// An optional f32 gradient rounded into the caller's slot (reusing its array when the
+/// shapes agree).
+fn narrow_grad<T: Float>(g: Option<ArrayD<f32>>, slot: &mut Option<ArrayD<T>>) {
+    match g {
+        None => *slot = None,
+        Some(g) => {
+            let values = g.as_standard_layout();
+            let values = values.as_slice().expect("standard layout");
+            let fits = slot
+                .as_ref()
+                .is_some_and(|a| a.shape() == g.shape() && a.is_standard_layout());
+            if !fits {
+                *slot = Some(ArrayD::from_elem(g.raw_dim(), T::zero()));
+            }
+            if let Some(a) = slot.as_mut() {
+                T::narrow(values, a.as_slice_mut().expect("standard layout"));
+            }
+        }
+    }
+}
+
+/// `layer::forward_into` for a `WIDE` type.
+pub(crate) fn forward_into<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    x: ArrayView<'_, T, D>,
+    mode: Mode,
+    mut out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
+    let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
+    with_bufs(|b| {
+        widen_into(&x, &mut b.x);
+        sized(&mut b.out, out.len());
+        let x32 = ArrayView::from_shape(IxDyn(x.shape()), &b.x).expect("x's own shape");
+        let out32 = ArrayViewMut::from_shape(IxDyn(out.shape()), &mut b.out)
+            .expect("the output's own shape");
+        let mut saved32 = saved.as_ref().map(|_| Saved::<f32>::new());
+        {
+            let mut st32: Vec<StageState<'_, f32>> =
+                wide.iter_mut().map(WideStage::state).collect();
+            layer::forward_into(info, &mut st32, x32, mode, out32, saved32.as_mut(), sync)?;
+        }
+        narrow_into(&b.out, &mut out);
+        for (w, st) in wide.iter().zip(states.iter_mut()) {
+            w.write_back(st);
+        }
+        if let (Some(s), Some(s32)) = (saved, saved32) {
+            narrow_saved(s32, s);
+        }
+        Ok(())
+    })
+}
+
+/// `layer::backward_into` for a `WIDE` type.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_into<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    x: ArrayView<'_, T, D>,
+    dy: ArrayView<'_, T, D>,
+    saved: &Saved<T>,
+    mut dx: ArrayViewMut<'_, T, D>,
+    grads: &mut [StageGrads<T>],
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
+    let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
+    let saved32 = widen_saved(saved);
+    let mut grads32: Vec<StageGrads<f32>> = grads
+        .iter()
+        .map(|g| StageGrads {
+            dgamma: widen_grad(&g.dgamma),
+            dbeta: widen_grad(&g.dbeta),
+            dtau: widen_grad(&g.dtau),
+            dmean_weight: widen_grad(&g.dmean_weight),
+            dvar_weight: widen_grad(&g.dvar_weight),
+        })
+        .collect();
+    with_bufs(|b| {
+        widen_into(&x, &mut b.x);
+        widen_into(&dy, &mut b.dy);
+        sized(&mut b.out, dx.len());
+        let x32 = ArrayView::from_shape(IxDyn(x.shape()), &b.x).expect("x's own shape");
+        let dy32 = ArrayView::from_shape(IxDyn(dy.shape()), &b.dy).expect("dy's own shape");
+        let dx32 = ArrayViewMut::from_shape(IxDyn(dx.shape()), &mut b.out).expect("dx's own shape");
+        {
+            let st32: Vec<StageState<'_, f32>> = wide.iter_mut().map(WideStage::state).collect();
+            layer::backward_into(info, &st32, x32, dy32, &saved32, dx32, &mut grads32, sync)?;
+        }
+        narrow_into(&b.out, &mut dx);
+        for (g32, g) in grads32.into_iter().zip(grads.iter_mut()) {
+            narrow_grad(g32.dgamma, &mut g.dgamma);
+            narrow_grad(g32.dbeta, &mut g.dbeta);
+            narrow_grad(g32.dtau, &mut g.dtau);
+            narrow_grad(g32.dmean_weight, &mut g.dmean_weight);
+            narrow_grad(g32.dvar_weight, &mut g.dvar_weight);
+        }
+        Ok(())
+    })
+}
+
+/// `layer::stats` for a `WIDE` type: the moments rounded from f64 through f32.
+pub(crate) fn stats<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    x: ArrayView<'_, T, D>,
+) -> Result<Moments<T>, NormError> {
+    let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
+    let mut x32 = Vec::new();
+    widen_into(&x, &mut x32);
+    let x32 = ArrayView::from_shape(IxDyn(x.shape()), &x32).expect("x's own shape");
+    let st32: Vec<StageState<'_, f32>> = wide.iter_mut().map(WideStage::state).collect();
+    let m = layer::stats(info, &st32, x32)?;
+    let narrow = |a: ArrayD<f32>| {
+        let a = a.as_standard_layout().into_owned();
+        let v = narrow_vec::<T>(a.as_slice().expect("standard layout"));
+        ArrayD::from_shape_vec(a.raw_dim(), v).expect("the moments' own shape")
+    };
+    Ok(Moments {
+        mean: narrow(m.mean),
+        var: narrow(m.var),
+    })
+}
