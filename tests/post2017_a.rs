@@ -283,6 +283,12 @@ fn sum_centered() {
 }
 
 #[test]
+fn sum_columns() {
+    check::<f64>("sum_columns", &mut SumColumns::new(70), TOL_F64);
+    check::<f32>("sum_columns", &mut SumColumns::new(70), TOL_F32);
+}
+
+#[test]
 fn frn_tlu() {
     check::<f64>("frn_tlu", &mut Frn::new(3), TOL_F64);
     check::<f32>("frn_tlu", &mut Frn::new(3), TOL_F32);

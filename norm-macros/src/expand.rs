@@ -725,7 +725,8 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
             axes_doc(spec, axes)
         );
         fields.extend(quote!(#[doc = #tau_doc] pub tau: #arr<T, #ty>,));
-        init.extend(quote!(tau: #arr::zeros(#dim),));
+        let what = field_path(stage, "tau");
+        init.extend(quote!(tau: #rt::layer_array(INFO.name, #what, #dim, false)?,));
         tau = quote!(::std::option::Option::Some(#path.tau.view().into_dyn()));
     }
     let mut renorm = none.clone();

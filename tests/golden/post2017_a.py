@@ -164,6 +164,18 @@ def main():
             prec,
             steps=2,
         )
+        # Sum statistic over the batch axis of N,C (the column path: statistics of many
+        # groups finished together).
+        case(
+            "sum_columns",
+            'input = "N,C", axes = "N", statistic = "sum", affine',
+            [("C", 70)],
+            (5, 70),
+            {"gamma": ((70,), 0.5, 1.0), "beta": ((70,), 0.5, 0.0)},
+            lambda x, p, r, t: sum_norm(x, p, (0,), True, 1e-5, (1, -1)),
+            prec,
+            steps=2,
+        )
         # FRN + TLU; tau around 0 so the threshold bites on some elements.
         case(
             "frn_tlu",
