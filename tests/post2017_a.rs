@@ -148,6 +148,10 @@ generated!(L2Norm, Ix2, [gamma, beta], running: false);
 struct SumCentered;
 generated!(SumCentered, Ix3, [gamma, beta], running: false);
 
+#[norm(input = "N,C", axes = "N", statistic = "sum", affine)]
+struct SumColumns;
+generated!(SumColumns, Ix2, [gamma, beta], running: false);
+
 #[norm(
     input = "N,C,H,W",
     axes = "H,W",
