@@ -75,7 +75,7 @@ fn col_blocks<T: Float>(x: &[T], y: &mut [T], (m, a, b): Coef3<'_, T>) {
     if w == 0 {
         return;
     }
-    let per_chunk = (BLOCK_BYTES / (w * std::mem::size_of::<T>())).max(1) * w;
+    let per_chunk = (BLOCK_BYTES / std::mem::size_of_val(m).max(1)).max(1) * w;
     for (yc, xc) in y.chunks_mut(per_chunk).zip(x.chunks(per_chunk)) {
         let mut c0 = 0;
         while c0 + BLOCK_COLS <= w {
