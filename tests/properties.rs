@@ -632,6 +632,9 @@ fn setup(
             running_mean: want(&geo.run_shape, 0.0),
             running_var: want(&geo.run_shape, 1.0),
             num_batches_tracked: 0,
+            tau: None,
+            rmax: None,
+            dmax: None,
         };
         if *sp != expected {
             return Err(fail(format!(
@@ -2129,6 +2132,9 @@ fn f32_layer_matches_reference() {
                             running_mean: sp.running_mean.as_ref().map(to_f64),
                             running_var: sp.running_var.as_ref().map(to_f64),
                             num_batches_tracked: sp.num_batches_tracked,
+                            tau: sp.tau.as_ref().map(to_f64),
+                            rmax: sp.rmax,
+                            dmax: sp.dmax,
                         })
                         .collect();
                     check_running(&stages, m, &xs, &stored, geos, &ctx, TOL_F32)?;

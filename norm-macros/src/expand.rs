@@ -762,6 +762,32 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
             beta = quote!(::std::option::Option::Some(#path.beta.view().into_dyn()));
         }
     }
+    let mut tau = none.clone();
+    if let (Some(axes), true) = (shapes::param_axes(stage), stage.tlu) {
+        let (ty, dim) = (dim_type(axes.len()), shape_value(layer, stage, axes));
+        let tau_doc = format!(
+            "Learnable TLU threshold τ (y = max(z, τ)), {}; starts at 0.",
+            axes_doc(spec, axes)
+        );
+        fields.extend(quote!(#[doc = #tau_doc] pub tau: #arr<T, #ty>,));
+        let what = field_path(stage, "tau");
+        init.extend(quote!(tau: #rt::layer_array(INFO.name, #what, #dim, false)?,));
+        tau = quote!(::std::option::Option::Some(#path.tau.view().into_dyn()));
+    }
+    let mut renorm = none.clone();
+    if let Some(r) = stage.renorm {
+        let (rmax, dmax) = (r.rmax, r.dmax);
+        fields.extend(quote! {
+            /// Batch Renormalization's `rmax`: r = σ_B/σ_running is clamped to
+            /// [1/rmax, rmax]; starts at the declared value (a training loop may ramp it).
+            pub rmax: f64,
+            /// Batch Renormalization's `dmax`: d = (μ_B − μ_running)/σ_running is clamped
+            /// to [−dmax, dmax]; starts at the declared value.
+            pub dmax: f64,
+        });
+        init.extend(quote!(rmax: #rmax, dmax: #dmax,));
+        renorm = quote!(::std::option::Option::Some((#path.rmax, #path.dmax)));
+    }
     let (mut running, mut running_mut) = (none.clone(), none.clone());
     if let Some(axes) = shapes::running_axes(spec, stage) {
         let code = running_code(layer, stage, &axes, path);
@@ -781,9 +807,9 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     StageCode {
         fields,
         init,
-        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running }),
-        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut }),
-        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running }),
+        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau, renorm: #renorm }),
+        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau, renorm: #renorm }),
+        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau, renorm: #renorm }),
     }
 }
 

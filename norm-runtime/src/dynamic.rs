@@ -111,6 +111,13 @@ pub struct StageParams<T> {
     pub running_var: Option<ArrayD<T>>,
     /// Number of training batches seen (`running_stats`).
     pub num_batches_tracked: u64,
+    /// The TLU threshold `tau`, shaped like `gamma` (`tlu`); starts at 0.
+    pub tau: Option<ArrayD<T>>,
+    /// Batch Renormalization's `rmax` (`renorm`): r is clamped to [1/rmax, rmax]; starts at
+    /// the declared value, and a training loop may ramp it.
+    pub rmax: Option<f64>,
+    /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
+    pub dmax: Option<f64>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -129,6 +136,8 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 
@@ -148,6 +157,8 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 }
@@ -249,6 +260,9 @@ impl<T: Float> DynNorm<T> {
                 running_mean: make(running.as_ref(), T::zero(), "running_mean")?,
                 running_var: make(running.as_ref(), T::one(), "running_var")?,
                 num_batches_tracked: 0,
+                tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
+                rmax: stage.renorm.map(|r| r.rmax),
+                dmax: stage.renorm.map(|r| r.dmax),
             });
         }
         Ok(DynNorm {

@@ -31,6 +31,7 @@ pub mod state_dict;
 mod stats;
 mod threads;
 mod types;
+mod variants;
 mod widen;
 
 #[cfg(feature = "mpi")]

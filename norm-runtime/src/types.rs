@@ -27,6 +27,12 @@ pub(crate) struct SavedStage<T> {
     pub stats: Vec<crate::kernels::exec::Stat>,
     /// `affine = external`: the scale used (the shift is not needed).
     pub scale: Vec<T>,
+    /// `tlu`: per element, whether the normalized value passed the threshold (z > τ).
+    pub tlu_pass: Vec<bool>,
+    /// `renorm` in train mode: per statistics group, the (r, d) applied (empty otherwise).
+    pub renorm: Vec<(f64, f64)>,
+    /// `ghost`: what each chunk of the batch saved, in order (empty otherwise).
+    pub chunks: Vec<SavedStage<T>>,
 }
 
 /// What a forward pass keeps for its backward pass: per statistics group the mean and the

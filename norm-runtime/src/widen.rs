@@ -130,6 +130,10 @@ struct WideStage {
     external: Option<(ArrayD<f32>, ArrayD<f32>)>,
     /// mean, var, count, and whether the caller lent them mutably.
     running: Option<(ArrayD<f32>, ArrayD<f32>, u64, bool)>,
+    /// The TLU threshold (`tlu`).
+    tau: Option<ArrayD<f32>>,
+    /// Batch Renormalization's limits (`renorm`).
+    renorm: Option<(f64, f64)>,
 }
 
 impl WideStage {
@@ -150,6 +154,8 @@ impl WideStage {
                     true,
                 ),
             }),
+            tau: st.tau.as_ref().map(widen_array),
+            renorm: st.renorm,
         }
     }
 
@@ -163,6 +169,8 @@ impl WideStage {
                 mean: m.view(),
                 var: v.view(),
             }),
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.renorm,
         }
     }
 
@@ -185,6 +193,8 @@ impl WideStage {
                     }
                 }
             }),
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.renorm,
         }
     }
 
@@ -205,17 +215,7 @@ fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
     Saved {
         fingerprint: saved.fingerprint,
         shape: saved.shape.clone(),
-        stages: saved
-            .stages
-            .iter()
-            .map(|s| SavedStage {
-                fixed: s.fixed,
-                count: s.count,
-                synced: s.synced,
-                stats: s.stats.clone(),
-                scale: widen_vec(&s.scale),
-            })
-            .collect(),
+        stages: saved.stages.iter().map(widen_stage).collect(),
         intermediates: saved.intermediates.iter().map(|v| widen_vec(v)).collect(),
         cell_len: saved.cell_len,
         cells: saved.cells.clone(),
@@ -229,22 +229,40 @@ fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
 fn narrow_saved<T: Float>(wide: Saved<f32>, saved: &mut Saved<T>) {
     saved.fingerprint = wide.fingerprint;
     saved.shape = wide.shape;
-    saved.stages = wide
-        .stages
-        .into_iter()
-        .map(|s| SavedStage {
-            fixed: s.fixed,
-            count: s.count,
-            synced: s.synced,
-            stats: s.stats,
-            scale: narrow_vec(&s.scale),
-        })
-        .collect();
+    saved.stages = wide.stages.into_iter().map(narrow_stage).collect();
     saved.intermediates = wide.intermediates.iter().map(|v| narrow_vec(v)).collect();
     saved.cell_len = wide.cell_len;
     saved.cells = wide.cells;
     saved.mask = wide.mask;
     saved.counts = wide.counts;
+}
+
+/// One stage's saved values widened to f32 (a `ghost` stage's chunks too).
+fn widen_stage<T: Float>(s: &SavedStage<T>) -> SavedStage<f32> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats.clone(),
+        scale: widen_vec(&s.scale),
+        tlu_pass: s.tlu_pass.clone(),
+        renorm: s.renorm.clone(),
+        chunks: s.chunks.iter().map(widen_stage).collect(),
+    }
+}
+
+/// One stage's saved values rounded to `T` (the inverse of [`widen_stage`]).
+fn narrow_stage<T: Float>(s: SavedStage<f32>) -> SavedStage<T> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats,
+        scale: narrow_vec(&s.scale),
+        tlu_pass: s.tlu_pass,
+        renorm: s.renorm,
+        chunks: s.chunks.into_iter().map(narrow_stage).collect(),
+    }
 }
 
 /// An optional gradient widened (so the f32 call sees the caller's slot as it is).
@@ -338,7 +356,8 @@ const BLOCK: usize = 1 << 16;
 /// Whether a forward call can run as independent blocks of the first axis: one stage that
 /// keeps axis 0 (statistics per row of it), no parameter, running statistic or external
 /// affine indexed by it (nor any running statistics, updated over the whole batch), axis 0
-/// not of fixed size, and enough elements to matter.
+/// not of fixed size, no per-element or per-chunk saved state (`tlu`, `ghost`, `renorm`,
+/// `mask`), and enough elements to matter.
 fn blockable(info: &LayerInfo<'_>, shape: &[usize], out: &[usize]) -> bool {
     let spec = info.spec;
     let [st] = &spec.stages[..] else {
@@ -359,6 +378,10 @@ fn blockable(info: &LayerInfo<'_>, shape: &[usize], out: &[usize]) -> bool {
         && st.axes & 1 == 0
         && !st.running_stats
         && !by_axis0
+        && !st.tlu
+        && st.ghost.is_none()
+        && st.renorm.is_none()
+        && st.mask == 0
 }
 
 /// The forward pass of a [`blockable`] call as blocks of whole rows of axis 0, in parallel:
@@ -410,6 +433,9 @@ fn forward_blocks<T: Float>(
                 .flat_map(|b| b.as_ref().expect("saved requested").stats.iter().copied())
                 .collect(),
             scale: Vec::new(),
+            tlu_pass: Vec::new(),
+            renorm: Vec::new(),
+            chunks: Vec::new(),
         };
         saved.fingerprint = info.fingerprint;
         saved.shape = shape.to_vec();

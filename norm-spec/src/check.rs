@@ -118,6 +118,7 @@ impl<S: Clone> Checker<S> {
         self.bias(st);
         self.centering(st);
         self.momentum(st);
+        crate::check_post2017::check(st, layout, &mut self.errors);
     }
 
     /// Every name in `axes` is an input axis.
@@ -141,6 +142,27 @@ impl<S: Clone> Checker<S> {
             for name in names.iter().filter(|name| layout.index(name).is_none()) {
                 self.error(written.span.clone(), unknown_axis(layout, name, "mask"));
             }
+        }
+        // The masked statistics path computes plain means and variances over the unmasked
+        // positions; the post-2017 statistics keys are not defined on it (yet).
+        let combined = [
+            (st.written(Key::Ghost), "ghost"),
+            (st.written(Key::Renorm), "renorm"),
+            (st.written_true(Key::Tlu), "tlu"),
+            (
+                st.written(Key::Statistic)
+                    .filter(|w| w.value == Value::Word("sum")),
+                "statistic = \"sum\"",
+            ),
+        ];
+        for (w, name) in combined.into_iter().filter_map(|(w, n)| Some((w?, n))) {
+            self.error(
+                w.key.clone(),
+                format!(
+                    "`{name}` is not supported together with `mask`: masked statistics are \
+                     plain means and variances over the unmasked positions"
+                ),
+            );
         }
     }
 

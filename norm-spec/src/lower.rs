@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::declaration::{written_input, AffineValue, Declaration, StageKeys, Value};
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, Statistic};
 use crate::keys::{Key, Lowering, KEYS};
 
 /// The input's axes, for resolving axis names.
@@ -114,6 +114,10 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Cumulative,
+        statistic: Statistic::Mean,
+        tlu: false,
+        ghost: None,
+        renorm: None,
         mask: 0,
     };
     for info in KEYS {

@@ -117,3 +117,32 @@ fn misspelled_mask_is_suggested() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].0.contains("did you mean `mask`?"), "{errs:?}");
 }
+
+#[test]
+fn mask_with_a_post_2017_statistics_key_is_refused_on_that_key() {
+    let message = |name: &str| {
+        format!(
+            "`{name}` is not supported together with `mask`: masked statistics are plain \
+             means and variances over the unmasked positions"
+        )
+    };
+    let base = r#"input = "N,T,C", axes = "N,T", mask = "N,T", affine = "C", running_stats"#;
+    for (key, name) in [
+        ("ghost = 2", "ghost"),
+        ("renorm(rmax = 3.0, dmax = 5.0)", "renorm"),
+    ] {
+        let src = format!("{base}, {key}");
+        let word = key.split([' ', '(']).next().unwrap();
+        assert_eq!(errors(&src), vec![(message(name), at(&src, word))], "{src}");
+    }
+    let src = r#"input = "N,C,T", axes = "T", mask = "N,T", affine = "C", tlu"#;
+    assert_eq!(errors(src), vec![(message("tlu"), at(src, "tlu"))]);
+    let src = r#"input = "N,T,D", axes = "D", mask = "N,T", center = false, statistic = "sum""#;
+    assert_eq!(
+        errors(src),
+        vec![(message("statistic = \"sum\""), at(src, "statistic"))]
+    );
+    // Without the mask, the same declarations are valid.
+    ok(r#"input = "N,T,C", axes = "N,T", affine = "C", running_stats, ghost = 2"#);
+    ok(r#"input = "N,T,D", axes = "D", center = false, statistic = "sum""#);
+}
