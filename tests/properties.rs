@@ -2111,12 +2111,20 @@ fn f32_layer_matches_reference() {
                 };
                 let (y, saved) = res.map_err(|e| unexpected(tag, e, &ctx))?;
                 let yr = forward(m, geos, &xs, &refp, eval);
-                close(
+                // Relative to the largest value and, per element, to the magnitude of the
+                // terms that make it (x·a·s and the shift can cancel to a small y, whose f32
+                // error is then that of the terms): `TOL_F32` of each.
+                let terms: Vec<f64> = forward_scales(m, geos, &xs, &refp, eval)
+                    .iter()
+                    .map(|a| a * TOL_F32 / NOISE)
+                    .collect();
+                close_y(
                     &format!("{tag} y"),
                     &ctx,
                     &to_f64(&y).view(),
                     &m.shape,
                     &yr,
+                    &terms,
                     TOL_F32,
                 )?;
                 if !eval {
