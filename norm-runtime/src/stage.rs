@@ -45,35 +45,30 @@ pub(crate) fn forward<T: Float>(
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
+    let stage = &call.info.spec.stages[call.k];
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    if stage.ghost.is_some() && !fixed {
+        return ghost::forward(call, state, (x, out), mode, saved, scratch);
+    }
+    saved.chunks.clear();
+    forward_plain(call, state, (x, out), mode, saved, scratch)
+}
+
+/// Forward pass of stage `k` (one chunk of a `ghost` stage) on a checked input.
+pub(crate) fn forward_plain<T: Float>(
+    call: StageCall<'_>,
+    state: &mut StageState<'_, T>,
+    (x, out): (&[T], &mut [T]),
+    mode: Mode,
+    saved: &mut SavedStage<T>,
+    scratch: &mut Scratch<T>,
+) -> Result<(), NormError> {
     let StageCall {
         info,
         k,
         plan,
         sync,
     } = call;
-    let stage = &info.spec.stages[k];
-    let fixed = mode == Mode::Eval && stage.running_stats;
-    if stage.ghost.is_some() && !fixed {
-        return ghost::forward(info, k, plan, state, x, mode, out, saved, scratch, sync);
-    }
-    saved.chunks.clear();
-    forward_plain(info, k, plan, state, x, mode, out, saved, scratch, sync)
-}
-
-/// Forward pass of stage `k` (one chunk of a `ghost` stage) on a checked input.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn forward_plain<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
-    state: &mut StageState<'_, T>,
-    x: &[T],
-    mode: Mode,
-    out: &mut [T],
-    saved: &mut SavedStage<T>,
-    scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
-) -> Result<(), NormError> {
     let stage = &info.spec.stages[k];
     let groups = plan.groups;
     let mut n = plan.group_len;

@@ -87,19 +87,20 @@ fn unsupported(info: &LayerInfo<'_>) -> NormError {
 }
 
 /// Forward pass of a `ghost` stage whose statistics are measured (not fixed).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &mut StageState<'_, T>,
-    x: &[T],
+    (x, out): (&[T], &mut [T]),
     mode: Mode,
-    out: &mut [T],
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
     if sync.is_some() {
         return Err(unsupported(info));
     }
@@ -122,26 +123,34 @@ pub(crate) fn forward<T: Float>(
     let (mut xbuf, mut obuf) = (Vec::new(), Vec::new());
     for c in 0..n {
         let cplan = chunks.plan(info, k, plan, c);
+        // A chunk runs as the plain stage over its own plan (never synchronized).
+        let chunk_call = StageCall {
+            info,
+            k,
+            plan: &cplan,
+            sync: None,
+        };
         let saved_c = &mut saved.chunks[c];
         match chunks.slice(c) {
             Some(r) => stage::forward_plain(
-                info,
-                k,
-                &cplan,
+                chunk_call,
                 state,
-                &x[r.clone()],
+                (&x[r.clone()], &mut out[r]),
                 mode,
-                &mut out[r],
                 saved_c,
                 scratch,
-                None,
             )?,
             None => {
                 xbuf.resize(cplan.numel, T::zero());
                 obuf.resize(cplan.numel, T::zero());
                 chunks.copy(c, x, &mut xbuf, false);
                 stage::forward_plain(
-                    info, k, &cplan, state, &xbuf, mode, &mut obuf, saved_c, scratch, None,
+                    chunk_call,
+                    state,
+                    (&xbuf, &mut obuf),
+                    mode,
+                    saved_c,
+                    scratch,
                 )?;
                 chunks.copy(c, &obuf, out, true);
             }
