@@ -224,6 +224,12 @@ fn all_dyn_paths<T: Float>() {
     dyn_paths::<T>(inorm, &[("C", 4)], &[3, 4, 9]);
     let ws = r#"input = "O,I,kh,kw", axes = "I,kh,kw", unbiased, eps_mode = "std""#;
     dyn_paths::<T>(ws, &[], &[4, 3, 3, 3]);
+    // Large enough for the blocked forward (blocks of whole rows of axis 0, `widen.rs`).
+    dyn_paths::<T>(ln, &[("D", 40)], &[8, 420, 40]);
+    dyn_paths::<T>(gn, &[("C", 8)], &[6, 8, 56, 56]);
+    let in_plain = r#"input = "N,C,H,W", axes = "H,W""#;
+    dyn_paths::<T>(in_plain, &[], &[3, 10, 70, 66]);
+    dyn_paths::<T>(ws, &[], &[700, 16, 3, 5]);
     let bcn = r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine = "G"))"#;
     dyn_paths::<T>(bcn, &[("C", 4)], &[2, 4, 3, 3]);
 }

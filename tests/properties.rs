@@ -632,6 +632,9 @@ fn setup(
             running_mean: want(&geo.run_shape, 0.0),
             running_var: want(&geo.run_shape, 1.0),
             num_batches_tracked: 0,
+            tau: None,
+            rmax: None,
+            dmax: None,
         };
         if *sp != expected {
             return Err(fail(format!(
@@ -2108,12 +2111,20 @@ fn f32_layer_matches_reference() {
                 };
                 let (y, saved) = res.map_err(|e| unexpected(tag, e, &ctx))?;
                 let yr = forward(m, geos, &xs, &refp, eval);
-                close(
+                // Relative to the largest value and, per element, to the magnitude of the
+                // terms that make it (x·a·s and the shift can cancel to a small y, whose f32
+                // error is then that of the terms): `TOL_F32` of each.
+                let terms: Vec<f64> = forward_scales(m, geos, &xs, &refp, eval)
+                    .iter()
+                    .map(|a| a * TOL_F32 / NOISE)
+                    .collect();
+                close_y(
                     &format!("{tag} y"),
                     &ctx,
                     &to_f64(&y).view(),
                     &m.shape,
                     &yr,
+                    &terms,
                     TOL_F32,
                 )?;
                 if !eval {
@@ -2129,6 +2140,9 @@ fn f32_layer_matches_reference() {
                             running_mean: sp.running_mean.as_ref().map(to_f64),
                             running_var: sp.running_var.as_ref().map(to_f64),
                             num_batches_tracked: sp.num_batches_tracked,
+                            tau: sp.tau.as_ref().map(to_f64),
+                            rmax: sp.rmax,
+                            dmax: sp.dmax,
                         })
                         .collect();
                     check_running(&stages, m, &xs, &stored, geos, &ctx, TOL_F32)?;

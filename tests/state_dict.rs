@@ -417,6 +417,9 @@ fn expected_stages<A: Float>(
                 running_mean: get(&st.running_mean, "running_mean"),
                 running_var: get(&st.running_var, "running_var"),
                 num_batches_tracked: count,
+                tau: None,
+                rmax: None,
+                dmax: None,
             }
         })
         .collect()

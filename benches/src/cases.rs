@@ -17,6 +17,19 @@ use crate::data::Rng;
 )]
 pub struct BatchNorm2d;
 
+/// Ghost Batch Norm (issue 18) on bn_train's tensor: BatchNorm2d with the batch split
+/// into chunks of 8 samples, each with its own statistics and running-statistics update.
+/// No PyTorch counterpart: compare with `bn_train`.
+#[norm(
+    input = "N,C,H,W",
+    axes = "N,H,W",
+    ghost = 8,
+    affine,
+    running_stats,
+    momentum = 0.1
+)]
+pub struct GhostBatchNorm2d;
+
 /// `nn.BatchNorm2d(C)` on a channels-last tensor (`torch.channels_last`).
 #[norm(
     input = "N,H,W,C",
@@ -187,9 +200,19 @@ pub const SUITE: [CaseInfo; 13] = [
     },
 ];
 
+/// Cases without a `torch_suite.py` counterpart: run only when named (`--cases`), never by
+/// the default suite or `--alternate`, and compared with their parent case by hand.
+pub const EXTRA: [CaseInfo; 1] = [CaseInfo {
+    name: "ghost_bn_train",
+    shape: &[32, 64, 56, 56],
+    has_bwd: true,
+    declaration: r#"input = "N,C,H,W", axes = "N,H,W", ghost = 8, affine, running_stats (train; compare with bn_train)"#,
+    reads_twice: false,
+}];
+
 /// The suite case named `name`.
 pub fn case_info(name: &str) -> Option<&'static CaseInfo> {
-    SUITE.iter().find(|c| c.name == name)
+    SUITE.iter().chain(EXTRA.iter()).find(|c| c.name == name)
 }
 
 /// A pass of a case.
@@ -338,6 +361,7 @@ macro_rules! impl_layer {
 
 impl_layer!(BatchNorm2d, Ix4);
 impl_layer!(BatchNorm2dNhwc, Ix4);
+impl_layer!(GhostBatchNorm2d, Ix4);
 impl_layer!(BatchNorm1d, Ix2);
 impl_layer!(LayerNorm, Ix2);
 impl_layer!(RmsNorm, Ix2);
@@ -445,7 +469,7 @@ impl std::fmt::Display for BuildError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BuildError::UnknownCase(c) => {
-                let known: Vec<&str> = SUITE.iter().map(|c| c.name).collect();
+                let known: Vec<&str> = SUITE.iter().chain(EXTRA.iter()).map(|c| c.name).collect();
                 write!(f, "unknown case {c:?}; known: {}", known.join(","))
             }
             BuildError::Rank {
@@ -587,6 +611,12 @@ pub fn build(name: &str, shape: &[usize], seed: u64) -> Result<Box<dyn Runnable>
             l.gn.beta = uniform(&mut rng, c, -0.5, 0.5);
             Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
         }
+        "ghost_bn_train" => {
+            let mut l = GhostBatchNorm2d::new(c);
+            l.gamma = uniform(&mut rng, c, 0.5, 1.5);
+            l.beta = uniform(&mut rng, c, -0.5, 0.5);
+            Box::new(Runner::new(l, rank4(name, x)?, rank4(name, dy)?, false)?)
+        }
         _ => return Err(BuildError::UnknownCase(name.to_string())),
     })
 }
@@ -599,7 +629,7 @@ mod tests {
     /// normalized statistics.
     #[test]
     fn every_case_runs_small() {
-        for case in SUITE {
+        for case in SUITE.iter().chain(EXTRA.iter()) {
             let shape: Vec<usize> = match case.shape.len() {
                 2 if case.name.starts_with("bn1d") => vec![5, 64],
                 2 => vec![4, 64],

@@ -204,6 +204,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 }
                 o.cases = SUITE
                     .iter()
+                    .chain(cases::EXTRA.iter())
                     .map(|c| c.name)
                     .filter(|c| wanted.contains(c))
                     .collect();
@@ -333,7 +334,7 @@ pub fn run(o: &Options) -> Result<(), Error> {
         return Ok(());
     }
     if o.list {
-        for c in SUITE {
+        for c in SUITE.iter().chain(cases::EXTRA.iter()) {
             println!("{:<14} {:?}  #[norm({})]", c.name, c.shape, c.declaration);
         }
         return Ok(());

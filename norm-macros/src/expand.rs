@@ -94,8 +94,11 @@ pub(crate) struct Layer<'a> {
     pub(crate) args: Vec<(usize, Ident)>,
     /// With `affine = external`: the `scale, shift` parameters of `forward_*` (else empty).
     pub(crate) external_params: TokenStream,
-    /// With `affine = external`: `scale, shift,` as arguments (else empty).
+    /// With `affine = external`: `scale, shift,` as arguments (else empty). With `mask`,
+    /// both start with the mask.
     pub(crate) external_args: TokenStream,
+    /// The layer has `mask`: its forward methods take the mask right after `x`.
+    pub(crate) masked: bool,
 }
 
 impl<'a> Layer<'a> {
@@ -111,7 +114,22 @@ impl<'a> Layer<'a> {
         } else {
             (quote!(), quote!())
         };
+        // `mask = "..."`: the boolean mask comes right after `x` in every forward method.
+        let mask_rank = (0..spec.input.len())
+            .filter(|&i| spec.stages[0].masks(i))
+            .count();
+        let masked = !spec.chain && mask_rank > 0;
+        let (external_params, external_args) = if masked {
+            let md = dim_type(mask_rank);
+            (
+                quote!(mask: #rt::ndarray::ArrayView<'_, bool, #md>, #external_params),
+                quote!(mask, #external_args),
+            )
+        } else {
+            (external_params, external_args)
+        };
         Layer {
+            masked,
             spec,
             item,
             name: &item.ident,
@@ -120,6 +138,23 @@ impl<'a> Layer<'a> {
             rt,
             external_params,
             external_args,
+        }
+    }
+
+    /// The call of the runtime's forward entry point with `states`, `x` (and the mask of a
+    /// masked layer) and the given mode, output, saved and sync expressions.
+    fn forward_call(
+        &self,
+        mode: TokenStream,
+        out: TokenStream,
+        saved: TokenStream,
+        sync: TokenStream,
+    ) -> TokenStream {
+        let rt = &self.rt;
+        if self.masked {
+            quote!(#rt::forward_masked_into(&INFO, &mut states, x, mask, #mode, #out, #saved, #sync))
+        } else {
+            quote!(#rt::forward_into(&INFO, &mut states, x, #mode, #out, #saved, #sync))
         }
     }
 
@@ -360,6 +395,7 @@ fn forward_entry(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
     let (rt, ext_params) = (&layer.rt, &layer.external_params);
     let (view_d, viewmut_d) = (layer.view(), layer.view_mut());
     let (states_train, states_view) = (&stages.states_train, &stages.states_view);
+    let call = layer.forward_call(quote!(mode), quote!(out), quote!(saved), quote!(sync));
     quote! {
         fn __forward(
             &mut self,
@@ -373,11 +409,11 @@ fn forward_entry(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
             match mode {
                 #rt::Mode::Train => {
                     let mut states = #states_train;
-                    #rt::forward_into(&INFO, &mut states, x, mode, out, saved, sync)
+                    #call
                 }
                 #rt::Mode::Eval => {
                     let mut states = #states_view;
-                    #rt::forward_into(&INFO, &mut states, x, mode, out, saved, sync)
+                    #call
                 }
             }
         }
@@ -462,10 +498,19 @@ fn forward_methods(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
     let (view_d, viewmut_d, arr_d) = (layer.view(), layer.view_mut(), layer.array());
     let states_view = &stages.states_view;
     let (res, err) = (quote!(::std::result::Result), quote!(#rt::NormError));
+    let none = quote!(::std::option::Option::None);
+    let eval_call = layer.forward_call(quote!(#rt::Mode::Eval), quote!(out), none.clone(), none);
+    let mask_doc = if layer.masked {
+        "`mask` (shaped by the mask axes) selects the positions the statistics use; a \
+         group without one gives zeros. `Saved` keeps the mask for `backward`."
+    } else {
+        ""
+    };
     quote! {
         /// Forward pass. `Mode::Train` normalizes with batch statistics and updates
         /// the running statistics; `Mode::Eval` uses running statistics where the
         /// layer has them. Returns the output and what `backward` needs.
+        #[doc = #mask_doc]
         pub fn forward(&mut self, x: #view_d, #ext_params mode: #rt::Mode)
             -> #res<(#arr_d, #rt::Saved<T>), #err>
         {
@@ -507,7 +552,7 @@ fn forward_methods(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
             -> #res<(), #err>
         {
             let mut states = #states_view;
-            #rt::forward_into(&INFO, &mut states, x, #rt::Mode::Eval, out, ::std::option::Option::None, ::std::option::Option::None)
+            #eval_call
         }
     }
 }
@@ -717,6 +762,32 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
             beta = quote!(::std::option::Option::Some(#path.beta.view().into_dyn()));
         }
     }
+    let mut tau = none.clone();
+    if let (Some(axes), true) = (shapes::param_axes(stage), stage.tlu) {
+        let (ty, dim) = (dim_type(axes.len()), shape_value(layer, stage, axes));
+        let tau_doc = format!(
+            "Learnable TLU threshold τ (y = max(z, τ)), {}; starts at 0.",
+            axes_doc(spec, axes)
+        );
+        fields.extend(quote!(#[doc = #tau_doc] pub tau: #arr<T, #ty>,));
+        let what = field_path(stage, "tau");
+        init.extend(quote!(tau: #rt::layer_array(INFO.name, #what, #dim, false)?,));
+        tau = quote!(::std::option::Option::Some(#path.tau.view().into_dyn()));
+    }
+    let mut renorm = none.clone();
+    if let Some(r) = stage.renorm {
+        let (rmax, dmax) = (r.rmax, r.dmax);
+        fields.extend(quote! {
+            /// Batch Renormalization's `rmax`: r = σ_B/σ_running is clamped to
+            /// [1/rmax, rmax]; starts at the declared value (a training loop may ramp it).
+            pub rmax: f64,
+            /// Batch Renormalization's `dmax`: d = (μ_B − μ_running)/σ_running is clamped
+            /// to [−dmax, dmax]; starts at the declared value.
+            pub dmax: f64,
+        });
+        init.extend(quote!(rmax: #rmax, dmax: #dmax,));
+        renorm = quote!(::std::option::Option::Some((#path.rmax, #path.dmax)));
+    }
     let (mut running, mut running_mut) = (none.clone(), none.clone());
     if let Some(axes) = shapes::running_axes(spec, stage) {
         let code = running_code(layer, stage, &axes, path);
@@ -736,9 +807,9 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     StageCode {
         fields,
         init,
-        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running }),
-        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut }),
-        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running }),
+        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau, renorm: #renorm }),
+        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau, renorm: #renorm }),
+        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau, renorm: #renorm }),
     }
 }
 

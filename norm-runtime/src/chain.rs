@@ -157,7 +157,10 @@ pub(crate) type Shaped<'a> = (&'a [usize], &'a [Plan]);
 /// plan, neither the statistics group nor the parameters move.
 pub(crate) fn cell_len(info: &LayerInfo<'_>, plans: &[Plan], shape: &[usize]) -> Option<usize> {
     let spec = info.spec;
-    if spec.stages.len() < 2 || spec.stages.iter().any(|s| s.affine == Affine::External) {
+    if spec.stages.len() < 2
+        || spec.stages.iter().any(|s| s.affine == Affine::External)
+        || spec.stages.iter().any(crate::variants::unfusable)
+    {
         return None;
     }
     let numel = plans.first()?.numel;

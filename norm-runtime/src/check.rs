@@ -198,6 +198,11 @@ pub(crate) fn check<T: Float>(
             (None, true) => return Err(missing(info, "beta")),
             _ => {}
         }
+        match (&state.tau, stage.tlu) {
+            (Some(t), true) => check_indexed(info, stage, "tau", axes, expected, t.shape())?,
+            (None, true) => return Err(missing(info, "tau")),
+            _ => {}
+        }
     }
     if let (Affine::External, Some(_)) = (&stage.affine, mode) {
         let axes = plan.stat_axes.as_slice();

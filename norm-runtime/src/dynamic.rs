@@ -111,6 +111,13 @@ pub struct StageParams<T> {
     pub running_var: Option<ArrayD<T>>,
     /// Number of training batches seen (`running_stats`).
     pub num_batches_tracked: u64,
+    /// The TLU threshold `tau`, shaped like `gamma` (`tlu`); starts at 0.
+    pub tau: Option<ArrayD<T>>,
+    /// Batch Renormalization's `rmax` (`renorm`): r is clamped to [1/rmax, rmax]; starts at
+    /// the declared value, and a training loop may ramp it.
+    pub rmax: Option<f64>,
+    /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
+    pub dmax: Option<f64>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -129,6 +136,8 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 
@@ -148,6 +157,8 @@ impl<T: Float> StageParams<T> {
                 }),
                 _ => None,
             },
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.rmax.zip(self.dmax),
         }
     }
 }
@@ -249,6 +260,9 @@ impl<T: Float> DynNorm<T> {
                 running_mean: make(running.as_ref(), T::zero(), "running_mean")?,
                 running_var: make(running.as_ref(), T::one(), "running_var")?,
                 num_batches_tracked: 0,
+                tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
+                rmax: stage.renorm.map(|r| r.rmax),
+                dmax: stage.renorm.map(|r| r.dmax),
             });
         }
         Ok(DynNorm {
@@ -550,5 +564,86 @@ impl<T: Float> DynNorm<T> {
     pub fn stats(&self, x: ArrayViewD<'_, T>) -> Result<Moments<T>, NormError> {
         let states = self.states();
         layer::stats(&self.info(), &states[..self.stages.len()], x)
+    }
+}
+
+/// Masked layers (`mask = "N,T"`): the statistics use only the positions where the mask is
+/// `true` (see the README's "Masked statistics").
+impl<T: Float> DynNorm<T> {
+    /// Forward pass of a layer declared with `mask`: `mask` is shaped by the mask axes;
+    /// `Mode::Train` updates the running statistics from the unmasked positions. The mask is
+    /// kept in the returned `Saved`, so [`DynNorm::backward`] takes no mask.
+    pub fn forward_masked(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+        mode: Mode,
+    ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.forward_masked_into(x, mask, mode, y.view_mut(), &mut saved)?;
+        Ok((y, saved))
+    }
+
+    /// [`DynNorm::forward_masked`] into caller buffers (`saved` is refilled).
+    pub fn forward_masked_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+    ) -> Result<(), NormError> {
+        self.external_error(false)?;
+        let info = LayerInfo {
+            spec: &self.spec.spec,
+            name: &self.name,
+            fingerprint: self.fingerprint,
+        };
+        let mut states: [StageState<'_, T>; 1] = Default::default();
+        let Some(stage) = self.stages.first_mut() else {
+            return Err(crate::masked::no_mask(&info));
+        };
+        states[0] = if mode == Mode::Train {
+            stage.state_mut(None)
+        } else {
+            stage.state(None)
+        };
+        crate::masked::forward_masked_into(
+            &info,
+            &mut states,
+            x,
+            mask,
+            mode,
+            out,
+            Some(saved),
+            None,
+        )
+    }
+
+    /// Inference of a masked layer: running statistics where the layer has them, else the
+    /// statistics of the unmasked positions; no state change.
+    pub fn forward_masked_eval(
+        &self,
+        x: ArrayViewD<'_, T>,
+        mask: ArrayViewD<'_, bool>,
+    ) -> Result<ArrayD<T>, NormError> {
+        self.external_error(false)?;
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut states: [StageState<'_, T>; 1] = Default::default();
+        if let Some(stage) = self.stages.first() {
+            states[0] = stage.state(None);
+        }
+        crate::masked::forward_masked_into(
+            &self.info(),
+            &mut states,
+            x,
+            mask,
+            Mode::Eval,
+            y.view_mut(),
+            None,
+            None,
+        )?;
+        Ok(y)
     }
 }

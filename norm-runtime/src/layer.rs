@@ -123,10 +123,13 @@ pub fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if info.spec.stages.first().is_some_and(|s| s.mask != 0) {
+        return Err(crate::masked::needs_mask(info));
+    }
     if T::WIDE {
-        return crate::widen::forward_into(states, x, out, saved, |st, x, out, saved| {
-            forward_into(info, st, x, mode, out, saved, sync)
-        });
+        let run: &crate::widen::Forward32<'_> =
+            &|st, x, out, saved, sync| forward_into(info, st, x, mode, out, saved, sync);
+        return crate::widen::forward_into(info, states, x, out, saved, sync, run);
     }
     let shape = x.shape();
     let purpose = (Purpose::Forward(mode), sync.is_some());
@@ -285,6 +288,10 @@ pub fn backward_into<T: Float, D: Dimension>(
         let xs = contiguous(&x);
         let dys = contiguous(&dy);
         with_out(&mut dx, |dx| -> Result<(), NormError> {
+            if info.spec.stages[0].mask != 0 {
+                let (st, g) = (&states[0], &mut grads[0]);
+                return crate::masked::backward(info, &plans[0], st, &xs, &dys, saved, dx, g);
+            }
             if saved.cell_len > 0 {
                 chain::backward(
                     info,

@@ -17,6 +17,7 @@ mod float;
 #[doc(hidden)]
 pub mod kernels;
 mod layer;
+mod masked;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod plan;
@@ -30,6 +31,7 @@ pub mod state_dict;
 mod stats;
 mod threads;
 mod types;
+mod variants;
 mod widen;
 
 #[cfg(feature = "mpi")]
@@ -48,6 +50,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
+    pub use crate::masked::forward_masked_into;
     pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{

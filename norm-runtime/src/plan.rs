@@ -192,6 +192,8 @@ pub(crate) struct Plan {
     /// The axes of the statistics and of the running statistics.
     pub stat_axes: AxisList,
     pub running_axes: AxisList,
+    /// The input shape the plan was built for.
+    pub shape: Shape,
 }
 
 impl Plan {
@@ -346,6 +348,8 @@ impl Plan {
             ndims = 1;
         }
         let numel = product(shape.iter().copied())?;
+        let mut input_shape = Shape::default();
+        shape.iter().for_each(|&n| input_shape.push(n));
         let group_len = product(logical.iter().filter(|l| !l.kept).map(|l| l.size))?;
         Some(Plan {
             dims,
@@ -361,6 +365,7 @@ impl Plan {
             running_shape,
             stat_axes,
             running_axes,
+            shape: input_shape,
         })
     }
 

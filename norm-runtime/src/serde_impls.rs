@@ -85,6 +85,12 @@ struct StageParamsRef<'a, T> {
     running_mean: &'a Option<ArrayD<T>>,
     running_var: &'a Option<ArrayD<T>>,
     num_batches_tracked: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tau: &'a Option<ArrayD<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rmax: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dmax: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -94,6 +100,17 @@ struct StageParamsOwned<T> {
     running_mean: Option<ArrayD<T>>,
     running_var: Option<ArrayD<T>>,
     num_batches_tracked: u64,
+    #[serde(default = "none")]
+    tau: Option<ArrayD<T>>,
+    #[serde(default)]
+    rmax: Option<f64>,
+    #[serde(default)]
+    dmax: Option<f64>,
+}
+
+/// An absent optional tensor (older serialized stages have no `tau`).
+fn none<T>() -> Option<T> {
+    None
 }
 
 impl<T: Serialize> Serialize for StageParams<T> {
@@ -104,6 +121,9 @@ impl<T: Serialize> Serialize for StageParams<T> {
             running_mean: &self.running_mean,
             running_var: &self.running_var,
             num_batches_tracked: self.num_batches_tracked,
+            tau: &self.tau,
+            rmax: self.rmax,
+            dmax: self.dmax,
         }
         .serialize(serializer)
     }
@@ -118,6 +138,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StageParams<T> {
             running_mean: p.running_mean,
             running_var: p.running_var,
             num_batches_tracked: p.num_batches_tracked,
+            tau: p.tau,
+            rmax: p.rmax,
+            dmax: p.dmax,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! running) → coefficients → normalize/affine (forward), or gradient sums → dx and the
 //! parameter gradients (backward). The checks are in [`crate::check`].
 
+pub(crate) mod ghost;
+
 use norm_spec::Affine;
 
 use crate::check::{check_count, syncs};
@@ -18,6 +20,7 @@ use crate::stats::{
     dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
 };
 use crate::types::{Mode, SavedStage, StageGrads};
+use crate::variants::{renorm, tlu};
 use crate::Float;
 use crate::NormError;
 
@@ -37,6 +40,24 @@ pub(crate) struct StageCall<'a> {
 
 /// Forward pass of stage `k` on a checked input.
 pub(crate) fn forward<T: Float>(
+    call: StageCall<'_>,
+    state: &mut StageState<'_, T>,
+    (x, out): (&[T], &mut [T]),
+    mode: Mode,
+    saved: &mut SavedStage<T>,
+    scratch: &mut Scratch<T>,
+) -> Result<(), NormError> {
+    let stage = &call.info.spec.stages[call.k];
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    if stage.ghost.is_some() && !fixed {
+        return ghost::forward(call, state, (x, out), mode, saved, scratch);
+    }
+    saved.chunks.clear();
+    forward_plain(call, state, (x, out), mode, saved, scratch)
+}
+
+/// Forward pass of stage `k` (one chunk of a `ghost` stage) on a checked input.
+pub(crate) fn forward_plain<T: Float>(
     call: StageCall<'_>,
     state: &mut StageState<'_, T>,
     (x, out): (&[T], &mut [T]),
@@ -66,6 +87,23 @@ pub(crate) fn forward<T: Float>(
     let synced = sync.is_some() && !fixed && syncs(info.spec, stage);
     let comm = sync.filter(|c| synced && c.size() > 1);
     saved.synced = synced;
+    // `renorm` in train mode: the running statistics before this step's update.
+    let limits = state
+        .renorm
+        .filter(|_| stage.renorm.is_some() && mode == Mode::Train);
+    let mut run = Vec::new();
+    saved.renorm.clear();
+    if let (Some(_), Some(r)) = (limits, state.running.as_ref()) {
+        if synced {
+            return Err(NormError::Unsupported {
+                layer: info.name.to_string(),
+                reason: "`renorm` is not synchronized across processes (use forward)".to_string(),
+            });
+        }
+        run.resize(groups, Stat::default());
+        running_stats(stage, plan, r, &mut run);
+    }
+    let r_d = |s: usize, st: &Stat| limits.map(|l| renorm::r_d(st, &run[s], l));
 
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
@@ -161,12 +199,26 @@ pub(crate) fn forward<T: Float>(
             let st = group_stat(stage, mean, m2, n);
             *out = st;
             let (g, h) = group_affine(s);
-            coef(mean, st.rstd * g, h)
+            match r_d(s, &st) {
+                Some((r, d)) => coef(mean, st.rstd * r * g, h + d * g),
+                None => coef(mean, st.rstd * g, h),
+            }
         };
         // The same arithmetic for a run of groups: the statistics in one loop, then the
         // coefficients.
         let est = estimator_of(stage, n);
         let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
+            // `renorm`: r and d per group, one group at a time.
+            _ if limits.is_some() => {
+                for i in 0..out.stat.len() {
+                    let sums = ShiftedSums {
+                        shift: raw.shift[i],
+                        sum: raw.sum[i],
+                        sq: raw.sq[i],
+                    };
+                    (out.m[i], out.a[i], out.b[i]) = one(s0 + i, sums, &mut out.stat[i]);
+                }
+            }
             // γ (and β) indexed by the group: read straight from the slices.
             (Some(g), Some(b)) if direct => {
                 let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
@@ -198,6 +250,11 @@ pub(crate) fn forward<T: Float>(
             out,
         );
     }
+    if limits.is_some() {
+        for (s, st) in saved.stats.iter().enumerate() {
+            saved.renorm.extend(r_d(s, st));
+        }
+    }
     if mode == Mode::Train {
         let running = state.running.as_mut();
         train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
@@ -206,6 +263,10 @@ pub(crate) fn forward<T: Float>(
     saved.scale.clear();
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
+    }
+    match state.tau.as_ref().filter(|_| stage.tlu) {
+        Some(tau) => tlu::forward(plan, &values(tau), out, &mut saved.tlu_pass),
+        None => saved.tlu_pass.clear(),
     }
     Ok(())
 }
@@ -226,6 +287,28 @@ pub(crate) fn backward<T: Float>(
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
+    if call.info.spec.stages[call.k].ghost.is_some() && !saved.fixed {
+        let StageCall {
+            info,
+            k,
+            plan,
+            sync,
+        } = call;
+        let BackwardIo { x, dy, dx } = io;
+        return ghost::backward(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync);
+    }
+    backward_plain(call, state, io, saved, grads, scratch)
+}
+
+/// Backward pass of stage `k` (one chunk of a `ghost` stage).
+pub(crate) fn backward_plain<T: Float>(
+    call: StageCall<'_>,
+    state: &StageState<'_, T>,
+    io: BackwardIo<'_, T>,
+    saved: &SavedStage<T>,
+    grads: &mut StageGrads<T>,
+    scratch: &mut Scratch<T>,
+) -> Result<(), NormError> {
     let StageCall {
         info,
         k,
@@ -234,6 +317,21 @@ pub(crate) fn backward<T: Float>(
     } = call;
     let BackwardIo { x, dy, dx } = io;
     let stage = &info.spec.stages[k];
+    // `tlu`: the gradient reaching z = the affine output, and dτ.
+    let (mut dz, mut dtau) = (Vec::new(), Vec::new());
+    let dy: &[T] = if stage.tlu {
+        if saved.tlu_pass.len() != dy.len() {
+            return Err(NormError::Saved {
+                layer: info.name.to_string(),
+                reason: "its statistics do not match this layer".to_string(),
+            });
+        }
+        let nparams = plan.param_shape.numel();
+        tlu::backward(plan, &saved.tlu_pass, dy, nparams, &mut dz, &mut dtau);
+        &dz
+    } else {
+        dy
+    };
     let groups = plan.groups;
     let n = saved.count;
     let units = Units::new(plan);
@@ -250,8 +348,12 @@ pub(crate) fn backward<T: Float>(
     for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
         v.clear();
     }
-    for st in &saved.stats {
-        let (m, a, b) = coef::<T>(st.mean, st.rstd, 0.0);
+    let renormed = !saved.renorm.is_empty() && !saved.fixed;
+    for (s, st) in saved.stats.iter().enumerate() {
+        let (m, a, b) = match saved.renorm.get(s).filter(|_| renormed) {
+            Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
+            None => coef::<T>(st.mean, st.rstd, 0.0),
+        };
         scratch.xm.push(m);
         scratch.xa.push(a);
         scratch.xb.push(b);
@@ -273,6 +375,12 @@ pub(crate) fn backward<T: Float>(
         let st = saved.stats[s];
         let gs = group_scale(s);
         let r = st.rstd;
+        if let Some(&rd) = saved.renorm.get(s).filter(|_| renormed) {
+            let sgx0 = renorm::sgx0(rd, sg, sgx);
+            let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx0);
+            let (m, a, b) = coef::<T>(st.mean, rd.0 * r * c1, rd.0 * c0);
+            return (T::from_acc(rd.0 * r * gs), m, a, b);
+        }
         let (c0, c1) = dx_terms(stage, &st, n, saved.fixed, gs * sg, gs * sgx);
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
@@ -423,6 +531,11 @@ pub(crate) fn backward<T: Float>(
             grads.dgamma = None;
             grads.dbeta = None;
         }
+    }
+    if stage.tlu {
+        fill_grad(&mut grads.dtau, plan.param_shape.as_slice(), &dtau);
+    } else {
+        grads.dtau = None;
     }
     Ok(())
 }

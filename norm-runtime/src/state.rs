@@ -67,6 +67,10 @@ pub struct StageState<'a, T> {
     pub external: Option<(ArrayViewD<'a, T>, ArrayViewD<'a, T>)>,
     /// The running statistics (`running_stats`).
     pub running: Option<Running<'a, T>>,
+    /// The TLU threshold `tau`, shaped like `gamma` (`tlu`).
+    pub tau: Option<ArrayViewD<'a, T>>,
+    /// Batch Renormalization's current limits `(rmax, dmax)` (`renorm`).
+    pub renorm: Option<(f64, f64)>,
 }
 
 /// A view's values in standard (logical) order, borrowed when already contiguous.

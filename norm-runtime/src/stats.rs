@@ -3,7 +3,7 @@
 //! backward pass, and `stats()`'s moments.
 
 use ndarray::{ArrayD, ArrayViewMutD, IxDyn};
-use norm_spec::{EpsMode, Momentum, Stage};
+use norm_spec::{EpsMode, Momentum, Stage, Statistic};
 
 use crate::kernels::exec::{self, Estimator, ShiftedSums, Stat, Units};
 use crate::plan::Plan;
@@ -12,7 +12,9 @@ use crate::Float;
 
 /// The variance estimator of a stage from a group's M2 over `n` values.
 fn estimator(stage: &Stage, m2: f64, n: usize) -> f64 {
-    if !stage.center {
+    if stage.statistic == Statistic::Sum {
+        m2
+    } else if !stage.center {
         m2 / n as f64
     } else if stage.unbiased {
         m2 / (n as f64 - 1.0)
@@ -47,7 +49,9 @@ pub(crate) fn estimator_of(stage: &Stage, n: usize) -> Estimator {
         eps_var: stage.eps_mode == EpsMode::Var,
         count: n as f64,
         // As `estimator` divides.
-        denom: if stage.center && stage.unbiased {
+        denom: if stage.statistic == Statistic::Sum {
+            1.0
+        } else if stage.center && stage.unbiased {
             n as f64 - 1.0
         } else {
             n as f64
@@ -228,7 +232,9 @@ pub(crate) fn dx_terms(
     if fixed {
         return (0.0, 0.0);
     }
-    let d = if stage.center && stage.unbiased {
+    let d = if stage.statistic == Statistic::Sum {
+        1.0
+    } else if stage.center && stage.unbiased {
         n as f64 - 1.0
     } else {
         n as f64

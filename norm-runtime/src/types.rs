@@ -27,6 +27,12 @@ pub(crate) struct SavedStage<T> {
     pub stats: Vec<crate::kernels::exec::Stat>,
     /// `affine = external`: the scale used (the shift is not needed).
     pub scale: Vec<T>,
+    /// `tlu`: per element, whether the normalized value passed the threshold (z > τ).
+    pub tlu_pass: Vec<bool>,
+    /// `renorm` in train mode: per statistics group, the (r, d) applied (empty otherwise).
+    pub renorm: Vec<(f64, f64)>,
+    /// `ghost`: what each chunk of the batch saved, in order (empty otherwise).
+    pub chunks: Vec<SavedStage<T>>,
 }
 
 /// What a forward pass keeps for its backward pass: per statistics group the mean and the
@@ -46,6 +52,10 @@ pub struct Saved<T> {
     /// and M2.
     pub(crate) cell_len: usize,
     pub(crate) cells: Vec<(f64, f64)>,
+    /// A masked layer (`mask = ...`): the mask of the forward pass, in standard order, and
+    /// per statistics group the number of unmasked values (`crate::masked`).
+    pub(crate) mask: Vec<bool>,
+    pub(crate) counts: Vec<usize>,
 }
 
 impl<T> Saved<T> {
@@ -58,6 +68,8 @@ impl<T> Saved<T> {
             intermediates: Vec::new(),
             cell_len: 0,
             cells: Vec::new(),
+            mask: Vec::new(),
+            counts: Vec::new(),
         }
     }
 

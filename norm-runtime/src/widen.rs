@@ -18,7 +18,8 @@ use std::cell::RefCell;
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
 use rayon::prelude::*;
 
-use crate::state::{Running, StageState};
+use crate::collective::Collective;
+use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
@@ -128,6 +129,10 @@ struct WideStage {
     external: Option<(ArrayD<f32>, ArrayD<f32>)>,
     /// mean, var, count, and whether the caller lent them mutably.
     running: Option<(ArrayD<f32>, ArrayD<f32>, u64, bool)>,
+    /// The TLU threshold (`tlu`).
+    tau: Option<ArrayD<f32>>,
+    /// Batch Renormalization's limits (`renorm`).
+    renorm: Option<(f64, f64)>,
 }
 
 impl WideStage {
@@ -148,6 +153,23 @@ impl WideStage {
                     true,
                 ),
             }),
+            tau: st.tau.as_ref().map(widen_array),
+            renorm: st.renorm,
+        }
+    }
+
+    /// Read-only views (no running statistics lent mutably: [`blockable`] calls have none).
+    fn view(&self) -> StageState<'_, f32> {
+        StageState {
+            gamma: self.gamma.as_ref().map(|a| a.view()),
+            beta: self.beta.as_ref().map(|a| a.view()),
+            external: self.external.as_ref().map(|(s, b)| (s.view(), b.view())),
+            running: self.running.as_ref().map(|(m, v, _, _)| Running::View {
+                mean: m.view(),
+                var: v.view(),
+            }),
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.renorm,
         }
     }
 
@@ -170,6 +192,8 @@ impl WideStage {
                     }
                 }
             }),
+            tau: self.tau.as_ref().map(|a| a.view()),
+            renorm: self.renorm,
         }
     }
 
@@ -190,20 +214,12 @@ fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
     Saved {
         fingerprint: saved.fingerprint,
         shape: saved.shape.clone(),
-        stages: saved
-            .stages
-            .iter()
-            .map(|s| SavedStage {
-                fixed: s.fixed,
-                count: s.count,
-                synced: s.synced,
-                stats: s.stats.clone(),
-                scale: widen_vec(&s.scale),
-            })
-            .collect(),
+        stages: saved.stages.iter().map(widen_stage).collect(),
         intermediates: saved.intermediates.iter().map(|v| widen_vec(v)).collect(),
         cell_len: saved.cell_len,
         cells: saved.cells.clone(),
+        mask: saved.mask.clone(),
+        counts: saved.counts.clone(),
     }
 }
 
@@ -212,20 +228,40 @@ fn widen_saved<T: Float>(saved: &Saved<T>) -> Saved<f32> {
 fn narrow_saved<T: Float>(wide: Saved<f32>, saved: &mut Saved<T>) {
     saved.fingerprint = wide.fingerprint;
     saved.shape = wide.shape;
-    saved.stages = wide
-        .stages
-        .into_iter()
-        .map(|s| SavedStage {
-            fixed: s.fixed,
-            count: s.count,
-            synced: s.synced,
-            stats: s.stats,
-            scale: narrow_vec(&s.scale),
-        })
-        .collect();
+    saved.stages = wide.stages.into_iter().map(narrow_stage).collect();
     saved.intermediates = wide.intermediates.iter().map(|v| narrow_vec(v)).collect();
     saved.cell_len = wide.cell_len;
     saved.cells = wide.cells;
+    saved.mask = wide.mask;
+    saved.counts = wide.counts;
+}
+
+/// One stage's saved values widened to f32 (a `ghost` stage's chunks too).
+fn widen_stage<T: Float>(s: &SavedStage<T>) -> SavedStage<f32> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats.clone(),
+        scale: widen_vec(&s.scale),
+        tlu_pass: s.tlu_pass.clone(),
+        renorm: s.renorm.clone(),
+        chunks: s.chunks.iter().map(widen_stage).collect(),
+    }
+}
+
+/// One stage's saved values rounded to `T` (the inverse of [`widen_stage`]).
+fn narrow_stage<T: Float>(s: SavedStage<f32>) -> SavedStage<T> {
+    SavedStage {
+        fixed: s.fixed,
+        count: s.count,
+        synced: s.synced,
+        stats: s.stats,
+        scale: narrow_vec(&s.scale),
+        tlu_pass: s.tlu_pass,
+        renorm: s.renorm,
+        chunks: s.chunks.into_iter().map(narrow_stage).collect(),
+    }
 }
 
 /// An optional gradient widened (so the f32 call sees the caller's slot as it is).
@@ -254,21 +290,52 @@ fn narrow_grad<T: Float>(g: Option<ArrayD<f32>>, slot: &mut Option<ArrayD<T>>) {
     }
 }
 
-/// `layer::forward_into` for a `WIDE` type: `run` is the f32 entry point (passed in, so
-/// that this module does not name `layer`, which calls it).
-pub(crate) fn forward_into<T: Float, D: Dimension>(
-    states: &mut [StageState<'_, T>],
-    x: ArrayView<'_, T, D>,
-    mut out: ArrayViewMut<'_, T, D>,
-    saved: Option<&mut Saved<T>>,
-    run: impl FnOnce(
+/// The f32 forward entry point (`layer::forward_into` for `info` and the call's mode),
+/// passed in by `layer` so that this module does not name `layer`, which calls it.
+pub(crate) type Forward32<'r> = dyn Fn(
         &mut [StageState<'_, f32>],
         ArrayViewD<'_, f32>,
         ArrayViewMut<'_, f32, IxDyn>,
         Option<&mut Saved<f32>>,
-    ) -> Result<(), NormError>,
+        Option<&dyn Collective>,
+    ) -> Result<(), NormError>
+    + Sync
+    + 'r;
+
+/// `layer::forward_into` for a `WIDE` type (`run`: the f32 entry point).
+pub(crate) fn forward_into<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    x: ArrayView<'_, T, D>,
+    mut out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+    run: &Forward32<'_>,
 ) -> Result<(), NormError> {
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
+    if sync.is_none() && blockable(info, x.shape(), out.shape()) {
+        if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+            let mut saved = saved;
+            // On an error, the whole call below reports it (with the whole input's shape).
+            if forward_blocks(info, &wide, xs, x.shape(), os, saved.as_deref_mut(), run).is_ok() {
+                return Ok(());
+            }
+            return forward_whole(states, &mut wide, x, out, saved, sync, run);
+        }
+    }
+    forward_whole(states, &mut wide, x, out, saved, sync, run)
+}
+
+/// The whole call in f32 at once.
+fn forward_whole<T: Float, D: Dimension>(
+    states: &mut [StageState<'_, T>],
+    wide: &mut [WideStage],
+    x: ArrayView<'_, T, D>,
+    mut out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+    run: &Forward32<'_>,
+) -> Result<(), NormError> {
     with_bufs(|b| {
         widen_into(&x, &mut b.x);
         sized(&mut b.out, out.len());
@@ -279,7 +346,7 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
         {
             let mut st32: Vec<StageState<'_, f32>> =
                 wide.iter_mut().map(WideStage::state).collect();
-            run(&mut st32, x32, out32, saved32.as_mut())?;
+            run(&mut st32, x32, out32, saved32.as_mut(), sync)?;
         }
         narrow_into(&b.out, &mut out);
         for (w, st) in wide.iter().zip(states.iter_mut()) {
@@ -290,6 +357,103 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
         }
         Ok(())
     })
+}
+
+/// Elements per block of [`forward_blocks`]: the f32 copies of a block stay in the L2 cache.
+const BLOCK: usize = 1 << 16;
+
+/// Whether a forward call can run as independent blocks of the first axis: one stage that
+/// keeps axis 0 (statistics per row of it), no parameter, running statistic or external
+/// affine indexed by it (nor any running statistics, updated over the whole batch), axis 0
+/// not of fixed size, no per-element or per-chunk saved state (`tlu`, `ghost`, `renorm`,
+/// `mask`), and enough elements to matter.
+fn blockable(info: &LayerInfo<'_>, shape: &[usize], out: &[usize]) -> bool {
+    let spec = info.spec;
+    let [st] = &spec.stages[..] else {
+        return false;
+    };
+    let numel: usize = shape.iter().product();
+    let by_axis0 = match &st.affine {
+        norm_spec::Affine::None => false,
+        norm_spec::Affine::External => true,
+        norm_spec::Affine::Axes(axes) => axes.contains(&norm_spec::ParamAxis::Input(0)),
+    };
+    shape == out
+        && shape.len() >= 2
+        && shape.len() == spec.input.len()
+        && shape[0] >= 2
+        && numel >= 2 * BLOCK
+        && spec.input[0].size.is_none()
+        && st.axes & 1 == 0
+        && !st.running_stats
+        && !by_axis0
+        && !st.tlu
+        && st.ghost.is_none()
+        && st.renorm.is_none()
+        && st.mask == 0
+}
+
+/// The forward pass of a [`blockable`] call as blocks of whole rows of axis 0, in parallel:
+/// each block is widened, run through the f32 layer and narrowed while its f32 copies are in
+/// cache. The statistics of each group are those of the whole call (a group lies in one
+/// block); `Saved` concatenates the blocks' statistics, in group order (axis 0 outermost).
+fn forward_blocks<T: Float>(
+    info: &LayerInfo<'_>,
+    wide: &[WideStage],
+    x: &[T],
+    shape: &[usize],
+    out: &mut [T],
+    saved: Option<&mut Saved<T>>,
+    run: &Forward32<'_>,
+) -> Result<(), NormError> {
+    let per = x.len() / shape[0];
+    let rows = (BLOCK / per.max(1)).max(1);
+    let want_saved = saved.is_some();
+    let blocks: Result<Vec<Option<SavedStage<f32>>>, NormError> = x
+        .par_chunks(rows * per)
+        .zip(out.par_chunks_mut(rows * per))
+        .map(|(xb, ob)| {
+            let mut bshape = shape.to_vec();
+            bshape[0] = xb.len() / per;
+            with_bufs(|b| {
+                sized(&mut b.x, xb.len());
+                T::widen(xb, &mut b.x);
+                sized(&mut b.out, ob.len());
+                let x32 = ArrayView::from_shape(IxDyn(&bshape), &b.x).expect("block shape");
+                let o32 =
+                    ArrayViewMut::from_shape(IxDyn(&bshape), &mut b.out).expect("block shape");
+                let mut st32: Vec<StageState<'_, f32>> = wide.iter().map(WideStage::view).collect();
+                let mut s32 = want_saved.then(Saved::<f32>::new);
+                run(&mut st32, x32, o32, s32.as_mut(), None)?;
+                T::narrow(&b.out, ob);
+                Ok(s32.and_then(|s| s.stages.into_iter().next()))
+            })
+        })
+        .collect();
+    let blocks = blocks?;
+    if let Some(saved) = saved {
+        let first = blocks[0].as_ref().expect("saved requested");
+        let stage = SavedStage {
+            fixed: first.fixed,
+            count: first.count,
+            synced: first.synced,
+            stats: blocks
+                .iter()
+                .flat_map(|b| b.as_ref().expect("saved requested").stats.iter().copied())
+                .collect(),
+            scale: Vec::new(),
+            tlu_pass: Vec::new(),
+            renorm: Vec::new(),
+            chunks: Vec::new(),
+        };
+        saved.fingerprint = info.fingerprint;
+        saved.shape = shape.to_vec();
+        saved.stages = vec![stage];
+        saved.intermediates.clear();
+        saved.cell_len = 0;
+        saved.cells.clear();
+    }
+    Ok(())
 }
 
 /// `layer::backward_into` for a `WIDE` type (`run`: the f32 entry point).

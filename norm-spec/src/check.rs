@@ -29,9 +29,13 @@ pub(crate) fn check<S: Clone>(decl: &Declaration<S>, whole: S) -> Vec<Error<S>> 
             }
             cx.stage(&decl.top, layout.as_ref());
         }
-        Field::Bad(_) => cx.top_level_keys_with_chain(&decl.top),
+        Field::Bad(_) => {
+            cx.top_level_keys_with_chain(&decl.top);
+            cx.mask_with_chain(&decl.top);
+        }
         Field::Set(chain) => {
             cx.top_level_keys_with_chain(&decl.top);
+            cx.mask_with_chain(&decl.top);
             for stage in &chain.value {
                 cx.external_in_chain(stage);
                 cx.stage(stage, layout.as_ref());
@@ -109,10 +113,12 @@ impl<S: Clone> Checker<S> {
             self.axes(st, layout);
             self.groups(st, layout);
             self.affine(st, layout);
+            self.mask(st, layout);
         }
         self.bias(st);
         self.centering(st);
         self.momentum(st);
+        crate::check_post2017::check(st, layout, &mut self.errors);
     }
 
     /// Every name in `axes` is an input axis.
@@ -124,6 +130,51 @@ impl<S: Clone> Checker<S> {
             for name in names.iter().filter(|name| layout.index(name).is_none()) {
                 self.error(written.span.clone(), unknown_axis(layout, name, "axes"));
             }
+        }
+    }
+
+    /// Every name in `mask` is an input axis.
+    fn mask(&mut self, st: &StageKeys<S>, layout: &Layout<'_>) {
+        let Some(written) = st.written(Key::Mask) else {
+            return;
+        };
+        if let Value::AxisNames(names) = &written.value {
+            for name in names.iter().filter(|name| layout.index(name).is_none()) {
+                self.error(written.span.clone(), unknown_axis(layout, name, "mask"));
+            }
+        }
+        // The masked statistics path computes plain means and variances over the unmasked
+        // positions; the post-2017 statistics keys are not defined on it (yet).
+        let combined = [
+            (st.written(Key::Ghost), "ghost"),
+            (st.written(Key::Renorm), "renorm"),
+            (st.written_true(Key::Tlu), "tlu"),
+            (
+                st.written(Key::Statistic)
+                    .filter(|w| w.value == Value::Word("sum")),
+                "statistic = \"sum\"",
+            ),
+        ];
+        for (w, name) in combined.into_iter().filter_map(|(w, n)| Some((w?, n))) {
+            self.error(
+                w.key.clone(),
+                format!(
+                    "`{name}` is not supported together with `mask`: masked statistics are \
+                     plain means and variances over the unmasked positions"
+                ),
+            );
+        }
+    }
+
+    /// A chain's stages see one another's outputs: one mask for all of them is not defined.
+    fn mask_with_chain(&mut self, top: &StageKeys<S>) {
+        if let Some(span) = top.field(Key::Mask).key_span() {
+            self.error(
+                span.clone(),
+                "`mask` is not supported with `chain`: declare the masked normalization as \
+                 its own layer"
+                    .into(),
+            );
         }
     }
 

@@ -27,6 +27,13 @@ pub(crate) enum Value {
     Number(f64),
     /// One of the words the key accepts, written as a string literal (`"std"`).
     Word(&'static str),
+    /// `renorm(rmax = .., dmax = ..)`: Batch Renormalization's limits.
+    Renorm {
+        /// The largest correction r (and 1/rmax the smallest).
+        rmax: f64,
+        /// The largest |d|.
+        dmax: f64,
+    },
 }
 
 /// The value of `affine` as written.

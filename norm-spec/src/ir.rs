@@ -62,6 +62,25 @@ pub enum Momentum {
     Cumulative,
 }
 
+/// What the normalizer divides by: the root of the mean or of the sum of squares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Statistic {
+    /// x̂ = (x − μ) / √(mean((x − μ)²) + eps): the usual variance.
+    Mean,
+    /// x̂ = (x − μ) / √(Σ(x − μ)² + eps): with `center = false`, L2 normalization.
+    Sum,
+}
+
+/// Batch Renormalization's clipping limits (the initial values of the layer's public
+/// `rmax`/`dmax`, which a training loop may ramp).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Renorm {
+    /// r = clamp(σ_B / σ_running, 1/rmax, rmax); ≥ 1.
+    pub rmax: f64,
+    /// d = clamp((μ_B − μ_running) / σ_running, −dmax, dmax); ≥ 0.
+    pub dmax: f64,
+}
+
 /// One normalization stage: the whole layer, or one step of a `chain(...)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
@@ -87,12 +106,30 @@ pub struct Stage {
     pub running_stats: bool,
     /// The running-statistics update rule (meaningful only with `running_stats`).
     pub momentum: Momentum,
+    /// `statistic = "sum"`: divide by the root of the sum of squares instead of the mean.
+    pub statistic: Statistic,
+    /// `tlu`: Filter Response Normalization's thresholded linear unit, y = max(z, τ), with a
+    /// learned `tau` shaped like `gamma` (needs `affine` with axes).
+    pub tlu: bool,
+    /// `ghost = k`: Ghost Batch Norm, the batch axis `N` split into chunks of `k` (the last
+    /// may be smaller), each normalized with its own statistics in train mode.
+    pub ghost: Option<usize>,
+    /// `renorm(rmax, dmax)`: Batch Renormalization (needs `running_stats`).
+    pub renorm: Option<Renorm>,
+    /// `mask = "N,T"`: bit `i` set: input axis `i` indexes the boolean mask that selects the
+    /// positions the statistics use (0: no mask). Top level only (never inside a chain).
+    pub mask: u16,
 }
 
 impl Stage {
     /// Whether input axis `i` is reduced.
     pub fn reduces(&self, i: usize) -> bool {
         self.axes & (1 << i) != 0
+    }
+
+    /// Whether input axis `i` indexes the mask (`mask = "..."`).
+    pub fn masks(&self, i: usize) -> bool {
+        self.mask & (1 << i) != 0
     }
 }
 
@@ -170,10 +207,22 @@ impl Stage {
             Momentum::Exponential(m) => format!("{path}::Momentum::Exponential({m}f64)"),
             Momentum::Cumulative => format!("{path}::Momentum::Cumulative"),
         };
+        let statistic = match self.statistic {
+            Statistic::Mean => format!("{path}::Statistic::Mean"),
+            Statistic::Sum => format!("{path}::Statistic::Sum"),
+        };
+        let renorm = match self.renorm {
+            Some(r) => format!(
+                "::std::option::Option::Some({path}::Renorm {{ rmax: {:?}f64, dmax: {:?}f64 }})",
+                r.rmax, r.dmax
+            ),
+            None => "::std::option::Option::None".to_string(),
+        };
         format!(
             "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
              center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
-             momentum: {momentum}, }}",
+             momentum: {momentum}, statistic: {statistic}, tlu: {}, ghost: {}, \
+             renorm: {renorm}, mask: {}u16, }}",
             borrowed_str(&self.name),
             self.axes,
             option_usize(self.groups),
@@ -181,7 +230,10 @@ impl Stage {
             self.center,
             self.eps,
             self.unbiased,
-            self.running_stats
+            self.running_stats,
+            self.tlu,
+            option_usize(self.ghost),
+            self.mask,
         )
     }
 }

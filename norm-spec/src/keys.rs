@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use crate::declaration::Value;
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Renorm, Spec, Stage, Statistic};
 use crate::shapes::join_axes;
 use crate::suggest::closest;
 
@@ -29,6 +29,11 @@ pub(crate) enum Key {
     RunningStats,
     Momentum,
     Chain,
+    Statistic,
+    Tlu,
+    Ghost,
+    Renorm,
+    Mask,
 }
 
 /// What a key's value looks like: this selects the reader in `parse::values`, and carries
@@ -58,6 +63,8 @@ pub(crate) enum ValueKind {
     },
     /// `name(keys...)` stages in parentheses.
     Stages,
+    /// `renorm(rmax = .., dmax = ..)`, or the bare flag: read by `parse::renorm`.
+    Renorm,
 }
 
 /// How a key's value reaches the IR ([`Stage`], [`crate::Spec`]).
@@ -309,6 +316,97 @@ pub(crate) const KEYS: &[KeyInfo] = &[
         aliases: &["stages", "sequential"],
         lowering: Lowering::Structural,
         canonical: |_, _| None,
+    },
+    KeyInfo {
+        key: Key::Statistic,
+        name: "statistic",
+        in_stage: true,
+        kind: ValueKind::Word {
+            words: &["mean", "sum"],
+            must_be: "\"mean\" or \"sum\"",
+        },
+        default: Some(Value::Word("mean")),
+        example: "statistic = \"sum\"",
+        aliases: &["reduction"],
+        lowering: Lowering::Stage(|stage, value| {
+            stage.statistic = if *value == Value::Word("sum") {
+                Statistic::Sum
+            } else {
+                Statistic::Mean
+            };
+        }),
+        canonical: |_, stage| {
+            (stage.statistic == Statistic::Sum).then(|| "statistic = \"sum\"".to_string())
+        },
+    },
+    KeyInfo {
+        key: Key::Tlu,
+        name: "tlu",
+        in_stage: true,
+        kind: ValueKind::Bool { bare: Some(true) },
+        default: Some(Value::Bool(false)),
+        example: "tlu",
+        aliases: &["threshold"],
+        lowering: Lowering::Stage(|stage, value| stage.tlu = *value == Value::Bool(true)),
+        canonical: |_, stage| stage.tlu.then(|| "tlu".to_string()),
+    },
+    KeyInfo {
+        key: Key::Ghost,
+        name: "ghost",
+        in_stage: true,
+        kind: ValueKind::Count,
+        default: None,
+        example: "ghost = 8",
+        aliases: &["virtual_batch_size", "ghost_batch"],
+        lowering: Lowering::Stage(|stage, value| {
+            if let Value::Count(k) = value {
+                stage.ghost = Some(*k);
+            }
+        }),
+        canonical: |_, stage| stage.ghost.map(|k| format!("ghost = {k}")),
+    },
+    KeyInfo {
+        key: Key::Renorm,
+        name: "renorm",
+        in_stage: true,
+        kind: ValueKind::Renorm,
+        default: None,
+        example: "renorm(rmax = 3.0, dmax = 5.0)",
+        aliases: &["batch_renorm", "renormalization"],
+        lowering: Lowering::Stage(|stage, value| {
+            if let Value::Renorm { rmax, dmax } = value {
+                stage.renorm = Some(Renorm {
+                    rmax: *rmax,
+                    dmax: *dmax,
+                });
+            }
+        }),
+        canonical: |_, stage| {
+            stage
+                .renorm
+                .map(|r| format!("renorm(rmax = {:?}, dmax = {:?})", r.rmax, r.dmax))
+        },
+    },
+    KeyInfo {
+        key: Key::Mask,
+        name: "mask",
+        in_stage: false,
+        kind: ValueKind::AxisNames {
+            if_empty: "name the axes the boolean mask is indexed by, e.g. mask = \"N,T\"",
+        },
+        default: None,
+        example: "mask = \"N,T\"",
+        aliases: &["padding_mask", "where"],
+        lowering: Lowering::Structural,
+        canonical: |spec, stage| {
+            (stage.mask != 0).then(|| {
+                let masked = (0..spec.input.len()).filter(|&i| stage.masks(i));
+                format!(
+                    "mask = \"{}\"",
+                    join_axes(spec, masked.map(ParamAxis::Input))
+                )
+            })
+        },
     },
 ];
 

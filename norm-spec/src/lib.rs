@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod check;
+mod check_post2017;
 mod declaration;
 mod ident;
 mod ir;
@@ -27,7 +28,10 @@ pub mod shapes;
 mod suggest;
 mod token;
 
-pub use ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, MAX_RANK, MAX_STAGES};
+pub use ir::{
+    Affine, Axis, EpsMode, Momentum, ParamAxis, Renorm, Spec, Stage, Statistic, MAX_RANK,
+    MAX_STAGES,
+};
 pub use token::{Delimiter, LitKind, Literal, TokenTree};
 
 /// A configuration error: what is wrong, and where.

@@ -8,8 +8,8 @@
 use std::borrow::Cow;
 
 use crate::declaration::{written_input, AffineValue, Declaration, StageKeys, Value};
-use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage};
-use crate::keys::{Lowering, KEYS};
+use crate::ir::{Affine, Axis, EpsMode, Momentum, ParamAxis, Spec, Stage, Statistic};
+use crate::keys::{Key, Lowering, KEYS};
 
 /// The input's axes, for resolving axis names.
 pub(crate) struct Layout<'a> {
@@ -114,6 +114,11 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Cumulative,
+        statistic: Statistic::Mean,
+        tlu: false,
+        ghost: None,
+        renorm: None,
+        mask: 0,
     };
     for info in KEYS {
         if let Lowering::Stage(lower) = info.lowering {
@@ -126,6 +131,11 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
     if let Some(Value::AxisNames(names)) = keys.axis_names().map(|w| &w.value) {
         for i in names.iter().filter_map(|name| layout.index(name)) {
             stage.axes |= 1 << i;
+        }
+    }
+    if let Some(Value::AxisNames(names)) = keys.written(Key::Mask).map(|w| &w.value) {
+        for i in names.iter().filter_map(|name| layout.index(name)) {
+            stage.mask |= 1 << i;
         }
     }
     stage.affine = match keys.affine() {

@@ -42,6 +42,15 @@ const FRAGMENTS: &[&str] = &[
     "running_stats",
     "momentum",
     "chain",
+    "statistic",
+    "tlu",
+    "ghost",
+    "renorm",
+    "rmax",
+    "dmax",
+    "\"sum\"",
+    "\"mean\"",
+    "mask",
     "external",
     "true",
     "false",
@@ -262,6 +271,32 @@ proptest! {
         if unbiased { src += ", unbiased"; }
         if running { src += ", running_stats"; }
         if let Some(m) = momentum { src += &format!(", momentum = {m}"); }
+        check(&src);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+    /// Issue 18's keys (`statistic`, `tlu`, `ghost`, `renorm`) in every combination with
+    /// the keys their rules involve: never a panic, accepted ones roundtrip.
+    #[test]
+    fn post2017_configurations_roundtrip(
+        axes in prop::sample::select(&["N,H,W", "C,H,W", "H,W", "N", "D"][..]),
+        affine in prop::sample::select(&["", ", affine", ", affine = external", ", affine = false"][..]),
+        center in any::<bool>(),
+        running in any::<bool>(),
+        unbiased in any::<bool>(),
+        statistic in prop::sample::select(&["", ", statistic = \"sum\"", ", statistic = \"mean\""][..]),
+        tlu in prop::sample::select(&["", ", tlu", ", tlu = false"][..]),
+        ghost in prop::option::of(0usize..6),
+        renorm in prop::sample::select(&["", ", renorm", ", renorm(rmax = 2.5)", ", renorm(rmax = 1, dmax = 0)", ", renorm(dmax = 0.5, rmax = 4.0)"][..]),
+    ) {
+        let mut src = format!("axes = \"{axes}\"{affine}{statistic}{tlu}{renorm}");
+        if !center { src += ", center = false"; }
+        if running { src += ", running_stats"; }
+        if unbiased { src += ", unbiased"; }
+        if let Some(g) = ghost { src += &format!(", ghost = {g}"); }
         check(&src);
     }
 }

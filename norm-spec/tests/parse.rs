@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use norm_spec::{
     parse_str, parse_tokens, Affine, Axis, Delimiter, EpsMode, LitKind, Literal, Momentum,
-    ParamAxis, Spec, Stage, TokenTree,
+    ParamAxis, Renorm, Spec, Stage, Statistic, TokenTree,
 };
 
 // ---------------------------------------------------------------- helpers
@@ -46,6 +46,11 @@ fn stage(axes: u16) -> Stage {
         unbiased: false,
         running_stats: false,
         momentum: Momentum::Exponential(0.1),
+        statistic: Statistic::Mean,
+        tlu: false,
+        ghost: None,
+        renorm: None,
+        mask: 0,
     }
 }
 
@@ -116,9 +121,10 @@ fn one_last(src: &str, message: &str, span: &str) {
 }
 
 const VALID_KEYS: &str = "valid keys: input, axes, groups, affine, bias, center, eps, eps_mode, \
-                          unbiased, running_stats, momentum, chain";
+                          unbiased, running_stats, momentum, chain, statistic, tlu, ghost, renorm, \
+                          mask";
 const STAGE_KEYS: &str = "valid keys: axes, groups, affine, bias, center, eps, eps_mode, \
-                          unbiased, running_stats, momentum";
+                          unbiased, running_stats, momentum, statistic, tlu, ghost, renorm";
 
 // ---------------------------------------------------------------- valid forms
 
@@ -956,6 +962,11 @@ fn a_misspelled_axes_is_not_also_reported_missing() {
 // ---------------------------------------------------------------- canonical text
 
 const ROUNDTRIP: &[&str] = &[
+    r#"input = "N,D", axes = "D", center = false, statistic = "sum", affine = "D""#,
+    r#"axes = "H,W", center = false, affine, tlu, eps = 1e-6"#,
+    r#"axes = "N,H,W", ghost = 8, affine, running_stats"#,
+    r#"axes = "N,H,W", affine, running_stats, renorm(rmax = 3.0, dmax = 5.0)"#,
+    r#"axes = "N,H,W", running_stats, renorm, ghost = 2"#,
     r#"axes = "C,H,W""#,
     r#"input = "N,C,H,W", axes = "C,H,W", groups = 32, affine"#,
     r#"axes = "N,H,W", affine, running_stats, momentum = 0.01"#,
@@ -980,4 +991,126 @@ fn canonical_text_roundtrips() {
         // And the canonical text is a fixed point.
         assert_eq!(ok(&text).to_string(), text);
     }
+}
+
+// ------------------------------------------------------------- issue 18, part A
+
+#[test]
+fn post2017_keys_lower() {
+    let l2 = ok(r#"input = "N,D", axes = "D", center = false, statistic = "sum""#);
+    assert_eq!(l2.stages[0].statistic, Statistic::Sum);
+    assert_eq!(ok(r#"axes = "C""#).stages[0].statistic, Statistic::Mean);
+    let frn = ok(r#"axes = "H,W", center = false, affine, tlu, eps = 1e-6"#);
+    assert!(frn.stages[0].tlu);
+    assert!(!ok(r#"axes = "C", affine, tlu = false"#).stages[0].tlu);
+    let ghost = ok(r#"axes = "N,H,W", ghost = 4, running_stats"#);
+    assert_eq!(ghost.stages[0].ghost, Some(4));
+    let r = ok(r#"axes = "N,H,W", running_stats, renorm(rmax = 2, dmax = 0.5)"#);
+    assert_eq!(
+        r.stages[0].renorm,
+        Some(Renorm {
+            rmax: 2.0,
+            dmax: 0.5
+        })
+    );
+    let bare = ok(r#"axes = "N,H,W", running_stats, renorm"#);
+    assert_eq!(
+        bare.stages[0].renorm,
+        Some(Renorm {
+            rmax: 3.0,
+            dmax: 5.0
+        })
+    );
+    let half = ok(r#"axes = "N,H,W", running_stats, renorm(dmax = 1)"#);
+    assert_eq!(
+        half.stages[0].renorm,
+        Some(Renorm {
+            rmax: 3.0,
+            dmax: 1.0
+        })
+    );
+}
+
+#[test]
+fn post2017_errors() {
+    one(
+        r#"axes = "N,H,W", ghost = 0"#,
+        "`ghost` must be an integer ≥ 1, got 0",
+        "0",
+    );
+    one(
+        r#"axes = "C,H,W", ghost = 4"#,
+        "`ghost` needs `N` in `axes`: each chunk of the batch gets its own statistics over `N`",
+        "ghost",
+    );
+    one(
+        r#"input = "B,C", axes = "B", ghost = 4"#,
+        "`ghost` splits the batch axis `N` into chunks, but `input` has no axis named `N`; \
+         `input` has B, C",
+        "ghost",
+    );
+    one(
+        r#"axes = "N,H,W", affine, renorm(rmax = 3.0, dmax = 5.0)"#,
+        "`renorm` needs `running_stats`: r and d compare the batch statistics with the \
+         running statistics",
+        "renorm",
+    );
+    one(
+        r#"axes = "N,H,W", running_stats, renorm(rmax = 0.5)"#,
+        "`rmax` must be a finite number ≥ 1, got 0.5",
+        "0.5",
+    );
+    one(
+        r#"axes = "N,H,W", running_stats, renorm(dmax = -1)"#,
+        "`dmax` must be a finite number ≥ 0, got -1",
+        "1",
+    );
+    one(
+        r#"axes = "N,H,W", running_stats, renorm(rmin = 2)"#,
+        "unknown key `rmin` in `renorm`; valid keys: rmax, dmax",
+        "rmin",
+    );
+    one(
+        r#"axes = "N,H,W", running_stats, renorm = 3"#,
+        "`renorm` takes its limits in parentheses, e.g. renorm(rmax = 3.0, dmax = 5.0)",
+        "3",
+    );
+    one(
+        r#"axes = "H,W", center = false, tlu"#,
+        "`tlu` needs `affine`: the threshold τ is learned per parameter index, like γ and β; \
+         add `affine`",
+        "tlu",
+    );
+    one(
+        r#"axes = "H,W", center = false, affine = false, tlu"#,
+        "`tlu` needs `affine` (`affine = false`): the threshold τ is learned per parameter \
+         index, like γ and β",
+        "tlu",
+    );
+    one(
+        r#"axes = "H,W", affine = external, tlu"#,
+        "`tlu` needs learnable parameters (`affine` or `affine = \"C\"`), not \
+         `affine = external`",
+        "tlu",
+    );
+    one(
+        r#"axes = "C", statistic = "median""#,
+        "`statistic` must be \"mean\" or \"sum\", got \"median\"",
+        "\"median\"",
+    );
+    one(
+        r#"axes = "N,H,W", statistic = "sum", running_stats"#,
+        "`running_stats` cannot be combined with `statistic = \"sum\"`: a running sum of \
+         squares would depend on the batch size",
+        "running_stats",
+    );
+    one(
+        r#"axes = "C,H,W", statistic = "sum", unbiased"#,
+        "`unbiased` has no meaning with `statistic = \"sum\"`: the n − 1 correction is for a \
+         mean",
+        "unbiased",
+    );
+    // All at once, in stage order.
+    let src = r#"axes = "C,H,W", ghost = 2, tlu, renorm"#;
+    assert_eq!(errors(src).len(), 3, "{:?}", errors(src));
 }

@@ -13,6 +13,7 @@
 
 mod chain;
 mod lists;
+mod renorm;
 mod values;
 
 use crate::declaration::{Declaration, Field, StageKeys, Written};
@@ -359,7 +360,8 @@ impl<S: Clone> Parser<S> {
             after,
         } = item;
         let info = key.info();
-        if let (Form::Group { span, .. }, false) = (form, key == Key::Chain) {
+        let takes_group = key == Key::Chain || key == Key::Renorm;
+        if let (Form::Group { span, .. }, false) = (form, takes_group) {
             self.error(
                 span.clone(),
                 format!(
@@ -377,6 +379,11 @@ impl<S: Clone> Parser<S> {
             if let Level::Top(chain) = level {
                 **chain = self.chain_item(form, key_span);
             }
+            return 0;
+        }
+        if key == Key::Renorm {
+            let field = self.renorm_item(form, key_span);
+            keys.set(key, field);
             return 0;
         }
         let mut consumed = 0;

@@ -111,7 +111,7 @@ impl<S: Clone> Parser<S> {
                 }
             },
             // `chain` is read by `Parser::chain_item`, never here.
-            ValueKind::Stages => Err(()),
+            ValueKind::Stages | ValueKind::Renorm => Err(()),
         }
     }
 

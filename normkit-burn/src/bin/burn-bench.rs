@@ -6,6 +6,9 @@
 //! cargo run --release -p normkit-burn --bin burn-bench [-- --reps 21] [--slow-reps 5] [--out FILE.md] [--quick]
 //! ```
 //!
+//! `--threads 1,2` and `--cases LayerNorm,GroupNorm,BatchNorm,RmsNorm` narrow the run;
+//! `--slow-reps 0` skips burn-nn.
+//!
 //! The autodiff rows time `y = layer.forward(x); y.backward()` (backward seeded with ones),
 //! reading x's gradient; normkit's row times `forward_train_into` + `backward_into` with
 //! buffers allocated once and dy = 1. normkit `_into`, normkit-burn and the two buffer rows
@@ -119,10 +122,10 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
     let s = &case.shape;
     let n: usize = s.iter().product();
     // The framework floor: three fresh buffers written vs three reused ones.
+    // (Alive together, as the output, the seed and dx are in a burn call.)
     let fresh: Job<'_> = Box::new(move || {
-        for k in 0..3 {
-            std::hint::black_box(vec![k as f32 + 1.0; n]);
-        }
+        let bufs: Vec<Vec<f32>> = (0..3).map(|k| vec![k as f32 + 1.0; n]).collect();
+        std::hint::black_box(&bufs);
     });
     let mut reused_bufs = vec![vec![0f32; n]; 3];
     let reused: Job<'_> = Box::new(move || {
@@ -131,7 +134,7 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
             std::hint::black_box(&b);
         }
     });
-    let (ours, theirs): (Job<'_>, Job<'_>) = match case.name {
+    let (ours, mut theirs): (Job<'_>, Job<'_>) = match case.name {
         "LayerNorm" => {
             let a = normkit_burn::LayerNormConfig::new(s[1]).init(&dev);
             let b = burn::nn::LayerNormConfig::new(s[1]).init(&dev);
@@ -171,7 +174,6 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
     };
     let mut jobs = [normkit_job(case), ours, fresh, reused];
     let t = interleaved(reps, &mut jobs);
-    let mut theirs = theirs;
     // `--slow-reps 0`: no burn-nn row (NaN).
     let theirs = if slow_reps == 0 {
         f64::NAN
@@ -277,12 +279,24 @@ fn main() {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         if quick { " --quick" } else { "" },
     ));
-    for threads in [1usize, 2] {
+    // `--threads 1,2` and `--cases LayerNorm,GroupNorm` narrow the run (e.g. for a profiler).
+    let threads_list: Vec<usize> = value("--threads")
+        .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    let only: Option<Vec<String>> =
+        value("--cases").map(|v| v.split(',').map(str::to_string).collect());
+    for threads in threads_list {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("a rayon pool");
         for case in &cases {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.iter().any(|c| c == case.name))
+            {
+                continue;
+            }
             let t = pool.install(|| run_case(reps, slow_reps, case));
             let line = format!(
                 "| {} | {:?} | {threads} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} |\n",

@@ -10,9 +10,14 @@ use crate::kernels::isa::multiversion;
 use crate::kernels::lines::{self, ParamLine};
 use crate::Float;
 
+/// The elementwise pass of unit `u` over `range` of its lines. A unit of several groups
+/// without γ whose lines are contiguous runs as one `col_affine` run; where the level has
+/// no kernel for the width, with `BLOCKS` in column blocks ([`col_blocks`]), else line by
+/// line (`BLOCKS` only where the caller needs it: in the other passes' instantiation the
+/// blocked path slowed the compiled per-line loop).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn elementwise<T: Float>(
+fn elementwise<T: Float, const BLOCKS: bool>(
     units: &Units,
     x: &[T],
     out: &SharedOut<'_, T>,
@@ -36,10 +41,13 @@ fn elementwise<T: Float>(
         // SAFETY: the run is the lines of unit `u` in this task's chunk, written by this
         // task only.
         let o = unsafe { out.line(start, lines * w) };
-        if !T::col_affine(x, o, start, (m, a, b), out.stream) {
-            col_blocks(&x[start..start + lines * w], o, (m, a, b));
+        if T::col_affine(x, o, start, (m, a, b), out.stream) {
+            return;
         }
-        return;
+        if BLOCKS {
+            col_blocks(&x[start..start + lines * w], o, (m, a, b));
+            return;
+        }
     }
     for (xo, po) in units.lines_of(u, range) {
         // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
@@ -178,7 +186,7 @@ multiversion! {
         let (_, cpu) = units.chunking();
         for t in t0..t1 {
             let (u, c) = (t / cpu, t % cpu);
-            elementwise(units, x, out, coef, params, u, u * units.groups_per_unit, units.chunk(c));
+            elementwise::<T, false>(units, x, out, coef, params, u, u * units.groups_per_unit, units.chunk(c));
         }
     }
 }
@@ -237,7 +245,9 @@ multiversion! {
                 b: &mut c.b[l.clone()],
             };
             (finish.many)(u * groups_per_unit, sums, run);
-            elementwise(units, x, out, (&c.m[..], &c.a[..], &c.b[..]), params, u, l.start, all);
+            // Contiguous lines of columns: `col_affine`, else column blocks.
+            let coef = (&c.m[..], &c.a[..], &c.b[..]);
+            elementwise::<T, true>(units, x, out, coef, params, u, l.start, all);
         }
     }
 }
