@@ -15,6 +15,17 @@
 
 use half::{bf16, f16};
 
+/// Calls the `#[target_feature]` conversion `x86::$f` from a context without its features:
+/// only right after the `assert!` that this CPU has them (`bf16_hardware`,
+/// `f16_hardware`).
+#[cfg(target_arch = "x86_64")]
+macro_rules! hardware {
+    ($f:ident($($a:expr),*)) => {
+        // SAFETY: every use follows the `assert!` that the CPU has the function's features.
+        unsafe { x86::$f($($a),*) }
+    };
+}
+
 /// A conversion implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Conv {
@@ -122,10 +133,7 @@ pub fn f32_to_bf16_with(level: Conv, src: &[f32], dst: &mut [bf16]) {
         Conv::Hardware => {
             assert!(bf16_hardware(), "this CPU has no AVX512_BF16");
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX512_BF16 and AVX512F were detected just above; the lengths are equal.
-            unsafe {
-                x86::f32_to_bf16_avx512(src, dst)
-            }
+            hardware!(f32_to_bf16_avx512(src, dst));
         }
     }
 }
@@ -148,10 +156,7 @@ pub fn f16_to_f32_with(level: Conv, src: &[f16], dst: &mut [f32]) {
         Conv::Hardware => {
             assert!(f16_hardware(), "this CPU has no F16C");
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: F16C and AVX were detected just above; the lengths are equal.
-            unsafe {
-                x86::f16_to_f32_f16c(src, dst)
-            }
+            hardware!(f16_to_f32_f16c(src, dst));
         }
     }
 }
@@ -174,110 +179,101 @@ pub fn f32_to_f16_with(level: Conv, src: &[f32], dst: &mut [f16]) {
         Conv::Hardware => {
             assert!(f16_hardware(), "this CPU has no F16C");
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: F16C and AVX were detected just above; the lengths are equal.
-            unsafe {
-                x86::f32_to_f16_f16c(src, dst)
-            }
+            hardware!(f32_to_f16_f16c(src, dst));
         }
     }
 }
 
+/// The hardware conversions: safe `#[target_feature]` functions over fixed-size chunks
+/// (vectors made from arrays with `bytemuck`, no pointers), the tails through a zeroed
+/// stack buffer of one vector.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use half::{bf16, f16};
 
-    /// # Safety
-    /// The CPU must have AVX512F and AVX512_BF16; `src.len() == dst.len()`.
+    /// 16 f32 rounded to bf16 bit patterns.
+    #[inline]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) unsafe fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) {
-        let n = src.len();
-        let full = n / 16 * 16;
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 16 <= n for both slices (equal lengths); unaligned loads/stores.
-            unsafe {
-                let v = _mm512_loadu_ps(s.add(i));
-                let h: __m256bh = _mm512_cvtneps_pbh(v);
-                _mm256_storeu_si256(d.add(i).cast(), std::mem::transmute::<__m256bh, __m256i>(h));
+    fn bf16x16(s: &[f32]) -> [u16; 16] {
+        let a: [f32; 16] = s.try_into().expect("16 values");
+        bytemuck::cast(_mm512_cvtneps_pbh(bytemuck::cast(a)))
+    }
+
+    /// `dst[i] = src[i]` rounded to nearest even (lengths equal: the caller asserts it).
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) fn f32_to_bf16_avx512(src: &[f32], dst: &mut [bf16]) {
+        let mut s = src.chunks_exact(16);
+        let mut d = dst.chunks_exact_mut(16);
+        for (s, d) in (&mut s).zip(&mut d) {
+            for (o, h) in d.iter_mut().zip(bf16x16(s)) {
+                *o = bf16::from_bits(h);
             }
-            i += 16;
         }
-        if i < n {
-            let mask: __mmask16 = (1u32 << (n - i)).wrapping_sub(1) as __mmask16;
-            // SAFETY: the masked load/store touch only the n − i < 16 values left.
-            unsafe {
-                let v = _mm512_maskz_loadu_ps(mask, s.add(i));
-                let h: __m256bh = _mm512_cvtneps_pbh(v);
-                let h = std::mem::transmute::<__m256bh, __m256i>(h);
-                _mm256_mask_storeu_epi16(d.add(i).cast(), mask, h);
+        let (s, d) = (s.remainder(), d.into_remainder());
+        if !s.is_empty() {
+            let mut buf = [0f32; 16];
+            buf[..s.len()].copy_from_slice(s);
+            for (o, h) in d.iter_mut().zip(bf16x16(&buf)) {
+                *o = bf16::from_bits(h);
             }
         }
     }
 
-    /// # Safety
-    /// The CPU must have AVX and F16C; `src.len() == dst.len()`.
+    /// 8 f16 bit patterns widened to f32.
+    #[inline]
     #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn f16_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
-        let n = src.len();
-        let full = n / 8 * 8;
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 8 <= n for both slices; unaligned loads/stores.
-            unsafe {
-                let h = _mm_loadu_si128(s.add(i).cast());
-                _mm256_storeu_ps(d.add(i), _mm256_cvtph_ps(h));
+    fn f32x8(h: [u16; 8]) -> [f32; 8] {
+        bytemuck::cast(_mm256_cvtph_ps(bytemuck::cast(h)))
+    }
+
+    /// `dst[i] = src[i]` as f32 (lengths equal: the caller asserts it).
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) fn f16_to_f32_f16c(src: &[f16], dst: &mut [f32]) {
+        let mut s = src.chunks_exact(8);
+        let mut d = dst.chunks_exact_mut(8);
+        for (s, d) in (&mut s).zip(&mut d) {
+            let mut h = [0u16; 8];
+            for (h, v) in h.iter_mut().zip(s) {
+                *h = v.to_bits();
             }
-            i += 8;
+            d.copy_from_slice(&f32x8(h));
         }
-        // The tail through a stack buffer of 8.
-        if i < n {
-            let mut hb = [0u16; 8];
-            let mut fb = [0f32; 8];
-            for (k, h) in hb.iter_mut().enumerate().take(n - i) {
-                *h = src[i + k].to_bits();
+        let (s, d) = (s.remainder(), d.into_remainder());
+        if !s.is_empty() {
+            let mut h = [0u16; 8];
+            for (h, v) in h.iter_mut().zip(s) {
+                *h = v.to_bits();
             }
-            // SAFETY: both buffers hold 8 values.
-            unsafe {
-                let h = _mm_loadu_si128(hb.as_ptr().cast());
-                _mm256_storeu_ps(fb.as_mut_ptr(), _mm256_cvtph_ps(h));
-            }
-            dst[i..].copy_from_slice(&fb[..n - i]);
+            d.copy_from_slice(&f32x8(h)[..s.len()]);
         }
     }
 
-    /// # Safety
-    /// The CPU must have AVX and F16C; `src.len() == dst.len()`.
+    /// 8 f32 rounded to f16 bit patterns (nearest even).
+    #[inline]
     #[target_feature(enable = "avx,f16c")]
-    pub(super) unsafe fn f32_to_f16_f16c(src: &[f32], dst: &mut [f16]) {
-        let n = src.len();
-        let full = n / 8 * 8;
-        let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 8 <= n for both slices; unaligned loads/stores.
-            unsafe {
-                let v = _mm256_loadu_ps(s.add(i));
-                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-                _mm_storeu_si128(d.add(i).cast(), h);
+    fn f16x8(s: &[f32]) -> [u16; 8] {
+        let a: [f32; 8] = s.try_into().expect("8 values");
+        bytemuck::cast(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(bytemuck::cast(a)))
+    }
+
+    /// `dst[i] = src[i]` rounded to nearest even (lengths equal: the caller asserts it).
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) fn f32_to_f16_f16c(src: &[f32], dst: &mut [f16]) {
+        let mut s = src.chunks_exact(8);
+        let mut d = dst.chunks_exact_mut(8);
+        for (s, d) in (&mut s).zip(&mut d) {
+            for (o, h) in d.iter_mut().zip(f16x8(s)) {
+                *o = f16::from_bits(h);
             }
-            i += 8;
         }
-        if i < n {
-            let mut fb = [0f32; 8];
-            let mut hb = [0u16; 8];
-            fb[..n - i].copy_from_slice(&src[i..]);
-            // SAFETY: both buffers hold 8 values.
-            unsafe {
-                let v = _mm256_loadu_ps(fb.as_ptr());
-                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-                _mm_storeu_si128(hb.as_mut_ptr().cast(), h);
-            }
-            for (k, &h) in hb.iter().enumerate().take(n - i) {
-                dst[i + k] = f16::from_bits(h);
+        let (s, d) = (s.remainder(), d.into_remainder());
+        if !s.is_empty() {
+            let mut buf = [0f32; 8];
+            buf[..s.len()].copy_from_slice(s);
+            for (o, h) in d.iter_mut().zip(f16x8(&buf)) {
+                *o = f16::from_bits(h);
             }
         }
     }

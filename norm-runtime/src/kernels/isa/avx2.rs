@@ -20,10 +20,10 @@ impl Avx2 {
 /// The level's operations: each body is a `#[target_feature]` function (the intrinsics
 /// are safe there), called from the token's method.
 macro_rules! ops {
-    ($($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
+    (#[$inline:meta] $($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
         #[inline(always)]
         fn $name $(<$g: $b>)? (self, $($a: $t),*) $(-> $r)? {
-            #[inline]
+            #[$inline]
             #[target_feature(enable = "avx2,fma")]
             fn imp $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
             // SAFETY: an `Avx2` exists only where these features were detected.
@@ -49,8 +49,16 @@ impl Isa for Avx2 {
     const LANES: usize = 8;
     const ALIGN: usize = 32;
 
+    // The kernel of a call, in a function of its own: one call per kernel call (as the
+    // `#[target_feature]` kernels before the token design), not the kernel of every level
+    // inlined at each call site inside a task body compiled for this level.
     ops! {
+        #[inline(never)]
         vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx2(())) }
+    }
+
+    ops! {
+        #[inline]
         splat(v: f32) -> __m256 { _mm256_set1_ps(v) }
         add(a: __m256, b: __m256) -> __m256 { _mm256_add_ps(a, b) }
         sub(a: __m256, b: __m256) -> __m256 { _mm256_sub_ps(a, b) }

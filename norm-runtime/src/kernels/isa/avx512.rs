@@ -27,10 +27,10 @@ fn lanes(k: usize) -> __mmask16 {
 /// The level's operations: each body is a `#[target_feature]` function (the intrinsics
 /// are safe there), called from the token's method.
 macro_rules! ops {
-    ($($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
+    (#[$inline:meta] $($name:ident $(<$g:ident: $b:path>)? ($($a:ident: $t:ty),*) $(-> $r:ty)? $body:block)*) => {$(
         #[inline(always)]
         fn $name $(<$g: $b>)? (self, $($a: $t),*) $(-> $r)? {
-            #[inline]
+            #[$inline]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
             fn imp $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
             // SAFETY: an `Avx512` exists only where these features were detected.
@@ -45,8 +45,16 @@ impl Isa for Avx512 {
     const LANES: usize = 16;
     const ALIGN: usize = 64;
 
+    // The kernel of a call, in a function of its own: one call per kernel call (as the
+    // `#[target_feature]` kernels before the token design), not the kernel of every level
+    // inlined at each call site inside a task body compiled for this level.
     ops! {
+        #[inline(never)]
         vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx512(())) }
+    }
+
+    ops! {
+        #[inline]
         splat(v: f32) -> __m512 { _mm512_set1_ps(v) }
         add(a: __m512, b: __m512) -> __m512 { _mm512_add_ps(a, b) }
         sub(a: __m512, b: __m512) -> __m512 { _mm512_sub_ps(a, b) }

@@ -13,7 +13,8 @@ impl Isa for Scalar {
     const LANES: usize = 2;
     const ALIGN: usize = 8;
 
-    #[inline(always)]
+    /// A function of its own, as the other levels' trampolines (see `avx512.rs`).
+    #[inline(never)]
     fn vectorize<Op: WithIsa>(self, op: Op) -> Op::Out {
         op.run(self)
     }
