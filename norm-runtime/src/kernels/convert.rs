@@ -255,7 +255,9 @@ mod x86 {
     #[target_feature(enable = "avx,f16c")]
     fn f16x8(s: &[f32]) -> [u16; 8] {
         let a: [f32; 8] = s.try_into().expect("8 values");
-        bytemuck::cast(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(bytemuck::cast(a)))
+        bytemuck::cast(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
+            bytemuck::cast(a),
+        ))
     }
 
     /// `dst[i] = src[i]` rounded to nearest even (lengths equal: the caller asserts it).

@@ -48,6 +48,7 @@ impl Isa for Avx2 {
     type F64 = __m256d;
     const LANES: usize = 8;
     const ALIGN: usize = 32;
+    const PIPELINE: bool = false;
 
     // The kernel of a call, in a function of its own: one call per kernel call (as the
     // `#[target_feature]` kernels before the token design), not the kernel of every level

@@ -44,6 +44,7 @@ impl Isa for Avx512 {
     type F64 = __m512d;
     const LANES: usize = 16;
     const ALIGN: usize = 64;
+    const PIPELINE: bool = true;
 
     // The kernel of a call, in a function of its own: one call per kernel call (as the
     // `#[target_feature]` kernels before the token design), not the kernel of every level

@@ -37,6 +37,11 @@ pub trait Isa: Copy + Send + Sync + 'static {
     const LANES: usize;
     /// The alignment (bytes) at which a vector store does not straddle a cache line.
     const ALIGN: usize;
+    /// Whether the pipelined and multi-row kernels (`affine_then_sums`, `dx_then_dsums`,
+    /// `dsums_rows` of several rows) pay at this level: their eight `f64` chains plus
+    /// coefficients need more than 16 vector registers, so with 16 (AVX2) they spill and
+    /// the two passes run in half the instructions (callgrind, `benches/results/…`).
+    const PIPELINE: bool;
 
     /// Runs `op` with this token inside the level's `#[target_feature]` context.
     fn vectorize<Op: WithIsa>(self, op: Op) -> Op::Out;

@@ -30,6 +30,7 @@ impl Isa for Neon {
     type F64 = float64x2_t;
     const LANES: usize = 4;
     const ALIGN: usize = 16;
+    const PIPELINE: bool = true;
 
     ops! {
         splat(v: f32) -> float32x4_t { vdupq_n_f32(v) }

@@ -12,6 +12,7 @@ impl Isa for Scalar {
     type F64 = f64;
     const LANES: usize = 2;
     const ALIGN: usize = 8;
+    const PIPELINE: bool = false;
 
     /// A function of its own, as the other levels' trampolines (see `avx512.rs`).
     #[inline(never)]

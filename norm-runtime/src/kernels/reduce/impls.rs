@@ -3,7 +3,9 @@
 //! `cols`). A stored type computed in `f32` lanes (bf16, f16) would be one more impl here
 //! with loads that widen into `Isa::F32`.
 
-use super::{cols, dsums, stage_portable, sums, DxRows, Elem, RowParam, Rows};
+use super::{
+    cols, dsums, reborrow, row_dx_portable, stage_portable, sums, DxRows, Elem, RowParam, Rows,
+};
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
 
 /// The arguments of `sums::row_sums_f32`.
@@ -48,9 +50,13 @@ struct AffineThenSums<'a> {
 }
 
 impl WithIsa for AffineThenSums<'_> {
-    type Out = (f64, f64);
+    type Out = Option<(f64, f64)>;
+    /// `None` (the caller runs the two passes) where the level does not pipeline.
     #[inline(always)]
-    fn run<S: Isa>(self, s: S) -> (f64, f64) {
+    fn run<S: Isa>(self, s: S) -> Option<(f64, f64)> {
+        if !S::PIPELINE {
+            return None;
+        }
         let AffineThenSums {
             x,
             y,
@@ -60,7 +66,9 @@ impl WithIsa for AffineThenSums<'_> {
             shift,
             stream,
         } = self;
-        sums::affine_then_sums_f32(s, x, y, c, p, next, shift, stream)
+        Some(sums::affine_then_sums_f32(
+            s, x, y, c, p, next, shift, stream,
+        ))
     }
 }
 
@@ -75,7 +83,11 @@ impl<const R: usize> WithIsa for DSumsF32<'_, '_, R> {
     #[inline(always)]
     fn run<S: Isa>(self, s: S) -> [(f64, f64); R] {
         let DSumsF32 { rows, p } = self;
-        dsums::dsums_f32(s, rows, p)
+        if S::PIPELINE || R == 1 {
+            dsums::dsums_f32(s, rows, p)
+        } else {
+            each_row(s, rows, p)
+        }
     }
 }
 
@@ -91,8 +103,33 @@ impl<const R: usize> WithIsa for DxThenDSums<'_, '_, '_, R> {
     #[inline(always)]
     fn run<S: Isa>(self, s: S) -> [(f64, f64); R] {
         let DxThenDSums { cur, next, p } = self;
-        dsums::dx_then_dsums_f32(s, cur, next, p)
+        if S::PIPELINE {
+            return dsums::dx_then_dsums_f32(s, cur, next, p);
+        }
+        for (r, dx) in cur.dx.into_iter().enumerate() {
+            row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
+        }
+        each_row(s, next, p)
     }
+}
+
+/// `dsums::dsums_f32` one row at a time (levels that do not pipeline).
+#[inline(always)]
+fn each_row<S: Isa, const R: usize>(
+    s: S,
+    rows: Rows<'_, f32, R>,
+    mut p: Option<RowParam<'_, f32>>,
+) -> [(f64, f64); R] {
+    std::array::from_fn(|r| {
+        let row = Rows {
+            x: [rows.x[r]],
+            dy: [rows.dy[r]],
+            c: [rows.c[r]],
+            ahead: false,
+        };
+        let [sums] = dsums::dsums_f32(s, row, reborrow(&mut p));
+        sums
+    })
 }
 
 /// The arguments of `dsums::dsums_f64`.
@@ -288,7 +325,7 @@ impl Elem for f32 {
         shift: f64,
         stream: bool,
     ) -> Option<(f64, f64)> {
-        Some(dispatch(AffineThenSums {
+        dispatch(AffineThenSums {
             x,
             y,
             c,
@@ -296,7 +333,7 @@ impl Elem for f32 {
             next,
             shift,
             stream,
-        }))
+        })
     }
     #[inline(always)]
     fn dsums_rows<const R: usize>(
