@@ -24,6 +24,8 @@ use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
+mod tiled;
+
 /// The per-thread f32 buffers of the data (input, upstream gradient, output).
 #[derive(Default)]
 struct Bufs {
@@ -301,10 +303,20 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let mut saved = saved;
+    if let ([st], true) = (&mut *states, tiled::eligible(info, sync.is_some())) {
+        if let (Some(xs), true) = (x.as_slice(), x.shape() == out.shape()) {
+            if let Some(os) = out.as_slice_mut() {
+                let io = (x.shape(), xs, os);
+                if tiled::forward(info, st, io, mode, saved.as_deref_mut()).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
     if sync.is_none() && blockable(info, x.shape(), out.shape()) {
         if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-            let mut saved = saved;
             // On an error, the whole call below reports it (with the whole input's shape).
             if forward_blocks(info, &wide, xs, x.shape(), mode, os, saved.as_deref_mut()).is_ok() {
                 return Ok(());
@@ -459,6 +471,17 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
     grads: &mut [StageGrads<T>],
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    if let ([st], true) = (states, tiled::eligible(info, sync.is_some())) {
+        let same = x.shape() == dy.shape() && x.shape() == dx.shape();
+        if let (Some(xs), Some(ds), true) = (x.as_slice(), dy.as_slice(), same) {
+            if let Some(os) = dx.as_slice_mut() {
+                let io = (xs, ds, os);
+                if tiled::backward(info, st, x.shape(), io, saved, grads).is_some() {
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
     let saved32 = widen_saved(saved);
     let mut grads32: Vec<StageGrads<f32>> = grads

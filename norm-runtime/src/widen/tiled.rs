@@ -1,0 +1,634 @@
+//! The fused half-precision path: the half tensor is read and the half output written once,
+//! the f32 work done on small tiles converted on the fly (no f32 copy of the tensor).
+//!
+//! It covers the single-stage declarations whose plan is one kept dim between reduced ones,
+//! the input viewed as `[A, K, B]` (statistics group `k` = every `(a, k, b)`): NCHW batch
+//! norm (`[N, C, H·W]`), BatchNorm1d and channels-last batch norm (`[N…, C, 1]`), and rows
+//! (`[1, K, B]`: instance norm, and layer/group norm without affine parameters), with
+//! parameters that fold into per-group coefficients (γ, β per channel) or none, with or
+//! without running statistics, in train and eval mode. Everything else (parameters along the
+//! line, external affine, chains, variants, synchronized calls) runs through the whole-tensor
+//! conversion of `super`.
+//!
+//! * Rows (`A = 1`): each task takes a run of groups; per group, the shifted sums of its
+//!   tiles, its statistics, then its output from the tiles converted again (the group is in
+//!   the cache by then).
+//! * `A > 1`: each task takes a run of the outer index `a` and returns per-group partial
+//!   sums, merged in task order; a second parallel pass converts the tiles again and writes
+//!   the output (converting twice is cheaper than an f32 copy of the tensor).
+//!
+//! Statistics and backward sums are accumulated in f64 with the f32 kernels' row reductions
+//! (`RowReduce::row_sums`, `row_dsums`) on the converted tiles, shifted by the first value
+//! of each group, and finished with the same functions as the f32 layers
+//! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
+//! on the shape, so results are bit-identical for any number of threads.
+
+use rayon::prelude::*;
+
+use norm_spec::Affine;
+
+use super::{narrow_into, widen_array};
+use crate::check::{self, Purpose};
+use crate::kernels::coef;
+use crate::kernels::exec::{ShiftedSums, Stat};
+use crate::kernels::reduce::RowReduce;
+use crate::plan::Plan;
+use crate::state::{values, LayerInfo, Running, StageState};
+use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
+use crate::types::{Mode, Saved, SavedStage, StageGrads};
+use crate::Float;
+
+/// Elements per converted tile (f32 stack buffers of 8 KiB: a few stay in the L1 cache).
+pub(crate) const TILE: usize = 2048;
+
+/// Elements per task (about; whole groups or whole slabs of `a`).
+const TASK: usize = 1 << 16;
+
+/// The input as `[A, K, B]`: `K` statistics groups, each the `A·B` values `(a, k, b)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Outer reduced extent.
+    pub a: usize,
+    /// Statistics groups.
+    pub k: usize,
+    /// Inner reduced extent (contiguous).
+    pub b: usize,
+}
+
+impl Layout {
+    /// The layout of `plan` when it is `[A, K, B]` with one kept dim (or none).
+    pub(crate) fn of(plan: &Plan) -> Option<Layout> {
+        let dims = &plan.dims[..plan.ndims];
+        let kept = |d: &crate::plan::Dim| d.ss != 0;
+        let lay = match dims {
+            [r] if !kept(r) && r.xs == 1 => Layout {
+                a: 1,
+                k: 1,
+                b: r.size,
+            },
+            [k, r] if kept(k) && !kept(r) && r.xs == 1 && k.ss == 1 && k.xs == r.size => Layout {
+                a: 1,
+                k: k.size,
+                b: r.size,
+            },
+            [o, k, r]
+                if !kept(o)
+                    && kept(k)
+                    && !kept(r)
+                    && r.xs == 1
+                    && k.ss == 1
+                    && k.xs == r.size
+                    && o.xs == k.size * r.size =>
+            {
+                Layout {
+                    a: o.size,
+                    k: k.size,
+                    b: r.size,
+                }
+            }
+            [o, k] if !kept(o) && kept(k) && k.xs == 1 && k.ss == 1 && o.xs == k.size => Layout {
+                a: o.size,
+                k: k.size,
+                b: 1,
+            },
+            _ => return None,
+        };
+        (lay.k == plan.groups && lay.a * lay.b == plan.group_len && lay.k > 0 && lay.a > 0)
+            .then_some(lay)
+            .filter(|l| l.b > 0)
+    }
+
+    /// Outer indices per task of the `A > 1` passes (fixed by the shape).
+    fn rows_per_task(&self) -> usize {
+        (TASK / (self.k * self.b).max(1)).max(1)
+    }
+
+    /// Groups per task of the row passes (fixed by the shape).
+    fn groups_per_task(&self) -> usize {
+        (TASK / self.b.max(1)).max(1)
+    }
+}
+
+/// Whether the stage (the layer's only one) can take the tiled path at all: no variant, no
+/// external affine, not synchronized.
+pub(crate) fn eligible(info: &LayerInfo<'_>, sync: bool) -> bool {
+    let spec = info.spec;
+    let [st] = &spec.stages[..] else {
+        return false;
+    };
+    !sync
+        && !spec.chain
+        && !st.tlu
+        && st.ghost.is_none()
+        && st.renorm.is_none()
+        && st.mask == 0
+        && !matches!(st.affine, Affine::External)
+}
+
+/// The checked plan of the tiled path, or `None` (the caller runs the whole-tensor path,
+/// which reports any error).
+fn plan_of<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    purpose: Purpose,
+) -> Option<(Plan, Layout)> {
+    check::check_input(info, shape).ok()?;
+    let plan = check::check(info, 0, state, shape, purpose, false).ok()?;
+    let lay = Layout::of(&plan)?;
+    let stage = &info.spec.stages[0];
+    // Parameters must fold into the groups' coefficients.
+    if matches!(stage.affine, Affine::Axes(_)) && !plan.foldable {
+        return None;
+    }
+    Some((plan, lay))
+}
+
+/// Per-group parameter offsets (folded γ/β), `None` without parameters.
+fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
+    if !has_gamma {
+        return None;
+    }
+    let mut p = vec![0; plan.groups];
+    plan.for_each_group(|s, off, _| p[s] = off);
+    Some(p)
+}
+
+/// `f` with `src` converted to f32 in tiles of at most [`TILE`] values.
+#[inline(always)]
+fn tiles<T: Float>(src: &[T], mut f: impl FnMut(usize, &[f32])) {
+    let mut buf = [0f32; TILE];
+    for (i, s) in src.chunks(TILE).enumerate() {
+        let t = &mut buf[..s.len()];
+        T::widen(s, t);
+        f(i * TILE, t);
+    }
+}
+
+/// Shifted sums of `x` (one group's contiguous line), converted tile by tile.
+fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+    let (mut s, mut q) = (0.0, 0.0);
+    tiles(x, |_, t| {
+        let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
+        s += a;
+        q += b;
+    });
+    (s, q)
+}
+
+/// `out = (x − m)·a + b` over a line with one group's coefficients, tile by tile.
+fn line_affine<T: Float>(x: &[T], out: &mut [T], (m, a, b): (f32, f32, f32)) {
+    let mut y = [0f32; TILE];
+    for (xs, os) in x.chunks(TILE).zip(out.chunks_mut(TILE)) {
+        let mut t = [0f32; TILE];
+        let t = &mut t[..xs.len()];
+        T::widen(xs, t);
+        let y = &mut y[..xs.len()];
+        for (o, &v) in y.iter_mut().zip(t.iter()) {
+            *o = (v - m) * a + b;
+        }
+        T::narrow(y, os);
+    }
+}
+
+/// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
+fn line_dsums<T: Float>(x: &[T], dy: &[T], c: (f32, f32, f32)) -> (f64, f64) {
+    let (mut s1, mut s2) = (0.0, 0.0);
+    let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
+    for (xs, ds) in x.chunks(TILE).zip(dy.chunks(TILE)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        let (a, b) = <f32 as RowReduce>::row_dsums(tx, td, c, None);
+        s1 += a;
+        s2 += b;
+    }
+    (s1, s2)
+}
+
+/// `dx = dy·c + (x − m)·a + b` over one group's line.
+fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], (c, m, a, b): (f32, f32, f32, f32)) {
+    let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
+    for ((xs, ds), os) in x.chunks(TILE).zip(dy.chunks(TILE)).zip(dx.chunks_mut(TILE)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        for (v, &d) in tx.iter_mut().zip(td.iter()) {
+            *v = d * c + ((*v - m) * a + b);
+        }
+        T::narrow(tx, os);
+    }
+}
+
+/// Rows (of `k` groups of one value each, `B = 1`) per tile.
+fn rows_per_tile(k: usize) -> usize {
+    (TILE / k.max(1)).max(1)
+}
+
+/// Column sums of whole rows of `k` values (`B = 1`): `sum[j] += x − h[j]`, `sq[j] += (x −
+/// h[j])²`, the rows converted a tile at a time.
+fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    let k = h.len();
+    let per = rows_per_tile(k) * k;
+    let mut buf = vec![0f32; per.min(x.len())];
+    for xs in x.chunks(per) {
+        let t = &mut buf[..xs.len()];
+        T::widen(xs, t);
+        for row in t.chunks(k) {
+            for (((&v, &h), s), q) in row.iter().zip(h).zip(sum.iter_mut()).zip(sq.iter_mut()) {
+                let d = f64::from(v) - h;
+                *s += d;
+                *q += d * d;
+            }
+        }
+    }
+}
+
+/// Per-group shifted sums of `A > 1` layouts: tasks over runs of `a`, merged in order.
+fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
+    let slab = lay.k * lay.b;
+    let rows = lay.rows_per_task();
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = x
+        .par_chunks(rows * slab)
+        .map(|xs| {
+            let (mut s, mut q) = (vec![0.0; lay.k], vec![0.0; lay.k]);
+            if lay.b == 1 {
+                col_sums(xs, h, &mut s, &mut q);
+            } else {
+                for (i, line) in xs.chunks(lay.b).enumerate() {
+                    let g = i % lay.k;
+                    let (a, b) = line_sums(line, h[g]);
+                    s[g] += a;
+                    q[g] += b;
+                }
+            }
+            (s, q)
+        })
+        .collect();
+    let mut raws: Vec<ShiftedSums> = h
+        .iter()
+        .map(|&shift| ShiftedSums {
+            shift,
+            sum: 0.0,
+            sq: 0.0,
+        })
+        .collect();
+    for (s, q) in parts {
+        for ((r, s), q) in raws.iter_mut().zip(s).zip(q) {
+            r.sum += s;
+            r.sq += q;
+        }
+    }
+    raws
+}
+
+/// `out = (x − m)·a + b` per group of `A > 1` layouts.
+fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f32)]) {
+    let slab = lay.k * lay.b;
+    let rows = lay.rows_per_task();
+    x.par_chunks(rows * slab)
+        .zip(out.par_chunks_mut(rows * slab))
+        .for_each(|(xs, os)| {
+            if lay.b == 1 {
+                let per = rows_per_tile(lay.k) * lay.k;
+                let mut t = vec![0f32; per.min(xs.len())];
+                for (xc, oc) in xs.chunks(per).zip(os.chunks_mut(per)) {
+                    let t = &mut t[..xc.len()];
+                    T::widen(xc, t);
+                    for row in t.chunks_mut(lay.k) {
+                        for (v, &(m, a, b)) in row.iter_mut().zip(c) {
+                            *v = (*v - m) * a + b;
+                        }
+                    }
+                    T::narrow(t, oc);
+                }
+            } else {
+                for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
+                    line_affine(xl, ol, c[i % lay.k]);
+                }
+            }
+        });
+}
+
+/// The statistics and f32 coefficients of group `s` from its raw sums.
+fn finish_group(
+    info: &LayerInfo<'_>,
+    raw: ShiftedSums,
+    n: usize,
+    affine: (f64, f64),
+) -> (Stat, (f32, f32, f32)) {
+    let stage = &info.spec.stages[0];
+    let (mean, m2) = mean_m2(stage, raw, n);
+    let st = group_stat(stage, mean, m2, n);
+    (st, coef::<f32>(mean, st.rstd * affine.0, affine.1))
+}
+
+/// The tiled forward pass, or `None` when the call does not fit it (nothing changed then).
+pub(crate) fn forward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &mut StageState<'_, T>,
+    (shape, x, out): (&[usize], &[T], &mut [T]),
+    mode: Mode,
+    saved: Option<&mut Saved<T>>,
+) -> Option<()> {
+    let (plan, lay) = plan_of(info, state, shape, Purpose::Forward(mode))?;
+    let stage = &info.spec.stages[0];
+    let n = plan.group_len;
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    let gamma = state.gamma.as_ref().map(values);
+    let beta = state.beta.as_ref().map(values);
+    let offsets = param_offsets(&plan, gamma.is_some());
+    let affine = |s: usize| -> (f64, f64) {
+        match (&gamma, &offsets) {
+            (Some(g), Some(p)) => (
+                g[p[s]].to_acc(),
+                beta.as_ref().map_or(0.0, |b| b[p[s]].to_acc()),
+            ),
+            _ => (1.0, 0.0),
+        }
+    };
+    let mut stats = vec![Stat::default(); lay.k];
+    if fixed {
+        running_stats(stage, &plan, state.running.as_ref()?, &mut stats);
+        let c: Vec<(f32, f32, f32)> = stats
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                let (g, h) = affine(s);
+                coef::<f32>(st.mean, st.rstd * g, h)
+            })
+            .collect();
+        if lay.a == 1 {
+            let per = lay.groups_per_task();
+            x.par_chunks(per * lay.b)
+                .zip(out.par_chunks_mut(per * lay.b))
+                .zip(c.par_chunks(per))
+                .for_each(|((xs, os), cs)| {
+                    for ((xl, ol), &c) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).zip(cs) {
+                        line_affine(xl, ol, c);
+                    }
+                });
+        } else {
+            outer_affine(x, out, lay, &c);
+        }
+    } else if lay.a == 1 {
+        // Rows: sums, statistics and output per group in one task.
+        let per = lay.groups_per_task();
+        x.par_chunks(per * lay.b)
+            .zip(out.par_chunks_mut(per * lay.b))
+            .zip(stats.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, ((xs, os), sts))| {
+                let chunks = xs.chunks(lay.b).zip(os.chunks_mut(lay.b));
+                for (i, ((xl, ol), st)) in chunks.zip(sts.iter_mut()).enumerate() {
+                    let shift = if stage.center {
+                        f64::from(widen_one(xl[0]))
+                    } else {
+                        0.0
+                    };
+                    let (sum, sq) = line_sums(xl, shift);
+                    let raw = ShiftedSums { shift, sum, sq };
+                    let (s, c) = finish_group(info, raw, n, affine(t * per + i));
+                    *st = s;
+                    line_affine(xl, ol, c);
+                }
+            });
+    } else {
+        let h: Vec<f64> = (0..lay.k)
+            .map(|g| {
+                if stage.center {
+                    f64::from(widen_one(x[g * lay.b]))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let raws = outer_sums(x, lay, &h);
+        let mut c = vec![(0f32, 0f32, 0f32); lay.k];
+        for (s, raw) in raws.into_iter().enumerate() {
+            (stats[s], c[s]) = finish_group(info, raw, n, affine(s));
+        }
+        outer_affine(x, out, lay, &c);
+    }
+    if let (Mode::Train, Some(Running::Mut { mean, var, count })) = (mode, state.running.as_mut()) {
+        // In f32 and rounded once, as the f32 layer's running statistics (the caller's
+        // arrays are small: one value per channel).
+        let (mut m32, mut v32) = (widen_array(&mean.view()), widen_array(&var.view()));
+        let mut r32 = Running::Mut {
+            mean: m32.view_mut(),
+            var: v32.view_mut(),
+            count: &mut **count,
+        };
+        train_running(stage, &plan, n, &stats, Some(&mut r32), &mut Vec::new());
+        narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
+        narrow_into(v32.as_slice().expect("owned, standard layout"), var);
+    }
+    if let Some(saved) = saved {
+        saved.fingerprint = info.fingerprint;
+        saved.shape.clear();
+        saved.shape.extend_from_slice(shape);
+        saved.stages.resize_with(1, SavedStage::default);
+        let s = &mut saved.stages[0];
+        s.fixed = fixed;
+        s.count = n;
+        s.synced = false;
+        s.stats = stats;
+        s.scale.clear();
+        s.tlu_pass.clear();
+        s.renorm.clear();
+        s.chunks.clear();
+        saved.intermediates.clear();
+        saved.cell_len = 0;
+        saved.cells.clear();
+        saved.mask.clear();
+        saved.counts.clear();
+    }
+    Some(())
+}
+
+/// One value widened.
+#[inline(always)]
+fn widen_one<T: Float>(v: T) -> f32 {
+    let mut o = [0f32];
+    T::widen(&[v], &mut o);
+    o[0]
+}
+
+/// The tiled backward pass, or `None` when the call does not fit it (nothing changed then;
+/// the whole-tensor path reports any error).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    (x, dy, dx): (&[T], &[T], &mut [T]),
+    saved: &Saved<T>,
+    grads: &mut [StageGrads<T>],
+) -> Option<()> {
+    let (plan, lay) = plan_of(info, state, shape, Purpose::Backward)?;
+    let stage = &info.spec.stages[0];
+    let [sv] = &saved.stages[..] else {
+        return None;
+    };
+    let ok = saved.fingerprint == info.fingerprint
+        && saved.shape == shape
+        && saved.intermediates.is_empty()
+        && sv.stats.len() == plan.groups
+        && !sv.synced
+        && sv.count == plan.group_len
+        && sv.renorm.is_empty()
+        && sv.tlu_pass.is_empty()
+        && sv.chunks.is_empty()
+        && grads.len() == 1;
+    if !ok {
+        return None;
+    }
+    let n = sv.count;
+    let gamma = state.gamma.as_ref().map(values);
+    let offsets = param_offsets(&plan, gamma.is_some());
+    let scale = |s: usize| match (&gamma, &offsets) {
+        (Some(g), Some(p)) => g[p[s]].to_acc(),
+        _ => 1.0,
+    };
+    // x̂ = (x − m)·a + b per group, and the dx coefficients from the group's sums.
+    let xhat: Vec<(f32, f32, f32)> = sv
+        .stats
+        .iter()
+        .map(|st| coef::<f32>(st.mean, st.rstd, 0.0))
+        .collect();
+    let dxc = |s: usize, sg: f64, sgx: f64| -> (f32, f32, f32, f32) {
+        let st = sv.stats[s];
+        let gs = scale(s);
+        let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, gs * sg, gs * sgx);
+        let (m, a, b) = coef::<f32>(st.mean, st.rstd * c1, c0);
+        ((st.rstd * gs) as f32, m, a, b)
+    };
+    let mut sums = vec![(0.0f64, 0.0f64); lay.k];
+    if lay.a == 1 {
+        let per = lay.groups_per_task();
+        x.par_chunks(per * lay.b)
+            .zip(dy.par_chunks(per * lay.b))
+            .zip(dx.par_chunks_mut(per * lay.b))
+            .zip(sums.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, (((xs, ds), os), ss))| {
+                let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                for (i, ((xl, dl), (ol, s))) in lines.zip(os.chunks_mut(lay.b).zip(ss)).enumerate()
+                {
+                    let g = t * per + i;
+                    *s = line_dsums(xl, dl, xhat[g]);
+                    line_dx(xl, dl, ol, dxc(g, s.0, s.1));
+                }
+            });
+    } else {
+        let slab = lay.k * lay.b;
+        let rows = lay.rows_per_task();
+        let parts: Vec<Vec<(f64, f64)>> = x
+            .par_chunks(rows * slab)
+            .zip(dy.par_chunks(rows * slab))
+            .map(|(xs, ds)| {
+                let mut acc = vec![(0.0, 0.0); lay.k];
+                if lay.b == 1 {
+                    col_dsums(xs, ds, &xhat, &mut acc);
+                } else {
+                    for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
+                        let g = i % lay.k;
+                        let (a, b) = line_dsums(xl, dl, xhat[g]);
+                        acc[g].0 += a;
+                        acc[g].1 += b;
+                    }
+                }
+                acc
+            })
+            .collect();
+        for p in parts {
+            for (s, v) in sums.iter_mut().zip(p) {
+                s.0 += v.0;
+                s.1 += v.1;
+            }
+        }
+        let c: Vec<(f32, f32, f32, f32)> = sums
+            .iter()
+            .enumerate()
+            .map(|(s, &(sg, sgx))| dxc(s, sg, sgx))
+            .collect();
+        x.par_chunks(rows * slab)
+            .zip(dy.par_chunks(rows * slab))
+            .zip(dx.par_chunks_mut(rows * slab))
+            .for_each(|((xs, ds), os)| {
+                if lay.b == 1 {
+                    col_dx(xs, ds, os, &c);
+                } else {
+                    let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                    for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
+                        line_dx(xl, dl, ol, c[i % lay.k]);
+                    }
+                }
+            });
+    }
+    let g = &mut grads[0];
+    match &stage.affine {
+        Affine::Axes(_) => {
+            let params = plan.param_shape.numel();
+            let (mut dgamma, mut dbeta) = (vec![0.0; params], vec![0.0; params]);
+            plan.for_each_group(|s, p, _| {
+                dgamma[p] += sums[s].1;
+                dbeta[p] += sums[s].0;
+            });
+            // Through f32, as the f32 layer's gradients are rounded to the half type.
+            for v in dgamma.iter_mut().chain(dbeta.iter_mut()) {
+                *v = f64::from(*v as f32);
+            }
+            let shape = plan.param_shape.as_slice();
+            fill_grad(&mut g.dgamma, shape, &dgamma);
+            if stage.bias {
+                fill_grad(&mut g.dbeta, shape, &dbeta);
+            } else {
+                g.dbeta = None;
+            }
+        }
+        _ => {
+            g.dgamma = None;
+            g.dbeta = None;
+        }
+    }
+    g.dtau = None;
+    Some(())
+}
+
+/// Column backward sums of whole rows of `k` values (`B = 1`).
+fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(f64, f64)]) {
+    let k = xhat.len();
+    let per = rows_per_tile(k) * k;
+    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
+    for (xs, ds) in x.chunks(per).zip(dy.chunks(per)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        for (rx, rd) in tx.chunks(k).zip(td.chunks(k)) {
+            for (((&v, &d), &(m, a, b)), s) in rx.iter().zip(rd).zip(xhat).zip(acc.iter_mut()) {
+                let d64 = f64::from(d);
+                s.0 += d64;
+                s.1 += d64 * f64::from((v - m) * a + b);
+            }
+        }
+    }
+}
+
+/// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`).
+fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)]) {
+    let k = c.len();
+    let per = rows_per_tile(k) * k;
+    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
+    for ((xs, ds), os) in x.chunks(per).zip(dy.chunks(per)).zip(dx.chunks_mut(per)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        for (rx, rd) in tx.chunks_mut(k).zip(td.chunks(k)) {
+            for ((v, &d), &(cc, m, a, b)) in rx.iter_mut().zip(rd).zip(c) {
+                *v = d * cc + ((*v - m) * a + b);
+            }
+        }
+        T::narrow(tx, os);
+    }
+}
