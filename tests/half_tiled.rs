@@ -373,3 +373,222 @@ fn bf16_tiled_layers_match_the_f64_reference_at_every_level_and_thread_count() {
 fn f16_tiled_layers_match_the_f64_reference_at_every_level_and_thread_count() {
     every_case::<f16>();
 }
+
+/// A row case with parameters along the rows (`widen/rows.rs`): the declaration, its sizes,
+/// the shape, `n` values per group, the parameter index of element `i`, centering, eps, bias.
+struct RowCase {
+    spec: &'static str,
+    sizes: &'static [(&'static str, usize)],
+    shape: &'static [usize],
+    n: usize,
+    param: fn(usize) -> usize,
+    center: bool,
+    eps: f64,
+    bias: bool,
+}
+
+const ROW_CASES: &[RowCase] = &[
+    // Layer norm, rows of 2500 (a tile and a part) and of 5 (below one vector).
+    RowCase {
+        spec: r#"input = "N,D", axes = "D", affine = "D""#,
+        sizes: &[("D", 2500)],
+        shape: &[3, 2500],
+        n: 2500,
+        param: |i| i % 2500,
+        center: true,
+        eps: 1e-5,
+        bias: true,
+    },
+    RowCase {
+        spec: r#"input = "N,D", axes = "D", affine = "D""#,
+        sizes: &[("D", 5)],
+        shape: &[9, 5],
+        n: 5,
+        param: |i| i % 5,
+        center: true,
+        eps: 1e-5,
+        bias: true,
+    },
+    // RMS norm, odd rows.
+    RowCase {
+        spec: r#"input = "N,D", axes = "D", center = false, affine = "D", bias = false, eps = 1e-6"#,
+        sizes: &[("D", 37)],
+        shape: &[5, 37],
+        n: 37,
+        param: |i| i % 37,
+        center: false,
+        eps: 1e-6,
+        bias: false,
+    },
+    // Group norm: γ per channel, lines of 15 and of 2500.
+    RowCase {
+        spec: r#"input = "N,C,H,W", axes = "C,H,W", groups = 4, affine"#,
+        sizes: &[("C", 8)],
+        shape: &[2, 8, 3, 5],
+        n: 30,
+        param: |i| (i / 15) % 8,
+        center: true,
+        eps: 1e-5,
+        bias: true,
+    },
+    RowCase {
+        spec: r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#,
+        sizes: &[("C", 4)],
+        shape: &[2, 4, 50, 50],
+        n: 5000,
+        param: |i| (i / 2500) % 4,
+        center: true,
+        eps: 1e-5,
+        bias: true,
+    },
+];
+
+/// The float64 reference of a train step of a row case: y, dx, dγ, dβ.
+fn row_reference(c: &RowCase, x: &[f64], dy: &[f64], gamma: &[f64], beta: &[f64]) -> Reference {
+    let n = c.n as f64;
+    let np = gamma.len();
+    let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let (mut dgamma, mut dbeta) = (vec![0.0; np], vec![0.0; np]);
+    for g0 in (0..x.len()).step_by(c.n) {
+        let r = g0..g0 + c.n;
+        let mean = if c.center {
+            x[r.clone()].iter().sum::<f64>() / n
+        } else {
+            0.0
+        };
+        let var = x[r.clone()]
+            .iter()
+            .map(|v| (v - mean) * (v - mean))
+            .sum::<f64>()
+            / n;
+        let rstd = 1.0 / (var + c.eps).sqrt();
+        let (mut sg, mut sgx) = (0.0, 0.0);
+        for i in r.clone() {
+            let (p, h) = ((c.param)(i), (x[i] - mean) * rstd);
+            y[i] = h * gamma[p] + if c.bias { beta[p] } else { 0.0 };
+            dgamma[p] += dy[i] * h;
+            dbeta[p] += dy[i];
+            sg += dy[i] * gamma[p];
+            sgx += dy[i] * gamma[p] * h;
+        }
+        for i in r {
+            let (p, h) = ((c.param)(i), (x[i] - mean) * rstd);
+            let centered = if c.center { sg / n } else { 0.0 };
+            dx[i] = rstd * (dy[i] * gamma[p] - centered - h * sgx / n);
+        }
+    }
+    Reference {
+        y,
+        dx,
+        dgamma,
+        dbeta,
+        running: None,
+    }
+}
+
+fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
+    let spec = NormSpec::parse(c.spec).unwrap();
+    let mut layer = DynNorm::<T>::new(&spec, c.sizes).unwrap();
+    let numel: usize = c.shape.iter().product();
+    let st = &mut layer.stages_mut()[0];
+    let pshape = st.gamma.as_ref().expect("gamma").shape().to_vec();
+    let np: usize = pshape.iter().product();
+    let g = values::<T>(np, 21, 1.0, 1.0);
+    let gamma: Vec<f64> = g.iter().map(|v| v.to_acc()).collect();
+    st.gamma = Some(ArrayD::from_shape_vec(IxDyn(&pshape), g).unwrap());
+    let mut beta = vec![0.0; np];
+    if c.bias {
+        let b = values::<T>(np, 22, 0.0, 1.0);
+        beta = b.iter().map(|v| v.to_acc()).collect();
+        st.beta = Some(ArrayD::from_shape_vec(IxDyn(&pshape), b).unwrap());
+    }
+    let x = values::<T>(numel, 3, -2.0, 3.0);
+    let dy = values::<T>(numel, 4, 0.0, 2.0);
+    let (xw, dyw): (Vec<f64>, Vec<f64>) = (
+        x.iter().map(|v| v.to_acc()).collect(),
+        dy.iter().map(|v| v.to_acc()).collect(),
+    );
+    let want = row_reference(c, &xw, &dyw, &gamma, &beta);
+    let x = ArrayD::from_shape_vec(IxDyn(c.shape), x).unwrap();
+    let dy = ArrayD::from_shape_vec(IxDyn(c.shape), dy).unwrap();
+    let mut y = ArrayD::from_elem(IxDyn(c.shape), T::nan());
+    let mut saved = Saved::new();
+    layer
+        .forward_train_into(x.view(), y.view_mut(), &mut saved)
+        .unwrap();
+    let mut grads = Grads::new(ArrayD::from_elem(IxDyn(c.shape), T::nan()));
+    layer
+        .backward_into(x.view(), dy.view(), &saved, &mut grads)
+        .unwrap();
+    close(
+        &format!("{what} y"),
+        y.as_slice().unwrap(),
+        &want.y,
+        1.0,
+        1e-6,
+    );
+    let dx = grads.dx.as_slice().unwrap();
+    close(&format!("{what} dx"), dx, &want.dx, 1.0, 1e-4);
+    let dg = grads.dgamma.as_ref().expect("dgamma");
+    close(
+        &format!("{what} dgamma"),
+        dg.as_slice().unwrap(),
+        &want.dgamma,
+        1.0,
+        1e-5,
+    );
+    let mut out = bits(&[&y, &grads.dx, dg]);
+    match (&grads.dbeta, c.bias) {
+        (Some(db), true) => {
+            close(
+                &format!("{what} dbeta"),
+                db.as_slice().unwrap(),
+                &want.dbeta,
+                1.0,
+                1e-5,
+            );
+            out.extend(bits(&[db]));
+        }
+        (None, false) => {}
+        _ => panic!("{what}: dbeta present without bias or missing"),
+    }
+    out
+}
+
+fn every_row_case<T: Float>() {
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    for level in simd::available() {
+        simd::set_cap(Some(level));
+        for case in ROW_CASES {
+            let mut first: Option<Vec<u64>> = None;
+            for threads in [1, 2, 3] {
+                let what = format!(
+                    "{} {level:?} {} {:?} T={threads}",
+                    T::NAME,
+                    case.spec,
+                    case.shape
+                );
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let got = pool.install(|| run_row_case::<T>(case, &what));
+                match &first {
+                    None => first = Some(got),
+                    Some(f) => assert!(*f == got, "{what}: results differ from 1 thread's"),
+                }
+            }
+        }
+    }
+    simd::set_cap(None);
+}
+
+#[test]
+fn bf16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_count() {
+    every_row_case::<bf16>();
+}
+
+#[test]
+fn f16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_count() {
+    every_row_case::<f16>();
+}

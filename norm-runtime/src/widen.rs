@@ -24,6 +24,7 @@ use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
+mod rows;
 mod tiled;
 
 /// The per-thread f32 buffers of the data (input, upstream gradient, output).
@@ -307,8 +308,16 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
     if let ([st], true) = (&mut *states, tiled::eligible(info, sync.is_some())) {
         if let (Some(xs), true) = (x.as_slice(), x.shape() == out.shape()) {
             if let Some(os) = out.as_slice_mut() {
-                let io = (x.shape(), xs, os);
-                if tiled::forward(info, st, io, mode, saved.as_deref_mut()).is_some() {
+                let shape = x.shape();
+                let s = saved.as_deref_mut();
+                let done = match tiled::forward(info, st, (shape, xs, &mut *os), mode, s) {
+                    Some(()) => true,
+                    None => {
+                        let s = saved.as_deref_mut();
+                        rows::forward(info, st, (shape, xs, os), mode, s).is_some()
+                    }
+                };
+                if done {
                     return Ok(());
                 }
             }
@@ -475,8 +484,13 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
         let same = x.shape() == dy.shape() && x.shape() == dx.shape();
         if let (Some(xs), Some(ds), true) = (x.as_slice(), dy.as_slice(), same) {
             if let Some(os) = dx.as_slice_mut() {
-                let io = (xs, ds, os);
-                if tiled::backward(info, st, x.shape(), io, saved, grads).is_some() {
+                let shape = x.shape();
+                let done = match tiled::backward(info, st, shape, (xs, ds, &mut *os), saved, grads)
+                {
+                    Some(()) => true,
+                    None => rows::backward(info, st, shape, (xs, ds, os), saved, grads).is_some(),
+                };
+                if done {
                     return Ok(());
                 }
             }

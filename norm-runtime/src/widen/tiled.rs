@@ -166,7 +166,7 @@ fn tiles<T: Float>(src: &[T], mut f: impl FnMut(usize, &[f32])) {
 }
 
 /// Shifted sums of `x` (one group's contiguous line), converted tile by tile.
-fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+pub(super) fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
     let (mut s, mut q) = (0.0, 0.0);
     tiles(x, |_, t| {
         let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
@@ -226,7 +226,7 @@ fn rows_per_tile(k: usize) -> usize {
 }
 
 /// Column sums of whole rows of `k` values (`B = 1`): `sum[j] += x − h[j]`, `sq[j] += (x −
-/// h[j])²`, the rows converted a tile at a time.
+/// h[j])²`, the rows converted a tile at a time and reduced by the f32 column kernel.
 fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
     let k = h.len();
     let per = rows_per_tile(k) * k;
@@ -234,14 +234,16 @@ fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
     for xs in x.chunks(per) {
         let t = &mut buf[..xs.len()];
         T::widen(xs, t);
-        for row in t.chunks(k) {
-            for (((&v, &h), s), q) in row.iter().zip(h).zip(sum.iter_mut()).zip(sq.iter_mut()) {
-                let d = f64::from(v) - h;
-                *s += d;
-                *q += d * d;
-            }
-        }
+        <f32 as RowReduce>::col_sums(t, (0..xs.len() / k).map(|r| r * k), h, sum, sq);
     }
+}
+
+/// `(m, a, b)` per group as three arrays (the column loops vectorize over them).
+fn soa3(c: &[(f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = c.iter().map(|v| v.0).collect();
+    let a = c.iter().map(|v| v.1).collect();
+    let b = c.iter().map(|v| v.2).collect();
+    (m, a, b)
 }
 
 /// Per-group shifted sums of `A > 1` layouts: tasks over runs of `a`, merged in order.
@@ -292,12 +294,13 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
             if lay.b == 1 {
                 let per = rows_per_tile(lay.k) * lay.k;
                 let mut t = vec![0f32; per.min(xs.len())];
+                let (m, a, b) = soa3(c);
                 for (xc, oc) in xs.chunks(per).zip(os.chunks_mut(per)) {
                     let t = &mut t[..xc.len()];
                     T::widen(xc, t);
-                    for row in t.chunks_mut(lay.k) {
-                        for (v, &(m, a, b)) in row.iter_mut().zip(c) {
-                            *v = (*v - m) * a + b;
+                    for row in t.chunks_exact_mut(lay.k) {
+                        for j in 0..row.len() {
+                            row[j] = (row[j] - m[j]) * a[j] + b[j];
                         }
                     }
                     T::narrow(t, oc);
@@ -424,31 +427,14 @@ pub(crate) fn forward<T: Float>(
         narrow_into(v32.as_slice().expect("owned, standard layout"), var);
     }
     if let Some(saved) = saved {
-        saved.fingerprint = info.fingerprint;
-        saved.shape.clear();
-        saved.shape.extend_from_slice(shape);
-        saved.stages.resize_with(1, SavedStage::default);
-        let s = &mut saved.stages[0];
-        s.fixed = fixed;
-        s.count = n;
-        s.synced = false;
-        s.stats = stats;
-        s.scale.clear();
-        s.tlu_pass.clear();
-        s.renorm.clear();
-        s.chunks.clear();
-        saved.intermediates.clear();
-        saved.cell_len = 0;
-        saved.cells.clear();
-        saved.mask.clear();
-        saved.counts.clear();
+        fill_saved(info, saved, shape, fixed, n, stats);
     }
     Some(())
 }
 
 /// One value widened.
 #[inline(always)]
-fn widen_one<T: Float>(v: T) -> f32 {
+pub(super) fn widen_one<T: Float>(v: T) -> f32 {
     let mut o = [0f32];
     T::widen(&[v], &mut o);
     o[0]
@@ -467,22 +453,7 @@ pub(crate) fn backward<T: Float>(
 ) -> Option<()> {
     let (plan, lay) = plan_of(info, state, shape, Purpose::Backward)?;
     let stage = &info.spec.stages[0];
-    let [sv] = &saved.stages[..] else {
-        return None;
-    };
-    let ok = saved.fingerprint == info.fingerprint
-        && saved.shape == shape
-        && saved.intermediates.is_empty()
-        && sv.stats.len() == plan.groups
-        && !sv.synced
-        && sv.count == plan.group_len
-        && sv.renorm.is_empty()
-        && sv.tlu_pass.is_empty()
-        && sv.chunks.is_empty()
-        && grads.len() == 1;
-    if !ok {
-        return None;
-    }
+    let sv = saved_stage(info, &plan, shape, saved, grads.len())?;
     let n = sv.count;
     let gamma = state.gamma.as_ref().map(values);
     let offsets = param_offsets(&plan, gamma.is_some());
@@ -566,23 +537,90 @@ pub(crate) fn backward<T: Float>(
                 }
             });
     }
-    let g = &mut grads[0];
+    let params = plan.param_shape.numel();
+    let (mut dgamma, mut dbeta) = (vec![0.0; params], vec![0.0; params]);
+    if matches!(stage.affine, Affine::Axes(_)) {
+        plan.for_each_group(|s, p, _| {
+            dgamma[p] += sums[s].1;
+            dbeta[p] += sums[s].0;
+        });
+    }
+    fill_param_grads(stage, &plan, &mut grads[0], &mut dgamma, &mut dbeta);
+    Some(())
+}
+
+/// Stores a single-stage forward's statistics into `saved` (as the f32 layer fills it).
+pub(super) fn fill_saved<T: Float>(
+    info: &LayerInfo<'_>,
+    saved: &mut Saved<T>,
+    shape: &[usize],
+    fixed: bool,
+    n: usize,
+    stats: Vec<Stat>,
+) {
+    saved.fingerprint = info.fingerprint;
+    saved.shape.clear();
+    saved.shape.extend_from_slice(shape);
+    saved.stages.resize_with(1, SavedStage::default);
+    let s = &mut saved.stages[0];
+    s.fixed = fixed;
+    s.count = n;
+    s.synced = false;
+    s.stats = stats;
+    s.scale.clear();
+    s.tlu_pass.clear();
+    s.renorm.clear();
+    s.chunks.clear();
+    saved.intermediates.clear();
+    saved.cell_len = 0;
+    saved.cells.clear();
+    saved.mask.clear();
+    saved.counts.clear();
+}
+
+/// The one stage of `saved` when it fits this call (the checks of the f32 backward pass;
+/// `None` sends the call to the whole-tensor path, which reports the error).
+pub(super) fn saved_stage<'s, T: Float>(
+    info: &LayerInfo<'_>,
+    plan: &Plan,
+    shape: &[usize],
+    saved: &'s Saved<T>,
+    nslots: usize,
+) -> Option<&'s SavedStage<T>> {
+    let [sv] = &saved.stages[..] else {
+        return None;
+    };
+    let ok = saved.fingerprint == info.fingerprint
+        && saved.shape == shape
+        && saved.intermediates.is_empty()
+        && sv.stats.len() == plan.groups
+        && !sv.synced
+        && sv.count == plan.group_len
+        && sv.renorm.is_empty()
+        && sv.tlu_pass.is_empty()
+        && sv.chunks.is_empty()
+        && nslots == 1;
+    ok.then_some(sv)
+}
+
+/// The parameter gradients from their f64 sums (rounded through f32, as the f32 layer's
+/// gradients are rounded to the half type).
+pub(super) fn fill_param_grads<T: Float>(
+    stage: &norm_spec::Stage,
+    plan: &Plan,
+    g: &mut StageGrads<T>,
+    dgamma: &mut [f64],
+    dbeta: &mut [f64],
+) {
     match &stage.affine {
         Affine::Axes(_) => {
-            let params = plan.param_shape.numel();
-            let (mut dgamma, mut dbeta) = (vec![0.0; params], vec![0.0; params]);
-            plan.for_each_group(|s, p, _| {
-                dgamma[p] += sums[s].1;
-                dbeta[p] += sums[s].0;
-            });
-            // Through f32, as the f32 layer's gradients are rounded to the half type.
             for v in dgamma.iter_mut().chain(dbeta.iter_mut()) {
                 *v = f64::from(*v as f32);
             }
             let shape = plan.param_shape.as_slice();
-            fill_grad(&mut g.dgamma, shape, &dgamma);
+            fill_grad(&mut g.dgamma, shape, dgamma);
             if stage.bias {
-                fill_grad(&mut g.dbeta, shape, &dbeta);
+                fill_grad(&mut g.dbeta, shape, dbeta);
             } else {
                 g.dbeta = None;
             }
@@ -593,25 +631,25 @@ pub(crate) fn backward<T: Float>(
         }
     }
     g.dtau = None;
-    Some(())
 }
 
-/// Column backward sums of whole rows of `k` values (`B = 1`).
+/// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel.
 fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(f64, f64)]) {
     let k = xhat.len();
     let per = rows_per_tile(k) * k;
+    let (m, a, b) = soa3(xhat);
+    let (mut sg, mut sgx) = (vec![0f64; k], vec![0f64; k]);
     let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
     for (xs, ds) in x.chunks(per).zip(dy.chunks(per)) {
         let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
         T::widen(xs, tx);
         T::widen(ds, td);
-        for (rx, rd) in tx.chunks(k).zip(td.chunks(k)) {
-            for (((&v, &d), &(m, a, b)), s) in rx.iter().zip(rd).zip(xhat).zip(acc.iter_mut()) {
-                let d64 = f64::from(d);
-                s.0 += d64;
-                s.1 += d64 * f64::from((v - m) * a + b);
-            }
-        }
+        let lines = (0..xs.len() / k).map(|r| r * k);
+        <f32 as RowReduce>::col_dsums(tx, td, lines, (&m, &a, &b), &mut sg, &mut sgx);
+    }
+    for ((s, g), gx) in acc.iter_mut().zip(sg).zip(sgx) {
+        s.0 += g;
+        s.1 += gx;
     }
 }
 
@@ -619,14 +657,16 @@ fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(
 fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)]) {
     let k = c.len();
     let per = rows_per_tile(k) * k;
+    let cc: Vec<f32> = c.iter().map(|v| v.0).collect();
+    let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
     let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
     for ((xs, ds), os) in x.chunks(per).zip(dy.chunks(per)).zip(dx.chunks_mut(per)) {
         let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
         T::widen(xs, tx);
         T::widen(ds, td);
-        for (rx, rd) in tx.chunks_mut(k).zip(td.chunks(k)) {
-            for ((v, &d), &(cc, m, a, b)) in rx.iter_mut().zip(rd).zip(c) {
-                *v = d * cc + ((*v - m) * a + b);
+        for (rx, rd) in tx.chunks_exact_mut(k).zip(td.chunks_exact(k)) {
+            for j in 0..rx.len() {
+                rx[j] = rd[j] * cc[j] + ((rx[j] - m[j]) * a[j] + b[j]);
             }
         }
         T::narrow(tx, os);
