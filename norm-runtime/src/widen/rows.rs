@@ -22,6 +22,7 @@ use super::tiled::{self, TILE};
 use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
 use crate::kernels::coef;
+use crate::kernels::convert::ew;
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::kernels::reduce::RowReduce;
 use crate::plan::Plan;
@@ -160,7 +161,7 @@ pub(crate) fn forward<T: Float>(
                     let (mean, m2) = mean_m2(stage, ShiftedSums { shift, sum, sq }, n);
                     *st = group_stat(stage, mean, m2, n);
                 }
-                let (m, a, b) = coef::<f32>(st.mean, st.rstd, 0.0);
+                let (m, a, b) = coef(st.mean, st.rstd, 0.0);
                 for (o, p) in lines(&rows, base[s]) {
                     let (xl, ol) = (&xg[o..o + rows.len], &mut og[o..o + rows.len]);
                     for (c, (xt, ot)) in xl.chunks(TILE).zip(ol.chunks_mut(TILE)).enumerate() {
@@ -169,20 +170,14 @@ pub(crate) fn forward<T: Float>(
                         if rows.ps_line == 0 {
                             // γ, β folded into the line's coefficients, as the f32 kernel.
                             let (a, b) = (a * gamma[p], b * gamma[p] + beta[p]);
-                            for v in y.iter_mut() {
-                                *v = (*v - m) * a + b;
-                            }
+                            ew::affine(y, m, a, b);
                         } else {
                             let q = p + c * TILE;
                             let (g, bt) = (&gamma[q..q + y.len()], &beta[q..q + y.len()]);
                             if has_beta {
-                                for ((v, &g), &bt) in y.iter_mut().zip(g).zip(bt) {
-                                    *v = ((*v - m) * a + b) * g + bt;
-                                }
+                                ew::affine_gb(y, m, a, b, g, bt);
                             } else {
-                                for (v, &g) in y.iter_mut().zip(g) {
-                                    *v = ((*v - m) * a + b) * g;
-                                }
+                                ew::affine_g(y, m, a, b, g);
                             }
                         }
                         T::narrow(y, ot);
@@ -240,7 +235,7 @@ pub(crate) fn backward<T: Float>(
             for (i, ((xg, dyg), og)) in groups.enumerate() {
                 let s = t * per + i;
                 let st = sv.stats[s];
-                let (m, a, b) = coef::<f32>(st.mean, st.rstd, 0.0);
+                let (m, a, b) = coef(st.mean, st.rstd, 0.0);
                 // Σγ·dy, Σγ·dy·x̂ and the parameter gradients.
                 let (mut sg, mut sgx) = (0.0f64, 0.0f64);
                 for (o, p) in lines(&rows, base[s]) {
@@ -265,16 +260,12 @@ pub(crate) fn backward<T: Float>(
                                 <f32 as RowReduce>::row_dsums(tx, td, (m, a, b), Some((g, None)));
                             sg += s1;
                             sgx += s2;
-                            for j in 0..tx.len() {
-                                let d = f64::from(td[j]);
-                                pg[j] += d * f64::from((tx[j] - m) * a + b);
-                                pb[j] += d;
-                            }
+                            ew::dparams(tx, td, m, a, b, pg, pb);
                         }
                     }
                 }
                 let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, sg, sgx);
-                let (m2, a2, b2) = coef::<f32>(st.mean, st.rstd * c1, c0);
+                let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
                 let c = st.rstd as f32;
                 for (o, p) in lines(&rows, base[s]) {
                     let (xl, dl) = (&xg[o..o + rows.len], &dyg[o..o + rows.len]);
@@ -288,16 +279,11 @@ pub(crate) fn backward<T: Float>(
                         T::widen(xt, tx);
                         T::widen(dt, td);
                         if rows.ps_line == 0 {
-                            let cg = c * gamma[p];
-                            for (v, &d) in tx.iter_mut().zip(td.iter()) {
-                                *v = d * cg + ((*v - m2) * a2 + b2);
-                            }
+                            ew::dx(tx, td, c * gamma[p], m2, a2, b2);
                         } else {
                             let q = p + ci * TILE;
                             let g = &gamma[q..q + tx.len()];
-                            for ((v, &d), &g) in tx.iter_mut().zip(td.iter()).zip(g) {
-                                *v = d * (c * g) + ((*v - m2) * a2 + b2);
-                            }
+                            ew::dx_g(tx, td, c, m2, a2, b2, g);
                         }
                         T::narrow(tx, ot);
                     }

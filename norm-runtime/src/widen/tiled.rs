@@ -23,6 +23,8 @@
 //! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
 //! on the shape, so results are bit-identical for any number of threads.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use norm_spec::Affine;
@@ -30,6 +32,7 @@ use norm_spec::Affine;
 use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
 use crate::kernels::coef;
+use crate::kernels::convert::ew;
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::kernels::reduce::RowReduce;
 use crate::plan::Plan;
@@ -154,70 +157,86 @@ fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
     Some(p)
 }
 
-/// `f` with `src` converted to f32 in tiles of at most [`TILE`] values.
-#[inline(always)]
-fn tiles<T: Float>(src: &[T], mut f: impl FnMut(usize, &[f32])) {
-    let mut buf = [0f32; TILE];
-    for (i, s) in src.chunks(TILE).enumerate() {
-        let t = &mut buf[..s.len()];
-        T::widen(s, t);
-        f(i * TILE, t);
-    }
+thread_local! {
+    /// Two f32 tiles per thread (input and upstream gradient), grown once.
+    static TILES: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `f` with this thread's two f32 tiles of at least `min(len, TILE)` values (fresh ones
+/// inside a nested call).
+#[inline]
+pub(super) fn with_tiles<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let n = len.min(TILE);
+    let grow = |v: &mut Vec<f32>| {
+        if v.len() < n {
+            v.resize(n, 0.0);
+        }
+    };
+    TILES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut t) => {
+            let (a, b) = &mut *t;
+            grow(a);
+            grow(b);
+            f(&mut a[..n], &mut b[..n])
+        }
+        Err(_) => f(&mut vec![0.0; n], &mut vec![0.0; n]),
+    })
 }
 
 /// Shifted sums of `x` (one group's contiguous line), converted tile by tile.
 pub(super) fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
-    let (mut s, mut q) = (0.0, 0.0);
-    tiles(x, |_, t| {
-        let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
-        s += a;
-        q += b;
-    });
-    (s, q)
+    with_tiles(x.len(), |buf, _| {
+        let (mut s, mut q) = (0.0, 0.0);
+        for xs in x.chunks(TILE) {
+            let t = &mut buf[..xs.len()];
+            T::widen(xs, t);
+            let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
+            s += a;
+            q += b;
+        }
+        (s, q)
+    })
 }
 
 /// `out = (x − m)·a + b` over a line with one group's coefficients, tile by tile.
 fn line_affine<T: Float>(x: &[T], out: &mut [T], (m, a, b): (f32, f32, f32)) {
-    let mut y = [0f32; TILE];
-    for (xs, os) in x.chunks(TILE).zip(out.chunks_mut(TILE)) {
-        let mut t = [0f32; TILE];
-        let t = &mut t[..xs.len()];
-        T::widen(xs, t);
-        let y = &mut y[..xs.len()];
-        for (o, &v) in y.iter_mut().zip(t.iter()) {
-            *o = (v - m) * a + b;
+    with_tiles(x.len(), |y, _| {
+        for (xs, os) in x.chunks(TILE).zip(out.chunks_mut(TILE)) {
+            let y = &mut y[..xs.len()];
+            T::widen(xs, y);
+            ew::affine(y, m, a, b);
+            T::narrow(y, os);
         }
-        T::narrow(y, os);
-    }
+    });
 }
 
 /// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
 fn line_dsums<T: Float>(x: &[T], dy: &[T], c: (f32, f32, f32)) -> (f64, f64) {
-    let (mut s1, mut s2) = (0.0, 0.0);
-    let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
-    for (xs, ds) in x.chunks(TILE).zip(dy.chunks(TILE)) {
-        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-        T::widen(xs, tx);
-        T::widen(ds, td);
-        let (a, b) = <f32 as RowReduce>::row_dsums(tx, td, c, None);
-        s1 += a;
-        s2 += b;
-    }
-    (s1, s2)
+    with_tiles(x.len(), |tx, td| {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for (xs, ds) in x.chunks(TILE).zip(dy.chunks(TILE)) {
+            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+            T::widen(xs, tx);
+            T::widen(ds, td);
+            let (a, b) = <f32 as RowReduce>::row_dsums(tx, td, c, None);
+            s1 += a;
+            s2 += b;
+        }
+        (s1, s2)
+    })
 }
 
 /// `dx = dy·c + (x − m)·a + b` over one group's line.
 fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], (c, m, a, b): (f32, f32, f32, f32)) {
-    let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
-    for ((xs, ds), os) in x.chunks(TILE).zip(dy.chunks(TILE)).zip(dx.chunks_mut(TILE)) {
-        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-        T::widen(xs, tx);
-        T::widen(ds, td);
-        for (v, &d) in tx.iter_mut().zip(td.iter()) {
-            *v = d * c + ((*v - m) * a + b);
+    with_tiles(x.len(), |tx, td| {
+        for ((xs, ds), os) in x.chunks(TILE).zip(dy.chunks(TILE)).zip(dx.chunks_mut(TILE)) {
+            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+            T::widen(xs, tx);
+            T::widen(ds, td);
+            ew::dx(tx, td, c, m, a, b);
+            T::narrow(tx, os);
         }
-        T::narrow(tx, os);
-    }
+    });
 }
 
 /// Rows (of `k` groups of one value each, `B = 1`) per tile.
@@ -298,11 +317,7 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
                 for (xc, oc) in xs.chunks(per).zip(os.chunks_mut(per)) {
                     let t = &mut t[..xc.len()];
                     T::widen(xc, t);
-                    for row in t.chunks_exact_mut(lay.k) {
-                        for j in 0..row.len() {
-                            row[j] = (row[j] - m[j]) * a[j] + b[j];
-                        }
-                    }
+                    ew::col_affine(t, &m, &a, &b);
                     T::narrow(t, oc);
                 }
             } else {
@@ -323,7 +338,7 @@ fn finish_group(
     let stage = &info.spec.stages[0];
     let (mean, m2) = mean_m2(stage, raw, n);
     let st = group_stat(stage, mean, m2, n);
-    (st, coef::<f32>(mean, st.rstd * affine.0, affine.1))
+    (st, coef(mean, st.rstd * affine.0, affine.1))
 }
 
 /// The tiled forward pass, or `None` when the call does not fit it (nothing changed then).
@@ -358,7 +373,7 @@ pub(crate) fn forward<T: Float>(
             .enumerate()
             .map(|(s, st)| {
                 let (g, h) = affine(s);
-                coef::<f32>(st.mean, st.rstd * g, h)
+                coef(st.mean, st.rstd * g, h)
             })
             .collect();
         if lay.a == 1 {
@@ -465,13 +480,13 @@ pub(crate) fn backward<T: Float>(
     let xhat: Vec<(f32, f32, f32)> = sv
         .stats
         .iter()
-        .map(|st| coef::<f32>(st.mean, st.rstd, 0.0))
+        .map(|st| coef(st.mean, st.rstd, 0.0))
         .collect();
     let dxc = |s: usize, sg: f64, sgx: f64| -> (f32, f32, f32, f32) {
         let st = sv.stats[s];
         let gs = scale(s);
         let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, gs * sg, gs * sgx);
-        let (m, a, b) = coef::<f32>(st.mean, st.rstd * c1, c0);
+        let (m, a, b) = coef(st.mean, st.rstd * c1, c0);
         ((st.rstd * gs) as f32, m, a, b)
     };
     let mut sums = vec![(0.0f64, 0.0f64); lay.k];
@@ -664,11 +679,7 @@ fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)])
         let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
         T::widen(xs, tx);
         T::widen(ds, td);
-        for (rx, rd) in tx.chunks_exact_mut(k).zip(td.chunks_exact(k)) {
-            for j in 0..rx.len() {
-                rx[j] = rd[j] * cc[j] + ((rx[j] - m[j]) * a[j] + b[j]);
-            }
-        }
+        ew::col_dx(tx, td, &cc, &m, &a, &b);
         T::narrow(tx, os);
     }
 }
