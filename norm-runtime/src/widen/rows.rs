@@ -67,7 +67,7 @@ impl Rows {
             && line.ps <= 1
             && n > 0
             && plan.groups > 0
-            && n % line.size == 0
+            && n.is_multiple_of(line.size)
             && kept.last().is_none_or(|d| d.xs == n)
             && plan.groups.checked_mul(n) == Some(plan.numel);
         ok.then_some(Rows {
@@ -190,7 +190,7 @@ pub(crate) fn forward<T: Float>(
         let mut r32 = Running::Mut {
             mean: m32.view_mut(),
             var: v32.view_mut(),
-            count: &mut **count,
+            count,
         };
         train_running(stage, &plan, n, &stats, Some(&mut r32), &mut Vec::new());
         narrow_into(m32.as_slice().expect("owned, standard layout"), mean);

@@ -435,7 +435,7 @@ pub(crate) fn forward<T: Float>(
         let mut r32 = Running::Mut {
             mean: m32.view_mut(),
             var: v32.view_mut(),
-            count: &mut **count,
+            count,
         };
         train_running(stage, &plan, n, &stats, Some(&mut r32), &mut Vec::new());
         narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
