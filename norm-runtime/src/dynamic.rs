@@ -118,6 +118,11 @@ pub struct StageParams<T> {
     pub rmax: Option<f64>,
     /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
     pub dmax: Option<f64>,
+    /// Switchable Normalization's logits of the means' mixture, one per alternative of
+    /// `axes` (`axes = "H,W" | "C,H,W"`); start at 0 (equal weights).
+    pub mean_weight: Option<ArrayD<T>>,
+    /// Switchable Normalization's logits of the variances' mixture; start at 0.
+    pub var_weight: Option<ArrayD<T>>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -138,6 +143,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -159,6 +169,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 }
@@ -247,6 +262,7 @@ impl<T: Float> DynNorm<T> {
             };
             let params = shapes::param_axes(stage).map(&shape_of);
             let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
+            let switch = (!stage.switch.is_empty()).then(|| vec![stage.switch.len()]);
             // Sizes come from the caller: every product is checked and every allocation
             // fallible, so an absurd size is a `NormError::Size`, never a panic or an abort.
             let make = |shape: Option<&Vec<usize>>, value: T, what: &str| {
@@ -263,6 +279,8 @@ impl<T: Float> DynNorm<T> {
                 tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
                 rmax: stage.renorm.map(|r| r.rmax),
                 dmax: stage.renorm.map(|r| r.dmax),
+                mean_weight: make(switch.as_ref(), T::zero(), "mean_weight")?,
+                var_weight: make(switch.as_ref(), T::zero(), "var_weight")?,
             });
         }
         Ok(DynNorm {

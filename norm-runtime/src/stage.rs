@@ -18,7 +18,7 @@ use crate::stats::{
     dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
 };
 use crate::types::{Mode, SavedStage, StageGrads};
-use crate::variants::{ghost, renorm, tlu};
+use crate::variants::{ghost, renorm, switchable, tlu};
 use crate::Float;
 use crate::NormError;
 
@@ -47,6 +47,11 @@ pub(crate) fn forward<T: Float>(
 ) -> Result<(), NormError> {
     let stage = &call.info.spec.stages[call.k];
     let fixed = mode == Mode::Eval && stage.running_stats;
+    if !stage.switch.is_empty() {
+        let synced = call.sync.is_some();
+        let call = (call.info, call.k, call.plan, synced);
+        return switchable::forward(call, state, (x, out), mode, saved);
+    }
     if stage.ghost.is_some() && !fixed {
         return ghost::forward(call, state, (x, out), mode, saved, scratch);
     }
@@ -285,6 +290,11 @@ pub(crate) fn backward<T: Float>(
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
+    if !call.info.spec.stages[call.k].switch.is_empty() {
+        let synced = call.sync.is_some();
+        let call = (call.info, call.k, call.plan, synced);
+        return switchable::backward(call, state, (io.x, io.dy, io.dx), saved, grads);
+    }
     if call.info.spec.stages[call.k].ghost.is_some() && !saved.fixed {
         let StageCall {
             info,

@@ -71,6 +71,9 @@ pub struct StageState<'a, T> {
     pub tau: Option<ArrayViewD<'a, T>>,
     /// Batch Renormalization's current limits `(rmax, dmax)` (`renorm`).
     pub renorm: Option<(f64, f64)>,
+    /// Switchable Normalization's logits `(mean_weight, var_weight)`, one per alternative
+    /// of `axes`.
+    pub switch: Option<(ArrayViewD<'a, T>, ArrayViewD<'a, T>)>,
 }
 
 /// A view's values in standard (logical) order, borrowed when already contiguous.

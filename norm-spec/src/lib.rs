@@ -17,6 +17,7 @@
 
 mod check;
 mod check_post2017;
+mod check_switchable;
 mod declaration;
 mod ident;
 mod ir;
