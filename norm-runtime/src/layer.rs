@@ -249,7 +249,9 @@ pub fn backward_into<T: Float, D: Dimension>(
             && (0..nstages).all(|k| {
                 let p = &plans[k];
                 let s = &saved.stages[k];
-                s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
+                // Switchable Normalization checks its own (per-alternative) statistics.
+                !info.spec.stages[k].switch.is_empty()
+                    || s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
             });
         if !consistent {
             return Err(bad("its statistics do not match this layer".to_string()));

@@ -3,9 +3,8 @@
 //! `Checker::stage`, see [`crate::check`]), their lowering into [`Stage::switch`] and their
 //! canonical text.
 //!
-//! Restrictions, each an error on the token: 2 to 4 alternatives, no alternative twice, at
-//! most one alternative over `N` (it alone keeps running statistics), `running_stats` only
-//! with such an alternative, top level only (not inside `chain`), and none of `groups`,
+//! Restrictions, each an error on the token: 2 to 4 alternatives, no alternative twice; with
+//! `running_stats`, exactly one alternative over `N` (it alone keeps running statistics); top level only (not inside `chain`), and none of `groups`,
 //! `mask`, `ghost`, `renorm`, `tlu`, `unbiased`, `statistic = "sum"`, `center = false`,
 //! `eps_mode = "std"`, `affine = external`.
 
@@ -154,15 +153,16 @@ pub(crate) fn check<S: Clone>(
             .collect(),
         None => Vec::new(),
     };
-    if let Some(&second) = over_batch.get(1) {
+    let running = st.written_true(Key::RunningStats);
+    if let (Some(&second), Some(_)) = (over_batch.get(1), running) {
         error(
-            &alts[second].1,
-            "at most one alternative of `axes` may reduce the batch axis `N`: it alone keeps \
-             running statistics"
+            alts[second].1,
+            "with `running_stats`, at most one alternative of `axes` may reduce the batch \
+             axis `N`: it alone keeps running statistics"
                 .into(),
         );
     }
-    if let Some(r) = st.written_true(Key::RunningStats) {
+    if let Some(r) = running {
         if over_batch.is_empty() {
             error(
                 &r.key,
