@@ -406,3 +406,67 @@ fn canonical_text_roundtrips() {
     );
     assert_eq!(NormSpec::parse(&text).unwrap(), s);
 }
+
+/// State dicts use the official SN implementation's names (`mean_weight`, `var_weight`) next
+/// to PyTorch's BatchNorm names for the alternative over `N`; the round trip through
+/// safetensors bytes restores every value, from the macro layer into `DynNorm` and back.
+#[test]
+fn state_dict_round_trip() {
+    let mut a = SwitchNorm2d::<f32>::new(3);
+    a.mean_weight = Array1::from(vec![0.5, -1.0, 2.0]);
+    a.var_weight = Array1::from(vec![-0.25, 0.75, 0.0]);
+    a.gamma = Array1::from(vec![1.5, 0.5, 2.0]);
+    a.beta = Array1::from(vec![0.1, 0.2, 0.3]);
+    let x = normkit::ndarray::Array4::from_shape_fn((2, 3, 2, 2), |(n, c, h, w)| {
+        noise(n * 12 + c * 4 + h * 2 + w, 11) as f32
+    });
+    a.forward(x.view(), Mode::Train).unwrap();
+    let sd = a.state_dict("sn.");
+    let mut keys: Vec<&str> = sd.iter().map(|(k, _)| &k[..]).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "sn.bias",
+            "sn.mean_weight",
+            "sn.num_batches_tracked",
+            "sn.running_mean",
+            "sn.running_var",
+            "sn.var_weight",
+            "sn.weight"
+        ]
+    );
+    let sd = normkit::StateDict::from_bytes(&sd.to_bytes().unwrap()).unwrap();
+    let spec = NormSpec::parse(
+        r#"input = "N,C,H,W", axes = "H,W" | "C,H,W" | "N,H,W", affine, running_stats"#,
+    )
+    .unwrap();
+    let mut d = DynNorm::<f32>::new(&spec, &[("C", 3)]).unwrap();
+    d.load_state_dict(&sd, "sn.").unwrap();
+    let st = &d.stages()[0];
+    assert_eq!(
+        st.mean_weight.as_ref().unwrap(),
+        &a.mean_weight.clone().into_dyn()
+    );
+    assert_eq!(
+        st.var_weight.as_ref().unwrap(),
+        &a.var_weight.clone().into_dyn()
+    );
+    assert_eq!(
+        st.running_mean.as_ref().unwrap(),
+        &a.running_mean.clone().into_dyn()
+    );
+    assert_eq!(st.num_batches_tracked, 1);
+    let mut b = SwitchNorm2d::<f32>::new(3);
+    b.load_state_dict(&d.state_dict(""), "").unwrap();
+    assert_eq!(b.mean_weight, a.mean_weight);
+    assert_eq!(b.var_weight, a.var_weight);
+    assert_eq!(b.running_var, a.running_var);
+    // A state dict without the logits is rejected, naming the key.
+    let mut partial = normkit::StateDict::new();
+    for (k, t) in sd.iter().filter(|(k, _)| !k.ends_with("var_weight")) {
+        partial.insert_tensor(k.to_string(), t.clone());
+    }
+    let e = b.load_state_dict(&partial, "sn.").unwrap_err().to_string();
+    assert!(e.contains("sn.var_weight"), "{e}");
+}
