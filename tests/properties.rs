@@ -635,6 +635,8 @@ fn setup(
             tau: None,
             rmax: None,
             dmax: None,
+            mean_weight: None,
+            var_weight: None,
         };
         if *sp != expected {
             return Err(fail(format!(
@@ -2143,6 +2145,8 @@ fn f32_layer_matches_reference() {
                             tau: sp.tau.as_ref().map(to_f64),
                             rmax: sp.rmax,
                             dmax: sp.dmax,
+                            mean_weight: sp.mean_weight.as_ref().map(to_f64),
+                            var_weight: sp.var_weight.as_ref().map(to_f64),
                         })
                         .collect();
                     check_running(&stages, m, &xs, &stored, geos, &ctx, TOL_F32)?;

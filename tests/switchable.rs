@@ -422,7 +422,7 @@ fn state_dict_round_trip() {
     });
     a.forward(x.view(), Mode::Train).unwrap();
     let sd = a.state_dict("sn.");
-    let mut keys: Vec<&str> = sd.iter().map(|(k, _)| &k[..]).collect();
+    let mut keys: Vec<&str> = sd.iter().map(|(k, _)| k).collect();
     keys.sort();
     assert_eq!(
         keys,
