@@ -9,6 +9,7 @@ use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
 use crate::layer;
+use crate::path::DynPath;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
@@ -185,6 +186,8 @@ pub struct DynNorm<T> {
     name: String,
     fingerprint: u64,
     stages: Vec<StageParams<T>>,
+    /// The monomorphized path of the spec, chosen once here (`crate::path`).
+    path: DynPath,
 }
 
 impl<T: Float> DynNorm<T> {
@@ -270,6 +273,7 @@ impl<T: Float> DynNorm<T> {
             spec: spec.clone(),
             name,
             stages,
+            path: DynPath::of(s),
         })
     }
 
@@ -357,7 +361,7 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+        self.path.forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -432,7 +436,7 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut states = self.states();
         let n = self.stages.len();
-        layer::forward_into(
+        self.path.forward_into(
             &self.info(),
             &mut states[..n],
             x,

@@ -92,7 +92,7 @@ fn check_all<T: Float>(
 
 /// Runs `f` with this thread's scratch and the stage plans of this call, built once by
 /// [`check_all`] (their buffer comes from the scratch and goes back after the call).
-fn checked<'s, T: Float + 's, S, R>(
+pub(crate) fn checked<'s, T: Float + 's, S, R>(
     info: &LayerInfo<'_>,
     states: S,
     shape: &[usize],
