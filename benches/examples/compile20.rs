@@ -58,11 +58,11 @@ fn input<D: Dimension>(shape: D) -> Array<f32, D> {
 }
 
 macro_rules! run {
-    ($layer:expr, $x:expr) => {{
+    ($name:literal, $layer:expr, $x:expr) => {{
         let mut layer = $layer;
         let (y, _) = layer.forward_train($x.view())?;
         let e = layer.forward_eval($x.view())?;
-        println!("{:>14}: sum y = {:+.4}, sum eval = {:+.4}", stringify!($layer), y.sum(), e.sum());
+        println!("{:>14}: sum y = {:+.4}, sum eval = {:+.4}", $name, y.sum(), e.sum());
     }};
 }
 
@@ -70,28 +70,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x2: Array2<f32> = input(normkit::ndarray::Dim([4, 8]));
     let x3: Array3<f32> = input(normkit::ndarray::Dim([4, 8, 6]));
     let x4: Array4<f32> = input(normkit::ndarray::Dim([4, 8, 3, 3]));
-    run!(Bn1d::new(8), x2);
-    run!(Bn1dL::new(8), x3);
-    run!(Bn2d::new(8), x4);
-    run!(Bn2dLast::new(3), x4);
-    run!(Bn2dNoRunning::new(8), x4);
-    run!(Ln::new(8), x2);
-    run!(Ln3::new(6), x3);
-    run!(LnChw::new(8, 3, 3), x4);
-    run!(Rms::new(6), x3);
-    run!(L2::new(), x2);
-    run!(Gn2::new(8), x4);
-    run!(Gn4::new(8), x4);
-    run!(Gn1::new(8), x4);
-    run!(In::new(), x4);
-    run!(InAffine::new(8), x4);
+    run!("Bn1d", Bn1d::new(8), x2);
+    run!("Bn1dL", Bn1dL::new(8), x3);
+    run!("Bn2d", Bn2d::new(8), x4);
+    run!("Bn2dLast", Bn2dLast::new(3), x4);
+    run!("Bn2dNoRunning", Bn2dNoRunning::new(8), x4);
+    run!("Ln", Ln::new(8), x2);
+    run!("Ln3", Ln3::new(6), x3);
+    run!("LnChw", LnChw::new(8, 3, 3), x4);
+    run!("Rms", Rms::new(6), x3);
+    run!("L2", L2::new(), x2);
+    run!("Gn2", Gn2::new(8), x4);
+    run!("Gn4", Gn4::new(8), x4);
+    run!("Gn1", Gn1::new(8), x4);
+    run!("In", In::new(), x4);
+    run!("InAffine", InAffine::new(8), x4);
     let mut adain = AdaIn::new();
     let (scale, shift) = (input(normkit::ndarray::Dim([4, 8])), input(normkit::ndarray::Dim([4, 8])));
     let (y, _) = adain.forward_train(x4.view(), scale.view(), shift.view())?;
     println!("{:>14}: sum y = {:+.4}", "AdaIn", y.sum());
-    run!(Frn::new(8), x4);
-    run!(Standardize::new(), x2);
-    run!(Ghost::new(8), x4);
-    run!(Chain::new(8), x4);
+    run!("Frn", Frn::new(8), x4);
+    run!("Standardize", Standardize::new(), x2);
+    run!("Ghost", Ghost::new(8), x4);
+    run!("Chain", Chain::new(8), x4);
     Ok(())
 }
