@@ -146,3 +146,20 @@ fn larger_inputs_take_the_generic_path_with_the_same_results() {
     let s = r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats"#;
     case!(Bn2d::new(8), s, (2, 8, 48, 48), 1, 8, 1e-5, false);
 }
+
+#[test]
+fn a_bad_state_gets_the_generic_error() {
+    // The specialized pass defers to the checked path on anything unexpected: the same
+    // error as the generic path (reached through `forward` with `Saved`).
+    let mut l = Bn2d::new(4);
+    l.running_var = Array::from(vec![1.0f32; 5]);
+    let x = fill((2, 4, 3, 3), 6, -1.0, 1.0);
+    let fast = l.forward_eval(x.view()).expect_err("running_var of 5 for 4 channels");
+    let generic = l.forward(x.view(), Mode::Eval).expect_err("the same");
+    assert_eq!(fast.to_string(), generic.to_string());
+    let mut l = Bn2d::new(4);
+    l.gamma = Array::from(vec![1.0f32; 3]);
+    let fast = l.forward_eval(x.view()).expect_err("gamma of 3 for 4 channels");
+    let generic = l.forward(x.view(), Mode::Eval).expect_err("the same");
+    assert_eq!(fast.to_string(), generic.to_string());
+}

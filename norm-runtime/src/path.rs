@@ -92,6 +92,10 @@ pub fn forward_into<P: Path, T: Float, D: Dimension>(
         && out.shape() == x.shape();
     if fast {
         if let (Some(xs), Some(ys)) = (x.as_slice(), out.as_slice_mut()) {
+            if let Some(sizes) = sizes_only::<P, T>(info, states, x.shape()) {
+                sized_forward::<P, T>(info, &states[0], sizes, xs, ys);
+                return Ok(());
+            }
             return fixed_forward::<P, T>(info, states, x.shape(), xs, ys);
         }
     }
@@ -218,6 +222,160 @@ fn fixed_forward<P: Path, T: Float>(
         }
         Ok(())
     })
+}
+
+/// What the sizes-only pass needs: (outer reduced, kept, inner reduced) sizes and the
+/// number of distinct parameter / running-statistics entries (group `s` reads entry
+/// `s % entries`).
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    outer: usize,
+    kept: usize,
+    inner: usize,
+    entries: usize,
+}
+
+/// The sizes of the call when everything the generic checks would look at is as the
+/// declaration expects (rank, fixed sizes, γ/β and running statistics shaped by the kept
+/// axes, or by the kept axes without a leading `N`), computed from the shape alone;
+/// `None` sends the call to the checked path, which gives the generic path's errors.
+fn sizes_only<P: Path, T: Float>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    shape: &[usize],
+) -> Option<Sizes> {
+    let spec = info.spec;
+    let (stage, st) = (spec.stages.first()?, states.first()?);
+    if spec.stages.len() != 1 || states.len() != 1 || shape.len() != spec.input.len() {
+        return None;
+    }
+    let (mut outer, mut kept, mut inner, mut entries) = (1usize, 1usize, 1usize, 1usize);
+    // Phase 0: leading reduced axes, 1: kept axes, 2: trailing reduced axes.
+    let mut phase = 0;
+    let mut running_rank = 0;
+    for (i, (axis, &n)) in spec.input.iter().zip(shape).enumerate() {
+        if axis.size.is_some_and(|f| f != n) {
+            return None;
+        }
+        let reduced = stage.reduces(i);
+        phase = match (phase, reduced) {
+            (0, true) => 0,
+            (0 | 1, false) => 1,
+            (1 | 2, true) => 2,
+            _ => return None,
+        };
+        match phase {
+            0 => outer = outer.checked_mul(n)?,
+            2 => inner = inner.checked_mul(n)?,
+            _ => {
+                kept = kept.checked_mul(n)?;
+                // The running statistics (and per-channel γ/β) skip a leading kept `N`.
+                if !(Some(i) == spec.batch && running_rank == 0) {
+                    entries = entries.checked_mul(n)?;
+                    running_rank += 1;
+                }
+            }
+        }
+    }
+    outer.checked_mul(kept)?.checked_mul(inner)?;
+    // The expected shape of γ, β and the running statistics: the kept axes after `N`.
+    let expected = |a: &ndarray::ArrayViewD<'_, T>| {
+        let dims = a.shape();
+        dims.len() == running_rank
+            && dims.iter().product::<usize>() == entries
+            && spec
+                .input
+                .iter()
+                .zip(shape)
+                .enumerate()
+                .filter(|&(i, _)| !stage.reduces(i))
+                .skip(kept_skip(spec, stage))
+                .zip(dims)
+                .all(|((_, (_, &n)), &d)| n == d)
+    };
+    let running = st.running.as_ref()?;
+    if !(expected(&running.mean()) && expected(&running.var())) {
+        return None;
+    }
+    let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+    if per_channel {
+        // γ (and β) indexed exactly by the running statistics' axes.
+        let param_axes = norm_spec::shapes::param_axes(stage)?;
+        let same_axes = param_axes.len() == running_rank
+            && param_axes.iter().all(|a| match a {
+                norm_spec::ParamAxis::Input(i) => {
+                    !stage.reduces(*i) && !(Some(*i) == spec.batch && kept_skip(spec, stage) == 1)
+                }
+                norm_spec::ParamAxis::Group => false,
+            });
+        if !same_axes || !st.gamma.as_ref().is_some_and(|g| expected(g)) {
+            return None;
+        }
+        if stage.bias != st.beta.as_ref().is_some_and(|b| expected(b)) {
+            return None;
+        }
+    }
+    Some(Sizes {
+        outer,
+        kept,
+        inner,
+        entries,
+    })
+}
+
+/// 1 when the first kept axis is `N` (the running statistics do not index it), else 0.
+fn kept_skip(spec: &norm_spec::Spec, stage: &norm_spec::Stage) -> usize {
+    let first_kept = (0..spec.input.len()).find(|&i| !stage.reduces(i));
+    usize::from(first_kept.is_some() && first_kept == spec.batch)
+}
+
+/// The sizes-only pass: the coefficients of every group (entry `s % entries`) as
+/// [`fixed_forward`] computes them, then y = (x − m)·a + b.
+fn sized_forward<P: Path, T: Float>(
+    info: &LayerInfo<'_>,
+    st: &StageState<'_, T>,
+    sz: Sizes,
+    xs: &[T],
+    ys: &mut [T],
+) {
+    let stage = &info.spec.stages[0];
+    let Some(running) = st.running.as_ref() else {
+        return;
+    };
+    let (rm, rv) = (running.mean(), running.var());
+    let (rm, rv) = (values(&rm), values(&rv));
+    let gamma = st.gamma.as_ref().map(values);
+    let beta = st.beta.as_ref().map(values);
+    let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    let eps = stage.eps;
+    debug_assert_eq!(xs.len(), sz.outer * sz.kept * sz.inner);
+    crate::scratch::with_scratch(|scratch: &mut crate::scratch::Scratch<T>| {
+        for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
+            sized(v, sz.kept, T::zero());
+        }
+        let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
+        for s in 0..sz.kept {
+            let r = if sz.entries == sz.kept { s } else { s % sz.entries };
+            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+            let rstd = if P::EPS_VAR {
+                1.0 / (var + eps).sqrt()
+            } else {
+                1.0 / (var.sqrt() + eps)
+            };
+            let (g, h) = match gs {
+                Some(g) if per_channel => (g[r].to_acc(), bs.map_or(0.0, |bt| bt[r].to_acc())),
+                _ => (1.0, 0.0),
+            };
+            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+        }
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        if sz.inner == 1 && P::LAYOUT != Layout::Rows as u8 {
+            columns(xs, ys, sz.kept, c);
+        } else {
+            lines(xs, ys, (sz.kept, sz.inner), c);
+        }
+    });
 }
 
 /// The plan as (outer reduced, kept, inner reduced) sizes over a standard-layout input,
