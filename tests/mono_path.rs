@@ -106,7 +106,11 @@ macro_rules! case {
         }
         let xd = x.clone().into_dyn();
         let yd = d.forward_eval(xd.view()).expect("dyn eval");
-        assert_eq!(fast.clone().into_dyn(), yd, "DynNorm differs from the macro layer");
+        assert_eq!(
+            fast.clone().into_dyn(),
+            yd,
+            "DynNorm differs from the macro layer"
+        );
         let p = [&g[..], &b[..], &rm[..], &rv[..]];
         close(&yd, &reference(&xd, $channel_axis, p, $eps, $std));
     }};
@@ -135,7 +139,8 @@ fn instance_norm_eval_rows() {
 
 #[test]
 fn eps_added_to_the_standard_deviation() {
-    let s = r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats, eps = 0.01, eps_mode = "std""#;
+    let s =
+        r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats, eps = 0.01, eps_mode = "std""#;
     case!(BnStd::new(5), s, (2, 5, 3, 3), 1, 5, 0.01, true);
 }
 
@@ -154,12 +159,16 @@ fn a_bad_state_gets_the_generic_error() {
     let mut l = Bn2d::new(4);
     l.running_var = Array::from(vec![1.0f32; 5]);
     let x = fill((2, 4, 3, 3), 6, -1.0, 1.0);
-    let fast = l.forward_eval(x.view()).expect_err("running_var of 5 for 4 channels");
+    let fast = l
+        .forward_eval(x.view())
+        .expect_err("running_var of 5 for 4 channels");
     let generic = l.forward(x.view(), Mode::Eval).expect_err("the same");
     assert_eq!(fast.to_string(), generic.to_string());
     let mut l = Bn2d::new(4);
     l.gamma = Array::from(vec![1.0f32; 3]);
-    let fast = l.forward_eval(x.view()).expect_err("gamma of 3 for 4 channels");
+    let fast = l
+        .forward_eval(x.view())
+        .expect_err("gamma of 3 for 4 channels");
     let generic = l.forward(x.view(), Mode::Eval).expect_err("the same");
     assert_eq!(fast.to_string(), generic.to_string());
 }

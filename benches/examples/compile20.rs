@@ -23,7 +23,14 @@ pub struct Ln;
 pub struct Ln3;
 #[norm(input = "N,C,H,W", axes = "C,H,W", affine = "C,H,W")]
 pub struct LnChw;
-#[norm(input = "N,T,D", axes = "D", center = false, affine = "D", bias = false, eps = 1e-6)]
+#[norm(
+    input = "N,T,D",
+    axes = "D",
+    center = false,
+    affine = "D",
+    bias = false,
+    eps = 1e-6
+)]
 pub struct Rms;
 #[norm(input = "N,D", axes = "D", center = false, eps = 1e-12)]
 pub struct L2;
@@ -45,7 +52,13 @@ pub struct Frn;
 pub struct Standardize;
 #[norm(input = "N,C,H,W", axes = "N,H,W", ghost = 2, affine, running_stats)]
 pub struct Ghost;
-#[norm(input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine)))]
+#[norm(
+    input = "N,C,H,W",
+    chain(
+        bn(axes = "N,H,W", affine, running_stats),
+        gn(axes = "C,H,W", groups = 2, affine)
+    )
+)]
 pub struct Chain;
 
 /// A deterministic input of the given shape.
@@ -62,7 +75,12 @@ macro_rules! run {
         let mut layer = $layer;
         let (y, _) = layer.forward_train($x.view())?;
         let e = layer.forward_eval($x.view())?;
-        println!("{:>14}: sum y = {:+.4}, sum eval = {:+.4}", $name, y.sum(), e.sum());
+        println!(
+            "{:>14}: sum y = {:+.4}, sum eval = {:+.4}",
+            $name,
+            y.sum(),
+            e.sum()
+        );
     }};
 }
 
@@ -86,7 +104,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     run!("In", In::new(), x4);
     run!("InAffine", InAffine::new(8), x4);
     let mut adain = AdaIn::new();
-    let (scale, shift) = (input(normkit::ndarray::Dim([4, 8])), input(normkit::ndarray::Dim([4, 8])));
+    let (scale, shift) = (
+        input(normkit::ndarray::Dim([4, 8])),
+        input(normkit::ndarray::Dim([4, 8])),
+    );
     let (y, _) = adain.forward_train(x4.view(), scale.view(), shift.view())?;
     println!("{:>14}: sum y = {:+.4}", "AdaIn", y.sum());
     run!("Frn", Frn::new(8), x4);

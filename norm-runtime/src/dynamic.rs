@@ -361,7 +361,8 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        self.path.forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+        self.path
+            .forward_into(&info, &mut states[..n], (x, out), mode, saved, sync)
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -439,9 +440,8 @@ impl<T: Float> DynNorm<T> {
         self.path.forward_into(
             &self.info(),
             &mut states[..n],
-            x,
+            (x, out),
             Mode::Eval,
-            out,
             None,
             None,
         )

@@ -12,9 +12,12 @@
 //!
 //! Specialized today: eval with running statistics (`forward_eval_into`) of a one-stage
 //! layer in the rows, columns or sandwich layout, without parameters or with per-channel
-//! ones, on an input of at most [`SMALL`] values in standard layout: validation and the plan
-//! as on the generic path, then the coefficients and one tight loop over the input on the
-//! calling thread. Every other call (train, batch statistics, backward, `stats`, saved or
+//! ones, on an input of at most [`SMALL`] values in standard layout. The per-call work is
+//! sizes only: (outer, kept, inner) from the shape and the class, the state's shapes
+//! compared against them, the coefficients of every group, one tight loop over the input on
+//! the calling thread (no `Plan`). Anything unexpected (a wrong shape, a parameter layout the
+//! sizes do not describe) goes to the checked pass (validation and the plan as on the
+//! generic path, hence its errors), which runs the same loop. Every other call (train, batch statistics, backward, `stats`, saved or
 //! synchronized calls, half precision, strided views, larger inputs) and every other class
 //! (grouped, per-feature or external parameters, chains, `ghost`, `renorm`, `tlu`, `mask`)
 //! runs the generic path of [`crate::layer`].
@@ -121,14 +124,13 @@ impl DynPath {
         }
     }
 
-    /// [`forward_into`] of this path.
+    /// [`forward_into`] of this path, on `(x, out)`.
     pub(crate) fn forward_into<T: Float, D: Dimension>(
         self,
         info: &LayerInfo<'_>,
         states: &mut [StageState<'_, T>],
-        x: ArrayView<'_, T, D>,
+        (x, out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
         mode: Mode,
-        out: ArrayViewMut<'_, T, D>,
         saved: Option<&mut Saved<T>>,
         sync: Option<&dyn Collective>,
     ) -> Result<(), NormError> {
@@ -304,14 +306,15 @@ fn sizes_only<P: Path, T: Float>(
         let same_axes = param_axes.len() == running_rank
             && param_axes.iter().all(|a| match a {
                 norm_spec::ParamAxis::Input(i) => {
-                    !stage.reduces(*i) && !(Some(*i) == spec.batch && kept_skip(spec, stage) == 1)
+                    let skipped = Some(*i) == spec.batch && kept_skip(spec, stage) == 1;
+                    !stage.reduces(*i) && !skipped
                 }
                 norm_spec::ParamAxis::Group => false,
             });
-        if !same_axes || !st.gamma.as_ref().is_some_and(|g| expected(g)) {
+        if !same_axes || !st.gamma.as_ref().is_some_and(&expected) {
             return None;
         }
-        if stage.bias != st.beta.as_ref().is_some_and(|b| expected(b)) {
+        if stage.bias != st.beta.as_ref().is_some_and(&expected) {
             return None;
         }
     }
@@ -356,7 +359,11 @@ fn sized_forward<P: Path, T: Float>(
         }
         let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
         for s in 0..sz.kept {
-            let r = if sz.entries == sz.kept { s } else { s % sz.entries };
+            let r = if sz.entries == sz.kept {
+                s
+            } else {
+                s % sz.entries
+            };
             let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
             let rstd = if P::EPS_VAR {
                 1.0 / (var + eps).sqrt()

@@ -211,7 +211,10 @@ mod tests {
         assert_eq!(bn1d.layout, Layout::Columns);
         assert_eq!(bn1d.mono(), None, "no running statistics: generic");
         let ln = classify(&spec(r#"input = "N,T,D", axes = "D", affine = "D""#));
-        assert_eq!((ln.layout, ln.params), (Layout::Rows, ParamKind::PerFeature));
+        assert_eq!(
+            (ln.layout, ln.params),
+            (Layout::Rows, ParamKind::PerFeature)
+        );
         let gn = classify(&spec(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2"#));
         assert_eq!(gn.layout, Layout::Grouped);
         let rms = classify(&spec(r#"input = "N,D", axes = "D", center = false"#));
