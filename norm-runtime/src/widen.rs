@@ -155,6 +155,8 @@ struct WideStage {
     tau: Option<ArrayD<f32>>,
     /// Batch Renormalization's limits (`renorm`).
     renorm: Option<(f64, f64)>,
+    /// Switchable Normalization's logits.
+    switch: Option<(ArrayD<f32>, ArrayD<f32>)>,
 }
 
 impl WideStage {
@@ -177,6 +179,10 @@ impl WideStage {
             }),
             tau: st.tau.as_ref().map(widen_array),
             renorm: st.renorm,
+            switch: st
+                .switch
+                .as_ref()
+                .map(|(m, v)| (widen_array(m), widen_array(v))),
         }
     }
 
@@ -192,6 +198,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -216,6 +223,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 
