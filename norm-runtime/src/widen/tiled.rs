@@ -112,8 +112,9 @@ impl Layout {
     }
 }
 
-/// Whether the stage (the layer's only one) can take the tiled path at all: no variant, no
-/// external affine, not synchronized.
+/// Whether the stage (the layer's only one) can take the fused paths at all: no variant
+/// (`tlu`, `ghost`, `renorm`, mask, Switchable Normalization), no external affine, not
+/// synchronized.
 pub(crate) fn eligible(info: &LayerInfo<'_>, sync: bool) -> bool {
     let spec = info.spec;
     let [st] = &spec.stages[..] else {
@@ -125,6 +126,7 @@ pub(crate) fn eligible(info: &LayerInfo<'_>, sync: bool) -> bool {
         && st.ghost.is_none()
         && st.renorm.is_none()
         && st.mask == 0
+        && st.switch.is_empty()
         && !matches!(st.affine, Affine::External)
 }
 
