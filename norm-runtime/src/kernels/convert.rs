@@ -408,6 +408,40 @@ pub(crate) mod ew {
 mod tests {
     use super::*;
 
+    /// bf16 → f32 at every implementation this CPU runs equals the bit shift, on lengths
+    /// below, at and around one vector.
+    #[test]
+    fn bf16_widening_is_exact_at_every_level() {
+        for n in [0usize, 1, 3, 15, 16, 17, 33, 100, 2049] {
+            let src: Vec<bf16> = (0..n)
+                .map(|i| bf16::from_bits((i as u16).wrapping_mul(40503) ^ 0x3f80))
+                .collect();
+            let want: Vec<u32> = src.iter().map(|v| u32::from(v.to_bits()) << 16).collect();
+            let mut out = vec![0f32; n];
+            bf16_to_f32_loop(&src, &mut out);
+            assert!(
+                out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                "loop, n {n}"
+            );
+            out.fill(0.0);
+            bf16_to_f32(&src, &mut out);
+            assert!(
+                out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                "best, n {n}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                out.fill(0.0);
+                // SAFETY: AVX512F/BW detected just above.
+                unsafe { bf16_to_f32_avx512(&src, &mut out) };
+                assert!(
+                    out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                    "avx512, n {n}"
+                );
+            }
+        }
+    }
+
     /// Values across the ranges: normal, ties, halfway cases, near overflow, infinities,
     /// f16 subnormals, and lengths that leave every tail.
     fn samples(n: usize) -> Vec<f32> {
