@@ -154,7 +154,7 @@ impl<'a> Layer<'a> {
         if self.masked {
             quote!(#rt::forward_masked_into(&INFO, &mut states, x, mask, #mode, #out, #saved, #sync))
         } else {
-            quote!(#rt::forward_into(&INFO, &mut states, x, #mode, #out, #saved, #sync))
+            quote!(#rt::forward_path::<__NormPath, T, _>(&INFO, &mut states, x, #mode, #out, #saved, #sync))
         }
     }
 
@@ -326,7 +326,9 @@ fn spec_statics(layer: &Layer<'_>) -> TokenStream {
         });
     let name_str = layer.name.to_string();
     let fingerprint = shapes::fingerprint(layer.spec);
+    let path = crate::path::path_type(layer.spec, rt);
     quote! {
+        #path
         static SPEC: #rt::spec::Spec = #spec_expr;
         const INFO: #rt::LayerInfo<'static> = #rt::LayerInfo {
             spec: &SPEC,

@@ -9,6 +9,7 @@ use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
 use crate::layer;
+use crate::path::DynPath;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
@@ -200,6 +201,8 @@ pub struct DynNorm<T> {
     name: String,
     fingerprint: u64,
     stages: Vec<StageParams<T>>,
+    /// The monomorphized path of the spec, chosen once here (`crate::path`).
+    path: DynPath,
 }
 
 impl<T: Float> DynNorm<T> {
@@ -288,6 +291,7 @@ impl<T: Float> DynNorm<T> {
             spec: spec.clone(),
             name,
             stages,
+            path: DynPath::of(s),
         })
     }
 
@@ -375,7 +379,8 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+        self.path
+            .forward_into(&info, &mut states[..n], (x, out), mode, saved, sync)
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -450,12 +455,11 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut states = self.states();
         let n = self.stages.len();
-        layer::forward_into(
+        self.path.forward_into(
             &self.info(),
             &mut states[..n],
-            x,
+            (x, out),
             Mode::Eval,
-            out,
             None,
             None,
         )

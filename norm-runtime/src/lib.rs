@@ -20,6 +20,7 @@ mod layer;
 mod masked;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod path;
 mod plan;
 mod scratch;
 #[cfg(feature = "serde")]
@@ -51,6 +52,7 @@ pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
     pub use crate::masked::forward_masked_into;
+    pub use crate::path::{forward_into as forward_path, Generic, Mono, Path};
     pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{

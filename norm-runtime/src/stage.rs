@@ -274,12 +274,7 @@ pub(crate) fn forward_plain<T: Float>(
     Ok(())
 }
 
-/// The arrays of one stage's backward pass: its input, the upstream gradient and dx.
-pub(crate) struct BackwardIo<'a, T> {
-    pub x: &'a [T],
-    pub dy: &'a [T],
-    pub dx: &'a mut [T],
-}
+pub(crate) use crate::state::BackwardIo;
 
 /// Backward pass of stage `k`: writes dx and the stage's parameter gradients.
 pub(crate) fn backward<T: Float>(
@@ -296,14 +291,7 @@ pub(crate) fn backward<T: Float>(
         return switchable::backward(call, state, (io.x, io.dy, io.dx), saved, grads);
     }
     if call.info.spec.stages[call.k].ghost.is_some() && !saved.fixed {
-        let StageCall {
-            info,
-            k,
-            plan,
-            sync,
-        } = call;
-        let BackwardIo { x, dy, dx } = io;
-        return ghost::backward(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync);
+        return ghost::backward(call, state, io, saved, grads, scratch);
     }
     backward_plain(call, state, io, saved, grads, scratch)
 }

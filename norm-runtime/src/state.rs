@@ -97,3 +97,11 @@ pub(crate) fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
     v.clear();
     v.resize(n, zero);
 }
+
+/// The arrays of one backward pass (a stage's, or a fused chain's): its input, the
+/// upstream gradient and dx.
+pub(crate) struct BackwardIo<'a, T> {
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub dx: &'a mut [T],
+}

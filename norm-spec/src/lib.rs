@@ -25,6 +25,7 @@ mod keys;
 mod lex;
 mod lower;
 mod parse;
+pub mod path;
 pub mod shapes;
 mod suggest;
 mod token;
