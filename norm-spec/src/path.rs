@@ -25,7 +25,7 @@ pub enum Layout {
     /// `groups = g` (group norm): `C` split into groups.
     Grouped = 3,
     /// Any other arrangement, a chain, or a stage with a variant (`ghost`, `renorm`, `tlu`,
-    /// `mask`): the generic, plan-interpreting path.
+    /// `mask`, alternatives of `axes`): the generic, plan-interpreting path.
     Generic = 4,
 }
 
@@ -126,7 +126,8 @@ pub fn classify(spec: &Spec) -> PathClass {
         && stage.ghost.is_none()
         && stage.renorm.is_none()
         && !stage.tlu
-        && stage.mask == 0;
+        && stage.mask == 0
+        && stage.switch.is_empty();
     let params = param_kind(stage);
     let layout = if !plain || params == ParamKind::Mixed {
         Layout::Generic
@@ -225,6 +226,13 @@ mod tests {
             r#"input = "N,C,H,W", axes = "N,H,W", ghost = 2, affine, running_stats"#,
         ));
         assert_eq!((ghost.layout, ghost.mono()), (Layout::Generic, None));
+        let switchable = classify(&spec(
+            r#"input = "N,C,H,W", axes = "H,W" | "C,H,W" | "N,H,W", affine, running_stats"#,
+        ));
+        assert_eq!(
+            (switchable.layout, switchable.mono()),
+            (Layout::Generic, None)
+        );
         let inst = classify(&spec(
             r#"input = "N,C,H,W", axes = "H,W", affine, running_stats"#,
         ));
