@@ -25,7 +25,7 @@ pub enum Layout {
     /// `groups = g` (group norm): `C` split into groups.
     Grouped = 3,
     /// Any other arrangement, a chain, or a stage with a variant (`ghost`, `renorm`, `tlu`,
-    /// `mask`, alternatives of `axes`): the generic, plan-interpreting path.
+    /// `mask`): the generic, plan-interpreting path.
     Generic = 4,
 }
 
@@ -109,7 +109,8 @@ impl PathClass {
     }
 }
 
-/// The class of `spec` (a chain, or a stage with a variant, is [`Layout::Generic`]).
+/// The class of `spec` (a chain, or a stage with a variant — see [`has_variant`] — is
+/// [`Layout::Generic`]).
 pub fn classify(spec: &Spec) -> PathClass {
     let stage = &spec.stages[0];
     let variance = if stage.statistic == Statistic::Sum {
@@ -121,13 +122,7 @@ pub fn classify(spec: &Spec) -> PathClass {
     } else {
         Variance::Biased
     };
-    let plain = !spec.chain
-        && spec.stages.len() == 1
-        && stage.ghost.is_none()
-        && stage.renorm.is_none()
-        && !stage.tlu
-        && stage.mask == 0
-        && stage.switch.is_empty();
+    let plain = !spec.chain && spec.stages.len() == 1 && !has_variant(stage);
     let params = param_kind(stage);
     let layout = if !plain || params == ParamKind::Mixed {
         Layout::Generic
@@ -142,6 +137,17 @@ pub fn classify(spec: &Spec) -> PathClass {
         eps_var: stage.eps_mode == EpsMode::Var,
         running: stage.running_stats,
     }
+}
+
+/// Whether a stage has a variant that changes its arithmetic (`ghost`, `renorm`, `tlu`,
+/// `mask`, Switchable Normalization's alternatives): such a stage runs the generic path.
+/// A new variant key adds its test here.
+pub fn has_variant(stage: &Stage) -> bool {
+    stage.ghost.is_some()
+        || stage.renorm.is_some()
+        || stage.tlu
+        || stage.mask != 0
+        || !stage.switch.is_empty()
 }
 
 fn param_kind(stage: &Stage) -> ParamKind {
