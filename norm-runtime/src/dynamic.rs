@@ -8,6 +8,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
+use crate::kernels::alloc;
 use crate::layer;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
@@ -367,7 +368,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), None)?;
         Ok((y, saved))
@@ -384,7 +385,7 @@ impl<T: Float> DynNorm<T> {
     /// Inference: running statistics where the layer has them; no state change.
     pub fn forward_eval(&self, x: ArrayViewD<'_, T>) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         self.forward_eval_into(x, y.view_mut())?;
         Ok(y)
     }
@@ -399,7 +400,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(true)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(
             x,
@@ -468,7 +469,7 @@ impl<T: Float> DynNorm<T> {
                 ),
             });
         }
-        let mut grads = Grads::new(ArrayD::zeros(x.raw_dim()));
+        let mut grads = Grads::new(alloc::zeros(x.raw_dim()));
         self.backward_into(x, dy, saved, &mut grads)?;
         Ok(grads)
     }
@@ -509,7 +510,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         layer::backward_into(
             &self.info(),
@@ -534,7 +535,7 @@ impl<T: Float> DynNorm<T> {
         comm: &dyn Collective,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), Some(comm))?;
         Ok((y, saved))
@@ -552,7 +553,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         let info = self.info();
         let out = dx.view_mut();
@@ -579,7 +580,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.forward_masked_into(x, mask, mode, y.view_mut(), &mut saved)?;
         Ok((y, saved))
@@ -629,7 +630,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
     ) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut states: [StageState<'_, T>; 1] = Default::default();
         if let Some(stage) = self.stages.first() {
             states[0] = stage.state(None);
