@@ -300,6 +300,12 @@ impl<T: Float> DynNorm<T> {
         &mut self.stages
     }
 
+    /// The spec and the stages' parameters at once (disjoint borrows for
+    /// `NormLayer::tensors_mut`).
+    pub(crate) fn parts_mut(&mut self) -> (&Spec, &mut [StageParams<T>]) {
+        (&self.spec.spec, &mut self.stages)
+    }
+
     fn info(&self) -> LayerInfo<'_> {
         LayerInfo {
             spec: &self.spec.spec,
@@ -359,6 +365,38 @@ impl<T: Float> DynNorm<T> {
             }
         }
         layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+    }
+
+    /// The forward pass of `NormLayer`: any external scale and shift, mode and sync.
+    pub(crate) fn forward_any_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        self.external_error(ext.is_some())?;
+        self.run_forward(x, ext, mode, out, Some(saved), sync)
+    }
+
+    /// The backward pass of `NormLayer`: into the given `dx`, per-stage gradients.
+    pub(crate) fn backward_any_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        mut dx: ArrayD<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<ChainGrads<T>, NormError> {
+        let states = self.states();
+        let states = &states[..self.stages.len()];
+        let mut stages = vec![StageGrads::default(); self.stages.len()];
+        let info = self.info();
+        let out = dx.view_mut();
+        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, sync)?;
+        Ok(ChainGrads { dx, stages })
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.

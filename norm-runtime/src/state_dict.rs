@@ -434,9 +434,9 @@ impl StateDict {
     }
 }
 
-/// One stage's tensors, borrowed from a layer for saving. Used by the code `#[norm]`
-/// generates and by `DynNorm`; not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed from a layer by name
+/// ([`crate::NormLayer::tensors`]; also what the state-dict methods save).
+#[derive(Debug)]
 pub struct StageTensors<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
@@ -452,8 +452,9 @@ pub struct StageTensors<'a, T> {
     pub num_batches_tracked: Option<u64>,
 }
 
-/// One stage's tensors, borrowed mutably from a layer for loading. Not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed mutably by name
+/// ([`crate::NormLayer::tensors_mut`]; also what the state-dict methods load).
+#[derive(Debug)]
 pub struct StageTensorsMut<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
