@@ -188,7 +188,6 @@ fn micro_batch(rank: usize, size: usize, empty: bool) -> usize {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check<L: Layer>(
     name: &str,
     empty: bool,

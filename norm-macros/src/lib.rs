@@ -10,6 +10,7 @@
 
 mod expand;
 mod layer_trait;
+mod path;
 mod state_dict;
 mod tokens;
 mod valid;

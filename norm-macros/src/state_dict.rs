@@ -35,6 +35,7 @@ pub(crate) fn stage_tensors(spec: &Spec) -> (Vec<TokenStream>, Vec<TokenStream>)
         let affine = shapes::param_axes(stage).is_some();
         let bias = affine && stage.bias;
         let running = shapes::running_axes(spec, stage).is_some();
+        let switch = !stage.switch.is_empty();
         let pick = |on: bool, t: TokenStream| if on { t } else { none.clone() };
         let (g, b) = (
             pick(affine, some_ref("gamma")),
@@ -48,12 +49,21 @@ pub(crate) fn stage_tensors(spec: &Spec) -> (Vec<TokenStream>, Vec<TokenStream>)
             running,
             quote!(::std::option::Option::Some(#path.num_batches_tracked)),
         );
+        let (mw, vw) = (
+            pick(switch, some_ref("mean_weight")),
+            pick(switch, some_ref("var_weight")),
+        );
         refs.push(quote! {
             #p::StageTensors {
                 name: #stage_name, gamma: #g, beta: #b,
                 running_mean: #rm, running_var: #rv, num_batches_tracked: #count,
+                mean_weight: #mw, var_weight: #vw,
             }
         });
+        let (mw, vw) = (
+            pick(switch, some_mut("mean_weight")),
+            pick(switch, some_mut("var_weight")),
+        );
         let (g, b) = (
             pick(affine, some_mut("gamma")),
             pick(bias, some_mut("beta")),
@@ -70,6 +80,7 @@ pub(crate) fn stage_tensors(spec: &Spec) -> (Vec<TokenStream>, Vec<TokenStream>)
             #p::StageTensorsMut {
                 name: #stage_name, gamma: #g, beta: #b,
                 running_mean: #rm, running_var: #rv, num_batches_tracked: #count,
+                mean_weight: #mw, var_weight: #vw,
             }
         });
     }

@@ -10,6 +10,7 @@ use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 use crate::collective::Collective;
 use crate::kernels::alloc;
 use crate::layer;
+use crate::path::DynPath;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
@@ -119,6 +120,11 @@ pub struct StageParams<T> {
     pub rmax: Option<f64>,
     /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
     pub dmax: Option<f64>,
+    /// Switchable Normalization's logits of the means' mixture, one per alternative of
+    /// `axes` (`axes = "H,W" | "C,H,W"`); start at 0 (equal weights).
+    pub mean_weight: Option<ArrayD<T>>,
+    /// Switchable Normalization's logits of the variances' mixture; start at 0.
+    pub var_weight: Option<ArrayD<T>>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -139,6 +145,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -160,6 +171,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 }
@@ -186,6 +202,8 @@ pub struct DynNorm<T> {
     name: String,
     fingerprint: u64,
     stages: Vec<StageParams<T>>,
+    /// The monomorphized path of the spec, chosen once here (`crate::path`).
+    path: DynPath,
 }
 
 impl<T: Float> DynNorm<T> {
@@ -248,6 +266,7 @@ impl<T: Float> DynNorm<T> {
             };
             let params = shapes::param_axes(stage).map(&shape_of);
             let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
+            let switch = (!stage.switch.is_empty()).then(|| vec![stage.switch.len()]);
             // Sizes come from the caller: every product is checked and every allocation
             // fallible, so an absurd size is a `NormError::Size`, never a panic or an abort.
             let make = |shape: Option<&Vec<usize>>, value: T, what: &str| {
@@ -264,6 +283,8 @@ impl<T: Float> DynNorm<T> {
                 tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
                 rmax: stage.renorm.map(|r| r.rmax),
                 dmax: stage.renorm.map(|r| r.dmax),
+                mean_weight: make(switch.as_ref(), T::zero(), "mean_weight")?,
+                var_weight: make(switch.as_ref(), T::zero(), "var_weight")?,
             });
         }
         Ok(DynNorm {
@@ -271,6 +292,7 @@ impl<T: Float> DynNorm<T> {
             spec: spec.clone(),
             name,
             stages,
+            path: DynPath::of(s),
         })
     }
 
@@ -364,7 +386,8 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+        self.path
+            .forward_into(&info, &mut states[..n], (x, out), mode, saved, sync)
     }
 
     /// The forward pass of `NormLayer`: any external scale and shift, mode and sync.
@@ -471,12 +494,11 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut states = self.states();
         let n = self.stages.len();
-        layer::forward_into(
+        self.path.forward_into(
             &self.info(),
             &mut states[..n],
-            x,
+            (x, out),
             Mode::Eval,
-            out,
             None,
             None,
         )

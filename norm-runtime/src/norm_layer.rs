@@ -187,6 +187,8 @@ impl<T: Float> NormLayer for DynNorm<T> {
                 running_mean: p.running_mean.as_ref().map(|a| a.view()),
                 running_var: p.running_var.as_ref().map(|a| a.view()),
                 num_batches_tracked: p.running_mean.is_some().then_some(p.num_batches_tracked),
+                mean_weight: p.mean_weight.as_ref().map(|a| a.view()),
+                var_weight: p.var_weight.as_ref().map(|a| a.view()),
             })
             .collect()
     }
@@ -205,6 +207,8 @@ impl<T: Float> NormLayer for DynNorm<T> {
                     running_mean: p.running_mean.as_mut().map(|a| a.view_mut()),
                     running_var: p.running_var.as_mut().map(|a| a.view_mut()),
                     num_batches_tracked: running.then_some(&mut p.num_batches_tracked),
+                    mean_weight: p.mean_weight.as_mut().map(|a| a.view_mut()),
+                    var_weight: p.var_weight.as_mut().map(|a| a.view_mut()),
                 }
             })
             .collect()

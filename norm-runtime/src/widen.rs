@@ -134,6 +134,8 @@ struct WideStage {
     tau: Option<ArrayD<f32>>,
     /// Batch Renormalization's limits (`renorm`).
     renorm: Option<(f64, f64)>,
+    /// Switchable Normalization's logits.
+    switch: Option<(ArrayD<f32>, ArrayD<f32>)>,
 }
 
 impl WideStage {
@@ -156,6 +158,10 @@ impl WideStage {
             }),
             tau: st.tau.as_ref().map(widen_array),
             renorm: st.renorm,
+            switch: st
+                .switch
+                .as_ref()
+                .map(|(m, v)| (widen_array(m), widen_array(v))),
         }
     }
 
@@ -171,6 +177,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -195,6 +202,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub(crate) mod ghost;
 pub(crate) mod renorm;
+pub(crate) mod switchable;
 pub(crate) mod tlu;
 
 use norm_spec::{Stage, Statistic};
@@ -17,4 +18,5 @@ pub(crate) fn unfusable(stage: &Stage) -> bool {
         || stage.tlu
         || stage.ghost.is_some()
         || stage.renorm.is_some()
+        || !stage.switch.is_empty()
 }
