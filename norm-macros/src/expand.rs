@@ -56,6 +56,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
     let impls = [
         default_impl(&layer),
         crate::state_dict::state_dict_impl(spec, layer.name),
+        crate::layer_trait::layer_trait_impl(&layer),
     ];
     let (name, rt) = (layer.name, &layer.rt);
     let layer_struct = layer_struct(&layer, &stages);
@@ -631,7 +632,7 @@ fn user_fields(item: &ItemStruct) -> Vec<syn::Field> {
 }
 
 /// The `ndarray` dimension type of a given rank.
-fn dim_type(rank: usize) -> TokenStream {
+pub(crate) fn dim_type(rank: usize) -> TokenStream {
     match rank {
         0..=6 => {
             let id = format_ident!("Ix{}", rank);

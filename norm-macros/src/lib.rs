@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod expand;
+mod layer_trait;
 mod path;
 mod state_dict;
 mod tokens;

@@ -10,11 +10,11 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::Ident;
 
-/// The `impl` block with the state-dict methods of layer `name`.
-pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
+/// The `StageTensors` and `StageTensorsMut` expressions of every stage (borrowing `self`'s
+/// fields), in chain order: the state-dict methods and the `NormLayer` impl use them.
+pub(crate) fn stage_tensors(spec: &Spec) -> (Vec<TokenStream>, Vec<TokenStream>) {
     let p = quote!(::normkit::__private);
     let none = quote!(::std::option::Option::None);
-    let name_str = name.to_string();
     let mut refs = Vec::new();
     let mut muts = Vec::new();
     for stage in spec.stages.iter() {
@@ -84,6 +84,14 @@ pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
             }
         });
     }
+    (refs, muts)
+}
+
+/// The `impl` block with the state-dict methods of layer `name`.
+pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
+    let p = quote!(::normkit::__private);
+    let name_str = name.to_string();
+    let (refs, muts) = stage_tensors(spec);
     quote! {
         #[automatically_derived]
         impl<T: #p::Float> #name<T> {

@@ -8,6 +8,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
+use crate::kernels::alloc;
 use crate::layer;
 use crate::path::DynPath;
 use crate::sizes;
@@ -321,6 +322,12 @@ impl<T: Float> DynNorm<T> {
         &mut self.stages
     }
 
+    /// The spec and the stages' parameters at once (disjoint borrows for
+    /// `NormLayer::tensors_mut`).
+    pub(crate) fn parts_mut(&mut self) -> (&Spec, &mut [StageParams<T>]) {
+        (&self.spec.spec, &mut self.stages)
+    }
+
     fn info(&self) -> LayerInfo<'_> {
         LayerInfo {
             spec: &self.spec.spec,
@@ -383,6 +390,38 @@ impl<T: Float> DynNorm<T> {
             .forward_into(&info, &mut states[..n], (x, out), mode, saved, sync)
     }
 
+    /// The forward pass of `NormLayer`: any external scale and shift, mode and sync.
+    pub(crate) fn forward_any_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        self.external_error(ext.is_some())?;
+        self.run_forward(x, ext, mode, out, Some(saved), sync)
+    }
+
+    /// The backward pass of `NormLayer`: into the given `dx`, per-stage gradients.
+    pub(crate) fn backward_any_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        mut dx: ArrayD<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<ChainGrads<T>, NormError> {
+        let states = self.states();
+        let states = &states[..self.stages.len()];
+        let mut stages = vec![StageGrads::default(); self.stages.len()];
+        let info = self.info();
+        let out = dx.view_mut();
+        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, sync)?;
+        Ok(ChainGrads { dx, stages })
+    }
+
     /// Forward pass; `Mode::Train` updates the running statistics.
     pub fn forward(
         &mut self,
@@ -390,7 +429,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), None)?;
         Ok((y, saved))
@@ -407,7 +446,7 @@ impl<T: Float> DynNorm<T> {
     /// Inference: running statistics where the layer has them; no state change.
     pub fn forward_eval(&self, x: ArrayViewD<'_, T>) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         self.forward_eval_into(x, y.view_mut())?;
         Ok(y)
     }
@@ -422,7 +461,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(true)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(
             x,
@@ -490,7 +529,7 @@ impl<T: Float> DynNorm<T> {
                 ),
             });
         }
-        let mut grads = Grads::new(ArrayD::zeros(x.raw_dim()));
+        let mut grads = Grads::new(alloc::zeros(x.raw_dim()));
         self.backward_into(x, dy, saved, &mut grads)?;
         Ok(grads)
     }
@@ -531,7 +570,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         layer::backward_into(
             &self.info(),
@@ -556,7 +595,7 @@ impl<T: Float> DynNorm<T> {
         comm: &dyn Collective,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), Some(comm))?;
         Ok((y, saved))
@@ -574,7 +613,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         let info = self.info();
         let out = dx.view_mut();
@@ -601,7 +640,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.forward_masked_into(x, mask, mode, y.view_mut(), &mut saved)?;
         Ok((y, saved))
@@ -651,7 +690,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
     ) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut states: [StageState<'_, T>; 1] = Default::default();
         if let Some(stage) = self.stages.first() {
             states[0] = stage.state(None);

@@ -434,9 +434,9 @@ impl StateDict {
     }
 }
 
-/// One stage's tensors, borrowed from a layer for saving. Used by the code `#[norm]`
-/// generates and by `DynNorm`; not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed from a layer by name
+/// ([`crate::NormLayer::tensors`]; also what the state-dict methods save).
+#[derive(Debug)]
 pub struct StageTensors<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
@@ -456,8 +456,9 @@ pub struct StageTensors<'a, T> {
     pub var_weight: Option<ArrayViewD<'a, T>>,
 }
 
-/// One stage's tensors, borrowed mutably from a layer for loading. Not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed mutably by name
+/// ([`crate::NormLayer::tensors_mut`]; also what the state-dict methods load).
+#[derive(Debug)]
 pub struct StageTensorsMut<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
