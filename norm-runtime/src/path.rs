@@ -86,8 +86,12 @@ pub fn forward_into<P: Path, T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    // (The variant test is the class's own; kept here too so that a spec that does not
+    // match its path's class can never take the specialized pass.)
     let fast = P::SPECIALIZED
         && mode == Mode::Eval
+        && info.spec.stages.len() == 1
+        && !norm_spec::path::has_variant(&info.spec.stages[0])
         && saved.is_none()
         && sync.is_none()
         && !T::WIDE

@@ -109,7 +109,8 @@ impl PathClass {
     }
 }
 
-/// The class of `spec` (a chain, or a stage with a variant, is [`Layout::Generic`]).
+/// The class of `spec` (a chain, or a stage with a variant — see [`has_variant`] — is
+/// [`Layout::Generic`]).
 pub fn classify(spec: &Spec) -> PathClass {
     let stage = &spec.stages[0];
     let variance = if stage.statistic == Statistic::Sum {
@@ -121,12 +122,7 @@ pub fn classify(spec: &Spec) -> PathClass {
     } else {
         Variance::Biased
     };
-    let plain = !spec.chain
-        && spec.stages.len() == 1
-        && stage.ghost.is_none()
-        && stage.renorm.is_none()
-        && !stage.tlu
-        && stage.mask == 0;
+    let plain = !spec.chain && spec.stages.len() == 1 && !has_variant(stage);
     let params = param_kind(stage);
     let layout = if !plain || params == ParamKind::Mixed {
         Layout::Generic
@@ -141,6 +137,17 @@ pub fn classify(spec: &Spec) -> PathClass {
         eps_var: stage.eps_mode == EpsMode::Var,
         running: stage.running_stats,
     }
+}
+
+/// Whether a stage has a variant that changes its arithmetic (`ghost`, `renorm`, `tlu`,
+/// `mask`, Switchable Normalization's alternatives): such a stage runs the generic path.
+/// A new variant key adds its test here.
+pub fn has_variant(stage: &Stage) -> bool {
+    stage.ghost.is_some()
+        || stage.renorm.is_some()
+        || stage.tlu
+        || stage.mask != 0
+        || !stage.switch.is_empty()
 }
 
 fn param_kind(stage: &Stage) -> ParamKind {
@@ -225,6 +232,13 @@ mod tests {
             r#"input = "N,C,H,W", axes = "N,H,W", ghost = 2, affine, running_stats"#,
         ));
         assert_eq!((ghost.layout, ghost.mono()), (Layout::Generic, None));
+        let switchable = classify(&spec(
+            r#"input = "N,C,H,W", axes = "H,W" | "C,H,W" | "N,H,W", affine, running_stats"#,
+        ));
+        assert_eq!(
+            (switchable.layout, switchable.mono()),
+            (Layout::Generic, None)
+        );
         let inst = classify(&spec(
             r#"input = "N,C,H,W", axes = "H,W", affine, running_stats"#,
         ));

@@ -1,7 +1,8 @@
 //! The post-2017 variants of issue 18 that change a stage's forward and backward beyond
 //! its statistics: Ghost Batch Norm ([`ghost`]: chunks of the batch, each with its own
 //! statistics) and FRN's thresholded linear unit ([`tlu`]: y = max(z, τ)) and Batch Renormalization
-//! ([`renorm`]: r and d from the running statistics). `statistic =
+//! ([`renorm`]: r and d from the running statistics) and Switchable Normalization
+//! ([`switchable`]: softmax-weighted mixtures of several alternatives' statistics). `statistic =
 //! "sum"` only changes the estimator (`crate::stats`). Stages with any of them run
 //! stage by stage, never on the fused chain path.
 
