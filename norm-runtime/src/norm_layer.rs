@@ -16,6 +16,9 @@ use crate::{DynNorm, Float, NormError};
 /// the kept axes.
 pub type External<'a, T> = (ArrayViewD<'a, T>, ArrayViewD<'a, T>);
 
+/// What [`NormLayer::forward_layer`] returns: the output and the state for the backward pass.
+pub type Forward<T> = (ArrayD<T>, Saved<T>);
+
 /// A normalization layer, whatever declared it: implemented by every `#[norm]` layer (the
 /// macro emits the impl) and by [`DynNorm`].
 ///
@@ -101,7 +104,7 @@ pub trait NormLayer {
         x: ArrayViewD<'_, Self::Elem>,
         external: Option<External<'_, Self::Elem>>,
         mode: Mode,
-    ) -> Result<(ArrayD<Self::Elem>, Saved<Self::Elem>), NormError> {
+    ) -> Result<Forward<Self::Elem>, NormError> {
         let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.forward_layer_into(x, external, mode, y.view_mut(), &mut saved, None)?;
