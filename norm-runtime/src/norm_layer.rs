@@ -33,26 +33,36 @@ pub type Forward<T> = (ArrayD<T>, Saved<T>);
 /// run through this trait (their forward takes a mask): the forward methods return
 /// [`NormError::Unsupported`] for them.
 ///
+/// Generic code takes any layer, a `#[norm]` struct (its impl is generated) or a
+/// [`DynNorm`](crate::DynNorm) alike (`tests/layer_trait.rs` runs both through one function):
+///
 /// ```
-/// use normkit::prelude::*;
-/// use normkit::NormLayer;
-/// use normkit::ndarray::{ArrayD, IxDyn};
+/// use ndarray::{ArrayD, IxDyn};
+/// use norm_runtime::{DynNorm, Mode, NormError, NormLayer, NormSpec};
 ///
-/// #[norm(input = "N,C,L", axes = "C,L", groups = 2, affine)]
-/// pub struct Gn;
-///
-/// /// Any layer: one train step's output and input gradient.
-/// fn step<L: NormLayer<Elem = f64>>(layer: &mut L, x: &ArrayD<f64>) -> Result<ArrayD<f64>, NormError> {
-///     let (_y, saved) = layer.forward_layer(x.view(), None, Mode::Train)?;
+/// /// Any layer: one train step's output and input gradient for dy = 1.
+/// fn step<L: NormLayer<Elem = f64>>(
+///     layer: &mut L,
+///     x: &ArrayD<f64>,
+/// ) -> Result<(ArrayD<f64>, ArrayD<f64>), NormError> {
+///     let (y, saved) = layer.forward_layer(x.view(), None, Mode::Train)?;
 ///     let dy = ArrayD::ones(x.raw_dim());
-///     Ok(layer.backward_layer(x.view(), dy.view(), &saved)?.dx)
+///     Ok((y, layer.backward_layer(x.view(), dy.view(), &saved)?.dx))
 /// }
 ///
-/// let x = ArrayD::from_shape_fn(IxDyn(&[2, 4, 3]), |i| (i[0] * 12 + i[1] * 3 + i[2]) as f64);
-/// let a = step(&mut Gn::<f64>::new(4), &x)?;
 /// let spec = NormSpec::parse(r#"input = "N,C,L", axes = "C,L", groups = 2, affine"#).unwrap();
-/// let b = step(&mut DynNorm::<f64>::new(&spec, &[("C", 4)])?, &x)?;
-/// assert_eq!(a, b);
+/// let mut gn = DynNorm::<f64>::new(&spec, &[("C", 4)])?;
+/// let x = ArrayD::from_shape_fn(IxDyn(&[2, 4, 3]), |i| ((i[0] * 12 + i[1] * 3 + i[2]) as f64).sin());
+/// let (y, dx) = step(&mut gn, &x)?;
+/// // Each group (2 channels x 3 positions) is standardized, so its outputs sum to zero, and
+/// // the sum of the outputs does not depend on x: dy = 1 gives dx = 0.
+/// for n in 0..2 {
+///     for g in 0..2 {
+///         let s: f64 = (2 * g..2 * g + 2).flat_map(|c| (0..3).map(move |l| (c, l))).map(|(c, l)| y[[n, c, l]]).sum();
+///         assert!(s.abs() < 1e-12);
+///     }
+/// }
+/// assert!(dx.iter().all(|v| v.abs() < 1e-12));
 /// # Ok::<(), NormError>(())
 /// ```
 pub trait NormLayer {
