@@ -19,15 +19,14 @@ use rayon::prelude::*;
 use norm_spec::Affine;
 
 use super::tiled::{self, TILE};
-use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
 use crate::kernels::coef;
 use crate::kernels::convert::ew;
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::kernels::reduce::RowReduce;
 use crate::plan::Plan;
-use crate::state::{values, LayerInfo, Running, StageState};
-use crate::stats::{dx_terms, group_stat, mean_m2, running_stats, train_running};
+use crate::state::{values, LayerInfo, StageState};
+use crate::stats::{dx_terms, group_stat, mean_m2, running_stats};
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
 
@@ -185,16 +184,8 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         });
-    if let (Mode::Train, Some(Running::Mut { mean, var, count })) = (mode, state.running.as_mut()) {
-        let (mut m32, mut v32) = (widen_array(&mean.view()), widen_array(&var.view()));
-        let mut r32 = Running::Mut {
-            mean: m32.view_mut(),
-            var: v32.view_mut(),
-            count,
-        };
-        train_running(stage, &plan, n, &stats, Some(&mut r32), &mut Vec::new());
-        narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
-        narrow_into(v32.as_slice().expect("owned, standard layout"), var);
+    if mode == Mode::Train {
+        tiled::update_running(stage, &plan, n, &stats, state.running.as_mut());
     }
     if let Some(saved) = saved {
         tiled::fill_saved(info, saved, shape, fixed, n, stats);

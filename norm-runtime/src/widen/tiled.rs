@@ -27,7 +27,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use norm_spec::Affine;
+use norm_spec::{Affine, Stage};
 
 use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
@@ -430,23 +430,35 @@ pub(crate) fn forward<T: Float>(
         }
         outer_affine(x, out, lay, &c);
     }
-    if let (Mode::Train, Some(Running::Mut { mean, var, count })) = (mode, state.running.as_mut()) {
-        // In f32 and rounded once, as the f32 layer's running statistics (the caller's
-        // arrays are small: one value per channel).
+    if mode == Mode::Train {
+        update_running(stage, &plan, n, &stats, state.running.as_mut());
+    }
+    if let Some(saved) = saved {
+        fill_saved(info, saved, shape, fixed, n, stats);
+    }
+    Some(())
+}
+/// The train-mode running update of a fused half-precision forward: in f32 and rounded
+/// once, as the f32 layer's running statistics (the caller's arrays are small: one value
+/// per channel or group). Shared by the tiled and the row paths.
+pub(super) fn update_running<T: Float>(
+    stage: &Stage,
+    plan: &Plan,
+    n: usize,
+    stats: &[Stat],
+    running: Option<&mut Running<'_, T>>,
+) {
+    if let Some(Running::Mut { mean, var, count }) = running {
         let (mut m32, mut v32) = (widen_array(&mean.view()), widen_array(&var.view()));
         let mut r32 = Running::Mut {
             mean: m32.view_mut(),
             var: v32.view_mut(),
             count,
         };
-        train_running(stage, &plan, n, &stats, Some(&mut r32), &mut Vec::new());
+        train_running(stage, plan, n, stats, Some(&mut r32), &mut Vec::new());
         narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
         narrow_into(v32.as_slice().expect("owned, standard layout"), var);
     }
-    if let Some(saved) = saved {
-        fill_saved(info, saved, shape, fixed, n, stats);
-    }
-    Some(())
 }
 
 /// One value widened.
