@@ -336,24 +336,25 @@ fn run_case<T: Float>(case: &Case, what: &str) -> Vec<u64> {
     out
 }
 
-fn every_case<T: Float>() {
+/// Runs `run` on every case at every SIMD level the CPU has and at 1, 2 and 3 threads,
+/// asserting bit-identical results across thread counts (`run` asserts the values).
+fn at_every_level_and_thread_count<T: Float, C: Sync>(
+    cases: &[C],
+    label: impl Fn(&C) -> String,
+    run: impl Fn(&C, &str) -> Vec<u64> + Sync,
+) {
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     for level in simd::available() {
         simd::set_cap(Some(level));
-        for case in CASES {
+        for case in cases {
             let mut first: Option<Vec<u64>> = None;
             for threads in [1, 2, 3] {
-                let what = format!(
-                    "{} {level:?} {} {:?} T={threads}",
-                    T::NAME,
-                    case.spec,
-                    case.shape
-                );
+                let what = format!("{} {level:?} {} T={threads}", T::NAME, label(case));
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
                     .build()
                     .unwrap();
-                let got = pool.install(|| run_case::<T>(case, &what));
+                let got = pool.install(|| run(case, &what));
                 match &first {
                     None => first = Some(got),
                     Some(f) => assert!(*f == got, "{what}: results differ from 1 thread's"),
@@ -362,6 +363,14 @@ fn every_case<T: Float>() {
         }
     }
     simd::set_cap(None);
+}
+
+fn every_case<T: Float>() {
+    at_every_level_and_thread_count::<T, _>(
+        CASES,
+        |c| format!("{} {:?}", c.spec, c.shape),
+        run_case::<T>,
+    );
 }
 
 #[test]
@@ -556,31 +565,11 @@ fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
 }
 
 fn every_row_case<T: Float>() {
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    for level in simd::available() {
-        simd::set_cap(Some(level));
-        for case in ROW_CASES {
-            let mut first: Option<Vec<u64>> = None;
-            for threads in [1, 2, 3] {
-                let what = format!(
-                    "{} {level:?} {} {:?} T={threads}",
-                    T::NAME,
-                    case.spec,
-                    case.shape
-                );
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let got = pool.install(|| run_row_case::<T>(case, &what));
-                match &first {
-                    None => first = Some(got),
-                    Some(f) => assert!(*f == got, "{what}: results differ from 1 thread's"),
-                }
-            }
-        }
-    }
-    simd::set_cap(None);
+    at_every_level_and_thread_count::<T, _>(
+        ROW_CASES,
+        |c| format!("{} {:?}", c.spec, c.shape),
+        run_row_case::<T>,
+    );
 }
 
 #[test]
