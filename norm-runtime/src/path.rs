@@ -201,12 +201,7 @@ fn fixed_forward<P: Path, T: Float>(
         let eps = stage.eps;
         plan.for_each_group(|s, p, r| {
             let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-            // As `stats::rstd`, the eps mode a constant of the path.
-            let rstd = if P::EPS_VAR {
-                1.0 / (var + eps).sqrt()
-            } else {
-                1.0 / (var.sqrt() + eps)
-            };
+            let rstd = rstd::<P>(var, eps);
             // As `stage::forward_plain`'s folded affine (per-channel γ/β fold).
             let (g, h) = match gs {
                 Some(g) if per_channel => (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc())),
@@ -369,11 +364,7 @@ fn sized_forward<P: Path, T: Float>(
                 s % sz.entries
             };
             let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-            let rstd = if P::EPS_VAR {
-                1.0 / (var + eps).sqrt()
-            } else {
-                1.0 / (var.sqrt() + eps)
-            };
+            let rstd = rstd::<P>(var, eps);
             let (g, h) = match gs {
                 Some(g) if per_channel => (g[r].to_acc(), bs.map_or(0.0, |bt| bt[r].to_acc())),
                 _ => (1.0, 0.0),
@@ -439,5 +430,15 @@ fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
         for i in 0..k {
             yr[i] = (xr[i] - m[i]) * a[i] + b[i];
         }
+    }
+}
+
+/// 1/σ from a running variance, as `stats::rstd`, with the eps mode a constant of the path.
+#[inline(always)]
+fn rstd<P: Path>(var: f64, eps: f64) -> f64 {
+    if P::EPS_VAR {
+        1.0 / (var + eps).sqrt()
+    } else {
+        1.0 / (var.sqrt() + eps)
     }
 }
