@@ -11,32 +11,12 @@ use normkit::ndarray::{Array1, ArrayD, ArrayViewD, Ix1, Ix3, Ix4, IxDyn};
 use normkit::prelude::*;
 use serde_json::Value;
 
+mod json_golden;
+
+use json_golden::tensor;
+
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/golden/data/switchable/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect()
-}
-
-fn tensor<T: Float>(v: &Value) -> ArrayD<T> {
-    let data: Vec<T> = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|d| T::from_acc(d.as_f64().expect("number")))
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape_of(v)), data).expect("shape matches data")
+    json_golden::load("switchable", name)
 }
 
 fn tol<T: Float>() -> f64 {
