@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use normkit::mpi::collective::SystemOperation;
 use normkit::mpi::traits::CommunicatorCollectives;
-use normkit::ndarray::{Array4, ArrayD, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Slice};
+use normkit::ndarray::{Array4, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 use normkit::prelude::*;
-use normkit::{ChainGrads, Collective, MpiCollective};
+use normkit::{ChainGrads, Collective, MpiCollective, NormLayer};
 
 /// BN over N,C,H,W: per channel, γ/β, running statistics.
 #[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
@@ -75,105 +75,19 @@ struct BatchNorm2d;
 
 type Error = Box<dyn std::error::Error>;
 
-/// The calls the check makes on every kind of layer, over dynamic-rank arrays.
-trait Layer: Clone {
-    fn fwd(
-        &mut self,
-        x: ArrayViewD<'_, f64>,
-        mode: Mode,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Saved<f64>), NormError>;
-    fn bwd(
-        &self,
-        x: ArrayViewD<'_, f64>,
-        dy: ArrayViewD<'_, f64>,
-        saved: &Saved<f64>,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError>;
-    fn state(&self) -> Vec<ArrayD<f64>>;
-}
-
-macro_rules! layer {
-    ($ty:ident, $d:ty, |$g:ident| $grads:expr, |$l:ident| $state:expr) => {
-        impl Layer for $ty<f64> {
-            fn fwd(
-                &mut self,
-                x: ArrayViewD<'_, f64>,
-                mode: Mode,
-                comm: Option<&dyn Collective>,
-            ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
-                let x = x.into_dimensionality::<$d>().expect("rank");
-                let (y, s) = match comm {
-                    Some(c) => self.forward_sync(x, mode, c)?,
-                    None => self.forward(x, mode)?,
-                };
-                Ok((y.into_dyn(), s))
-            }
-            fn bwd(
-                &self,
-                x: ArrayViewD<'_, f64>,
-                dy: ArrayViewD<'_, f64>,
-                saved: &Saved<f64>,
-                comm: Option<&dyn Collective>,
-            ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
-                let x = x.into_dimensionality::<$d>().expect("rank");
-                let dy = dy.into_dimensionality::<$d>().expect("rank");
-                let $g = match comm {
-                    Some(c) => self.backward_sync(x, dy, saved, c)?,
-                    None => self.backward(x, dy, saved)?,
-                };
-                let grads: Vec<Option<ArrayD<f64>>> = $grads;
-                Ok(($g.dx.into_dyn(), grads.into_iter().flatten().collect()))
-            }
-            fn state(&self) -> Vec<ArrayD<f64>> {
-                let $l = self;
-                $state
-            }
-        }
-    };
-}
-
-fn count(n: u64) -> ArrayD<f64> {
-    ArrayD::from_elem(IxDyn(&[]), n as f64)
-}
-
-layer!(Bn2d, Ix4, |g| vec![g.dgamma, g.dbeta], |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked)
-]);
-layer!(Bn1d, Ix2, |g| vec![g.dgamma, g.dbeta], |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked)
-]);
-layer!(BnNhwc, Ix4, |g| vec![g.dgamma, g.dbeta], |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked)
-]);
-layer!(
-    Bcn,
-    Ix4,
-    |g| vec![g.bn.dgamma, g.bn.dbeta, g.gn.dgamma, g.gn.dbeta],
-    |l| vec![
-        l.bn.running_mean.clone().into_dyn(),
-        l.bn.running_var.clone().into_dyn(),
-        count(l.bn.num_batches_tracked)
-    ]
-);
-
-impl Layer for DynNorm<f64> {
+/// The calls the check makes on every kind of layer, over dynamic-rank arrays: written once
+/// for every `NormLayer` (the `#[norm]` layers and `DynNorm`).
+trait Layer: NormLayer<Elem = f64> + Clone {
     fn fwd(
         &mut self,
         x: ArrayViewD<'_, f64>,
         mode: Mode,
         comm: Option<&dyn Collective>,
     ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
-        match comm {
-            Some(c) => self.forward_sync(x, mode, c),
-            None => self.forward(x, mode),
-        }
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.forward_layer_into(x, None, mode, y.view_mut(), &mut saved, comm)?;
+        Ok((y, saved))
     }
     fn bwd(
         &self,
@@ -182,22 +96,27 @@ impl Layer for DynNorm<f64> {
         saved: &Saved<f64>,
         comm: Option<&dyn Collective>,
     ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
-        let ChainGrads { dx, stages } = match comm {
-            Some(c) => self.backward_sync(x, dy, saved, c)?,
-            None => self.backward_chain(x, dy, saved)?,
-        };
+        let dx = ArrayD::zeros(x.raw_dim());
+        let ChainGrads { dx, stages } = self.backward_layer_into(x, dy, saved, dx, comm)?;
         let grads = stages.into_iter().flat_map(|g| [g.dgamma, g.dbeta]);
         Ok((dx, grads.flatten().collect()))
     }
     fn state(&self) -> Vec<ArrayD<f64>> {
         let mut out = Vec::new();
-        for st in self.stages() {
-            if let (Some(m), Some(v)) = (&st.running_mean, &st.running_var) {
-                out.extend([m.clone(), v.clone(), count(st.num_batches_tracked)]);
+        for st in self.tensors() {
+            if let (Some(m), Some(v)) = (st.running_mean, st.running_var) {
+                let n = st.num_batches_tracked.unwrap_or(0);
+                out.extend([m.to_owned(), v.to_owned(), count(n)]);
             }
         }
         out
     }
+}
+
+impl<L: NormLayer<Elem = f64> + Clone> Layer for L {}
+
+fn count(n: u64) -> ArrayD<f64> {
+    ArrayD::from_elem(IxDyn(&[]), n as f64)
 }
 
 /// SplitMix64 → U(−1, 1).
@@ -269,7 +188,6 @@ fn micro_batch(rank: usize, size: usize, empty: bool) -> usize {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn check<L: Layer>(
     name: &str,
     empty: bool,

@@ -67,6 +67,7 @@ pub use norm_runtime::state_dict::{bf16, f16};
 #[cfg(feature = "mpi")]
 pub use norm_runtime::MpiCollective;
 pub use norm_runtime::StateDict;
+pub use norm_runtime::{alloc, External, NormLayer, StageTensors, StageTensorsMut};
 pub use norm_runtime::{
     ChainGrads, Collective, DynNorm, Float, Grads, Mode, Moments, NormError, NormSpec, Saved, Solo,
     SpecError, SpecIssue, StageGrads, StageParams, ThreadGroup, ThreadMember,
@@ -85,5 +86,6 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use norm_runtime::__private::*;
+    pub use norm_runtime::{ChainGrads, External, NormLayer, StageTensors, StageTensorsMut};
     pub use norm_runtime::{Collective, Float, Grads, Mode, Moments, NormError, Saved, StageGrads};
 }

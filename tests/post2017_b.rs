@@ -15,32 +15,12 @@ use serde_json::Value;
 // Reading the data
 // ---------------------------------------------------------------------------------------
 
+mod json_golden;
+
+use json_golden::{shape_of, tensor};
+
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/golden/data/post2017_b/{name}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).expect("valid JSON")
-}
-
-fn shape_of(v: &Value) -> Vec<usize> {
-    v["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect()
-}
-
-fn tensor<T: Float>(v: &Value) -> ArrayD<T> {
-    let data: Vec<T> = v["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|d| T::from_acc(d.as_f64().expect("number")))
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(&shape_of(v)), data).expect("shape matches data")
+    json_golden::load("post2017_b", name)
 }
 
 fn mask(v: &Value) -> ArrayD<bool> {

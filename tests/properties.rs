@@ -635,6 +635,8 @@ fn setup(
             tau: None,
             rmax: None,
             dmax: None,
+            mean_weight: None,
+            var_weight: None,
         };
         if *sp != expected {
             return Err(fail(format!(
@@ -758,7 +760,13 @@ fn close(
     expected: &[f64],
     tol: f64,
 ) -> Result<(), TestCaseError> {
-    close_s(what, ctx, actual, shape, expected, tol, 1e-6, &[])
+    let expected = Expected {
+        values: expected,
+        tol,
+        floor: 1e-6,
+        noise: &[],
+    };
+    close_s(what, ctx, actual, shape, expected)
 }
 
 /// Reference values with their rounding scales (`reference::forward_scales`): relative to
@@ -772,7 +780,13 @@ fn close_y(
     scales: &[f64],
     tol: f64,
 ) -> Result<(), TestCaseError> {
-    close_s(what, ctx, actual, shape, expected, tol, 0.0, scales)
+    let expected = Expected {
+        values: expected,
+        tol,
+        floor: 0.0,
+        noise: scales,
+    };
+    close_s(what, ctx, actual, shape, expected)
 }
 
 /// A gradient: relative to max(largest value, largest Σ|dy|·|∂y/∂·|) — a gradient that
@@ -787,31 +801,39 @@ fn close_g(
     tol: f64,
 ) -> Result<(), TestCaseError> {
     let floor = max_abs(&expected.abs);
-    close_s(
-        what,
-        ctx,
-        actual,
-        shape,
-        &expected.val,
+    let expected = Expected {
+        values: &expected.val,
         tol,
         floor,
-        &expected.noise,
-    )
+        noise: &expected.noise,
+    };
+    close_s(what, ctx, actual, shape, expected)
 }
 
 /// |actual − expected| ≤ tol · max(max|expected|, floor) + NOISE · noise, element by element
 /// (NaN fails; `noise` may be empty).
-#[allow(clippy::too_many_arguments)]
+/// Expected values and how close a result must be: `tol` × max(largest value, `floor`),
+/// plus `NOISE` × the element's rounding scale in `noise` (none past its end).
+struct Expected<'a> {
+    values: &'a [f64],
+    tol: f64,
+    floor: f64,
+    noise: &'a [f64],
+}
+
 fn close_s(
     what: &str,
     ctx: &str,
     actual: &ArrayViewD<'_, f64>,
     shape: &[usize],
-    expected: &[f64],
-    tol: f64,
-    floor: f64,
-    noise: &[f64],
+    expected: Expected<'_>,
 ) -> Result<(), TestCaseError> {
+    let Expected {
+        values: expected,
+        tol,
+        floor,
+        noise,
+    } = expected;
     if actual.shape() != shape {
         return Err(fail(format!(
             "{what}: shape {:?}, expected {shape:?}\n{ctx}",
@@ -859,7 +881,6 @@ fn values(a: &ArrayD<f64>) -> Vec<f64> {
 
 /// Compares the layer's running statistics with the reference's after a train step on `x`
 /// (a batch mean that is ~0 is compared at the scale of the stage's input).
-#[allow(clippy::too_many_arguments)]
 fn check_running(
     stages: &[StageParams<f64>],
     m: &Model,
@@ -878,10 +899,12 @@ fn check_running(
                 ctx,
                 &a.view(),
                 &shape,
-                e,
-                tol,
-                max_abs(&inputs[k]).max(1e-6),
-                &[],
+                Expected {
+                    values: e,
+                    tol,
+                    floor: max_abs(&inputs[k]).max(1e-6),
+                    noise: &[],
+                },
             )?,
             (None, None) => {}
             _ => return Err(fail(format!("stage {k}: running_mean presence\n{ctx}"))),
@@ -944,14 +967,12 @@ fn unexpected(what: &str, e: NormError, ctx: &str) -> TestCaseError {
 }
 
 /// Compares library gradients with the reference's.
-#[allow(clippy::too_many_arguments)]
 fn check_grads(
     m: &Model,
     geos: &[Geo],
     ctx: &str,
     tag: &str,
-    dx: &ArrayD<f64>,
-    pg: &StageGradsVec,
+    (dx, pg): (&ArrayD<f64>, &StageGradsVec),
     rg: &reference::RefGrads,
     tol: f64,
 ) -> Result<(), TestCaseError> {
@@ -1207,7 +1228,7 @@ fn matches_reference(choices: &[u32], seed: u64, tally: &Tally) -> Result<(), Te
             let (dx, pg) = lib_backward(&layer, m.chain, case.x.view(), case.dy.view(), &saved)
                 .map_err(|e| unexpected("train backward", e, &ctx))?;
             let rg = grads(&m, &geos, &case.xs, &case.dys, &case.params, false);
-            check_grads(&m, &geos, &ctx, "train", &dx, &pg, &rg, TOL)?;
+            check_grads(&m, &geos, &ctx, "train", (&dx, &pg), &rg, TOL)?;
 
             // The same on standard-layout copies.
             let xstd = ArrayD::from_shape_vec(IxDyn(&m.shape), case.xs.clone()).expect("shape");
@@ -1396,7 +1417,7 @@ fn matches_reference(choices: &[u32], seed: u64, tally: &Tally) -> Result<(), Te
             let (dx, pg) = lib_backward(&layer, m.chain, case.x.view(), case.dy.view(), &saved)
                 .map_err(|e| unexpected("eval backward", e, &ctx))?;
             let rg = grads(&m, &geos, &case.xs, &case.dys, &refp, true);
-            check_grads(&m, &geos, &ctx, "eval", &dx, &pg, &rg, TOL)?;
+            check_grads(&m, &geos, &ctx, "eval", (&dx, &pg), &rg, TOL)?;
             tally.note("eval checked");
         }
     }
@@ -1920,7 +1941,6 @@ fn eval_mode_with_running_stats_is_affine_in_x() {
 // ------------------------------------------------------------------ large inputs
 
 /// ⟨library gradient, w⟩ against the reference's directional derivative along w.
-#[allow(clippy::too_many_arguments)]
 fn check_projection(
     what: &str,
     ctx: &str,
@@ -2143,6 +2163,8 @@ fn f32_layer_matches_reference() {
                             tau: sp.tau.as_ref().map(to_f64),
                             rmax: sp.rmax,
                             dmax: sp.dmax,
+                            mean_weight: sp.mean_weight.as_ref().map(to_f64),
+                            var_weight: sp.var_weight.as_ref().map(to_f64),
                         })
                         .collect();
                     check_running(&stages, m, &xs, &stored, geos, &ctx, TOL_F32)?;
@@ -2174,7 +2196,7 @@ fn f32_layer_matches_reference() {
                     .collect();
                 let at = if eval { &refp } else { &params };
                 let rg = grads(m, geos, &xs, &dys, at, eval);
-                check_grads(m, geos, &ctx, tag, &to_f64(&dx), &pg, &rg, TOL_F32)?;
+                check_grads(m, geos, &ctx, tag, (&to_f64(&dx), &pg), &rg, TOL_F32)?;
             }
             Ok(())
         },

@@ -420,6 +420,8 @@ fn expected_stages<A: Float>(
                 tau: None,
                 rmax: None,
                 dmax: None,
+                mean_weight: None,
+                var_weight: None,
             }
         })
         .collect()

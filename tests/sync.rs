@@ -4,9 +4,9 @@
 //! plain layer on the concatenated batch B_1 ‖ … ‖ B_k — for k = 1…8, uneven micro-batch
 //! sizes, and a member with an EMPTY micro-batch.
 
-use normkit::ndarray::{Array, ArrayD, ArrayViewD, Axis, Ix2, Ix3, Ix4, IxDyn, Slice};
+use normkit::ndarray::{Array, ArrayD, ArrayViewD, Axis, Ix2, Ix4, IxDyn, Slice};
 use normkit::prelude::*;
-use normkit::{ChainGrads, Collective, Solo, ThreadGroup};
+use normkit::{ChainGrads, Collective, NormLayer, Solo, ThreadGroup};
 
 /// BN over N,C,H,W: per channel, γ/β, running statistics.
 #[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
@@ -57,14 +57,20 @@ struct BnUnbiased;
 #[derive(Clone)]
 struct BatchRms;
 
-/// The calls a test makes on every kind of layer, over dynamic-rank arrays.
-trait Layer: Clone + Send {
+/// The calls a test makes on every kind of layer, over dynamic-rank arrays: written once
+/// for every `NormLayer` (the `#[norm]` layers and `DynNorm`).
+trait Layer: NormLayer<Elem = f64> + Clone + Send {
     fn fwd(
         &mut self,
         x: ArrayViewD<'_, f64>,
         mode: Mode,
         comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Saved<f64>), NormError>;
+    ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
+        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut saved = Saved::new();
+        self.forward_layer_into(x, None, mode, y.view_mut(), &mut saved, comm)?;
+        Ok((y, saved))
+    }
     /// dx and every parameter gradient, in a fixed order.
     fn bwd(
         &self,
@@ -72,10 +78,26 @@ trait Layer: Clone + Send {
         dy: ArrayViewD<'_, f64>,
         saved: &Saved<f64>,
         comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError>;
+    ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
+        let dx = ArrayD::zeros(x.raw_dim());
+        let ChainGrads { dx, stages } = self.backward_layer_into(x, dy, saved, dx, comm)?;
+        let all = stages.into_iter().flat_map(|g| [g.dgamma, g.dbeta]);
+        Ok((dx, grads_of(all.collect())))
+    }
     /// Running statistics and batch counters (empty without running statistics).
-    fn state(&self) -> Vec<ArrayD<f64>>;
+    fn state(&self) -> Vec<ArrayD<f64>> {
+        let mut out = Vec::new();
+        for st in self.tensors() {
+            if let (Some(m), Some(v)) = (st.running_mean, st.running_var) {
+                let n = st.num_batches_tracked.unwrap_or(0);
+                out.extend([m.to_owned(), v.to_owned(), count(n)]);
+            }
+        }
+        out
+    }
 }
+
+impl<L: NormLayer<Elem = f64> + Clone + Send> Layer for L {}
 
 fn grads_of(g: Vec<Option<ArrayD<f64>>>) -> Vec<ArrayD<f64>> {
     g.into_iter().flatten().collect()
@@ -83,139 +105,6 @@ fn grads_of(g: Vec<Option<ArrayD<f64>>>) -> Vec<ArrayD<f64>> {
 
 fn count(n: u64) -> ArrayD<f64> {
     ArrayD::from_elem(IxDyn(&[]), n as f64)
-}
-
-macro_rules! plain_layer {
-    ($ty:ident, $d:ty, |$l:ident| $state:expr) => {
-        impl Layer for $ty<f64> {
-            fn fwd(
-                &mut self,
-                x: ArrayViewD<'_, f64>,
-                mode: Mode,
-                comm: Option<&dyn Collective>,
-            ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
-                let x = x.into_dimensionality::<$d>().expect("rank");
-                let (y, s) = match comm {
-                    Some(c) => self.forward_sync(x, mode, c)?,
-                    None => self.forward(x, mode)?,
-                };
-                Ok((y.into_dyn(), s))
-            }
-            fn bwd(
-                &self,
-                x: ArrayViewD<'_, f64>,
-                dy: ArrayViewD<'_, f64>,
-                saved: &Saved<f64>,
-                comm: Option<&dyn Collective>,
-            ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
-                let x = x.into_dimensionality::<$d>().expect("rank");
-                let dy = dy.into_dimensionality::<$d>().expect("rank");
-                let g = match comm {
-                    Some(c) => self.backward_sync(x, dy, saved, c)?,
-                    None => self.backward(x, dy, saved)?,
-                };
-                Ok((g.dx.into_dyn(), grads_of(vec![g.dgamma, g.dbeta])))
-            }
-            fn state(&self) -> Vec<ArrayD<f64>> {
-                let $l = self;
-                $state
-            }
-        }
-    };
-}
-
-plain_layer!(Bn2d, Ix4, |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked),
-]);
-plain_layer!(Bn1d, Ix2, |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked),
-]);
-plain_layer!(BnNhwc, Ix4, |l| vec![
-    l.running_mean.clone().into_dyn(),
-    l.running_var.clone().into_dyn(),
-    count(l.num_batches_tracked),
-]);
-plain_layer!(BnUnbiased, Ix3, |_l| Vec::new());
-plain_layer!(BatchRms, Ix3, |_l| Vec::new());
-
-impl Layer for Bcn<f64> {
-    fn fwd(
-        &mut self,
-        x: ArrayViewD<'_, f64>,
-        mode: Mode,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
-        let x = x.into_dimensionality::<Ix4>().expect("rank");
-        let (y, s) = match comm {
-            Some(c) => self.forward_sync(x, mode, c)?,
-            None => self.forward(x, mode)?,
-        };
-        Ok((y.into_dyn(), s))
-    }
-    fn bwd(
-        &self,
-        x: ArrayViewD<'_, f64>,
-        dy: ArrayViewD<'_, f64>,
-        saved: &Saved<f64>,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
-        let x = x.into_dimensionality::<Ix4>().expect("rank");
-        let dy = dy.into_dimensionality::<Ix4>().expect("rank");
-        let g = match comm {
-            Some(c) => self.backward_sync(x, dy, saved, c)?,
-            None => self.backward(x, dy, saved)?,
-        };
-        let all = vec![g.bn.dgamma, g.bn.dbeta, g.gn.dgamma, g.gn.dbeta];
-        Ok((g.dx.into_dyn(), grads_of(all)))
-    }
-    fn state(&self) -> Vec<ArrayD<f64>> {
-        vec![
-            self.bn.running_mean.clone().into_dyn(),
-            self.bn.running_var.clone().into_dyn(),
-            count(self.bn.num_batches_tracked),
-        ]
-    }
-}
-
-impl Layer for DynNorm<f64> {
-    fn fwd(
-        &mut self,
-        x: ArrayViewD<'_, f64>,
-        mode: Mode,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Saved<f64>), NormError> {
-        match comm {
-            Some(c) => self.forward_sync(x, mode, c),
-            None => self.forward(x, mode),
-        }
-    }
-    fn bwd(
-        &self,
-        x: ArrayViewD<'_, f64>,
-        dy: ArrayViewD<'_, f64>,
-        saved: &Saved<f64>,
-        comm: Option<&dyn Collective>,
-    ) -> Result<(ArrayD<f64>, Vec<ArrayD<f64>>), NormError> {
-        let ChainGrads { dx, stages } = match comm {
-            Some(c) => self.backward_sync(x, dy, saved, c)?,
-            None => self.backward_chain(x, dy, saved)?,
-        };
-        let all = stages.into_iter().flat_map(|g| [g.dgamma, g.dbeta]);
-        Ok((dx, grads_of(all.collect())))
-    }
-    fn state(&self) -> Vec<ArrayD<f64>> {
-        let mut out = Vec::new();
-        for st in self.stages() {
-            if let (Some(m), Some(v)) = (&st.running_mean, &st.running_var) {
-                out.extend([m.clone(), v.clone(), count(st.num_batches_tracked)]);
-            }
-        }
-        out
-    }
 }
 
 /// SplitMix64 → deterministic data.

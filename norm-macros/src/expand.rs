@@ -56,6 +56,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
     let impls = [
         default_impl(&layer),
         crate::state_dict::state_dict_impl(spec, layer.name),
+        crate::layer_trait::layer_trait_impl(&layer),
     ];
     let (name, rt) = (layer.name, &layer.rt);
     let layer_struct = layer_struct(&layer, &stages);
@@ -154,7 +155,7 @@ impl<'a> Layer<'a> {
         if self.masked {
             quote!(#rt::forward_masked_into(&INFO, &mut states, x, mask, #mode, #out, #saved, #sync))
         } else {
-            quote!(#rt::forward_into(&INFO, &mut states, x, #mode, #out, #saved, #sync))
+            quote!(#rt::forward_path::<__NormPath, T, _>(&INFO, &mut states, x, #mode, #out, #saved, #sync))
         }
     }
 
@@ -326,7 +327,9 @@ fn spec_statics(layer: &Layer<'_>) -> TokenStream {
         });
     let name_str = layer.name.to_string();
     let fingerprint = shapes::fingerprint(layer.spec);
+    let path = crate::path::path_type(layer.spec, rt);
     quote! {
+        #path
         static SPEC: #rt::spec::Spec = #spec_expr;
         const INFO: #rt::LayerInfo<'static> = #rt::LayerInfo {
             spec: &SPEC,
@@ -629,7 +632,7 @@ fn user_fields(item: &ItemStruct) -> Vec<syn::Field> {
 }
 
 /// The `ndarray` dimension type of a given rank.
-fn dim_type(rank: usize) -> TokenStream {
+pub(crate) fn dim_type(rank: usize) -> TokenStream {
     match rank {
         0..=6 => {
             let id = format_ident!("Ix{}", rank);
@@ -788,6 +791,26 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
         init.extend(quote!(rmax: #rmax, dmax: #dmax,));
         renorm = quote!(::std::option::Option::Some((#path.rmax, #path.dmax)));
     }
+    let mut switch = none.clone();
+    if !stage.switch.is_empty() {
+        let alternatives = stage.switch.len();
+        fields.extend(quote! {
+            /// Switchable Normalization's logits of the means' mixture, one per alternative
+            /// of `axes` (μ = Σ softmax(mean_weight)_k μ_k); start at 0 (equal weights).
+            pub mean_weight: #arr<T, ::normkit::__private::ndarray::Ix1>,
+            /// Switchable Normalization's logits of the variances' mixture, one per
+            /// alternative of `axes`; start at 0.
+            pub var_weight: #arr<T, ::normkit::__private::ndarray::Ix1>,
+        });
+        init.extend(quote! {
+            mean_weight: #arr::zeros(#alternatives),
+            var_weight: #arr::zeros(#alternatives),
+        });
+        switch = quote!(::std::option::Option::Some((
+            #path.mean_weight.view().into_dyn(),
+            #path.var_weight.view().into_dyn()
+        )));
+    }
     let (mut running, mut running_mut) = (none.clone(), none.clone());
     if let Some(axes) = shapes::running_axes(spec, stage) {
         let code = running_code(layer, stage, &axes, path);
@@ -807,9 +830,9 @@ fn stage_code(layer: &Layer<'_>, k: usize, path: &TokenStream) -> StageCode {
     StageCode {
         fields,
         init,
-        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau, renorm: #renorm }),
-        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau, renorm: #renorm }),
-        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau, renorm: #renorm }),
+        state_view: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running, tau: #tau, renorm: #renorm, switch: #switch }),
+        state_train: quote!(#st { gamma: #gamma, beta: #beta, external: #external, running: #running_mut, tau: #tau, renorm: #renorm, switch: #switch }),
+        state_backward: quote!(#st { gamma: #gamma, beta: #beta, external: #none, running: #running, tau: #tau, renorm: #renorm, switch: #switch }),
     }
 }
 

@@ -9,6 +9,8 @@
 #![deny(missing_docs)]
 
 mod expand;
+mod layer_trait;
+mod path;
 mod state_dict;
 mod tokens;
 mod valid;

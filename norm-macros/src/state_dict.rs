@@ -10,11 +10,11 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::Ident;
 
-/// The `impl` block with the state-dict methods of layer `name`.
-pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
+/// The `StageTensors` and `StageTensorsMut` expressions of every stage (borrowing `self`'s
+/// fields), in chain order: the state-dict methods and the `NormLayer` impl use them.
+pub(crate) fn stage_tensors(spec: &Spec) -> (Vec<TokenStream>, Vec<TokenStream>) {
     let p = quote!(::normkit::__private);
     let none = quote!(::std::option::Option::None);
-    let name_str = name.to_string();
     let mut refs = Vec::new();
     let mut muts = Vec::new();
     for stage in spec.stages.iter() {
@@ -35,6 +35,7 @@ pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
         let affine = shapes::param_axes(stage).is_some();
         let bias = affine && stage.bias;
         let running = shapes::running_axes(spec, stage).is_some();
+        let switch = !stage.switch.is_empty();
         let pick = |on: bool, t: TokenStream| if on { t } else { none.clone() };
         let (g, b) = (
             pick(affine, some_ref("gamma")),
@@ -48,12 +49,21 @@ pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
             running,
             quote!(::std::option::Option::Some(#path.num_batches_tracked)),
         );
+        let (mw, vw) = (
+            pick(switch, some_ref("mean_weight")),
+            pick(switch, some_ref("var_weight")),
+        );
         refs.push(quote! {
             #p::StageTensors {
                 name: #stage_name, gamma: #g, beta: #b,
                 running_mean: #rm, running_var: #rv, num_batches_tracked: #count,
+                mean_weight: #mw, var_weight: #vw,
             }
         });
+        let (mw, vw) = (
+            pick(switch, some_mut("mean_weight")),
+            pick(switch, some_mut("var_weight")),
+        );
         let (g, b) = (
             pick(affine, some_mut("gamma")),
             pick(bias, some_mut("beta")),
@@ -70,9 +80,18 @@ pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
             #p::StageTensorsMut {
                 name: #stage_name, gamma: #g, beta: #b,
                 running_mean: #rm, running_var: #rv, num_batches_tracked: #count,
+                mean_weight: #mw, var_weight: #vw,
             }
         });
     }
+    (refs, muts)
+}
+
+/// The `impl` block with the state-dict methods of layer `name`.
+pub(crate) fn state_dict_impl(spec: &Spec, name: &Ident) -> TokenStream {
+    let p = quote!(::normkit::__private);
+    let name_str = name.to_string();
+    let (refs, muts) = stage_tensors(spec);
     quote! {
         #[automatically_derived]
         impl<T: #p::Float> #name<T> {

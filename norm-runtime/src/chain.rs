@@ -38,7 +38,7 @@ use crate::kernels::cells::{self, Cells, CoefOut};
 use crate::kernels::coef;
 use crate::kernels::exec::{Acc, ShiftedSums, Stat};
 use crate::plan::Plan;
-use crate::state::{resize, values, LayerInfo, StageState};
+use crate::state::{resize, values, BackwardIo, LayerInfo, StageState};
 use crate::stats;
 use crate::types::{Mode, Saved, StageGrads};
 use crate::Float;
@@ -378,19 +378,34 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A fused chain in one call: what both passes need besides their buffers.
+#[derive(Clone, Copy)]
+pub(crate) struct Fused<'a> {
+    /// The layer.
+    pub info: &'a LayerInfo<'a>,
+    /// The input shape.
+    pub shape: &'a [usize],
+    /// The plan of every stage on it (built once per call).
+    pub plans: &'a [Plan],
+    /// The cell length ([`cell_len`]).
+    pub len: usize,
+}
+
 /// Forward pass of a fused chain with cells of `len` elements (see the module docs).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
-    info: &LayerInfo<'_>,
+    call: Fused<'_>,
     states: &mut [StageState<'_, T>],
-    (shape, plans): Shaped<'_>,
-    len: usize,
-    x: &[T],
+    (x, out): (&[T], &mut [T]),
     mode: Mode,
-    out: &mut [T],
     saved: &mut Saved<T>,
     cs: &mut ChainScratch<T>,
 ) {
+    let Fused {
+        info,
+        shape,
+        plans,
+        len,
+    } = call;
     let spec = info.spec;
     cs.prepare(info, states, (shape, plans), len);
     let fixed = |s: usize| mode == Mode::Eval && spec.stages[s].running_stats;
@@ -461,21 +476,24 @@ pub(crate) fn forward<T: Float>(
     }
 }
 
-/// Backward pass of a fused chain (`saved` from [`forward`]; see the module docs).
-#[allow(clippy::too_many_arguments)]
+/// Backward pass of a fused chain (`saved` from [`forward`], whose cell length `call`
+/// carries; see the module docs).
 pub(crate) fn backward<T: Float>(
-    info: &LayerInfo<'_>,
+    call: Fused<'_>,
     states: &[StageState<'_, T>],
-    (shape, plans): Shaped<'_>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &Saved<T>,
-    dx: &mut [T],
     grads: &mut [StageGrads<T>],
     cs: &mut ChainScratch<T>,
 ) {
+    let Fused {
+        info,
+        shape,
+        plans,
+        len,
+    } = call;
+    let BackwardIo { x, dy, dx } = io;
     let spec = info.spec;
-    let len = saved.cell_len;
     cs.prepare(info, states, (shape, plans), len);
     let ChainScratch {
         layout: lay,

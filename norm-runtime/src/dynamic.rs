@@ -8,7 +8,9 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
+use crate::kernels::alloc;
 use crate::layer;
+use crate::path::DynPath;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
@@ -118,6 +120,11 @@ pub struct StageParams<T> {
     pub rmax: Option<f64>,
     /// Batch Renormalization's `dmax` (`renorm`): d is clamped to [−dmax, dmax].
     pub dmax: Option<f64>,
+    /// Switchable Normalization's logits of the means' mixture, one per alternative of
+    /// `axes` (`axes = "H,W" | "C,H,W"`); start at 0 (equal weights).
+    pub mean_weight: Option<ArrayD<T>>,
+    /// Switchable Normalization's logits of the variances' mixture; start at 0.
+    pub var_weight: Option<ArrayD<T>>,
 }
 
 impl<T: Float> StageParams<T> {
@@ -138,6 +145,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -159,6 +171,11 @@ impl<T: Float> StageParams<T> {
             },
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.rmax.zip(self.dmax),
+            switch: self
+                .mean_weight
+                .as_ref()
+                .zip(self.var_weight.as_ref())
+                .map(|(m, v)| (m.view(), v.view())),
         }
     }
 }
@@ -185,6 +202,8 @@ pub struct DynNorm<T> {
     name: String,
     fingerprint: u64,
     stages: Vec<StageParams<T>>,
+    /// The monomorphized path of the spec, chosen once here (`crate::path`).
+    path: DynPath,
 }
 
 impl<T: Float> DynNorm<T> {
@@ -247,6 +266,7 @@ impl<T: Float> DynNorm<T> {
             };
             let params = shapes::param_axes(stage).map(&shape_of);
             let running = shapes::running_axes(s, stage).map(|a| shape_of(&a));
+            let switch = (!stage.switch.is_empty()).then(|| vec![stage.switch.len()]);
             // Sizes come from the caller: every product is checked and every allocation
             // fallible, so an absurd size is a `NormError::Size`, never a panic or an abort.
             let make = |shape: Option<&Vec<usize>>, value: T, what: &str| {
@@ -263,6 +283,8 @@ impl<T: Float> DynNorm<T> {
                 tau: make(params.as_ref().filter(|_| stage.tlu), T::zero(), "tau")?,
                 rmax: stage.renorm.map(|r| r.rmax),
                 dmax: stage.renorm.map(|r| r.dmax),
+                mean_weight: make(switch.as_ref(), T::zero(), "mean_weight")?,
+                var_weight: make(switch.as_ref(), T::zero(), "var_weight")?,
             });
         }
         Ok(DynNorm {
@@ -270,6 +292,7 @@ impl<T: Float> DynNorm<T> {
             spec: spec.clone(),
             name,
             stages,
+            path: DynPath::of(s),
         })
     }
 
@@ -297,6 +320,12 @@ impl<T: Float> DynNorm<T> {
     /// Mutable access to the parameters and running statistics of every stage.
     pub fn stages_mut(&mut self) -> &mut [StageParams<T>] {
         &mut self.stages
+    }
+
+    /// The spec and the stages' parameters at once (disjoint borrows for
+    /// `NormLayer::tensors_mut`).
+    pub(crate) fn parts_mut(&mut self) -> (&Spec, &mut [StageParams<T>]) {
+        (&self.spec.spec, &mut self.stages)
     }
 
     fn info(&self) -> LayerInfo<'_> {
@@ -357,7 +386,40 @@ impl<T: Float> DynNorm<T> {
                 *slot = st.state(ext.clone());
             }
         }
-        layer::forward_into(&info, &mut states[..n], x, mode, out, saved, sync)
+        self.path
+            .forward_into(&info, &mut states[..n], (x, out), mode, saved, sync)
+    }
+
+    /// The forward pass of `NormLayer`: any external scale and shift, mode and sync.
+    pub(crate) fn forward_any_into(
+        &mut self,
+        x: ArrayViewD<'_, T>,
+        ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
+        mode: Mode,
+        out: ArrayViewMutD<'_, T>,
+        saved: &mut Saved<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        self.external_error(ext.is_some())?;
+        self.run_forward(x, ext, mode, out, Some(saved), sync)
+    }
+
+    /// The backward pass of `NormLayer`: into the given `dx`, per-stage gradients.
+    pub(crate) fn backward_any_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        mut dx: ArrayD<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<ChainGrads<T>, NormError> {
+        let states = self.states();
+        let states = &states[..self.stages.len()];
+        let mut stages = vec![StageGrads::default(); self.stages.len()];
+        let info = self.info();
+        let out = dx.view_mut();
+        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, sync)?;
+        Ok(ChainGrads { dx, stages })
     }
 
     /// Forward pass; `Mode::Train` updates the running statistics.
@@ -367,7 +429,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), None)?;
         Ok((y, saved))
@@ -384,7 +446,7 @@ impl<T: Float> DynNorm<T> {
     /// Inference: running statistics where the layer has them; no state change.
     pub fn forward_eval(&self, x: ArrayViewD<'_, T>) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         self.forward_eval_into(x, y.view_mut())?;
         Ok(y)
     }
@@ -399,7 +461,7 @@ impl<T: Float> DynNorm<T> {
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(true)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(
             x,
@@ -432,12 +494,11 @@ impl<T: Float> DynNorm<T> {
         self.external_error(false)?;
         let mut states = self.states();
         let n = self.stages.len();
-        layer::forward_into(
+        self.path.forward_into(
             &self.info(),
             &mut states[..n],
-            x,
+            (x, out),
             Mode::Eval,
-            out,
             None,
             None,
         )
@@ -468,7 +529,7 @@ impl<T: Float> DynNorm<T> {
                 ),
             });
         }
-        let mut grads = Grads::new(ArrayD::zeros(x.raw_dim()));
+        let mut grads = Grads::new(alloc::zeros(x.raw_dim()));
         self.backward_into(x, dy, saved, &mut grads)?;
         Ok(grads)
     }
@@ -509,7 +570,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         layer::backward_into(
             &self.info(),
@@ -534,7 +595,7 @@ impl<T: Float> DynNorm<T> {
         comm: &dyn Collective,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.run_forward(x, None, mode, y.view_mut(), Some(&mut saved), Some(comm))?;
         Ok((y, saved))
@@ -552,7 +613,7 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<ChainGrads<T>, NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        let mut dx = ArrayD::zeros(x.raw_dim());
+        let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         let info = self.info();
         let out = dx.view_mut();
@@ -579,7 +640,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
         mode: Mode,
     ) -> Result<(ArrayD<T>, Saved<T>), NormError> {
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut saved = Saved::new();
         self.forward_masked_into(x, mask, mode, y.view_mut(), &mut saved)?;
         Ok((y, saved))
@@ -629,7 +690,7 @@ impl<T: Float> DynNorm<T> {
         mask: ArrayViewD<'_, bool>,
     ) -> Result<ArrayD<T>, NormError> {
         self.external_error(false)?;
-        let mut y = ArrayD::zeros(x.raw_dim());
+        let mut y = alloc::zeros(x.raw_dim());
         let mut states: [StageState<'_, T>; 1] = Default::default();
         if let Some(stage) = self.stages.first() {
             states[0] = stage.state(None);

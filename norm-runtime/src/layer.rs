@@ -92,7 +92,7 @@ fn check_all<T: Float>(
 
 /// Runs `f` with this thread's scratch and the stage plans of this call, built once by
 /// [`check_all`] (their buffer comes from the scratch and goes back after the call).
-fn checked<'s, T: Float + 's, S, R>(
+pub(crate) fn checked<'s, T: Float + 's, S, R>(
     info: &LayerInfo<'_>,
     states: S,
     shape: &[usize],
@@ -129,7 +129,7 @@ pub fn forward_into<T: Float, D: Dimension>(
     if T::WIDE {
         let run: &crate::widen::Forward32<'_> =
             &|st, x, out, saved, sync| forward_into(info, st, x, mode, out, saved, sync);
-        return crate::widen::forward_into(info, states, x, out, saved, sync, run);
+        return crate::widen::forward_into(info, states, (x, out), mode, saved, sync, run);
     }
     let shape = x.shape();
     let purpose = (Purpose::Forward(mode), sync.is_some());
@@ -159,17 +159,13 @@ pub fn forward_into<T: Float, D: Dimension>(
         saved.cells.clear();
         let r = with_out(&mut out, |out| -> Result<(), NormError> {
             if let Some(len) = fused {
-                chain::forward(
+                let call = chain::Fused {
                     info,
-                    states,
-                    (shape, plans),
+                    shape,
+                    plans,
                     len,
-                    &xs,
-                    mode,
-                    out,
-                    saved,
-                    &mut scratch.chain,
-                );
+                };
+                chain::forward(call, states, (&xs, out), mode, saved, &mut scratch.chain);
                 return Ok(());
             }
             for k in 0..nstages {
@@ -215,6 +211,7 @@ pub fn backward_into<T: Float, D: Dimension>(
 ) -> Result<(), NormError> {
     if T::WIDE {
         return crate::widen::backward_into(
+            (info, sync),
             states,
             (x, dy),
             saved,
@@ -258,7 +255,9 @@ pub fn backward_into<T: Float, D: Dimension>(
             && (0..nstages).all(|k| {
                 let p = &plans[k];
                 let s = &saved.stages[k];
-                s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
+                // Switchable Normalization checks its own (per-alternative) statistics.
+                !info.spec.stages[k].switch.is_empty()
+                    || s.stats.len() == p.groups && (s.synced || s.count == p.group_len)
             });
         if !consistent {
             return Err(bad("its statistics do not match this layer".to_string()));
@@ -290,20 +289,32 @@ pub fn backward_into<T: Float, D: Dimension>(
         with_out(&mut dx, |dx| -> Result<(), NormError> {
             if info.spec.stages[0].mask != 0 {
                 let (st, g) = (&states[0], &mut grads[0]);
-                return crate::masked::backward(info, &plans[0], st, &xs, &dys, saved, dx, g);
+                let call = StageCall {
+                    info,
+                    k: 0,
+                    plan: &plans[0],
+                    sync,
+                };
+                let io = BackwardIo {
+                    x: &xs,
+                    dy: &dys,
+                    dx,
+                };
+                return crate::masked::backward(call, st, io, saved, g);
             }
             if saved.cell_len > 0 {
-                chain::backward(
+                let call = chain::Fused {
                     info,
-                    states,
-                    (shape, plans),
-                    &xs,
-                    &dys,
-                    saved,
+                    shape,
+                    plans,
+                    len: saved.cell_len,
+                };
+                let io = BackwardIo {
+                    x: &xs,
+                    dy: &dys,
                     dx,
-                    grads,
-                    &mut scratch.chain,
-                );
+                };
+                chain::backward(call, states, io, saved, grads, &mut scratch.chain);
                 return Ok(());
             }
             let mut up = std::mem::take(&mut scratch.up);

@@ -20,6 +20,8 @@ mod layer;
 mod masked;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod norm_layer;
+mod path;
 mod plan;
 mod scratch;
 #[cfg(feature = "serde")]
@@ -40,8 +42,11 @@ pub use collective::{Collective, Solo};
 pub use dynamic::{DynNorm, NormSpec, SpecError, SpecIssue, StageParams};
 pub use error::NormError;
 pub use float::Float;
+pub use kernels::alloc;
 pub use kernels::simd;
+pub use norm_layer::{External, NormLayer};
 pub use state_dict::StateDict;
+pub use state_dict::{StageTensors, StageTensorsMut};
 pub use threads::{ThreadGroup, ThreadMember};
 pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 
@@ -51,6 +56,10 @@ pub mod __private {
     pub use crate::collective::Collective;
     pub use crate::layer::{backward_into, forward_into, stats};
     pub use crate::masked::forward_masked_into;
+    pub use crate::norm_layer::{
+        call_mismatch, fix_rank, fix_rank_mut, fix_rank_owned, single_grads, Mismatch,
+    };
+    pub use crate::path::{forward_into as forward_path, Generic, Mono, Path};
     pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{

@@ -91,6 +91,10 @@ struct StageParamsRef<'a, T> {
     rmax: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dmax: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mean_weight: &'a Option<ArrayD<T>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    var_weight: &'a Option<ArrayD<T>>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +110,10 @@ struct StageParamsOwned<T> {
     rmax: Option<f64>,
     #[serde(default)]
     dmax: Option<f64>,
+    #[serde(default = "none")]
+    mean_weight: Option<ArrayD<T>>,
+    #[serde(default = "none")]
+    var_weight: Option<ArrayD<T>>,
 }
 
 /// An absent optional tensor (older serialized stages have no `tau`).
@@ -124,6 +132,8 @@ impl<T: Serialize> Serialize for StageParams<T> {
             tau: &self.tau,
             rmax: self.rmax,
             dmax: self.dmax,
+            mean_weight: &self.mean_weight,
+            var_weight: &self.var_weight,
         }
         .serialize(serializer)
     }
@@ -141,6 +151,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for StageParams<T> {
             tau: p.tau,
             rmax: p.rmax,
             dmax: p.dmax,
+            mean_weight: p.mean_weight,
+            var_weight: p.var_weight,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::stats::{
     dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
 };
 use crate::types::{Mode, SavedStage, StageGrads};
-use crate::variants::{renorm, tlu};
+use crate::variants::{renorm, switchable, tlu};
 use crate::Float;
 use crate::NormError;
 
@@ -49,6 +49,11 @@ pub(crate) fn forward<T: Float>(
 ) -> Result<(), NormError> {
     let stage = &call.info.spec.stages[call.k];
     let fixed = mode == Mode::Eval && stage.running_stats;
+    if !stage.switch.is_empty() {
+        let synced = call.sync.is_some();
+        let call = (call.info, call.k, call.plan, synced);
+        return switchable::forward(call, state, (x, out), mode, saved);
+    }
     if stage.ghost.is_some() && !fixed {
         return ghost::forward(call, state, (x, out), mode, saved, scratch);
     }
@@ -271,12 +276,7 @@ pub(crate) fn forward_plain<T: Float>(
     Ok(())
 }
 
-/// The arrays of one stage's backward pass: its input, the upstream gradient and dx.
-pub(crate) struct BackwardIo<'a, T> {
-    pub x: &'a [T],
-    pub dy: &'a [T],
-    pub dx: &'a mut [T],
-}
+pub(crate) use crate::state::BackwardIo;
 
 /// Backward pass of stage `k`: writes dx and the stage's parameter gradients.
 pub(crate) fn backward<T: Float>(
@@ -287,15 +287,13 @@ pub(crate) fn backward<T: Float>(
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
+    if !call.info.spec.stages[call.k].switch.is_empty() {
+        let synced = call.sync.is_some();
+        let call = (call.info, call.k, call.plan, synced);
+        return switchable::backward(call, state, (io.x, io.dy, io.dx), saved, grads);
+    }
     if call.info.spec.stages[call.k].ghost.is_some() && !saved.fixed {
-        let StageCall {
-            info,
-            k,
-            plan,
-            sync,
-        } = call;
-        let BackwardIo { x, dy, dx } = io;
-        return ghost::backward(info, k, plan, state, x, dy, saved, dx, grads, scratch, sync);
+        return ghost::backward(call, state, io, saved, grads, scratch);
     }
     backward_plain(call, state, io, saved, grads, scratch)
 }

@@ -71,6 +71,9 @@ pub struct StageState<'a, T> {
     pub tau: Option<ArrayViewD<'a, T>>,
     /// Batch Renormalization's current limits `(rmax, dmax)` (`renorm`).
     pub renorm: Option<(f64, f64)>,
+    /// Switchable Normalization's logits `(mean_weight, var_weight)`, one per alternative
+    /// of `axes`.
+    pub switch: Option<(ArrayViewD<'a, T>, ArrayViewD<'a, T>)>,
 }
 
 /// A view's values in standard (logical) order, borrowed when already contiguous.
@@ -93,4 +96,12 @@ pub(crate) fn sized<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
 pub(crate) fn resize<V: Clone>(v: &mut Vec<V>, n: usize, zero: V) {
     v.clear();
     v.resize(n, zero);
+}
+
+/// The arrays of one backward pass (a stage's, or a fused chain's): its input, the
+/// upstream gradient and dx.
+pub(crate) struct BackwardIo<'a, T> {
+    pub x: &'a [T],
+    pub dy: &'a [T],
+    pub dx: &'a mut [T],
 }

@@ -434,9 +434,9 @@ impl StateDict {
     }
 }
 
-/// One stage's tensors, borrowed from a layer for saving. Used by the code `#[norm]`
-/// generates and by `DynNorm`; not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed from a layer by name
+/// ([`crate::NormLayer::tensors`]; also what the state-dict methods save).
+#[derive(Debug)]
 pub struct StageTensors<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
@@ -450,10 +450,15 @@ pub struct StageTensors<'a, T> {
     pub running_var: Option<ArrayViewD<'a, T>>,
     /// `num_batches_tracked` (with running statistics).
     pub num_batches_tracked: Option<u64>,
+    /// Switchable Normalization's `mean_weight` (the official implementation's name).
+    pub mean_weight: Option<ArrayViewD<'a, T>>,
+    /// Switchable Normalization's `var_weight`.
+    pub var_weight: Option<ArrayViewD<'a, T>>,
 }
 
-/// One stage's tensors, borrowed mutably from a layer for loading. Not a stable API.
-#[doc(hidden)]
+/// One stage's parameters and running statistics, borrowed mutably by name
+/// ([`crate::NormLayer::tensors_mut`]; also what the state-dict methods load).
+#[derive(Debug)]
 pub struct StageTensorsMut<'a, T> {
     /// The chain stage's name (`bn`, `gn`), empty for a single-stage layer.
     pub name: &'a str,
@@ -467,10 +472,22 @@ pub struct StageTensorsMut<'a, T> {
     pub running_var: Option<ArrayViewMutD<'a, T>>,
     /// `num_batches_tracked` (with running statistics).
     pub num_batches_tracked: Option<&'a mut u64>,
+    /// Switchable Normalization's `mean_weight`.
+    pub mean_weight: Option<ArrayViewMutD<'a, T>>,
+    /// Switchable Normalization's `var_weight`.
+    pub var_weight: Option<ArrayViewMutD<'a, T>>,
 }
 
-/// PyTorch's names of the float tensors, in the order of `StageTensors`' fields.
-const FLOAT_KEYS: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
+/// PyTorch's names of the float tensors, in the order of `StageTensors`' fields (Switchable
+/// Normalization's logits under the official implementation's names).
+const FLOAT_KEYS: [&str; 6] = [
+    "weight",
+    "bias",
+    "running_mean",
+    "running_var",
+    "mean_weight",
+    "var_weight",
+];
 const COUNT_KEY: &str = "num_batches_tracked";
 
 fn key_of(prefix: &str, stage: &str, leaf: &str) -> String {
@@ -485,7 +502,14 @@ fn key_of(prefix: &str, stage: &str, leaf: &str) -> String {
 #[doc(hidden)]
 pub fn save_stages<T: Float>(sd: &mut StateDict, prefix: &str, stages: &[StageTensors<'_, T>]) {
     for st in stages {
-        let floats = [&st.gamma, &st.beta, &st.running_mean, &st.running_var];
+        let floats = [
+            &st.gamma,
+            &st.beta,
+            &st.running_mean,
+            &st.running_var,
+            &st.mean_weight,
+            &st.var_weight,
+        ];
         for (leaf, slot) in FLOAT_KEYS.iter().zip(floats) {
             if let Some(view) = slot {
                 sd.insert_tensor(key_of(prefix, st.name, leaf), Tensor::from_float(view));
@@ -530,7 +554,14 @@ pub fn load_stages<T: Float>(
     let mut counts: Vec<u64> = Vec::new();
     let mut known: Vec<String> = Vec::new();
     for st in stages.iter() {
-        let floats = [&st.gamma, &st.beta, &st.running_mean, &st.running_var];
+        let floats = [
+            &st.gamma,
+            &st.beta,
+            &st.running_mean,
+            &st.running_var,
+            &st.mean_weight,
+            &st.var_weight,
+        ];
         for (leaf, slot) in FLOAT_KEYS.iter().zip(floats) {
             let Some(view) = slot else { continue };
             let key = key_of(prefix, st.name, leaf);
@@ -596,6 +627,8 @@ pub fn load_stages<T: Float>(
             &mut st.beta,
             &mut st.running_mean,
             &mut st.running_var,
+            &mut st.mean_weight,
+            &mut st.var_weight,
         ];
         for view in slots.into_iter().flatten() {
             if let Some(v) = values.next() {
@@ -646,6 +679,8 @@ impl<T: Float> DynNorm<T> {
                 running_mean: p.running_mean.as_ref().map(|a| a.view()),
                 running_var: p.running_var.as_ref().map(|a| a.view()),
                 num_batches_tracked: p.running_mean.is_some().then_some(p.num_batches_tracked),
+                mean_weight: p.mean_weight.as_ref().map(|a| a.view()),
+                var_weight: p.var_weight.as_ref().map(|a| a.view()),
             })
             .collect();
         save_stages(sd, prefix, &stages);
@@ -681,6 +716,8 @@ impl<T: Float> DynNorm<T> {
                     running_mean: p.running_mean.as_mut().map(|a| a.view_mut()),
                     running_var: p.running_var.as_mut().map(|a| a.view_mut()),
                     num_batches_tracked: running.then_some(&mut p.num_batches_tracked),
+                    mean_weight: p.mean_weight.as_mut().map(|a| a.view_mut()),
+                    var_weight: p.var_weight.as_mut().map(|a| a.view_mut()),
                 }
             })
             .collect();

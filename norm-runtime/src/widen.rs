@@ -1,17 +1,35 @@
 //! Half-precision layer calls (`bf16`, `f16`): storage in 16 bits, arithmetic in f32.
 //!
 //! Each entry point of `layer` hands a call whose element type is `WIDE`
-//! (`float::sealed::Sealed`) to this module, which converts the input, the upstream
-//! gradient and every stage's parameters and running statistics to f32 (exactly), runs the
-//! f32 call (statistics and backward sums in f64, as always), and rounds its results back
-//! once: the output or dx, the parameter gradients, the running statistics. This is what
-//! PyTorch's CPU kernels do for bf16 (`opmath_t = float`), so a half-precision layer is as
-//! accurate as PyTorch's.
+//! (`float::sealed::Sealed`) to this module. Three paths, the first that fits:
 //!
-//! The checks are the f32 call's (the f32 buffers keep the caller's shapes), so errors are
-//! the same; the running statistics are written back only after the call succeeded, so a
-//! failed call changes nothing. The f32 buffers of the input, upstream gradient and output
-//! are kept per thread and reused.
+//! * `tiled` (fused): single-stage layers whose plan is `[A, K, B]` with one kept dim and
+//!   parameters per statistics group or none — batch norm (NCHW, BatchNorm1d,
+//!   channels-last), instance norm, WS, layer/RMS norm without parameters — forward (train
+//!   and eval, running statistics) and backward. The half tensor is read and the half
+//!   output written once; the f32 work runs on tiles of 2048 values converted on the fly.
+//! * `rows` (fused): single-stage layers with parameters along contiguous groups — layer
+//!   norm, RMS norm, group norm with γ/β — forward and backward, per group on converted
+//!   tiles.
+//! * The whole-tensor conversion below, for everything else: chains (BCN), variants (`tlu`,
+//!   `ghost`, `renorm`, masks), `affine = external` (AdaIN), synchronized calls, `stats`,
+//!   strided (non-contiguous) buffers. It converts the input, the upstream gradient and
+//!   every stage's parameters and running statistics to f32 (exactly), runs the f32 call,
+//!   and rounds its results back once. The forward of one-stage layers keeping axis 0
+//!   there runs as blocks of rows (`forward_blocks`).
+//!
+//! Every path computes in f32 with statistics and backward sums in f64 (the shifted
+//! scheme), as PyTorch's CPU kernels do for bf16 (`opmath_t = float`), so a half-precision
+//! layer is as accurate as PyTorch's. The fused paths use the f32 layers' row kernels and
+//! elementwise expressions, so their results are the f32 layer's rounded in the cases
+//! `tests/half.rs` checks; their sums run in another order than the f32 layer's where the
+//! layouts differ (tiles, columns), which may move a result by one rounding of the half type.
+//!
+//! The checks are the f32 call's (the fused paths run the same `check` on the half-typed
+//! state and fall back to the whole path, which reports the error, when anything does not
+//! fit), so errors are the same; running statistics are written back only after the call
+//! succeeded, so a failed call changes nothing. The f32 buffers are kept per thread and
+//! reused.
 
 use std::cell::RefCell;
 
@@ -20,8 +38,11 @@ use rayon::prelude::*;
 
 use crate::collective::Collective;
 use crate::state::{LayerInfo, Running, StageState};
-use crate::types::{Moments, Saved, SavedStage, StageGrads};
+use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
+
+mod rows;
+mod tiled;
 
 /// The per-thread f32 buffers of the data (input, upstream gradient, output).
 #[derive(Default)]
@@ -133,6 +154,8 @@ struct WideStage {
     tau: Option<ArrayD<f32>>,
     /// Batch Renormalization's limits (`renorm`).
     renorm: Option<(f64, f64)>,
+    /// Switchable Normalization's logits.
+    switch: Option<(ArrayD<f32>, ArrayD<f32>)>,
 }
 
 impl WideStage {
@@ -155,6 +178,10 @@ impl WideStage {
             }),
             tau: st.tau.as_ref().map(widen_array),
             renorm: st.renorm,
+            switch: st
+                .switch
+                .as_ref()
+                .map(|(m, v)| (widen_array(m), widen_array(v))),
         }
     }
 
@@ -170,6 +197,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -194,6 +222,7 @@ impl WideStage {
             }),
             tau: self.tau.as_ref().map(|a| a.view()),
             renorm: self.renorm,
+            switch: self.switch.as_ref().map(|(m, v)| (m.view(), v.view())),
         }
     }
 
@@ -306,16 +335,34 @@ pub(crate) type Forward32<'r> = dyn Fn(
 pub(crate) fn forward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
-    x: ArrayView<'_, T, D>,
-    mut out: ArrayViewMut<'_, T, D>,
+    (x, mut out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+    mode: Mode,
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
     run: &Forward32<'_>,
 ) -> Result<(), NormError> {
+    let mut saved = saved;
+    if let ([st], true) = (&mut *states, tiled::eligible(info, sync.is_some())) {
+        if let (Some(xs), true) = (x.as_slice(), x.shape() == out.shape()) {
+            if let Some(os) = out.as_slice_mut() {
+                let shape = x.shape();
+                let s = saved.as_deref_mut();
+                let done = match tiled::forward(info, st, (shape, xs, &mut *os), mode, s) {
+                    Some(()) => true,
+                    None => {
+                        let s = saved.as_deref_mut();
+                        rows::forward(info, st, (shape, xs, os), mode, s).is_some()
+                    }
+                };
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
     if sync.is_none() && blockable(info, x.shape(), out.shape()) {
         if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
-            let mut saved = saved;
             // On an error, the whole call below reports it (with the whole input's shape).
             if forward_blocks(info, &wide, xs, x.shape(), os, saved.as_deref_mut(), run).is_ok() {
                 return Ok(());
@@ -459,6 +506,7 @@ fn forward_blocks<T: Float>(
 /// `layer::backward_into` for a `WIDE` type (`run`: the f32 entry point).
 #[allow(clippy::type_complexity)]
 pub(crate) fn backward_into<T: Float, D: Dimension>(
+    (info, sync): (&LayerInfo<'_>, Option<&dyn Collective>),
     states: &[StageState<'_, T>],
     (x, dy): (ArrayView<'_, T, D>, ArrayView<'_, T, D>),
     saved: &Saved<T>,
@@ -472,6 +520,22 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
         &mut [StageGrads<f32>],
     ) -> Result<(), NormError>,
 ) -> Result<(), NormError> {
+    if let ([st], true) = (states, tiled::eligible(info, sync.is_some())) {
+        let same = x.shape() == dy.shape() && x.shape() == dx.shape();
+        if let (Some(xs), Some(ds), true) = (x.as_slice(), dy.as_slice(), same) {
+            if let Some(os) = dx.as_slice_mut() {
+                let shape = x.shape();
+                let done = match tiled::backward(info, st, shape, (xs, ds, &mut *os), saved, grads)
+                {
+                    Some(()) => true,
+                    None => rows::backward(info, st, shape, (xs, ds, os), saved, grads).is_some(),
+                };
+                if done {
+                    return Ok(());
+                }
+            }
+        }
+    }
     let mut wide: Vec<WideStage> = states.iter().map(WideStage::of).collect();
     let saved32 = widen_saved(saved);
     let mut grads32: Vec<StageGrads<f32>> = grads

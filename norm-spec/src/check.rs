@@ -119,6 +119,7 @@ impl<S: Clone> Checker<S> {
         self.centering(st);
         self.momentum(st);
         crate::check_post2017::check(st, layout, &mut self.errors);
+        crate::check_switchable::check(st, layout, &mut self.errors);
     }
 
     /// Every name in `axes` is an input axis.

@@ -104,6 +104,10 @@ pub(crate) struct StageKeys<S> {
     /// An unknown key that looks like a misspelled `axes` was written (so a missing `axes`
     /// is not reported a second time).
     pub axes_misspelled: bool,
+    /// The alternatives of `axes` after the first (`axes = "H,W" | "C,H,W"`), as written.
+    pub switch: Vec<crate::check_switchable::Alternative<S>>,
+    /// An alternative of `axes` was rejected by the parser (its error is reported).
+    pub switch_bad: bool,
 }
 
 impl<S> StageKeys<S> {
@@ -112,6 +116,8 @@ impl<S> StageKeys<S> {
             name,
             fields: KEYS.iter().map(|_| Field::Absent).collect(),
             axes_misspelled: false,
+            switch: Vec::new(),
+            switch_bad: false,
         }
     }
 

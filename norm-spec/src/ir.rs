@@ -119,6 +119,11 @@ pub struct Stage {
     /// `mask = "N,T"`: bit `i` set: input axis `i` indexes the boolean mask that selects the
     /// positions the statistics use (0: no mask). Top level only (never inside a chain).
     pub mask: u16,
+    /// Switchable Normalization (`axes = "H,W" | "C,H,W" | "N,H,W"`): the reduced-axes masks
+    /// of the alternatives, in the order written (empty: one set of statistics, `axes`).
+    /// With alternatives, `axes` is the alternative that reduces `N` (its running
+    /// statistics), or the first one.
+    pub switch: Cow<'static, [u16]>,
 }
 
 impl Stage {
@@ -222,7 +227,8 @@ impl Stage {
             "{path}::Stage {{ name: {}, axes: {}u16, groups: {}, affine: {affine}, bias: {}, \
              center: {}, eps: {}f64, eps_mode: {eps_mode}, unbiased: {}, running_stats: {}, \
              momentum: {momentum}, statistic: {statistic}, tlu: {}, ghost: {}, \
-             renorm: {renorm}, mask: {}u16, }}",
+             renorm: {renorm}, mask: {}u16, \
+             switch: ::std::borrow::Cow::Borrowed(&[{}]), }}",
             borrowed_str(&self.name),
             self.axes,
             option_usize(self.groups),
@@ -234,6 +240,11 @@ impl Stage {
             self.tlu,
             option_usize(self.ghost),
             self.mask,
+            self.switch
+                .iter()
+                .map(|m| format!("{m}u16"))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 }

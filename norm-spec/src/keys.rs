@@ -144,6 +144,9 @@ pub(crate) const KEYS: &[KeyInfo] = &[
         aliases: &["dim", "dims", "axis", "reduce", "normalized_shape"],
         lowering: Lowering::Structural,
         canonical: |spec, stage| {
+            if let Some(alternatives) = crate::check_switchable::canonical(spec, stage) {
+                return Some(alternatives);
+            }
             let reduced = (0..spec.input.len()).filter(|&i| stage.reduces(i));
             Some(format!(
                 "axes = \"{}\"",

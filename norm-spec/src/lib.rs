@@ -17,6 +17,7 @@
 
 mod check;
 mod check_post2017;
+mod check_switchable;
 mod declaration;
 mod ident;
 mod ir;
@@ -24,6 +25,7 @@ mod keys;
 mod lex;
 mod lower;
 mod parse;
+pub mod path;
 pub mod shapes;
 mod suggest;
 mod token;

@@ -119,6 +119,7 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
         ghost: None,
         renorm: None,
         mask: 0,
+        switch: Cow::Borrowed(&[]),
     };
     for info in KEYS {
         if let Lowering::Stage(lower) = info.lowering {
@@ -138,6 +139,7 @@ fn lower_stage<S>(keys: &StageKeys<S>, layout: &Layout<'_>) -> Stage {
             stage.mask |= 1 << i;
         }
     }
+    crate::check_switchable::lower(keys, layout, &mut stage);
     stage.affine = match keys.affine() {
         None | Some((AffineValue::Off, _)) => Affine::None,
         Some((AffineValue::External, _)) => Affine::External,

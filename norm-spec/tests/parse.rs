@@ -51,6 +51,7 @@ fn stage(axes: u16) -> Stage {
         ghost: None,
         renorm: None,
         mask: 0,
+        switch: Cow::Borrowed(&[]),
     }
 }
 

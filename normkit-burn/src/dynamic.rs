@@ -152,50 +152,27 @@ impl NormModule {
     }
 }
 
-/// A layer declared with [`norm_layer!`](crate::norm_layer!): its `#[norm(...)]` spec as text, so the same
-/// declaration is an ndarray layer (normkit) and a burn module ([`NormModuleConfig::of`]).
-pub trait DeclaredNorm {
-    /// The `#[norm(...)]` attribute's arguments.
-    const SPEC: &'static str;
-}
-
 impl NormModuleConfig {
-    /// The configuration of the burn module for a layer declared with [`norm_layer!`](crate::norm_layer!); add
-    /// the sizes with [`NormModuleConfig::with_sizes`].
-    pub fn of<L: DeclaredNorm>() -> Self {
-        NormModuleConfig::new(L::SPEC.to_string())
+    /// The configuration of the burn module that computes what `layer` computes: its spec
+    /// (every `#[norm]` layer and [`normkit::DynNorm`] is a [`normkit::NormLayer`]), in the
+    /// canonical text that parses back to the same spec. Add the sizes with
+    /// [`NormModuleConfig::with_sizes`].
+    ///
+    /// ```
+    /// use burn::tensor::{Device, Tensor};
+    /// use normkit::prelude::*;
+    /// use normkit_burn::NormModuleConfig;
+    ///
+    /// /// Group Norm with one γ/β per group and ε outside the square root.
+    /// #[norm(input = "N,C,H,W", axes = "C,H,W", groups = 2, affine = "G", eps_mode = "std")]
+    /// pub struct GroupStd;
+    ///
+    /// let device = Device::flex();
+    /// let module = NormModuleConfig::of(&GroupStd::<f32>::default()).init(&device);
+    /// let y = module.forward(Tensor::<4>::ones([2, 4, 3, 3], &device));
+    /// assert_eq!(y.dims(), [2, 4, 3, 3]);
+    /// ```
+    pub fn of<L: normkit::NormLayer + ?Sized>(layer: &L) -> Self {
+        NormModuleConfig::new(layer.layer_spec().to_string())
     }
-}
-
-/// Declares a normkit layer once for both worlds: expands to the `#[normkit::norm(...)]`
-/// struct (forward/backward over ndarray, as usual) and implements [`DeclaredNorm`] for it,
-/// so [`NormModuleConfig::of`] makes the same layer a burn module. The calling crate needs
-/// `normkit` as a dependency (the generated code names `::normkit`).
-///
-/// ```
-/// normkit_burn::norm_layer! {
-///     /// Group Norm with one γ/β per group and ε outside the square root.
-///     #[norm(input = "N,C,H,W", axes = "C,H,W", groups = 2, affine = "G", eps_mode = "std")]
-///     pub struct GroupStd;
-/// }
-///
-/// use burn::tensor::{Device, Tensor};
-/// let device = Device::flex();
-/// let module = normkit_burn::NormModuleConfig::of::<GroupStd>().init(&device);
-/// let y = module.forward(Tensor::<4>::ones([2, 4, 3, 3], &device));
-/// assert_eq!(y.dims(), [2, 4, 3, 3]);
-/// // ... and the ndarray layer of the same declaration:
-/// let _layer = GroupStd::<f32>::default();
-/// ```
-#[macro_export]
-macro_rules! norm_layer {
-    ($(#[doc = $doc:literal])* #[norm($($spec:tt)*)] $vis:vis struct $name:ident;) => {
-        $(#[doc = $doc])*
-        #[::normkit::norm($($spec)*)]
-        $vis struct $name;
-
-        impl<T: ::normkit::Float> $crate::DeclaredNorm for $name<T> {
-            const SPEC: &'static str = ::core::stringify!($($spec)*);
-        }
-    };
 }

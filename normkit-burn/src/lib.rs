@@ -70,7 +70,7 @@ mod layer;
 mod modules;
 pub mod ops;
 
-pub use dynamic::{DeclaredNorm, NormModule, NormModuleConfig};
+pub use dynamic::{NormModule, NormModuleConfig};
 pub use function::{normalize, normalize_composed, path_for, NormTensors, Normalized, Path};
 pub use layer::NormLayer;
 pub use modules::{

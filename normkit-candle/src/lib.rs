@@ -29,7 +29,7 @@
 //!   `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked` in the
 //!   `VarBuilder`, so checkpoints of candle-nn (and PyTorch) load.
 //! - [`NormModule`]: any layer — a run-time spec ([`SpecLayer`], [`normkit::DynNorm`]) or
-//!   your own `#[norm]` declaration made runnable with [`norm_layer!`] — as a candle module,
+//!   your own `#[norm]` declaration (every [`normkit::NormLayer`]) — as a candle module,
 //!   external affine (AdaIN) and chains (Batch-Channel Norm) included.
 //!
 //! ## How it runs
@@ -54,17 +54,9 @@ mod module;
 mod nn;
 mod op;
 
-pub use layer::{NormLayer, SpecLayer, StageMut, TypedLayer};
+pub use layer::{stages_of, CandleLayer, PickElem, SpecLayer, StageMut};
 pub use module::NormModule;
 pub use nn::{
     batch_norm, group_norm, instance_norm, layer_norm, rms_norm, BatchNorm, GroupNorm,
     InstanceNorm, InstanceNormConfig, LayerNorm, RmsNorm,
 };
-
-/// Items used by [`norm_layer!`]. Not a stable API.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::layer::{external_mismatch, fix_rank, FieldMut};
-    pub use normkit::ndarray;
-    pub use normkit::{Float, Mode, NormError, Saved, StageGrads};
-}

@@ -8,7 +8,7 @@ use candle_nn::{Init, VarBuilder};
 use normkit::Mode;
 
 use crate::error::msg;
-use crate::layer::NormLayer;
+use crate::layer::{stages_of, CandleLayer};
 use crate::op;
 
 /// The candle tensors of one stage's state.
@@ -35,7 +35,7 @@ struct StageShapes {
     external: bool,
 }
 
-fn shapes<L: NormLayer>(layer: &mut L, dtype: DType, name: &str) -> Result<Vec<StageShapes>> {
+fn shapes<L: CandleLayer>(layer: &mut L, dtype: DType, name: &str) -> Result<Vec<StageShapes>> {
     fn read<T>(stages: Vec<crate::StageMut<'_, T>>) -> Vec<StageShapes> {
         stages
             .into_iter()
@@ -50,8 +50,8 @@ fn shapes<L: NormLayer>(layer: &mut L, dtype: DType, name: &str) -> Result<Vec<S
             .collect()
     }
     match dtype {
-        DType::F32 => layer.as_f32().map(|l| read(l.stages())),
-        DType::F64 => layer.as_f64().map(|l| read(l.stages())),
+        DType::F32 => layer.as_f32().map(|l| read(stages_of(l))),
+        DType::F64 => layer.as_f64().map(|l| read(stages_of(l))),
         _ => None,
     }
     .ok_or_else(|| {
@@ -63,7 +63,7 @@ fn shapes<L: NormLayer>(layer: &mut L, dtype: DType, name: &str) -> Result<Vec<S
 }
 
 /// Any normkit layer as a candle module: a [`crate::SpecLayer`], a [`normkit::DynNorm`], or
-/// your own `#[norm]` declaration (through [`crate::norm_layer!`]).
+/// your own `#[norm]` declaration (every [`normkit::NormLayer`]).
 ///
 /// The parameters come from the `VarBuilder` under PyTorch's names — `weight`, `bias`,
 /// `running_mean`, `running_var`, `num_batches_tracked`, with the stage name as prefix in a
@@ -75,12 +75,11 @@ fn shapes<L: NormLayer>(layer: &mut L, dtype: DType, name: &str) -> Result<Vec<S
 /// use candle_core::{DType, Device, ModuleT, Tensor};
 /// use candle_nn::{VarBuilder, VarMap};
 /// use normkit::prelude::*;
-/// use normkit_candle::{norm_layer, NormModule};
+/// use normkit_candle::NormModule;
 ///
 /// /// A new variant: group statistics, one γ/β per group.
 /// #[norm(input = "N,C,L", axes = "C,L", groups = 2, affine = "G")]
 /// pub struct PerGroup;
-/// norm_layer!(PerGroup: Ix3 { gamma, beta });
 ///
 /// let map = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
@@ -132,7 +131,7 @@ fn tracked_var(vb: &VarBuilder<'_>) -> Option<Var> {
     Var::from_tensor(&t).ok()
 }
 
-impl<L: NormLayer> NormModule<L> {
+impl<L: CandleLayer> NormModule<L> {
     /// Wraps `layer`, taking its parameters from `vb` (created there with the layer's
     /// initial values — γ = 1, β = 0, running mean 0, running variance 1 — when `vb` is
     /// backed by a `VarMap`). The module computes in `vb`'s dtype.
@@ -403,7 +402,7 @@ impl<L: NormLayer> NormModule<L> {
     }
 }
 
-impl<L: NormLayer> ModuleT for NormModule<L> {
+impl<L: CandleLayer> ModuleT for NormModule<L> {
     /// `train`: batch statistics (running statistics updated); otherwise eval mode.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_mode(xs, if train { Mode::Train } else { Mode::Eval })

@@ -23,17 +23,17 @@ use normkit::ndarray::{ArrayViewD, IxDyn};
 use normkit::{Float, Mode, Saved, StageGrads};
 
 use crate::error::{msg, norm_err};
-use crate::layer::{NormLayer, StageMut, TypedLayer};
+use crate::layer::{stages_of, CandleLayer, StageMut};
 
 /// The element types the op computes in.
 pub(crate) trait Elem: Float + WithDType {
-    fn typed<L: NormLayer>(l: &mut L) -> Option<&mut dyn TypedLayer<Self>>;
+    fn typed<L: CandleLayer>(l: &mut L) -> Option<&mut dyn normkit::NormLayer<Elem = Self>>;
     fn wrap(s: Saved<Self>) -> SavedAny;
     fn unwrap(s: &SavedAny) -> Option<&Saved<Self>>;
 }
 
 impl Elem for f32 {
-    fn typed<L: NormLayer>(l: &mut L) -> Option<&mut dyn TypedLayer<f32>> {
+    fn typed<L: CandleLayer>(l: &mut L) -> Option<&mut dyn normkit::NormLayer<Elem = f32>> {
         l.as_f32()
     }
     fn wrap(s: Saved<f32>) -> SavedAny {
@@ -48,7 +48,7 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    fn typed<L: NormLayer>(l: &mut L) -> Option<&mut dyn TypedLayer<f64>> {
+    fn typed<L: CandleLayer>(l: &mut L) -> Option<&mut dyn normkit::NormLayer<Elem = f64>> {
         l.as_f64()
     }
     fn wrap(s: Saved<f64>) -> SavedAny {
@@ -230,7 +230,7 @@ fn params_len_error(name: &str, expected: usize, got: usize) -> candle_core::Err
     ))
 }
 
-impl<L: NormLayer> NormOp<L> {
+impl<L: CandleLayer> NormOp<L> {
     /// The shape the layer sees a tensor of shape `dims` as (see [`NormOp::view`]).
     fn seen<'a>(&'a self, dims: &'a [usize]) -> Result<&'a [usize]> {
         match &self.view {
@@ -258,7 +258,7 @@ impl<L: NormLayer> NormOp<L> {
         let mut guard = lock(&self.layer, name)?;
         let layer = T::typed(&mut *guard).ok_or_else(|| dtype_error(name, T::DTYPE))?;
         let ext_at = {
-            let mut stages = layer.stages();
+            let mut stages = stages_of(layer);
             let pk = packing(&stages, self.external.as_deref());
             if pk.params != ps.len() {
                 return Err(params_len_error(name, pk.params, ps.len()));
@@ -273,12 +273,12 @@ impl<L: NormLayer> NormOp<L> {
             load(&mut stages, &ps, &rs, &self.counts)
         };
         let ext = external_views(&ps, ext_at, self.external.as_deref())?;
-        let (y, saved) = layer.forward(x, ext, self.mode).map_err(norm_err)?;
+        let (y, saved) = layer.forward_layer(x, ext, self.mode).map_err(norm_err)?;
         let mut slot = lock(&self.slot, name)?;
         if self.mode == Mode::Train {
             let mut running = Vec::with_capacity(rs.len());
             slot.counts.clear();
-            for st in layer.stages() {
+            for st in stages_of(layer) {
                 for a in [&st.running_mean, &st.running_var].into_iter().flatten() {
                     running.extend(a.iter().copied());
                 }
@@ -330,7 +330,7 @@ impl<L: NormLayer> NormOp<L> {
         let layer = T::typed(&mut *guard).ok_or_else(|| dtype_error(name, T::DTYPE))?;
         // The parameters of the forward call (the layer may have run other calls since).
         let (ext_at, kinds) = {
-            let mut stages = layer.stages();
+            let mut stages = stages_of(layer);
             let pk = packing(&stages, self.external.as_deref());
             if pk.params != ps.len() || pk.running != rs.len() {
                 return Err(params_len_error(name, pk.params, ps.len()));
@@ -357,8 +357,10 @@ impl<L: NormLayer> NormOp<L> {
         if !fresh {
             let ext = external_views(&ps, ext_at, self.external.as_deref())?;
             // Recomputing must not count a second batch: work on the statistics as given.
-            let (_, saved) = layer.forward(xv.view(), ext, self.mode).map_err(norm_err)?;
-            let mut stages = layer.stages();
+            let (_, saved) = layer
+                .forward_layer(xv.view(), ext, self.mode)
+                .map_err(norm_err)?;
+            let mut stages = stages_of(layer);
             load(&mut stages, &ps, &rs, &self.counts);
             slot.saved = Some(T::wrap(saved));
         }
@@ -367,7 +369,8 @@ impl<L: NormLayer> NormOp<L> {
             .as_ref()
             .and_then(T::unwrap)
             .ok_or_else(|| msg(format!("{name}: no saved state for backward")))?;
-        let (dx, grads) = layer.backward(xv, dyv, saved).map_err(norm_err)?;
+        let normkit::ChainGrads { dx, stages: grads } =
+            layer.backward_layer(xv, dyv, saved).map_err(norm_err)?;
         drop(slot);
         drop(guard);
         let (dx, offset) = dx.into_raw_vec_and_offset();
@@ -440,7 +443,7 @@ fn pack_grads<T: Float>(
     out
 }
 
-impl<L: NormLayer> CustomOp3 for NormOp<L> {
+impl<L: CandleLayer> CustomOp3 for NormOp<L> {
     fn name(&self) -> &'static str {
         "normkit"
     }
@@ -492,7 +495,7 @@ pub(crate) struct Applied {
 
 /// Runs `layer` on `x` as a differentiable candle op.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn apply<L: NormLayer>(
+pub(crate) fn apply<L: CandleLayer>(
     layer: &Arc<Mutex<L>>,
     name: &str,
     x: &Tensor,

@@ -365,7 +365,6 @@ impl CaseRun<'_> {
 
     /// Compares an optional normkit output with an optional reference; a disagreement on
     /// presence is a failure.
-    #[allow(clippy::too_many_arguments)]
     fn compare_opt<T: Float>(
         &mut self,
         ctx: &Ctx<'_>,

@@ -856,7 +856,6 @@ pub enum Dir<'a> {
 
 /// The directional derivative of Σ dy·y along `dir` (= ⟨gradient, direction⟩), in one
 /// forward-mode pass, with its magnitude and rounding scale (see [`Dual`]).
-#[allow(clippy::too_many_arguments)]
 pub fn jvp(
     m: &Model,
     geos: &[Geo],

@@ -110,9 +110,27 @@ pub fn f64_to_f16(value: f64) -> f16 {
 /// `dst[i] = src[i]` as f32 (exact). Panics if the lengths differ.
 pub fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
     assert_eq!(src.len(), dst.len(), "bf16_to_f32: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::level() == super::simd::Level::Avx512 {
+        // SAFETY: the AVX-512 level is only reported where the CPU has AVX512F/BW.
+        return unsafe { bf16_to_f32_avx512(src, dst) };
+    }
+    bf16_to_f32_loop(src, dst);
+}
+
+/// The exact widening loop (the compiler vectorizes it for the target's features).
+#[inline(always)]
+fn bf16_to_f32_loop(src: &[bf16], dst: &mut [f32]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f32::from_bits(u32::from(s.to_bits()) << 16);
     }
+}
+
+/// [`bf16_to_f32_loop`] compiled for AVX-512 (16 values per instruction).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx2")]
+fn bf16_to_f32_avx512(src: &[bf16], dst: &mut [f32]) {
+    bf16_to_f32_loop(src, dst);
 }
 
 /// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU.
@@ -281,9 +299,146 @@ mod x86 {
     }
 }
 
+/// The f32 elementwise loops of the fused half-precision paths (`crate::widen`), compiled
+/// per SIMD level ([`multiversion`]: AVX-512, AVX2+FMA, baseline). Each is a plain loop the
+/// compiler vectorizes; Rust never contracts `a * b + c` into an FMA, so every level
+/// computes the same bits (the expressions of the f32 layers' portable kernels). Generic over the element type
+/// (the macro's signature); the fused paths use them on `f32`.
+pub(crate) mod ew {
+    use crate::kernels::isa::multiversion;
+    use crate::Float;
+
+    multiversion! {
+        /// `y = (y − m)·a + b`.
+        pub(crate) fn affine<T: Float>(y: &mut [T], m: T, a: T, b: T) {
+            for v in y.iter_mut() {
+                *v = (*v - m) * a + b;
+            }
+        }
+    }
+
+    multiversion! {
+        /// `y = ((y − m)·a + b)·γ + β` along the line.
+        pub(crate) fn affine_gb<T: Float>(y: &mut [T], m: T, a: T, b: T, g: &[T], bt: &[T]) {
+            let n = y.len();
+            let (g, bt) = (&g[..n], &bt[..n]);
+            for i in 0..n {
+                y[i] = ((y[i] - m) * a + b) * g[i] + bt[i];
+            }
+        }
+    }
+
+    multiversion! {
+        /// `y = ((y − m)·a + b)·γ` along the line (no β).
+        pub(crate) fn affine_g<T: Float>(y: &mut [T], m: T, a: T, b: T, g: &[T]) {
+            let n = y.len();
+            let g = &g[..n];
+            for i in 0..n {
+                y[i] = ((y[i] - m) * a + b) * g[i];
+            }
+        }
+    }
+
+    multiversion! {
+        /// `x = dy·c + ((x − m)·a + b)`.
+        pub(crate) fn dx<T: Float>(x: &mut [T], dy: &[T], c: T, m: T, a: T, b: T) {
+            let n = x.len();
+            let dy = &dy[..n];
+            for i in 0..n {
+                x[i] = dy[i] * c + ((x[i] - m) * a + b);
+            }
+        }
+    }
+
+    multiversion! {
+        /// `x = dy·(c·γ) + ((x − m)·a + b)` along the line.
+        pub(crate) fn dx_g<T: Float>(x: &mut [T], dy: &[T], c: T, m: T, a: T, b: T, g: &[T]) {
+            let n = x.len();
+            let (dy, g) = (&dy[..n], &g[..n]);
+            for i in 0..n {
+                x[i] = dy[i] * (c * g[i]) + ((x[i] - m) * a + b);
+            }
+        }
+    }
+
+    multiversion! {
+        /// Rows of `m.len()` columns: `y = (y − m[j])·a[j] + b[j]`.
+        pub(crate) fn col_affine<T: Float>(y: &mut [T], m: &[T], a: &[T], b: &[T]) {
+            let k = m.len();
+            let (a, b) = (&a[..k], &b[..k]);
+            for row in y.chunks_exact_mut(k) {
+                for j in 0..k {
+                    row[j] = (row[j] - m[j]) * a[j] + b[j];
+                }
+            }
+        }
+    }
+
+    multiversion! {
+        /// Rows of `m.len()` columns: `x = dy·c[j] + ((x − m[j])·a[j] + b[j])`.
+        pub(crate) fn col_dx<T: Float>(x: &mut [T], dy: &[T], c: &[T], m: &[T], a: &[T], b: &[T]) {
+            let k = m.len();
+            let (c, a, b) = (&c[..k], &a[..k], &b[..k]);
+            for (row, d) in x.chunks_exact_mut(k).zip(dy.chunks_exact(k)) {
+                for j in 0..k {
+                    row[j] = d[j] * c[j] + ((row[j] - m[j]) * a[j] + b[j]);
+                }
+            }
+        }
+    }
+
+    multiversion! {
+        /// The parameter-gradient terms along a line: `dg += dy·x̂`, `db += dy` with
+        /// `x̂ = (x − m)·a + b`, in f64.
+        pub(crate) fn dparams<T: Float>(x: &[T], dy: &[T], m: T, a: T, b: T, dg: &mut [f64], db: &mut [f64]) {
+            let n = x.len();
+            let (dy, dg, db) = (&dy[..n], &mut dg[..n], &mut db[..n]);
+            for i in 0..n {
+                let d = dy[i].to_acc();
+                dg[i] += d * ((x[i] - m) * a + b).to_acc();
+                db[i] += d;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// bf16 → f32 at every implementation this CPU runs equals the bit shift, on lengths
+    /// below, at and around one vector.
+    #[test]
+    fn bf16_widening_is_exact_at_every_level() {
+        for n in [0usize, 1, 3, 15, 16, 17, 33, 100, 2049] {
+            let src: Vec<bf16> = (0..n)
+                .map(|i| bf16::from_bits((i as u16).wrapping_mul(40503) ^ 0x3f80))
+                .collect();
+            let want: Vec<u32> = src.iter().map(|v| u32::from(v.to_bits()) << 16).collect();
+            let mut out = vec![0f32; n];
+            bf16_to_f32_loop(&src, &mut out);
+            assert!(
+                out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                "loop, n {n}"
+            );
+            out.fill(0.0);
+            bf16_to_f32(&src, &mut out);
+            assert!(
+                out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                "best, n {n}"
+            );
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512bw") {
+                out.fill(0.0);
+                // SAFETY: AVX512F/BW detected just above.
+                unsafe { bf16_to_f32_avx512(&src, &mut out) };
+                assert!(
+                    out.iter().map(|v| v.to_bits()).eq(want.iter().copied()),
+                    "avx512, n {n}"
+                );
+            }
+        }
+    }
 
     /// Values across the ranges: normal, ties, halfway cases, near overflow, infinities,
     /// f16 subnormals, and lengths that leave every tail.

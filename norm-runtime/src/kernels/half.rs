@@ -1,9 +1,10 @@
 //! The kernels of the half-precision types.
 //!
-//! Half-precision layers run their passes in f32 (`crate::widen` converts at the edges of
-//! each call, with [`super::convert`]), so the f32 kernels over the ISA token do the work;
-//! these row kernels are only the portable reference loops (f64 accumulation, the shifted
-//! scheme of `reduce`) that `kernels::elem::Which` needs for every element type.
+//! Half-precision layers run their passes in f32 (`crate::widen` converts tiles or whole
+//! tensors with [`super::convert`]), so the f32 kernels over the ISA token do the work; these
+//! row kernels are only the portable reference loops (f64 accumulation, the shifted scheme of
+//! `reduce`) that `kernels::elem::Which` needs for every element type. The f32 elementwise
+//! loops of the fused paths are `convert::ew`.
 
 use half::{bf16, f16};
 

@@ -5,6 +5,7 @@
 //! The only `unsafe` of the runtime lives here, each block with its `SAFETY` argument.
 #![allow(unsafe_code)]
 
+pub mod alloc;
 pub(crate) mod cells;
 pub mod convert;
 pub mod elem;

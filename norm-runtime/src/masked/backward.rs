@@ -6,8 +6,8 @@ use norm_spec::{Affine, Stage};
 use crate::kernels::coef;
 use crate::kernels::elem::RowReduce;
 use crate::kernels::reduce::row_dx_portable;
-use crate::plan::Plan;
-use crate::state::{values, LayerInfo, StageState};
+use crate::stage::{BackwardIo, StageCall};
+use crate::state::{values, StageState};
 use crate::stats::{dx_terms, fill_grad};
 use crate::types::{Saved, StageGrads};
 use crate::{Float, NormError};
@@ -16,17 +16,15 @@ use super::{mask_shape, Offsets, Walk, PARALLEL_MIN};
 
 /// Backward pass of a masked layer (called by `layer::backward_into` after the checks
 /// common to every layer): dx and the parameter gradients.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
-    info: &LayerInfo<'_>,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &StageState<'_, T>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &Saved<T>,
-    dx: &mut [T],
     grads: &mut StageGrads<T>,
 ) -> Result<(), NormError> {
+    let StageCall { info, plan, .. } = call;
+    let BackwardIo { x, dy, dx } = io;
     let spec = info.spec;
     let stage = &spec.stages[0];
     let shape = &saved.shape;

@@ -4,7 +4,6 @@
 //! statistics, its own running-statistics update (in chunk order), its own backward. The
 //! chunk inputs are slices of `x` when `N` is the outermost axis, copies otherwise.
 
-use crate::collective::Collective;
 use crate::plan::Plan;
 use crate::scratch::Scratch;
 use crate::stage::{self, BackwardIo, StageCall};
@@ -172,20 +171,21 @@ pub(crate) fn forward<T: Float>(
 }
 
 /// Backward pass of a `ghost` stage: each chunk's backward, parameter gradients summed.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
-    info: &LayerInfo<'_>,
-    k: usize,
-    plan: &Plan,
+    call: StageCall<'_>,
     state: &StageState<'_, T>,
-    x: &[T],
-    dy: &[T],
+    io: BackwardIo<'_, T>,
     saved: &SavedStage<T>,
-    dx: &mut [T],
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
-    sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
+    let StageCall {
+        info,
+        k,
+        plan,
+        sync,
+    } = call;
+    let BackwardIo { x, dy, dx } = io;
     if sync.is_some() {
         return Err(unsupported(info));
     }

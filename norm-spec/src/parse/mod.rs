@@ -14,6 +14,7 @@
 mod chain;
 mod lists;
 mod renorm;
+mod switchable;
 mod values;
 
 use crate::declaration::{Declaration, Field, StageKeys, Written};
@@ -396,6 +397,9 @@ impl<S: Clone> Parser<S> {
             Err(()) => Field::Bad(key_span),
         };
         keys.set(key, field);
+        if key == Key::Axes {
+            consumed += self.alternatives(&after[consumed..], keys);
+        }
         consumed
     }
 }

@@ -1,0 +1,444 @@
+//! Monomorphized paths (issue 13, item 8): code specialized to a declaration's class.
+//!
+//! `norm_spec::path::classify` sorts a spec into a finite set of classes; the classes
+//! with specialized code have a [`MonoKey`](norm_spec::path::MonoKey), named here as the type
+//! [`Mono<LAYOUT, PARAMS, EPS_VAR>`](Mono). `#[norm]` writes that type into the generated
+//! layer (the flags are constants of the generated code: the branches on them fold away in
+//! the monomorphized loop); [`DynNorm`](crate::DynNorm) maps its spec once, at construction,
+//! onto a [`DynPath`], an enum of the same monomorphized paths. A macro layer and a
+//! `DynNorm` of the same spec therefore run the same code, and the specialized code computes
+//! exactly the arithmetic of the generic path (same coefficients, same elementwise formula),
+//! so results do not depend on which path ran.
+//!
+//! Specialized today: eval with running statistics (`forward_eval_into`) of a one-stage
+//! layer in the rows, columns or sandwich layout, without parameters or with per-channel
+//! ones, on an input of at most [`SMALL`] values in standard layout. The per-call work is
+//! sizes only: (outer, kept, inner) from the shape and the class, the state's shapes
+//! compared against them, the coefficients of every group, one tight loop over the input on
+//! the calling thread (no `Plan`). Anything unexpected (a wrong shape, a parameter layout the
+//! sizes do not describe) goes to the checked pass (validation and the plan as on the
+//! generic path, hence its errors), which runs the same loop. Every other call (train, batch statistics, backward, `stats`, saved or
+//! synchronized calls, half precision, strided views, larger inputs) and every other class
+//! (grouped, per-feature or external parameters, chains, `ghost`, `renorm`, `tlu`, `mask`)
+//! runs the generic path of [`crate::layer`].
+
+use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use norm_spec::path::{Layout, MonoKey, ParamKind};
+
+use crate::check::Purpose;
+use crate::collective::Collective;
+use crate::kernels::coef;
+use crate::kernels::exec::{self, Params, Units};
+use crate::layer;
+use crate::plan::Plan;
+use crate::state::{sized, values, LayerInfo, StageState};
+use crate::types::{Mode, Saved};
+use crate::{Float, NormError};
+
+/// A code path: the generic one ([`Generic`]) or a monomorphized one ([`Mono`]).
+pub trait Path {
+    /// Whether this is a specialized path (else every call runs the generic one).
+    const SPECIALIZED: bool;
+    /// `norm_spec::path::Layout as u8`.
+    const LAYOUT: u8;
+    /// `norm_spec::path::ParamKind as u8`.
+    const PARAMS: u8;
+    /// `eps` is added to the variance (else to the standard deviation).
+    const EPS_VAR: bool;
+}
+
+/// The generic path: the plan interpreted on every call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Generic;
+
+impl Path for Generic {
+    const SPECIALIZED: bool = false;
+    const LAYOUT: u8 = Layout::Generic as u8;
+    const PARAMS: u8 = ParamKind::Mixed as u8;
+    const EPS_VAR: bool = true;
+}
+
+/// The monomorphized path of the class with this [`MonoKey`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mono<const LAYOUT: u8, const PARAMS: u8, const EPS_VAR: bool>;
+
+impl<const LAYOUT: u8, const PARAMS: u8, const EPS_VAR: bool> Path
+    for Mono<LAYOUT, PARAMS, EPS_VAR>
+{
+    const SPECIALIZED: bool = true;
+    const LAYOUT: u8 = LAYOUT;
+    const PARAMS: u8 = PARAMS;
+    const EPS_VAR: bool = EPS_VAR;
+}
+
+/// The most values a specialized pass runs on (on the calling thread); larger inputs take
+/// the generic path, whose fixed cost no longer matters and which splits them into tasks.
+pub const SMALL: usize = 1 << 15;
+
+/// The forward entry point of path `P`: its specialized pass where it applies, else
+/// [`layer::forward_into`] (same arguments, same results).
+pub fn forward_into<P: Path, T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    x: ArrayView<'_, T, D>,
+    mode: Mode,
+    mut out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
+    // (The variant test is the class's own; kept here too so that a spec that does not
+    // match its path's class can never take the specialized pass.)
+    let fast = P::SPECIALIZED
+        && mode == Mode::Eval
+        && info.spec.stages.len() == 1
+        && !norm_spec::path::has_variant(&info.spec.stages[0])
+        && saved.is_none()
+        && sync.is_none()
+        && !T::WIDE
+        && x.len() <= SMALL
+        && out.shape() == x.shape();
+    if fast {
+        if let (Some(xs), Some(ys)) = (x.as_slice(), out.as_slice_mut()) {
+            if let Some(sizes) = sizes_only::<P, T>(info, states, x.shape()) {
+                sized_forward::<P, T>(info, &states[0], sizes, xs, ys);
+                return Ok(());
+            }
+            return fixed_forward::<P, T>(info, states, x.shape(), xs, ys);
+        }
+    }
+    layer::forward_into(info, states, x, mode, out, saved, sync)
+}
+
+/// The enum of the monomorphized paths a [`DynNorm`](crate::DynNorm) maps its spec onto,
+/// once, at construction (the same set `#[norm]` names as types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DynPath {
+    /// No specialized path for this class.
+    Generic,
+    /// The monomorphized path with this key.
+    Mono(MonoKey),
+}
+
+impl DynPath {
+    /// The path of `spec`.
+    pub(crate) fn of(spec: &norm_spec::Spec) -> DynPath {
+        match norm_spec::path::classify(spec).mono() {
+            Some(key) => DynPath::Mono(key),
+            None => DynPath::Generic,
+        }
+    }
+
+    /// [`forward_into`] of this path, on `(x, out)`.
+    pub(crate) fn forward_into<T: Float, D: Dimension>(
+        self,
+        info: &LayerInfo<'_>,
+        states: &mut [StageState<'_, T>],
+        (x, out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+        mode: Mode,
+        saved: Option<&mut Saved<T>>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        const ROWS: u8 = Layout::Rows as u8;
+        const COLUMNS: u8 = Layout::Columns as u8;
+        const SANDWICH: u8 = Layout::Sandwich as u8;
+        const NONE: u8 = ParamKind::None as u8;
+        const CHANNEL: u8 = ParamKind::PerChannel as u8;
+        macro_rules! paths {
+            ($key:expr; $(($l:ident, $p:ident, $e:literal)),* $(,)?) => {
+                match ($key.layout, $key.params, $key.eps_var) {
+                    $(($l, $p, $e) => forward_into::<Mono<$l, $p, $e>, T, D>(
+                        info, states, x, mode, out, saved, sync,
+                    ),)*
+                    _ => layer::forward_into(info, states, x, mode, out, saved, sync),
+                }
+            };
+        }
+        match self {
+            DynPath::Generic => layer::forward_into(info, states, x, mode, out, saved, sync),
+            DynPath::Mono(key) => paths!(key;
+                (ROWS, NONE, true), (ROWS, NONE, false),
+                (ROWS, CHANNEL, true), (ROWS, CHANNEL, false),
+                (COLUMNS, NONE, true), (COLUMNS, NONE, false),
+                (COLUMNS, CHANNEL, true), (COLUMNS, CHANNEL, false),
+                (SANDWICH, NONE, true), (SANDWICH, NONE, false),
+                (SANDWICH, CHANNEL, true), (SANDWICH, CHANNEL, false),
+            ),
+        }
+    }
+}
+
+/// Eval with running statistics on a standard-layout input: the checks and the plan of
+/// the generic path, the coefficients (m, a, b) per group as `stage::forward_plain`
+/// computes them, then y = (x − m)·a + b in one loop.
+fn fixed_forward<P: Path, T: Float>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    shape: &[usize],
+    xs: &[T],
+    ys: &mut [T],
+) -> Result<(), NormError> {
+    let purpose = (Purpose::Forward(Mode::Eval), false);
+    layer::checked(info, states, shape, purpose, |states, plans, scratch| {
+        let (stage, st, plan) = (&info.spec.stages[0], &states[0], &plans[0]);
+        let Some(running) = st.running.as_ref() else {
+            // Checked: a stage with running statistics has them (unreachable).
+            return Err(NormError::Unsupported {
+                layer: info.name.to_string(),
+                reason: "running statistics missing from the layer state".to_string(),
+            });
+        };
+        let (rm, rv) = (running.mean(), running.var());
+        let (rm, rv) = (values(&rm), values(&rv));
+        let gamma = st.gamma.as_ref().map(values);
+        let beta = st.beta.as_ref().map(values);
+        let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+        let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+        let groups = plan.groups;
+        for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
+            sized(v, groups, T::zero());
+        }
+        let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
+        let eps = stage.eps;
+        plan.for_each_group(|s, p, r| {
+            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+            let rstd = rstd::<P>(var, eps);
+            // As `stage::forward_plain`'s folded affine (per-channel γ/β fold).
+            let (g, h) = match gs {
+                Some(g) if per_channel => (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc())),
+                _ => (1.0, 0.0),
+            };
+            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+        });
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        match sandwich(plan) {
+            Some((_, k, 1)) if P::LAYOUT != Layout::Rows as u8 => columns(xs, ys, k, c),
+            Some((_, k, l)) if P::LAYOUT != Layout::Columns as u8 => lines(xs, ys, (k, l), c),
+            _ => {
+                let none = Params {
+                    gamma: None,
+                    beta: None,
+                };
+                exec::normalize(&Units::new(plan), xs, c, none, ys);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What the sizes-only pass needs: (outer reduced, kept, inner reduced) sizes and the
+/// number of distinct parameter / running-statistics entries (group `s` reads entry
+/// `s % entries`).
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    outer: usize,
+    kept: usize,
+    inner: usize,
+    entries: usize,
+}
+
+/// The sizes of the call when everything the generic checks would look at is as the
+/// declaration expects (rank, fixed sizes, γ/β and running statistics shaped by the kept
+/// axes, or by the kept axes without a leading `N`), computed from the shape alone;
+/// `None` sends the call to the checked path, which gives the generic path's errors.
+fn sizes_only<P: Path, T: Float>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    shape: &[usize],
+) -> Option<Sizes> {
+    let spec = info.spec;
+    let (stage, st) = (spec.stages.first()?, states.first()?);
+    if spec.stages.len() != 1 || states.len() != 1 || shape.len() != spec.input.len() {
+        return None;
+    }
+    let (mut outer, mut kept, mut inner, mut entries) = (1usize, 1usize, 1usize, 1usize);
+    // Phase 0: leading reduced axes, 1: kept axes, 2: trailing reduced axes.
+    let mut phase = 0;
+    let mut running_rank = 0;
+    for (i, (axis, &n)) in spec.input.iter().zip(shape).enumerate() {
+        if axis.size.is_some_and(|f| f != n) {
+            return None;
+        }
+        let reduced = stage.reduces(i);
+        phase = match (phase, reduced) {
+            (0, true) => 0,
+            (0 | 1, false) => 1,
+            (1 | 2, true) => 2,
+            _ => return None,
+        };
+        match phase {
+            0 => outer = outer.checked_mul(n)?,
+            2 => inner = inner.checked_mul(n)?,
+            _ => {
+                kept = kept.checked_mul(n)?;
+                // The running statistics (and per-channel γ/β) skip a leading kept `N`.
+                if !(Some(i) == spec.batch && running_rank == 0) {
+                    entries = entries.checked_mul(n)?;
+                    running_rank += 1;
+                }
+            }
+        }
+    }
+    outer.checked_mul(kept)?.checked_mul(inner)?;
+    // The expected shape of γ, β and the running statistics: the kept axes after `N`.
+    let expected = |a: &ndarray::ArrayViewD<'_, T>| {
+        let dims = a.shape();
+        dims.len() == running_rank
+            && dims.iter().product::<usize>() == entries
+            && spec
+                .input
+                .iter()
+                .zip(shape)
+                .enumerate()
+                .filter(|&(i, _)| !stage.reduces(i))
+                .skip(kept_skip(spec, stage))
+                .zip(dims)
+                .all(|((_, (_, &n)), &d)| n == d)
+    };
+    let running = st.running.as_ref()?;
+    if !(expected(&running.mean()) && expected(&running.var())) {
+        return None;
+    }
+    let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+    if per_channel {
+        // γ (and β) indexed exactly by the running statistics' axes.
+        let param_axes = norm_spec::shapes::param_axes(stage)?;
+        let same_axes = param_axes.len() == running_rank
+            && param_axes.iter().all(|a| match a {
+                norm_spec::ParamAxis::Input(i) => {
+                    let skipped = Some(*i) == spec.batch && kept_skip(spec, stage) == 1;
+                    !stage.reduces(*i) && !skipped
+                }
+                norm_spec::ParamAxis::Group => false,
+            });
+        if !same_axes || !st.gamma.as_ref().is_some_and(&expected) {
+            return None;
+        }
+        if stage.bias != st.beta.as_ref().is_some_and(&expected) {
+            return None;
+        }
+    }
+    Some(Sizes {
+        outer,
+        kept,
+        inner,
+        entries,
+    })
+}
+
+/// 1 when the first kept axis is `N` (the running statistics do not index it), else 0.
+fn kept_skip(spec: &norm_spec::Spec, stage: &norm_spec::Stage) -> usize {
+    let first_kept = (0..spec.input.len()).find(|&i| !stage.reduces(i));
+    usize::from(first_kept.is_some() && first_kept == spec.batch)
+}
+
+/// The sizes-only pass: the coefficients of every group (entry `s % entries`) as
+/// [`fixed_forward`] computes them, then y = (x − m)·a + b.
+fn sized_forward<P: Path, T: Float>(
+    info: &LayerInfo<'_>,
+    st: &StageState<'_, T>,
+    sz: Sizes,
+    xs: &[T],
+    ys: &mut [T],
+) {
+    let stage = &info.spec.stages[0];
+    let Some(running) = st.running.as_ref() else {
+        return;
+    };
+    let (rm, rv) = (running.mean(), running.var());
+    let (rm, rv) = (values(&rm), values(&rv));
+    let gamma = st.gamma.as_ref().map(values);
+    let beta = st.beta.as_ref().map(values);
+    let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    let eps = stage.eps;
+    debug_assert_eq!(xs.len(), sz.outer * sz.kept * sz.inner);
+    crate::scratch::with_scratch(|scratch: &mut crate::scratch::Scratch<T>| {
+        for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
+            sized(v, sz.kept, T::zero());
+        }
+        let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
+        for s in 0..sz.kept {
+            let r = if sz.entries == sz.kept {
+                s
+            } else {
+                s % sz.entries
+            };
+            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+            let rstd = rstd::<P>(var, eps);
+            let (g, h) = match gs {
+                Some(g) if per_channel => (g[r].to_acc(), bs.map_or(0.0, |bt| bt[r].to_acc())),
+                _ => (1.0, 0.0),
+            };
+            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+        }
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        if sz.inner == 1 && P::LAYOUT != Layout::Rows as u8 {
+            columns(xs, ys, sz.kept, c);
+        } else {
+            lines(xs, ys, (sz.kept, sz.inner), c);
+        }
+    });
+}
+
+/// The plan as (outer reduced, kept, inner reduced) sizes over a standard-layout input,
+/// the statistics indexed by the kept index: `None` if it has another form.
+fn sandwich(plan: &Plan) -> Option<(usize, usize, usize)> {
+    let dims = &plan.dims[..plan.ndims];
+    let (mut o, mut k, mut l) = (1, 1, 1);
+    let mut at = 0;
+    if let Some(d) = dims.get(at).filter(|d| d.ss == 0 && dims.len() > 1) {
+        o = d.size;
+        at += 1;
+    }
+    if let Some(d) = dims.get(at).filter(|d| d.ss == 1) {
+        k = d.size;
+        at += 1;
+    }
+    if let Some(d) = dims.get(at).filter(|d| d.ss == 0) {
+        l = d.size;
+        at += 1;
+    }
+    let standard = o.checked_mul(k)?.checked_mul(l)? == plan.numel;
+    (at == dims.len() && standard && k == plan.groups).then_some((o, k, l))
+}
+
+/// Coefficient arrays (m, a, b), one per group.
+type Coef<'a, T> = (&'a [T], &'a [T], &'a [T]);
+
+/// y = (x − m)·a + b, group `i % k` for line `i` of `l` values (rows, sandwich).
+fn lines<T: Float>(xs: &[T], ys: &mut [T], (k, l): (usize, usize), (m, a, b): Coef<'_, T>) {
+    if k == 0 || l == 0 {
+        return;
+    }
+    for (xo, yo) in xs.chunks_exact(k * l).zip(ys.chunks_exact_mut(k * l)) {
+        let it = xo.chunks_exact(l).zip(yo.chunks_exact_mut(l));
+        for ((xl, yl), ((&m, &a), &b)) in it.zip(m.iter().zip(a).zip(b)) {
+            for (y, &v) in yl.iter_mut().zip(xl) {
+                *y = (v - m) * a + b;
+            }
+        }
+    }
+}
+
+/// y = (x − m)·a + b with the groups along the row (columns).
+fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
+    if k == 0 {
+        return;
+    }
+    let (m, a, b) = (&m[..k], &a[..k], &b[..k]);
+    for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(k)) {
+        for i in 0..k {
+            yr[i] = (xr[i] - m[i]) * a[i] + b[i];
+        }
+    }
+}
+
+/// 1/σ from a running variance, as `stats::rstd`, with the eps mode a constant of the path.
+#[inline(always)]
+fn rstd<P: Path>(var: f64, eps: f64) -> f64 {
+    if P::EPS_VAR {
+        1.0 / (var + eps).sqrt()
+    } else {
+        1.0 / (var.sqrt() + eps)
+    }
+}

@@ -1,0 +1,297 @@
+//! The fused half-precision path of rows with parameters along them: layer norm and RMS
+//! norm (γ, β along the row) and group norm (γ, β per channel inside each group), the
+//! parameters that do not fold into per-group coefficients (`tiled` takes the others).
+//!
+//! The statistics groups are contiguous (the kept dims outermost, the reduced ones inner):
+//! each task takes a run of groups; per group, the shifted sums of its tiles (converted to
+//! f32 on the fly), its statistics, then its output from the tiles converted again while
+//! the group is in the cache. Each group is a sequence of lines (the plan's innermost dim)
+//! along which the parameter either advances (layer norm) or stays put (group norm: one
+//! channel per line). The backward pass does the same with its sums Σγ·dy, Σγ·dy·x̂, and
+//! the parameter gradients accumulated per task in f64, merged in task order: results are
+//! bit-identical for any number of threads.
+//!
+//! The elementwise expressions are those of the f32 layers' portable kernels
+//! (`((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`) on f32 values.
+
+use rayon::prelude::*;
+
+use norm_spec::Affine;
+
+use super::tiled::{self, TILE};
+use crate::check::{self, Purpose};
+use crate::kernels::coef;
+use crate::kernels::convert::ew;
+use crate::kernels::elem::RowReduce;
+use crate::kernels::exec::{ShiftedSums, Stat};
+use crate::plan::Plan;
+use crate::state::{values, LayerInfo, StageState};
+use crate::stats::{dx_terms, group_stat, mean_m2, running_stats};
+use crate::types::{Mode, Saved, StageGrads};
+use crate::Float;
+
+/// Values per task (about; whole groups).
+const TASK: usize = 1 << 16;
+
+/// Contiguous groups of `n` values made of `lines` lines of `len`; the parameter offset of
+/// line `i` of group `s` is `base[s] + i·ps_outer`, advancing by `ps_line` (0 or 1) along it.
+struct Rows {
+    n: usize,
+    len: usize,
+    ps_outer: usize,
+    ps_line: usize,
+}
+
+impl Rows {
+    fn of(plan: &Plan) -> Option<Rows> {
+        let dims = &plan.dims[..plan.ndims];
+        let nk = dims.iter().take_while(|d| d.ss != 0).count();
+        let (kept, reduced) = dims.split_at(nk);
+        // Standard layout of the kept dims over the statistics.
+        let mut ss = 1;
+        for d in kept.iter().rev() {
+            if d.ss != ss {
+                return None;
+            }
+            ss *= d.size;
+        }
+        let (ps_outer, line) = match reduced {
+            [line] => (0, *line),
+            [r, line] if r.xs == line.size && r.ss == 0 => (r.ps, *line),
+            _ => return None,
+        };
+        let n = plan.group_len;
+        let ok = line.xs == 1
+            && line.ss == 0
+            && line.ps <= 1
+            && n > 0
+            && plan.groups > 0
+            && n.is_multiple_of(line.size)
+            && kept.last().is_none_or(|d| d.xs == n)
+            && plan.groups.checked_mul(n) == Some(plan.numel);
+        ok.then_some(Rows {
+            n,
+            len: line.size,
+            ps_outer,
+            ps_line: line.ps,
+        })
+    }
+
+    fn groups_per_task(&self) -> usize {
+        (TASK / self.n).max(1)
+    }
+}
+
+/// The checked plan and rows of a call the row path takes, or `None`.
+fn plan_of<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    purpose: Purpose,
+) -> Option<(Plan, Rows)> {
+    let stage = &info.spec.stages[0];
+    if !matches!(stage.affine, Affine::Axes(_)) || state.gamma.is_none() {
+        return None;
+    }
+    check::check_input(info, shape).ok()?;
+    let plan = check::check(info, 0, state, shape, purpose, false).ok()?;
+    if plan.foldable {
+        return None;
+    }
+    let rows = Rows::of(&plan)?;
+    Some((plan, rows))
+}
+
+/// γ and β widened to f32 (β zero without bias), and each group's parameter offset.
+fn params<T: Float>(state: &StageState<'_, T>, plan: &Plan) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+    let g = state.gamma.as_ref().map(values).unwrap_or_default();
+    let mut gamma = vec![0f32; g.len()];
+    T::widen(&g, &mut gamma);
+    let mut beta = vec![0f32; g.len()];
+    if let Some(b) = state.beta.as_ref().map(values) {
+        if b.len() == g.len() {
+            T::widen(&b, &mut beta);
+        }
+    }
+    let mut base = vec![0; plan.groups];
+    plan.for_each_group(|s, p, _| base[s] = p);
+    (gamma, beta, base)
+}
+
+/// The lines of group `s`: `(start in the group, parameter offset)`.
+fn lines(rows: &Rows, base: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+    (0..rows.n / rows.len).map(move |i| (i * rows.len, base + i * rows.ps_outer))
+}
+
+/// The row path's forward pass, or `None` when the call does not fit it (nothing changed).
+pub(crate) fn forward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &mut StageState<'_, T>,
+    (shape, x, out): (&[usize], &[T], &mut [T]),
+    mode: Mode,
+    saved: Option<&mut Saved<T>>,
+) -> Option<()> {
+    let (plan, rows) = plan_of(info, state, shape, Purpose::Forward(mode))?;
+    let stage = &info.spec.stages[0];
+    let n = rows.n;
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    let mut stats = vec![Stat::default(); plan.groups];
+    if fixed {
+        running_stats(stage, &plan, state.running.as_ref()?, &mut stats);
+    }
+    let (gamma, beta, base) = params(state, &plan);
+    let has_beta = state.beta.is_some();
+    let per = rows.groups_per_task();
+    x.par_chunks(per * n)
+        .zip(out.par_chunks_mut(per * n))
+        .zip(stats.par_chunks_mut(per))
+        .enumerate()
+        .for_each(|(t, ((xs, os), sts))| {
+            let mut y = [0f32; TILE];
+            for (i, ((xg, og), st)) in xs.chunks(n).zip(os.chunks_mut(n)).zip(sts).enumerate() {
+                let s = t * per + i;
+                if !fixed {
+                    let shift = if stage.center {
+                        f64::from(tiled::widen_one(xg[0]))
+                    } else {
+                        0.0
+                    };
+                    let (sum, sq) = tiled::line_sums(xg, shift);
+                    let (mean, m2) = mean_m2(stage, ShiftedSums { shift, sum, sq }, n);
+                    *st = group_stat(stage, mean, m2, n);
+                }
+                let (m, a, b) = coef(st.mean, st.rstd, 0.0);
+                for (o, p) in lines(&rows, base[s]) {
+                    let (xl, ol) = (&xg[o..o + rows.len], &mut og[o..o + rows.len]);
+                    for (c, (xt, ot)) in xl.chunks(TILE).zip(ol.chunks_mut(TILE)).enumerate() {
+                        let y = &mut y[..xt.len()];
+                        T::widen(xt, y);
+                        if rows.ps_line == 0 {
+                            // γ, β folded into the line's coefficients, as the f32 kernel.
+                            let (a, b) = (a * gamma[p], b * gamma[p] + beta[p]);
+                            ew::affine(y, m, a, b);
+                        } else {
+                            let q = p + c * TILE;
+                            let (g, bt) = (&gamma[q..q + y.len()], &beta[q..q + y.len()]);
+                            if has_beta {
+                                ew::affine_gb(y, m, a, b, g, bt);
+                            } else {
+                                ew::affine_g(y, m, a, b, g);
+                            }
+                        }
+                        T::narrow(y, ot);
+                    }
+                }
+            }
+        });
+    if mode == Mode::Train {
+        tiled::update_running(stage, &plan, n, &stats, state.running.as_mut());
+    }
+    if let Some(saved) = saved {
+        tiled::fill_saved(info, saved, shape, fixed, n, stats);
+    }
+    Some(())
+}
+
+/// One task's backward results: per group (Σγ·dy, Σγ·dy·x̂), and the parameter gradients
+/// (dγ, dβ) summed over its groups.
+type TaskSums = (Vec<f64>, Vec<f64>);
+
+/// The row path's backward pass, or `None` when the call does not fit it (nothing changed;
+/// the whole-tensor path reports any error).
+pub(crate) fn backward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    (x, dy, dx): (&[T], &[T], &mut [T]),
+    saved: &Saved<T>,
+    grads: &mut [StageGrads<T>],
+) -> Option<()> {
+    let (plan, rows) = plan_of(info, state, shape, Purpose::Backward)?;
+    let sv = tiled::saved_stage(info, &plan, shape, saved, grads.len())?;
+    let stage = &info.spec.stages[0];
+    let n = rows.n;
+    let (gamma, _, base) = params(state, &plan);
+    let np = gamma.len();
+    let per = rows.groups_per_task();
+    let parts: Vec<TaskSums> = x
+        .par_chunks(per * n)
+        .zip(dy.par_chunks(per * n))
+        .zip(dx.par_chunks_mut(per * n))
+        .enumerate()
+        .map(|(t, ((xs, ds), os))| {
+            let (mut dg, mut db) = (vec![0f64; np], vec![0f64; np]);
+            let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
+            let groups = xs.chunks(n).zip(ds.chunks(n)).zip(os.chunks_mut(n));
+            for (i, ((xg, dyg), og)) in groups.enumerate() {
+                let s = t * per + i;
+                let st = sv.stats[s];
+                let (m, a, b) = coef(st.mean, st.rstd, 0.0);
+                // Σγ·dy, Σγ·dy·x̂ and the parameter gradients.
+                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+                for (o, p) in lines(&rows, base[s]) {
+                    let (xl, dl) = (&xg[o..o + rows.len], &dyg[o..o + rows.len]);
+                    for (c, (xt, dt)) in xl.chunks(TILE).zip(dl.chunks(TILE)).enumerate() {
+                        let (tx, td) = (&mut tx[..xt.len()], &mut td[..xt.len()]);
+                        T::widen(xt, tx);
+                        T::widen(dt, td);
+                        if rows.ps_line == 0 {
+                            let (s1, s2) = <f32 as RowReduce>::row_dsums(tx, td, (m, a, b), None);
+                            let g = f64::from(gamma[p]);
+                            sg += g * s1;
+                            sgx += g * s2;
+                            dg[p] += s2;
+                            db[p] += s1;
+                        } else {
+                            let q = p + c * TILE;
+                            let g = &gamma[q..q + tx.len()];
+                            let (pg, pb) = (&mut dg[q..q + tx.len()], &mut db[q..q + tx.len()]);
+                            // The f32 layer's row kernel for Σγ·dy, Σγ·dy·x̂ (its sums).
+                            let (s1, s2) =
+                                <f32 as RowReduce>::row_dsums(tx, td, (m, a, b), Some((g, None)));
+                            sg += s1;
+                            sgx += s2;
+                            ew::dparams(tx, td, m, a, b, pg, pb);
+                        }
+                    }
+                }
+                let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, sg, sgx);
+                let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
+                let c = st.rstd as f32;
+                for (o, p) in lines(&rows, base[s]) {
+                    let (xl, dl) = (&xg[o..o + rows.len], &dyg[o..o + rows.len]);
+                    let ol = &mut og[o..o + rows.len];
+                    let tiles = xl
+                        .chunks(TILE)
+                        .zip(dl.chunks(TILE))
+                        .zip(ol.chunks_mut(TILE));
+                    for (ci, ((xt, dt), ot)) in tiles.enumerate() {
+                        let (tx, td) = (&mut tx[..xt.len()], &mut td[..xt.len()]);
+                        T::widen(xt, tx);
+                        T::widen(dt, td);
+                        if rows.ps_line == 0 {
+                            ew::dx(tx, td, c * gamma[p], m2, a2, b2);
+                        } else {
+                            let q = p + ci * TILE;
+                            let g = &gamma[q..q + tx.len()];
+                            ew::dx_g(tx, td, c, m2, a2, b2, g);
+                        }
+                        T::narrow(tx, ot);
+                    }
+                }
+            }
+            (dg, db)
+        })
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0f64; np], vec![0f64; np]);
+    for (pg, pb) in parts {
+        for (a, v) in dgamma.iter_mut().zip(pg) {
+            *a += v;
+        }
+        for (a, v) in dbeta.iter_mut().zip(pb) {
+            *a += v;
+        }
+    }
+    tiled::fill_param_grads(stage, &plan, &mut grads[0], &mut dgamma, &mut dbeta);
+    Some(())
+}

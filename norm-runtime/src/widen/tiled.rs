@@ -1,0 +1,699 @@
+//! The fused half-precision path: the half tensor is read and the half output written once,
+//! the f32 work done on small tiles converted on the fly (no f32 copy of the tensor).
+//!
+//! It covers the single-stage declarations whose plan is one kept dim between reduced ones,
+//! the input viewed as `[A, K, B]` (statistics group `k` = every `(a, k, b)`): NCHW batch
+//! norm (`[N, C, H·W]`), BatchNorm1d and channels-last batch norm (`[N…, C, 1]`), and rows
+//! (`[1, K, B]`: instance norm, and layer/group norm without affine parameters), with
+//! parameters that fold into per-group coefficients (γ, β per channel) or none, with or
+//! without running statistics, in train and eval mode. Everything else (parameters along the
+//! line, external affine, chains, variants, synchronized calls) runs through the whole-tensor
+//! conversion of `super`.
+//!
+//! * Rows (`A = 1`): each task takes a run of groups; per group, the shifted sums of its
+//!   tiles, its statistics, then its output from the tiles converted again (the group is in
+//!   the cache by then).
+//! * `A > 1`: each task takes a run of the outer index `a` and returns per-group partial
+//!   sums, merged in task order; a second parallel pass converts the tiles again and writes
+//!   the output (converting twice is cheaper than an f32 copy of the tensor).
+//!
+//! Statistics and backward sums are accumulated in f64 with the f32 kernels' row reductions
+//! (`RowReduce::row_sums`, `row_dsums`) on the converted tiles, shifted by the first value
+//! of each group, and finished with the same functions as the f32 layers
+//! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
+//! on the shape, so results are bit-identical for any number of threads.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use norm_spec::{Affine, Stage};
+
+use super::{narrow_into, widen_array};
+use crate::check::{self, Purpose};
+use crate::kernels::coef;
+use crate::kernels::convert::ew;
+use crate::kernels::elem::RowReduce;
+use crate::kernels::exec::{ShiftedSums, Stat};
+use crate::plan::Plan;
+use crate::state::{values, LayerInfo, Running, StageState};
+use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
+use crate::types::{Mode, Saved, SavedStage, StageGrads};
+use crate::Float;
+
+/// Elements per converted tile (f32 stack buffers of 8 KiB: a few stay in the L1 cache).
+pub(crate) const TILE: usize = 2048;
+
+/// Elements per task (about; whole groups or whole slabs of `a`).
+const TASK: usize = 1 << 16;
+
+/// The input as `[A, K, B]`: `K` statistics groups, each the `A·B` values `(a, k, b)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Outer reduced extent.
+    pub a: usize,
+    /// Statistics groups.
+    pub k: usize,
+    /// Inner reduced extent (contiguous).
+    pub b: usize,
+}
+
+impl Layout {
+    /// The layout of `plan` when it is `[A, K, B]` with one kept dim (or none).
+    pub(crate) fn of(plan: &Plan) -> Option<Layout> {
+        let dims = &plan.dims[..plan.ndims];
+        let kept = |d: &crate::plan::Dim| d.ss != 0;
+        let lay = match dims {
+            [r] if !kept(r) && r.xs == 1 => Layout {
+                a: 1,
+                k: 1,
+                b: r.size,
+            },
+            [k, r] if kept(k) && !kept(r) && r.xs == 1 && k.ss == 1 && k.xs == r.size => Layout {
+                a: 1,
+                k: k.size,
+                b: r.size,
+            },
+            [o, k, r]
+                if !kept(o)
+                    && kept(k)
+                    && !kept(r)
+                    && r.xs == 1
+                    && k.ss == 1
+                    && k.xs == r.size
+                    && o.xs == k.size * r.size =>
+            {
+                Layout {
+                    a: o.size,
+                    k: k.size,
+                    b: r.size,
+                }
+            }
+            [o, k] if !kept(o) && kept(k) && k.xs == 1 && k.ss == 1 && o.xs == k.size => Layout {
+                a: o.size,
+                k: k.size,
+                b: 1,
+            },
+            _ => return None,
+        };
+        (lay.k == plan.groups && lay.a * lay.b == plan.group_len && lay.k > 0 && lay.a > 0)
+            .then_some(lay)
+            .filter(|l| l.b > 0)
+    }
+
+    /// Outer indices per task of the `A > 1` passes (fixed by the shape).
+    fn rows_per_task(&self) -> usize {
+        (TASK / (self.k * self.b).max(1)).max(1)
+    }
+
+    /// Groups per task of the row passes (fixed by the shape).
+    fn groups_per_task(&self) -> usize {
+        (TASK / self.b.max(1)).max(1)
+    }
+}
+
+/// Whether the stage (the layer's only one) can take the fused paths at all: no variant
+/// (`tlu`, `ghost`, `renorm`, mask, Switchable Normalization), no external affine, not
+/// synchronized.
+pub(crate) fn eligible(info: &LayerInfo<'_>, sync: bool) -> bool {
+    let spec = info.spec;
+    let [st] = &spec.stages[..] else {
+        return false;
+    };
+    !sync
+        && !spec.chain
+        && !st.tlu
+        && st.ghost.is_none()
+        && st.renorm.is_none()
+        && st.mask == 0
+        && st.switch.is_empty()
+        && !matches!(st.affine, Affine::External)
+}
+
+/// The checked plan of the tiled path, or `None` (the caller runs the whole-tensor path,
+/// which reports any error).
+fn plan_of<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    purpose: Purpose,
+) -> Option<(Plan, Layout)> {
+    check::check_input(info, shape).ok()?;
+    let plan = check::check(info, 0, state, shape, purpose, false).ok()?;
+    let lay = Layout::of(&plan)?;
+    let stage = &info.spec.stages[0];
+    // Parameters must fold into the groups' coefficients.
+    if matches!(stage.affine, Affine::Axes(_)) && !plan.foldable {
+        return None;
+    }
+    Some((plan, lay))
+}
+
+/// Per-group parameter offsets (folded γ/β), `None` without parameters.
+fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
+    if !has_gamma {
+        return None;
+    }
+    let mut p = vec![0; plan.groups];
+    plan.for_each_group(|s, off, _| p[s] = off);
+    Some(p)
+}
+
+thread_local! {
+    /// Two f32 tiles per thread (input and upstream gradient), grown once.
+    static TILES: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `f` with this thread's two f32 tiles of at least `min(len, TILE)` values (fresh ones
+/// inside a nested call).
+#[inline]
+pub(super) fn with_tiles<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let n = len.min(TILE);
+    let grow = |v: &mut Vec<f32>| {
+        if v.len() < n {
+            v.resize(n, 0.0);
+        }
+    };
+    TILES.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut t) => {
+            let (a, b) = &mut *t;
+            grow(a);
+            grow(b);
+            f(&mut a[..n], &mut b[..n])
+        }
+        Err(_) => f(&mut vec![0.0; n], &mut vec![0.0; n]),
+    })
+}
+
+/// Shifted sums of `x` (one group's contiguous line), converted tile by tile.
+pub(super) fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
+    with_tiles(x.len(), |buf, _| {
+        let (mut s, mut q) = (0.0, 0.0);
+        for xs in x.chunks(TILE) {
+            let t = &mut buf[..xs.len()];
+            T::widen(xs, t);
+            let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
+            s += a;
+            q += b;
+        }
+        (s, q)
+    })
+}
+
+/// `out = (x − m)·a + b` over a line with one group's coefficients, tile by tile.
+fn line_affine<T: Float>(x: &[T], out: &mut [T], (m, a, b): (f32, f32, f32)) {
+    with_tiles(x.len(), |y, _| {
+        for (xs, os) in x.chunks(TILE).zip(out.chunks_mut(TILE)) {
+            let y = &mut y[..xs.len()];
+            T::widen(xs, y);
+            ew::affine(y, m, a, b);
+            T::narrow(y, os);
+        }
+    });
+}
+
+/// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
+fn line_dsums<T: Float>(x: &[T], dy: &[T], c: (f32, f32, f32)) -> (f64, f64) {
+    with_tiles(x.len(), |tx, td| {
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for (xs, ds) in x.chunks(TILE).zip(dy.chunks(TILE)) {
+            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+            T::widen(xs, tx);
+            T::widen(ds, td);
+            let (a, b) = <f32 as RowReduce>::row_dsums(tx, td, c, None);
+            s1 += a;
+            s2 += b;
+        }
+        (s1, s2)
+    })
+}
+
+/// `dx = dy·c + (x − m)·a + b` over one group's line.
+fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], (c, m, a, b): (f32, f32, f32, f32)) {
+    with_tiles(x.len(), |tx, td| {
+        for ((xs, ds), os) in x.chunks(TILE).zip(dy.chunks(TILE)).zip(dx.chunks_mut(TILE)) {
+            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+            T::widen(xs, tx);
+            T::widen(ds, td);
+            ew::dx(tx, td, c, m, a, b);
+            T::narrow(tx, os);
+        }
+    });
+}
+
+/// Rows (of `k` groups of one value each, `B = 1`) per tile.
+fn rows_per_tile(k: usize) -> usize {
+    (TILE / k.max(1)).max(1)
+}
+
+/// Column sums of whole rows of `k` values (`B = 1`): `sum[j] += x − h[j]`, `sq[j] += (x −
+/// h[j])²`, the rows converted a tile at a time and reduced by the f32 column kernel.
+fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    let k = h.len();
+    let per = rows_per_tile(k) * k;
+    let mut buf = vec![0f32; per.min(x.len())];
+    for xs in x.chunks(per) {
+        let t = &mut buf[..xs.len()];
+        T::widen(xs, t);
+        <f32 as RowReduce>::col_sums(t, (0..xs.len() / k).map(|r| r * k), h, sum, sq);
+    }
+}
+
+/// `(m, a, b)` per group as three arrays (the column loops vectorize over them).
+fn soa3(c: &[(f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = c.iter().map(|v| v.0).collect();
+    let a = c.iter().map(|v| v.1).collect();
+    let b = c.iter().map(|v| v.2).collect();
+    (m, a, b)
+}
+
+/// Per-group shifted sums of `A > 1` layouts: tasks over runs of `a`, merged in order.
+fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
+    let slab = lay.k * lay.b;
+    let rows = lay.rows_per_task();
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = x
+        .par_chunks(rows * slab)
+        .map(|xs| {
+            let (mut s, mut q) = (vec![0.0; lay.k], vec![0.0; lay.k]);
+            if lay.b == 1 {
+                col_sums(xs, h, &mut s, &mut q);
+            } else {
+                for (i, line) in xs.chunks(lay.b).enumerate() {
+                    let g = i % lay.k;
+                    let (a, b) = line_sums(line, h[g]);
+                    s[g] += a;
+                    q[g] += b;
+                }
+            }
+            (s, q)
+        })
+        .collect();
+    let mut raws: Vec<ShiftedSums> = h
+        .iter()
+        .map(|&shift| ShiftedSums {
+            shift,
+            sum: 0.0,
+            sq: 0.0,
+        })
+        .collect();
+    for (s, q) in parts {
+        for ((r, s), q) in raws.iter_mut().zip(s).zip(q) {
+            r.sum += s;
+            r.sq += q;
+        }
+    }
+    raws
+}
+
+/// `out = (x − m)·a + b` per group of `A > 1` layouts.
+fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f32)]) {
+    let slab = lay.k * lay.b;
+    let rows = lay.rows_per_task();
+    x.par_chunks(rows * slab)
+        .zip(out.par_chunks_mut(rows * slab))
+        .for_each(|(xs, os)| {
+            if lay.b == 1 {
+                let per = rows_per_tile(lay.k) * lay.k;
+                let mut t = vec![0f32; per.min(xs.len())];
+                let (m, a, b) = soa3(c);
+                for (xc, oc) in xs.chunks(per).zip(os.chunks_mut(per)) {
+                    let t = &mut t[..xc.len()];
+                    T::widen(xc, t);
+                    ew::col_affine(t, &m, &a, &b);
+                    T::narrow(t, oc);
+                }
+            } else {
+                for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
+                    line_affine(xl, ol, c[i % lay.k]);
+                }
+            }
+        });
+}
+
+/// The statistics and f32 coefficients of group `s` from its raw sums.
+fn finish_group(
+    info: &LayerInfo<'_>,
+    raw: ShiftedSums,
+    n: usize,
+    affine: (f64, f64),
+) -> (Stat, (f32, f32, f32)) {
+    let stage = &info.spec.stages[0];
+    let (mean, m2) = mean_m2(stage, raw, n);
+    let st = group_stat(stage, mean, m2, n);
+    (st, coef(mean, st.rstd * affine.0, affine.1))
+}
+
+/// The tiled forward pass, or `None` when the call does not fit it (nothing changed then).
+pub(crate) fn forward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &mut StageState<'_, T>,
+    (shape, x, out): (&[usize], &[T], &mut [T]),
+    mode: Mode,
+    saved: Option<&mut Saved<T>>,
+) -> Option<()> {
+    let (plan, lay) = plan_of(info, state, shape, Purpose::Forward(mode))?;
+    let stage = &info.spec.stages[0];
+    let n = plan.group_len;
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    let gamma = state.gamma.as_ref().map(values);
+    let beta = state.beta.as_ref().map(values);
+    let offsets = param_offsets(&plan, gamma.is_some());
+    let affine = |s: usize| -> (f64, f64) {
+        match (&gamma, &offsets) {
+            (Some(g), Some(p)) => (
+                g[p[s]].to_acc(),
+                beta.as_ref().map_or(0.0, |b| b[p[s]].to_acc()),
+            ),
+            _ => (1.0, 0.0),
+        }
+    };
+    let mut stats = vec![Stat::default(); lay.k];
+    if fixed {
+        running_stats(stage, &plan, state.running.as_ref()?, &mut stats);
+        let c: Vec<(f32, f32, f32)> = stats
+            .iter()
+            .enumerate()
+            .map(|(s, st)| {
+                let (g, h) = affine(s);
+                coef(st.mean, st.rstd * g, h)
+            })
+            .collect();
+        if lay.a == 1 {
+            let per = lay.groups_per_task();
+            x.par_chunks(per * lay.b)
+                .zip(out.par_chunks_mut(per * lay.b))
+                .zip(c.par_chunks(per))
+                .for_each(|((xs, os), cs)| {
+                    for ((xl, ol), &c) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).zip(cs) {
+                        line_affine(xl, ol, c);
+                    }
+                });
+        } else {
+            outer_affine(x, out, lay, &c);
+        }
+    } else if lay.a == 1 {
+        // Rows: sums, statistics and output per group in one task.
+        let per = lay.groups_per_task();
+        x.par_chunks(per * lay.b)
+            .zip(out.par_chunks_mut(per * lay.b))
+            .zip(stats.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, ((xs, os), sts))| {
+                let chunks = xs.chunks(lay.b).zip(os.chunks_mut(lay.b));
+                for (i, ((xl, ol), st)) in chunks.zip(sts.iter_mut()).enumerate() {
+                    let shift = if stage.center {
+                        f64::from(widen_one(xl[0]))
+                    } else {
+                        0.0
+                    };
+                    let (sum, sq) = line_sums(xl, shift);
+                    let raw = ShiftedSums { shift, sum, sq };
+                    let (s, c) = finish_group(info, raw, n, affine(t * per + i));
+                    *st = s;
+                    line_affine(xl, ol, c);
+                }
+            });
+    } else {
+        let h: Vec<f64> = (0..lay.k)
+            .map(|g| {
+                if stage.center {
+                    f64::from(widen_one(x[g * lay.b]))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let raws = outer_sums(x, lay, &h);
+        let mut c = vec![(0f32, 0f32, 0f32); lay.k];
+        for (s, raw) in raws.into_iter().enumerate() {
+            (stats[s], c[s]) = finish_group(info, raw, n, affine(s));
+        }
+        outer_affine(x, out, lay, &c);
+    }
+    if mode == Mode::Train {
+        update_running(stage, &plan, n, &stats, state.running.as_mut());
+    }
+    if let Some(saved) = saved {
+        fill_saved(info, saved, shape, fixed, n, stats);
+    }
+    Some(())
+}
+/// The train-mode running update of a fused half-precision forward: in f32 and rounded
+/// once, as the f32 layer's running statistics (the caller's arrays are small: one value
+/// per channel or group). Shared by the tiled and the row paths.
+pub(super) fn update_running<T: Float>(
+    stage: &Stage,
+    plan: &Plan,
+    n: usize,
+    stats: &[Stat],
+    running: Option<&mut Running<'_, T>>,
+) {
+    if let Some(Running::Mut { mean, var, count }) = running {
+        let (mut m32, mut v32) = (widen_array(&mean.view()), widen_array(&var.view()));
+        let mut r32 = Running::Mut {
+            mean: m32.view_mut(),
+            var: v32.view_mut(),
+            count,
+        };
+        train_running(stage, plan, n, stats, Some(&mut r32), &mut Vec::new());
+        narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
+        narrow_into(v32.as_slice().expect("owned, standard layout"), var);
+    }
+}
+
+/// One value widened.
+#[inline(always)]
+pub(super) fn widen_one<T: Float>(v: T) -> f32 {
+    let mut o = [0f32];
+    T::widen(&[v], &mut o);
+    o[0]
+}
+
+/// The tiled backward pass, or `None` when the call does not fit it (nothing changed then;
+/// the whole-tensor path reports any error).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<T: Float>(
+    info: &LayerInfo<'_>,
+    state: &StageState<'_, T>,
+    shape: &[usize],
+    (x, dy, dx): (&[T], &[T], &mut [T]),
+    saved: &Saved<T>,
+    grads: &mut [StageGrads<T>],
+) -> Option<()> {
+    let (plan, lay) = plan_of(info, state, shape, Purpose::Backward)?;
+    let stage = &info.spec.stages[0];
+    let sv = saved_stage(info, &plan, shape, saved, grads.len())?;
+    let n = sv.count;
+    let gamma = state.gamma.as_ref().map(values);
+    let offsets = param_offsets(&plan, gamma.is_some());
+    let scale = |s: usize| match (&gamma, &offsets) {
+        (Some(g), Some(p)) => g[p[s]].to_acc(),
+        _ => 1.0,
+    };
+    // x̂ = (x − m)·a + b per group, and the dx coefficients from the group's sums.
+    let xhat: Vec<(f32, f32, f32)> = sv
+        .stats
+        .iter()
+        .map(|st| coef(st.mean, st.rstd, 0.0))
+        .collect();
+    let dxc = |s: usize, sg: f64, sgx: f64| -> (f32, f32, f32, f32) {
+        let st = sv.stats[s];
+        let gs = scale(s);
+        let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, gs * sg, gs * sgx);
+        let (m, a, b) = coef(st.mean, st.rstd * c1, c0);
+        ((st.rstd * gs) as f32, m, a, b)
+    };
+    let mut sums = vec![(0.0f64, 0.0f64); lay.k];
+    if lay.a == 1 {
+        let per = lay.groups_per_task();
+        x.par_chunks(per * lay.b)
+            .zip(dy.par_chunks(per * lay.b))
+            .zip(dx.par_chunks_mut(per * lay.b))
+            .zip(sums.par_chunks_mut(per))
+            .enumerate()
+            .for_each(|(t, (((xs, ds), os), ss))| {
+                let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                for (i, ((xl, dl), (ol, s))) in lines.zip(os.chunks_mut(lay.b).zip(ss)).enumerate()
+                {
+                    let g = t * per + i;
+                    *s = line_dsums(xl, dl, xhat[g]);
+                    line_dx(xl, dl, ol, dxc(g, s.0, s.1));
+                }
+            });
+    } else {
+        let slab = lay.k * lay.b;
+        let rows = lay.rows_per_task();
+        let parts: Vec<Vec<(f64, f64)>> = x
+            .par_chunks(rows * slab)
+            .zip(dy.par_chunks(rows * slab))
+            .map(|(xs, ds)| {
+                let mut acc = vec![(0.0, 0.0); lay.k];
+                if lay.b == 1 {
+                    col_dsums(xs, ds, &xhat, &mut acc);
+                } else {
+                    for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
+                        let g = i % lay.k;
+                        let (a, b) = line_dsums(xl, dl, xhat[g]);
+                        acc[g].0 += a;
+                        acc[g].1 += b;
+                    }
+                }
+                acc
+            })
+            .collect();
+        for p in parts {
+            for (s, v) in sums.iter_mut().zip(p) {
+                s.0 += v.0;
+                s.1 += v.1;
+            }
+        }
+        let c: Vec<(f32, f32, f32, f32)> = sums
+            .iter()
+            .enumerate()
+            .map(|(s, &(sg, sgx))| dxc(s, sg, sgx))
+            .collect();
+        x.par_chunks(rows * slab)
+            .zip(dy.par_chunks(rows * slab))
+            .zip(dx.par_chunks_mut(rows * slab))
+            .for_each(|((xs, ds), os)| {
+                if lay.b == 1 {
+                    col_dx(xs, ds, os, &c);
+                } else {
+                    let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                    for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
+                        line_dx(xl, dl, ol, c[i % lay.k]);
+                    }
+                }
+            });
+    }
+    let params = plan.param_shape.numel();
+    let (mut dgamma, mut dbeta) = (vec![0.0; params], vec![0.0; params]);
+    if matches!(stage.affine, Affine::Axes(_)) {
+        plan.for_each_group(|s, p, _| {
+            dgamma[p] += sums[s].1;
+            dbeta[p] += sums[s].0;
+        });
+    }
+    fill_param_grads(stage, &plan, &mut grads[0], &mut dgamma, &mut dbeta);
+    Some(())
+}
+
+/// Stores a single-stage forward's statistics into `saved` (as the f32 layer fills it).
+pub(super) fn fill_saved<T: Float>(
+    info: &LayerInfo<'_>,
+    saved: &mut Saved<T>,
+    shape: &[usize],
+    fixed: bool,
+    n: usize,
+    stats: Vec<Stat>,
+) {
+    saved.fingerprint = info.fingerprint;
+    saved.shape.clear();
+    saved.shape.extend_from_slice(shape);
+    saved.stages.resize_with(1, SavedStage::default);
+    let s = &mut saved.stages[0];
+    s.fixed = fixed;
+    s.count = n;
+    s.synced = false;
+    s.stats = stats;
+    s.scale.clear();
+    s.tlu_pass.clear();
+    s.renorm.clear();
+    s.chunks.clear();
+    saved.intermediates.clear();
+    saved.cell_len = 0;
+    saved.cells.clear();
+    saved.mask.clear();
+    saved.counts.clear();
+}
+
+/// The one stage of `saved` when it fits this call (the checks of the f32 backward pass;
+/// `None` sends the call to the whole-tensor path, which reports the error).
+pub(super) fn saved_stage<'s, T: Float>(
+    info: &LayerInfo<'_>,
+    plan: &Plan,
+    shape: &[usize],
+    saved: &'s Saved<T>,
+    nslots: usize,
+) -> Option<&'s SavedStage<T>> {
+    let [sv] = &saved.stages[..] else {
+        return None;
+    };
+    let ok = saved.fingerprint == info.fingerprint
+        && saved.shape == shape
+        && saved.intermediates.is_empty()
+        && sv.stats.len() == plan.groups
+        && !sv.synced
+        && sv.count == plan.group_len
+        && sv.renorm.is_empty()
+        && sv.tlu_pass.is_empty()
+        && sv.chunks.is_empty()
+        && nslots == 1;
+    ok.then_some(sv)
+}
+
+/// The parameter gradients from their f64 sums (rounded through f32, as the f32 layer's
+/// gradients are rounded to the half type).
+pub(super) fn fill_param_grads<T: Float>(
+    stage: &norm_spec::Stage,
+    plan: &Plan,
+    g: &mut StageGrads<T>,
+    dgamma: &mut [f64],
+    dbeta: &mut [f64],
+) {
+    match &stage.affine {
+        Affine::Axes(_) => {
+            for v in dgamma.iter_mut().chain(dbeta.iter_mut()) {
+                *v = f64::from(*v as f32);
+            }
+            let shape = plan.param_shape.as_slice();
+            fill_grad(&mut g.dgamma, shape, dgamma);
+            if stage.bias {
+                fill_grad(&mut g.dbeta, shape, dbeta);
+            } else {
+                g.dbeta = None;
+            }
+        }
+        _ => {
+            g.dgamma = None;
+            g.dbeta = None;
+        }
+    }
+    g.dtau = None;
+}
+
+/// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel.
+fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(f64, f64)]) {
+    let k = xhat.len();
+    let per = rows_per_tile(k) * k;
+    let (m, a, b) = soa3(xhat);
+    let (mut sg, mut sgx) = (vec![0f64; k], vec![0f64; k]);
+    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
+    for (xs, ds) in x.chunks(per).zip(dy.chunks(per)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        let lines = (0..xs.len() / k).map(|r| r * k);
+        <f32 as RowReduce>::col_dsums(tx, td, lines, (&m, &a, &b), &mut sg, &mut sgx);
+    }
+    for ((s, g), gx) in acc.iter_mut().zip(sg).zip(sgx) {
+        s.0 += g;
+        s.1 += gx;
+    }
+}
+
+/// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`).
+fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)]) {
+    let k = c.len();
+    let per = rows_per_tile(k) * k;
+    let cc: Vec<f32> = c.iter().map(|v| v.0).collect();
+    let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
+    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
+    for ((xs, ds), os) in x.chunks(per).zip(dy.chunks(per)).zip(dx.chunks_mut(per)) {
+        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
+        T::widen(xs, tx);
+        T::widen(ds, td);
+        ew::col_dx(tx, td, &cc, &m, &a, &b);
+        T::narrow(tx, os);
+    }
+}

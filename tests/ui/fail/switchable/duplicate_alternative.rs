@@ -1,0 +1,6 @@
+use normkit::prelude::*;
+
+#[norm(input = "N,C,H,W", axes = "H,W" | "W,H", affine)]
+struct Layer;
+
+fn main() {}
