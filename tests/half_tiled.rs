@@ -100,7 +100,6 @@ struct Reference {
     running: Option<(Vec<f64>, Vec<f64>)>,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn reference(
     (a, k, b): (usize, usize, usize),
     x: &[f64],

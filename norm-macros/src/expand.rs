@@ -71,7 +71,7 @@ fn generate(spec: &Spec, item: &ItemStruct) -> TokenStream {
             #statics
 
             #[automatically_derived]
-            #[allow(clippy::too_many_arguments, clippy::needless_update, unused_variables)]
+            #[allow(clippy::needless_update, unused_variables)]
             impl<T: #rt::Float> #name<T> {
                 #(#methods)*
             }
@@ -153,7 +153,7 @@ impl<'a> Layer<'a> {
     ) -> TokenStream {
         let rt = &self.rt;
         if self.masked {
-            quote!(#rt::forward_masked_into(&INFO, &mut states, x, mask, #mode, #out, #saved, #sync))
+            quote!(#rt::forward_masked_into(&INFO, &mut states, (x, mask), #mode, #out, #saved, #sync))
         } else {
             quote!(#rt::forward_path::<__NormPath, T, _>(&INFO, &mut states, x, #mode, #out, #saved, #sync))
         }
@@ -375,8 +375,13 @@ fn constructor(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
     let arg_names = layer.args.iter().map(|(_, id)| id);
     let rt = &layer.rt;
     let arg_decls: Vec<TokenStream> = arg_decls.collect();
+    // The constructor's signature is the public API (one size per sizing axis): a
+    // declaration with more than clippy's seven sizing axes gets the allowance here, on
+    // these two functions only.
+    let many = (layer.args.len() > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
     quote! {
         #[doc = #try_doc]
+        #many
         pub fn try_new(#(#arg_decls),*) -> ::std::result::Result<Self, #rt::NormError> {
             ::std::result::Result::Ok(
                 #name { #(#user_init)* #init __normkit_marker: ::std::marker::PhantomData }
@@ -384,6 +389,7 @@ fn constructor(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
         }
 
         #[doc = #new_doc]
+        #many
         pub fn new(#(#arg_decls),*) -> Self {
             match Self::try_new(#(#arg_names),*) {
                 ::std::result::Result::Ok(layer) => layer,
@@ -488,7 +494,8 @@ fn backward_entry(layer: &Layer<'_>, stages: &StagesCode) -> TokenStream {
         ) -> ::std::result::Result<(), #rt::NormError> {
             let states = #states_backward;
             let mut slots = #slots_in;
-            let result = #rt::backward_into(&INFO, &states, x, dy, saved, grads.dx.view_mut(), &mut slots, sync);
+            let args = #rt::BackwardArgs { x, dy, saved, dx: grads.dx.view_mut(), grads: &mut slots, sync };
+            let result = #rt::backward_path::<__NormPath, T, _>(&INFO, &states, args);
             #slots_out
             result
         }

@@ -5,13 +5,14 @@ use norm_spec::Spec;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-/// `type __NormPath = Mono<LAYOUT, PARAMS, EPS_VAR>;` for a class with a specialized path,
-/// else `= Generic;` (the same choice `DynNorm` makes at construction).
+/// `type __NormPath = Mono<LAYOUT, PARAMS, EPS_VAR, VARIANCE, CENTER>;` for a class with a
+/// specialized path, else `= Generic;` (the same choice `DynNorm` makes at construction).
 pub(crate) fn path_type(spec: &Spec, rt: &TokenStream) -> TokenStream {
     let path = match norm_spec::path::classify(spec).mono() {
         Some(key) => {
             let (layout, params, eps_var) = (key.layout, key.params, key.eps_var);
-            quote!(#rt::Mono<#layout, #params, #eps_var>)
+            let (variance, center) = (key.variance, key.center);
+            quote!(#rt::Mono<#layout, #params, #eps_var, #variance, #center>)
         }
         None => quote!(#rt::Generic),
     };

@@ -9,7 +9,7 @@ use norm_spec::{shapes, Affine, Spec, MAX_STAGES};
 
 use crate::collective::Collective;
 use crate::kernels::alloc;
-use crate::layer;
+use crate::layer::{self, BackwardArgs};
 use crate::path::DynPath;
 use crate::sizes;
 use crate::state::{LayerInfo, Running, StageState};
@@ -417,8 +417,15 @@ impl<T: Float> DynNorm<T> {
         let states = &states[..self.stages.len()];
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         let info = self.info();
-        let out = dx.view_mut();
-        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, sync)?;
+        let args = BackwardArgs {
+            x,
+            dy,
+            saved,
+            dx: dx.view_mut(),
+            grads: &mut stages,
+            sync,
+        };
+        self.path.backward_into(&info, states, args)?;
         Ok(ChainGrads { dx, stages })
     }
 
@@ -504,6 +511,19 @@ impl<T: Float> DynNorm<T> {
         )
     }
 
+    /// This layer on the generic path (tests: the reference of the monomorphized paths).
+    #[cfg(test)]
+    pub(crate) fn on_generic_path(mut self) -> Self {
+        self.path = DynPath::Forced;
+        self
+    }
+
+    /// Whether this layer's spec has a monomorphized path.
+    #[cfg(test)]
+    pub(crate) fn is_specialized(&self) -> bool {
+        matches!(self.path, DynPath::Mono(_))
+    }
+
     /// Read-only states of every stage (a fixed array: no allocation per call).
     fn states(&self) -> [StageState<'_, T>; MAX_STAGES] {
         let mut states: [StageState<'_, T>; MAX_STAGES] = Default::default();
@@ -546,16 +566,15 @@ impl<T: Float> DynNorm<T> {
         let states = self.states();
         let states = &states[..self.stages.len()];
         let mut slot = [grads.take_params()];
-        let r = layer::backward_into(
-            &self.info(),
-            states,
+        let args = BackwardArgs {
             x,
             dy,
             saved,
-            grads.dx.view_mut(),
-            &mut slot,
-            None,
-        );
+            dx: grads.dx.view_mut(),
+            grads: &mut slot,
+            sync: None,
+        };
+        let r = self.path.backward_into(&self.info(), states, args);
         let [g] = slot;
         grads.set_params(g);
         r
@@ -572,16 +591,15 @@ impl<T: Float> DynNorm<T> {
         let states = &states[..self.stages.len()];
         let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
-        layer::backward_into(
-            &self.info(),
-            states,
+        let args = BackwardArgs {
             x,
             dy,
             saved,
-            dx.view_mut(),
-            &mut stages,
-            None,
-        )?;
+            dx: dx.view_mut(),
+            grads: &mut stages,
+            sync: None,
+        };
+        self.path.backward_into(&self.info(), states, args)?;
         Ok(ChainGrads { dx, stages })
     }
 
@@ -616,8 +634,15 @@ impl<T: Float> DynNorm<T> {
         let mut dx = alloc::zeros(x.raw_dim());
         let mut stages = vec![StageGrads::default(); self.stages.len()];
         let info = self.info();
-        let out = dx.view_mut();
-        layer::backward_into(&info, states, x, dy, saved, out, &mut stages, Some(comm))?;
+        let args = BackwardArgs {
+            x,
+            dy,
+            saved,
+            dx: dx.view_mut(),
+            grads: &mut stages,
+            sync: Some(comm),
+        };
+        self.path.backward_into(&info, states, args)?;
         Ok(ChainGrads { dx, stages })
     }
 
@@ -673,8 +698,7 @@ impl<T: Float> DynNorm<T> {
         crate::masked::forward_masked_into(
             &info,
             &mut states,
-            x,
-            mask,
+            (x, mask),
             mode,
             out,
             Some(saved),
@@ -698,8 +722,7 @@ impl<T: Float> DynNorm<T> {
         crate::masked::forward_masked_into(
             &self.info(),
             &mut states,
-            x,
-            mask,
+            (x, mask),
             Mode::Eval,
             y.view_mut(),
             None,

@@ -21,6 +21,44 @@ use crate::stats;
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
+/// The forward pass of one stage on a checked input: [`stage::forward`] (the generic
+/// path) or a monomorphized path's (`crate::path::train`).
+pub(crate) type StageForward<T> = for<'a, 'b, 'c> fn(
+    StageCall<'a>,
+    &mut StageState<'b, T>,
+    (&[T], &mut [T]),
+    Mode,
+    &mut SavedStage<T>,
+    &mut Scratch<T>,
+) -> Result<(), NormError>;
+
+/// The backward pass of one stage on a checked input: [`stage::backward`] or a
+/// monomorphized path's.
+pub(crate) type StageBackward<T> = for<'a, 'b, 'c> fn(
+    StageCall<'a>,
+    &StageState<'b, T>,
+    BackwardIo<'c, T>,
+    &SavedStage<T>,
+    &mut StageGrads<T>,
+    &mut Scratch<T>,
+) -> Result<(), NormError>;
+
+/// The inputs and outputs of one backward call (besides the layer and its states).
+pub struct BackwardArgs<'a, T, D: Dimension> {
+    /// The forward input.
+    pub x: ArrayView<'a, T, D>,
+    /// The gradient of the loss with respect to the output.
+    pub dy: ArrayView<'a, T, D>,
+    /// What the forward pass saved.
+    pub saved: &'a Saved<T>,
+    /// Receives dx.
+    pub dx: ArrayViewMut<'a, T, D>,
+    /// Receives the parameter gradients, one entry per stage.
+    pub grads: &'a mut [StageGrads<T>],
+    /// The collective of a `backward_sync` call.
+    pub sync: Option<&'a dyn Collective>,
+}
+
 /// The values of `a` in standard (logical) order, borrowed when already contiguous.
 fn contiguous<'a, T: Copy, D: Dimension>(a: &'a ArrayView<'_, T, D>) -> Cow<'a, [T]> {
     match a.as_slice() {
@@ -119,9 +157,23 @@ pub fn forward_into<T: Float, D: Dimension>(
     states: &mut [StageState<'_, T>],
     x: ArrayView<'_, T, D>,
     mode: Mode,
-    mut out: ArrayViewMut<'_, T, D>,
+    out: ArrayViewMut<'_, T, D>,
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
+) -> Result<(), NormError> {
+    forward_with(info, states, (x, out), mode, saved, sync, stage::forward)
+}
+
+/// [`forward_into`] with `run` as the forward pass of each stage (a monomorphized path's
+/// for a one-stage layer of its class; checks, plan and buffers as on the generic path).
+pub(crate) fn forward_with<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    (x, mut out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+    mode: Mode,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn Collective>,
+    run: StageForward<T>,
 ) -> Result<(), NormError> {
     if info.spec.stages.first().is_some_and(|s| s.mask != 0) {
         return Err(crate::masked::needs_mask(info));
@@ -186,7 +238,7 @@ pub fn forward_into<T: Float, D: Dimension>(
                     sync,
                 };
                 let (state, saved_k) = (&mut states[k], &mut saved.stages[k]);
-                stage::forward(call, state, (input, output), mode, saved_k, scratch)?;
+                run(call, state, (input, output), mode, saved_k, scratch)?;
             }
             Ok(())
         });
@@ -197,18 +249,30 @@ pub fn forward_into<T: Float, D: Dimension>(
     })
 }
 
-/// Backward pass into `dx` and `grads` (one entry per stage).
-#[allow(clippy::too_many_arguments)]
+/// Backward pass into `args.dx` and `args.grads` (one entry per stage).
 pub fn backward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
-    x: ArrayView<'_, T, D>,
-    dy: ArrayView<'_, T, D>,
-    saved: &Saved<T>,
-    mut dx: ArrayViewMut<'_, T, D>,
-    grads: &mut [StageGrads<T>],
-    sync: Option<&dyn Collective>,
+    args: BackwardArgs<'_, T, D>,
 ) -> Result<(), NormError> {
+    backward_with(info, states, args, stage::backward)
+}
+
+/// [`backward_into`] with `run` as the backward pass of each stage (see [`forward_with`]).
+pub(crate) fn backward_with<T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    args: BackwardArgs<'_, T, D>,
+    run: StageBackward<T>,
+) -> Result<(), NormError> {
+    let BackwardArgs {
+        x,
+        dy,
+        saved,
+        mut dx,
+        grads,
+        sync,
+    } = args;
     if T::WIDE {
         return crate::widen::backward_into(
             (info, sync),
@@ -217,7 +281,17 @@ pub fn backward_into<T: Float, D: Dimension>(
             saved,
             dx,
             grads,
-            |st, (x, dy), saved, dx, grads| backward_into(info, st, x, dy, saved, dx, grads, sync),
+            |st, (x, dy), saved, dx, grads| {
+                let args = BackwardArgs {
+                    x,
+                    dy,
+                    saved,
+                    dx,
+                    grads,
+                    sync,
+                };
+                backward_into(info, st, args)
+            },
         );
     }
     let shape = x.shape();
@@ -339,11 +413,11 @@ pub fn backward_into<T: Float, D: Dimension>(
                     dx,
                 };
                 let r = if k == 0 {
-                    stage::backward(call, st, io(dx), sv, g, scratch)
+                    run(call, st, io(dx), sv, g, scratch)
                 } else {
                     // Sized only: the stage writes every value of dx.
                     down.resize(input.len(), T::zero());
-                    let r = stage::backward(call, st, io(&mut down), sv, g, scratch);
+                    let r = run(call, st, io(&mut down), sv, g, scratch);
                     std::mem::swap(&mut up, &mut down);
                     r
                 };

@@ -54,12 +54,14 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::collective::Collective;
-    pub use crate::layer::{backward_into, forward_into, stats};
+    pub use crate::layer::{backward_into, forward_into, stats, BackwardArgs};
     pub use crate::masked::forward_masked_into;
     pub use crate::norm_layer::{
         call_mismatch, fix_rank, fix_rank_mut, fix_rank_owned, single_grads, Mismatch,
     };
-    pub use crate::path::{forward_into as forward_path, Generic, Mono, Path};
+    pub use crate::path::{
+        backward_into as backward_path, forward_into as forward_path, Generic, Mono, Path,
+    };
     pub use crate::sizes::layer_array;
     pub use crate::state::{LayerInfo, Running, StageState};
     pub use crate::state_dict::{

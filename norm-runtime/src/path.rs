@@ -2,34 +2,48 @@
 //!
 //! `norm_spec::path::classify` sorts a spec into a finite set of classes; the classes
 //! with specialized code have a [`MonoKey`](norm_spec::path::MonoKey), named here as the type
-//! [`Mono<LAYOUT, PARAMS, EPS_VAR>`](Mono). `#[norm]` writes that type into the generated
-//! layer (the flags are constants of the generated code: the branches on them fold away in
-//! the monomorphized loop); [`DynNorm`](crate::DynNorm) maps its spec once, at construction,
-//! onto a [`DynPath`], an enum of the same monomorphized paths. A macro layer and a
-//! `DynNorm` of the same spec therefore run the same code, and the specialized code computes
-//! exactly the arithmetic of the generic path (same coefficients, same elementwise formula),
-//! so results do not depend on which path ran.
+//! [`Mono<LAYOUT, PARAMS, EPS_VAR, VARIANCE, CENTER>`](Mono). `#[norm]` writes that type into
+//! the generated layer (the flags are constants of the generated code: the branches on them
+//! fold away in the monomorphized code); [`DynNorm`](crate::DynNorm) maps its spec once, at
+//! construction, onto a [`DynPath`], whose calls dispatch on the same key to the same
+//! monomorphized functions. A macro layer and a `DynNorm` of the same spec therefore run the
+//! same code, and the specialized code computes exactly the arithmetic of the generic path
+//! (same coefficients, same kernels, same elementwise formula), so results do not depend on
+//! which path ran.
 //!
-//! Specialized today: eval with running statistics (`forward_eval_into`) of a one-stage
-//! layer in the rows, columns or sandwich layout, without parameters or with per-channel
-//! ones, on an input of at most [`SMALL`] values in standard layout. The per-call work is
-//! sizes only: (outer, kept, inner) from the shape and the class, the state's shapes
-//! compared against them, the coefficients of every group, one tight loop over the input on
-//! the calling thread (no `Plan`). Anything unexpected (a wrong shape, a parameter layout the
-//! sizes do not describe) goes to the checked pass (validation and the plan as on the
-//! generic path, hence its errors), which runs the same loop. Every other call (train, batch statistics, backward, `stats`, saved or
-//! synchronized calls, half precision, strided views, larger inputs) and every other class
-//! (grouped, per-feature or external parameters, chains, `ghost`, `renorm`, `tlu`, `mask`)
-//! runs the generic path of [`crate::layer`].
+//! Specialized (a one-stage layer without variants, called without a collective, in f32 or
+//! f64):
+//! - **train forward, batch-statistics eval and backward** ([`train`]) for the rows,
+//!   columns, sandwich and grouped layouts, without parameters or with per-channel or
+//!   per-feature ones: the stage's arithmetic with the parameter kind, centering,
+//!   estimator and eps mode as const generics, inside the generic layer shell (checks, plan,
+//!   `Saved`: `layer::forward_with` / `layer::backward_with`);
+//! - **eval with running statistics** (`forward_eval_into`) in the rows, columns or sandwich
+//!   layout without parameters or with per-channel ones, on an input of at most [`SMALL`]
+//!   values in standard layout: the per-call work is sizes only ((outer, kept, inner) from
+//!   the shape and the class, the state's shapes compared against them, the coefficients of
+//!   every group, one tight loop over the input on the calling thread, no `Plan`). Anything
+//!   unexpected (a wrong shape, a parameter layout the sizes do not describe) goes to the
+//!   checked pass (validation and the plan as on the generic path, hence its errors), which
+//!   runs the same loop.
+//!
+//! Generic (the plan-interpreting stage code of [`crate::stage`]): chains, `ghost`,
+//! `renorm`, `tlu`, `mask`, Switchable Normalization, `affine = external`, parameters indexed
+//! by kept and reduced axes together, any other layout, synchronized (`*_sync`) calls, half
+//! precision (which runs the f32 entry points), and `stats`.
+
+#[cfg(test)]
+mod tests;
+mod train;
 
 use ndarray::{ArrayView, ArrayViewMut, Dimension};
-use norm_spec::path::{Layout, MonoKey, ParamKind};
+use norm_spec::path::{Layout, MonoKey, ParamKind, Variance};
 
 use crate::check::Purpose;
 use crate::collective::Collective;
 use crate::kernels::coef;
 use crate::kernels::exec::{self, Params, Units};
-use crate::layer;
+use crate::layer::{self, BackwardArgs, StageBackward, StageForward};
 use crate::plan::Plan;
 use crate::state::{sized, values, LayerInfo, StageState};
 use crate::types::{Mode, Saved};
@@ -45,6 +59,24 @@ pub trait Path {
     const PARAMS: u8;
     /// `eps` is added to the variance (else to the standard deviation).
     const EPS_VAR: bool;
+
+    /// The forward pass on this path (the arguments of `layer::forward_into`, `io` as
+    /// `(x, out)`).
+    fn forward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &mut [StageState<'_, T>],
+        io: (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+        mode: Mode,
+        saved: Option<&mut Saved<T>>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError>;
+
+    /// The backward pass on this path.
+    fn backward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &[StageState<'_, T>],
+        args: BackwardArgs<'_, T, D>,
+    ) -> Result<(), NormError>;
 }
 
 /// The generic path: the plan interpreted on every call.
@@ -56,57 +88,154 @@ impl Path for Generic {
     const LAYOUT: u8 = Layout::Generic as u8;
     const PARAMS: u8 = ParamKind::Mixed as u8;
     const EPS_VAR: bool = true;
+
+    fn forward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &mut [StageState<'_, T>],
+        (x, out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+        mode: Mode,
+        saved: Option<&mut Saved<T>>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        layer::forward_into(info, states, x, mode, out, saved, sync)
+    }
+
+    fn backward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &[StageState<'_, T>],
+        args: BackwardArgs<'_, T, D>,
+    ) -> Result<(), NormError> {
+        layer::backward_into(info, states, args)
+    }
 }
 
-/// The monomorphized path of the class with this [`MonoKey`].
+/// The monomorphized path of the class with this [`MonoKey`]: `LAYOUT` is
+/// `Layout as u8`, `PARAMS` is `ParamKind as u8`, `VARIANCE` is `Variance as u8`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Mono<const LAYOUT: u8, const PARAMS: u8, const EPS_VAR: bool>;
+pub struct Mono<
+    const LAYOUT: u8,
+    const PARAMS: u8,
+    const EPS_VAR: bool,
+    const VARIANCE: u8,
+    const CENTER: bool,
+>;
 
-impl<const LAYOUT: u8, const PARAMS: u8, const EPS_VAR: bool> Path
-    for Mono<LAYOUT, PARAMS, EPS_VAR>
+impl<
+        const LAYOUT: u8,
+        const PARAMS: u8,
+        const EPS_VAR: bool,
+        const VARIANCE: u8,
+        const CENTER: bool,
+    > Path for Mono<LAYOUT, PARAMS, EPS_VAR, VARIANCE, CENTER>
 {
     const SPECIALIZED: bool = true;
     const LAYOUT: u8 = LAYOUT;
     const PARAMS: u8 = PARAMS;
     const EPS_VAR: bool = EPS_VAR;
+
+    fn forward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &mut [StageState<'_, T>],
+        (x, mut out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+        mode: Mode,
+        saved: Option<&mut Saved<T>>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        if !takes_stage_path::<T>(info, sync.is_some()) {
+            return layer::forward_into(info, states, x, mode, out, saved, sync);
+        }
+        let key = MonoKey {
+            layout: LAYOUT,
+            params: PARAMS,
+            eps_var: EPS_VAR,
+            variance: VARIANCE,
+            center: CENTER,
+        };
+        if key.fixed_eval() && fixed_eval_call(info, mode, saved.is_none()) {
+            if let Some(r) = fixed_eval::<Self, T, D>(info, states, &x, &mut out) {
+                return r;
+            }
+        }
+        let run: StageForward<T> = train::forward::<T, PARAMS, EPS_VAR, VARIANCE, CENTER>;
+        layer::forward_with(info, states, (x, out), mode, saved, sync, run)
+    }
+
+    fn backward_into<T: Float, D: Dimension>(
+        info: &LayerInfo<'_>,
+        states: &[StageState<'_, T>],
+        args: BackwardArgs<'_, T, D>,
+    ) -> Result<(), NormError> {
+        if !takes_stage_path::<T>(info, args.sync.is_some()) {
+            return layer::backward_into(info, states, args);
+        }
+        let run: StageBackward<T> = train::backward::<T, PARAMS, EPS_VAR, VARIANCE, CENTER>;
+        layer::backward_with(info, states, args, run)
+    }
 }
 
-/// The most values a specialized pass runs on (on the calling thread); larger inputs take
-/// the generic path, whose fixed cost no longer matters and which splits them into tasks.
+/// Whether a call of a layer whose class has a monomorphized path runs its stage code: a
+/// one-stage layer without variants (the class's own test, repeated so that a spec that
+/// does not match its path's class can never take it), without a collective, in a type the
+/// stage code computes in (half precision runs the f32 entry points).
+fn takes_stage_path<T: Float>(info: &LayerInfo<'_>, synced: bool) -> bool {
+    let spec = info.spec;
+    !synced
+        && !T::WIDE
+        && !spec.chain
+        && spec.stages.len() == 1
+        && !norm_spec::path::has_variant(&spec.stages[0])
+        && !matches!(spec.stages[0].affine, norm_spec::Affine::External)
+}
+
+/// Whether a call may take the fixed-coefficient eval pass: eval with running statistics,
+/// nothing saved for a backward.
+fn fixed_eval_call(info: &LayerInfo<'_>, mode: Mode, unsaved: bool) -> bool {
+    mode == Mode::Eval && unsaved && info.spec.stages[0].running_stats
+}
+
+/// The fixed-coefficient eval pass of path `P` on a small standard-layout input, or `None`
+/// when the call is not one (the caller runs the stage path).
+fn fixed_eval<P: Path, T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    x: &ArrayView<'_, T, D>,
+    out: &mut ArrayViewMut<'_, T, D>,
+) -> Option<Result<(), NormError>> {
+    if x.len() > SMALL || out.shape() != x.shape() {
+        return None;
+    }
+    let (xs, ys) = (x.as_slice()?, out.as_slice_mut()?);
+    if let Some(sizes) = sizes_only::<P, T>(info, states, x.shape()) {
+        sized_forward::<P, T>(info, &states[0], sizes, xs, ys);
+        return Some(Ok(()));
+    }
+    Some(fixed_forward::<P, T>(info, states, x.shape(), xs, ys))
+}
+
+/// The most values a specialized eval pass runs on (on the calling thread); larger inputs
+/// take the stage path, whose fixed cost no longer matters and which splits them into tasks.
 pub const SMALL: usize = 1 << 15;
 
-/// The forward entry point of path `P`: its specialized pass where it applies, else
-/// [`layer::forward_into`] (same arguments, same results).
+/// The forward entry point of path `P` (the generated layers' `forward_*`).
 pub fn forward_into<P: Path, T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
     x: ArrayView<'_, T, D>,
     mode: Mode,
-    mut out: ArrayViewMut<'_, T, D>,
+    out: ArrayViewMut<'_, T, D>,
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
-    // (The variant test is the class's own; kept here too so that a spec that does not
-    // match its path's class can never take the specialized pass.)
-    let fast = P::SPECIALIZED
-        && mode == Mode::Eval
-        && info.spec.stages.len() == 1
-        && !norm_spec::path::has_variant(&info.spec.stages[0])
-        && saved.is_none()
-        && sync.is_none()
-        && !T::WIDE
-        && x.len() <= SMALL
-        && out.shape() == x.shape();
-    if fast {
-        if let (Some(xs), Some(ys)) = (x.as_slice(), out.as_slice_mut()) {
-            if let Some(sizes) = sizes_only::<P, T>(info, states, x.shape()) {
-                sized_forward::<P, T>(info, &states[0], sizes, xs, ys);
-                return Ok(());
-            }
-            return fixed_forward::<P, T>(info, states, x.shape(), xs, ys);
-        }
-    }
-    layer::forward_into(info, states, x, mode, out, saved, sync)
+    P::forward_into(info, states, (x, out), mode, saved, sync)
+}
+
+/// The backward entry point of path `P` (the generated layers' `backward_into`).
+pub fn backward_into<P: Path, T: Float, D: Dimension>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    args: BackwardArgs<'_, T, D>,
+) -> Result<(), NormError> {
+    P::backward_into(info, states, args)
 }
 
 /// The enum of the monomorphized paths a [`DynNorm`](crate::DynNorm) maps its spec onto,
@@ -117,6 +246,45 @@ pub(crate) enum DynPath {
     Generic,
     /// The monomorphized path with this key.
     Mono(MonoKey),
+    /// The generic path for a spec whose class has a monomorphized one (tests: the
+    /// reference the monomorphized path is compared with).
+    #[cfg(test)]
+    Forced,
+}
+
+/// The monomorphized stage functions of `key` (the same instances `Mono<…>` calls), or
+/// `None` for a combination classify never produces.
+fn stage_fns<T: Float>(key: MonoKey) -> Option<(StageForward<T>, StageBackward<T>)> {
+    const N: u8 = ParamKind::None as u8;
+    const C: u8 = ParamKind::PerChannel as u8;
+    const F: u8 = ParamKind::PerFeature as u8;
+    const B: u8 = Variance::Biased as u8;
+    const U: u8 = Variance::Unbiased as u8;
+    const R: u8 = Variance::RootMeanSquare as u8;
+    const S: u8 = Variance::SumOfSquares as u8;
+    macro_rules! fns {
+        ($(($p:ident, $e:literal, $v:ident, $c:literal)),* $(,)?) => {
+            match (key.params, key.eps_var, key.variance, key.center) {
+                $(($p, $e, $v, $c) => Some((
+                    train::forward::<T, $p, $e, $v, $c> as StageForward<T>,
+                    train::backward::<T, $p, $e, $v, $c> as StageBackward<T>,
+                )),)*
+                _ => None,
+            }
+        };
+    }
+    macro_rules! per_params {
+        ($($p:ident),*) => {
+            fns!($(
+                ($p, true, B, true), ($p, false, B, true),
+                ($p, true, U, true), ($p, false, U, true),
+                ($p, true, R, false), ($p, false, R, false),
+                ($p, true, S, true), ($p, false, S, true),
+                ($p, true, S, false), ($p, false, S, false),
+            )*)
+        };
+    }
+    per_params!(N, C, F)
 }
 
 impl DynPath {
@@ -128,41 +296,81 @@ impl DynPath {
         }
     }
 
-    /// [`forward_into`] of this path, on `(x, out)`.
+    /// The key, when a call of this layer runs a monomorphized path.
+    fn key<T: Float>(self, info: &LayerInfo<'_>, synced: bool) -> Option<MonoKey> {
+        match self {
+            DynPath::Mono(key) if takes_stage_path::<T>(info, synced) => Some(key),
+            _ => None,
+        }
+    }
+
+    /// The forward pass on this path, on `(x, out)`.
     pub(crate) fn forward_into<T: Float, D: Dimension>(
         self,
         info: &LayerInfo<'_>,
         states: &mut [StageState<'_, T>],
-        (x, out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
+        (x, mut out): (ArrayView<'_, T, D>, ArrayViewMut<'_, T, D>),
         mode: Mode,
         saved: Option<&mut Saved<T>>,
         sync: Option<&dyn Collective>,
     ) -> Result<(), NormError> {
-        const ROWS: u8 = Layout::Rows as u8;
-        const COLUMNS: u8 = Layout::Columns as u8;
-        const SANDWICH: u8 = Layout::Sandwich as u8;
-        const NONE: u8 = ParamKind::None as u8;
-        const CHANNEL: u8 = ParamKind::PerChannel as u8;
-        macro_rules! paths {
-            ($key:expr; $(($l:ident, $p:ident, $e:literal)),* $(,)?) => {
-                match ($key.layout, $key.params, $key.eps_var) {
-                    $(($l, $p, $e) => forward_into::<Mono<$l, $p, $e>, T, D>(
-                        info, states, x, mode, out, saved, sync,
-                    ),)*
-                    _ => layer::forward_into(info, states, x, mode, out, saved, sync),
-                }
-            };
+        let Some(key) = self.key::<T>(info, sync.is_some()) else {
+            return layer::forward_into(info, states, x, mode, out, saved, sync);
+        };
+        if key.fixed_eval() && fixed_eval_call(info, mode, saved.is_none()) {
+            const ROWS: u8 = Layout::Rows as u8;
+            const COLUMNS: u8 = Layout::Columns as u8;
+            const SANDWICH: u8 = Layout::Sandwich as u8;
+            const NONE: u8 = ParamKind::None as u8;
+            const CHANNEL: u8 = ParamKind::PerChannel as u8;
+            // (The eval pass reads the layout, the parameter kind and the eps mode only.)
+            macro_rules! paths {
+                ($(($l:ident, $p:ident, $e:literal)),* $(,)?) => {
+                    match (key.layout, key.params, key.eps_var) {
+                        $(($l, $p, $e) => fixed_eval::<Mono<$l, $p, $e, 0, true>, T, D>(
+                            info, states, &x, &mut out,
+                        ),)*
+                        _ => None,
+                    }
+                };
+            }
+            let r = paths!(
+                (ROWS, NONE, true),
+                (ROWS, NONE, false),
+                (ROWS, CHANNEL, true),
+                (ROWS, CHANNEL, false),
+                (COLUMNS, NONE, true),
+                (COLUMNS, NONE, false),
+                (COLUMNS, CHANNEL, true),
+                (COLUMNS, CHANNEL, false),
+                (SANDWICH, NONE, true),
+                (SANDWICH, NONE, false),
+                (SANDWICH, CHANNEL, true),
+                (SANDWICH, CHANNEL, false),
+            );
+            if let Some(r) = r {
+                return r;
+            }
         }
-        match self {
-            DynPath::Generic => layer::forward_into(info, states, x, mode, out, saved, sync),
-            DynPath::Mono(key) => paths!(key;
-                (ROWS, NONE, true), (ROWS, NONE, false),
-                (ROWS, CHANNEL, true), (ROWS, CHANNEL, false),
-                (COLUMNS, NONE, true), (COLUMNS, NONE, false),
-                (COLUMNS, CHANNEL, true), (COLUMNS, CHANNEL, false),
-                (SANDWICH, NONE, true), (SANDWICH, NONE, false),
-                (SANDWICH, CHANNEL, true), (SANDWICH, CHANNEL, false),
-            ),
+        match stage_fns::<T>(key) {
+            Some((run, _)) => layer::forward_with(info, states, (x, out), mode, saved, sync, run),
+            None => layer::forward_into(info, states, x, mode, out, saved, sync),
+        }
+    }
+
+    /// The backward pass on this path.
+    pub(crate) fn backward_into<T: Float, D: Dimension>(
+        self,
+        info: &LayerInfo<'_>,
+        states: &[StageState<'_, T>],
+        args: BackwardArgs<'_, T, D>,
+    ) -> Result<(), NormError> {
+        match self
+            .key::<T>(info, args.sync.is_some())
+            .and_then(stage_fns::<T>)
+        {
+            Some((_, run)) => layer::backward_with(info, states, args, run),
+            None => layer::backward_into(info, states, args),
         }
     }
 }

@@ -49,13 +49,13 @@ pub enum ParamKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Variance {
     /// Centered, divided by n.
-    Biased,
+    Biased = 0,
     /// Centered, divided by n − 1.
-    Unbiased,
+    Unbiased = 1,
     /// Not centered (`center = false`): the mean square.
-    RootMeanSquare,
-    /// `statistic = "sum"`: the sum of squares.
-    SumOfSquares,
+    RootMeanSquare = 2,
+    /// `statistic = "sum"`: the sum of squares (centered or not, as [`PathClass::center`]).
+    SumOfSquares = 3,
 }
 
 /// The class of a declaration: the choices its compute path depends on.
@@ -76,35 +76,61 @@ pub struct PathClass {
 }
 
 /// The key of a monomorphized path: the part of a [`PathClass`] that its code reads, as
-/// the const generic arguments of the runtime's `Mono<LAYOUT, PARAMS, EPS_VAR>`.
+/// the const generic arguments of the runtime's
+/// `Mono<LAYOUT, PARAMS, EPS_VAR, VARIANCE, CENTER>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct MonoKey {
-    /// `Layout as u8`: [`Layout::Rows`], [`Layout::Columns`] or [`Layout::Sandwich`].
+    /// `Layout as u8`: [`Layout::Rows`], [`Layout::Columns`], [`Layout::Sandwich`] or
+    /// [`Layout::Grouped`].
     pub layout: u8,
-    /// `ParamKind as u8`: [`ParamKind::None`] or [`ParamKind::PerChannel`].
+    /// `ParamKind as u8`: [`ParamKind::None`], [`ParamKind::PerChannel`] or
+    /// [`ParamKind::PerFeature`].
     pub params: u8,
     /// Where `eps` enters (`true`: added to the variance).
     pub eps_var: bool,
+    /// `Variance as u8`: the estimator.
+    pub variance: u8,
+    /// Whether the mean is subtracted.
+    pub center: bool,
+}
+
+impl MonoKey {
+    /// Whether the specialized eval pass with running statistics (the fixed coefficients of
+    /// every group in one loop) covers this key: the rows, columns and sandwich layouts,
+    /// without parameters or with per-channel ones. (Whether the stage keeps running
+    /// statistics is the call's question: without them, eval measures batch statistics.)
+    pub fn fixed_eval(&self) -> bool {
+        let layout_ok = self.layout <= Layout::Sandwich as u8;
+        let params_ok = self.params <= ParamKind::PerChannel as u8;
+        layout_ok && params_ok
+    }
 }
 
 impl PathClass {
     /// The monomorphized path of this class, or `None` for the generic path.
     ///
-    /// Specialized today: eval with running statistics (the fixed-coefficient pass) of a
-    /// one-stage layer without variants, in the rows, columns and sandwich layouts, without
-    /// parameters or with per-channel parameters. Everything else (train and batch
-    /// statistics, backward, grouped, per-feature or external parameters, chains, `ghost`,
-    /// `renorm`, `tlu`, `mask`) runs the generic path.
+    /// Specialized: a one-stage layer without variants in the rows, columns, sandwich or
+    /// grouped layout, without parameters or with per-channel or per-feature ones — its
+    /// train forward, batch-statistics eval and backward (the stage's arithmetic with the
+    /// parameter kind, centering, estimator and eps mode as constants), and, where
+    /// [`MonoKey::fixed_eval`] holds, its eval with running statistics. Everything else
+    /// (external or mixed parameters, chains, any other layout, `ghost`, `renorm`, `tlu`,
+    /// `mask`, Switchable Normalization) runs the generic path.
     pub fn mono(&self) -> Option<MonoKey> {
         let layout_ok = matches!(
             self.layout,
-            Layout::Rows | Layout::Columns | Layout::Sandwich
+            Layout::Rows | Layout::Columns | Layout::Sandwich | Layout::Grouped
         );
-        let params_ok = matches!(self.params, ParamKind::None | ParamKind::PerChannel);
-        (layout_ok && params_ok && self.running).then_some(MonoKey {
+        let params_ok = matches!(
+            self.params,
+            ParamKind::None | ParamKind::PerChannel | ParamKind::PerFeature
+        );
+        (layout_ok && params_ok).then_some(MonoKey {
             layout: self.layout as u8,
             params: self.params as u8,
             eps_var: self.eps_var,
+            variance: self.variance as u8,
+            center: self.center,
         })
     }
 }
@@ -210,22 +236,34 @@ mod tests {
         assert!(c.center && c.eps_var && c.running);
         let key = c.mono().expect("specialized");
         assert_eq!((key.layout, key.params, key.eps_var), (2, 1, true));
+        assert_eq!((key.variance, key.center), (Variance::Biased as u8, true));
+        assert!(key.fixed_eval());
     }
 
     #[test]
     fn layouts_of_the_common_declarations() {
         let bn1d = classify(&spec(r#"input = "N,C", axes = "N", affine"#));
         assert_eq!(bn1d.layout, Layout::Columns);
-        assert_eq!(bn1d.mono(), None, "no running statistics: generic");
+        let key = bn1d.mono().expect("train and backward are specialized");
+        assert_eq!(key.layout, Layout::Columns as u8);
         let ln = classify(&spec(r#"input = "N,T,D", axes = "D", affine = "D""#));
         assert_eq!(
             (ln.layout, ln.params),
             (Layout::Rows, ParamKind::PerFeature)
         );
+        assert_eq!(ln.mono().map(|k| k.fixed_eval()), Some(false));
         let gn = classify(&spec(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2"#));
         assert_eq!(gn.layout, Layout::Grouped);
+        assert_eq!(gn.mono().map(|k| k.fixed_eval()), Some(false));
+        let ext = classify(&spec(r#"input = "N,D", axes = "D", affine = external"#));
+        assert_eq!((ext.params, ext.mono()), (ParamKind::External, None));
         let rms = classify(&spec(r#"input = "N,D", axes = "D", center = false"#));
         assert_eq!(rms.variance, Variance::RootMeanSquare);
+        let key = rms.mono().expect("specialized");
+        assert_eq!(
+            (key.variance, key.center),
+            (Variance::RootMeanSquare as u8, false)
+        );
         let odd = classify(&spec(r#"input = "N,C,H,W", axes = "C,W""#));
         assert_eq!(odd.layout, Layout::Generic);
         let ghost = classify(&spec(

@@ -235,13 +235,11 @@ pub(crate) fn needs_mask(info: &LayerInfo<'_>) -> NormError {
     )
 }
 
-/// Forward pass of a masked layer (one stage) into `out`.
-#[allow(clippy::too_many_arguments)]
+/// Forward pass of a masked layer (one stage) on `(x, mask)` into `out`.
 pub fn forward_masked_into<T: Float, D: Dimension, M: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
-    x: ArrayView<'_, T, D>,
-    mask: ArrayView<'_, bool, M>,
+    (x, mask): (ArrayView<'_, T, D>, ArrayView<'_, bool, M>),
     mode: Mode,
     mut out: ArrayViewMut<'_, T, D>,
     saved: Option<&mut Saved<T>>,

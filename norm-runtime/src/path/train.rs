@@ -1,0 +1,354 @@
+//! The train forward (batch statistics, normalize, running update) and the backward pass
+//! (gradient sums, dx, dγ/dβ) of one stage, monomorphized per class: the parameter kind,
+//! centering, the variance estimator and the eps mode are const generic arguments, so the
+//! per-group arithmetic has no branch on the spec left and the stage's variant handling
+//! (`ghost`, `renorm`, `tlu`, Switchable Normalization, external parameters, synchronized
+//! statistics) is not compiled in.
+//!
+//! Operation for operation this is `stage::forward_plain` / `stage::backward_plain` on a
+//! stage of its class, calling the same kernels (`kernels::exec`, `coef`,
+//! `exec::finish_run`) with the same arguments, so the results are the same bits; the
+//! `path` tests compare the two on random shapes of every class. The layer around it
+//! (checks, the plan, `Saved`, buffers) is `layer::forward_with` / `layer::backward_with`.
+//! Only called for a one-stage layer without variants and without a collective (the
+//! callers in `crate::path` check).
+//!
+//! The const arguments: `PARAMS` is `norm_spec::path::ParamKind as u8` (none, per channel,
+//! per feature), `VARIANCE` is `norm_spec::path::Variance as u8`, `EPS_VAR` whether eps is
+//! added to the variance, `CENTER` whether the mean is subtracted.
+
+use norm_spec::path::{ParamKind, Variance};
+
+use crate::kernels::coef;
+use crate::kernels::exec::{
+    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Estimator, Finish, Params,
+    ShiftedSums, Stat, Units,
+};
+use crate::scratch::Scratch;
+use crate::stage::{BackwardIo, StageCall};
+use crate::state::{resize, sized, values, StageState};
+use crate::stats::{fill_grad, running_stats, train_running};
+use crate::types::{Mode, SavedStage, StageGrads};
+use crate::{Float, NormError};
+
+const NONE: u8 = ParamKind::None as u8;
+const SUM: u8 = Variance::SumOfSquares as u8;
+const UNBIASED: u8 = Variance::Unbiased as u8;
+
+/// The variance's divisor for `n` values (`stats::estimator_of`'s `denom`, and the `d` of
+/// `stats::dx_terms`).
+#[inline(always)]
+fn denom<const VARIANCE: u8, const CENTER: bool>(n: usize) -> f64 {
+    if VARIANCE == SUM {
+        1.0
+    } else if CENTER && VARIANCE == UNBIASED {
+        n as f64 - 1.0
+    } else {
+        n as f64
+    }
+}
+
+/// `stats::mean_m2` with the centering a constant.
+#[inline(always)]
+fn mean_m2<const CENTER: bool>(raw: ShiftedSums, n: usize) -> (f64, f64) {
+    if CENTER {
+        let d = raw.sum / n as f64;
+        let m2 = raw.sq - raw.sum * d;
+        (raw.shift + d, if m2 < 0.0 { 0.0 } else { m2 })
+    } else {
+        (0.0, raw.sq)
+    }
+}
+
+/// `stats::group_stat` with the estimator and the eps mode constants.
+#[inline(always)]
+fn group_stat<const EPS_VAR: bool, const VARIANCE: u8, const CENTER: bool>(
+    mean: f64,
+    m2: f64,
+    n: usize,
+    eps: f64,
+) -> Stat {
+    // As `stats::estimator`: the sum of squares as is, else M2 over the divisor.
+    let var = if VARIANCE == SUM {
+        m2
+    } else {
+        m2 / denom::<VARIANCE, CENTER>(n)
+    };
+    let rstd = if EPS_VAR {
+        1.0 / (var + eps).sqrt()
+    } else {
+        1.0 / (var.sqrt() + eps)
+    };
+    Stat {
+        mean,
+        var,
+        m2,
+        rstd,
+    }
+}
+
+/// Forward pass of the stage (train, or eval with batch or running statistics).
+pub(crate) fn forward<
+    T: Float,
+    const PARAMS: u8,
+    const EPS_VAR: bool,
+    const VARIANCE: u8,
+    const CENTER: bool,
+>(
+    call: StageCall<'_>,
+    state: &mut StageState<'_, T>,
+    (x, out): (&[T], &mut [T]),
+    mode: Mode,
+    saved: &mut SavedStage<T>,
+    scratch: &mut Scratch<T>,
+) -> Result<(), NormError> {
+    let StageCall { info, k, plan, .. } = call;
+    let stage = &info.spec.stages[k];
+    saved.chunks.clear();
+    let groups = plan.groups;
+    let n = plan.group_len;
+    let units = Units::new(plan);
+    sized(&mut saved.stats, groups, Stat::default());
+    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
+        sized(v, groups, T::zero());
+    }
+    let fixed = mode == Mode::Eval && stage.running_stats;
+    saved.fixed = fixed;
+    saved.synced = false;
+    saved.renorm.clear();
+
+    let gamma = state.gamma.as_ref().filter(|_| PARAMS != NONE).map(values);
+    let beta = state.beta.as_ref().filter(|_| PARAMS != NONE).map(values);
+    let fold = plan.foldable;
+    let direct = fold && plan.params_follow_groups();
+    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    let group_affine = |s: usize| -> (f64, f64) {
+        match gs {
+            Some(g) if fold => {
+                let p = if direct { s } else { plan.group_offsets(s).0 };
+                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
+            }
+            _ => (1.0, 0.0),
+        }
+    };
+    let params = Params {
+        gamma: gs.filter(|_| !fold),
+        beta: bs.filter(|_| !fold),
+    };
+    let eps = stage.eps;
+
+    if fixed {
+        let running = state
+            .running
+            .as_ref()
+            .ok_or_else(|| NormError::Unsupported {
+                layer: info.name.to_string(),
+                reason: "running statistics missing from the layer state".to_string(),
+            })?;
+        running_stats(stage, plan, running, &mut saved.stats);
+        for (s, st) in saved.stats.iter().enumerate() {
+            let (g, h) = group_affine(s);
+            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(st.mean, st.rstd * g, h);
+        }
+        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        exec::normalize(&units, x, c, params, out);
+    } else {
+        let one = |s: usize, raw: ShiftedSums, out: &mut Stat| {
+            let (mean, m2) = mean_m2::<CENTER>(raw, n);
+            let st = group_stat::<EPS_VAR, VARIANCE, CENTER>(mean, m2, n, eps);
+            *out = st;
+            let (g, h) = group_affine(s);
+            coef(mean, st.rstd * g, h)
+        };
+        let est = Estimator {
+            center: CENTER,
+            eps_var: EPS_VAR,
+            count: n as f64,
+            denom: denom::<VARIANCE, CENTER>(n),
+            eps,
+        };
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
+            (Some(g), Some(b)) if direct => {
+                let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
+                exec::finish_run(s0, raw, est, affine, out);
+            }
+            (Some(g), None) if direct => {
+                exec::finish_run(s0, raw, est, |s: usize| (g[s].to_acc(), 0.0), out);
+            }
+            _ => exec::finish_run(s0, raw, est, group_affine, out),
+        };
+        let finish = Finish {
+            one: &one,
+            many: &many,
+        };
+        let c = CoefMut {
+            stat: &mut saved.stats,
+            m: &mut scratch.m,
+            a: &mut scratch.a,
+            b: &mut scratch.b,
+        };
+        exec::forward(&units, x, CENTER, params, &finish, c, &mut scratch.acc, out);
+    }
+    if mode == Mode::Train {
+        let running = state.running.as_mut();
+        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
+    }
+    saved.count = n;
+    saved.scale.clear();
+    saved.tlu_pass.clear();
+    Ok(())
+}
+
+/// Backward pass of the stage: dx and the parameter gradients.
+pub(crate) fn backward<
+    T: Float,
+    const PARAMS: u8,
+    const EPS_VAR: bool,
+    const VARIANCE: u8,
+    const CENTER: bool,
+>(
+    call: StageCall<'_>,
+    state: &StageState<'_, T>,
+    io: BackwardIo<'_, T>,
+    saved: &SavedStage<T>,
+    grads: &mut StageGrads<T>,
+    scratch: &mut Scratch<T>,
+) -> Result<(), NormError> {
+    let StageCall { info, k, plan, .. } = call;
+    let BackwardIo { x, dy, dx } = io;
+    let stage = &info.spec.stages[k];
+    if saved.synced {
+        return Err(NormError::Saved {
+            layer: info.name.to_string(),
+            reason: "it comes from forward_sync: call backward_sync".to_string(),
+        });
+    }
+    let groups = plan.groups;
+    let n = saved.count;
+    let units = Units::new(plan);
+    let gamma = state.gamma.as_ref().filter(|_| PARAMS != NONE).map(values);
+    let fold = plan.foldable;
+    let unfolded: Option<&[T]> = gamma.as_deref().filter(|_| !fold);
+    let nparams = if unfolded.is_some() {
+        plan.param_shape.numel()
+    } else {
+        0
+    };
+
+    // x̂ = (x − m)·r per group, in `scratch.xm/xa/xb`.
+    for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
+        v.clear();
+    }
+    for st in &saved.stats {
+        let (m, a, b) = coef::<T>(st.mean, st.rstd, 0.0);
+        scratch.xm.push(m);
+        scratch.xa.push(a);
+        scratch.xb.push(b);
+    }
+    let gs = gamma.as_deref();
+    let direct = fold && plan.params_follow_groups();
+    let group_scale = |s: usize| -> f64 {
+        match gs {
+            Some(g) if fold => g[if direct { s } else { plan.group_offsets(s).0 }].to_acc(),
+            _ => 1.0,
+        }
+    };
+    let fixed = saved.fixed;
+    // `stats::dx_terms` with the estimator, eps mode and centering constants.
+    let one = |s: usize, sg: f64, sgx: f64| {
+        let st = saved.stats[s];
+        let gs = group_scale(s);
+        let r = st.rstd;
+        let (sg, sgx) = (gs * sg, gs * sgx);
+        let (c0, c1) = if fixed {
+            (0.0, 0.0)
+        } else {
+            let d = denom::<VARIANCE, CENTER>(n);
+            let c1 = if EPS_VAR {
+                -st.rstd * sgx / d
+            } else {
+                -sgx / (d * st.var.sqrt())
+            };
+            let c0 = if CENTER {
+                -st.rstd * sg / n as f64
+            } else {
+                0.0
+            };
+            (c0, c1)
+        };
+        let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
+        (T::from_acc(r * gs), m, a, b)
+    };
+    let many = |s0: usize, (sg, sgx): (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
+        for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
+            (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
+        }
+    };
+    let finish = DxFinish {
+        one: &one,
+        many: &many,
+    };
+    resize(&mut scratch.sg, groups, 0.0);
+    resize(&mut scratch.sgx, groups, 0.0);
+    resize(&mut scratch.dparams, 2 * nparams, 0.0);
+    for v in [
+        &mut scratch.c,
+        &mut scratch.m,
+        &mut scratch.a,
+        &mut scratch.b,
+    ] {
+        resize(v, groups, T::zero());
+    }
+    let out = BackOut {
+        sg: &mut scratch.sg,
+        sgx: &mut scratch.sgx,
+        dparams: &mut scratch.dparams,
+        c: &mut scratch.c,
+        m: &mut scratch.m,
+        a: &mut scratch.a,
+        b: &mut scratch.b,
+        stage: &mut [],
+    };
+    let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
+    exec::backward(
+        &units,
+        x,
+        dy,
+        xhat,
+        unfolded,
+        &finish,
+        out,
+        &mut scratch.acc.f,
+        &mut scratch.stage,
+        dx,
+    );
+
+    if PARAMS == NONE {
+        grads.dgamma = None;
+        grads.dbeta = None;
+    } else {
+        let params = plan.param_shape.numel();
+        let (sg, sgx) = (&scratch.sg, &scratch.sgx);
+        let (dgamma, dbeta) = (&mut scratch.dgamma, &mut scratch.dbeta);
+        resize(dgamma, params, 0.0);
+        resize(dbeta, params, 0.0);
+        if fold {
+            plan.for_each_group(|s, p, _| {
+                dgamma[p] += sgx[s];
+                dbeta[p] += sg[s];
+            });
+        } else {
+            dgamma.copy_from_slice(&scratch.dparams[..params]);
+            dbeta.copy_from_slice(&scratch.dparams[params..]);
+        }
+        let shape = plan.param_shape.as_slice();
+        fill_grad(&mut grads.dgamma, shape, dgamma);
+        if stage.bias {
+            fill_grad(&mut grads.dbeta, shape, dbeta);
+        } else {
+            grads.dbeta = None;
+        }
+    }
+    grads.dtau = None;
+    Ok(())
+}
