@@ -13,7 +13,10 @@
 //! Each conversion has a [`Conv`] level so the tests run every level this CPU supports
 //! against the portable one.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+
+pub(crate) mod fused;
 
 /// Calls the `#[target_feature]` conversion `x86::$f` from a context without its features:
 /// only right after the `assert!` that this CPU has them (`bf16_hardware`,
@@ -133,9 +136,13 @@ fn bf16_to_f32_avx512(src: &[bf16], dst: &mut [f32]) {
     bf16_to_f32_loop(src, dst);
 }
 
-/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU.
+/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU (without
+/// AVX512_BF16: the ISA token's vector rounding, the same bits as the portable path).
 pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
-    f32_to_bf16_with(bf16_level(), src, dst);
+    match bf16_level() {
+        Conv::Hardware => f32_to_bf16_with(Conv::Hardware, src, dst),
+        Conv::Portable => fused::narrow(fused::Fmt::Bf16, src, dst.reinterpret_cast_mut()),
+    }
 }
 
 /// `dst[i] = src[i]` rounded to nearest even with `level`. Panics if the lengths differ or
@@ -294,109 +301,6 @@ mod x86 {
             buf[..s.len()].copy_from_slice(s);
             for (o, h) in d.iter_mut().zip(f16x8(&buf)) {
                 *o = f16::from_bits(h);
-            }
-        }
-    }
-}
-
-/// The f32 elementwise loops of the fused half-precision paths (`crate::widen`), compiled
-/// per SIMD level ([`multiversion`]: AVX-512, AVX2+FMA, baseline). Each is a plain loop the
-/// compiler vectorizes; Rust never contracts `a * b + c` into an FMA, so every level
-/// computes the same bits (the expressions of the f32 layers' portable kernels). Generic over the element type
-/// (the macro's signature); the fused paths use them on `f32`.
-pub(crate) mod ew {
-    use crate::kernels::isa::multiversion;
-    use crate::Float;
-
-    multiversion! {
-        /// `y = (y − m)·a + b`.
-        pub(crate) fn affine<T: Float>(y: &mut [T], m: T, a: T, b: T) {
-            for v in y.iter_mut() {
-                *v = (*v - m) * a + b;
-            }
-        }
-    }
-
-    multiversion! {
-        /// `y = ((y − m)·a + b)·γ + β` along the line.
-        pub(crate) fn affine_gb<T: Float>(y: &mut [T], m: T, a: T, b: T, g: &[T], bt: &[T]) {
-            let n = y.len();
-            let (g, bt) = (&g[..n], &bt[..n]);
-            for i in 0..n {
-                y[i] = ((y[i] - m) * a + b) * g[i] + bt[i];
-            }
-        }
-    }
-
-    multiversion! {
-        /// `y = ((y − m)·a + b)·γ` along the line (no β).
-        pub(crate) fn affine_g<T: Float>(y: &mut [T], m: T, a: T, b: T, g: &[T]) {
-            let n = y.len();
-            let g = &g[..n];
-            for i in 0..n {
-                y[i] = ((y[i] - m) * a + b) * g[i];
-            }
-        }
-    }
-
-    multiversion! {
-        /// `x = dy·c + ((x − m)·a + b)`.
-        pub(crate) fn dx<T: Float>(x: &mut [T], dy: &[T], c: T, m: T, a: T, b: T) {
-            let n = x.len();
-            let dy = &dy[..n];
-            for i in 0..n {
-                x[i] = dy[i] * c + ((x[i] - m) * a + b);
-            }
-        }
-    }
-
-    multiversion! {
-        /// `x = dy·(c·γ) + ((x − m)·a + b)` along the line.
-        pub(crate) fn dx_g<T: Float>(x: &mut [T], dy: &[T], c: T, m: T, a: T, b: T, g: &[T]) {
-            let n = x.len();
-            let (dy, g) = (&dy[..n], &g[..n]);
-            for i in 0..n {
-                x[i] = dy[i] * (c * g[i]) + ((x[i] - m) * a + b);
-            }
-        }
-    }
-
-    multiversion! {
-        /// Rows of `m.len()` columns: `y = (y − m[j])·a[j] + b[j]`.
-        pub(crate) fn col_affine<T: Float>(y: &mut [T], m: &[T], a: &[T], b: &[T]) {
-            let k = m.len();
-            let (a, b) = (&a[..k], &b[..k]);
-            for row in y.chunks_exact_mut(k) {
-                for j in 0..k {
-                    row[j] = (row[j] - m[j]) * a[j] + b[j];
-                }
-            }
-        }
-    }
-
-    multiversion! {
-        /// Rows of `m.len()` columns: `x = dy·c[j] + ((x − m[j])·a[j] + b[j])`.
-        pub(crate) fn col_dx<T: Float>(x: &mut [T], dy: &[T], c: &[T], m: &[T], a: &[T], b: &[T]) {
-            let k = m.len();
-            let (c, a, b) = (&c[..k], &a[..k], &b[..k]);
-            for (row, d) in x.chunks_exact_mut(k).zip(dy.chunks_exact(k)) {
-                for j in 0..k {
-                    row[j] = d[j] * c[j] + ((row[j] - m[j]) * a[j] + b[j]);
-                }
-            }
-        }
-    }
-
-    multiversion! {
-        /// The parameter-gradient terms along a line: `dg += dy·x̂`, `db += dy` with
-        /// `x̂ = (x − m)·a + b`, in f64.
-        pub(crate) fn dparams<T: Float>(x: &[T], dy: &[T], m: T, a: T, b: T, dg: &mut [f64], db: &mut [f64]) {
-            let n = x.len();
-            let (dy, dg, db) = (&dy[..n], &mut dg[..n], &mut db[..n]);
-            for i in 0..n {
-                let d = dy[i].to_acc();
-                dg[i] += d * ((x[i] - m) * a + b).to_acc();
-                db[i] += d;
             }
         }
     }

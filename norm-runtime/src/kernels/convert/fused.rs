@@ -1,0 +1,1117 @@
+//! Row and column kernels that read and write bf16/f16 storage directly (the ISA token's
+//! half-precision loads and stores): the fused half-precision paths (`crate::widen::tiled`,
+//! `crate::widen::rows`) read `x` (and `dy`) once and write `y` (or `dx`) once, with no f32
+//! copy of a tile in between.
+//!
+//! Arithmetic is that of the f32 kernels they replace: the elementwise expressions of the
+//! portable kernels (`(x − m)·a + b`, `((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`)
+//! in f32 without fused multiply-add, so every level gives the same bits; statistics and
+//! backward sums in f64 (the shifted scheme). Each kernel runs at the current SIMD level
+//! (`isa::dispatch`, one choice per call), monomorphized per storage format.
+
+use std::marker::PhantomData;
+
+use half::slice::HalfFloatSliceExt;
+
+use crate::float::sealed::{Sealed, TypeMap};
+use crate::kernels::isa::{dispatch, Isa, WithIsa};
+use crate::Float;
+
+/// A half-precision storage format: how `LANES` of its bit patterns load into `f32` lanes
+/// and store from them (the token's half loads and stores).
+pub(crate) trait Format: Copy + 'static {
+    /// `LANES` values widened (exact).
+    fn ld<S: Isa>(s: S, x: &[u16]) -> S::F32;
+    /// `v` rounded to nearest even into `LANES` values.
+    fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32);
+}
+
+/// bf16 storage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16;
+
+/// f16 storage.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct F16;
+
+impl Format for Bf16 {
+    #[inline(always)]
+    fn ld<S: Isa>(s: S, x: &[u16]) -> S::F32 {
+        s.load_bf16(x)
+    }
+    #[inline(always)]
+    fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
+        s.store_bf16(o, v)
+    }
+}
+
+impl Format for F16 {
+    #[inline(always)]
+    fn ld<S: Isa>(s: S, x: &[u16]) -> S::F32 {
+        s.load_f16(x)
+    }
+    #[inline(always)]
+    fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
+        s.store_f16(o, v)
+    }
+}
+
+/// The storage format of a half type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fmt {
+    /// `bf16`.
+    Bf16,
+    /// `f16`.
+    F16,
+}
+
+/// A half type's slices as their bit patterns (identity reinterpretations).
+pub(crate) struct Bits<T> {
+    /// The format.
+    pub fmt: Fmt,
+    r: for<'a> fn(&'a [T]) -> &'a [u16],
+    w: for<'a> fn(&'a mut [T]) -> &'a mut [u16],
+}
+
+impl<T> Bits<T> {
+    /// A shared slice's bits.
+    #[inline(always)]
+    pub fn r<'a>(&self, s: &'a [T]) -> &'a [u16] {
+        (self.r)(s)
+    }
+    /// A mutable slice's bits.
+    #[inline(always)]
+    pub fn w<'a>(&self, s: &'a mut [T]) -> &'a mut [u16] {
+        (self.w)(s)
+    }
+}
+
+/// The [`TypeMap`] of [`Bits`]: `Some` for the half types.
+struct BitsMap;
+
+impl TypeMap for BitsMap {
+    type Out<T: Float> = Option<Bits<T>>;
+    fn f32() -> Option<Bits<f32>> {
+        None
+    }
+    fn f64() -> Option<Bits<f64>> {
+        None
+    }
+    fn bf16() -> Option<Bits<half::bf16>> {
+        Some(Bits {
+            fmt: Fmt::Bf16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+    fn f16() -> Option<Bits<half::f16>> {
+        Some(Bits {
+            fmt: Fmt::F16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+}
+
+/// `T`'s bits, for the half types.
+#[inline(always)]
+pub(crate) fn bits<T: Float>() -> Option<Bits<T>> {
+    <T as Sealed>::map::<BitsMap>()
+}
+
+/// A kernel generic over the level and the storage format.
+trait Kernel {
+    type Out;
+    fn run<S: Isa, F: Format>(self, s: S) -> Self::Out;
+}
+
+/// A [`Kernel`] at format `F`, as an [`isa::dispatch`](dispatch) operation.
+struct At<K, F>(K, PhantomData<F>);
+
+impl<K: Kernel, F: Format> WithIsa for At<K, F> {
+    type Out = K::Out;
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) -> K::Out {
+        self.0.run::<S, F>(s)
+    }
+}
+
+/// Runs `k` at the current level for `fmt`.
+#[inline(always)]
+fn go<K: Kernel>(fmt: Fmt, k: K) -> K::Out {
+    match fmt {
+        Fmt::Bf16 => dispatch(At(k, PhantomData::<Bf16>)),
+        Fmt::F16 => dispatch(At(k, PhantomData::<F16>)),
+    }
+}
+
+/// Up to `LANES` half values (zero in the lanes after).
+#[inline(always)]
+fn ldh<S: Isa, F: Format>(s: S, x: &[u16]) -> S::F32 {
+    if x.len() == S::LANES {
+        F::ld(s, x)
+    } else {
+        let mut b = [0u16; 16];
+        b[..x.len()].copy_from_slice(x);
+        F::ld(s, &b)
+    }
+}
+
+/// Stores the first `o.len() ≤ LANES` lanes of `v`, rounded.
+#[inline(always)]
+fn sth<S: Isa, F: Format>(s: S, o: &mut [u16], v: S::F32) {
+    if o.len() == S::LANES {
+        F::st(s, o, v)
+    } else {
+        let mut b = [0u16; 16];
+        F::st(s, &mut b, v);
+        let n = o.len();
+        o.copy_from_slice(&b[..n]);
+    }
+}
+
+/// Up to `LANES` f32 values (zero in the lanes after).
+#[inline(always)]
+fn ldf<S: Isa>(s: S, x: &[f32]) -> S::F32 {
+    if x.len() == S::LANES {
+        s.load(x)
+    } else {
+        s.load_part(x)
+    }
+}
+
+/// `v`'s `f64` halves as an array (the first `LANES` values).
+#[inline(always)]
+fn wide_array<S: Isa>(s: S, (lo, hi): (S::F64, S::F64)) -> [f64; 16] {
+    let mut a = [0f64; 16];
+    s.store_d(&mut a, lo);
+    s.store_d(&mut a[S::LANES / 2..], hi);
+    a
+}
+
+/// `acc[..n] += v` for the `f64` halves of a vector (`n ≤ LANES`).
+#[inline(always)]
+fn add_into<S: Isa>(s: S, acc: &mut [f64], (lo, hi): (S::F64, S::F64)) {
+    let h = S::LANES / 2;
+    if acc.len() == S::LANES {
+        let (a, b) = acc.split_at_mut(h);
+        s.store_d(a, s.add_d(s.load_d(a), lo));
+        s.store_d(b, s.add_d(s.load_d(b), hi));
+    } else {
+        let v = wide_array(s, (lo, hi));
+        for (a, v) in acc.iter_mut().zip(v) {
+            *a += v;
+        }
+    }
+}
+
+/// `(x − m)·a + b` in f32 (no fused multiply-add).
+#[inline(always)]
+fn xhat<S: Isa>(s: S, x: S::F32, (m, a, b): (S::F32, S::F32, S::F32)) -> S::F32 {
+    s.add(s.mul(s.sub(x, m), a), b)
+}
+
+/// The three coefficients as vectors.
+#[inline(always)]
+fn splat3<S: Isa>(s: S, (m, a, b): (f32, f32, f32)) -> (S::F32, S::F32, S::F32) {
+    (s.splat(m), s.splat(a), s.splat(b))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows.
+
+struct Sums<'a> {
+    x: &'a [u16],
+    shift: f64,
+}
+
+impl Kernel for Sums<'_> {
+    type Out = (f64, f64);
+    /// The operations of the f32 row sums (`reduce::sums`), in their order: eight `f64`
+    /// chains over `2·LANES` values, one more vector into the first two, the rest in
+    /// scalar `f64` (so a half row's sums are those of its f32 values, bit for bit).
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
+        let l = S::LANES;
+        let h = s.splat_d(self.shift);
+        let z = s.splat_d(0.0);
+        let (mut sm, mut sq) = ([z; 4], [z; 4]);
+        let mut chunks = self.x.chunks_exact(2 * l);
+        for c in &mut chunks {
+            let (a, b) = s.widen(F::ld(s, c));
+            let (c, d) = s.widen(F::ld(s, &c[l..]));
+            for (k, v) in [a, b, c, d].into_iter().enumerate() {
+                let v = s.sub_d(v, h);
+                sm[k] = s.add_d(sm[k], v);
+                sq[k] = s.mul_add_d(v, v, sq[k]);
+            }
+        }
+        let mut rest = chunks.remainder();
+        if rest.len() >= l {
+            let (a, b) = s.widen(F::ld(s, rest));
+            for (k, v) in [a, b].into_iter().enumerate() {
+                let v = s.sub_d(v, h);
+                sm[k] = s.add_d(sm[k], v);
+                sq[k] = s.mul_add_d(v, v, sq[k]);
+            }
+            rest = &rest[l..];
+        }
+        let (mut ts, mut tq) = (0.0, 0.0);
+        let v = wide_array(s, s.widen(ldh::<S, F>(s, rest)));
+        for &v in &v[..rest.len()] {
+            let d = v - self.shift;
+            ts += d;
+            tq += d * d;
+        }
+        let sum = s.add_d(s.add_d(sm[0], sm[1]), s.add_d(sm[2], sm[3]));
+        let sqs = s.add_d(s.add_d(sq[0], sq[1]), s.add_d(sq[2], sq[3]));
+        (s.sum_d(sum) + ts, s.sum_d(sqs) + tq)
+    }
+}
+
+/// Σ(x − shift) and Σ(x − shift)² of a half row, in f64.
+pub(crate) fn sums(fmt: Fmt, x: &[u16], shift: f64) -> (f64, f64) {
+    go(fmt, Sums { x, shift })
+}
+
+/// γ and β along a row (β optional).
+pub(crate) type Params<'a> = Option<(&'a [f32], Option<&'a [f32]>)>;
+
+struct Affine<'a> {
+    x: &'a [u16],
+    y: &'a mut [u16],
+    c: (f32, f32, f32),
+    p: Params<'a>,
+}
+
+impl Kernel for Affine<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let k = splat3(s, self.c);
+        let n = self.x.len();
+        assert_eq!(self.y.len(), n, "rows of one length");
+        let rows = self.x.chunks(l).zip(self.y.chunks_mut(l));
+        match self.p {
+            None => {
+                for (xc, yc) in rows {
+                    sth::<S, F>(s, yc, xhat(s, ldh::<S, F>(s, xc), k));
+                }
+            }
+            Some((g, None)) => {
+                let g = &g[..n];
+                for (i, (xc, yc)) in rows.enumerate() {
+                    let v = xhat(s, ldh::<S, F>(s, xc), k);
+                    let v = s.mul(v, ldf(s, &g[i * l..i * l + xc.len()]));
+                    sth::<S, F>(s, yc, v);
+                }
+            }
+            Some((g, Some(bt))) => {
+                let (g, bt) = (&g[..n], &bt[..n]);
+                for (i, (xc, yc)) in rows.enumerate() {
+                    let r = i * l..i * l + xc.len();
+                    let v = xhat(s, ldh::<S, F>(s, xc), k);
+                    let v = s.add(s.mul(v, ldf(s, &g[r.clone()])), ldf(s, &bt[r]));
+                    sth::<S, F>(s, yc, v);
+                }
+            }
+        }
+    }
+}
+
+/// `y = (x − m)·a + b`, times γ and plus β along the row where given.
+pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: Params<'_>) {
+    go(fmt, Affine { x, y, c, p })
+}
+
+struct DSums<'a> {
+    x: &'a [u16],
+    dy: &'a [u16],
+    c: (f32, f32, f32),
+    g: Option<&'a [f32]>,
+    acc: Option<(&'a mut [f64], &'a mut [f64])>,
+}
+
+impl Kernel for DSums<'_> {
+    type Out = (f64, f64);
+    /// The operations of the f32 row kernel (`reduce::dsums`), in its order: blocks of
+    /// `4·LANES` values summed in f32 (four terms per lane) and widened into two `f64`
+    /// chains, then single vectors, then the rest in scalar `f64` (bit for bit its sums
+    /// of the f32 values). The parameter-gradient terms go straight into f64.
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
+        let l = S::LANES;
+        let n = self.x.len();
+        assert_eq!(self.dy.len(), n, "rows of one length");
+        let k = splat3(s, self.c);
+        let z = s.splat_d(0.0);
+        let (mut s1, mut s2) = ([z; 2], [z; 2]);
+        let g = self.g.map(|g| &g[..n]);
+        let mut acc = self.acc.map(|(dg, db)| (&mut dg[..n], &mut db[..n]));
+        // (w·dy, x̂) of the vector at `i` (`len` values), the γ terms staged in f64.
+        let mut term = |i: usize, len: usize| {
+            let r = i..i + len;
+            let xh = xhat(s, ldh::<S, F>(s, &self.x[r.clone()]), k);
+            let d = ldh::<S, F>(s, &self.dy[r.clone()]);
+            if let Some((dg, db)) = acc.as_mut() {
+                let (xw, dw) = (s.widen(xh), s.widen(d));
+                add_into(
+                    s,
+                    &mut dg[r.clone()],
+                    (s.mul_d(dw.0, xw.0), s.mul_d(dw.1, xw.1)),
+                );
+                add_into(s, &mut db[r.clone()], dw);
+            }
+            let w = match g {
+                Some(g) => s.mul(d, ldf(s, &g[r])),
+                None => d,
+            };
+            (w, xh)
+        };
+        let push = |s1: &mut [S::F64; 2], s2: &mut [S::F64; 2], ps: S::F32, pt: S::F32| {
+            let (sl, sh) = s.widen(ps);
+            let (tl, th) = s.widen(pt);
+            s1[0] = s.add_d(s1[0], sl);
+            s1[1] = s.add_d(s1[1], sh);
+            s2[0] = s.add_d(s2[0], tl);
+            s2[1] = s.add_d(s2[1], th);
+        };
+        let full = n - n % (4 * l);
+        let mut i = 0;
+        while i < full {
+            let (w, xh) = term(i, l);
+            let (mut ps, mut pt) = (w, s.mul(w, xh));
+            for j in 1..4 {
+                let (w, xh) = term(i + j * l, l);
+                ps = s.add(ps, w);
+                pt = s.mul_add(w, xh, pt);
+            }
+            push(&mut s1, &mut s2, ps, pt);
+            i += 4 * l;
+        }
+        while i + l <= n {
+            let (w, xh) = term(i, l);
+            push(&mut s1, &mut s2, w, s.mul(w, xh));
+            i += l;
+        }
+        let (mut r1, mut r2) = (0.0, 0.0);
+        if i < n {
+            let len = n - i;
+            let mut t = [[0f32; 16]; 3];
+            // The portable kernel's tail: w·dy in f64.
+            let (_, xh) = term(i, len);
+            s.store(&mut t[0], ldh::<S, F>(s, &self.dy[i..]));
+            s.store(&mut t[1], xh);
+            if let Some(g) = g {
+                t[2][..len].copy_from_slice(&g[i..]);
+            }
+            for j in 0..len {
+                let w = if g.is_some() { f64::from(t[2][j]) } else { 1.0 };
+                let d = f64::from(t[0][j]) * w;
+                r1 += d;
+                r2 += d * f64::from(t[1][j]);
+            }
+        }
+        (
+            s.sum_d(s.add_d(s1[0], s1[1])) + r1,
+            s.sum_d(s.add_d(s2[0], s2[1])) + r2,
+        )
+    }
+}
+
+/// Σw·dy and Σw·dy·x̂ of a half row (x̂ = (x − m)·a + b in f32, w = γ or 1), in f64; with
+/// `acc`, also `dg[i] += dy·x̂`, `db[i] += dy` along the row.
+pub(crate) fn dsums(
+    fmt: Fmt,
+    (x, dy): (&[u16], &[u16]),
+    c: (f32, f32, f32),
+    g: Option<&[f32]>,
+    acc: Option<(&mut [f64], &mut [f64])>,
+) -> (f64, f64) {
+    go(fmt, DSums { x, dy, c, g, acc })
+}
+
+struct Dx<'a> {
+    x: &'a [u16],
+    dy: &'a [u16],
+    out: &'a mut [u16],
+    k: (f32, f32, f32, f32),
+    g: Option<&'a [f32]>,
+}
+
+impl Kernel for Dx<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let n = self.x.len();
+        assert!(
+            self.dy.len() == n && self.out.len() == n,
+            "rows of one length"
+        );
+        let (c, m, a, b) = self.k;
+        let vc = s.splat(c);
+        let k = splat3(s, (m, a, b));
+        let rows = self.x.chunks(l).zip(self.dy.chunks(l));
+        match self.g {
+            None => {
+                for ((xc, dc), oc) in rows.zip(self.out.chunks_mut(l)) {
+                    let d = ldh::<S, F>(s, dc);
+                    let v = s.add(s.mul(d, vc), xhat(s, ldh::<S, F>(s, xc), k));
+                    sth::<S, F>(s, oc, v);
+                }
+            }
+            Some(g) => {
+                let g = &g[..n];
+                for (i, ((xc, dc), oc)) in rows.zip(self.out.chunks_mut(l)).enumerate() {
+                    let cg = s.mul(vc, ldf(s, &g[i * l..i * l + xc.len()]));
+                    let d = ldh::<S, F>(s, dc);
+                    let v = s.add(s.mul(d, cg), xhat(s, ldh::<S, F>(s, xc), k));
+                    sth::<S, F>(s, oc, v);
+                }
+            }
+        }
+    }
+}
+
+/// `dx = dy·(c·γ) + ((x − m)·a + b)` over a half row (γ = 1 when absent).
+pub(crate) fn dx(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+) {
+    go(fmt, Dx { x, dy, out, k, g })
+}
+
+struct Narrow<'a> {
+    src: &'a [f32],
+    dst: &'a mut [u16],
+}
+
+impl Kernel for Narrow<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        assert_eq!(self.src.len(), self.dst.len(), "narrow: lengths differ");
+        for (c, o) in self.src.chunks(l).zip(self.dst.chunks_mut(l)) {
+            sth::<S, F>(s, o, ldf(s, c));
+        }
+    }
+}
+
+/// `dst[i] = src[i]` rounded to nearest even (the token's stores: vector code at the x86
+/// levels). Panics if the lengths differ.
+pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
+    go(fmt, Narrow { src, dst })
+}
+
+// ---------------------------------------------------------------------------------------
+// Columns: whole rows of `k` values, one statistics group per column.
+
+struct ColSums<'a> {
+    x: &'a [u16],
+    h: &'a [f64],
+    sum: &'a mut [f64],
+    sq: &'a mut [f64],
+}
+
+impl Kernel for ColSums<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let (l, hl) = (S::LANES, S::LANES / 2);
+        let k = self.h.len();
+        let (sum, sq) = (&mut self.sum[..k], &mut self.sq[..k]);
+        for row in self.x.chunks_exact(k) {
+            for (j, xc) in row.chunks(l).enumerate() {
+                let j = j * l;
+                let (lo, hi) = s.widen(ldh::<S, F>(s, xc));
+                if xc.len() == l {
+                    for (o, v) in [(j, lo), (j + hl, hi)] {
+                        let d = s.sub_d(v, s.load_d(&self.h[o..]));
+                        let (a, q) = (s.load_d(&sum[o..]), s.load_d(&sq[o..]));
+                        s.store_d(&mut sum[o..], s.add_d(a, d));
+                        s.store_d(&mut sq[o..], s.mul_add_d(d, d, q));
+                    }
+                } else {
+                    let v = wide_array(s, (lo, hi));
+                    for (i, &v) in v[..xc.len()].iter().enumerate() {
+                        let d = v - self.h[j + i];
+                        sum[j + i] += d;
+                        sq[j + i] += d * d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Per column `j` of whole rows of `h.len()` values: `sum[j] += x − h[j]`,
+/// `sq[j] += (x − h[j])²`.
+pub(crate) fn col_sums(fmt: Fmt, x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    go(fmt, ColSums { x, h, sum, sq })
+}
+
+/// Per-column coefficients `(m, a, b)`.
+pub(crate) type Cols<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
+struct ColAffine<'a> {
+    x: &'a [u16],
+    y: &'a mut [u16],
+    c: Cols<'a>,
+}
+
+impl Kernel for ColAffine<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b) = (&a[..k], &b[..k]);
+        for (xr, yr) in self.x.chunks_exact(k).zip(self.y.chunks_exact_mut(k)) {
+            for (j, (xc, yc)) in xr.chunks(l).zip(yr.chunks_mut(l)).enumerate() {
+                let r = j * l..j * l + xc.len();
+                let c = (ldf(s, &m[r.clone()]), ldf(s, &a[r.clone()]), ldf(s, &b[r]));
+                sth::<S, F>(s, yc, xhat(s, ldh::<S, F>(s, xc), c));
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`.
+pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>) {
+    go(fmt, ColAffine { x, y, c })
+}
+
+struct ColDSums<'a> {
+    x: &'a [u16],
+    dy: &'a [u16],
+    c: Cols<'a>,
+    sg: &'a mut [f64],
+    sgx: &'a mut [f64],
+}
+
+impl Kernel for ColDSums<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b) = (&a[..k], &b[..k]);
+        let (sg, sgx) = (&mut self.sg[..k], &mut self.sgx[..k]);
+        for (xr, dr) in self.x.chunks_exact(k).zip(self.dy.chunks_exact(k)) {
+            for (j, (xc, dc)) in xr.chunks(l).zip(dr.chunks(l)).enumerate() {
+                let r = j * l..j * l + xc.len();
+                let c = (
+                    ldf(s, &m[r.clone()]),
+                    ldf(s, &a[r.clone()]),
+                    ldf(s, &b[r.clone()]),
+                );
+                let xh = s.widen(xhat(s, ldh::<S, F>(s, xc), c));
+                let d = s.widen(ldh::<S, F>(s, dc));
+                add_into(s, &mut sg[r.clone()], d);
+                add_into(s, &mut sgx[r], (s.mul_d(d.0, xh.0), s.mul_d(d.1, xh.1)));
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `sg[j] += dy`, `sgx[j] += dy·((x − m[j])·a[j] + b[j])`.
+pub(crate) fn col_dsums(
+    fmt: Fmt,
+    (x, dy): (&[u16], &[u16]),
+    c: Cols<'_>,
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    go(fmt, ColDSums { x, dy, c, sg, sgx })
+}
+
+struct ColDx<'a> {
+    x: &'a [u16],
+    dy: &'a [u16],
+    out: &'a mut [u16],
+    cc: &'a [f32],
+    c: Cols<'a>,
+}
+
+impl Kernel for ColDx<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b, cc) = (&a[..k], &b[..k], &self.cc[..k]);
+        let rows = self.x.chunks_exact(k).zip(self.dy.chunks_exact(k));
+        for ((xr, dr), or) in rows.zip(self.out.chunks_exact_mut(k)) {
+            let cols = xr.chunks(l).zip(dr.chunks(l)).zip(or.chunks_mut(l));
+            for (j, ((xc, dc), oc)) in cols.enumerate() {
+                let r = j * l..j * l + xc.len();
+                let c = (
+                    ldf(s, &m[r.clone()]),
+                    ldf(s, &a[r.clone()]),
+                    ldf(s, &b[r.clone()]),
+                );
+                let d = ldh::<S, F>(s, dc);
+                let v = s.add(s.mul(d, ldf(s, &cc[r])), xhat(s, ldh::<S, F>(s, xc), c));
+                sth::<S, F>(s, oc, v);
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])`.
+pub(crate) fn col_dx(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    cc: &[f32],
+    c: Cols<'_>,
+) {
+    go(fmt, ColDx { x, dy, out, cc, c })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every kernel at every level this CPU runs, in both formats, against a lane-by-lane
+    //! reference with the same f32 expressions (bit for bit) and f64 sums (to rounding),
+    //! on lengths below, at and around one vector.
+
+    use super::*;
+    use crate::kernels::isa::scalar::Scalar;
+    use half::{bf16, f16};
+
+    /// Runs `k` with every token this CPU has.
+    fn at_every_level<K: Kernel + Clone, F: Format>(k: &K) -> Vec<K::Out> {
+        let mut out = vec![Scalar.vectorize(At(k.clone(), PhantomData::<F>))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::kernels::isa::{avx2::Avx2, avx512::Avx512};
+            if let Some(t) = Avx2::try_new() {
+                out.push(t.vectorize(At(k.clone(), PhantomData::<F>)));
+            }
+            if let Some(t) = Avx512::try_new() {
+                out.push(t.vectorize(At(k.clone(), PhantomData::<F>)));
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        out.push(crate::kernels::isa::neon::Neon.vectorize(At(k.clone(), PhantomData::<F>)));
+        out
+    }
+
+    /// A format's scalar conversions (the `half` crate's).
+    trait Conv: Format {
+        fn to(v: u16) -> f32;
+        fn from(v: f32) -> u16;
+    }
+    impl Conv for Bf16 {
+        fn to(v: u16) -> f32 {
+            bf16::from_bits(v).to_f32()
+        }
+        fn from(v: f32) -> u16 {
+            bf16::from_f32(v).to_bits()
+        }
+    }
+    impl Conv for F16 {
+        fn to(v: u16) -> f32 {
+            f16::from_bits(v).to_f32()
+        }
+        fn from(v: f32) -> u16 {
+            f16::from_f32(v).to_bits()
+        }
+    }
+
+    fn data<F: Conv>(n: usize, seed: u32, offset: f32) -> Vec<u16> {
+        (0..n)
+            .map(|i| {
+                let t = ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32;
+                F::from(offset + (t / (1u32 << 24) as f32 - 0.5) * 6.0)
+            })
+            .collect()
+    }
+
+    fn params(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| 0.5 + ((i as u32 * 7 + seed) % 13) as f32 / 9.0)
+            .collect()
+    }
+
+    fn close(what: &str, got: f64, want: f64, scale: f64) {
+        assert!(
+            (got - want).abs() <= 1e-12 * scale.max(1.0),
+            "{what}: {got} vs {want}"
+        );
+    }
+
+    const LENS: &[usize] = &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 257];
+
+    /// A kernel's arguments, owned (so every level runs on fresh buffers).
+    #[derive(Clone)]
+    struct Row {
+        x: Vec<u16>,
+        dy: Vec<u16>,
+        g: Vec<f32>,
+        bt: Vec<f32>,
+    }
+
+    #[derive(Clone)]
+    struct RunSums(Vec<u16>, f64);
+    impl Kernel for RunSums {
+        type Out = (f64, f64);
+        fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
+            Sums {
+                x: &self.0,
+                shift: self.1,
+            }
+            .run::<S, F>(s)
+        }
+    }
+
+    #[derive(Clone)]
+    struct RunAffine(Row, u8);
+    impl Kernel for RunAffine {
+        type Out = Vec<u16>;
+        fn run<S: Isa, F: Format>(self, s: S) -> Vec<u16> {
+            let r = &self.0;
+            let mut y = vec![0u16; r.x.len()];
+            let p = match self.1 {
+                0 => None,
+                1 => Some((&r.g[..], None)),
+                _ => Some((&r.g[..], Some(&r.bt[..]))),
+            };
+            Affine {
+                x: &r.x,
+                y: &mut y,
+                c: (0.25, 1.75, -0.5),
+                p,
+            }
+            .run::<S, F>(s);
+            y
+        }
+    }
+
+    #[derive(Clone)]
+    struct RunBack(Row, bool);
+    impl Kernel for RunBack {
+        type Out = ((f64, f64), Vec<f64>, Vec<f64>, Vec<u16>);
+        fn run<S: Isa, F: Format>(self, s: S) -> Self::Out {
+            let r = &self.0;
+            let n = r.x.len();
+            let g = self.1.then_some(&r.g[..]);
+            let (mut dg, mut db) = (vec![0.5; n], vec![-0.5; n]);
+            let sums = DSums {
+                x: &r.x,
+                dy: &r.dy,
+                c: (0.25, 1.75, -0.5),
+                g,
+                acc: Some((&mut dg, &mut db)),
+            }
+            .run::<S, F>(s);
+            let mut out = vec![0u16; n];
+            Dx {
+                x: &r.x,
+                dy: &r.dy,
+                out: &mut out,
+                k: (0.75, 0.25, 1.75, -0.5),
+                g,
+            }
+            .run::<S, F>(s);
+            (sums, dg, db, out)
+        }
+    }
+
+    fn rows_agree<F: Conv>() {
+        for &n in LENS {
+            let x = data::<F>(n, 1, 2.0);
+            let row = Row {
+                dy: data::<F>(n, 2, 0.0),
+                g: params(n, 3),
+                bt: params(n, 4),
+                x: x.clone(),
+            };
+            let xs: Vec<f32> = x.iter().map(|&v| F::to(v)).collect();
+            let ds: Vec<f32> = row.dy.iter().map(|&v| F::to(v)).collect();
+            // Sums.
+            let shift = f64::from(xs[0]);
+            let want = xs.iter().fold((0.0, 0.0), |(s, q), &v| {
+                let d = f64::from(v) - shift;
+                (s + d, q + d * d)
+            });
+            for got in at_every_level::<_, F>(&RunSums(x.clone(), shift)) {
+                close("sum", got.0, want.0, want.1);
+                close("sq", got.1, want.1, want.1);
+            }
+            // Affine, without and with γ, β.
+            let (m, a, b) = (0.25f32, 1.75f32, -0.5f32);
+            for mode in 0..3u8 {
+                let want: Vec<u16> = (0..n)
+                    .map(|i| {
+                        let v = (xs[i] - m) * a + b;
+                        F::from(match mode {
+                            0 => v,
+                            1 => v * row.g[i],
+                            _ => v * row.g[i] + row.bt[i],
+                        })
+                    })
+                    .collect();
+                for got in at_every_level::<_, F>(&RunAffine(row.clone(), mode)) {
+                    assert_eq!(got, want, "affine n={n} mode={mode}");
+                }
+            }
+            // Backward sums, parameter terms and dx, without and with γ.
+            for with_g in [false, true] {
+                let w = |i: usize| if with_g { f64::from(row.g[i]) } else { 1.0 };
+                let xh = |i: usize| f64::from((xs[i] - m) * a + b);
+                // Blocks of four vectors are summed in f32 first (as the f32 kernel):
+                // within f32 rounding of the sum of magnitudes.
+                let (mut s1, mut s2, mut mag) = (0.0, 0.0, 0.0);
+                for i in 0..n {
+                    let d = f64::from(ds[i]) * w(i);
+                    s1 += d;
+                    s2 += d * xh(i);
+                    mag += d.abs() * (1.0 + xh(i).abs());
+                }
+                let dg: Vec<f64> = (0..n).map(|i| 0.5 + f64::from(ds[i]) * xh(i)).collect();
+                let db: Vec<f64> = (0..n).map(|i| -0.5 + f64::from(ds[i])).collect();
+                let dx: Vec<u16> = (0..n)
+                    .map(|i| {
+                        let c = if with_g { 0.75 * row.g[i] } else { 0.75 };
+                        F::from(ds[i] * c + ((xs[i] - m) * a + b))
+                    })
+                    .collect();
+                for got in at_every_level::<_, F>(&RunBack(row.clone(), with_g)) {
+                    let ok = |g: f64, w: f64| (g - w).abs() <= 1e-6 * mag;
+                    assert!(ok(got.0 .0, s1), "s1 n={n}: {} vs {s1}", got.0 .0);
+                    assert!(ok(got.0 .1, s2), "s2 n={n}: {} vs {s2}", got.0 .1);
+                    for i in 0..n {
+                        close("dg", got.1[i], dg[i], 1.0);
+                        close("db", got.2[i], db[i], 1.0);
+                    }
+                    assert_eq!(got.3, dx, "dx n={n} g={with_g}");
+                }
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    struct RunCols(Vec<u16>, Vec<u16>, usize);
+    impl Kernel for RunCols {
+        type Out = (Vec<f64>, Vec<f64>, Vec<u16>, Vec<f64>, Vec<f64>, Vec<u16>);
+        fn run<S: Isa, F: Format>(self, s: S) -> Self::Out {
+            let k = self.2;
+            let h: Vec<f64> = (0..k).map(|j| j as f64 * 0.125).collect();
+            let (mut sum, mut sq) = (vec![1.0; k], vec![2.0; k]);
+            ColSums {
+                x: &self.0,
+                h: &h,
+                sum: &mut sum,
+                sq: &mut sq,
+            }
+            .run::<S, F>(s);
+            let (m, a, b) = (params(k, 1), params(k, 2), params(k, 3));
+            let mut y = vec![0u16; self.0.len()];
+            ColAffine {
+                x: &self.0,
+                y: &mut y,
+                c: (&m, &a, &b),
+            }
+            .run::<S, F>(s);
+            let (mut sg, mut sgx) = (vec![0.0; k], vec![0.0; k]);
+            ColDSums {
+                x: &self.0,
+                dy: &self.1,
+                c: (&m, &a, &b),
+                sg: &mut sg,
+                sgx: &mut sgx,
+            }
+            .run::<S, F>(s);
+            let cc = params(k, 4);
+            let mut dx = vec![0u16; self.0.len()];
+            ColDx {
+                x: &self.0,
+                dy: &self.1,
+                out: &mut dx,
+                cc: &cc,
+                c: (&m, &a, &b),
+            }
+            .run::<S, F>(s);
+            (sum, sq, y, sg, sgx, dx)
+        }
+    }
+
+    fn cols_agree<F: Conv>() {
+        for &k in &[1usize, 3, 8, 16, 19, 33, 64] {
+            let rows = 5;
+            let x = data::<F>(rows * k, 5, 1.0);
+            let dy = data::<F>(rows * k, 6, 0.0);
+            let xs: Vec<f32> = x.iter().map(|&v| F::to(v)).collect();
+            let ds: Vec<f32> = dy.iter().map(|&v| F::to(v)).collect();
+            let (m, a, b, cc) = (params(k, 1), params(k, 2), params(k, 3), params(k, 4));
+            let (mut sum, mut sq) = (vec![1.0; k], vec![2.0; k]);
+            let (mut sg, mut sgx) = (vec![0.0; k], vec![0.0; k]);
+            let (mut y, mut dx) = (Vec::new(), Vec::new());
+            for (i, (&v, &d)) in xs.iter().zip(&ds).enumerate() {
+                let j = i % k;
+                let e = f64::from(v) - j as f64 * 0.125;
+                sum[j] += e;
+                sq[j] += e * e;
+                let xh = (v - m[j]) * a[j] + b[j];
+                y.push(F::from(xh));
+                sg[j] += f64::from(d);
+                sgx[j] += f64::from(d) * f64::from(xh);
+                dx.push(F::from(d * cc[j] + xh));
+            }
+            for got in at_every_level::<_, F>(&RunCols(x.clone(), dy.clone(), k)) {
+                for j in 0..k {
+                    close("col sum", got.0[j], sum[j], sq[j]);
+                    close("col sq", got.1[j], sq[j], sq[j]);
+                    close("col sg", got.3[j], sg[j], 10.0);
+                    close("col sgx", got.4[j], sgx[j], 10.0);
+                }
+                assert_eq!(got.2, y, "col affine k={k}");
+                assert_eq!(got.5, dx, "col dx k={k}");
+            }
+        }
+    }
+
+    /// At the current level, the half row sums are the f32 row kernels' sums of the widened
+    /// values, bit for bit (what keeps a half layer equal to the f32 layer rounded).
+    fn same_sums_as_f32<F: Conv>(fmt: Fmt) {
+        use crate::kernels::elem::RowReduce;
+        for &n in LENS.iter().chain(&[200, 1000, 4099]) {
+            let x = data::<F>(n, 7, 1.5);
+            let dy = data::<F>(n, 8, 0.0);
+            let g = params(n, 9);
+            let xs: Vec<f32> = x.iter().map(|&v| F::to(v)).collect();
+            let ds: Vec<f32> = dy.iter().map(|&v| F::to(v)).collect();
+            let shift = f64::from(xs[0]);
+            let c = (0.25, 1.75, -0.5);
+            assert_eq!(
+                sums(fmt, &x, shift),
+                <f32 as RowReduce>::row_sums(&xs, shift)
+            );
+            assert_eq!(
+                dsums(fmt, (&x, &dy), c, None, None),
+                <f32 as RowReduce>::row_dsums(&xs, &ds, c, None),
+                "n={n}"
+            );
+            assert_eq!(
+                dsums(fmt, (&x, &dy), c, Some(&g), None),
+                <f32 as RowReduce>::row_dsums(&xs, &ds, c, Some((&g, None))),
+                "n={n} with γ"
+            );
+        }
+    }
+
+    #[test]
+    fn half_row_sums_are_the_f32_kernels_sums() {
+        same_sums_as_f32::<Bf16>(Fmt::Bf16);
+        same_sums_as_f32::<F16>(Fmt::F16);
+    }
+
+    #[test]
+    fn bf16_row_kernels_match_the_reference_at_every_level() {
+        rows_agree::<Bf16>();
+    }
+
+    #[test]
+    fn f16_row_kernels_match_the_reference_at_every_level() {
+        rows_agree::<F16>();
+    }
+
+    #[test]
+    fn bf16_column_kernels_match_the_reference_at_every_level() {
+        cols_agree::<Bf16>();
+    }
+
+    #[test]
+    fn f16_column_kernels_match_the_reference_at_every_level() {
+        cols_agree::<F16>();
+    }
+
+    /// The token's half loads and stores at every level: widening exact, rounding to
+    /// nearest even as the `half` crate (ties, NaN, infinities, subnormals, overflow).
+    #[derive(Clone)]
+    struct RoundTrip(Vec<f32>);
+    impl Kernel for RoundTrip {
+        type Out = (Vec<u16>, Vec<f32>);
+        fn run<S: Isa, F: Format>(self, s: S) -> Self::Out {
+            let mut h = vec![0u16; self.0.len()];
+            for (c, o) in self.0.chunks(S::LANES).zip(h.chunks_mut(S::LANES)) {
+                sth::<S, F>(s, o, ldf(s, c));
+            }
+            let mut back = vec![0f32; h.len()];
+            for (c, o) in h.chunks(S::LANES).zip(back.chunks_mut(S::LANES)) {
+                let v = ldh::<S, F>(s, c);
+                let mut a = [0f32; 16];
+                s.store(&mut a, v);
+                o.copy_from_slice(&a[..o.len()]);
+            }
+            (h, back)
+        }
+    }
+
+    fn round_trip<F: Conv>() {
+        let mut v: Vec<f32> = vec![
+            0.0,
+            -0.0,
+            1.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+            -3e-39,
+            65504.0,
+            65520.0,
+            6e-8,
+            3e-8,
+        ];
+        // Ties and neighbours of ties in both formats.
+        for base in [1.0f32, 3.0, -7.0, 1000.0] {
+            let b = base.to_bits();
+            for d in [
+                0x7fffu32, 0x8000, 0x8001, 0x17fff, 0x18000, 0x18001, 0xfff, 0x1000, 0x1001, 0x3000,
+            ] {
+                v.push(f32::from_bits(b + d));
+            }
+        }
+        for i in 0..200u32 {
+            v.push(f32::from_bits(i.wrapping_mul(2654435761)));
+        }
+        let want: Vec<u16> = v.iter().map(|&x| F::from(x)).collect();
+        let back: Vec<f32> = want.iter().map(|&h| F::to(h)).collect();
+        for (h, b) in at_every_level::<_, F>(&RoundTrip(v.clone())) {
+            for i in 0..v.len() {
+                let (g, w) = (h[i], want[i]);
+                let nan = F::to(w).is_nan();
+                assert!(
+                    g == w || (nan && F::to(g).is_nan()),
+                    "{} -> {g:#06x}, want {w:#06x}",
+                    v[i]
+                );
+                assert!(
+                    b[i].to_bits() == back[i].to_bits() || (nan && b[i].is_nan()),
+                    "widen {w:#06x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_loads_and_stores_round_as_the_half_crate_at_every_level() {
+        round_trip::<Bf16>();
+    }
+
+    #[test]
+    fn f16_loads_and_stores_round_as_the_half_crate_at_every_level() {
+        round_trip::<F16>();
+    }
+}
