@@ -23,14 +23,16 @@
 //! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
 //! on the shape, so results are bit-identical for any number of threads.
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use norm_spec::{Affine, Stage};
 
 use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
+use crate::float::sealed::{Sealed, TypeMap};
 use crate::kernels::coef;
-use crate::kernels::convert::fused::{self, Bits};
+use crate::kernels::convert::fused::{self, Fmt};
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, Running, StageState};
@@ -153,10 +155,64 @@ fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
     Some(p)
 }
 
+/// A half type's slices as their bit patterns (identity reinterpretations).
+pub(super) struct Bits<T> {
+    /// The format.
+    pub fmt: Fmt,
+    r: for<'a> fn(&'a [T]) -> &'a [u16],
+    w: for<'a> fn(&'a mut [T]) -> &'a mut [u16],
+}
+
+impl<T> Bits<T> {
+    /// A shared slice's bits.
+    #[inline(always)]
+    pub fn r<'a>(&self, s: &'a [T]) -> &'a [u16] {
+        (self.r)(s)
+    }
+    /// A mutable slice's bits.
+    #[inline(always)]
+    pub fn w<'a>(&self, s: &'a mut [T]) -> &'a mut [u16] {
+        (self.w)(s)
+    }
+}
+
+/// The [`TypeMap`] of [`Bits`]: `Some` for the half types.
+struct BitsMap;
+
+impl TypeMap for BitsMap {
+    type Out<T: Float> = Option<Bits<T>>;
+    fn f32() -> Option<Bits<f32>> {
+        None
+    }
+    fn f64() -> Option<Bits<f64>> {
+        None
+    }
+    fn bf16() -> Option<Bits<half::bf16>> {
+        Some(Bits {
+            fmt: Fmt::Bf16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+    fn f16() -> Option<Bits<half::f16>> {
+        Some(Bits {
+            fmt: Fmt::F16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+}
+
+/// `T`'s bits, for the half types.
+#[inline(always)]
+fn bits<T: Float>() -> Option<Bits<T>> {
+    <T as Sealed>::map::<BitsMap>()
+}
+
 /// The bits of the half type `T` (the fused paths run only the half types).
 #[inline(always)]
 pub(super) fn half_bits<T: Float>() -> Bits<T> {
-    fused::bits::<T>().expect("the fused paths run the half types only")
+    bits::<T>().expect("the fused paths run the half types only")
 }
 
 /// Shifted sums of `x` (one group's contiguous line), read as half values.

@@ -7,15 +7,13 @@
 //! portable kernels (`(x − m)·a + b`, `((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`)
 //! in f32 without fused multiply-add, so every level gives the same bits; statistics and
 //! backward sums in f64 (the shifted scheme). Each kernel runs at the current SIMD level
-//! (`isa::dispatch`, one choice per call), monomorphized per storage format.
+//! (`isa::dispatch`, one choice per call), monomorphized per storage format. The kernels
+//! take the bit patterns (`&[u16]`) and a [`Fmt`]; `crate::widen` reinterprets its half
+//! slices (this module names no element type, so `convert` stays free of `Float`).
 
 use std::marker::PhantomData;
 
-use half::slice::HalfFloatSliceExt;
-
-use crate::float::sealed::{Sealed, TypeMap};
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
-use crate::Float;
 
 /// A half-precision storage format: how `LANES` of its bit patterns load into `f32` lanes
 /// and store from them (the token's half loads and stores).
@@ -63,60 +61,6 @@ pub(crate) enum Fmt {
     Bf16,
     /// `f16`.
     F16,
-}
-
-/// A half type's slices as their bit patterns (identity reinterpretations).
-pub(crate) struct Bits<T> {
-    /// The format.
-    pub fmt: Fmt,
-    r: for<'a> fn(&'a [T]) -> &'a [u16],
-    w: for<'a> fn(&'a mut [T]) -> &'a mut [u16],
-}
-
-impl<T> Bits<T> {
-    /// A shared slice's bits.
-    #[inline(always)]
-    pub fn r<'a>(&self, s: &'a [T]) -> &'a [u16] {
-        (self.r)(s)
-    }
-    /// A mutable slice's bits.
-    #[inline(always)]
-    pub fn w<'a>(&self, s: &'a mut [T]) -> &'a mut [u16] {
-        (self.w)(s)
-    }
-}
-
-/// The [`TypeMap`] of [`Bits`]: `Some` for the half types.
-struct BitsMap;
-
-impl TypeMap for BitsMap {
-    type Out<T: Float> = Option<Bits<T>>;
-    fn f32() -> Option<Bits<f32>> {
-        None
-    }
-    fn f64() -> Option<Bits<f64>> {
-        None
-    }
-    fn bf16() -> Option<Bits<half::bf16>> {
-        Some(Bits {
-            fmt: Fmt::Bf16,
-            r: |s| s.reinterpret_cast(),
-            w: |s| s.reinterpret_cast_mut(),
-        })
-    }
-    fn f16() -> Option<Bits<half::f16>> {
-        Some(Bits {
-            fmt: Fmt::F16,
-            r: |s| s.reinterpret_cast(),
-            w: |s| s.reinterpret_cast_mut(),
-        })
-    }
-}
-
-/// `T`'s bits, for the half types.
-#[inline(always)]
-pub(crate) fn bits<T: Float>() -> Option<Bits<T>> {
-    <T as Sealed>::map::<BitsMap>()
 }
 
 /// A kernel generic over the level and the storage format.
