@@ -941,8 +941,8 @@ mod tests {
                 // Blocks of four vectors are summed in f32 first (as the f32 kernel):
                 // within f32 rounding of the sum of magnitudes.
                 let (mut s1, mut s2, mut mag) = (0.0, 0.0, 0.0);
-                for i in 0..n {
-                    let d = f64::from(ds[i]) * w(i);
+                for (i, &dv) in ds.iter().enumerate() {
+                    let d = f64::from(dv) * w(i);
                     s1 += d;
                     s2 += d * xh(i);
                     mag += d.abs() * (1.0 + xh(i).abs());
