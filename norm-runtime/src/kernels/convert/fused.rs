@@ -230,34 +230,49 @@ struct Affine<'a> {
 
 impl Kernel for Affine<'_> {
     type Out = ();
+    /// Whole vectors over exact chunks (no per-vector length checks), then one partial.
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
         let k = splat3(s, self.c);
         let n = self.x.len();
         assert_eq!(self.y.len(), n, "rows of one length");
-        let rows = self.x.chunks(l).zip(self.y.chunks_mut(l));
+        let body = n - n % l;
+        let (xb, xt) = self.x.split_at(body);
+        let (yb, yt) = self.y.split_at_mut(body);
+        let rows = xb.chunks_exact(l).zip(yb.chunks_exact_mut(l));
         match self.p {
             None => {
                 for (xc, yc) in rows {
-                    sth::<S, F>(s, yc, xhat(s, ldh::<S, F>(s, xc), k));
+                    F::st(s, yc, xhat(s, F::ld(s, xc), k));
+                }
+                if !xt.is_empty() {
+                    sth::<S, F>(s, yt, xhat(s, ldh::<S, F>(s, xt), k));
                 }
             }
             Some((g, None)) => {
-                let g = &g[..n];
-                for (i, (xc, yc)) in rows.enumerate() {
-                    let v = xhat(s, ldh::<S, F>(s, xc), k);
-                    let v = s.mul(v, ldf(s, &g[i * l..i * l + xc.len()]));
-                    sth::<S, F>(s, yc, v);
+                let (gb, gt) = g[..n].split_at(body);
+                for ((xc, yc), gc) in rows.zip(gb.chunks_exact(l)) {
+                    let v = xhat(s, F::ld(s, xc), k);
+                    F::st(s, yc, s.mul(v, s.load(gc)));
+                }
+                if !xt.is_empty() {
+                    let v = xhat(s, ldh::<S, F>(s, xt), k);
+                    sth::<S, F>(s, yt, s.mul(v, ldf(s, gt)));
                 }
             }
             Some((g, Some(bt))) => {
-                let (g, bt) = (&g[..n], &bt[..n]);
-                for (i, (xc, yc)) in rows.enumerate() {
-                    let r = i * l..i * l + xc.len();
-                    let v = xhat(s, ldh::<S, F>(s, xc), k);
-                    let v = s.add(s.mul(v, ldf(s, &g[r.clone()])), ldf(s, &bt[r]));
-                    sth::<S, F>(s, yc, v);
+                let (gb, gt) = g[..n].split_at(body);
+                let (bb, btt) = bt[..n].split_at(body);
+                let params = gb.chunks_exact(l).zip(bb.chunks_exact(l));
+                for ((xc, yc), (gc, bc)) in rows.zip(params) {
+                    let v = xhat(s, F::ld(s, xc), k);
+                    F::st(s, yc, s.add(s.mul(v, s.load(gc)), s.load(bc)));
+                }
+                if !xt.is_empty() {
+                    let v = xhat(s, ldh::<S, F>(s, xt), k);
+                    let v = s.add(s.mul(v, ldf(s, gt)), ldf(s, btt));
+                    sth::<S, F>(s, yt, v);
                 }
             }
         }
@@ -396,6 +411,7 @@ struct Dx<'a> {
 
 impl Kernel for Dx<'_> {
     type Out = ();
+    /// Whole vectors over exact chunks (no per-vector length checks), then one partial.
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
@@ -407,22 +423,38 @@ impl Kernel for Dx<'_> {
         let (c, m, a, b) = self.k;
         let vc = s.splat(c);
         let k = splat3(s, (m, a, b));
-        let rows = self.x.chunks(l).zip(self.dy.chunks(l));
+        let body = n - n % l;
+        let (xb, xt) = self.x.split_at(body);
+        let (db, dt) = self.dy.split_at(body);
+        let (ob, ot) = self.out.split_at_mut(body);
+        let rows = xb
+            .chunks_exact(l)
+            .zip(db.chunks_exact(l))
+            .zip(ob.chunks_exact_mut(l));
         match self.g {
             None => {
-                for ((xc, dc), oc) in rows.zip(self.out.chunks_mut(l)) {
-                    let d = ldh::<S, F>(s, dc);
-                    let v = s.add(s.mul(d, vc), xhat(s, ldh::<S, F>(s, xc), k));
-                    sth::<S, F>(s, oc, v);
+                for ((xc, dc), oc) in rows {
+                    let v = s.add(s.mul(F::ld(s, dc), vc), xhat(s, F::ld(s, xc), k));
+                    F::st(s, oc, v);
+                }
+                if !xt.is_empty() {
+                    let d = ldh::<S, F>(s, dt);
+                    let v = s.add(s.mul(d, vc), xhat(s, ldh::<S, F>(s, xt), k));
+                    sth::<S, F>(s, ot, v);
                 }
             }
             Some(g) => {
-                let g = &g[..n];
-                for (i, ((xc, dc), oc)) in rows.zip(self.out.chunks_mut(l)).enumerate() {
-                    let cg = s.mul(vc, ldf(s, &g[i * l..i * l + xc.len()]));
-                    let d = ldh::<S, F>(s, dc);
-                    let v = s.add(s.mul(d, cg), xhat(s, ldh::<S, F>(s, xc), k));
-                    sth::<S, F>(s, oc, v);
+                let (gb, gt) = g[..n].split_at(body);
+                for (((xc, dc), oc), gc) in rows.zip(gb.chunks_exact(l)) {
+                    let cg = s.mul(vc, s.load(gc));
+                    let v = s.add(s.mul(F::ld(s, dc), cg), xhat(s, F::ld(s, xc), k));
+                    F::st(s, oc, v);
+                }
+                if !xt.is_empty() {
+                    let cg = s.mul(vc, ldf(s, gt));
+                    let d = ldh::<S, F>(s, dt);
+                    let v = s.add(s.mul(d, cg), xhat(s, ldh::<S, F>(s, xt), k));
+                    sth::<S, F>(s, ot, v);
                 }
             }
         }
