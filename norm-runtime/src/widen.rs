@@ -7,7 +7,8 @@
 //!   parameters per statistics group or none — batch norm (NCHW, BatchNorm1d,
 //!   channels-last), instance norm, WS, layer/RMS norm without parameters — forward (train
 //!   and eval, running statistics) and backward. The half tensor is read and the half
-//!   output written once; the f32 work runs on tiles of 2048 values converted on the fly.
+//!   output written once by kernels that load half values into f32 lanes and round on the
+//!   store (`kernels::convert::fused`).
 //! * `rows` (fused): single-stage layers with parameters along contiguous groups — layer
 //!   norm, RMS norm, group norm with γ/β — forward and backward, per group on converted
 //!   tiles.

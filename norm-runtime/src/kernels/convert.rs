@@ -13,7 +13,10 @@
 //! Each conversion has a [`Conv`] level so the tests run every level this CPU supports
 //! against the portable one.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
+
+pub(crate) mod fused;
 
 /// Calls the `#[target_feature]` conversion `x86::$f` from a context without its features:
 /// only right after the `assert!` that this CPU has them (`bf16_hardware`,
@@ -133,9 +136,13 @@ fn bf16_to_f32_avx512(src: &[bf16], dst: &mut [f32]) {
     bf16_to_f32_loop(src, dst);
 }
 
-/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU.
+/// `dst[i] = src[i]` rounded to nearest even, with the best level of this CPU (without
+/// AVX512_BF16: the ISA token's vector rounding, the same bits as the portable path).
 pub fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
-    f32_to_bf16_with(bf16_level(), src, dst);
+    match bf16_level() {
+        Conv::Hardware => f32_to_bf16_with(Conv::Hardware, src, dst),
+        Conv::Portable => fused::narrow(fused::Fmt::Bf16, src, dst.reinterpret_cast_mut()),
+    }
 }
 
 /// `dst[i] = src[i]` rounded to nearest even with `level`. Panics if the lengths differ or

@@ -1,10 +1,11 @@
 //! The kernels of the half-precision types.
 //!
-//! Half-precision layers run their passes in f32 (`crate::widen` converts tiles or whole
-//! tensors with [`super::convert`]), so the f32 kernels over the ISA token do the work; these
-//! row kernels are only the portable reference loops (f64 accumulation, the shifted scheme of
-//! `reduce`) that `kernels::elem::Which` needs for every element type. The f32 elementwise
-//! loops of the fused paths are `convert::ew`.
+//! Half-precision layers compute in f32: the fused paths of `crate::widen` run the kernels of
+//! `super::convert::fused`, which read and write the half storage directly through the ISA
+//! token's half loads and stores; everything else converts whole tensors with
+//! [`super::convert`] and runs the f32 kernels. These row kernels are only the portable
+//! reference loops (f64 accumulation, the shifted scheme of `reduce`) that
+//! `kernels::elem::Which` needs for every element type.
 
 use half::{bf16, f16};
 

@@ -3,26 +3,26 @@
 //! parameters that do not fold into per-group coefficients (`tiled` takes the others).
 //!
 //! The statistics groups are contiguous (the kept dims outermost, the reduced ones inner):
-//! each task takes a run of groups; per group, the shifted sums of its tiles (converted to
-//! f32 on the fly), its statistics, then its output from the tiles converted again while
-//! the group is in the cache. Each group is a sequence of lines (the plan's innermost dim)
+//! each task takes a run of groups; per group, the shifted sums of its lines (half values
+//! read into f32 lanes by `kernels::convert::fused`), its statistics, then its output from
+//! the lines read again while the group is in the cache. Each group is a sequence of lines (the plan's innermost dim)
 //! along which the parameter either advances (layer norm) or stays put (group norm: one
 //! channel per line). The backward pass does the same with its sums Σγ·dy, Σγ·dy·x̂, and
 //! the parameter gradients accumulated per task in f64, merged in task order: results are
 //! bit-identical for any number of threads.
 //!
 //! The elementwise expressions are those of the f32 layers' portable kernels
-//! (`((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`) on f32 values.
+//! (`((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`) on f32 values, rounded once on
+//! the store.
 
 use rayon::prelude::*;
 
 use norm_spec::Affine;
 
-use super::tiled::{self, TILE};
+use super::tiled;
 use crate::check::{self, Purpose};
 use crate::kernels::coef;
-use crate::kernels::elem::RowReduce;
-use crate::kernels::ew;
+use crate::kernels::convert::fused;
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, StageState};
@@ -147,7 +147,7 @@ pub(crate) fn forward<T: Float>(
         .zip(stats.par_chunks_mut(per))
         .enumerate()
         .for_each(|(t, ((xs, os), sts))| {
-            let mut y = [0f32; TILE];
+            let h = tiled::half_bits::<T>();
             for (i, ((xg, og), st)) in xs.chunks(n).zip(os.chunks_mut(n)).zip(sts).enumerate() {
                 let s = t * per + i;
                 if !fixed {
@@ -162,24 +162,16 @@ pub(crate) fn forward<T: Float>(
                 }
                 let (m, a, b) = coef(st.mean, st.rstd, 0.0);
                 for (o, p) in lines(&rows, base[s]) {
-                    let (xl, ol) = (&xg[o..o + rows.len], &mut og[o..o + rows.len]);
-                    for (c, (xt, ot)) in xl.chunks(TILE).zip(ol.chunks_mut(TILE)).enumerate() {
-                        let y = &mut y[..xt.len()];
-                        T::widen(xt, y);
-                        if rows.ps_line == 0 {
-                            // γ, β folded into the line's coefficients, as the f32 kernel.
-                            let (a, b) = (a * gamma[p], b * gamma[p] + beta[p]);
-                            ew::affine(y, m, a, b);
-                        } else {
-                            let q = p + c * TILE;
-                            let (g, bt) = (&gamma[q..q + y.len()], &beta[q..q + y.len()]);
-                            if has_beta {
-                                ew::affine_gb(y, m, a, b, g, bt);
-                            } else {
-                                ew::affine_g(y, m, a, b, g);
-                            }
-                        }
-                        T::narrow(y, ot);
+                    let len = rows.len;
+                    let (xl, ol) = (h.r(&xg[o..o + len]), h.w(&mut og[o..o + len]));
+                    if rows.ps_line == 0 {
+                        // γ, β folded into the line's coefficients, as the f32 kernel.
+                        let (a, b) = (a * gamma[p], b * gamma[p] + beta[p]);
+                        fused::affine(h.fmt, xl, ol, (m, a, b), None);
+                    } else {
+                        let (g, bt) = (&gamma[p..p + len], &beta[p..p + len]);
+                        let pr = Some((g, has_beta.then_some(bt)));
+                        fused::affine(h.fmt, xl, ol, (m, a, b), pr);
                     }
                 }
             }
@@ -221,7 +213,7 @@ pub(crate) fn backward<T: Float>(
         .enumerate()
         .map(|(t, ((xs, ds), os))| {
             let (mut dg, mut db) = (vec![0f64; np], vec![0f64; np]);
-            let (mut tx, mut td) = ([0f32; TILE], [0f32; TILE]);
+            let h = tiled::half_bits::<T>();
             let groups = xs.chunks(n).zip(ds.chunks(n)).zip(os.chunks_mut(n));
             for (i, ((xg, dyg), og)) in groups.enumerate() {
                 let s = t * per + i;
@@ -230,53 +222,36 @@ pub(crate) fn backward<T: Float>(
                 // Σγ·dy, Σγ·dy·x̂ and the parameter gradients.
                 let (mut sg, mut sgx) = (0.0f64, 0.0f64);
                 for (o, p) in lines(&rows, base[s]) {
-                    let (xl, dl) = (&xg[o..o + rows.len], &dyg[o..o + rows.len]);
-                    for (c, (xt, dt)) in xl.chunks(TILE).zip(dl.chunks(TILE)).enumerate() {
-                        let (tx, td) = (&mut tx[..xt.len()], &mut td[..xt.len()]);
-                        T::widen(xt, tx);
-                        T::widen(dt, td);
-                        if rows.ps_line == 0 {
-                            let (s1, s2) = <f32 as RowReduce>::row_dsums(tx, td, (m, a, b), None);
-                            let g = f64::from(gamma[p]);
-                            sg += g * s1;
-                            sgx += g * s2;
-                            dg[p] += s2;
-                            db[p] += s1;
-                        } else {
-                            let q = p + c * TILE;
-                            let g = &gamma[q..q + tx.len()];
-                            let (pg, pb) = (&mut dg[q..q + tx.len()], &mut db[q..q + tx.len()]);
-                            // The f32 layer's row kernel for Σγ·dy, Σγ·dy·x̂ (its sums).
-                            let (s1, s2) =
-                                <f32 as RowReduce>::row_dsums(tx, td, (m, a, b), Some((g, None)));
-                            sg += s1;
-                            sgx += s2;
-                            ew::dparams(tx, td, m, a, b, pg, pb);
-                        }
+                    let len = rows.len;
+                    let xd = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
+                    if rows.ps_line == 0 {
+                        let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), None, None);
+                        let g = f64::from(gamma[p]);
+                        sg += g * s1;
+                        sgx += g * s2;
+                        dg[p] += s2;
+                        db[p] += s1;
+                    } else {
+                        let g = &gamma[p..p + len];
+                        let acc = (&mut dg[p..p + len], &mut db[p..p + len]);
+                        let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), Some(g), Some(acc));
+                        sg += s1;
+                        sgx += s2;
                     }
                 }
                 let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, sg, sgx);
                 let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
                 let c = st.rstd as f32;
                 for (o, p) in lines(&rows, base[s]) {
-                    let (xl, dl) = (&xg[o..o + rows.len], &dyg[o..o + rows.len]);
-                    let ol = &mut og[o..o + rows.len];
-                    let tiles = xl
-                        .chunks(TILE)
-                        .zip(dl.chunks(TILE))
-                        .zip(ol.chunks_mut(TILE));
-                    for (ci, ((xt, dt), ot)) in tiles.enumerate() {
-                        let (tx, td) = (&mut tx[..xt.len()], &mut td[..xt.len()]);
-                        T::widen(xt, tx);
-                        T::widen(dt, td);
-                        if rows.ps_line == 0 {
-                            ew::dx(tx, td, c * gamma[p], m2, a2, b2);
-                        } else {
-                            let q = p + ci * TILE;
-                            let g = &gamma[q..q + tx.len()];
-                            ew::dx_g(tx, td, c, m2, a2, b2, g);
-                        }
-                        T::narrow(tx, ot);
+                    let len = rows.len;
+                    let (xl, dl) = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
+                    let ol = h.w(&mut og[o..o + len]);
+                    if rows.ps_line == 0 {
+                        let k = (c * gamma[p], m2, a2, b2);
+                        fused::dx(h.fmt, (xl, dl, ol), k, None);
+                    } else {
+                        let g = &gamma[p..p + len];
+                        fused::dx(h.fmt, (xl, dl, ol), (c, m2, a2, b2), Some(g));
                     }
                 }
             }

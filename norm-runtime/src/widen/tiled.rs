@@ -1,5 +1,6 @@
-//! The fused half-precision path: the half tensor is read and the half output written once,
-//! the f32 work done on small tiles converted on the fly (no f32 copy of the tensor).
+//! The fused half-precision path: the half tensor is read and the half output written once
+//! by the kernels of `kernels::convert::fused`, which load half values into f32 lanes and
+//! round the results on the store (no f32 copy of the tensor or of a tile).
 //!
 //! It covers the single-stage declarations whose plan is one kept dim between reduced ones,
 //! the input viewed as `[A, K, B]` (statistics group `k` = every `(a, k, b)`): NCHW batch
@@ -11,38 +12,33 @@
 //! conversion of `super`.
 //!
 //! * Rows (`A = 1`): each task takes a run of groups; per group, the shifted sums of its
-//!   tiles, its statistics, then its output from the tiles converted again (the group is in
-//!   the cache by then).
+//!   line, its statistics, then its output from the line read again (the group is in the
+//!   cache by then).
 //! * `A > 1`: each task takes a run of the outer index `a` and returns per-group partial
-//!   sums, merged in task order; a second parallel pass converts the tiles again and writes
-//!   the output (converting twice is cheaper than an f32 copy of the tensor).
+//!   sums, merged in task order; a second parallel pass reads the input again and writes
+//!   the output (lines, or whole rows of `K` columns when `B = 1`).
 //!
-//! Statistics and backward sums are accumulated in f64 with the f32 kernels' row reductions
-//! (`RowReduce::row_sums`, `row_dsums`) on the converted tiles, shifted by the first value
-//! of each group, and finished with the same functions as the f32 layers
+//! Statistics and backward sums are accumulated in f64 (`fused::sums`, `dsums`,
+//! `col_sums`, `col_dsums`), shifted by the first value of each group, and finished with the same functions as the f32 layers
 //! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
 //! on the shape, so results are bit-identical for any number of threads.
 
-use std::cell::RefCell;
-
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use norm_spec::{Affine, Stage};
 
 use super::{narrow_into, widen_array};
 use crate::check::{self, Purpose};
+use crate::float::sealed::{Sealed, TypeMap};
 use crate::kernels::coef;
-use crate::kernels::elem::RowReduce;
-use crate::kernels::ew;
+use crate::kernels::convert::fused::{self, Fmt};
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, Running, StageState};
 use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
 use crate::types::{Mode, Saved, SavedStage, StageGrads};
 use crate::Float;
-
-/// Elements per converted tile (f32 stack buffers of 8 KiB: a few stay in the L1 cache).
-pub(crate) const TILE: usize = 2048;
 
 /// Elements per task (about; whole groups or whole slabs of `a`).
 const TASK: usize = 1 << 16;
@@ -159,104 +155,95 @@ fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
     Some(p)
 }
 
-thread_local! {
-    /// Two f32 tiles per thread (input and upstream gradient), grown once.
-    static TILES: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+/// A half type's slices as their bit patterns (identity reinterpretations).
+pub(super) struct Bits<T> {
+    /// The format.
+    pub fmt: Fmt,
+    r: for<'a> fn(&'a [T]) -> &'a [u16],
+    w: for<'a> fn(&'a mut [T]) -> &'a mut [u16],
 }
 
-/// `f` with this thread's two f32 tiles of at least `min(len, TILE)` values (fresh ones
-/// inside a nested call).
-#[inline]
-pub(super) fn with_tiles<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
-    let n = len.min(TILE);
-    let grow = |v: &mut Vec<f32>| {
-        if v.len() < n {
-            v.resize(n, 0.0);
-        }
-    };
-    TILES.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut t) => {
-            let (a, b) = &mut *t;
-            grow(a);
-            grow(b);
-            f(&mut a[..n], &mut b[..n])
-        }
-        Err(_) => f(&mut vec![0.0; n], &mut vec![0.0; n]),
-    })
+impl<T> Bits<T> {
+    /// A shared slice's bits.
+    #[inline(always)]
+    pub fn r<'a>(&self, s: &'a [T]) -> &'a [u16] {
+        (self.r)(s)
+    }
+    /// A mutable slice's bits.
+    #[inline(always)]
+    pub fn w<'a>(&self, s: &'a mut [T]) -> &'a mut [u16] {
+        (self.w)(s)
+    }
 }
 
-/// Shifted sums of `x` (one group's contiguous line), converted tile by tile.
+/// The [`TypeMap`] of [`Bits`]: `Some` for the half types.
+struct BitsMap;
+
+impl TypeMap for BitsMap {
+    type Out<T: Float> = Option<Bits<T>>;
+    fn f32() -> Option<Bits<f32>> {
+        None
+    }
+    fn f64() -> Option<Bits<f64>> {
+        None
+    }
+    fn bf16() -> Option<Bits<half::bf16>> {
+        Some(Bits {
+            fmt: Fmt::Bf16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+    fn f16() -> Option<Bits<half::f16>> {
+        Some(Bits {
+            fmt: Fmt::F16,
+            r: |s| s.reinterpret_cast(),
+            w: |s| s.reinterpret_cast_mut(),
+        })
+    }
+}
+
+/// `T`'s bits, for the half types.
+#[inline(always)]
+fn bits<T: Float>() -> Option<Bits<T>> {
+    <T as Sealed>::map::<BitsMap>()
+}
+
+/// The bits of the half type `T` (the fused paths run only the half types).
+#[inline(always)]
+pub(super) fn half_bits<T: Float>() -> Bits<T> {
+    bits::<T>().expect("the fused paths run the half types only")
+}
+
+/// Shifted sums of `x` (one group's contiguous line), read as half values.
 pub(super) fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
-    with_tiles(x.len(), |buf, _| {
-        let (mut s, mut q) = (0.0, 0.0);
-        for xs in x.chunks(TILE) {
-            let t = &mut buf[..xs.len()];
-            T::widen(xs, t);
-            let (a, b) = <f32 as RowReduce>::row_sums(t, shift);
-            s += a;
-            q += b;
-        }
-        (s, q)
-    })
+    let h = half_bits::<T>();
+    fused::sums(h.fmt, h.r(x), shift)
 }
 
-/// `out = (x − m)·a + b` over a line with one group's coefficients, tile by tile.
-fn line_affine<T: Float>(x: &[T], out: &mut [T], (m, a, b): (f32, f32, f32)) {
-    with_tiles(x.len(), |y, _| {
-        for (xs, os) in x.chunks(TILE).zip(out.chunks_mut(TILE)) {
-            let y = &mut y[..xs.len()];
-            T::widen(xs, y);
-            ew::affine(y, m, a, b);
-            T::narrow(y, os);
-        }
-    });
+/// `out = (x − m)·a + b` over a line with one group's coefficients.
+fn line_affine<T: Float>(x: &[T], out: &mut [T], c: (f32, f32, f32)) {
+    let h = half_bits::<T>();
+    fused::affine(h.fmt, h.r(x), h.w(out), c, None);
 }
 
 /// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
 fn line_dsums<T: Float>(x: &[T], dy: &[T], c: (f32, f32, f32)) -> (f64, f64) {
-    with_tiles(x.len(), |tx, td| {
-        let (mut s1, mut s2) = (0.0, 0.0);
-        for (xs, ds) in x.chunks(TILE).zip(dy.chunks(TILE)) {
-            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-            T::widen(xs, tx);
-            T::widen(ds, td);
-            let (a, b) = <f32 as RowReduce>::row_dsums(tx, td, c, None);
-            s1 += a;
-            s2 += b;
-        }
-        (s1, s2)
-    })
+    let h = half_bits::<T>();
+    fused::dsums(h.fmt, (h.r(x), h.r(dy)), c, None, None)
 }
 
 /// `dx = dy·c + (x − m)·a + b` over one group's line.
-fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], (c, m, a, b): (f32, f32, f32, f32)) {
-    with_tiles(x.len(), |tx, td| {
-        for ((xs, ds), os) in x.chunks(TILE).zip(dy.chunks(TILE)).zip(dx.chunks_mut(TILE)) {
-            let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-            T::widen(xs, tx);
-            T::widen(ds, td);
-            ew::dx(tx, td, c, m, a, b);
-            T::narrow(tx, os);
-        }
-    });
-}
-
-/// Rows (of `k` groups of one value each, `B = 1`) per tile.
-fn rows_per_tile(k: usize) -> usize {
-    (TILE / k.max(1)).max(1)
+fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: (f32, f32, f32, f32)) {
+    let h = half_bits::<T>();
+    fused::dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), k, None);
 }
 
 /// Column sums of whole rows of `k` values (`B = 1`): `sum[j] += x − h[j]`, `sq[j] += (x −
-/// h[j])²`, the rows converted a tile at a time and reduced by the f32 column kernel.
+/// h[j])²`.
 fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
-    let k = h.len();
-    let per = rows_per_tile(k) * k;
-    let mut buf = vec![0f32; per.min(x.len())];
-    for xs in x.chunks(per) {
-        let t = &mut buf[..xs.len()];
-        T::widen(xs, t);
-        <f32 as RowReduce>::col_sums(t, (0..xs.len() / k).map(|r| r * k), h, sum, sq);
-    }
+    let b = half_bits::<T>();
+    fused::col_sums(b.fmt, b.r(x), h, sum, sq);
 }
 
 /// `(m, a, b)` per group as three arrays (the column loops vectorize over them).
@@ -313,15 +300,9 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
         .zip(out.par_chunks_mut(rows * slab))
         .for_each(|(xs, os)| {
             if lay.b == 1 {
-                let per = rows_per_tile(lay.k) * lay.k;
-                let mut t = vec![0f32; per.min(xs.len())];
                 let (m, a, b) = soa3(c);
-                for (xc, oc) in xs.chunks(per).zip(os.chunks_mut(per)) {
-                    let t = &mut t[..xc.len()];
-                    T::widen(xc, t);
-                    ew::col_affine(t, &m, &a, &b);
-                    T::narrow(t, oc);
-                }
+                let h = half_bits::<T>();
+                fused::col_affine(h.fmt, h.r(xs), h.w(os), (&m, &a, &b));
             } else {
                 for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
                     line_affine(xl, ol, c[i % lay.k]);
@@ -665,17 +646,10 @@ pub(super) fn fill_param_grads<T: Float>(
 /// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel.
 fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(f64, f64)]) {
     let k = xhat.len();
-    let per = rows_per_tile(k) * k;
     let (m, a, b) = soa3(xhat);
     let (mut sg, mut sgx) = (vec![0f64; k], vec![0f64; k]);
-    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
-    for (xs, ds) in x.chunks(per).zip(dy.chunks(per)) {
-        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-        T::widen(xs, tx);
-        T::widen(ds, td);
-        let lines = (0..xs.len() / k).map(|r| r * k);
-        <f32 as RowReduce>::col_dsums(tx, td, lines, (&m, &a, &b), &mut sg, &mut sgx);
-    }
+    let h = half_bits::<T>();
+    fused::col_dsums(h.fmt, (h.r(x), h.r(dy)), (&m, &a, &b), &mut sg, &mut sgx);
     for ((s, g), gx) in acc.iter_mut().zip(sg).zip(sgx) {
         s.0 += g;
         s.1 += gx;
@@ -684,16 +658,8 @@ fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(
 
 /// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`).
 fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)]) {
-    let k = c.len();
-    let per = rows_per_tile(k) * k;
     let cc: Vec<f32> = c.iter().map(|v| v.0).collect();
     let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
-    let (mut tx, mut td) = (vec![0f32; per.min(x.len())], vec![0f32; per.min(x.len())]);
-    for ((xs, ds), os) in x.chunks(per).zip(dy.chunks(per)).zip(dx.chunks_mut(per)) {
-        let (tx, td) = (&mut tx[..xs.len()], &mut td[..xs.len()]);
-        T::widen(xs, tx);
-        T::widen(ds, td);
-        ew::col_dx(tx, td, &cc, &m, &a, &b);
-        T::narrow(tx, os);
-    }
+    let h = half_bits::<T>();
+    fused::col_dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), &cc, (&m, &a, &b));
 }

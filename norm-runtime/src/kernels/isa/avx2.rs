@@ -134,4 +134,29 @@ impl Isa for Avx2 {
     fn prefetch(self, p: *const f32) {
         super::prefetch2(p);
     }
+
+    // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded with
+    // integer arithmetic (nearest even, NaN quieted: the `half` crate's bits); f16 through
+    // the trait's lane-by-lane defaults (F16C is not part of this token).
+    ops! {
+        #[inline]
+        load_bf16(s: &[u16]) -> __m256 {
+            let a: [u16; 8] = s[..8].try_into().expect("8 values");
+            let w = _mm256_cvtepu16_epi32(bytemuck::cast(a));
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+        }
+        store_bf16(s: &mut [u16], v: __m256) {
+            let b = _mm256_castps_si256(v);
+            let hi = _mm256_srli_epi32::<16>(b);
+            let odd = _mm256_and_si256(hi, _mm256_set1_epi32(1));
+            let bias = _mm256_add_epi32(odd, _mm256_set1_epi32(0x7fff));
+            let r = _mm256_srli_epi32::<16>(_mm256_add_epi32(b, bias));
+            let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            let q = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+            let r = _mm256_blendv_epi8(r, q, nan);
+            let p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+            let h: [u16; 8] = bytemuck::cast(p);
+            s[..8].copy_from_slice(&h);
+        }
+    }
 }

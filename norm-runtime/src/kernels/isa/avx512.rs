@@ -129,4 +129,38 @@ impl Isa for Avx512 {
     fn prefetch(self, p: *const f32) {
         super::prefetch2(p);
     }
+
+    // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded with
+    // integer arithmetic (nearest even, NaN quieted: the `half` crate's bits, subnormals
+    // kept, where `vcvtneps2bf16` would flush them); f16 by `vcvtph2ps` / `vcvtps2ph`
+    // (AVX-512F).
+    ops! {
+        #[inline]
+        load_bf16(s: &[u16]) -> __m512 {
+            let a: [u16; 16] = s[..16].try_into().expect("16 values");
+            let w = _mm512_cvtepu16_epi32(bytemuck::cast(a));
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
+        }
+        store_bf16(s: &mut [u16], v: __m512) {
+            let b = _mm512_castps_si512(v);
+            let hi = _mm512_srli_epi32::<16>(b);
+            let odd = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+            let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+            let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            let q = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+            let r = _mm512_mask_blend_epi32(nan, r, q);
+            let h: [u16; 16] = bytemuck::cast(_mm512_cvtepi32_epi16(r));
+            s[..16].copy_from_slice(&h);
+        }
+        load_f16(s: &[u16]) -> __m512 {
+            let a: [u16; 16] = s[..16].try_into().expect("16 values");
+            _mm512_cvtph_ps(bytemuck::cast(a))
+        }
+        store_f16(s: &mut [u16], v: __m512) {
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            let h: [u16; 16] = bytemuck::cast(h);
+            s[..16].copy_from_slice(&h);
+        }
+    }
 }

@@ -94,6 +94,52 @@ pub trait Isa: Copy + Send + Sync + 'static {
     /// Asks for the two cache lines from `p` in L2: a hint, never a memory access (any
     /// address is fine); nothing where the level has no prefetch.
     fn prefetch(self, p: *const f32);
+
+    // half-precision loads/stores (half3)
+    //
+    // Half-precision storage (bit patterns of `bf16` / `f16` as `u16`) read into and written
+    // from `f32` lanes, so the kernels of `kernels::half::fused` read a half row once and
+    // write it once. Widening is exact; narrowing rounds to nearest even with NaN kept NaN
+    // (quiet), subnormal results rounded (not flushed), the same bits at every level and
+    // as the `half` crate's `from_f32`. The defaults go lane by lane through an array (the
+    // portable and NEON levels); the x86 levels replace them with vector code.
+
+    /// The first `LANES` bf16 bit patterns of `s` widened to `f32` (panics if shorter).
+    #[inline(always)]
+    fn load_bf16(self, s: &[u16]) -> Self::F32 {
+        let mut a = [0f32; 16];
+        for (o, &h) in a.iter_mut().zip(&s[..Self::LANES]) {
+            *o = half::bf16::from_bits(h).to_f32();
+        }
+        self.load(&a)
+    }
+    /// `v` rounded to bf16 into the first `LANES` values of `s` (panics if shorter).
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16], v: Self::F32) {
+        let mut a = [0f32; 16];
+        self.store(&mut a, v);
+        for (o, &x) in s[..Self::LANES].iter_mut().zip(&a) {
+            *o = half::bf16::from_f32(x).to_bits();
+        }
+    }
+    /// The first `LANES` f16 bit patterns of `s` widened to `f32` (panics if shorter).
+    #[inline(always)]
+    fn load_f16(self, s: &[u16]) -> Self::F32 {
+        let mut a = [0f32; 16];
+        for (o, &h) in a.iter_mut().zip(&s[..Self::LANES]) {
+            *o = half::f16::from_bits(h).to_f32();
+        }
+        self.load(&a)
+    }
+    /// `v` rounded to f16 into the first `LANES` values of `s` (panics if shorter).
+    #[inline(always)]
+    fn store_f16(self, s: &mut [u16], v: Self::F32) {
+        let mut a = [0f32; 16];
+        self.store(&mut a, v);
+        for (o, &x) in s[..Self::LANES].iter_mut().zip(&a) {
+            *o = half::f16::from_f32(x).to_bits();
+        }
+    }
 }
 
 /// Prefetches into L2 the two cache lines at `p`, `p + 16` (x86-64: SSE, baseline).

@@ -106,4 +106,6 @@ impl Isa for Scalar {
     }
     #[inline(always)]
     fn prefetch(self, _: *const f32) {}
+
+    // half-precision loads/stores (half3): the trait's lane-by-lane defaults.
 }
