@@ -9,6 +9,7 @@ pub mod alloc;
 pub(crate) mod cells;
 pub mod convert;
 pub mod elem;
+pub(crate) mod ew;
 pub(crate) mod exec;
 mod half;
 pub mod isa;

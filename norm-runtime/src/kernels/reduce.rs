@@ -115,9 +115,12 @@ pub(crate) fn dsums_rows_each<T: crate::Float + Elem, const R: usize>(
     rows: Rows<'_, T, R>,
     mut p: Option<RowParam<'_, T>>,
 ) -> [(f64, f64); R] {
-    std::array::from_fn(|r| {
-        <T as Elem>::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p))
-    })
+    // A plain loop, as `impls::each_row` (`array::from_fn` stays out of line).
+    let mut out = [(0.0, 0.0); R];
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = <T as Elem>::row_dsums(rows.x[r], rows.dy[r], rows.c[r], reborrow(&mut p));
+    }
+    out
 }
 
 /// [`Elem::dx_then_dsums`] as two passes (the default, and the fallback of other

@@ -405,26 +405,34 @@ impl<'a, T: Float> TaskRows<'a, T> {
         (rows, po)
     }
 
-    /// Rows `u..u + R` for dx, with their coefficients (c, m, a, b) (`k`: the rows' index
-    /// in the task's coefficient arrays).
-    ///
-    /// # Safety
-    /// The rows must belong to the calling task's units (no other live reference to them).
+    /// The bases (line offset, parameter offset) of rows `u..u + R`.
     #[inline(always)]
-    unsafe fn dx_rows<const R: usize>(
-        &self,
-        u: usize,
-        out: &'a SharedOut<'_, T>,
-        coef: Coef4<'_, T>,
-        k: usize,
-    ) -> DxRows<'a, T, R> {
-        let (len, line) = (self.units.line.size, self.units.line);
+    fn bases<const R: usize>(&self, u: usize) -> [(usize, usize); R] {
         // Plain loops: `array::from_fn` here stayed out of line, and its loads of the
         // closure's captures waited on the store buffer (full of dx) once per block.
         let mut base = [(0usize, 0usize); R];
         for (r, b) in base.iter_mut().enumerate() {
             *b = self.units.base(u + r);
         }
+        base
+    }
+
+    /// Rows `u..u + R` for dx (`base`: their [`bases`](Self::bases), `dx`: their output
+    /// lines), with their coefficients (c, m, a, b) (`k`: the rows' index in the task's
+    /// coefficient arrays).
+    #[inline(always)]
+    fn dx_rows<'o, const R: usize>(
+        &self,
+        base: [(usize, usize); R],
+        dx: [&'o mut [T]; R],
+        coef: Coef4<'_, T>,
+        k: usize,
+        stream: bool,
+    ) -> DxRows<'o, T, R>
+    where
+        'a: 'o,
+    {
+        let (len, line) = (self.units.line.size, self.units.line);
         let mut g = None;
         let zero = T::zero();
         let mut c = [(zero, zero, zero, zero); R];
@@ -436,11 +444,10 @@ impl<'a, T: Float> TaskRows<'a, T> {
         DxRows {
             x: base.map(|(xo, _)| &self.x[xo..xo + len]),
             dy: base.map(|(xo, _)| &self.dy[xo..xo + len]),
-            // SAFETY: the rows belong to this task's units (the caller's contract).
-            dx: base.map(|(xo, _)| unsafe { out.line(xo, len) }),
+            dx,
             c,
             g,
-            stream: out.stream,
+            stream,
         }
     }
 
@@ -460,22 +467,19 @@ impl<'a, T: Float> TaskRows<'a, T> {
         }
     }
 
-    /// dx of rows `u..u + R` (task indices `k..`) with the sums of rows `u + R..u + 2R`; the
-    /// task's rows end at `end`.
-    ///
-    /// # Safety
-    /// As [`dx_rows`](Self::dx_rows).
+    /// dx of rows `u..u + R` (task indices `k..`; `base`, `dx`: their bases and output
+    /// lines) with the sums of rows `u + R..u + 2R`; the task's rows end at `end`.
     #[inline(always)]
-    unsafe fn dx_then_sums<const R: usize>(
+    fn dx_then_sums<const R: usize>(
         &self,
         (u, end): (usize, usize),
         k: usize,
-        out: &'a SharedOut<'_, T>,
+        (base, dx, stream): ([(usize, usize); R], [&mut [T]; R], bool),
         grads: &mut RowGrads<'_, T>,
         o: &mut BackOut<'_, T>,
     ) {
-        // SAFETY: the caller's contract.
-        let cur = unsafe { self.dx_rows::<R>(u, out, (&o.c[..], &o.m[..], &o.a[..], &o.b[..]), k) };
+        let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+        let cur = self.dx_rows::<R>(base, dx, coef, k, stream);
         let (mut next, po) = self.rows::<R>(u + R);
         let after = self.units.base(u + 2 * R - 1).0 + self.units.line.size;
         next.ahead = self.units.adjacent(u + 2 * R, R, end, after);
@@ -503,7 +507,7 @@ fn rows_backward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let (line, rb) = (t.units.line, ROW_BLOCK);
+    let (line, len, rb) = (t.units.line, t.units.line.size, ROW_BLOCK);
     let mut grads = RowGrads::take(t.gamma, line, &mut o);
     let block = |b: usize| (b, (b + rb).min(u1));
     let (b0, b1) = block(u0);
@@ -521,16 +525,21 @@ fn rows_backward<T: Float>(
         let (n0, n1) = block(b1);
         let k = b0 - u0;
         match (b1 - b0, n1 - n0) {
-            // SAFETY: rows b0..n1 belong to this task's units.
-            (ROW_BLOCK, ROW_BLOCK) => unsafe {
-                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, out, &mut grads, &mut o)
-            },
+            (ROW_BLOCK, ROW_BLOCK) => {
+                let base = t.bases::<ROW_BLOCK>(b0);
+                // SAFETY: rows b0..b1 belong to this task's units (written by this task
+                // only) and are distinct rows, so their lines do not overlap.
+                let dx = base.map(|(xo, _)| unsafe { out.line(xo, len) });
+                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, (base, dx, out.stream), &mut grads, &mut o)
+            }
             // The last block, short or followed by a short one.
             (w, rest) => {
                 for r in 0..w {
                     let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
+                    let base = t.bases::<1>(b0 + r);
                     // SAFETY: row b0 + r belongs to this task's units.
-                    let cur = unsafe { t.dx_rows::<1>(b0 + r, out, coef, k + r) };
+                    let dx = unsafe { out.line(base[0].0, len) };
+                    let cur = t.dx_rows::<1>(base, [dx], coef, k + r, out.stream);
                     let DxRows {
                         x,
                         dy,

@@ -119,32 +119,33 @@ pub trait WithIsa {
     fn run<S: Isa>(self, s: S) -> Self::Out;
 }
 
-/// A body that needs no token, only the level's context (`simd::multiversion!`): the code
-/// it inlines is compiled for the level.
-pub struct Body<F>(pub F);
-
-impl<F: FnOnce()> WithIsa for Body<F> {
-    type Out = ();
-    #[inline(always)]
-    fn run<S: Isa>(self, _: S) {
-        (self.0)()
-    }
-}
-
 /// Defines a function whose body runs at the current level (`simd::level`): inside the level's
 /// `#[target_feature]` trampoline (`isa::dispatch`, one choice per call), so the body and
 /// everything it calls are compiled for that level. Its body and everything it calls must
 /// be `#[inline(always)]` and closure-free in the hot loops.
+///
+/// The body becomes the `#[inline(always)]` [`WithIsa::run`] of a struct holding the
+/// arguments, not a closure: a closure is a function of its own that the compiler may keep
+/// out of line, and then the body ran without the level's features (callgrind: twice the
+/// instructions of the elementwise passes at AVX2).
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$T:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         #[allow(clippy::too_many_arguments)]
         $vis fn $name<$T: Float>($($arg: $ty),*) {
-            #[inline(always)]
-            #[allow(clippy::too_many_arguments)]
-            fn body<$T: Float>($($arg: $ty),*) $body
+            /// The arguments of the call.
+            struct Args<A, $T>(A, std::marker::PhantomData<$T>);
 
-            $crate::kernels::isa::dispatch($crate::kernels::isa::Body(move || body($($arg),*)))
+            impl<$T: Float> $crate::kernels::isa::WithIsa for Args<($($ty,)*), $T> {
+                type Out = ();
+                #[inline(always)]
+                fn run<S: $crate::kernels::isa::Isa>(self, _: S) {
+                    let ($($arg,)*) = self.0;
+                    $body
+                }
+            }
+
+            $crate::kernels::isa::dispatch(Args(($($arg,)*), std::marker::PhantomData))
         }
     };
 }
