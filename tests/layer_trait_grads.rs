@@ -100,7 +100,10 @@ fn check<L: NormLayer<Elem = f64>>(layer: &mut L) {
         close(&grads.dx, &reference.dx, 1e-12, "dx");
         assert_eq!(grads.stages.len(), reference.stages.len());
         for (k, (a, b)) in grads.stages.iter().zip(&reference.stages).enumerate() {
-            for (what, p, q) in [("dgamma", &a.dgamma, &b.dgamma), ("dbeta", &a.dbeta, &b.dbeta)] {
+            for (what, p, q) in [
+                ("dgamma", &a.dgamma, &b.dgamma),
+                ("dbeta", &a.dbeta, &b.dbeta),
+            ] {
                 match (p, q) {
                     (Some(p), Some(q)) => close(p, q, 1e-12, &format!("stage {k} {what}")),
                     (None, None) => {}
@@ -184,6 +187,9 @@ fn a_dx_of_the_wrong_shape_is_an_error() {
         let e = layer
             .backward_layer_into_grads(x3.view(), x3.view(), &saved, &mut grads, None)
             .unwrap_err();
-        assert!(matches!(e, NormError::Rank { .. } | NormError::Shape { .. }), "{e}");
+        assert!(
+            matches!(e, NormError::Rank { .. } | NormError::Shape { .. }),
+            "{e}"
+        );
     }
 }

@@ -132,18 +132,33 @@ mod tests {
         let t = FlexTensor::from_data(TensorData::new(vec![1.0f32; 12], vec![3, 4]));
         let keep = t.clone();
         spare.recycle::<f32>(t);
-        assert_eq!(spare.len::<f32>(), 0, "shared memory stays with its other owner");
+        assert_eq!(
+            spare.len::<f32>(),
+            0,
+            "shared memory stays with its other owner"
+        );
         drop(keep);
-        let t = FlexTensor::from_data(TensorData::new(vec![1.0f32; 12], vec![3, 4])).transpose(0, 1);
+        let t =
+            FlexTensor::from_data(TensorData::new(vec![1.0f32; 12], vec![3, 4])).transpose(0, 1);
         assert!(t.is_unique());
         spare.recycle::<f32>(t);
-        assert_eq!(spare.len::<f32>(), 0, "a transposed view is not a plain buffer");
+        assert_eq!(
+            spare.len::<f32>(),
+            0,
+            "a transposed view is not a plain buffer"
+        );
         // The wrong element type is refused.
-        spare.recycle::<f64>(FlexTensor::from_data(TensorData::new(vec![1.0f32; 12], vec![12])));
+        spare.recycle::<f64>(FlexTensor::from_data(TensorData::new(
+            vec![1.0f32; 12],
+            vec![12],
+        )));
         assert_eq!(spare.len::<f64>(), 0);
         // At most MAX_SPARE are kept.
         for _ in 0..MAX_SPARE + 2 {
-            spare.recycle::<f32>(FlexTensor::from_data(TensorData::new(vec![0.5f32; 8], vec![8])));
+            spare.recycle::<f32>(FlexTensor::from_data(TensorData::new(
+                vec![0.5f32; 8],
+                vec![8],
+            )));
         }
         assert_eq!(spare.len::<f32>(), MAX_SPARE);
     }
