@@ -372,6 +372,14 @@ impl<'a, T: Float> RowGrads<'a, T> {
     }
 }
 
+/// The output side of `R` rows of the dx pass: their bases (line offset, parameter
+/// offset), their output lines, and whether those may be streamed.
+struct OutRows<'o, T, const R: usize> {
+    base: [(usize, usize); R],
+    dx: [&'o mut [T]; R],
+    stream: bool,
+}
+
 /// The inputs of a task of the fused backward pass (rows and groups of lines alike).
 struct TaskRows<'a, T> {
     units: &'a Units,
@@ -417,21 +425,19 @@ impl<'a, T: Float> TaskRows<'a, T> {
         base
     }
 
-    /// Rows `u..u + R` for dx (`base`: their [`bases`](Self::bases), `dx`: their output
-    /// lines), with their coefficients (c, m, a, b) (`k`: the rows' index in the task's
-    /// coefficient arrays).
+    /// Rows `u..u + R` for dx (`o`: their bases and output lines), with their coefficients
+    /// (c, m, a, b) (`k`: the rows' index in the task's coefficient arrays).
     #[inline(always)]
     fn dx_rows<'o, const R: usize>(
         &self,
-        base: [(usize, usize); R],
-        dx: [&'o mut [T]; R],
+        o: OutRows<'o, T, R>,
         coef: Coef4<'_, T>,
         k: usize,
-        stream: bool,
     ) -> DxRows<'o, T, R>
     where
         'a: 'o,
     {
+        let OutRows { base, dx, stream } = o;
         let (len, line) = (self.units.line.size, self.units.line);
         let mut g = None;
         let zero = T::zero();
@@ -467,19 +473,19 @@ impl<'a, T: Float> TaskRows<'a, T> {
         }
     }
 
-    /// dx of rows `u..u + R` (task indices `k..`; `base`, `dx`: their bases and output
-    /// lines) with the sums of rows `u + R..u + 2R`; the task's rows end at `end`.
+    /// dx of rows `u..u + R` (task indices `k..`; `rows`: their bases and output lines)
+    /// with the sums of rows `u + R..u + 2R`; the task's rows end at `end`.
     #[inline(always)]
     fn dx_then_sums<const R: usize>(
         &self,
         (u, end): (usize, usize),
         k: usize,
-        (base, dx, stream): ([(usize, usize); R], [&mut [T]; R], bool),
+        rows: OutRows<'_, T, R>,
         grads: &mut RowGrads<'_, T>,
         o: &mut BackOut<'_, T>,
     ) {
         let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
-        let cur = self.dx_rows::<R>(base, dx, coef, k, stream);
+        let cur = self.dx_rows::<R>(rows, coef, k);
         let (mut next, po) = self.rows::<R>(u + R);
         let after = self.units.base(u + 2 * R - 1).0 + self.units.line.size;
         next.ahead = self.units.adjacent(u + 2 * R, R, end, after);
@@ -530,7 +536,12 @@ fn rows_backward<T: Float>(
                 // SAFETY: rows b0..b1 belong to this task's units (written by this task
                 // only) and are distinct rows, so their lines do not overlap.
                 let dx = base.map(|(xo, _)| unsafe { out.line(xo, len) });
-                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, (base, dx, out.stream), &mut grads, &mut o)
+                let rows = OutRows {
+                    base,
+                    dx,
+                    stream: out.stream,
+                };
+                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, rows, &mut grads, &mut o)
             }
             // The last block, short or followed by a short one.
             (w, rest) => {
@@ -539,7 +550,12 @@ fn rows_backward<T: Float>(
                     let base = t.bases::<1>(b0 + r);
                     // SAFETY: row b0 + r belongs to this task's units.
                     let dx = unsafe { out.line(base[0].0, len) };
-                    let cur = t.dx_rows::<1>(base, [dx], coef, k + r, out.stream);
+                    let rows = OutRows {
+                        base,
+                        dx: [dx],
+                        stream: out.stream,
+                    };
+                    let cur = t.dx_rows::<1>(rows, coef, k + r);
                     let DxRows {
                         x,
                         dy,

@@ -107,6 +107,13 @@ fn add_block<S: Isa, const R: usize>(
 ) {
     let z = s.splat(0.0);
     let (mut ps, mut pt) = ([z; R], [z; R]);
+    // The block of each row sliced once: the loads below index a slice of known length
+    // at constant offsets, so they need no bounds checks of their own.
+    let w = 4 * S::LANES;
+    let (mut xb, mut db) = ([&x[0][..0]; R], [&dy[0][..0]; R]);
+    for r in 0..R {
+        (xb[r], db[r]) = (&x[r][i..i + w], &dy[r][i..i + w]);
+    }
     for k in 0..4 {
         let off = i + S::LANES * k;
         let (g, mut st) = match p {
@@ -117,7 +124,8 @@ fn add_block<S: Isa, const R: usize>(
             .as_ref()
             .map(|(sg, sb)| (s.load(&sg[off..]), s.load(&sb[off..])));
         for r in 0..R {
-            let (vd, xh) = acc[r].raw(s, &x[r][off..], &dy[r][off..]);
+            let o = S::LANES * k;
+            let (vd, xh) = acc[r].raw(s, &xb[r][o..], &db[r][o..]);
             if let Some((sg, sb)) = &mut staged {
                 *sg = s.mul_add(vd, xh, *sg);
                 *sb = s.add(*sb, vd);
@@ -202,9 +210,18 @@ pub(super) fn dsums_f32<S: Isa, const R: usize>(
     let step = 4 * S::LANES;
     let full = n - n % step;
     let mut i = 0;
-    while i < full {
-        add_block(s, &mut acc, (rows.x, rows.dy), i, &mut p);
-        i += step;
+    if p.is_none() {
+        // Without a parameter, a loop of its own: the `Option` tests of `add_block` fold
+        // away instead of running once per vector.
+        while i < full {
+            add_block(s, &mut acc, (rows.x, rows.dy), i, &mut None);
+            i += step;
+        }
+    } else {
+        while i < full {
+            add_block(s, &mut acc, (rows.x, rows.dy), i, &mut p);
+            i += step;
+        }
     }
     dsums_finish(s, &mut acc, &rows, full, p)
 }
