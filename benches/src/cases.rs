@@ -2,8 +2,9 @@
 //! `#[norm]` declaration per layer configuration, buffers allocated once, and the
 //! no-allocation `_into` entry points behind [`Runnable`].
 
-use normkit::ndarray::{Array, Array1, Array2, Array4, ArrayD, Dimension, Ix2, Ix4, IxDyn};
+use normkit::ndarray::{Array, Array1, Array2, Array4, ArrayD, Dimension, IxDyn};
 use normkit::prelude::*;
+use normkit::{ChainGrads, NormLayer};
 
 use crate::data::Rng;
 
@@ -283,139 +284,51 @@ pub trait Runnable {
     fn dx(&self) -> &[f32];
 }
 
-/// The generated API of one layer, so that one [`Runner`] serves them all.
-pub trait Layer {
-    /// The static dimension of the input.
-    type Dim: Dimension;
-    /// The gradients type of `backward_into`.
-    type Grads;
-    /// Empty gradients for an input of dimension `dim` (dx allocated, parameter gradients
-    /// allocated by the first backward and reused afterwards).
-    fn new_grads(dim: Self::Dim) -> Self::Grads;
-    /// `forward_train_into`.
-    fn train_into(
-        &mut self,
-        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
-        out: normkit::ndarray::ArrayViewMut<'_, f32, Self::Dim>,
-        saved: &mut Saved<f32>,
-    ) -> Result<(), NormError>;
-    /// `forward_eval_into`.
-    fn eval_into(
-        &self,
-        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
-        out: normkit::ndarray::ArrayViewMut<'_, f32, Self::Dim>,
-    ) -> Result<(), NormError>;
-    /// `backward_into`.
-    fn backward_into(
-        &self,
-        x: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
-        dy: normkit::ndarray::ArrayView<'_, f32, Self::Dim>,
-        saved: &Saved<f32>,
-        grads: &mut Self::Grads,
-    ) -> Result<(), NormError>;
-    /// The input gradient inside `grads`.
-    fn grads_dx(grads: &Self::Grads) -> &Array<f32, Self::Dim>;
-}
-
-macro_rules! impl_layer {
-    ($layer:ident, $dim:ty, $grads:ty, |$d:ident| $new_grads:expr) => {
-        impl Layer for $layer<f32> {
-            type Dim = $dim;
-            type Grads = $grads;
-            fn new_grads($d: $dim) -> $grads {
-                $new_grads
-            }
-            fn train_into(
-                &mut self,
-                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
-                out: normkit::ndarray::ArrayViewMut<'_, f32, $dim>,
-                saved: &mut Saved<f32>,
-            ) -> Result<(), NormError> {
-                self.forward_train_into(x, out, saved)
-            }
-            fn eval_into(
-                &self,
-                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
-                out: normkit::ndarray::ArrayViewMut<'_, f32, $dim>,
-            ) -> Result<(), NormError> {
-                self.forward_eval_into(x, out)
-            }
-            fn backward_into(
-                &self,
-                x: normkit::ndarray::ArrayView<'_, f32, $dim>,
-                dy: normkit::ndarray::ArrayView<'_, f32, $dim>,
-                saved: &Saved<f32>,
-                grads: &mut $grads,
-            ) -> Result<(), NormError> {
-                $layer::backward_into(self, x, dy, saved, grads)
-            }
-            fn grads_dx(grads: &$grads) -> &Array<f32, $dim> {
-                &grads.dx
-            }
-        }
-    };
-    ($layer:ident, $dim:ty) => {
-        impl_layer!($layer, $dim, Grads<f32, $dim>, |d| Grads::new(Array::zeros(d)));
-    };
-}
-
-impl_layer!(BatchNorm2d, Ix4);
-impl_layer!(BatchNorm2dNhwc, Ix4);
-impl_layer!(GhostBatchNorm2d, Ix4);
-impl_layer!(BatchNorm1d, Ix2);
-impl_layer!(LayerNorm, Ix2);
-impl_layer!(RmsNorm, Ix2);
-impl_layer!(GroupNorm32, Ix4);
-impl_layer!(InstanceNorm2d, Ix4);
-impl_layer!(WeightStd, Ix4);
-impl_layer!(BatchChannelNorm, Ix4, BatchChannelNormGrads<f32>, |d| {
-    BatchChannelNormGrads {
-        dx: Array::zeros(d),
-        bn: StageGrads::default(),
-        gn: StageGrads::default(),
-    }
-});
-
 /// A layer with its input, upstream gradient, output, `Saved` and gradients, all allocated
-/// once.
-pub struct Runner<L: Layer> {
+/// once. Any layer runs through [`NormLayer`]'s buffer methods (`forward_layer_into`,
+/// `backward_layer_into_grads`), which allocate nothing once `saved` and the parameter
+/// gradients have grown (primed by [`Runner::new`]).
+pub struct Runner<L: NormLayer<Elem = f32>> {
     layer: L,
-    x: Array<f32, L::Dim>,
-    dy: Array<f32, L::Dim>,
-    y: Array<f32, L::Dim>,
+    x: ArrayD<f32>,
+    dy: ArrayD<f32>,
+    y: ArrayD<f32>,
     saved: Saved<f32>,
-    grads: L::Grads,
+    grads: ChainGrads<f32>,
     eval: bool,
 }
 
-impl<L: Layer> Runner<L> {
-    /// Allocates the output and gradients and, for a train case, runs one forward and one
-    /// backward pass so that `Saved` and the parameter gradients exist before timing.
-    pub fn new(
+impl<L: NormLayer<Elem = f32>> Runner<L> {
+    /// Allocates the output and gradients and runs one forward pass and, for a train case,
+    /// one backward pass, so that `Saved` and the parameter gradients exist before timing.
+    pub fn new<D: Dimension>(
         layer: L,
-        x: Array<f32, L::Dim>,
-        dy: Array<f32, L::Dim>,
+        x: Array<f32, D>,
+        dy: Array<f32, D>,
         eval: bool,
     ) -> Result<Self, NormError> {
+        let (x, dy) = (x.into_dyn(), dy.into_dyn());
         let mut r = Runner {
             layer,
-            y: Array::zeros(x.raw_dim()),
-            grads: L::new_grads(x.raw_dim()),
+            y: ArrayD::zeros(x.raw_dim()),
+            grads: ChainGrads {
+                dx: ArrayD::zeros(x.raw_dim()),
+                stages: Vec::new(),
+            },
             x,
             dy,
             saved: Saved::new(),
             eval,
         };
+        r.fwd()?;
         if !eval {
-            r.layer
-                .train_into(r.x.view(), r.y.view_mut(), &mut r.saved)?;
             r.bwd()?;
         }
         Ok(r)
     }
 }
 
-impl<L: Layer> Runnable for Runner<L> {
+impl<L: NormLayer<Elem = f32>> Runnable for Runner<L> {
     fn numel(&self) -> usize {
         self.x.len()
     }
@@ -425,17 +338,25 @@ impl<L: Layer> Runnable for Runner<L> {
     }
 
     fn fwd(&mut self) -> Result<(), NormError> {
-        if self.eval {
-            self.layer.eval_into(self.x.view(), self.y.view_mut())
-        } else {
-            self.layer
-                .train_into(self.x.view(), self.y.view_mut(), &mut self.saved)
-        }
+        let mode = if self.eval { Mode::Eval } else { Mode::Train };
+        self.layer.forward_layer_into(
+            self.x.view(),
+            None,
+            mode,
+            self.y.view_mut(),
+            &mut self.saved,
+            None,
+        )
     }
 
     fn bwd(&mut self) -> Result<(), NormError> {
-        self.layer
-            .backward_into(self.x.view(), self.dy.view(), &self.saved, &mut self.grads)
+        self.layer.backward_layer_into_grads(
+            self.x.view(),
+            self.dy.view(),
+            &self.saved,
+            &mut self.grads,
+            None,
+        )
     }
 
     fn output(&self) -> &[f32] {
@@ -443,7 +364,7 @@ impl<L: Layer> Runnable for Runner<L> {
     }
 
     fn dx(&self) -> &[f32] {
-        L::grads_dx(&self.grads).as_slice().unwrap_or(&[])
+        self.grads.dx.as_slice().unwrap_or(&[])
     }
 }
 

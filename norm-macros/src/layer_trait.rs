@@ -67,6 +67,36 @@ pub(crate) fn layer_trait_impl(layer: &Layer<'_>) -> TokenStream {
             ::std::result::Result::Ok(#p::single_grads(grads))
         }
     };
+    // The allocation-free backward: the caller's `ChainGrads` buffers move into the
+    // layer's own gradient struct for the call and back after it (success or error).
+    let grads_body = if spec.chain {
+        let grads_name = format_ident!("{}Grads", name);
+        let fields: Vec<Ident> = spec
+            .stages
+            .iter()
+            .map(|s| Ident::new(&s.name, Span::call_site()))
+            .collect();
+        let idx: Vec<usize> = (0..fields.len()).collect();
+        let n = fields.len();
+        quote! {
+            let dx = #p::take_chain::<T, #d>(#name_str, x.shape(), grads, #n)?;
+            let mut own = #grads_name {
+                dx,
+                #(#fields: ::std::mem::take(&mut grads.stages[#idx]),)*
+            };
+            let result = self.__backward(x, dy, saved, &mut own, sync);
+            #(grads.stages[#idx] = own.#fields;)*
+            grads.dx = own.dx.into_dyn();
+            result
+        }
+    } else {
+        quote! {
+            let mut own = #p::take_single::<T, #d>(#name_str, x.shape(), grads)?;
+            let result = self.__backward(x, dy, saved, &mut own, sync);
+            #p::put_single(grads, own);
+            result
+        }
+    };
     let view = quote!(#p::ndarray::ArrayViewD<'_, T>);
     let res = quote!(::std::result::Result);
     quote! {
@@ -106,6 +136,19 @@ pub(crate) fn layer_trait_impl(layer: &Layer<'_>) -> TokenStream {
                 let dy = #p::fix_rank::<T, #d>(#name_str, dy)?;
                 let dx = #p::fix_rank_owned::<T, #d>(#name_str, dx)?;
                 #backward_body
+            }
+
+            fn backward_layer_into_grads(
+                &self,
+                x: #view,
+                dy: #view,
+                saved: &#p::Saved<T>,
+                grads: &mut #p::ChainGrads<T>,
+                sync: ::std::option::Option<&dyn #p::Collective>,
+            ) -> #res<(), #p::NormError> {
+                let x = #p::fix_rank::<T, #d>(#name_str, x)?;
+                let dy = #p::fix_rank::<T, #d>(#name_str, dy)?;
+                #grads_body
             }
 
             fn tensors(&self) -> ::std::vec::Vec<#p::StageTensors<'_, T>> {

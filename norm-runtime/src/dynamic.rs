@@ -731,3 +731,22 @@ impl<T: Float> DynNorm<T> {
         Ok(y)
     }
 }
+
+/// The allocation-free backward pass behind `NormLayer::backward_layer_into_grads`.
+impl<T: Float> DynNorm<T> {
+    /// Backward pass into `dx` and one gradient entry per stage (`stages` has the chain's
+    /// length), reusing the parameter-gradient arrays already there.
+    pub(crate) fn backward_stages_into(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        dx: ArrayViewMutD<'_, T>,
+        stages: &mut [StageGrads<T>],
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        let states = self.states();
+        let states = &states[..self.stages.len()];
+        layer::backward_into(&self.info(), states, x, dy, saved, dx, stages, sync)
+    }
+}

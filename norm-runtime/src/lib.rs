@@ -59,6 +59,7 @@ pub mod __private {
     pub use crate::norm_layer::{
         call_mismatch, fix_rank, fix_rank_mut, fix_rank_owned, single_grads, Mismatch,
     };
+    pub use crate::norm_layer::{check_grads_dx, put_single, take_chain, take_single};
     pub use crate::path::{
         backward_into as backward_path, forward_into as forward_path, Generic, Mono, Path,
     };

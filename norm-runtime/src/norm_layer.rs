@@ -101,6 +101,32 @@ pub trait NormLayer {
         sync: Option<&dyn Collective>,
     ) -> Result<ChainGrads<Self::Elem>, NormError>;
 
+    /// Backward pass into caller buffers, allocation-free once `grads` has grown (the
+    /// training-loop form of [`NormLayer::backward_layer_into`]): `grads.dx` must have the
+    /// shape of `x` (else [`NormError::Shape`]) and is overwritten with the input gradient;
+    /// `grads.stages` is resized to one entry per stage, and each stage's parameter
+    /// gradients are written into the arrays already there when they have the right shape
+    /// (allocated otherwise: on the first call). Start from
+    /// `ChainGrads { dx: ArrayD::zeros(x.raw_dim()), stages: Vec::new() }` and pass the same
+    /// value to every call. On error `grads` is left valid but its values are unspecified.
+    ///
+    /// The default method (for layers implemented outside normkit) goes through
+    /// [`NormLayer::backward_layer_into`] and so allocates the parameter gradients; every
+    /// `#[norm]` layer and [`DynNorm`] override it without allocating.
+    fn backward_layer_into_grads(
+        &self,
+        x: ArrayViewD<'_, Self::Elem>,
+        dy: ArrayViewD<'_, Self::Elem>,
+        saved: &Saved<Self::Elem>,
+        grads: &mut ChainGrads<Self::Elem>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        check_grads_dx(self.layer_name(), x.shape(), &grads.dx)?;
+        let dx = std::mem::take(&mut grads.dx);
+        *grads = self.backward_layer_into(x, dy, saved, dx, sync)?;
+        Ok(())
+    }
+
     /// The parameters and running statistics of every stage, by name, in chain order (the
     /// stage name is empty for a single-stage layer).
     fn tensors(&self) -> Vec<StageTensors<'_, Self::Elem>>;
@@ -186,6 +212,22 @@ impl<T: Float> NormLayer for DynNorm<T> {
         sync: Option<&dyn Collective>,
     ) -> Result<ChainGrads<T>, NormError> {
         self.backward_any_into(x, dy, saved, dx, sync)
+    }
+
+    fn backward_layer_into_grads(
+        &self,
+        x: ArrayViewD<'_, T>,
+        dy: ArrayViewD<'_, T>,
+        saved: &Saved<T>,
+        grads: &mut ChainGrads<T>,
+        sync: Option<&dyn Collective>,
+    ) -> Result<(), NormError> {
+        check_grads_dx(self.name(), x.shape(), &grads.dx)?;
+        grads
+            .stages
+            .resize_with(self.stages().len(), StageGrads::default);
+        let ChainGrads { dx, stages } = grads;
+        self.backward_stages_into(x, dy, saved, dx.view_mut(), stages, sync)
     }
 
     fn tensors(&self) -> Vec<StageTensors<'_, T>> {
@@ -296,6 +338,62 @@ pub enum Mismatch {
     NoExternal,
     /// A masked layer.
     Masked,
+}
+
+/// The error of a `grads.dx` whose shape is not the input's.
+#[doc(hidden)]
+pub fn check_grads_dx<T>(layer: &str, x: &[usize], dx: &ArrayD<T>) -> Result<(), NormError> {
+    if dx.shape() == x {
+        return Ok(());
+    }
+    Err(NormError::Shape {
+        layer: layer.to_string(),
+        what: "grads.dx".to_string(),
+        expected: x.to_vec(),
+        actual: dx.shape().to_vec(),
+    })
+}
+
+/// Moves a single-stage layer's buffers out of `grads` into the layer's own [`Grads`] (dx
+/// checked against `x`'s shape and rank `D`; the parameter gradients reused), for
+/// [`NormLayer::backward_layer_into_grads`]; [`put_single`] moves them back.
+///
+/// [`Grads`]: crate::Grads
+#[doc(hidden)]
+pub fn take_single<T: Float, D: Dimension>(
+    layer: &str,
+    x: &[usize],
+    grads: &mut ChainGrads<T>,
+) -> Result<crate::Grads<T, D>, NormError> {
+    check_grads_dx(layer, x, &grads.dx)?;
+    grads.stages.resize_with(1, StageGrads::default);
+    let dx = fix_rank_owned::<T, D>(layer, std::mem::take(&mut grads.dx))?;
+    let mut g = crate::Grads::new(dx);
+    g.set_params(std::mem::take(&mut grads.stages[0]));
+    Ok(g)
+}
+
+/// The inverse of [`take_single`].
+#[doc(hidden)]
+pub fn put_single<T: Float, D: Dimension>(grads: &mut ChainGrads<T>, mut g: crate::Grads<T, D>) {
+    let stage = g.take_params();
+    grads.stages.resize_with(1, StageGrads::default);
+    grads.stages[0] = stage;
+    grads.dx = g.dx.into_dyn();
+}
+
+/// The chain `grads` prepared for a `#[norm]` chain layer: dx checked against `x`'s shape,
+/// one entry per stage, dx moved out (with rank `D`).
+#[doc(hidden)]
+pub fn take_chain<T: Float, D: Dimension>(
+    layer: &str,
+    x: &[usize],
+    grads: &mut ChainGrads<T>,
+    stages: usize,
+) -> Result<ndarray::Array<T, D>, NormError> {
+    check_grads_dx(layer, x, &grads.dx)?;
+    grads.stages.resize_with(stages, StageGrads::default);
+    fix_rank_owned::<T, D>(layer, std::mem::take(&mut grads.dx))
 }
 
 /// The stage gradients of a single-stage layer, as [`ChainGrads`].

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use normkit::spec::{shapes, Affine, ParamAxis, Spec};
 use normkit::{DynNorm, Float, Mode, NormError, NormSpec};
 
+use crate::spare::Spare;
+
 /// A single-stage normkit layer configuration: a validated [`NormSpec`] plus the sizes of the
 /// axes that size its parameters and running statistics.
 ///
@@ -25,6 +27,8 @@ struct Inner {
     param_shape: Option<Vec<usize>>,
     has_beta: bool,
     running_shape: Option<Vec<usize>>,
+    /// Buffers recycled from consumed gradients for the next outputs (see `spare`).
+    spare: Spare,
 }
 
 impl NormLayer {
@@ -61,6 +65,7 @@ impl NormLayer {
                 param_shape: stage.gamma.as_ref().map(|g| g.shape().to_vec()),
                 has_beta: stage.beta.is_some(),
                 running_shape: stage.running_mean.as_ref().map(|m| m.shape().to_vec()),
+                spare: Spare::default(),
             }),
         })
     }
@@ -111,6 +116,11 @@ impl NormLayer {
 
     pub(crate) fn stage(&self) -> &normkit::spec::Stage {
         &self.inner.spec.spec().stages[0]
+    }
+
+    /// The layer's spare buffers (shared by its clones).
+    pub(crate) fn spare(&self) -> &Spare {
+        &self.inner.spare
     }
 
     pub(crate) fn raw(&self) -> &Spec {

@@ -69,6 +69,7 @@ mod function;
 mod layer;
 mod modules;
 pub mod ops;
+mod spare;
 
 pub use dynamic::{NormModule, NormModuleConfig};
 pub use function::{normalize, normalize_composed, path_for, NormTensors, Normalized, Path};

@@ -19,10 +19,11 @@ use burn::backend::{
     backend_extension, tensor::FloatTensor, Autodiff, Backend, Flex, TensorMetadata,
 };
 use burn::tensor::{DType, TensorData};
-use normkit::ndarray::{ArrayD, ArrayViewD, IxDyn};
-use normkit::{DynNorm, Mode, NormError, Saved};
+use normkit::ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use normkit::{ChainGrads, DynNorm, Mode, NormError, NormLayer as _, Saved};
 
 use crate::layer::NormLayer;
+use crate::spare::Pooled;
 
 /// What a fused call needs besides its tensors.
 #[derive(Clone, Debug)]
@@ -71,7 +72,7 @@ pub trait NormkitOps: Backend {
 }
 
 /// f32 and f64, the element types normkit's kernels run on.
-trait Elem: normkit::Float + burn::tensor::Element {
+trait Elem: Pooled {
     fn slice(t: &FlexTensor) -> Option<&[Self]>;
     fn pack(layer: DynNorm<Self>, saved: Saved<Self>) -> Fused;
 }
@@ -175,7 +176,16 @@ fn forward<T: Elem>(
     }
     let xs = values::<T>(x);
     let xv = ArrayViewD::from_shape(IxDyn(&shape), &xs).expect("shape matches the values");
-    let (y, saved) = norm.forward(xv, call.mode)?;
+    // The output goes into a recycled gradient buffer when the layer has one (see `spare`):
+    // the kernels write every element, so no fresh allocation and no zero fill.
+    let mut y = layer.spare().take::<T>(xs.len());
+    let mut saved = Saved::new();
+    let out = ArrayViewMutD::from_shape(IxDyn(&shape), &mut y).expect("n values");
+    if let Err(e) = norm.forward_layer_into(xv, None, call.mode, out, &mut saved, None) {
+        layer.spare().give(y);
+        return Err(e);
+    }
+    let y = ArrayD::from_shape_vec(IxDyn(&shape), y).expect("n values");
     let updated = call.mode == Mode::Train && layer.running_shape().is_some();
     let (rm, rv) = if updated {
         let st = &norm.stages()[0];
@@ -234,24 +244,40 @@ struct NormState {
     x: FlexTensor,
     fused: Fused,
     gamma_len: usize,
+    /// The layer configuration (its spare buffers).
+    layer: NormLayer,
 }
 
 fn run_backward<T: Elem>(
+    spare: &NormLayer,
     layer: &DynNorm<T>,
     saved: &Saved<T>,
     x: &FlexTensor,
-    dy: &FlexTensor,
+    dy: FlexTensor,
 ) -> (FlexTensor, Option<FlexTensor>, Option<FlexTensor>) {
     let shape = x.shape().to_vec();
     let xs = values::<T>(x);
-    let dys = values::<T>(dy);
-    let xv = ArrayViewD::from_shape(IxDyn(&shape), &xs).expect("shape matches the values");
-    let dyv = ArrayViewD::from_shape(IxDyn(&shape), &dys).expect("dy has the shape of x");
-    // The forward pass checked this layer and input, and `saved` comes from it: normkit
-    // cannot refuse here. A failure would be a bug in normkit, not a user error.
-    let g = layer
-        .backward(xv, dyv, saved)
-        .unwrap_or_else(|e| panic!("normkit backward failed: {e}"));
+    let mut grads = {
+        let dys = values::<T>(&dy);
+        let xv = ArrayViewD::from_shape(IxDyn(&shape), &xs).expect("shape matches the values");
+        let dyv = ArrayViewD::from_shape(IxDyn(&shape), &dys).expect("dy has the shape of x");
+        // dx into a spare buffer when there is one (every element is written).
+        let dx = spare.spare().take::<T>(xs.len());
+        let mut grads = ChainGrads {
+            dx: ArrayD::from_shape_vec(IxDyn(&shape), dx).expect("n values"),
+            stages: Vec::new(),
+        };
+        // The forward pass checked this layer and input, and `saved` comes from it: normkit
+        // cannot refuse here. A failure would be a bug in normkit, not a user error.
+        layer
+            .backward_layer_into_grads(xv, dyv, saved, &mut grads, None)
+            .unwrap_or_else(|e| panic!("normkit backward failed: {e}"));
+        grads
+    };
+    // dy has been read: its memory (when burn gave it to this node alone) becomes the
+    // buffer of the layer's next output.
+    spare.spare().recycle::<T>(dy);
+    let g = grads.stages.pop().unwrap_or_default();
     let flat = |a: ArrayD<T>| {
         let n = a.len();
         to_flex(
@@ -259,7 +285,7 @@ fn run_backward<T: Elem>(
                 .expect("standard layout"),
         )
     };
-    (to_flex(g.dx), g.dgamma.map(flat), g.dbeta.map(flat))
+    (to_flex(grads.dx), g.dgamma.map(flat), g.dbeta.map(flat))
 }
 
 impl Backward<Flex, 3> for NormBackward {
@@ -270,8 +296,8 @@ impl Backward<Flex, 3> for NormBackward {
         let dy = grads.consume::<Flex>(&ops.node);
         let state = ops.state;
         let (dx, dgamma, dbeta) = match &state.fused {
-            Fused::F32(b) => run_backward(&b.0, &b.1, &state.x, &dy),
-            Fused::F64(b) => run_backward(&b.0, &b.1, &state.x, &dy),
+            Fused::F32(b) => run_backward(&state.layer, &b.0, &b.1, &state.x, dy),
+            Fused::F64(b) => run_backward(&state.layer, &b.0, &b.1, &state.x, dy),
         };
         if let Some(node) = node_x {
             grads.register::<Flex>(node.id, dx);
@@ -309,6 +335,7 @@ impl<C: CheckpointStrategy> NormkitOps for Autodiff<Flex, C> {
                         x: xp,
                         fused,
                         gamma_len,
+                        layer: call.layer.clone(),
                     };
                     (prep.finish(state, y), untracked(rm), untracked(rv), None)
                 }

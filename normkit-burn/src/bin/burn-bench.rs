@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `--threads 1,2` and `--cases LayerNorm,GroupNorm,BatchNorm,RmsNorm` narrow the run;
-//! `--slow-reps 0` skips burn-nn.
+//! `--slow-reps 0` skips burn-nn; `--only direct|module|fresh|reused` times that row alone
+//! (for a profiler: `perf stat -e page-faults`, valgrind).
 //!
 //! The autodiff rows time `y = layer.forward(x); y.backward()` (backward seeded with ones),
 //! reading x's gradient; normkit's row times `forward_train_into` + `backward_into` with
@@ -117,7 +118,10 @@ struct Times {
     floor: f64,
 }
 
-fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
+/// The rows `--only` selects, in the order `run_case` builds its jobs.
+const ROWS: [&str; 4] = ["direct", "module", "fresh", "reused"];
+
+fn run_case(reps: usize, slow_reps: usize, case: &Case, only: Option<usize>) -> Times {
     let dev = Device::flex().autodiff();
     let s = &case.shape;
     let n: usize = s.iter().product();
@@ -173,6 +177,15 @@ fn run_case(reps: usize, slow_reps: usize, case: &Case) -> Times {
         other => unreachable!("{other}"),
     };
     let mut jobs = [normkit_job(case), ours, fresh, reused];
+    if let Some(k) = only {
+        // One row alone, for a profiler: its median is reported as `direct`.
+        return Times {
+            direct: time(reps, &mut jobs[k]),
+            ours: f64::NAN,
+            theirs: f64::NAN,
+            floor: f64::NAN,
+        };
+    }
     let t = interleaved(reps, &mut jobs);
     // `--slow-reps 0`: no burn-nn row (NaN).
     let theirs = if slow_reps == 0 {
@@ -285,6 +298,13 @@ fn main() {
         .unwrap_or_else(|| vec![1, 2]);
     let only: Option<Vec<String>> =
         value("--cases").map(|v| v.split(',').map(str::to_string).collect());
+    // `--only direct|module|fresh|reused`: time that row alone (for perf, valgrind).
+    let only_row: Option<usize> = value("--only").map(|v| {
+        ROWS.iter().position(|r| *r == v).unwrap_or_else(|| {
+            eprintln!("unknown row {v} ({})", ROWS.join(", "));
+            std::process::exit(2)
+        })
+    });
     for threads in threads_list {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -297,7 +317,14 @@ fn main() {
             {
                 continue;
             }
-            let t = pool.install(|| run_case(reps, slow_reps, case));
+            let t = pool.install(|| run_case(reps, slow_reps, case, only_row));
+            if let Some(k) = only_row {
+                println!(
+                    "{} {:?} {threads} thread(s): {} alone {:.2} ms (median of {reps})",
+                    case.name, case.shape, ROWS[k], t.direct
+                );
+                continue;
+            }
             let line = format!(
                 "| {} | {:?} | {threads} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2} |\n",
                 case.name,

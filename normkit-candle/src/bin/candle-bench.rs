@@ -6,7 +6,8 @@
 //! cargo run --release -p normkit-candle --bin candle-bench [-- --threads 1,2 --reps 21 --slow-reps 3 --cases ln,gn]
 //! ```
 //!
-//! (`--slow-reps 0`: no candle-nn rows.)
+//! (`--slow-reps 0`: no candle-nn rows. `--only direct|module|identity|copies`: time that
+//! forward+backward row alone, for a profiler: `perf stat -e page-faults`, valgrind.)
 //!
 //! f32. At each thread count (a rayon pool of that size; candle's own thread count follows
 //! `RAYON_NUM_THREADS`, set to the same value), after one warm-up of each:
@@ -92,7 +93,12 @@ struct Args {
     reps: usize,
     slow_reps: usize,
     cases: Vec<Case>,
+    /// `--only ROW`: time one forward+backward row alone (for a profiler).
+    only: Option<usize>,
 }
+
+/// The forward+backward rows `--only` selects, in the order `run_case` builds them.
+const ROWS: [&str; 4] = ["direct", "module", "identity", "copies"];
 
 fn parse_args() -> std::result::Result<Args, String> {
     let mut args = Args {
@@ -100,6 +106,7 @@ fn parse_args() -> std::result::Result<Args, String> {
         reps: 21,
         slow_reps: 3,
         cases: vec![Case::Ln, Case::Rms, Case::Gn, Case::Bn],
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -126,9 +133,17 @@ fn parse_args() -> std::result::Result<Args, String> {
                     })
                     .collect::<std::result::Result<_, _>>()?
             }
+            "--only" => {
+                let v = value()?;
+                args.only = Some(
+                    ROWS.iter()
+                        .position(|r| *r == v)
+                        .ok_or(format!("unknown row {v} ({})", ROWS.join(", ")))?,
+                )
+            }
             "-h" | "--help" => {
                 return Err(
-                    "usage: candle-bench [--threads 1,2] [--reps 21] [--slow-reps 3] [--cases ln,rms,gn,bn]".into(),
+                    "usage: candle-bench [--threads 1,2] [--reps 21] [--slow-reps 3] [--cases ln,rms,gn,bn] [--only direct|module|identity|copies]".into(),
                 )
             }
             other => return Err(format!("unknown argument {other}")),
@@ -220,7 +235,7 @@ fn fmt(t: Option<(f64, f64)>) -> String {
     t.map_or("—".to_string(), |(m, lo)| format!("{m:.2} ({lo:.2})"))
 }
 
-fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
+fn run_case(case: Case, reps: usize, slow_reps: usize, only: Option<usize>) -> Result<Vec<Row>> {
     let dims = case.shape();
     let x = Var::from_tensor(&seeded(&dims, 1)?)?;
     let mut rows = Vec::new();
@@ -265,6 +280,34 @@ fn run_case(case: Case, reps: usize, slow_reps: usize) -> Result<Vec<Row>> {
         std::hint::black_box(y.backward()?);
         Ok(())
     };
+
+    // `--only`: one forward+backward row alone, `reps` times (for perf, valgrind).
+    if let Some(k) = only {
+        let mut jobs: [Job<'_>; 4] = [
+            Box::new(|| {
+                layer
+                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
+                    .map_err(w)?;
+                layer
+                    .backward_into(xa.view(), ones_a.view(), &saved, &mut grads)
+                    .map_err(w)
+            }),
+            Box::new(|| backward(ours.forward_t(xt, true)?)),
+            Box::new(|| backward(xt.apply_op1(Identity)?)),
+            Box::new(|| {
+                copy1.assign(&xa);
+                copy2.assign(&ones_a);
+                Ok(())
+            }),
+        ];
+        let t = time(reps, &mut jobs[k])?;
+        rows.push(Row {
+            what: format!("{} alone", ROWS[k]),
+            fwd: None,
+            both: Some(t),
+        });
+        return Ok(rows);
+    }
 
     // Forward only, interleaved.
     let fwd = interleaved(
@@ -420,7 +463,7 @@ fn main() {
         };
         println!("## {t} thread{}\n", if t == 1 { "" } else { "s" });
         for &case in &args.cases {
-            let rows = match pool.install(|| run_case(case, args.reps, args.slow_reps)) {
+            let rows = match pool.install(|| run_case(case, args.reps, args.slow_reps, args.only)) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("{}: {e}", case.name());
@@ -434,9 +477,8 @@ fn main() {
             for r in &rows {
                 println!("| {} | {} | {} |", r.what, fmt(r.fwd), fmt(r.both));
             }
-            if let (Some(d), Some(m), Some(id), Some(cp)) =
-                (direct, rows[1].both, rows[2].both, rows[3].both)
-            {
+            let both = |k: usize| rows.get(k).and_then(|r| r.both);
+            if let (Some(d), Some(m), Some(id), Some(cp)) = (direct, both(1), both(2), both(3)) {
                 let floor = id.0 - cp.0;
                 println!(
                     "\nfwd+bwd: normkit-candle / direct = {:.2}x; candle floor (identity - copies) \
