@@ -747,6 +747,14 @@ impl<T: Float> DynNorm<T> {
     ) -> Result<(), NormError> {
         let states = self.states();
         let states = &states[..self.stages.len()];
-        layer::backward_into(&self.info(), states, x, dy, saved, dx, stages, sync)
+        let args = BackwardArgs {
+            x,
+            dy,
+            saved,
+            dx,
+            grads: stages,
+            sync,
+        };
+        self.path.backward_into(&self.info(), states, args)
     }
 }
