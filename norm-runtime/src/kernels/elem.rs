@@ -1,5 +1,5 @@
 //! From a generic `T: Float` to the kernels of the concrete element type, without a kernel
-//! trait on `Float` and without `TypeId`: each element type selects its entry of
+//! trait on `Float` and without a type-id lookup: each element type selects its entry of
 //! [`Witness`] (a `TypeMap`), a [`Cast`] from `T` to itself, and the kernels run on the
 //! cast arguments. All casts are identities on the type they were made for, so after
 //! monomorphization the selection and the casts compile to nothing.

@@ -26,10 +26,12 @@ mod finish;
 mod forward;
 mod units;
 
-pub(crate) use backward::{backward, dsums_all, dx_all, BackOut, DxCoefMut, DxFinish};
+pub(crate) use backward::{backward, dsums_all, dx_all};
 pub(crate) use finish::{finish_run, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all, ColumnSums, Finish};
-pub(crate) use units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
+pub(crate) use units::{
+    Acc, BackOut, CoefMut, DxCoefMut, DxFinish, Params, SharedOut, ShiftedSums, Stat, Units,
+};
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of
 /// the split path.

@@ -367,3 +367,43 @@ impl<'a, T: Float> Params<'a, T> {
         }
     }
 }
+
+/// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.
+pub(crate) type DxFinishOne<'a, T> = dyn Fn(usize, f64, f64) -> (T, T, T, T) + Sync + 'a;
+
+/// [`DxFinishOne`] for the consecutive groups `g0..g0 + sg.len()` (a unit of column
+/// statistics) in one call: `(g0, (sg, sgx), out)`.
+pub(crate) type DxFinishMany<'a, T> = dyn Fn(usize, (&[f64], &[f64]), DxCoefMut<'_, T>) + Sync + 'a;
+
+/// How the dx coefficients of groups are finished: one at a time (rows, pipelined with the
+/// next unit's sums) or a run of them (columns).
+pub(crate) struct DxFinish<'a, T> {
+    /// One group.
+    pub one: &'a DxFinishOne<'a, T>,
+    /// A run of consecutive groups.
+    pub many: &'a DxFinishMany<'a, T>,
+}
+
+/// Per-group dx coefficients (c, m, a, b) of a run of groups.
+pub(crate) struct DxCoefMut<'a, T> {
+    pub c: &'a mut [T],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+}
+
+/// Outputs of the backward pass.
+pub(crate) struct BackOut<'a, T> {
+    /// Per group: Σg, Σg·x̂ (g = dy·γ for unfolded γ, dy otherwise).
+    pub sg: &'a mut [f64],
+    pub sgx: &'a mut [f64],
+    /// Per parameter (unfolded γ): Σdy·x̂ then Σdy, `2·P` values.
+    pub dparams: &'a mut [f64],
+    /// Per-group dx coefficients (scratch).
+    pub c: &'a mut [T],
+    pub m: &'a mut [T],
+    pub a: &'a mut [T],
+    pub b: &'a mut [T],
+    /// Staging of γ-gradient sums (two lines per task when rows carry γ along the line).
+    pub stage: &'a mut [T],
+}
