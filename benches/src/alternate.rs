@@ -207,7 +207,8 @@ fn write(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
-fn git(args: &[&str]) -> Option<String> {
+/// The output of `git args` run in the repository (trimmed), `None` when git fails.
+pub(crate) fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git")
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -258,8 +258,10 @@ pub fn table(pts: &[Point], threads: &[usize], mine: &[SweepLine], torch: &[Swee
         median(&v)
     };
     let id = CpuId::read();
+    let commit = crate::alternate::git(&["rev-parse", "--short", "HEAD"])
+        .unwrap_or_else(|| "unknown".into());
     let mut s = format!(
-        "# Sweep: normkit vs PyTorch beyond the suite\n\n{} (family {} model {}); ratio = torch ms / normkit ms (> 1: normkit faster)\n\n| family | case | shape | pass |",
+        "# Sweep: normkit vs PyTorch beyond the suite\n\n{} (family {} model {}), commit {commit}; ratio = torch ms / normkit ms (> 1: normkit faster)\n\n| family | case | shape | pass |",
         id.model_name, id.family, id.model
     );
     for t in threads {

@@ -364,17 +364,15 @@ impl<L: CandleLayer> NormModule<L> {
         };
         let params = pack(params)?;
         let running = pack(running)?;
-        let out = op::apply(
-            &self.layer,
+        let call = op::Call {
+            layer: &self.layer,
             name,
-            x,
-            &params,
-            &running,
-            ext_shape,
+            external: ext_shape,
             counts,
             mode,
             view,
-        )?;
+        };
+        let out = op::apply(call, x, (&params, &running))?;
         if let Some(r) = out.running {
             let r = r.to_dtype(self.dtype)?;
             let mut at = 0;

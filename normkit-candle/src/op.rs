@@ -493,19 +493,35 @@ pub(crate) struct Applied {
     pub counts: Vec<u64>,
 }
 
-/// Runs `layer` on `x` as a differentiable candle op.
-#[allow(clippy::too_many_arguments)]
+/// One call of [`apply`] apart from its tensors: the layer and how to run it.
+pub(crate) struct Call<'a, L> {
+    pub layer: &'a Arc<Mutex<L>>,
+    /// The layer's name, for errors.
+    pub name: &'a str,
+    /// The shape of the external scale and shift, packed at the end of the parameters.
+    pub external: Option<Vec<usize>>,
+    /// `num_batches_tracked` of every stage that tracks it, before the call.
+    pub counts: Vec<u64>,
+    pub mode: Mode,
+    /// The shape the layer sees `x` as ([`NormOp::view`]).
+    pub view: Option<Vec<usize>>,
+}
+
+/// Runs the layer of `call` on `x` as a differentiable candle op, with the packed
+/// parameters and running statistics.
 pub(crate) fn apply<L: CandleLayer>(
-    layer: &Arc<Mutex<L>>,
-    name: &str,
+    call: Call<'_, L>,
     x: &Tensor,
-    params: &Tensor,
-    running: &Tensor,
-    external: Option<Vec<usize>>,
-    counts: Vec<u64>,
-    mode: Mode,
-    view: Option<Vec<usize>>,
+    (params, running): (&Tensor, &Tensor),
 ) -> Result<Applied> {
+    let Call {
+        layer,
+        name,
+        external,
+        counts,
+        mode,
+        view,
+    } = call;
     let slot = Arc::new(Mutex::new(Slot::default()));
     let op = NormOp {
         layer: Arc::clone(layer),
