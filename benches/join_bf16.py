@@ -4,11 +4,13 @@
 Usage: python3 benches/join_bf16.py benches/results/<machine>/bf16-<commit>
 
 Reads torch-bf16-{1,2}t.jsonl (benches/torch_suite_bf16.py), normkit-bf16-{1,2}t.jsonl
-(norm-bench --dtype bf16) and normkit-f32-{1,2}t.jsonl (norm-bench --json) from the folder
-and writes, per (case, pass, threads): the three medians, normkit bf16's speed-up over
+(norm-bench --dtype bf16) and normkit-f32-{1,2}t.jsonl (norm-bench --json) from the folder,
+or, where the folder has a `runs/` subfolder of rounds (`<name>-run<r>.jsonl`, as
+benches/bf16_rounds.sh writes), the median over the rounds of each file's medians; and writes, per (case, pass, threads): the three medians, normkit bf16's speed-up over
 PyTorch bf16 (torch median / normkit median) and over normkit f32 (f32 median / bf16 median).
 """
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -25,13 +27,25 @@ def load(path):
     return out
 
 
+def load_rounds(d, name):
+    """`name`.jsonl of the folder, or the medians over runs/`name`-run*.jsonl."""
+    runs = sorted((d / "runs").glob(f"{name}-run*.jsonl"))
+    if not runs:
+        return load(d / f"{name}.jsonl")
+    out = {}
+    for key in load(runs[0]):
+        ms = [r[key]["median_ms"] for r in map(load, runs) if key in r]
+        out[key] = dict(load(runs[0])[key], median_ms=statistics.median(ms))
+    return out
+
+
 def main():
     d = Path(sys.argv[1])
     torch, nk, f32 = {}, {}, {}
     for t in (1, 2):
-        torch.update(load(d / f"torch-bf16-{t}t.jsonl"))
-        nk.update(load(d / f"normkit-bf16-{t}t.jsonl"))
-        f32.update(load(d / f"normkit-f32-{t}t.jsonl"))
+        torch.update(load_rounds(d, f"torch-bf16-{t}t"))
+        nk.update(load_rounds(d, f"normkit-bf16-{t}t"))
+        f32.update(load_rounds(d, f"normkit-f32-{t}t"))
     rows = []
     for key in sorted(nk, key=lambda k: (k[2], list(nk).index(k))):
         c, p, t = key
