@@ -351,3 +351,41 @@ pub(super) fn dsums_f64<S: Isa>(
     let (r1, r2) = row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
     (s.sum_d(s0) + r1, s.sum_d(t0) + r2)
 }
+
+/// dx of a tile of contiguous rows of `len` values, row r with its own (c, m, a, b) and the
+/// shared γ along the row: whole vectors from the row's start, then one partial vector
+/// (each value as `dx_vec`, the row kernels' arithmetic).
+#[inline(always)]
+pub(super) fn rows_dx_f32<S: Isa>(
+    s: S,
+    (x, dy, dx): (&[f32], &[f32], &mut [f32]),
+    len: usize,
+    (c, m, a, b): (&[f32], &[f32], &[f32], &[f32]),
+    g: Option<&[f32]>,
+    stream: bool,
+) {
+    if len == 0 {
+        return;
+    }
+    assert!(g.is_none_or(|g| g.len() == len), "parameters span the row");
+    let l = S::LANES;
+    let full = len - len % l;
+    let n = c.len().min(m.len()).min(a.len()).min(b.len());
+    let rows = dx
+        .chunks_exact_mut(len)
+        .zip(x.chunks_exact(len).zip(dy.chunks_exact(len)));
+    for (r, (o, (xr, dr))) in rows.take(n).enumerate() {
+        let k = (s.splat(c[r]), s.splat(m[r]), s.splat(a[r]), s.splat(b[r]));
+        let mut j = 0;
+        while j < full {
+            dx_vec(s, (xr, dr, &mut *o), k, g, (j, l), stream);
+            j += l;
+        }
+        if j < len {
+            dx_vec(s, (xr, dr, &mut *o), k, g, (j, len - j), stream);
+        }
+    }
+    if stream {
+        s.fence();
+    }
+}
