@@ -206,6 +206,14 @@ pub trait RowReduce: Sized + Copy {
     ) -> [(f64, f64); R];
     /// [`Elem::rows_sums`].
     fn rows_sums(x: &[Self], len: usize, center: bool, out: TileSums<'_>);
+    /// [`Elem::rows_dsums`].
+    fn rows_dsums(
+        io: (&[Self], &[Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<RowParam<'_, Self>>,
+        out: &mut [(f64, f64)],
+    );
     /// [`Elem::rows_affine`].
     fn rows_affine(
         io: (&[Self], &mut [Self]),
@@ -311,6 +319,16 @@ impl<T: crate::Float> RowReduce for T {
     #[inline(always)]
     fn rows_sums(x: &[T], len: usize, center: bool, out: TileSums<'_>) {
         by_type!(T, k => Elem::rows_sums(k.r(x), len, center, out))
+    }
+    #[inline(always)]
+    fn rows_dsums(
+        (x, dy): (&[T], &[T]),
+        len: usize,
+        c: (&[T], &[T], &[T]),
+        p: Option<RowParam<'_, T>>,
+        out: &mut [(f64, f64)],
+    ) {
+        by_type!(T, k => Elem::rows_dsums((k.r(x), k.r(dy)), len, k.r3(c), k.param(p), out))
     }
     #[inline(always)]
     fn rows_affine(

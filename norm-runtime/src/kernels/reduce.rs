@@ -434,6 +434,22 @@ pub trait Elem: Sized + Copy {
     {
         rows_affine_each(io, len, c, p);
     }
+    /// [`row_dsums`](Elem::row_dsums) of each of the contiguous rows of `len` values of
+    /// `io` (x, dy), row r with its (m[r], a[r], b[r]), into `out[r]` (`out.len()` rows), all
+    /// sharing `p` (γ and its staging, which receives the rows' terms in row order): one call
+    /// for a block of rows, the same bits as row by row.
+    #[inline(always)]
+    fn rows_dsums(
+        io: (&[Self], &[Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<RowParam<'_, Self>>,
+        out: &mut [(f64, f64)],
+    ) where
+        Self: crate::Float,
+    {
+        rows_dsums_each(io, len, c, p, out);
+    }
     /// dx = dy·(c[r]·γ) + ((x − m[r])·a[r] + b[r]) over a tile of contiguous rows of `len`
     /// values (`io`: x, dy and dx of the tile, `c.0.len()` rows), γ (if any) along the row
     /// and shared by the rows. The arithmetic of [`row_dx_portable`], bit for bit.
@@ -458,4 +474,4 @@ mod sums;
 mod tiles;
 
 pub use tiles::TileSums;
-use tiles::{rows_affine_each, rows_dx_each, rows_sums_each};
+use tiles::{rows_affine_each, rows_dsums_each, rows_dx_each, rows_sums_each};

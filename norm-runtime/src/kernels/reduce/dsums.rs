@@ -389,3 +389,32 @@ pub(super) fn rows_dx_f32<S: Isa>(
         s.fence();
     }
 }
+
+/// `dsums_f32` of each contiguous row of `len` values of (`x`, `dy`), one row at a time
+/// (row r with its (m, a, b)), all sharing `p`; `out.len()` rows. A row's sums are those of
+/// `dsums_f32` of any number of rows, and γ's staged terms are added in row order as there:
+/// the same bits. (Short rows one at a time: the accumulators of several rows at once
+/// spilled to the stack.)
+#[inline(always)]
+pub(super) fn rows_dsums_f32<S: Isa>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    len: usize,
+    (m, a, b): (&[f32], &[f32], &[f32]),
+    mut p: Option<RowParam<'_, f32>>,
+    out: &mut [(f64, f64)],
+) {
+    if len == 0 {
+        return;
+    }
+    let rows = x.chunks_exact(len).zip(dy.chunks_exact(len));
+    for (r, ((xr, dr), o)) in rows.zip(out.iter_mut()).enumerate() {
+        let row = Rows {
+            x: [xr],
+            dy: [dr],
+            c: [(m[r], a[r], b[r])],
+            ahead: false,
+        };
+        [*o] = dsums_f32(s, row, reborrow(&mut p));
+    }
+}

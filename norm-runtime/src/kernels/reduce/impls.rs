@@ -300,7 +300,35 @@ impl WithIsa for RowsDx<'_> {
     }
 }
 
+/// The arguments of `dsums::rows_dsums_f32`.
+struct RowsDSums<'a, 'p> {
+    io: (&'a [f32], &'a [f32]),
+    len: usize,
+    c: (&'a [f32], &'a [f32], &'a [f32]),
+    p: Option<RowParam<'p, f32>>,
+    out: &'a mut [(f64, f64)],
+}
+
+impl WithIsa for RowsDSums<'_, '_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) {
+        let RowsDSums { io, len, c, p, out } = self;
+        dsums::rows_dsums_f32(s, io, len, c, p, out);
+    }
+}
+
 impl Elem for f32 {
+    #[inline(always)]
+    fn rows_dsums(
+        io: (&[f32], &[f32]),
+        len: usize,
+        c: (&[f32], &[f32], &[f32]),
+        p: Option<RowParam<'_, f32>>,
+        out: &mut [(f64, f64)],
+    ) {
+        dispatch(RowsDSums { io, len, c, p, out });
+    }
     #[inline(always)]
     fn rows_sums(x: &[f32], len: usize, center: bool, out: TileSums<'_>) {
         dispatch(RowsSumsF32 {

@@ -2,7 +2,7 @@
 //! [`Elem::rows_affine`] and [`Elem::rows_dx`]): contiguous rows of one length, each with
 //! its own coefficients, the row kernels' arithmetic row by row.
 
-use super::{row_dx_portable, Elem};
+use super::{reborrow, row_dx_portable, Elem, RowParam};
 
 /// The shifts and shifted sums of a tile's rows, one slot per row.
 pub type TileSums<'a> = (&'a mut [f64], &'a mut [f64], &'a mut [f64]);
@@ -75,5 +75,23 @@ pub(crate) fn rows_dx_each<T: crate::Float>(
         .zip(x.chunks_exact(len).zip(dy.chunks_exact(len)));
     for (r, (o, (xr, dr))) in rows.take(c.len()).enumerate() {
         row_dx_portable(xr, dr, o, (c[r], m[r], a[r], b[r]), g);
+    }
+}
+
+/// [`Elem::rows_dsums`] row by row ([`Elem::row_dsums`]).
+#[inline(always)]
+pub(crate) fn rows_dsums_each<T: crate::Float + Elem>(
+    (x, dy): (&[T], &[T]),
+    len: usize,
+    (m, a, b): (&[T], &[T], &[T]),
+    mut p: Option<RowParam<'_, T>>,
+    out: &mut [(f64, f64)],
+) {
+    if len == 0 {
+        return;
+    }
+    let rows = x.chunks_exact(len).zip(dy.chunks_exact(len));
+    for (r, ((xr, dr), o)) in rows.zip(out.iter_mut()).enumerate() {
+        *o = <T as Elem>::row_dsums(xr, dr, (m[r], a[r], b[r]), reborrow(&mut p));
     }
 }

@@ -44,16 +44,13 @@ pub(super) fn backward<T: Float>(
     let mut b = u0;
     while b < u1 {
         let e = (b + tile).min(u1);
-        // Blocks of STAGE_ROWS from u0, then single rows: the staging is flushed after
-        // every STAGE_ROWS rows of the task, as on the row-by-row path.
+        // Blocks of STAGE_ROWS rows from u0: the staging is flushed after every
+        // STAGE_ROWS rows of the task, as on the row-by-row path.
         let mut u = b;
-        while u + STAGE_ROWS <= e {
-            t.sums::<STAGE_ROWS>(u, u - u0, &mut grads, &mut o);
-            u += STAGE_ROWS;
-        }
         while u < e {
-            t.sums::<1>(u, u - u0, &mut grads, &mut o);
-            u += 1;
+            let v = (u + STAGE_ROWS).min(e);
+            block_sums(t, (u, v), u0, &mut grads, &mut o);
+            u = v;
         }
         let (k0, k1) = (b - u0, e - u0);
         let run = DxCoefMut {
@@ -73,4 +70,28 @@ pub(super) fn backward<T: Float>(
         b = e;
     }
     grads.flush();
+}
+
+/// The backward sums of rows `u..v` (at most [`STAGE_ROWS`], task indices from `u − u0`)
+/// into `o.sg`, `o.sgx`, γ's terms into its staging: one kernel call.
+#[inline(always)]
+fn block_sums<T: Float>(
+    t: &TaskRows<'_, T>,
+    (u, v): (usize, usize),
+    u0: usize,
+    grads: &mut RowGrads<'_, T>,
+    o: &mut BackOut<'_, T>,
+) {
+    let len = t.units.line.size;
+    let w = v - u;
+    let mut sums = [(0.0, 0.0); STAGE_ROWS];
+    let (xm, xa, xb) = t.xhat;
+    let c = (&xm[u..v], &xa[u..v], &xb[u..v]);
+    let io = (&t.x[u * len..v * len], &t.dy[u * len..v * len]);
+    // Shared parameters: every row's parameter offset is 0.
+    T::rows_dsums(io, len, c, grads.param(0, w), &mut sums[..w]);
+    for (r, &s) in sums[..w].iter().enumerate() {
+        let k = u - u0 + r;
+        grads.fold(0, s, &mut o.sg[k], &mut o.sgx[k]);
+    }
 }
