@@ -242,7 +242,11 @@ pub(crate) fn backward<
     for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
         sized(v, saved.stats.len(), T::zero());
     }
-    let xhat = scratch.xm.iter_mut().zip(&mut scratch.xa).zip(&mut scratch.xb);
+    let xhat = scratch
+        .xm
+        .iter_mut()
+        .zip(&mut scratch.xa)
+        .zip(&mut scratch.xb);
     for (st, ((m, a), b)) in saved.stats.iter().zip(xhat) {
         (*m, *a, *b) = coef::<T>(st.mean, st.rstd, 0.0);
     }

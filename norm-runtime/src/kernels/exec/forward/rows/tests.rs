@@ -56,7 +56,9 @@ fn finish_one(raw: ShiftedSums, n: usize, center: bool, st: &mut Stat) -> (f32, 
 
 #[test]
 fn tiled_forward_is_the_row_by_row_arithmetic() {
-    for &len in &[1usize, 3, 15, 16, 31, 32, 33, 64, 100, 128, 200, 256] {
+    for &len in &[
+        1usize, 3, 15, 16, 31, 32, 33, 64, 100, 128, 200, 256, 500, 768,
+    ] {
         for &count in &[1usize, 7, 8, 9, 130, 1500] {
             for (center, gamma, beta) in [
                 (true, true, true),
@@ -146,7 +148,9 @@ fn tiled_forward_is_the_row_by_row_arithmetic() {
 
 #[test]
 fn tiled_backward_is_the_row_by_row_arithmetic() {
-    for &len in &[1usize, 3, 15, 16, 31, 32, 33, 64, 100, 128, 200, 256] {
+    for &len in &[
+        1usize, 3, 15, 16, 31, 32, 33, 64, 100, 128, 200, 256, 500, 768,
+    ] {
         for &count in &[1usize, 7, 8, 9, 130, 1500] {
             for gamma in [true, false] {
                 let u = units(count, len, gamma);
@@ -222,6 +226,37 @@ fn tiled_backward_is_the_row_by_row_arithmetic() {
                         let xh = f64::from((xs[i] - cr.0) * cr.1 + cr.2);
                         dg[i] += f64::from(ds[i]) * xh;
                         db[i] += f64::from(ds[i]);
+                    }
+                }
+                if gamma && count * len <= 1 << 15 {
+                    // One task: γ's sums as the row-by-row path stages them (the row kernel
+                    // with staging, flushed into f64 every eight rows), bit for bit.
+                    let (mut sg, mut sb) = (vec![0f32; len], vec![0f32; len]);
+                    let (mut fg, mut fb) = (vec![0f64; len], vec![0f64; len]);
+                    for r in 0..count {
+                        let (xs, ds) = (&x[r * len..(r + 1) * len], &dy[r * len..(r + 1) * len]);
+                        let p = Some((&g[..], Some((&mut sg[..], &mut sb[..]))));
+                        f32::row_dsums(xs, ds, (xm[r], xa[r], xb[r]), p);
+                        if (r + 1) % 8 == 0 || r + 1 == count {
+                            for i in 0..len {
+                                fg[i] += f64::from(sg[i]);
+                                fb[i] += f64::from(sb[i]);
+                            }
+                            sg.fill(0.0);
+                            sb.fill(0.0);
+                        }
+                    }
+                    for i in 0..len {
+                        assert_eq!(
+                            dp[i].to_bits(),
+                            fg[i].to_bits(),
+                            "len {len} count {count} dγ[{i}]"
+                        );
+                        assert_eq!(
+                            dp[len + i].to_bits(),
+                            fb[i].to_bits(),
+                            "len {len} count {count} dβ[{i}]"
+                        );
                     }
                 }
                 if gamma {
