@@ -4,7 +4,7 @@
 //! cast arguments. All casts are identities on the type they were made for, so after
 //! monomorphization the selection and the casts compile to nothing.
 
-use super::reduce::{DxRows, Elem, RowParam, Rows};
+use super::reduce::{DxRows, Elem, RowParam, Rows, TileSums};
 use crate::float::sealed::{Sealed, TypeMap};
 use crate::Float;
 
@@ -204,6 +204,32 @@ pub trait RowReduce: Sized + Copy {
         next: Rows<'_, Self, R>,
         p: Option<RowParam<'_, Self>>,
     ) -> [(f64, f64); R];
+    /// [`Elem::rows_sums`].
+    fn rows_sums(x: &[Self], len: usize, center: bool, out: TileSums<'_>);
+    /// [`Elem::rows_dsums`].
+    fn rows_dsums(
+        io: (&[Self], &[Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<RowParam<'_, Self>>,
+        out: &mut [(f64, f64)],
+    );
+    /// [`Elem::rows_affine`].
+    fn rows_affine(
+        io: (&[Self], &mut [Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<(&[Self], Option<&[Self]>)>,
+        stream: bool,
+    );
+    /// [`Elem::rows_dx`].
+    fn rows_dx(
+        io: (&[Self], &[Self], &mut [Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self], &[Self]),
+        g: Option<&[Self]>,
+        stream: bool,
+    );
 }
 
 impl<T: crate::Float> RowReduce for T {
@@ -289,5 +315,45 @@ impl<T: crate::Float> RowReduce for T {
         p: Option<RowParam<'_, T>>,
     ) -> [(f64, f64); R] {
         by_type!(T, k => Elem::dx_then_dsums(k.dx_rows(cur), k.rows(next), k.param(p)))
+    }
+    #[inline(always)]
+    fn rows_sums(x: &[T], len: usize, center: bool, out: TileSums<'_>) {
+        by_type!(T, k => Elem::rows_sums(k.r(x), len, center, out))
+    }
+    #[inline(always)]
+    fn rows_dsums(
+        (x, dy): (&[T], &[T]),
+        len: usize,
+        c: (&[T], &[T], &[T]),
+        p: Option<RowParam<'_, T>>,
+        out: &mut [(f64, f64)],
+    ) {
+        by_type!(T, k => Elem::rows_dsums((k.r(x), k.r(dy)), len, k.r3(c), k.param(p), out))
+    }
+    #[inline(always)]
+    fn rows_affine(
+        (x, y): (&[T], &mut [T]),
+        len: usize,
+        c: (&[T], &[T], &[T]),
+        p: Option<(&[T], Option<&[T]>)>,
+        stream: bool,
+    ) {
+        by_type!(T, k => {
+            let p = p.map(|(g, bt)| (k.r(g), bt.map(|bt| k.r(bt))));
+            Elem::rows_affine((k.r(x), k.w(y)), len, k.r3(c), p, stream)
+        })
+    }
+    #[inline(always)]
+    fn rows_dx(
+        (x, dy, dx): (&[T], &[T], &mut [T]),
+        len: usize,
+        (c0, c1, c2, c3): (&[T], &[T], &[T], &[T]),
+        g: Option<&[T]>,
+        stream: bool,
+    ) {
+        by_type!(T, k => {
+            let c = (k.r(c0), k.r(c1), k.r(c2), k.r(c3));
+            Elem::rows_dx((k.r(x), k.r(dy), k.w(dx)), len, c, g.map(|g| k.r(g)), stream)
+        })
     }
 }

@@ -13,6 +13,11 @@
 //!   other and each element is read from memory once per pass. Rows that share a γ along
 //!   the line run in blocks of two, their γ-gradient terms staged in the element type and
 //!   flushed into f64 every few rows.
+//! * Short contiguous rows (a unit is one row of at most 3 KiB, the units one after the
+//!   other: layer norm over a short last axis, instance norm over small maps) skip the
+//!   pipeline: a tile of rows (about 8 KiB) has its sums, statistics and elementwise pass
+//!   computed in one call each (`forward::rows`, `backward::rows`), the same arithmetic per
+//!   row without the per-row calls.
 //! * Split path (a few large units): fixed-size chunks of lines compute partial sums, merged
 //!   in chunk order, then the elementwise pass runs over the chunks. Columns keep their
 //!   accumulators (or coefficients) in registers across lines.

@@ -407,9 +407,71 @@ pub trait Elem: Sized + Copy {
     {
         dx_then_dsums_apart(cur, next, p)
     }
+    /// The shifted sums of a tile of short rows: `x` is contiguous rows of `len` values,
+    /// one slot of `out` (shift, Σ(x − shift), Σ(x − shift)²) per row; a row's shift is its
+    /// first value when `center`, else 0. The sums of [`row_sums`](Elem::row_sums), bit
+    /// for bit, in one call for the tile.
+    #[inline(always)]
+    fn rows_sums(x: &[Self], len: usize, center: bool, out: TileSums<'_>)
+    where
+        Self: crate::Float,
+    {
+        rows_sums_each(x, len, center, out);
+    }
+    /// y = ((x − m[r])·a[r] + b[r])·γ + β over a tile of contiguous rows of `len` values
+    /// (`io`: the tile's input and output, `m.len()` rows), γ and β (if any) along the row
+    /// and shared by the rows; `stream` as in [`col_affine`](Elem::col_affine). The
+    /// arithmetic of `lines::affine`, bit for bit.
+    #[inline(always)]
+    fn rows_affine(
+        io: (&[Self], &mut [Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<(&[Self], Option<&[Self]>)>,
+        _stream: bool,
+    ) where
+        Self: crate::Float,
+    {
+        rows_affine_each(io, len, c, p);
+    }
+    /// [`row_dsums`](Elem::row_dsums) of each of the contiguous rows of `len` values of
+    /// `io` (x, dy), row r with its (m[r], a[r], b[r]), into `out[r]` (`out.len()` rows), all
+    /// sharing `p` (γ and its staging, which receives the rows' terms in row order): one call
+    /// for a block of rows, the same bits as row by row.
+    #[inline(always)]
+    fn rows_dsums(
+        io: (&[Self], &[Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self]),
+        p: Option<RowParam<'_, Self>>,
+        out: &mut [(f64, f64)],
+    ) where
+        Self: crate::Float,
+    {
+        rows_dsums_each(io, len, c, p, out);
+    }
+    /// dx = dy·(c[r]·γ) + ((x − m[r])·a[r] + b[r]) over a tile of contiguous rows of `len`
+    /// values (`io`: x, dy and dx of the tile, `c.0.len()` rows), γ (if any) along the row
+    /// and shared by the rows. The arithmetic of [`row_dx_portable`], bit for bit.
+    #[inline(always)]
+    fn rows_dx(
+        io: (&[Self], &[Self], &mut [Self]),
+        len: usize,
+        c: (&[Self], &[Self], &[Self], &[Self]),
+        g: Option<&[Self]>,
+        _stream: bool,
+    ) where
+        Self: crate::Float,
+    {
+        rows_dx_each(io, len, c, g);
+    }
 }
 
 mod cols;
 mod dsums;
 mod impls;
 mod sums;
+mod tiles;
+
+pub use tiles::TileSums;
+use tiles::{rows_affine_each, rows_dsums_each, rows_dx_each, rows_sums_each};

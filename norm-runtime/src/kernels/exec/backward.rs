@@ -1,6 +1,8 @@
 //! The backward passes: the gradient sums per group (and per unfolded parameter), the dx
 //! coefficients (`DxFinish`), and dx, fused per task or split into chunks.
 
+mod rows;
+
 use rayon::prelude::*;
 
 use super::units::{BackOut, DxCoefMut, DxFinish, SharedOut, Units};
@@ -193,6 +195,11 @@ multiversion! {
         o.sgx.fill(0.0);
         if groups_per_unit == 1 {
             let t = TaskRows { units, x, dy, xhat, gamma };
+            // Short contiguous rows: a tile of rows per step (`rows`).
+            if let Some(tile) = rows::tile(units, gamma) {
+                rows::backward(&t, finish, (u0, u1), tile, o, out);
+                return;
+            }
             if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
                 rows_backward(&t, finish, u0, u1, o, out);
             } else {

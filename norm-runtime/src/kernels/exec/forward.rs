@@ -1,6 +1,8 @@
 //! The forward passes: shifted sums per group, the statistics (`Finish`), the elementwise
 //! normalize/affine pass, fused per task or split into chunks.
 
+mod rows;
+
 use rayon::prelude::*;
 
 use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
@@ -223,6 +225,12 @@ multiversion! {
     ) {
         let groups_per_unit = units.groups_per_unit;
         if groups_per_unit == 1 {
+            // Short contiguous rows: a tile of rows per step (`rows`).
+            if let Some(tile) = rows::tile(units, params) {
+                let t = rows::RowsTask { units, x, center, params, finish, out };
+                rows::forward(&t, (u0, u1), tile, c, acc);
+                return;
+            }
             groups_forward(units, x, center, params, finish, u0, u1, c, out);
             return;
         }

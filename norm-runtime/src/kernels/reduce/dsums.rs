@@ -351,3 +351,70 @@ pub(super) fn dsums_f64<S: Isa>(
     let (r1, r2) = row_dsums_weighted(&x[full..n], &dy[full..n], (m, a, b), w.map(|w| &w[full..n]));
     (s.sum_d(s0) + r1, s.sum_d(t0) + r2)
 }
+
+/// dx of a tile of contiguous rows of `len` values, row r with its own (c, m, a, b) and the
+/// shared γ along the row: whole vectors from the row's start, then one partial vector
+/// (each value as `dx_vec`, the row kernels' arithmetic).
+#[inline(always)]
+pub(super) fn rows_dx_f32<S: Isa>(
+    s: S,
+    (x, dy, dx): (&[f32], &[f32], &mut [f32]),
+    len: usize,
+    (c, m, a, b): (&[f32], &[f32], &[f32], &[f32]),
+    g: Option<&[f32]>,
+    stream: bool,
+) {
+    if len == 0 {
+        return;
+    }
+    assert!(g.is_none_or(|g| g.len() == len), "parameters span the row");
+    let l = S::LANES;
+    let full = len - len % l;
+    let n = c.len().min(m.len()).min(a.len()).min(b.len());
+    let rows = dx
+        .chunks_exact_mut(len)
+        .zip(x.chunks_exact(len).zip(dy.chunks_exact(len)));
+    for (r, (o, (xr, dr))) in rows.take(n).enumerate() {
+        let k = (s.splat(c[r]), s.splat(m[r]), s.splat(a[r]), s.splat(b[r]));
+        let mut j = 0;
+        while j < full {
+            dx_vec(s, (xr, dr, &mut *o), k, g, (j, l), stream);
+            j += l;
+        }
+        if j < len {
+            dx_vec(s, (xr, dr, &mut *o), k, g, (j, len - j), stream);
+        }
+    }
+    if stream {
+        s.fence();
+    }
+}
+
+/// `dsums_f32` of each contiguous row of `len` values of (`x`, `dy`), one row at a time
+/// (row r with its (m, a, b)), all sharing `p`; `out.len()` rows. A row's sums are those of
+/// `dsums_f32` of any number of rows, and γ's staged terms are added in row order as there:
+/// the same bits. (Short rows one at a time: the accumulators of several rows at once
+/// spilled to the stack.)
+#[inline(always)]
+pub(super) fn rows_dsums_f32<S: Isa>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    len: usize,
+    (m, a, b): (&[f32], &[f32], &[f32]),
+    mut p: Option<RowParam<'_, f32>>,
+    out: &mut [(f64, f64)],
+) {
+    if len == 0 {
+        return;
+    }
+    let rows = x.chunks_exact(len).zip(dy.chunks_exact(len));
+    for (r, ((xr, dr), o)) in rows.zip(out.iter_mut()).enumerate() {
+        let row = Rows {
+            x: [xr],
+            dy: [dr],
+            c: [(m[r], a[r], b[r])],
+            ahead: false,
+        };
+        [*o] = dsums_f32(s, row, reborrow(&mut p));
+    }
+}

@@ -5,6 +5,7 @@
 
 use super::{
     cols, dsums, reborrow, row_dx_portable, stage_portable, sums, DxRows, Elem, RowParam, Rows,
+    TileSums,
 };
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
 
@@ -229,7 +230,146 @@ impl<const DX: bool> WithIsa for ColRun<'_, DX> {
     }
 }
 
+/// The arguments of `sums::rows_sums_f32`.
+struct RowsSumsF32<'a> {
+    x: &'a [f32],
+    len: usize,
+    center: bool,
+    out: TileSums<'a>,
+}
+
+impl WithIsa for RowsSumsF32<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) {
+        let RowsSumsF32 {
+            x,
+            len,
+            center,
+            out,
+        } = self;
+        sums::rows_sums_f32(s, x, len, center, out);
+    }
+}
+
+/// The arguments of `sums::rows_affine_f32`.
+struct RowsAffine<'a> {
+    io: (&'a [f32], &'a mut [f32]),
+    len: usize,
+    c: (&'a [f32], &'a [f32], &'a [f32]),
+    p: Option<(&'a [f32], Option<&'a [f32]>)>,
+    stream: bool,
+}
+
+impl WithIsa for RowsAffine<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) {
+        let RowsAffine {
+            io,
+            len,
+            c,
+            p,
+            stream,
+        } = self;
+        sums::rows_affine_f32(s, io, len, c, p, stream);
+    }
+}
+
+/// The arguments of `dsums::rows_dx_f32`.
+struct RowsDx<'a> {
+    io: (&'a [f32], &'a [f32], &'a mut [f32]),
+    len: usize,
+    c: (&'a [f32], &'a [f32], &'a [f32], &'a [f32]),
+    g: Option<&'a [f32]>,
+    stream: bool,
+}
+
+impl WithIsa for RowsDx<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) {
+        let RowsDx {
+            io,
+            len,
+            c,
+            g,
+            stream,
+        } = self;
+        dsums::rows_dx_f32(s, io, len, c, g, stream);
+    }
+}
+
+/// The arguments of `dsums::rows_dsums_f32`.
+struct RowsDSums<'a, 'p> {
+    io: (&'a [f32], &'a [f32]),
+    len: usize,
+    c: (&'a [f32], &'a [f32], &'a [f32]),
+    p: Option<RowParam<'p, f32>>,
+    out: &'a mut [(f64, f64)],
+}
+
+impl WithIsa for RowsDSums<'_, '_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa>(self, s: S) {
+        let RowsDSums { io, len, c, p, out } = self;
+        dsums::rows_dsums_f32(s, io, len, c, p, out);
+    }
+}
+
 impl Elem for f32 {
+    #[inline(always)]
+    fn rows_dsums(
+        io: (&[f32], &[f32]),
+        len: usize,
+        c: (&[f32], &[f32], &[f32]),
+        p: Option<RowParam<'_, f32>>,
+        out: &mut [(f64, f64)],
+    ) {
+        dispatch(RowsDSums { io, len, c, p, out });
+    }
+    #[inline(always)]
+    fn rows_sums(x: &[f32], len: usize, center: bool, out: TileSums<'_>) {
+        dispatch(RowsSumsF32 {
+            x,
+            len,
+            center,
+            out,
+        });
+    }
+    #[inline(always)]
+    fn rows_affine(
+        io: (&[f32], &mut [f32]),
+        len: usize,
+        c: (&[f32], &[f32], &[f32]),
+        p: Option<(&[f32], Option<&[f32]>)>,
+        stream: bool,
+    ) {
+        dispatch(RowsAffine {
+            io,
+            len,
+            c,
+            p,
+            stream,
+        });
+    }
+    #[inline(always)]
+    fn rows_dx(
+        io: (&[f32], &[f32], &mut [f32]),
+        len: usize,
+        c: (&[f32], &[f32], &[f32], &[f32]),
+        g: Option<&[f32]>,
+        stream: bool,
+    ) {
+        dispatch(RowsDx {
+            io,
+            len,
+            c,
+            g,
+            stream,
+        });
+    }
     #[inline(always)]
     fn row_sums(x: &[f32], shift: f64) -> (f64, f64) {
         dispatch(SumsF32 { x, shift })

@@ -191,3 +191,64 @@ pub(super) fn affine_then_sums_f32<S: Isa>(
     // The rest of the sums, exactly as `row_sums_f32` finishes.
     acc.finish(s, &next[full..], shift)
 }
+
+/// `row_sums_f32` of each contiguous row of `len` values of `x` (shift: the row's first
+/// value when `center`), one slot of `out` per row: the tile's sums in one call.
+#[inline(always)]
+pub(super) fn rows_sums_f32<S: Isa>(
+    s: S,
+    x: &[f32],
+    len: usize,
+    center: bool,
+    (shift, sum, sq): super::TileSums<'_>,
+) {
+    if len == 0 {
+        return;
+    }
+    let rows = x.chunks_exact(len).zip(shift.iter_mut());
+    for ((row, h), (sr, qr)) in rows.zip(sum.iter_mut().zip(sq.iter_mut())) {
+        *h = if center { f64::from(row[0]) } else { 0.0 };
+        (*sr, *qr) = row_sums_f32(s, row, *h);
+    }
+}
+
+/// The affine pass of a tile of contiguous rows of `len` values, row r with its own
+/// (m, a, b) and the shared γ, β along the row: whole vectors from the row's start, then
+/// one partial vector (each value as `affine_vec`, so the results are those of the row
+/// kernels).
+#[inline(always)]
+pub(super) fn rows_affine_f32<S: Isa>(
+    s: S,
+    (x, y): (&[f32], &mut [f32]),
+    len: usize,
+    (m, a, b): (&[f32], &[f32], &[f32]),
+    p: Option<(&[f32], Option<&[f32]>)>,
+    stream: bool,
+) {
+    if len == 0 {
+        return;
+    }
+    if let Some((g, bt)) = p {
+        assert!(
+            g.len() == len && bt.is_none_or(|bt| bt.len() == len),
+            "parameters span the row"
+        );
+    }
+    let l = S::LANES;
+    let full = len - len % l;
+    let rows = y.chunks_exact_mut(len).zip(x.chunks_exact(len));
+    for (r, (yr, xr)) in rows.take(m.len().min(a.len()).min(b.len())).enumerate() {
+        let k = (s.splat(m[r]), s.splat(a[r]), s.splat(b[r]));
+        let mut j = 0;
+        while j < full {
+            affine_vec(s, xr, yr, k, p, (j, l), stream);
+            j += l;
+        }
+        if j < len {
+            affine_vec(s, xr, yr, k, p, (j, len - j), stream);
+        }
+    }
+    if stream {
+        s.fence();
+    }
+}
