@@ -13,7 +13,7 @@
 
 use std::marker::PhantomData;
 
-use crate::kernels::isa::{dispatch, Isa, WithIsa};
+use crate::kernels::isa::{dispatch, dispatch_bf16, Isa, WithIsa};
 
 /// A half-precision storage format: how `LANES` of its bit patterns load into `f32` lanes
 /// and store from them (the token's half loads and stores).
@@ -39,7 +39,7 @@ impl Format for Bf16 {
     }
     #[inline(always)]
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
-        s.store_bf16(o, v)
+        s.store_bf16_ne(o, v)
     }
 }
 
@@ -84,7 +84,7 @@ impl<K: Kernel, F: Format> WithIsa for At<K, F> {
 #[inline(always)]
 fn go<K: Kernel>(fmt: Fmt, k: K) -> K::Out {
     match fmt {
-        Fmt::Bf16 => dispatch(At(k, PhantomData::<Bf16>)),
+        Fmt::Bf16 => dispatch_bf16(At(k, PhantomData::<Bf16>)),
         Fmt::F16 => dispatch(At(k, PhantomData::<F16>)),
     }
 }

@@ -130,14 +130,19 @@ impl Isa for Avx512 {
         super::prefetch2(p);
     }
 
-    // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded by
-    // AVX512_BF16 `vcvtneps2bf16` where the CPU has it (nearest even, NaN quieted: the
-    // `half` crate's bits), except for vectors holding an f32 subnormal, which the
-    // instruction reads as zero: those, and every vector on CPUs without the instruction,
-    // round with integer arithmetic (`bf16_round`); f16 by `vcvtph2ps` / `vcvtps2ph`
-    // (AVX-512F).
+    // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded with
+    // integer arithmetic (`bf16_round`: nearest even, NaN quieted, the `half` crate's
+    // bits); `store_bf16_ne` by AVX512_BF16 `vcvtneps2bf16` where the CPU has it (inline
+    // inside `vectorize_bf16`, whose trampoline enables the feature), except for vectors
+    // holding an f32 subnormal, which the instruction reads as zero: those round as
+    // `store_bf16`. f16 by `vcvtph2ps` / `vcvtps2ph` (AVX-512F).
     #[inline(always)]
     fn store_bf16(self, s: &mut [u16], v: __m512) {
+        // SAFETY: an `Avx512` exists only where these features were detected.
+        unsafe { bf16_round(s, v) }
+    }
+    #[inline(always)]
+    fn store_bf16_ne(self, s: &mut [u16], v: __m512) {
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             // SAFETY: an `Avx512` exists only where its features were detected, and
             // AVX512_BF16 was detected just above.
@@ -145,8 +150,23 @@ impl Isa for Avx512 {
                 return;
             }
         }
-        // SAFETY: an `Avx512` exists only where these features were detected.
-        unsafe { bf16_round(s, v) }
+        self.store_bf16(s, v)
+    }
+    #[inline(always)]
+    fn vectorize_bf16<Op: WithIsa>(self, op: Op) -> Op::Out {
+        /// The trampoline of `vectorize` with AVX512_BF16 (`bf16_round_ne` inlines there).
+        #[inline(never)]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,avx512bf16")]
+        fn imp<Op: WithIsa>(op: Op) -> Op::Out {
+            op.run(Avx512(()))
+        }
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: an `Avx512` exists only where its features were detected, and
+            // AVX512_BF16 was detected just above.
+            unsafe { imp(op) }
+        } else {
+            self.vectorize(op)
+        }
     }
 
     ops! {

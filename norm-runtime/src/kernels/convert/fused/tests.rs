@@ -17,6 +17,8 @@ fn at_every_level<K: Kernel + Clone, F: Format>(k: &K) -> Vec<K::Out> {
         }
         if let Some(t) = Avx512::try_new() {
             out.push(t.vectorize(At(k.clone(), PhantomData::<F>)));
+            // With AVX512_BF16's rounding inline where the CPU has it.
+            out.push(t.vectorize_bf16(At(k.clone(), PhantomData::<F>)));
         }
     }
     #[cfg(target_arch = "aarch64")]
