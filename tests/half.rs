@@ -232,6 +232,11 @@ fn all_dyn_paths<T: Float>() {
     dyn_paths::<T>(ws, &[], &[700, 16, 3, 5]);
     let bcn = r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine = "G"))"#;
     dyn_paths::<T>(bcn, &[("C", 4)], &[2, 4, 3, 3]);
+    // Columns longer than one block of the column kernels (chunks of rows), odd tail.
+    let bn1d = r#"input = "N,C", axes = "N", affine, running_stats"#;
+    dyn_paths::<T>(bn1d, &[("C", 150)], &[45, 150]);
+    // A fused chain (cells of 100 values, several blocks).
+    dyn_paths::<T>(bcn, &[("C", 8)], &[3, 8, 10, 10]);
 }
 
 #[test]

@@ -34,7 +34,7 @@
 use norm_spec::{Affine, Spec};
 
 use crate::collective::merge;
-use crate::kernels::cells::{self, Cells, CoefOut};
+use crate::kernels::cells::{self, BlockDxFinish, BlockFinish, Cells, CoefOut};
 use crate::kernels::coef;
 use crate::kernels::exec::{Acc, ShiftedSums, Stat};
 use crate::plan::Plan;
@@ -130,16 +130,17 @@ pub(crate) struct ChainScratch<T> {
 }
 
 impl<T: Float> ChainScratch<T> {
-    /// The layout for `shape`, each stage's γ and β in f64, and one state per block.
-    fn prepare(
+    /// The layout for `shape` (elements of type `E`), each stage's γ and β in f64, and one
+    /// state per block.
+    fn prepare<E: Float>(
         &mut self,
         info: &LayerInfo<'_>,
-        states: &[StageState<'_, T>],
+        states: &[StageState<'_, E>],
         shaped: Shaped<'_>,
         len: usize,
     ) {
         let lay = &mut self.layout;
-        lay.build(info, shaped, len, std::mem::size_of::<T>());
+        lay.build(info, shaped, len, std::mem::size_of::<E>());
         self.blocks.resize_with(lay.blocks(), Block::default);
         self.aff.fill(states, &lay.params);
         let n = lay.cells;
@@ -301,13 +302,13 @@ impl<'a> Ctx<'a> {
     /// Backward: from the cells' Σdy and Σdy·(x − m) over block `b` (m: the cell's mean in
     /// the element type, `xm`), each stage's group sums and the cells' parameter-gradient
     /// terms (`blk.dp`), down to the cells' coefficients of dx = e·dy + f·(x − m) + h.
-    fn finish_backward<T: Float>(
+    fn finish_backward<E: Float, T: Float>(
         &self,
         b: usize,
         blk: &mut Block,
         (s1, s2): (&[f64], &[f64]),
         (c, a, bb): CoefOut<'_, T>,
-        saved: &Saved<T>,
+        saved: &Saved<E>,
         xm: &[T],
     ) {
         let (lay, nst, lf) = (self.lay, self.spec.stages.len(), self.len);
@@ -391,6 +392,74 @@ pub(crate) struct Fused<'a> {
     pub len: usize,
 }
 
+/// The two forward passes over the cells for [`forward_by`] (`cells::forward` on the
+/// element type's data; the half-precision path passes its own): the cells, their raw sums
+/// out, their coefficients out, one state per block, and the finish of a block.
+pub(crate) trait ForwardPasses<C: Float> {
+    /// Runs both passes.
+    fn run(
+        self,
+        cells: &Cells<'_>,
+        raws: &mut [ShiftedSums],
+        coefs: CoefOut<'_, C>,
+        blocks: &mut [Block],
+        finish: &BlockFinish<'_, C, Block>,
+    );
+}
+
+/// The two backward passes over the cells for [`backward_by`]: the cells, each slot's cell
+/// mean, the sums out, the dx coefficients out, one state per block, the finish of a block,
+/// and an accumulator buffer.
+pub(crate) trait BackwardPasses<C: Float> {
+    /// Runs both passes.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        self,
+        cells: &Cells<'_>,
+        xm: &[C],
+        sums: (&mut [f64], &mut [f64]),
+        coefs: CoefOut<'_, C>,
+        blocks: &mut [Block],
+        finish: &BlockDxFinish<'_, C, Block>,
+        acc: &mut Vec<f64>,
+    );
+}
+
+/// `cells::forward` over the element type's own data.
+struct Own<'d, T>(&'d [T], &'d mut [T]);
+
+impl<T: Float> ForwardPasses<T> for Own<'_, T> {
+    fn run(
+        self,
+        cells: &Cells<'_>,
+        raws: &mut [ShiftedSums],
+        coefs: CoefOut<'_, T>,
+        blocks: &mut [Block],
+        finish: &BlockFinish<'_, T, Block>,
+    ) {
+        cells::forward(cells, self.0, raws, coefs, blocks, finish, self.1);
+    }
+}
+
+/// `cells::backward` over the element type's own data.
+struct OwnDx<'d, T>(BackwardIo<'d, T>);
+
+impl<T: Float> BackwardPasses<T> for OwnDx<'_, T> {
+    fn run(
+        self,
+        cells: &Cells<'_>,
+        xm: &[T],
+        sums: (&mut [f64], &mut [f64]),
+        coefs: CoefOut<'_, T>,
+        blocks: &mut [Block],
+        finish: &BlockDxFinish<'_, T, Block>,
+        acc: &mut Vec<f64>,
+    ) {
+        let BackwardIo { x, dy, dx } = self.0;
+        cells::backward(cells, x, dy, xm, sums, coefs, blocks, finish, acc, dx);
+    }
+}
+
 /// Forward pass of a fused chain with cells of `len` elements (see the module docs).
 pub(crate) fn forward<T: Float>(
     call: Fused<'_>,
@@ -399,6 +468,34 @@ pub(crate) fn forward<T: Float>(
     mode: Mode,
     saved: &mut Saved<T>,
     cs: &mut ChainScratch<T>,
+) {
+    forward_by(call, states, mode, saved, cs, Own(x, out));
+    if mode == Mode::Train {
+        for (s, stage) in call.info.spec.stages.iter().enumerate() {
+            let sv = &saved.stages[s];
+            let running = states[s].running.as_mut();
+            stats::train_running(
+                stage,
+                &call.plans[s],
+                sv.count,
+                &sv.stats,
+                running,
+                &mut cs.run,
+            );
+        }
+    }
+}
+
+/// The forward pass of a fused chain on data of type `E` with coefficients in `C`
+/// (`passes` runs the two passes over the data): the statistics into `saved`, not the
+/// running statistics (the caller updates them from `saved`'s statistics in train mode).
+pub(crate) fn forward_by<E: Float, C: Float>(
+    call: Fused<'_>,
+    states: &[StageState<'_, E>],
+    mode: Mode,
+    saved: &mut Saved<E>,
+    cs: &mut ChainScratch<C>,
+    passes: impl ForwardPasses<C>,
 ) {
     let Fused {
         info,
@@ -432,13 +529,12 @@ pub(crate) fn forward<T: Float>(
         m,
         a,
         b,
-        run,
         ..
     } = cs;
     let ctx = Ctx::new(spec, lay, aff, len);
     resize(raws, lay.cells, ShiftedSums::default());
     let stages = &saved.stages;
-    let finish = |k: usize, blk: &mut Block, raws: &[ShiftedSums], coefs: CoefOut<'_, T>| {
+    let finish = |k: usize, blk: &mut Block, raws: &[ShiftedSums], coefs: CoefOut<'_, C>| {
         let stats = |s: usize| fixed(s).then_some(&stages[s].stats[..]);
         ctx.finish_forward(k, blk, raws, coefs, stats);
     };
@@ -447,9 +543,9 @@ pub(crate) fn forward<T: Float>(
         order: &lay.order,
         block: lay.block,
     };
-    cells::forward(&cells, x, raws, (m, a, b), blocks, &finish, out);
+    passes.run(&cells, raws, (m, a, b), blocks, &finish);
     // The cells' moments and the statistics back into the saved state, in cell and group
-    // order; then the running statistics.
+    // order.
     let bs = lay.block;
     saved.cells.clear();
     saved.cells.resize(lay.cells, (0.0, 0.0));
@@ -460,7 +556,7 @@ pub(crate) fn forward<T: Float>(
     for v in &mut saved.intermediates {
         v.clear();
     }
-    for (s, stage) in spec.stages.iter().enumerate() {
+    for s in 0..spec.stages.len() {
         let sv = &mut saved.stages[s];
         if !sv.fixed {
             for (k, blk) in blocks.iter().enumerate() {
@@ -468,10 +564,6 @@ pub(crate) fn forward<T: Float>(
                     sv.stats[lay.global(s, k, j)] = blk.stats[lay.loff[s] + j];
                 }
             }
-        }
-        if mode == Mode::Train {
-            let running = states[s].running.as_mut();
-            stats::train_running(stage, &plans[s], sv.count, &sv.stats, running, run);
         }
     }
 }
@@ -486,13 +578,26 @@ pub(crate) fn backward<T: Float>(
     grads: &mut [StageGrads<T>],
     cs: &mut ChainScratch<T>,
 ) {
+    backward_by(call, states, saved, grads, cs, OwnDx(io));
+}
+
+/// The backward pass of a fused chain on data of type `E` with coefficients in `C`
+/// (`passes` runs the two passes over the data). The parameter gradients are rounded
+/// through `C` (as the layer of element type `C` computes them) and then to `E`.
+pub(crate) fn backward_by<E: Float, C: Float>(
+    call: Fused<'_>,
+    states: &[StageState<'_, E>],
+    saved: &Saved<E>,
+    grads: &mut [StageGrads<E>],
+    cs: &mut ChainScratch<C>,
+    passes: impl BackwardPasses<C>,
+) {
     let Fused {
         info,
         shape,
         plans,
         len,
     } = call;
-    let BackwardIo { x, dy, dx } = io;
     let spec = info.spec;
     cs.prepare(info, states, (shape, plans), len);
     let ChainScratch {
@@ -509,15 +614,15 @@ pub(crate) fn backward<T: Float>(
         exec,
         ..
     } = cs;
-    // m: each cell's mean in the element type, per slot.
+    // m: each cell's mean in the coefficients' type, per slot.
     for (mi, &k) in m.iter_mut().zip(&lay.order) {
-        *mi = T::from_acc(saved.cells[k].0);
+        *mi = C::from_acc(saved.cells[k].0);
     }
     resize(s1, lay.cells, 0.0);
     resize(s2, lay.cells, 0.0);
     let ctx = Ctx::new(spec, lay, aff, len);
     let xm = &m[..];
-    let finish = |k: usize, blk: &mut Block, sums: (&[f64], &[f64]), coefs: CoefOut<'_, T>| {
+    let finish = |k: usize, blk: &mut Block, sums: (&[f64], &[f64]), coefs: CoefOut<'_, C>| {
         ctx.finish_backward(k, blk, sums, coefs, saved, xm);
     };
     let cells = Cells {
@@ -526,18 +631,7 @@ pub(crate) fn backward<T: Float>(
         block: lay.block,
     };
     let coefs = (&mut c[..], &mut a[..], &mut b[..]);
-    cells::backward(
-        &cells,
-        x,
-        dy,
-        xm,
-        (s1, s2),
-        coefs,
-        blocks,
-        &finish,
-        &mut exec.f,
-        dx,
-    );
+    passes.run(&cells, xm, (s1, s2), coefs, blocks, &finish, &mut exec.f);
     // Parameter gradients: the cells' terms summed in cell order.
     let bs = lay.block;
     for (s, stage) in spec.stages.iter().enumerate() {
@@ -555,6 +649,9 @@ pub(crate) fn backward<T: Float>(
             let p = lay.param[s * lay.cells + k];
             dparams[p] += sdx;
             dparams[params + p] += sd;
+        }
+        for v in dparams.iter_mut() {
+            *v = C::from_acc(*v).to_acc();
         }
         let pshape = plans[s].param_shape.as_slice();
         stats::fill_grad(&mut gr.dgamma, pshape, &dparams[..params]);

@@ -12,7 +12,10 @@
 //! * `rows` (fused): single-stage layers with parameters along contiguous groups — layer
 //!   norm, RMS norm, group norm with γ/β — forward and backward, per group on converted
 //!   tiles.
-//! * The whole-tensor conversion below, for everything else: chains (BCN), variants (`tlu`,
+//! * `chain` (fused): chains whose stages share cells (Batch-Channel Normalization), forward
+//!   and backward: the f32 layer's fused chain (`crate::chain`) with f32 coefficients, its
+//!   two passes over the half tensor (per-cell sums, then the output or dx), block by block.
+//! * The whole-tensor conversion below, for everything else: other chains, variants (`tlu`,
 //!   `ghost`, `renorm`, masks), `affine = external` (AdaIN), synchronized calls, `stats`,
 //!   strided (non-contiguous) buffers. It converts the input, the upstream gradient and
 //!   every stage's parameters and running statistics to f32 (exactly), runs the f32 call,
@@ -42,6 +45,7 @@ use crate::state::{LayerInfo, Running, StageState};
 use crate::types::{Mode, Moments, Saved, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
+mod chain;
 mod rows;
 mod tiled;
 
@@ -343,6 +347,14 @@ pub(crate) fn forward_into<T: Float, D: Dimension>(
     run: &Forward32<'_>,
 ) -> Result<(), NormError> {
     let mut saved = saved;
+    if info.spec.chain && sync.is_none() && x.shape() == out.shape() {
+        if let (Some(xs), Some(os)) = (x.as_slice(), out.as_slice_mut()) {
+            let s = saved.as_deref_mut();
+            if chain::forward(info, states, (x.shape(), xs, os), mode, s).is_some() {
+                return Ok(());
+            }
+        }
+    }
     if let ([st], true) = (&mut *states, tiled::eligible(info, sync.is_some())) {
         if let (Some(xs), true) = (x.as_slice(), x.shape() == out.shape()) {
             if let Some(os) = out.as_slice_mut() {
@@ -521,8 +533,16 @@ pub(crate) fn backward_into<T: Float, D: Dimension>(
         &mut [StageGrads<f32>],
     ) -> Result<(), NormError>,
 ) -> Result<(), NormError> {
+    let same = x.shape() == dy.shape() && x.shape() == dx.shape();
+    if info.spec.chain && sync.is_none() && same {
+        if let (Some(xs), Some(ds), Some(os)) = (x.as_slice(), dy.as_slice(), dx.as_slice_mut()) {
+            let io = (xs, ds, os);
+            if chain::backward(info, states, x.shape(), io, saved, grads).is_some() {
+                return Ok(());
+            }
+        }
+    }
     if let ([st], true) = (states, tiled::eligible(info, sync.is_some())) {
-        let same = x.shape() == dy.shape() && x.shape() == dx.shape();
         if let (Some(xs), Some(ds), true) = (x.as_slice(), dy.as_slice(), same) {
             if let Some(os) = dx.as_slice_mut() {
                 let shape = x.shape();

@@ -11,9 +11,9 @@ use crate::state::{resize, LayerInfo};
 /// the blocks.
 #[derive(Debug, Default)]
 pub(super) struct Layout {
-    /// What it was built for: the layer's spec (by fingerprint), the cell length and
-    /// [`simd::block_bytes`] (`None`: not built); and the shape.
-    pub(super) key: Option<(u64, usize, usize)>,
+    /// What it was built for: the layer's spec (by fingerprint), the cell length,
+    /// [`simd::block_bytes`] and the element size (`None`: not built); and the shape.
+    pub(super) key: Option<(u64, usize, usize, usize)>,
     pub(super) shape: Vec<usize>,
     pub(super) cells: usize,
     /// Per stage and cell (`s · cells + k`, memory order): statistics group, parameter offset.
@@ -52,7 +52,7 @@ impl Layout {
         len: usize,
         elem: usize,
     ) {
-        let key = Some((info.fingerprint, len, simd::block_bytes()));
+        let key = Some((info.fingerprint, len, simd::block_bytes(), elem));
         if self.key == key && self.shape == shape {
             return;
         }

@@ -13,7 +13,7 @@
 
 use std::marker::PhantomData;
 
-use crate::kernels::isa::{dispatch, Isa, WithIsa};
+use crate::kernels::isa::{dispatch, dispatch_bf16, Isa, WithIsa};
 
 /// A half-precision storage format: how `LANES` of its bit patterns load into `f32` lanes
 /// and store from them (the token's half loads and stores).
@@ -39,7 +39,7 @@ impl Format for Bf16 {
     }
     #[inline(always)]
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
-        s.store_bf16(o, v)
+        s.store_bf16_ne(o, v)
     }
 }
 
@@ -84,7 +84,7 @@ impl<K: Kernel, F: Format> WithIsa for At<K, F> {
 #[inline(always)]
 fn go<K: Kernel>(fmt: Fmt, k: K) -> K::Out {
     match fmt {
-        Fmt::Bf16 => dispatch(At(k, PhantomData::<Bf16>)),
+        Fmt::Bf16 => dispatch_bf16(At(k, PhantomData::<Bf16>)),
         Fmt::F16 => dispatch(At(k, PhantomData::<F16>)),
     }
 }
@@ -507,8 +507,26 @@ struct ColSums<'a> {
 /// Column blocks of at most this many vectors keep their accumulators in registers.
 const MAX_V: usize = 4;
 
-/// The `LANES·V` columns from `c0` of `ColSums`, accumulators in registers over all rows
-/// (the f32 column kernel's operations and order).
+/// Rows per chunk of the column sums of rows longer than one block of columns: each chunk
+/// walks its rows across all the columns, a block of columns at a time (sixteen row
+/// streams at once, instead of one column block down every row of the task). A multiple of
+/// [`COL_FLUSH`], so the backward sums flush on the same rows.
+const COL_ROWS: usize = 16;
+
+/// Values per chunk of rows of `k` columns: [`COL_ROWS`] rows, or all of them when one
+/// block of `4·lanes` columns covers the row.
+#[inline(always)]
+fn col_chunk(k: usize, lanes: usize) -> usize {
+    if k <= 4 * lanes {
+        usize::MAX
+    } else {
+        COL_ROWS * k
+    }
+}
+
+/// The `LANES·V` columns from `c0` of `ColSums` over the rows of one chunk, the block's
+/// accumulators kept in `acc` between chunks (loaded into registers, stored back: the
+/// f32 column kernel's operations and order).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn col_sums_block<S: Isa, F: Format, const V: usize>(
@@ -522,10 +540,13 @@ fn col_sums_block<S: Isa, F: Format, const V: usize>(
     let (l, hl) = (S::LANES, S::LANES / 2);
     let z = s.splat_d(0.0);
     let mut hv = [z; 2 * MAX_V];
-    for (q, v) in hv.iter_mut().take(2 * V).enumerate() {
-        *v = s.load_d(&h[c0 + hl * q..]);
-    }
     let (mut sv, mut qv) = ([z; 2 * MAX_V], [z; 2 * MAX_V]);
+    for q in 0..2 * V {
+        let o = c0 + hl * q;
+        hv[q] = s.load_d(&h[o..]);
+        sv[q] = s.load_d(&sum[o..]);
+        qv[q] = s.load_d(&sq[o..]);
+    }
     for row in x.chunks_exact(k) {
         let line = &row[c0..c0 + l * V];
         for v in 0..V {
@@ -539,41 +560,52 @@ fn col_sums_block<S: Isa, F: Format, const V: usize>(
     }
     for q in 0..2 * V {
         let o = c0 + hl * q;
-        let (a, b) = (s.load_d(&sum[o..]), s.load_d(&sq[o..]));
-        s.store_d(&mut sum[o..], s.add_d(a, sv[q]));
-        s.store_d(&mut sq[o..], s.add_d(b, qv[q]));
+        s.store_d(&mut sum[o..], sv[q]);
+        s.store_d(&mut sq[o..], qv[q]);
     }
 }
 
 impl Kernel for ColSums<'_> {
     type Out = ();
-    /// Blocks of `4·LANES` columns, then of `LANES`, then the rest per row in scalar
-    /// `f64`: the f32 column kernel's operations in its order.
+    /// Chunks of [`COL_ROWS`] rows; in each, blocks of `4·LANES` columns, then of `LANES`
+    /// (their sums from zero over all rows, in `f64` accumulators kept between chunks, then
+    /// added into `sum`, `sq`), then the rest per row in scalar `f64`: the f32 column
+    /// kernel's operations in its order.
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
         let k = self.h.len();
         let (sum, sq) = (&mut self.sum[..k], &mut self.sq[..k]);
-        let mut c0 = 0;
-        while c0 + 4 * l <= k {
-            col_sums_block::<S, F, 4>(s, self.x, k, c0, self.h, (&mut *sum, &mut *sq));
-            c0 += 4 * l;
-        }
-        while c0 + l <= k {
-            col_sums_block::<S, F, 1>(s, self.x, k, c0, self.h, (&mut *sum, &mut *sq));
-            c0 += l;
-        }
-        if c0 < k {
-            for row in self.x.chunks_exact(k) {
-                let xc = &row[c0..];
-                let v = s.widen(ldh::<S, F>(s, xc));
-                let v = wide_array(s, v);
-                for (i, &v) in v[..xc.len()].iter().enumerate() {
-                    let d = v - self.h[c0 + i];
-                    sum[c0 + i] += d;
-                    sq[c0 + i] += d * d;
+        let vk = k - k % l;
+        let (mut sv, mut qv) = (vec![0f64; vk], vec![0f64; vk]);
+        for rows in self.x.chunks(col_chunk(k, l)) {
+            let mut c0 = 0;
+            while c0 + 4 * l <= k {
+                col_sums_block::<S, F, 4>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                c0 += 4 * l;
+            }
+            while c0 + l <= k {
+                col_sums_block::<S, F, 1>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                c0 += l;
+            }
+            if c0 < k {
+                for row in rows.chunks_exact(k) {
+                    let xc = &row[c0..];
+                    let v = s.widen(ldh::<S, F>(s, xc));
+                    let v = wide_array(s, v);
+                    for (i, &v) in v[..xc.len()].iter().enumerate() {
+                        let d = v - self.h[c0 + i];
+                        sum[c0 + i] += d;
+                        sq[c0 + i] += d * d;
+                    }
                 }
             }
+        }
+        for (a, v) in sum.iter_mut().zip(sv) {
+            *a += v;
+        }
+        for (a, v) in sq.iter_mut().zip(qv) {
+            *a += v;
         }
     }
 }
@@ -685,8 +717,9 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
 
 impl Kernel for ColDSums<'_> {
     type Out = ();
-    /// Blocks of `4·LANES` columns, then of `LANES`, then the rest per row in scalar
-    /// `f64`: the f32 column kernel's operations in its order.
+    /// Chunks of [`COL_ROWS`] rows (two flushes each), in each blocks of `4·LANES` columns,
+    /// then of `LANES`; then the rest per row in scalar `f64`: the f32 column kernel's
+    /// operations in its order.
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
@@ -694,16 +727,20 @@ impl Kernel for ColDSums<'_> {
         let k = m.len();
         let (a, b) = (&a[..k], &b[..k]);
         let (sg, sgx) = (&mut self.sg[..k], &mut self.sgx[..k]);
-        let xd = (self.x, self.dy);
-        let mut c0 = 0;
-        while c0 + 4 * l <= k {
-            col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
-            c0 += 4 * l;
+        let rows = col_chunk(k, l);
+        let chunks = self.x.chunks(rows).zip(self.dy.chunks(rows));
+        for xd in chunks {
+            let mut c0 = 0;
+            while c0 + 4 * l <= k {
+                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                c0 += 4 * l;
+            }
+            while c0 + l <= k {
+                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                c0 += l;
+            }
         }
-        while c0 + l <= k {
-            col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
-            c0 += l;
-        }
+        let c0 = k - k % l;
         if c0 < k {
             let r = c0..k;
             let c = (

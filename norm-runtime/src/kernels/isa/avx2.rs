@@ -5,15 +5,18 @@ use std::arch::x86_64::*;
 use super::{Isa, WithIsa};
 use crate::kernels::simd::{detected, Level};
 
-/// Proof that the CPU runs AVX2 and FMA (made only by [`Avx2::try_new`]).
+/// Proof that the CPU runs AVX2, FMA and F16C (made only by [`Avx2::try_new`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2(());
 
 impl Avx2 {
-    /// The token, if the CPU has the features (`simd::detected` checks both).
+    /// The token, if the CPU has the features (`simd::detected` checks AVX2 and FMA; F16C,
+    /// the f16 conversions, comes with every AVX2 CPU and is checked here: without it the
+    /// calls run the portable level).
     #[inline(always)]
     pub fn try_new() -> Option<Self> {
-        (detected() >= Level::Avx2).then_some(Avx2(()))
+        (detected() >= Level::Avx2 && std::arch::is_x86_feature_detected!("f16c"))
+            .then_some(Avx2(()))
     }
 }
 
@@ -24,7 +27,7 @@ macro_rules! ops {
         #[inline(always)]
         fn $name $(<$g: $b>)? (self, $($a: $t),*) $(-> $r)? {
             #[$inline]
-            #[target_feature(enable = "avx2,fma")]
+            #[target_feature(enable = "avx2,fma,f16c")]
             fn imp $(<$g: $b>)? ($($a: $t),*) $(-> $r)? $body
             // SAFETY: an `Avx2` exists only where these features were detected.
             unsafe { imp($($a),*) }
@@ -136,8 +139,9 @@ impl Isa for Avx2 {
     }
 
     // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded with
-    // integer arithmetic (nearest even, NaN quieted: the `half` crate's bits); f16 through
-    // the trait's lane-by-lane defaults (F16C is not part of this token).
+    // integer arithmetic (nearest even, NaN quieted: the `half` crate's bits); f16 by F16C
+    // `vcvtph2ps` / `vcvtps2ph` (round to nearest even, subnormals kept, NaN quieted with
+    // its payload's top bits: the `half` crate's bits, as the AVX-512 level).
     ops! {
         #[inline]
         load_bf16(s: &[u16]) -> __m256 {
@@ -156,6 +160,15 @@ impl Isa for Avx2 {
             let r = _mm256_blendv_epi8(r, q, nan);
             let p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
             let h: [u16; 8] = bytemuck::cast(p);
+            s[..8].copy_from_slice(&h);
+        }
+        load_f16(s: &[u16]) -> __m256 {
+            let a: [u16; 8] = s[..8].try_into().expect("8 values");
+            _mm256_cvtph_ps(bytemuck::cast(a))
+        }
+        store_f16(s: &mut [u16], v: __m256) {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+            let h: [u16; 8] = bytemuck::cast(h);
             s[..8].copy_from_slice(&h);
         }
     }

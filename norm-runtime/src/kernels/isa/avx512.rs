@@ -131,27 +131,50 @@ impl Isa for Avx512 {
     }
 
     // half-precision loads/stores (half3): bf16 widened by a 16-bit shift and rounded with
-    // integer arithmetic (nearest even, NaN quieted: the `half` crate's bits, subnormals
-    // kept, where `vcvtneps2bf16` would flush them); f16 by `vcvtph2ps` / `vcvtps2ph`
-    // (AVX-512F).
+    // integer arithmetic (`bf16_round`: nearest even, NaN quieted, the `half` crate's
+    // bits); `store_bf16_ne` by AVX512_BF16 `vcvtneps2bf16` where the CPU has it (inline
+    // inside `vectorize_bf16`, whose trampoline enables the feature), except for vectors
+    // holding an f32 subnormal, which the instruction reads as zero: those round as
+    // `store_bf16`. f16 by `vcvtph2ps` / `vcvtps2ph` (AVX-512F).
+    #[inline(always)]
+    fn store_bf16(self, s: &mut [u16], v: __m512) {
+        // SAFETY: an `Avx512` exists only where these features were detected.
+        unsafe { bf16_round(s, v) }
+    }
+    #[inline(always)]
+    fn store_bf16_ne(self, s: &mut [u16], v: __m512) {
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: an `Avx512` exists only where its features were detected, and
+            // AVX512_BF16 was detected just above.
+            if unsafe { bf16_round_ne(s, v) } {
+                return;
+            }
+        }
+        self.store_bf16(s, v)
+    }
+    #[inline(always)]
+    fn vectorize_bf16<Op: WithIsa>(self, op: Op) -> Op::Out {
+        /// The trampoline of `vectorize` with AVX512_BF16 (`bf16_round_ne` inlines there).
+        #[inline(never)]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,avx512bf16")]
+        fn imp<Op: WithIsa>(op: Op) -> Op::Out {
+            op.run(Avx512(()))
+        }
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: an `Avx512` exists only where its features were detected, and
+            // AVX512_BF16 was detected just above.
+            unsafe { imp(op) }
+        } else {
+            self.vectorize(op)
+        }
+    }
+
     ops! {
         #[inline]
         load_bf16(s: &[u16]) -> __m512 {
             let a: [u16; 16] = s[..16].try_into().expect("16 values");
             let w = _mm512_cvtepu16_epi32(bytemuck::cast(a));
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
-        }
-        store_bf16(s: &mut [u16], v: __m512) {
-            let b = _mm512_castps_si512(v);
-            let hi = _mm512_srli_epi32::<16>(b);
-            let odd = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-            let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
-            let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            let q = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
-            let r = _mm512_mask_blend_epi32(nan, r, q);
-            let h: [u16; 16] = bytemuck::cast(_mm512_cvtepi32_epi16(r));
-            s[..16].copy_from_slice(&h);
         }
         load_f16(s: &[u16]) -> __m512 {
             let a: [u16; 16] = s[..16].try_into().expect("16 values");
@@ -163,4 +186,38 @@ impl Isa for Avx512 {
             s[..16].copy_from_slice(&h);
         }
     }
+}
+
+/// `v` rounded to bf16 into the first 16 values of `s` with integer arithmetic (nearest
+/// even, NaN quieted, subnormals rounded: the `half` crate's bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+fn bf16_round(s: &mut [u16], v: __m512) {
+    let b = _mm512_castps_si512(v);
+    let hi = _mm512_srli_epi32::<16>(b);
+    let odd = _mm512_and_si512(hi, _mm512_set1_epi32(1));
+    let bias = _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff));
+    let r = _mm512_srli_epi32::<16>(_mm512_add_epi32(b, bias));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    let q = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+    let r = _mm512_mask_blend_epi32(nan, r, q);
+    let h: [u16; 16] = bytemuck::cast(_mm512_cvtepi32_epi16(r));
+    s[..16].copy_from_slice(&h);
+}
+
+/// [`bf16_round`] by `vcvtneps2bf16` (the same bits), unless a lane of `v` is an f32
+/// subnormal (the instruction reads those as zero): then nothing is stored and the result
+/// is `false`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,avx512bf16")]
+fn bf16_round_ne(s: &mut [u16], v: __m512) -> bool {
+    let b = _mm512_castps_si512(v);
+    let zero_exp = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7f80_0000));
+    let tiny = _mm512_mask_test_epi32_mask(zero_exp, b, _mm512_set1_epi32(0x007f_ffff));
+    if tiny != 0 {
+        return false;
+    }
+    let h: [u16; 16] = bytemuck::cast(_mm512_cvtneps_pbh(v));
+    s[..16].copy_from_slice(&h);
+    true
 }

@@ -122,6 +122,20 @@ pub trait Isa: Copy + Send + Sync + 'static {
             *o = half::bf16::from_f32(x).to_bits();
         }
     }
+    /// Runs `op` as [`vectorize`](Isa::vectorize), with the level's bf16 rounding
+    /// instruction enabled where the CPU has one (AVX-512: AVX512_BF16), so that
+    /// [`store_bf16_ne`](Isa::store_bf16_ne) compiles to it inside `op`.
+    #[inline(always)]
+    fn vectorize_bf16<Op: WithIsa>(self, op: Op) -> Op::Out {
+        self.vectorize(op)
+    }
+    /// [`store_bf16`](Isa::store_bf16) (the same bits) by the level's rounding instruction
+    /// where the CPU has one; inline only inside
+    /// [`vectorize_bf16`](Isa::vectorize_bf16).
+    #[inline(always)]
+    fn store_bf16_ne(self, s: &mut [u16], v: Self::F32) {
+        self.store_bf16(s, v)
+    }
     /// The first `LANES` f16 bit patterns of `s` widened to `f32` (panics if shorter).
     #[inline(always)]
     fn load_f16(self, s: &[u16]) -> Self::F32 {
@@ -214,6 +228,19 @@ pub fn dispatch<Op: WithIsa>(op: Op) -> Op::Out {
         #[cfg(target_arch = "aarch64")]
         Level::Neon => neon::Neon.vectorize(op),
         _ => scalar::Scalar.vectorize(op),
+    }
+}
+
+/// [`dispatch`] through the level's [`Isa::vectorize_bf16`] (kernels storing bf16).
+#[inline(always)]
+pub fn dispatch_bf16<Op: WithIsa>(op: Op) -> Op::Out {
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx512 => match avx512::Avx512::try_new() {
+            Some(s) => s.vectorize_bf16(op),
+            None => scalar::Scalar.vectorize(op),
+        },
+        _ => dispatch(op),
     }
 }
 
