@@ -3,6 +3,7 @@
 
 use rayon::prelude::*;
 
+use super::short::{self, ShortTask};
 use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
 use super::Coef3;
 use crate::kernels::elem::RowReduce;
@@ -222,6 +223,11 @@ multiversion! {
         out: &SharedOut<'_, T>,
     ) {
         let groups_per_unit = units.groups_per_unit;
+        if short::applies(units) {
+            let t = ShortTask { units, x, range: (u0, u1), out };
+            short::forward(t, center, params, finish, c);
+            return;
+        }
         if groups_per_unit == 1 {
             groups_forward(units, x, center, params, finish, u0, u1, c, out);
             return;
