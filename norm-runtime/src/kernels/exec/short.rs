@@ -59,10 +59,31 @@ pub(super) struct ShortTask<'a, 'o, T> {
 /// One block of units: the units' bases (input offset, parameter offset) in order.
 type Bases<'a> = &'a [(usize, usize)];
 
-/// Runs `f(b0, bases)` for the blocks of units `u0..u1`.
+/// Whether the backward passes walk a block in memory order (line j of every unit, then
+/// line j + 1): units whose lines lie across the whole tensor (NCHW batch norm: a channel's
+/// line of each sample), without γ along the lines. Unit by unit, the lines of a unit lie a
+/// sample apart, a multiple of 4 KiB on maps like 8×8 with 64 channels, and the L1 cache
+/// keeps only eight lines per set; in memory order the passes stream through the tensor.
+/// The sums of each unit add up in the same order either way.
 #[inline(always)]
-fn blocks(units: &Units, (u0, u1): (usize, usize), mut f: impl FnMut(usize, Bases<'_>)) {
-    let per = (BLOCK_ELEMS / units.elems().max(1)).clamp(1, BLOCK);
+fn memory_order(units: &Units, gamma: bool) -> bool {
+    units.reduced_outer && !gamma
+}
+
+/// Runs `f(b0, bases)` for the blocks of units `u0..u1` (`whole`: blocks of [`BLOCK`] units
+/// whatever their size, walked in memory order).
+#[inline(always)]
+fn blocks(
+    units: &Units,
+    (u0, u1): (usize, usize),
+    whole: bool,
+    mut f: impl FnMut(usize, Bases<'_>),
+) {
+    let per = if whole {
+        BLOCK
+    } else {
+        (BLOCK_ELEMS / units.elems().max(1)).clamp(1, BLOCK)
+    };
     let mut bases = [(0usize, 0usize); BLOCK];
     let mut walk = units.bases(u0, u1);
     let mut b0 = u0;
@@ -90,7 +111,7 @@ pub(super) fn forward<T: Float>(
         units, x, range, ..
     } = t;
     let (mut shift, mut sum, mut sq) = ([0.0f64; BLOCK], [0.0f64; BLOCK], [0.0f64; BLOCK]);
-    blocks(units, range, |b0, bases| {
+    blocks(units, range, false, |b0, bases| {
         let (nb, k0) = (bases.len(), b0 - range.0);
         let sums = (&mut shift[..nb], &mut sum[..nb], &mut sq[..nb]);
         match which::<T>() {
@@ -154,7 +175,8 @@ pub(super) fn backward<T: Float>(
     } = t;
     let np = o.dparams.len() / 2;
     let (dg, db) = o.dparams.split_at_mut(np);
-    blocks(units, range, |b0, bases| {
+    let whole = memory_order(units, gamma.is_some());
+    blocks(units, range, whole, |b0, bases| {
         let (nb, k0) = (bases.len(), b0 - range.0);
         let k = k0..k0 + nb;
         let (sg, sgx) = (&mut o.sg[k.clone()], &mut o.sgx[k.clone()]);
@@ -358,6 +380,23 @@ impl WithIsa for DSumsBlock<'_> {
         let len = units.line.size;
         // −0 is the identity of the addition: the first add of a chain folds away.
         let z = s.splat_d(-0.0);
+        if memory_order(units, gamma.is_some()) {
+            // The chains of every unit of the block, added to in the order of `None` below.
+            let mut acc = [z; 2 * BLOCK];
+            for (lo, _) in units.lines_at((0, 0)) {
+                for (i, &(bx, _)) in bases.iter().enumerate() {
+                    let k = (s.splat(xhat.0[i]), s.splat(xhat.1[i]), s.splat(xhat.2[i]));
+                    let xo = bx + lo;
+                    let (l1, l2) = line_dsums(s, (&x[xo..xo + len], &dy[xo..xo + len]), k);
+                    acc[2 * i] = s.add_d(acc[2 * i], l1);
+                    acc[2 * i + 1] = s.add_d(acc[2 * i + 1], l2);
+                }
+            }
+            for i in 0..bases.len() {
+                (sg[i], sgx[i]) = (s.sum_d(acc[2 * i]), s.sum_d(acc[2 * i + 1]));
+            }
+            return;
+        }
         for (i, &base) in bases.iter().enumerate() {
             let k = (s.splat(xhat.0[i]), s.splat(xhat.1[i]), s.splat(xhat.2[i]));
             let lines = units.lines_at(base);
@@ -450,30 +489,51 @@ impl WithIsa for DxBlock<'_, '_> {
             gamma,
             out,
         } = self;
-        let (len, l) = (units.line.size, S::LANES);
+        let len = units.line.size;
+        if memory_order(units, gamma.is_some()) {
+            for (lo, _) in units.lines_at((0, 0)) {
+                for (i, &(bx, _)) in bases.iter().enumerate() {
+                    let k = (coef.0[i], coef.1[i], coef.2[i], coef.3[i]);
+                    let xo = bx + lo;
+                    let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
+                    line_dx(s, (xs, ds), out_line(out, xo, len), k);
+                }
+            }
+            return;
+        }
         for (i, &base) in bases.iter().enumerate() {
-            let (vm, va, vb) = (s.splat(coef.1[i]), s.splat(coef.2[i]), s.splat(coef.3[i]));
             for (xo, po) in units.lines_at(base) {
                 let c = gamma.map_or(coef.0[i], |g| coef.0[i] * g[po]);
-                let vc = s.splat(c);
+                let k = (c, coef.1[i], coef.2[i], coef.3[i]);
                 let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                let o = out_line(out, xo, len);
-                let mut j = 0;
-                while j + l <= len {
-                    let (vx, vd) = (s.load(&xs[j..]), s.load(&ds[j..]));
-                    let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
-                    s.store(&mut o[j..], s.add(s.mul(vd, vc), xh));
-                    j += l;
-                }
-                if j < len {
-                    let (vx, vd) = (s.load_part(&xs[j..]), s.load_part(&ds[j..]));
-                    let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
-                    s.store_part(&mut o[j..], s.add(s.mul(vd, vc), xh));
-                }
+                line_dx(s, (xs, ds), out_line(out, xo, len), k);
             }
         }
     }
 }
+
+/// dx = dy·c + ((x − m)·a + b) over one line, `k` = (c, m, a, b).
+#[inline(always)]
+fn line_dx<S: Isa>(s: S, (xs, ds): (&[f32], &[f32]), o: &mut [f32], (c, m, a, b): Coef1) {
+    let (len, l) = (o.len(), S::LANES);
+    let (xs, ds) = (&xs[..len], &ds[..len]);
+    let (vc, vm, va, vb) = (s.splat(c), s.splat(m), s.splat(a), s.splat(b));
+    let mut j = 0;
+    while j + l <= len {
+        let (vx, vd) = (s.load(&xs[j..]), s.load(&ds[j..]));
+        let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
+        s.store(&mut o[j..], s.add(s.mul(vd, vc), xh));
+        j += l;
+    }
+    if j < len {
+        let (vx, vd) = (s.load_part(&xs[j..]), s.load_part(&ds[j..]));
+        let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
+        s.store_part(&mut o[j..], s.add(s.mul(vd, vc), xh));
+    }
+}
+
+/// One unit's dx coefficients (c, m, a, b).
+type Coef1 = (f32, f32, f32, f32);
 
 // ---- portable loops (f64, and γ along the line) ----
 
