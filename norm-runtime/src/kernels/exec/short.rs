@@ -231,15 +231,6 @@ pub(super) fn backward<T: Float>(
     });
 }
 
-/// The output line of a unit of the calling task at input offset `xo`.
-#[inline(always)]
-fn out_line<'s, T>(out: &'s SharedOut<'_, T>, xo: usize, len: usize) -> &'s mut [T] {
-    // SAFETY: callers ask only for lines of the units of their own task, each line once at
-    // a time (the reference dies before the next line is asked for): no other live
-    // reference overlaps it.
-    unsafe { out.line(xo, len) }
-}
-
 // ---- f32 kernels over the ISA token ----
 
 /// The shifted sums of a block's units (`f32`).
@@ -326,7 +317,10 @@ impl WithIsa for AffineBlock<'_, '_> {
         for (i, &base) in bases.iter().enumerate() {
             let (m, a, b) = (coef.0[i], coef.1[i], coef.2[i]);
             for (xo, po) in units.lines_at(base) {
-                let (xs, y) = (&x[xo..xo + len], out_line(out, xo, len));
+                // SAFETY: a line of a unit of the calling task (no other task writes it),
+                // asked for once at a time: no other live reference overlaps it.
+                let y = unsafe { out.line(xo, len) };
+                let xs = &x[xo..xo + len];
                 let (a, b) = match params.line(units.line, po) {
                     ParamLine::None => (a, b),
                     ParamLine::Scalar(g, bt) => (a * g, b * g + bt),
@@ -496,7 +490,9 @@ impl WithIsa for DxBlock<'_, '_> {
                     let k = (coef.0[i], coef.1[i], coef.2[i], coef.3[i]);
                     let xo = bx + lo;
                     let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                    line_dx(s, (xs, ds), out_line(out, xo, len), k);
+                    // SAFETY: a line of a unit of the calling task (no other task writes
+                    // it), asked for once at a time: no other live reference overlaps it.
+                    line_dx(s, (xs, ds), unsafe { out.line(xo, len) }, k);
                 }
             }
             return;
@@ -506,7 +502,9 @@ impl WithIsa for DxBlock<'_, '_> {
                 let c = gamma.map_or(coef.0[i], |g| coef.0[i] * g[po]);
                 let k = (c, coef.1[i], coef.2[i], coef.3[i]);
                 let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                line_dx(s, (xs, ds), out_line(out, xo, len), k);
+                // SAFETY: a line of a unit of the calling task (no other task writes it),
+                // asked for once at a time: no other live reference overlaps it.
+                line_dx(s, (xs, ds), unsafe { out.line(xo, len) }, k);
             }
         }
     }
@@ -598,7 +596,9 @@ fn affine_portable<T: Float>(
     for (i, &base) in bases.iter().enumerate() {
         let k = (coef.0[i], coef.1[i], coef.2[i]);
         for (xo, po) in units.lines_at(base) {
-            let y = out_line(out, xo, len);
+            // SAFETY: a line of a unit of the calling task (no other task writes it), asked
+            // for once at a time: no other live reference overlaps it.
+            let y = unsafe { out.line(xo, len) };
             affine_line(&x[xo..xo + len], y, k, params.line(units.line, po));
         }
     }
@@ -661,7 +661,9 @@ fn dx_portable<T: Float>(
     for (i, &base) in bases.iter().enumerate() {
         let (m, a, b) = (coef.1[i], coef.2[i], coef.3[i]);
         for (xo, po) in units.lines_at(base) {
-            let o = out_line(out, xo, len);
+            // SAFETY: a line of a unit of the calling task (no other task writes it), asked
+            // for once at a time: no other live reference overlaps it.
+            let o = unsafe { out.line(xo, len) };
             let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
             match gamma {
                 Some(g) if line.ps != 0 => {
