@@ -460,6 +460,22 @@ fn outputs_at_every_alignment_streamed_or_not() {
         (r#"input = "N,C", axes = "N""#, &[], vec![9, 80]),
         (r#"input = "N,L,C", axes = "L""#, &[], vec![3, 11, 32]),
         (r#"input = "N,H,W,C", axes = "N,W""#, &[], vec![3, 4, 5, 16]),
+        // Short lines (small maps): GroupNorm on 5×5 and 1×1 maps, NCHW batch norm on 3×3.
+        (
+            r#"input = "N,C,H,W", axes = "C,H,W", groups = 4, affine"#,
+            &[("C", 8)],
+            vec![3, 8, 5, 5],
+        ),
+        (
+            r#"input = "N,C,H,W", axes = "C,H,W", groups = 4, affine"#,
+            &[("C", 12)],
+            vec![5, 12, 1, 1],
+        ),
+        (
+            r#"input = "N,C,H,W", axes = "N,H,W", affine"#,
+            &[("C", 6)],
+            vec![7, 6, 3, 3],
+        ),
     ];
     for (spec, sizes, shape) in cases {
         let spec = NormSpec::parse(spec).expect("spec");

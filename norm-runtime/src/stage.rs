@@ -10,8 +10,8 @@ use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, ShiftedSums, Stat,
-    Units,
+    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Finish, Params,
+    ShiftedSums, Stat, Units,
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
@@ -383,11 +383,25 @@ pub(crate) fn backward_plain<T: Float>(
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
     };
-    // The same for a run of groups, without a call per group.
+    // The same for a run of groups, without a call per group: vectorized (`renorm`: one
+    // group at a time).
+    let est = estimator_of(stage, n);
+    let dx_est = DxEstimator {
+        center: est.center,
+        eps_var: est.eps_var,
+        count: est.count,
+        denom: est.denom,
+        fixed: saved.fixed,
+    };
     let many = |s0: usize, (sg, sgx): (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
-        for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
-            (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
+        if renormed {
+            for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
+                (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
+            }
+            return;
         }
+        let stats = &saved.stats[s0..s0 + out.c.len()];
+        exec::dx_finish_run(s0, stats, dx_est, group_scale, (sg, sgx), out);
     };
     let finish = DxFinish {
         one: &one,

@@ -29,10 +29,11 @@
 mod backward;
 mod finish;
 mod forward;
+mod short;
 mod units;
 
 pub(crate) use backward::{backward, dsums_all, dx_all};
-pub(crate) use finish::{finish_run, Estimator};
+pub(crate) use finish::{dx_finish_run, finish_run, DxEstimator, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all, ColumnSums, Finish};
 pub(crate) use units::{
     Acc, BackOut, CoefMut, DxCoefMut, DxFinish, Params, SharedOut, ShiftedSums, Stat, Units,

@@ -21,8 +21,8 @@ use norm_spec::path::{ParamKind, Variance};
 
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Estimator, Finish, Params,
-    ShiftedSums, Stat, Units,
+    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator, Finish,
+    Params, ShiftedSums, Stat, Units,
 };
 use crate::scratch::Scratch;
 use crate::stage::{BackwardIo, StageCall};
@@ -284,10 +284,17 @@ pub(crate) fn backward<
         let (m, a, b) = coef::<T>(st.mean, r * c1, c0);
         (T::from_acc(r * gs), m, a, b)
     };
-    let many = |s0: usize, (sg, sgx): (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
-        for (i, (&sg, &sgx)) in sg.iter().zip(sgx).enumerate() {
-            (out.c[i], out.m[i], out.a[i], out.b[i]) = one(s0 + i, sg, sgx);
-        }
+    // The same arithmetic for a run of groups (columns), vectorized.
+    let dx_est = DxEstimator {
+        center: CENTER,
+        eps_var: EPS_VAR,
+        count: n as f64,
+        denom: denom::<VARIANCE, CENTER>(n),
+        fixed,
+    };
+    let many = |s0: usize, sums: (&[f64], &[f64]), out: DxCoefMut<'_, T>| {
+        let stats = &saved.stats[s0..s0 + out.c.len()];
+        exec::dx_finish_run(s0, stats, dx_est, group_scale, sums, out);
     };
     let finish = DxFinish {
         one: &one,

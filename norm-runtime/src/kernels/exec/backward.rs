@@ -5,6 +5,7 @@ mod rows;
 
 use rayon::prelude::*;
 
+use super::short::{self, ShortTask};
 use super::units::{BackOut, DxCoefMut, DxFinish, SharedOut, Units};
 use super::{Coef3, Coef4};
 use crate::kernels::elem::RowReduce;
@@ -202,6 +203,9 @@ multiversion! {
             }
             if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
                 rows_backward(&t, finish, u0, u1, o, out);
+            } else if short::applies(units) {
+                let t = ShortTask { units, x, range: (u0, u1), out };
+                short::backward(t, (dy, xhat), gamma, finish, o);
             } else {
                 groups_backward(&t, finish, u0, u1, o, out);
             }

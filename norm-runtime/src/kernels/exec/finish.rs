@@ -8,7 +8,7 @@
 //! [`Estimator`].
 
 use super::forward::ColumnSums;
-use super::units::{CoefMut, Stat};
+use super::units::{CoefMut, DxCoefMut, Stat};
 use crate::kernels::isa::multiversion;
 use crate::Float;
 
@@ -120,5 +120,116 @@ pub(crate) fn finish_run<T: Float>(
             b: &mut b[i0..i1],
         };
         finish_columns(part, est, (&scale[..i1 - i0], &shift[..i1 - i0]), out);
+    }
+}
+
+/// How a stage turns a group's backward sums into its dx coefficients (decided by `stats`:
+/// `stats::dx_terms`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DxEstimator {
+    /// Mean subtraction (the c0 term).
+    pub center: bool,
+    /// `eps_mode = "var"`: c1 = −(1/σ)·Σg·x̂ / d; else −Σg·x̂ / (d·σ).
+    pub eps_var: bool,
+    /// The number of values per group.
+    pub count: f64,
+    /// The variance's divisor d.
+    pub denom: f64,
+    /// Fixed statistics (eval with running statistics): no c0, c1 terms.
+    pub fixed: bool,
+}
+
+/// The dx coefficients (c, m, a, b) of a run of groups from their statistics, their folded
+/// γ (`scale`) and their backward sums: `stats::dx_terms` and `kernels::coef`, operation
+/// for operation.
+#[inline(always)]
+fn dx_run<T: Float, const CENTER: bool, const EPS_VAR: bool>(
+    stats: &[Stat],
+    scale: &[f64],
+    (sg, sgx): (&[f64], &[f64]),
+    est: DxEstimator,
+    out: DxCoefMut<'_, T>,
+) {
+    let len = out.c.len();
+    let (stats, scale, sg, sgx) = (&stats[..len], &scale[..len], &sg[..len], &sgx[..len]);
+    let (c, m, a, b) = (
+        &mut out.c[..len],
+        &mut out.m[..len],
+        &mut out.a[..len],
+        &mut out.b[..len],
+    );
+    for i in 0..len {
+        let st = stats[i];
+        let (gs, r) = (scale[i], st.rstd);
+        let (sg, sgx) = (gs * sg[i], gs * sgx[i]);
+        let (c0, c1) = if est.fixed {
+            (0.0, 0.0)
+        } else {
+            let c1 = if EPS_VAR {
+                -st.rstd * sgx / est.denom
+            } else {
+                -sgx / (est.denom * st.var.sqrt())
+            };
+            let c0 = if CENTER {
+                -st.rstd * sg / est.count
+            } else {
+                0.0
+            };
+            (c0, c1)
+        };
+        // `kernels::coef(mean, r·c1, c0)`.
+        let ai = r * c1;
+        let mi = T::from_acc(st.mean);
+        c[i] = T::from_acc(r * gs);
+        m[i] = mi;
+        a[i] = T::from_acc(ai);
+        b[i] = T::from_acc(c0 - (st.mean - mi.to_acc()) * ai);
+    }
+}
+
+multiversion! {
+    /// The dx coefficients of `out.c.len()` consecutive groups (see [`dx_run`]).
+    fn dx_columns<T: Float>(
+        stats: &[Stat],
+        scale: &[f64],
+        sums: (&[f64], &[f64]),
+        est: DxEstimator,
+        out: DxCoefMut<'_, T>,
+    ) {
+        match (est.center, est.eps_var) {
+            (true, true) => dx_run::<T, true, true>(stats, scale, sums, est, out),
+            (true, false) => dx_run::<T, true, false>(stats, scale, sums, est, out),
+            (false, true) => dx_run::<T, false, true>(stats, scale, sums, est, out),
+            (false, false) => dx_run::<T, false, false>(stats, scale, sums, est, out),
+        }
+    }
+}
+
+/// The dx coefficients of the consecutive groups `g0..g0 + out.c.len()` (`stats`: their
+/// statistics), the folded γ of group `s` given by `scale(s)`.
+pub(crate) fn dx_finish_run<T: Float>(
+    g0: usize,
+    stats: &[Stat],
+    est: DxEstimator,
+    scale: impl Fn(usize) -> f64,
+    sums: (&[f64], &[f64]),
+    out: DxCoefMut<'_, T>,
+) {
+    let mut buf = [0.0f64; BATCH];
+    let len = out.c.len();
+    let DxCoefMut { c, m, a, b } = out;
+    for i0 in (0..len).step_by(BATCH) {
+        let i1 = (i0 + BATCH).min(len);
+        for i in i0..i1 {
+            buf[i - i0] = scale(g0 + i);
+        }
+        let out = DxCoefMut {
+            c: &mut c[i0..i1],
+            m: &mut m[i0..i1],
+            a: &mut a[i0..i1],
+            b: &mut b[i0..i1],
+        };
+        let part = (&sums.0[i0..i1], &sums.1[i0..i1]);
+        dx_columns(&stats[i0..i1], &buf[..i1 - i0], part, est, out);
     }
 }

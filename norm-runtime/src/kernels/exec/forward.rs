@@ -5,6 +5,7 @@ mod rows;
 
 use rayon::prelude::*;
 
+use super::short::{self, ShortTask};
 use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
 use super::Coef3;
 use crate::kernels::elem::RowReduce;
@@ -224,6 +225,11 @@ multiversion! {
         out: &SharedOut<'_, T>,
     ) {
         let groups_per_unit = units.groups_per_unit;
+        if short::applies(units) {
+            let t = ShortTask { units, x, range: (u0, u1), out };
+            short::forward(t, center, params, finish, c);
+            return;
+        }
         if groups_per_unit == 1 {
             // Short contiguous rows: a tile of rows per step (`rows`).
             if let Some(tile) = rows::tile(units, params) {

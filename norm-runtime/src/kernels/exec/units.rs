@@ -2,6 +2,7 @@
 //! passes exchange.
 
 use super::{TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
+use crate::kernels::elem::Cast;
 use crate::kernels::lines::ParamLine;
 use crate::kernels::simd;
 use crate::plan::{Dim, Plan, MAX_DIMS};
@@ -149,6 +150,44 @@ impl Units {
             po += i * d.ps;
         }
         (xo, po)
+    }
+
+    /// The bases (input offset, parameter offset) of units `u0..u1` in order: divisions
+    /// once at `u0`, none per unit.
+    #[inline(always)]
+    pub(super) fn bases(&self, u0: usize, u1: usize) -> LineIter<'_> {
+        let kd = &self.kd[..self.nk];
+        let mut idx = [0usize; MAX_DIMS];
+        let (mut xo, mut po) = (0, 0);
+        if u0 < u1 {
+            let mut u = u0;
+            for k in (0..kd.len()).rev() {
+                let d = kd[k];
+                idx[k] = u % d.size;
+                u /= d.size;
+                xo += idx[k] * d.xs;
+                po += idx[k] * d.ps;
+            }
+        }
+        LineIter {
+            rd: kd,
+            idx,
+            xo,
+            po,
+            left: u1.saturating_sub(u0),
+        }
+    }
+
+    /// Every line of the unit whose first line is at `(xo, po)` (a base).
+    #[inline(always)]
+    pub(super) fn lines_at(&self, (xo, po): (usize, usize)) -> LineIter<'_> {
+        LineIter {
+            rd: &self.rd[..self.nr],
+            idx: [0usize; MAX_DIMS],
+            xo,
+            po,
+            left: self.lines,
+        }
     }
 
     /// The lines `j0..j1` of unit `u`.
@@ -323,6 +362,19 @@ impl<'a, T> SharedOut<'a, T> {
             len: out.len(),
             stream: simd::streams(bytes),
             pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    /// The same output as `U` (the cast proves that `T` is `U`), for the kernels of the
+    /// concrete element type.
+    pub(in crate::kernels) fn cast<U>(&self, _: &Cast<T, U>) -> SharedOut<'_, U> {
+        let ptr = self.ptr.load(std::sync::atomic::Ordering::Relaxed);
+        SharedOut {
+            ptr: std::sync::atomic::AtomicPtr::new(ptr.cast::<U>()),
+            len: self.len,
+            stream: self.stream,
+            pipeline: self.pipeline,
             _out: std::marker::PhantomData,
         }
     }
