@@ -4,15 +4,18 @@
 #
 # usage, from the repository root:
 #   bash benches/bf16_rounds.sh OUT [ROUNDS]       # e.g. benches/results/<cpu>/bf16-<commit>
-# Uses target/release/norm-bench (built here first) and python3 with torch; writes
+# Uses target/release/norm-bench (built here first; or BIN) and python3 with torch; writes
 # OUT/runs/*.jsonl (with the load average per round in runs/load.txt), OUT/cpu.txt and the
 # joined table OUT/joined.md (benches/join_bf16.py: medians over the rounds).
 set -eu
 out=${1:?usage: bf16_rounds.sh OUT [ROUNDS]}
 rounds=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-cargo build --release -p norm-bench
-bin=$PWD/target/release/norm-bench
+# BIN=<norm-bench binary> skips the build and times that binary.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p norm-bench
+fi
+bin=${BIN:-$PWD/target/release/norm-bench}
 mkdir -p "$out/runs"
 {
   lscpu | grep 'Model name'
