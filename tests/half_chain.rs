@@ -5,35 +5,19 @@
 //! gradients are the f32 layer's rounded once, bit for bit, at every SIMD level this CPU
 //! runs, and the same bits for 1, 2 and 3 threads.
 
+mod half_support;
+
 use std::sync::Mutex;
 
-use normkit::ndarray::{ArrayD, IxDyn};
+use normkit::ndarray::ArrayD;
 use normkit::prelude::*;
 use normkit::simd;
 use normkit::{bf16, f16};
 
+use half_support::input;
+
 /// `simd::set_cap` is global to the process.
 static LOCK: Mutex<()> = Mutex::new(());
-
-/// Seeded values of `shape`, representable in `T`, and the same values in f32.
-fn input<T: Float>(shape: &[usize], seed: u64, offset: f64) -> (ArrayD<T>, ArrayD<f32>) {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = shape.iter().product();
-    let v: Vec<T> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            T::from_acc(offset + 3.0 * (u - 0.5))
-        })
-        .collect();
-    let wide: Vec<f32> = v.iter().map(|x| x.to_acc() as f32).collect();
-    (
-        ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(),
-        ArrayD::from_shape_vec(IxDyn(shape), wide).unwrap(),
-    )
-}
 
 /// Asserts `half[i]` is `wide[i]` rounded to `T`; returns the bits (for the comparison
 /// across thread counts).
