@@ -418,7 +418,7 @@ pub trait Elem: Sized + Copy {
     {
         rows_sums_each(x, len, center, out);
     }
-    /// y = ((x − m[r])·a[r] + b[r])·γ + β over a tile of contiguous rows of `len` values
+    /// `y = ((x − m[r])·a[r] + b[r])·γ + β` over a tile of contiguous rows of `len` values
     /// (`io`: the tile's input and output, `m.len()` rows), γ and β (if any) along the row
     /// and shared by the rows; `stream` as in [`col_affine`](Elem::col_affine). The
     /// arithmetic of `lines::affine`, bit for bit.
@@ -435,7 +435,7 @@ pub trait Elem: Sized + Copy {
         rows_affine_each(io, len, c, p);
     }
     /// [`row_dsums`](Elem::row_dsums) of each of the contiguous rows of `len` values of
-    /// `io` (x, dy), row r with its (m[r], a[r], b[r]), into `out[r]` (`out.len()` rows), all
+    /// `io` (x, dy), row `r` with its `(m[r], a[r], b[r])`, into `out[r]` (`out.len()` rows), all
     /// sharing `p` (γ and its staging, which receives the rows' terms in row order): one call
     /// for a block of rows, the same bits as row by row.
     #[inline(always)]
@@ -450,9 +450,9 @@ pub trait Elem: Sized + Copy {
     {
         rows_dsums_each(io, len, c, p, out);
     }
-    /// dx = dy·(c[r]·γ) + ((x − m[r])·a[r] + b[r]) over a tile of contiguous rows of `len`
+    /// `dx = dy·(c[r]·γ) + ((x − m[r])·a[r] + b[r])` over a tile of contiguous rows of `len`
     /// values (`io`: x, dy and dx of the tile, `c.0.len()` rows), γ (if any) along the row
-    /// and shared by the rows. The arithmetic of [`row_dx_portable`], bit for bit.
+    /// and shared by the rows. The arithmetic of `row_dx_portable`, bit for bit.
     #[inline(always)]
     fn rows_dx(
         io: (&[Self], &[Self], &mut [Self]),
