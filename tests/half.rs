@@ -18,7 +18,7 @@ mod half_support;
 
 use golden_support::data;
 use golden_support::runner::{self, Prec, Report};
-use half_support::input;
+use half_support::{input, same_params};
 use normkit::ndarray::{Array, ArrayD, Dimension, IxDyn};
 use normkit::prelude::*;
 use normkit::{bf16, f16, norm, Solo, StateDict, ThreadGroup};
@@ -82,27 +82,6 @@ fn adopt_running<T: Float>(h: &DynNorm<T>, w: &mut DynNorm<f32>) {
         ] {
             if let (Some(a), Some(b)) = (a, b.as_mut()) {
                 *b = a.mapv(|v| v.to_acc() as f32);
-            }
-        }
-    }
-}
-
-/// Sets every stage's parameters (and running statistics) of both layers to the same
-/// `T`-representable values.
-fn same_params<T: Float>(h: &mut DynNorm<T>, w: &mut DynNorm<f32>, seed: u64) {
-    for (k, (sh, sw)) in h.stages_mut().iter_mut().zip(w.stages_mut()).enumerate() {
-        let s = seed + 10 * k as u64;
-        let pairs = [
-            (&mut sh.gamma, &mut sw.gamma, 1.0),
-            (&mut sh.beta, &mut sw.beta, 0.0),
-            (&mut sh.running_mean, &mut sw.running_mean, 0.3),
-            (&mut sh.running_var, &mut sw.running_var, 2.0),
-        ];
-        for (i, (ph, pw, offset)) in pairs.into_iter().enumerate() {
-            if let (Some(ph), Some(pw)) = (ph.as_mut(), pw.as_mut()) {
-                let (a, b) = input::<T>(ph.shape(), s + i as u64, offset);
-                *ph = a;
-                *pw = b;
             }
         }
     }

@@ -14,7 +14,7 @@ use normkit::prelude::*;
 use normkit::simd;
 use normkit::{bf16, f16};
 
-use half_support::input;
+use half_support::{input, same_params};
 
 /// `simd::set_cap` is global to the process.
 static LOCK: Mutex<()> = Mutex::new(());
@@ -52,22 +52,7 @@ fn run<T: Float>(spec: &str, c: usize, shape: &[usize], ctx: &str) -> Vec<u64> {
     let spec = NormSpec::parse(spec).unwrap();
     let mut h = DynNorm::<T>::new(&spec, &[("C", c)]).unwrap();
     let mut w = DynNorm::<f32>::new(&spec, &[("C", c)]).unwrap();
-    for (k, (sh, sw)) in h.stages_mut().iter_mut().zip(w.stages_mut()).enumerate() {
-        let s = 10 * k as u64;
-        let pairs = [
-            (&mut sh.gamma, &mut sw.gamma, 1.0),
-            (&mut sh.beta, &mut sw.beta, 0.0),
-            (&mut sh.running_mean, &mut sw.running_mean, 0.3),
-            (&mut sh.running_var, &mut sw.running_var, 2.0),
-        ];
-        for (i, (ph, pw, offset)) in pairs.into_iter().enumerate() {
-            if let (Some(ph), Some(pw)) = (ph.as_mut(), pw.as_mut()) {
-                let (a, b) = input::<T>(ph.shape(), s + i as u64, offset);
-                *ph = a;
-                *pw = b;
-            }
-        }
-    }
+    same_params(&mut h, &mut w, 0);
     let mut bits = Vec::new();
     for (step, mode) in [Mode::Train, Mode::Train, Mode::Eval]
         .into_iter()

@@ -1,7 +1,7 @@
-//! Inputs shared by the half-precision tests (`half.rs`, `half_chain.rs`).
+//! Inputs and parameters shared by the half-precision tests (`half.rs`, `half_chain.rs`).
 
 use normkit::ndarray::{ArrayD, IxDyn};
-use normkit::Float;
+use normkit::{DynNorm, Float};
 
 /// Seeded values of `shape`, already representable in `T` (so the f32 layer sees the same
 /// input as the half one).
@@ -22,4 +22,25 @@ pub fn input<T: Float>(shape: &[usize], seed: u64, offset: f64) -> (ArrayD<T>, A
         ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(),
         ArrayD::from_shape_vec(IxDyn(shape), wide).unwrap(),
     )
+}
+
+/// Sets every stage's parameters (and running statistics) of both layers to the same
+/// `T`-representable values.
+pub fn same_params<T: Float>(h: &mut DynNorm<T>, w: &mut DynNorm<f32>, seed: u64) {
+    for (k, (sh, sw)) in h.stages_mut().iter_mut().zip(w.stages_mut()).enumerate() {
+        let s = seed + 10 * k as u64;
+        let pairs = [
+            (&mut sh.gamma, &mut sw.gamma, 1.0),
+            (&mut sh.beta, &mut sw.beta, 0.0),
+            (&mut sh.running_mean, &mut sw.running_mean, 0.3),
+            (&mut sh.running_var, &mut sw.running_var, 2.0),
+        ];
+        for (i, (ph, pw, offset)) in pairs.into_iter().enumerate() {
+            if let (Some(ph), Some(pw)) = (ph.as_mut(), pw.as_mut()) {
+                let (a, b) = input::<T>(ph.shape(), s + i as u64, offset);
+                *ph = a;
+                *pw = b;
+            }
+        }
+    }
 }
