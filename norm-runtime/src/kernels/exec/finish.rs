@@ -7,8 +7,7 @@
 //! what a stage decides (centering, the estimator's divisor, where eps goes) arrives as an
 //! [`Estimator`].
 
-use super::forward::ColumnSums;
-use super::units::{CoefMut, DxCoefMut, Stat};
+use super::units::{CoefMut, ColumnSums, DxCoefMut, Stat};
 use crate::kernels::isa::multiversion;
 use crate::Float;
 

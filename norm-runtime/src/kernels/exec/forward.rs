@@ -6,7 +6,7 @@ mod rows;
 use rayon::prelude::*;
 
 use super::short::{self, ShortTask};
-use super::units::{Acc, CoefMut, Params, SharedOut, ShiftedSums, Stat, Units};
+use super::units::{Acc, CoefMut, ColumnSums, Finish, Params, SharedOut, ShiftedSums, Units};
 use super::Coef3;
 use crate::kernels::elem::RowReduce;
 use crate::kernels::isa::multiversion;
@@ -560,37 +560,6 @@ pub(crate) fn forward<T: Float>(
             let c = CoefMut { stat, m, a, b };
             fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, &shared);
         });
-}
-
-/// A group's statistics from its raw sums: `one(group, raw, &mut stat)` writes the
-/// statistics and returns the coefficients (m, a, b) of the elementwise pass. (The
-/// statistics go out through the reference: returned through memory and copied, their load
-/// would wait on a store buffer full of the pass's output — a failed store forwarding.)
-pub(crate) type FinishOne<'a, T> = dyn Fn(usize, ShiftedSums, &mut Stat) -> (T, T, T) + Sync + 'a;
-
-/// The statistics and coefficients of the consecutive groups `g0..g0 + sums.len()` from
-/// their raw sums (columns: a unit of channels-last statistics), into `out`; the same
-/// arithmetic as [`FinishOne`] group by group.
-pub(crate) type FinishMany<'a, T> = dyn Fn(usize, ColumnSums<'_>, CoefMut<'_, T>) + Sync + 'a;
-
-/// How the statistics of groups are finished: one at a time (rows, where the next unit's
-/// sums run in the same loop) or a run of them (columns).
-pub(crate) struct Finish<'a, T> {
-    /// One group.
-    pub one: &'a FinishOne<'a, T>,
-    /// A run of consecutive groups.
-    pub many: &'a FinishMany<'a, T>,
-}
-
-/// The raw shifted sums of consecutive groups, as columns.
-#[derive(Clone, Copy)]
-pub(crate) struct ColumnSums<'a> {
-    /// The shift of each group.
-    pub shift: &'a [f64],
-    /// Σ(x − shift).
-    pub sum: &'a [f64],
-    /// Σ(x − shift)².
-    pub sq: &'a [f64],
 }
 
 multiversion! {

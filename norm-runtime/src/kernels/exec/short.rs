@@ -14,8 +14,9 @@
 //! row kernels (x̂ and dy·x̂ in the element type, sums in `f64`), the order of the sums fixed
 //! by the shape, so results never depend on the number of threads.
 
-use super::forward::{ColumnSums, Finish};
-use super::units::{BackOut, CoefMut, DxCoefMut, DxFinish, Params, SharedOut, Units};
+use super::units::{
+    BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, SharedOut, Units,
+};
 use super::{Coef3, Coef4};
 use crate::kernels::elem::{which, Which};
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
