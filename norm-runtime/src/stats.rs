@@ -277,53 +277,56 @@ mod tests {
             state ^= state << 17;
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
+        // The cap of this thread only: `simd::set_cap` would change the level under the
+        // unit tests running beside this one (their bit-identity comparisons then mix levels).
         for level in crate::simd::available() {
-            crate::simd::set_cap(Some(level));
-            for decl in decls {
-                let spec = norm_spec::parse_str(decl).unwrap();
-                let stage = &spec.stages[0];
-                for n in [2usize, 7, 32] {
-                    let len = 133; // more than one batch, not a multiple of the vector width
-                    let shift: Vec<f64> = (0..len).map(|_| 100.0 * next() - 50.0).collect();
-                    let sum: Vec<f64> = (0..len).map(|_| 4.0 * next() - 2.0).collect();
-                    let sq: Vec<f64> = (0..len)
-                        .map(|i| sum[i] * sum[i] / n as f64 * (0.999 + 3.0 * next()))
-                        .collect();
-                    let affine = |s: usize| (0.5 + s as f64 * 0.01, s as f64 * -0.02);
-                    let mut stat = vec![Stat::default(); len];
-                    let (mut m, mut a, mut b) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
-                    let raw = ColumnSums {
-                        shift: &shift,
-                        sum: &sum,
-                        sq: &sq,
-                    };
-                    let out = CoefMut {
-                        stat: &mut stat,
-                        m: &mut m,
-                        a: &mut a,
-                        b: &mut b,
-                    };
-                    finish_run(3, raw, estimator_of(stage, n), affine, out);
-                    for i in 0..len {
-                        let r = ShiftedSums {
-                            shift: shift[i],
-                            sum: sum[i],
-                            sq: sq[i],
+            crate::kernels::simd::with_thread_cap(level, || {
+                for decl in decls {
+                    let spec = norm_spec::parse_str(decl).unwrap();
+                    let stage = &spec.stages[0];
+                    for n in [2usize, 7, 32] {
+                        let len = 133; // more than one batch, not a multiple of the vector width
+                        let shift: Vec<f64> = (0..len).map(|_| 100.0 * next() - 50.0).collect();
+                        let sum: Vec<f64> = (0..len).map(|_| 4.0 * next() - 2.0).collect();
+                        let sq: Vec<f64> = (0..len)
+                            .map(|i| sum[i] * sum[i] / n as f64 * (0.999 + 3.0 * next()))
+                            .collect();
+                        let affine = |s: usize| (0.5 + s as f64 * 0.01, s as f64 * -0.02);
+                        let mut stat = vec![Stat::default(); len];
+                        let (mut m, mut a, mut b) =
+                            (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+                        let raw = ColumnSums {
+                            shift: &shift,
+                            sum: &sum,
+                            sq: &sq,
                         };
-                        let (mean, m2) = mean_m2(stage, r, n);
-                        let st = group_stat(stage, mean, m2, n);
-                        assert_eq!(stat[i], st, "{decl}, n = {n}, group {i}, {level:?}");
-                        let (g, h) = affine(3 + i);
-                        let (em, ea, eb) = coef::<f32>(mean, st.rstd * g, h);
-                        assert_eq!(
-                            (m[i].to_bits(), a[i].to_bits(), b[i].to_bits()),
-                            (em.to_bits(), ea.to_bits(), eb.to_bits()),
-                            "{decl}, n = {n}, group {i}, {level:?}"
-                        );
+                        let out = CoefMut {
+                            stat: &mut stat,
+                            m: &mut m,
+                            a: &mut a,
+                            b: &mut b,
+                        };
+                        finish_run(3, raw, estimator_of(stage, n), affine, out);
+                        for i in 0..len {
+                            let r = ShiftedSums {
+                                shift: shift[i],
+                                sum: sum[i],
+                                sq: sq[i],
+                            };
+                            let (mean, m2) = mean_m2(stage, r, n);
+                            let st = group_stat(stage, mean, m2, n);
+                            assert_eq!(stat[i], st, "{decl}, n = {n}, group {i}, {level:?}");
+                            let (g, h) = affine(3 + i);
+                            let (em, ea, eb) = coef::<f32>(mean, st.rstd * g, h);
+                            assert_eq!(
+                                (m[i].to_bits(), a[i].to_bits(), b[i].to_bits()),
+                                (em.to_bits(), ea.to_bits(), eb.to_bits()),
+                                "{decl}, n = {n}, group {i}, {level:?}"
+                            );
+                        }
                     }
                 }
-            }
+            });
         }
-        crate::simd::set_cap(None);
     }
 }

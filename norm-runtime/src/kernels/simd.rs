@@ -99,6 +99,10 @@ pub fn level() -> Level {
         };
         capped(cap)
     });
+    #[cfg(test)]
+    if let Some(cap) = THREAD_CAP.with(std::cell::Cell::get) {
+        return capped(cap).min(env);
+    }
     match CAP.load(Ordering::Relaxed) {
         NO_CAP => env,
         cap => {
@@ -115,6 +119,29 @@ pub fn level() -> Level {
 /// differ only by rounding.
 pub fn set_cap(cap: Option<Level>) {
     CAP.store(cap.map_or(NO_CAP, |l| l as u8), Ordering::Relaxed);
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// A cap for the calling thread only (the crate's unit tests: [`with_thread_cap`]).
+    static THREAD_CAP: std::cell::Cell<Option<Level>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with the level capped at `cap` on the calling thread only, so a unit test that
+/// compares the levels does not change the level of tests running beside it (the
+/// process-wide [`set_cap`] would). Work that `f` hands to other threads runs at the
+/// process-wide level: use it for single-threaded calls.
+#[cfg(test)]
+pub(crate) fn with_thread_cap<R>(cap: Level, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            THREAD_CAP.with(|c| c.set(None));
+        }
+    }
+    THREAD_CAP.with(|c| c.set(Some(cap)));
+    let _reset = Reset;
+    f()
 }
 
 /// Default of [`stream_threshold`]: 72 MiB. On the development machine (2 MiB L2 per
