@@ -121,10 +121,11 @@ fn add_block<S: Isa, const R: usize>(
             Some((g, st)) => (Some(s.load(&g[off..])), st.as_mut()),
             None => (None, None),
         };
-        let mut staged = match &st {
-            Some((sg, sb)) => Some((s.load(&sg[off..]), s.load(&sb[off..]))),
-            None => None,
-        };
+        // No `Option::map` closure (it may stay out of line, outside the level's features).
+        let mut staged = None;
+        if let Some((sg, sb)) = &st {
+            staged = Some((s.load(&sg[off..]), s.load(&sb[off..])));
+        }
         for r in 0..R {
             let o = S::LANES * k;
             let (vd, xh) = acc[r].raw(s, &xb[r][o..], &db[r][o..]);
