@@ -17,6 +17,7 @@ pub struct Cast<T, U> {
 
 impl<T> Cast<T, T> {
     /// The identity (the only way to make a `Cast`).
+    #[inline(always)]
     fn id() -> Self {
         Cast {
             r: |s| s,
@@ -26,6 +27,11 @@ impl<T> Cast<T, T> {
     }
 }
 
+// Every method below is closure-free (`match`, plain loops): a closure, or `Option::map`
+// / `<[_; N]>::map` taking one, may stay out of line, and there the cast is a call through
+// a function pointer whose result comes back through memory, once per kernel call (the
+// load of it, a different width than the stores, then waits for the store buffer full of
+// the previous row's output). Inlined, the pointers are constants and the casts vanish.
 impl<T: Copy, U> Cast<T, U> {
     /// A shared slice.
     #[inline(always)]
@@ -52,33 +58,96 @@ impl<T: Copy, U> Cast<T, U> {
     pub fn r3<'a>(&self, (a, b, c): (&'a [T], &'a [T], &'a [T])) -> (&'a [U], &'a [U], &'a [U]) {
         (self.r(a), self.r(b), self.r(c))
     }
+    /// An optional slice.
+    #[inline(always)]
+    pub fn opt<'a>(&self, s: Option<&'a [T]>) -> Option<&'a [U]> {
+        match s {
+            Some(s) => Some(self.r(s)),
+            None => None,
+        }
+    }
+    /// γ and β along a row, if any.
+    #[inline(always)]
+    pub fn affine<'a>(
+        &self,
+        p: Option<(&'a [T], Option<&'a [T]>)>,
+    ) -> Option<(&'a [U], Option<&'a [U]>)> {
+        match p {
+            Some((g, bt)) => Some((self.r(g), self.opt(bt))),
+            None => None,
+        }
+    }
     /// A row parameter (γ and its staging accumulators).
     #[inline(always)]
     pub fn param<'a>(&self, p: Option<RowParam<'a, T>>) -> Option<RowParam<'a, U>> {
-        p.map(|(g, st)| (self.r(g), st.map(|(a, b)| (self.w(a), self.w(b)))))
+        match p {
+            Some((g, Some((a, b)))) => Some((self.r(g), Some((self.w(a), self.w(b))))),
+            Some((g, None)) => Some((self.r(g), None)),
+            None => None,
+        }
     }
     /// `R` rows of the backward sums.
     #[inline(always)]
-    pub fn rows<'a, const R: usize>(&self, rows: Rows<'a, T, R>) -> Rows<'a, U, R> {
-        Rows {
-            x: rows.x.map(|s| self.r(s)),
-            dy: rows.dy.map(|s| self.r(s)),
-            c: rows.c.map(|c| self.v3(c)),
+    pub fn rows<'a, const R: usize>(&self, rows: Rows<'a, T, R>) -> Rows<'a, U, R>
+    where
+        U: Copy,
+    {
+        let (x0, c0) = (self.r(rows.x[0]), self.v3(rows.c[0]));
+        let mut out = Rows {
+            x: [x0; R],
+            dy: [x0; R],
+            c: [c0; R],
             ahead: rows.ahead,
+        };
+        for r in 0..R {
+            out.x[r] = self.r(rows.x[r]);
+            out.dy[r] = self.r(rows.dy[r]);
+            out.c[r] = self.v3(rows.c[r]);
         }
+        out
     }
     /// `R` rows of the dx pass.
     #[inline(always)]
-    pub fn dx_rows<'a, const R: usize>(&self, rows: DxRows<'a, T, R>) -> DxRows<'a, U, R> {
+    pub fn dx_rows<'a, const R: usize>(&self, rows: DxRows<'a, T, R>) -> DxRows<'a, U, R>
+    where
+        U: Copy,
+    {
+        let DxRows {
+            x,
+            dy,
+            dx,
+            c,
+            g,
+            stream,
+        } = rows;
+        let (x0, c0) = (self.r(x[0]), c[0].0);
+        let c0 = self.v(c0);
+        let mut xs = [x0; R];
+        let mut ds = [x0; R];
+        let mut cs = [(c0, c0, c0, c0); R];
+        for r in 0..R {
+            xs[r] = self.r(x[r]);
+            ds[r] = self.r(dy[r]);
+            let (c, m, a, b) = c[r];
+            cs[r] = (self.v(c), self.v(m), self.v(a), self.v(b));
+        }
+        // The outputs move over one by one (a `&mut` array has no `Copy` fill value); the
+        // closure below only unwraps.
+        let mut dx = dx.into_iter();
+        let mut outs: [Option<&'a mut [U]>; R] = [const { None }; R];
+        for o in &mut outs {
+            if let Some(d) = dx.next() {
+                *o = Some(self.w(d));
+            }
+        }
+        let dx = outs.map(|o| o.expect("R outputs"));
         DxRows {
-            x: rows.x.map(|s| self.r(s)),
-            dy: rows.dy.map(|s| self.r(s)),
-            dx: rows.dx.map(|s| self.w(s)),
-            c: rows
-                .c
-                .map(|(c, m, a, b)| (self.v(c), self.v(m), self.v(a), self.v(b))),
-            g: rows.g.map(|s| self.r(s)),
-            stream: rows.stream,
+            x: xs,
+            dy: ds,
+            dx,
+            c: cs,
+            g: self.opt(g),
+            stream,
         }
     }
 }
@@ -297,8 +366,7 @@ impl<T: crate::Float> RowReduce for T {
         stream: bool,
     ) -> Option<(f64, f64)> {
         by_type!(T, k => {
-            let p = p.map(|(g, bt)| (k.r(g), bt.map(|bt| k.r(bt))));
-            Elem::affine_then_sums(k.r(x), k.w(y), k.v3(c), p, (k.r(next), ahead), shift, stream)
+            Elem::affine_then_sums(k.r(x), k.w(y), k.v3(c), k.affine(p), (k.r(next), ahead), shift, stream)
         })
     }
     #[inline(always)]
@@ -339,8 +407,7 @@ impl<T: crate::Float> RowReduce for T {
         stream: bool,
     ) {
         by_type!(T, k => {
-            let p = p.map(|(g, bt)| (k.r(g), bt.map(|bt| k.r(bt))));
-            Elem::rows_affine((k.r(x), k.w(y)), len, k.r3(c), p, stream)
+            Elem::rows_affine((k.r(x), k.w(y)), len, k.r3(c), k.affine(p), stream)
         })
     }
     #[inline(always)]
@@ -353,7 +420,7 @@ impl<T: crate::Float> RowReduce for T {
     ) {
         by_type!(T, k => {
             let c = (k.r(c0), k.r(c1), k.r(c2), k.r(c3));
-            Elem::rows_dx((k.r(x), k.r(dy), k.w(dx)), len, c, g.map(|g| k.r(g)), stream)
+            Elem::rows_dx((k.r(x), k.r(dy), k.w(dx)), len, c, k.opt(g), stream)
         })
     }
 }

@@ -45,7 +45,8 @@ pub(crate) fn affine<T: Float, const DS: bool>(
         let (y0, y1) = y.split_at_mut(h);
         let (x0, x1) = x.split_at(h);
         let rest = match p {
-            ParamLine::Vector(g, bt) => ParamLine::Vector(&g[h..], bt.map(|bt| &bt[h..])),
+            ParamLine::Vector(g, Some(bt)) => ParamLine::Vector(&g[h..], Some(&bt[h..])),
+            ParamLine::Vector(g, None) => ParamLine::Vector(&g[h..], None),
             p => p,
         };
         row_affine(x0, y0, (m[0], a[0], b[0]), p);
@@ -64,9 +65,15 @@ pub(crate) fn affine<T: Float, const DS: bool>(
                 *o = ((v - m) * a + b) * g + bt;
             }
         }
-        ParamLine::Vector(g, bt) => {
-            for (i, ((((o, &v), &m), &a), &b)) in it.enumerate() {
-                *o = ((v - m) * a + b) * g[i] + bt.map_or(T::zero(), |bt| bt[i]);
+        // γ and β zipped, no closure per element (one may stay out of line).
+        ParamLine::Vector(g, Some(bt)) => {
+            for (((((o, &v), &m), &a), &b), (&g, &bt)) in it.zip(g.iter().zip(bt)) {
+                *o = ((v - m) * a + b) * g + bt;
+            }
+        }
+        ParamLine::Vector(g, None) => {
+            for (((((o, &v), &m), &a), &b), &g) in it.zip(g) {
+                *o = ((v - m) * a + b) * g + T::zero();
             }
         }
     }

@@ -74,8 +74,11 @@ pub struct DxRows<'a, T, const R: usize> {
 /// A row parameter reborrowed for one call.
 #[inline(always)]
 pub(crate) fn reborrow<'b, T>(p: &'b mut Option<RowParam<'_, T>>) -> Option<RowParam<'b, T>> {
-    p.as_mut()
-        .map(|(g, st)| (&**g, st.as_mut().map(|(a, b)| (&mut **a, &mut **b))))
+    match p {
+        Some((g, Some((a, b)))) => Some((&**g, Some((&mut **a, &mut **b)))),
+        Some((g, None)) => Some((&**g, None)),
+        None => None,
+    }
 }
 
 /// [`Elem::col_sums`] line by line (the default, and the fallback of other levels).

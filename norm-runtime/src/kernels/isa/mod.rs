@@ -281,19 +281,58 @@ impl Aligned {
     /// lies in the pass.
     #[inline(always)]
     pub fn body(&mut self, len: usize) -> Option<usize> {
+        // No closure (`bool::then`): one may stay out of line, outside the level's features.
         let i = self.next;
-        (i + len <= self.n).then(|| {
+        if i + len <= self.n {
             self.next = i + len;
-            i
-        })
+            Some(i)
+        } else {
+            None
+        }
     }
 
     /// The head and the values after the last body block, as (start, len ≤ LANES).
     #[inline(always)]
-    pub fn rest(&self) -> impl Iterator<Item = (usize, usize)> {
-        let (l, h, n) = (self.lanes, self.head, self.n);
-        let head = (0..h).step_by(l).map(move |i| (i, l.min(h - i)));
-        let tail = (self.next..n).step_by(l).map(move |i| (i, l.min(n - i)));
-        head.chain(tail)
+    pub fn rest(&self) -> Rest {
+        Rest {
+            at: 0,
+            end: self.head,
+            next: self.next,
+            n: self.n,
+            lanes: self.lanes,
+        }
+    }
+}
+
+/// The vectors of [`Aligned::rest`]: those of the head, then those after the last body
+/// block (a plain iterator: adapters with closures may stay out of line).
+pub(crate) struct Rest {
+    /// The start of the next vector.
+    at: usize,
+    /// The end of the current range (the head, then the pass).
+    end: usize,
+    /// The start of the tail.
+    next: usize,
+    /// Values of the pass.
+    n: usize,
+    /// Lanes of a vector.
+    lanes: usize,
+}
+
+impl Iterator for Rest {
+    type Item = (usize, usize);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        if self.at >= self.end {
+            if self.end == self.n || self.next >= self.n {
+                return None;
+            }
+            // The head is done: the tail from the last body block to the end.
+            (self.at, self.end) = (self.next, self.n);
+        }
+        let i = self.at;
+        let len = self.lanes.min(self.end - i);
+        self.at = i + len;
+        Some((i, len))
     }
 }

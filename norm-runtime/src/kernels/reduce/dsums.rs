@@ -1,7 +1,7 @@
 //! The backward row sums (Σw·dy, Σw·dy·x̂) of `f32` and `f64` rows, plain and pipelined
 //! with the dx pass of the previous rows, written once over the ISA token.
 
-use super::sums::{ld, st};
+use super::sums::{ld, put};
 use super::{reborrow, row_dsums_portable, row_dsums_weighted, DxRows, RowParam, Rows};
 use crate::kernels::isa::{Aligned, Isa};
 
@@ -11,6 +11,7 @@ use crate::kernels::isa::{Aligned, Isa};
 /// conversions off the critical port. The plain and the pipelined kernels, for any number
 /// of rows at a time, perform the same operations on a row in the same order
 /// (bit-identical sums).
+#[derive(Clone, Copy)]
 struct DSums<S: Isa> {
     coef: (f32, f32, f32),
     vm: S::F32,
@@ -120,9 +121,11 @@ fn add_block<S: Isa, const R: usize>(
             Some((g, st)) => (Some(s.load(&g[off..])), st.as_mut()),
             None => (None, None),
         };
-        let mut staged = st
-            .as_ref()
-            .map(|(sg, sb)| (s.load(&sg[off..]), s.load(&sb[off..])));
+        // No `Option::map` closure (it may stay out of line, outside the level's features).
+        let mut staged = None;
+        if let Some((sg, sb)) = &st {
+            staged = Some((s.load(&sg[off..]), s.load(&sb[off..])));
+        }
         for r in 0..R {
             let o = S::LANES * k;
             let (vd, xh) = acc[r].raw(s, &xb[r][o..], &db[r][o..]);
@@ -130,7 +133,10 @@ fn add_block<S: Isa, const R: usize>(
                 *sg = s.mul_add(vd, xh, *sg);
                 *sb = s.add(*sb, vd);
             }
-            let vw = g.map_or(vd, |g| s.mul(vd, g));
+            let vw = match g {
+                Some(g) => s.mul(vd, g),
+                None => vd,
+            };
             if k == 0 {
                 (ps[r], pt[r]) = (vw, s.mul(vw, xh));
             } else {
@@ -151,12 +157,22 @@ fn add_block<S: Isa, const R: usize>(
 /// The values from `from` on of a row parameter.
 #[inline(always)]
 fn tail<'a>(p: Option<RowParam<'a, f32>>, from: usize) -> Option<RowParam<'a, f32>> {
-    p.map(|(g, st)| {
-        (
-            &g[from..],
-            st.map(|(sg, sb)| (&mut sg[from..], &mut sb[from..])),
-        )
-    })
+    match p {
+        Some((g, Some((sg, sb)))) => Some((&g[from..], Some((&mut sg[from..], &mut sb[from..])))),
+        Some((g, None)) => Some((&g[from..], None)),
+        None => None,
+    }
+}
+
+/// The accumulators of `R` rows (a plain loop: a closure of `<[_; R]>::map` may stay out of
+/// line, compiled without the level's features, each token operation in it a call).
+#[inline(always)]
+fn dsums_acc<S: Isa, const R: usize>(s: S, rows: &Rows<'_, f32, R>) -> [DSums<S>; R] {
+    let mut acc = [DSums::new(s, rows.c[0]); R];
+    for (a, &c) in acc.iter_mut().zip(&rows.c) {
+        *a = DSums::new(s, c);
+    }
+    acc
 }
 
 /// Asserts that rows, upstream gradients and the parameter all have length `n`.
@@ -206,7 +222,7 @@ pub(super) fn dsums_f32<S: Isa, const R: usize>(
 ) -> [(f64, f64); R] {
     let n = rows.x[0].len();
     check_rows(n, &rows, &p);
-    let mut acc = rows.c.map(|c| DSums::new(s, c));
+    let mut acc = dsums_acc(s, &rows);
     let step = 4 * S::LANES;
     let full = n - n % step;
     let mut i = 0;
@@ -226,23 +242,51 @@ pub(super) fn dsums_f32<S: Isa, const R: usize>(
     dsums_finish(s, &mut acc, &rows, full, p)
 }
 
-/// dx = dy·(c·γ) + ((x − m)·a + b) on `len` values from `j`: the portable kernel's
-/// operations, lane by lane.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dx_vec<S: Isa>(
-    s: S,
-    (x, dy, dx): (&[f32], &[f32], &mut [f32]),
-    (vc, vm, va, vb): (S::F32, S::F32, S::F32, S::F32),
-    g: Option<&[f32]>,
-    (j, len): (usize, usize),
-    stream: bool,
-) {
-    let v = ld(s, x, j, len);
-    let d = ld(s, dy, j, len);
-    let xh = s.add(s.mul(s.sub(v, vm), va), vb);
-    let k = g.map_or(vc, |g| s.mul(vc, ld(s, g, j, len)));
-    st(s, dx, j, len, s.add(s.mul(d, k), xh), stream);
+/// The dx pass of one row, dx = dy·(c·γ) + ((x − m)·a + b): (c, m, a, b) in registers, γ
+/// along the row when `G` (otherwise `g` is a stand-in of the row's length, never read), so
+/// a loop over the row tests nothing per vector.
+#[derive(Clone, Copy)]
+struct Dx<'a, S: Isa, const G: bool> {
+    k: (S::F32, S::F32, S::F32, S::F32),
+    g: &'a [f32],
+}
+
+impl<S: Isa, const G: bool> Dx<'_, S, G> {
+    /// dx of the `len ≤ LANES` values from `j` of (`x`, `dy`; γ at the same offsets): the
+    /// portable kernel's operations, lane by lane.
+    #[inline(always)]
+    fn at(&self, s: S, (x, dy): (&[f32], &[f32]), (j, len): (usize, usize)) -> S::F32 {
+        let (vc, vm, va, vb) = self.k;
+        let v = ld(s, x, j, len);
+        let d = ld(s, dy, j, len);
+        let xh = s.add(s.mul(s.sub(v, vm), va), vb);
+        let k = if G {
+            s.mul(vc, ld(s, self.g, j, len))
+        } else {
+            vc
+        };
+        s.add(s.mul(d, k), xh)
+    }
+
+    /// The values `0..out.len()` (a multiple of `LANES`) of the row into `out`, as full
+    /// vectors.
+    #[inline(always)]
+    fn block(&self, s: S, io: (&[f32], &[f32]), out: &mut [f32], stream: bool) {
+        for (t, o) in out.chunks_exact_mut(S::LANES).enumerate() {
+            let v = self.at(s, io, (t * S::LANES, S::LANES));
+            put(s, o, v, stream);
+        }
+    }
+
+    /// The values `from..from + out.len()` of the row into `out`, as vectors from `from`
+    /// (the last one partial).
+    #[inline(always)]
+    fn run(&self, s: S, io: (&[f32], &[f32]), from: usize, out: &mut [f32], stream: bool) {
+        for (t, o) in out.chunks_mut(S::LANES).enumerate() {
+            let v = self.at(s, io, (from + t * S::LANES, o.len()));
+            put(s, o, v, stream);
+        }
+    }
 }
 
 /// dx of the current rows with `dsums_f32` of the next rows in the same loop.
@@ -265,6 +309,30 @@ pub(super) fn dx_then_dsums_f32<S: Isa, const R: usize>(
         cur.g.is_none_or(|g| g.len() == n),
         "parameters span the row"
     );
+    let mut acc = dsums_acc(s, &next);
+    // One loop per parameter kind (γ of the sums, γ of dx): nothing in it tests them per
+    // vector.
+    let full = match (p.is_some(), cur.g.is_some()) {
+        (false, false) => dx_loop::<S, R, false, false>(s, cur, &next, &mut p, &mut acc),
+        (false, true) => dx_loop::<S, R, false, true>(s, cur, &next, &mut p, &mut acc),
+        (true, false) => dx_loop::<S, R, true, false>(s, cur, &next, &mut p, &mut acc),
+        (true, true) => dx_loop::<S, R, true, true>(s, cur, &next, &mut p, &mut acc),
+    };
+    dsums_finish(s, &mut acc, &next, full, p)
+}
+
+/// The loop of [`dx_then_dsums_f32`] with the sums' parameter (`P`: `p` is `Some`) and γ
+/// of dx (`G`) fixed; returns where the sums' rest starts. Each block's slices are taken
+/// once (one bounds test per block and row, not per vector).
+#[inline(always)]
+fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
+    s: S,
+    cur: DxRows<'_, f32, R>,
+    next: &Rows<'_, f32, R>,
+    p: &mut Option<RowParam<'_, f32>>,
+    acc: &mut [DSums<S>; R],
+) -> usize {
+    let n = next.x[0].len();
     let DxRows {
         x,
         dy,
@@ -273,14 +341,20 @@ pub(super) fn dx_then_dsums_f32<S: Isa, const R: usize>(
         g,
         stream,
     } = cur;
-    let coef = c.map(|(c, m, a, b)| (s.splat(c), s.splat(m), s.splat(a), s.splat(b)));
+    let g = g.unwrap_or(x[0]);
+    // Plain loops, not `<[_; R]>::map`: a closure may stay out of line, compiled without
+    // the level's features, and then every token operation in it is a call.
+    let (c0, m0, a0, b0) = c[0];
+    let k0 = (s.splat(c0), s.splat(m0), s.splat(a0), s.splat(b0));
+    let mut kind = [Dx::<S, G> { k: k0, g }; R];
+    for (f, &(c, m, a, b)) in kind.iter_mut().zip(&c) {
+        f.k = (s.splat(c), s.splat(m), s.splat(a), s.splat(b));
+    }
     let mut out = [Aligned::new(s, &dx[0][..]); R];
     for (o, d) in out.iter_mut().zip(&dx) {
         *o = Aligned::new(s, d);
     }
-    let mut acc = next.c.map(|c| DSums::new(s, c));
-    let l = S::LANES;
-    let step = 4 * l;
+    let step = 4 * S::LANES;
     let full = n - n % step;
     // The R rows after `next` (`Rows::ahead`): R·step values of each per step.
     let ahead = next.ahead;
@@ -291,7 +365,11 @@ pub(super) fn dx_then_dsums_f32<S: Isa, const R: usize>(
     while i < full {
         // The next rows' loads first: a load behind a store to an address 4 KiB apart
         // (rows of whole pages) would wait on it (4K aliasing).
-        add_block(s, &mut acc, (next.x, next.dy), i, &mut p);
+        if P {
+            add_block(s, acc, (next.x, next.dy), i, p);
+        } else {
+            add_block(s, acc, (next.x, next.dy), i, &mut None);
+        }
         if ahead {
             for k in 0..lines {
                 s.prefetch(ax.wrapping_add(R * i + 32 * k));
@@ -300,22 +378,27 @@ pub(super) fn dx_then_dsums_f32<S: Isa, const R: usize>(
         }
         for r in 0..R {
             if let Some(j) = out[r].body(step) {
-                for j in [j, j + l, j + 2 * l, j + 3 * l] {
-                    dx_vec(s, (x[r], dy[r], &mut *dx[r]), coef[r], g, (j, l), stream);
-                }
+                let span = j..j + step;
+                let f = Dx::<S, G> {
+                    g: if G { &g[span.clone()] } else { g },
+                    ..kind[r]
+                };
+                let io = (&x[r][span.clone()], &dy[r][span.clone()]);
+                f.block(s, io, &mut dx[r][span], stream);
             }
         }
         i += step;
     }
     for r in 0..R {
-        for part in out[r].rest() {
-            dx_vec(s, (x[r], dy[r], &mut *dx[r]), coef[r], g, part, stream);
+        for (j, len) in out[r].rest() {
+            let span = j..j + len;
+            kind[r].run(s, (x[r], dy[r]), j, &mut dx[r][span], stream);
         }
     }
     if stream {
         s.fence();
     }
-    dsums_finish(s, &mut acc, &next, full, p)
+    full
 }
 
 /// Σw·dy and Σw·dy·x̂ of an `f64` row with its weight `w` (γ, staged by the caller).
@@ -354,7 +437,7 @@ pub(super) fn dsums_f64<S: Isa>(
 
 /// dx of a tile of contiguous rows of `len` values, row r with its own (c, m, a, b) and the
 /// shared γ along the row: whole vectors from the row's start, then one partial vector
-/// (each value as `dx_vec`, the row kernels' arithmetic).
+/// (each value as [`Dx::at`], the row kernels' arithmetic).
 #[inline(always)]
 pub(super) fn rows_dx_f32<S: Isa>(
     s: S,
@@ -368,21 +451,15 @@ pub(super) fn rows_dx_f32<S: Isa>(
         return;
     }
     assert!(g.is_none_or(|g| g.len() == len), "parameters span the row");
-    let l = S::LANES;
-    let full = len - len % l;
-    let n = c.len().min(m.len()).min(a.len()).min(b.len());
     let rows = dx
         .chunks_exact_mut(len)
         .zip(x.chunks_exact(len).zip(dy.chunks_exact(len)));
-    for (r, (o, (xr, dr))) in rows.take(n).enumerate() {
-        let k = (s.splat(c[r]), s.splat(m[r]), s.splat(a[r]), s.splat(b[r]));
-        let mut j = 0;
-        while j < full {
-            dx_vec(s, (xr, dr, &mut *o), k, g, (j, l), stream);
-            j += l;
-        }
-        if j < len {
-            dx_vec(s, (xr, dr, &mut *o), k, g, (j, len - j), stream);
+    let coef = c.iter().zip(m).zip(a.iter().zip(b));
+    for ((o, (xr, dr)), ((&c, &m), (&a, &b))) in rows.zip(coef) {
+        let k = (s.splat(c), s.splat(m), s.splat(a), s.splat(b));
+        match g {
+            None => Dx::<S, false> { k, g: xr }.run(s, (xr, dr), 0, o, stream),
+            Some(g) => Dx::<S, true> { k, g }.run(s, (xr, dr), 0, o, stream),
         }
     }
     if stream {

@@ -39,18 +39,7 @@ impl WithIsa for SumsF64<'_> {
     }
 }
 
-/// The arguments of `sums::affine_then_sums_f32`.
-struct AffineThenSums<'a> {
-    x: &'a [f32],
-    y: &'a mut [f32],
-    c: (f32, f32, f32),
-    p: Option<(&'a [f32], Option<&'a [f32]>)>,
-    next: (&'a [f32], bool),
-    shift: f64,
-    stream: bool,
-}
-
-impl WithIsa for AffineThenSums<'_> {
+impl<const ST: bool> WithIsa for sums::AffineThenSums<'_, ST> {
     type Out = Option<(f64, f64)>;
     /// `None` (the caller runs the two passes) where the level does not pipeline.
     #[inline(always)]
@@ -58,18 +47,7 @@ impl WithIsa for AffineThenSums<'_> {
         if !S::PIPELINE {
             return None;
         }
-        let AffineThenSums {
-            x,
-            y,
-            c,
-            p,
-            next,
-            shift,
-            stream,
-        } = self;
-        Some(sums::affine_then_sums_f32(
-            s, x, y, c, p, next, shift, stream,
-        ))
+        Some(sums::affine_then_sums_f32(s, self))
     }
 }
 
@@ -469,15 +447,26 @@ impl Elem for f32 {
         shift: f64,
         stream: bool,
     ) -> Option<(f64, f64)> {
-        dispatch(AffineThenSums {
-            x,
-            y,
-            c,
-            p,
-            next,
-            shift,
-            stream,
-        })
+        // Streaming as a type parameter (see `sums::AffineThenSums`).
+        if stream {
+            dispatch(sums::AffineThenSums::<true> {
+                x,
+                y,
+                c,
+                p,
+                next,
+                shift,
+            })
+        } else {
+            dispatch(sums::AffineThenSums::<false> {
+                x,
+                y,
+                c,
+                p,
+                next,
+                shift,
+            })
+        }
     }
     #[inline(always)]
     fn dsums_rows<const R: usize>(

@@ -2,7 +2,7 @@
 //! of one row in the loop that sums the next), written once over the ISA token.
 
 use super::row_sums_portable;
-use crate::kernels::isa::{Aligned, Isa};
+use crate::kernels::isa::Isa;
 
 /// The eight accumulator chains of the `f32` shifted sums: four for Σd, four for Σd².
 /// One type for the plain and the pipelined reduction, so both perform the same
@@ -114,78 +114,172 @@ pub(super) fn st<S: Isa>(s: S, out: &mut [f32], j: usize, len: usize, v: S::F32,
     }
 }
 
-/// y = ((x − m)·a + b)·γ + β on `len` values from `j`: the portable kernel's operations,
-/// lane by lane (no fused multiply-add, so results match it bit for bit).
+/// Stores a partial or full vector into `o` (`o.len() ≤ LANES`): a full one streamed
+/// with `stream` (the level streams only at its alignment).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn affine_vec<S: Isa>(
-    s: S,
-    x: &[f32],
-    y: &mut [f32],
-    (vm, va, vb): (S::F32, S::F32, S::F32),
-    p: Option<(&[f32], Option<&[f32]>)>,
-    (j, len): (usize, usize),
-    stream: bool,
-) {
-    let mut v = s.sub(ld(s, x, j, len), vm);
-    v = s.add(s.mul(v, va), vb);
-    if let Some((g, bt)) = p {
-        v = s.mul(v, ld(s, g, j, len));
-        if let Some(bt) = bt {
-            v = s.add(v, ld(s, bt, j, len));
+pub(super) fn put<S: Isa>(s: S, o: &mut [f32], v: S::F32, stream: bool) {
+    if o.len() < S::LANES {
+        s.store_part(o, v);
+    } else if stream {
+        s.stream(o, v);
+    } else {
+        s.store(o, v);
+    }
+}
+
+/// The affine pass y = ((x − m)·a + b)·γ + β of one row: (m, a, b) in registers, γ along
+/// the row when `G` and β when `B` (`B` only with `G`; an absent one is a stand-in of the
+/// row's length that is never read). The parameter kinds are type-level, so a loop over the
+/// row tests none of them per vector.
+#[derive(Clone, Copy)]
+struct Affine<'a, S: Isa, const G: bool, const B: bool> {
+    k: (S::F32, S::F32, S::F32),
+    g: &'a [f32],
+    bt: &'a [f32],
+}
+
+impl<S: Isa, const G: bool, const B: bool> Affine<'_, S, G, B> {
+    /// y of the `len ≤ LANES` values from `j` of the row (`x`; γ and β at the same
+    /// offsets): the portable kernel's operations, lane by lane (no fused multiply-add, so
+    /// results match it bit for bit).
+    #[inline(always)]
+    fn at(&self, s: S, x: &[f32], (j, len): (usize, usize)) -> S::F32 {
+        let (vm, va, vb) = self.k;
+        let mut v = s.add(s.mul(s.sub(ld(s, x, j, len), vm), va), vb);
+        if G {
+            v = s.mul(v, ld(s, self.g, j, len));
+        }
+        if B {
+            v = s.add(v, ld(s, self.bt, j, len));
+        }
+        v
+    }
+
+    /// The values `0..y.len()` (a multiple of `LANES`) of the row into `y`, as full
+    /// vectors.
+    #[inline(always)]
+    fn block(&self, s: S, x: &[f32], y: &mut [f32], stream: bool) {
+        for (t, o) in y.chunks_exact_mut(S::LANES).enumerate() {
+            let v = self.at(s, x, (t * S::LANES, S::LANES));
+            put(s, o, v, stream);
         }
     }
-    st(s, y, j, len, v, stream);
+
+    /// The values `from..from + y.len()` of the row into `y`, as vectors from `from` (the
+    /// last one partial).
+    #[inline(always)]
+    fn run(&self, s: S, x: &[f32], from: usize, y: &mut [f32], stream: bool) {
+        for (t, o) in y.chunks_mut(S::LANES).enumerate() {
+            let j = from + t * S::LANES;
+            let v = self.at(s, x, (j, o.len()));
+            put(s, o, v, stream);
+        }
+    }
+}
+
+/// The inputs of the pipelined forward row ([`affine_then_sums_f32`]): the affine pass of
+/// the current row and the row whose shifted sums the same loop computes. `ST`: full vectors
+/// may be non-temporal stores. A type parameter, not a field: the kernel reads its inputs
+/// from the caller's stack, and a flag stored next to `c` was loaded together with it, a
+/// load spanning two stores that waited for the store buffer (the previous row's output)
+/// to drain, once per row.
+pub(super) struct AffineThenSums<'a, const ST: bool> {
+    /// The current row's input.
+    pub x: &'a [f32],
+    /// The current row's output.
+    pub y: &'a mut [f32],
+    /// (m, a, b) of the current row.
+    pub c: (f32, f32, f32),
+    /// γ and β along the row, if any.
+    pub p: Option<(&'a [f32], Option<&'a [f32]>)>,
+    /// The row to sum, and whether the values after it in memory are the next call's row.
+    pub next: (&'a [f32], bool),
+    /// The shift of the sums.
+    pub shift: f64,
 }
 
 /// `row_sums_f32` over `next` with the affine pass over (`x`, `y`) in the same loop
 /// (exactly the arithmetic of the separate passes).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(super) fn affine_then_sums_f32<S: Isa>(
+pub(super) fn affine_then_sums_f32<S: Isa, const ST: bool>(
     s: S,
-    x: &[f32],
-    y: &mut [f32],
-    (m, a, b): (f32, f32, f32),
-    p: Option<(&[f32], Option<&[f32]>)>,
-    (next, ahead): (&[f32], bool),
-    shift: f64,
-    stream: bool,
+    a: AffineThenSums<'_, ST>,
 ) -> (f64, f64) {
-    let n = next.len();
-    assert!(x.len() == n && y.len() == n, "rows of one length");
-    if let Some((g, bt)) = p {
-        assert!(
-            g.len() == n && bt.is_none_or(|bt| bt.len() == n),
-            "parameters span the row"
-        );
+    let n = a.next.0.len();
+    assert!(a.x.len() == n && a.y.len() == n, "rows of one length");
+    let (m, va, b) = a.c;
+    let k = (s.splat(m), s.splat(va), s.splat(b));
+    let x = a.x;
+    // One loop per parameter kind: nothing in it tests them per vector.
+    match a.p {
+        None => pipelined::<S, false, false, ST>(s, a, Affine { k, g: x, bt: x }),
+        Some((g, None)) => pipelined::<S, true, false, ST>(s, a, Affine { k, g, bt: x }),
+        Some((g, Some(bt))) => pipelined::<S, true, true, ST>(s, a, Affine { k, g, bt }),
     }
-    let l = S::LANES;
-    let k = (s.splat(m), s.splat(a), s.splat(b));
+}
+
+/// [`affine_then_sums_f32`] with the parameter kinds (`G`, `B`) and streaming (`ST`) fixed.
+/// The output's full vectors start at its [`Isa::ALIGN`] boundaries: the body blocks of
+/// `2·LANES` values from the head pair with the first blocks of the sums, every slice taken
+/// once per block by zipped chunk iterators (no bounds test per vector); the head and the
+/// values after the last block are partial or full vectors after the loop.
+#[inline(always)]
+fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool>(
+    s: S,
+    a: AffineThenSums<'_, ST>,
+    f: Affine<'_, S, G, B>,
+) -> (f64, f64) {
+    let AffineThenSums {
+        x,
+        y,
+        next: (next, ahead),
+        shift,
+        ..
+    } = a;
+    let n = next.len();
+    assert!(f.g.len() == n && f.bt.len() == n, "parameters span the row");
+    let w = 2 * S::LANES;
+    let full = n - n % w;
+    let head = y.as_ptr().align_offset(S::ALIGN).min(n);
+    let body = (n - head) / w * w;
     let mut acc = Sums::new(s, shift);
     // The row after `next`: prefetched along the loop when the caller says it is the
-    // next call's (`ahead`).
+    // next call's (`ahead`), two cache lines (32 values) per 32 values summed.
     let after = next.as_ptr().wrapping_add(n);
-    let mut out = Aligned::new(s, y);
-    let full = n - n % (2 * l);
+    let (y_head, rest) = y.split_at_mut(head);
+    let (y_body, y_tail) = rest.split_at_mut(body);
+    let span = head..head + body;
+    let blocks = next[..body]
+        .chunks_exact(w)
+        .zip(y_body.chunks_exact_mut(w))
+        .zip(x[span.clone()].chunks_exact(w))
+        .zip(
+            f.g[span.clone()]
+                .chunks_exact(w)
+                .zip(f.bt[span].chunks_exact(w)),
+        );
     let mut i = 0;
-    while i < full {
+    for (((nb, yb), xb), (gb, bb)) in blocks {
         // The next row's loads first: a load behind a store to an address 4 KiB apart
         // (rows of whole pages) would wait on it (4K aliasing).
-        acc.add(s, &next[i..]);
-        if ahead && i % 32 == 0 {
+        acc.add(s, nb);
+        if ahead && (w >= 32 || i % 32 == 0) {
             s.prefetch(after.wrapping_add(i));
         }
-        if let Some(j) = out.body(2 * l) {
-            affine_vec(s, x, y, k, p, (j, l), stream);
-            affine_vec(s, x, y, k, p, (j + l, l), stream);
+        let block = Affine::<S, G, B> { g: gb, bt: bb, ..f };
+        block.block(s, xb, yb, ST);
+        i += w;
+    }
+    for nb in next[body..full].chunks_exact(w) {
+        acc.add(s, nb);
+        if ahead && (w >= 32 || i % 32 == 0) {
+            s.prefetch(after.wrapping_add(i));
         }
-        i += 2 * l;
+        i += w;
     }
-    for part in out.rest() {
-        affine_vec(s, x, y, k, p, part, stream);
-    }
-    if stream {
+    f.run(s, x, 0, y_head, ST);
+    f.run(s, x, head + body, y_tail, ST);
+    if ST {
         s.fence();
     }
     // The rest of the sums, exactly as `row_sums_f32` finishes.
@@ -214,7 +308,7 @@ pub(super) fn rows_sums_f32<S: Isa>(
 
 /// The affine pass of a tile of contiguous rows of `len` values, row r with its own
 /// (m, a, b) and the shared γ, β along the row: whole vectors from the row's start, then
-/// one partial vector (each value as `affine_vec`, so the results are those of the row
+/// one partial vector (each value as [`Affine::at`], so the results are those of the row
 /// kernels).
 #[inline(always)]
 pub(super) fn rows_affine_f32<S: Isa>(
@@ -228,24 +322,20 @@ pub(super) fn rows_affine_f32<S: Isa>(
     if len == 0 {
         return;
     }
-    if let Some((g, bt)) = p {
-        assert!(
-            g.len() == len && bt.is_none_or(|bt| bt.len() == len),
-            "parameters span the row"
-        );
-    }
-    let l = S::LANES;
-    let full = len - len % l;
     let rows = y.chunks_exact_mut(len).zip(x.chunks_exact(len));
-    for (r, (yr, xr)) in rows.take(m.len().min(a.len()).min(b.len())).enumerate() {
-        let k = (s.splat(m[r]), s.splat(a[r]), s.splat(b[r]));
-        let mut j = 0;
-        while j < full {
-            affine_vec(s, xr, yr, k, p, (j, l), stream);
-            j += l;
-        }
-        if j < len {
-            affine_vec(s, xr, yr, k, p, (j, len - j), stream);
+    let coef = m.iter().zip(a).zip(b);
+    for ((yr, xr), ((&m, &a), &b)) in rows.zip(coef) {
+        let k = (s.splat(m), s.splat(a), s.splat(b));
+        match p {
+            None => Affine::<S, false, false> { k, g: xr, bt: xr }.run(s, xr, 0, yr, stream),
+            Some((g, None)) => {
+                assert!(g.len() == len, "parameters span the row");
+                Affine::<S, true, false> { k, g, bt: xr }.run(s, xr, 0, yr, stream)
+            }
+            Some((g, Some(bt))) => {
+                assert!(g.len() == len && bt.len() == len, "parameters span the row");
+                Affine::<S, true, true> { k, g, bt }.run(s, xr, 0, yr, stream)
+            }
         }
     }
     if stream {
