@@ -452,7 +452,6 @@ pub(super) fn widen_one<T: Float>(v: T) -> f32 {
 
 /// The tiled backward pass, or `None` when the call does not fit it (nothing changed then;
 /// the whole-tensor path reports any error).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
     info: &LayerInfo<'_>,
     state: &StageState<'_, T>,

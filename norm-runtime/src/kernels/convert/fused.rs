@@ -281,6 +281,14 @@ impl Kernel for Affine<'_> {
 
 /// `y = (x − m)·a + b`, times γ and plus β along the row where given.
 pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: Params<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && bf16x::available() {
+        // SAFETY: `available` checked that the CPU has AVX-512 (F, BW, DQ: the level) and
+        // AVX512_BF16, the function's features.
+        if unsafe { bf16x::affine(x, y, c, p) } {
+            return;
+        }
+    }
     go(fmt, Affine { x, y, c, p })
 }
 
@@ -468,6 +476,14 @@ pub(crate) fn dx(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && bf16x::available() {
+        // SAFETY: `available` checked that the CPU has AVX-512 (F, BW, DQ: the level) and
+        // AVX512_BF16, the function's features.
+        if unsafe { bf16x::dx((x, dy, &mut *out), k, g) } {
+            return;
+        }
+    }
     go(fmt, Dx { x, dy, out, k, g })
 }
 
@@ -528,7 +544,6 @@ fn col_chunk(k: usize, lanes: usize) -> usize {
 /// accumulators kept in `acc` between chunks (loaded into registers, stored back: the
 /// f32 column kernel's operations and order).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn col_sums_block<S: Isa, F: Format, const V: usize>(
     s: S,
     x: &[u16],
@@ -645,6 +660,14 @@ impl Kernel for ColAffine<'_> {
 
 /// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`.
 pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && bf16x::available() {
+        // SAFETY: `available` checked that the CPU has AVX-512 (F, BW, DQ: the level) and
+        // AVX512_BF16, the function's features.
+        if unsafe { bf16x::col_affine(x, y, c) } {
+            return;
+        }
+    }
     go(fmt, ColAffine { x, y, c })
 }
 
@@ -813,8 +836,19 @@ pub(crate) fn col_dx(
     cc: &[f32],
     c: Cols<'_>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && bf16x::available() {
+        // SAFETY: `available` checked that the CPU has AVX-512 (F, BW, DQ: the level) and
+        // AVX512_BF16, the function's features.
+        if unsafe { bf16x::col_dx((x, dy, &mut *out), cc, c) } {
+            return;
+        }
+    }
     go(fmt, ColDx { x, dy, out, cc, c })
 }
+
+#[cfg(target_arch = "x86_64")]
+mod bf16x;
 
 #[cfg(test)]
 mod tests;
