@@ -536,3 +536,59 @@ fn bf16_public_column_kernels_match_the_reference() {
         }
     }
 }
+
+/// The pipelined bf16 row pass (output of one row, sums of the next) gives the bits of
+/// the two separate kernels: the same output and the same f64 sums, exactly.
+#[test]
+fn bf16_affine_then_sums_is_affine_and_sums() {
+    for &n in &[
+        1usize, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 784, 2304,
+    ] {
+        let x = data::<Bf16>(n, 15, 1.0);
+        let next = data::<Bf16>(n, 16, 3.0);
+        for c in [(0.25f32, 1.75f32, -0.5f32), (0.0, 1e-39, 0.0)] {
+            let shift = f64::from(<Bf16 as Conv>::to(next[0]));
+            let mut y = vec![0u16; n];
+            let got = affine_then_sums(Fmt::Bf16, (&x, &mut y), c, (&next, shift));
+            let mut want_y = vec![0u16; n];
+            affine(Fmt::Bf16, &x, &mut want_y, c, None);
+            let want = sums(Fmt::Bf16, &next, shift);
+            assert_eq!(y, want_y, "n={n}");
+            assert_eq!(got.0.to_bits(), want.0.to_bits(), "sum n={n}");
+            assert_eq!(got.1.to_bits(), want.1.to_bits(), "sq n={n}");
+        }
+    }
+}
+
+/// The pipelined bf16 pass over a group of lines (each line's coefficients; sums of the
+/// next group) gives the bits of one `affine` per line and `sums`.
+#[test]
+fn bf16_lines_affine_then_sums_is_affine_per_line_and_sums() {
+    for &(len, lines) in &[(16usize, 1usize), (16, 3), (48, 2), (784, 8), (64, 5)] {
+        let n = len * lines;
+        let x = data::<Bf16>(n, 17, 1.0);
+        let next = data::<Bf16>(n, 18, -2.0);
+        let coefs: Vec<(f32, f32, f32)> = (0..lines)
+            .map(|j| (0.25, 0.5 + j as f32 * 0.3, -0.5 + j as f32 * 0.1))
+            .collect();
+        let shift = f64::from(<Bf16 as Conv>::to(next[0]));
+        let mut y = vec![0u16; n];
+        let got = lines_affine_then_sums(Fmt::Bf16, (&x, &mut y), len, &coefs, (&next, shift));
+        let mut want_y = vec![0u16; n];
+        for ((xl, yl), &c) in x.chunks(len).zip(want_y.chunks_mut(len)).zip(&coefs) {
+            affine(Fmt::Bf16, xl, yl, c, None);
+        }
+        let want = sums(Fmt::Bf16, &next, shift);
+        assert_eq!(y, want_y, "len={len} lines={lines}");
+        assert_eq!(
+            got.0.to_bits(),
+            want.0.to_bits(),
+            "sum len={len} lines={lines}"
+        );
+        assert_eq!(
+            got.1.to_bits(),
+            want.1.to_bits(),
+            "sq len={len} lines={lines}"
+        );
+    }
+}
