@@ -569,7 +569,7 @@ fn lines_affine_then_sums(
 ) -> ((f64, f64), bool) {
     let n = x.len();
     assert!(
-        y.len() == n && next.len() == n && len % 16 == 0 && coefs.len() * len == n,
+        y.len() == n && next.len() == n && len.is_multiple_of(16) && coefs.len() * len == n,
         "lines of one length"
     );
     let mut acc = RowSums::new(shift);
