@@ -407,22 +407,29 @@ pub(crate) trait ForwardPasses<C: Float> {
     );
 }
 
-/// The two backward passes over the cells for [`backward_by`]: the cells, each slot's cell
-/// mean, the sums out, the dx coefficients out, one state per block, the finish of a block,
-/// and an accumulator buffer.
+/// What the two backward passes of [`backward_by`] work on besides the data.
+pub(crate) struct DxPass<'a, C> {
+    /// The cells.
+    pub cells: &'a Cells<'a>,
+    /// Each slot's cell mean.
+    pub xm: &'a [C],
+    /// Σdy and Σdy·(x − m) per slot, out.
+    pub sums: (&'a mut [f64], &'a mut [f64]),
+    /// The dx coefficients per slot, out.
+    pub coefs: CoefOut<'a, C>,
+    /// One state per block.
+    pub blocks: &'a mut [Block],
+    /// The finish of a block.
+    pub finish: &'a BlockDxFinish<'a, C, Block>,
+    /// An accumulator buffer.
+    pub acc: &'a mut Vec<f64>,
+}
+
+/// The two backward passes over the cells for [`backward_by`] ([`DxPass`]: what they
+/// work on).
 pub(crate) trait BackwardPasses<C: Float> {
     /// Runs both passes.
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        self,
-        cells: &Cells<'_>,
-        xm: &[C],
-        sums: (&mut [f64], &mut [f64]),
-        coefs: CoefOut<'_, C>,
-        blocks: &mut [Block],
-        finish: &BlockDxFinish<'_, C, Block>,
-        acc: &mut Vec<f64>,
-    );
+    fn run(self, pass: DxPass<'_, C>);
 }
 
 /// `cells::forward` over the element type's own data.
@@ -445,17 +452,17 @@ impl<T: Float> ForwardPasses<T> for Own<'_, T> {
 struct OwnDx<'d, T>(BackwardIo<'d, T>);
 
 impl<T: Float> BackwardPasses<T> for OwnDx<'_, T> {
-    fn run(
-        self,
-        cells: &Cells<'_>,
-        xm: &[T],
-        sums: (&mut [f64], &mut [f64]),
-        coefs: CoefOut<'_, T>,
-        blocks: &mut [Block],
-        finish: &BlockDxFinish<'_, T, Block>,
-        acc: &mut Vec<f64>,
-    ) {
+    fn run(self, pass: DxPass<'_, T>) {
         let BackwardIo { x, dy, dx } = self.0;
+        let DxPass {
+            cells,
+            xm,
+            sums,
+            coefs,
+            blocks,
+            finish,
+            acc,
+        } = pass;
         cells::backward(cells, x, dy, xm, sums, coefs, blocks, finish, acc, dx);
     }
 }
@@ -631,7 +638,15 @@ pub(crate) fn backward_by<E: Float, C: Float>(
         block: lay.block,
     };
     let coefs = (&mut c[..], &mut a[..], &mut b[..]);
-    passes.run(&cells, xm, (s1, s2), coefs, blocks, &finish, &mut exec.f);
+    passes.run(DxPass {
+        cells: &cells,
+        xm,
+        sums: (s1, s2),
+        coefs,
+        blocks,
+        finish: &finish,
+        acc: &mut exec.f,
+    });
     // Parameter gradients: the cells' terms summed in cell order.
     let bs = lay.block;
     for (s, stage) in spec.stages.iter().enumerate() {

@@ -19,9 +19,9 @@
 use rayon::prelude::*;
 
 use super::tiled::{self, half_bits, widen_one};
-use crate::chain::{self, BackwardPasses, Block, ForwardPasses, Fused};
+use crate::chain::{self, BackwardPasses, Block, DxPass, ForwardPasses, Fused};
 use crate::check::{self, Purpose};
-use crate::kernels::cells::{BlockDxFinish, BlockFinish, Cells, CoefOut};
+use crate::kernels::cells::{BlockFinish, Cells, CoefOut};
 use crate::kernels::convert::fused::{self, Fmt};
 use crate::kernels::exec::ShiftedSums;
 use crate::plan::Plan;
@@ -152,16 +152,16 @@ struct HalfBackward<'d, T> {
 }
 
 impl<T: Float> BackwardPasses<f32> for HalfBackward<'_, T> {
-    fn run(
-        self,
-        cells: &Cells<'_>,
-        xm: &[f32],
-        (s1, s2): (&mut [f64], &mut [f64]),
-        (c, a, b): CoefOut<'_, f32>,
-        blocks: &mut [Block],
-        finish: &BlockDxFinish<'_, f32, Block>,
-        _acc: &mut Vec<f64>,
-    ) {
+    fn run(self, pass: DxPass<'_, f32>) {
+        let DxPass {
+            cells,
+            xm,
+            sums: (s1, s2),
+            coefs: (c, a, b),
+            blocks,
+            finish,
+            ..
+        } = pass;
         let HalfBackward { x, dy, dx } = self;
         let h = half_bits::<T>();
         let (fmt, len, bs) = (h.fmt, cells.len, cells.block);

@@ -148,6 +148,49 @@ pub(crate) fn forward<T: Float>(
         .enumerate()
         .for_each(|(t, ((xs, os), sts))| {
             let h = tiled::half_bits::<T>();
+            if !fixed && rows.ps_line == 0 {
+                // Group norm: each group's output in the loop that sums the next group.
+                let shift_of = |g: &[T]| {
+                    if stage.center {
+                        f64::from(tiled::widen_one(g[0]))
+                    } else {
+                        0.0
+                    }
+                };
+                let groups = xs.len() / n;
+                let shift = shift_of(&xs[..n]);
+                let (sum, sq) = tiled::line_sums(&xs[..n], shift);
+                let mut raw = ShiftedSums { shift, sum, sq };
+                let mut coefs = Vec::with_capacity(n / rows.len);
+                for (i, (og, st)) in os.chunks_mut(n).zip(sts).enumerate() {
+                    let s = t * per + i;
+                    let (mean, m2) = mean_m2(stage, raw, n);
+                    *st = group_stat(stage, mean, m2, n);
+                    let (m, a, b) = coef(st.mean, st.rstd, 0.0);
+                    coefs.clear();
+                    coefs.extend(lines(&rows, base[s]).map(|(_, p)| {
+                        // γ, β folded into the line's coefficients, as the f32 kernel.
+                        (m, a * gamma[p], b * gamma[p] + beta[p])
+                    }));
+                    let xg = &xs[i * n..(i + 1) * n];
+                    if i + 1 < groups {
+                        let next = &xs[(i + 1) * n..(i + 2) * n];
+                        let shift = shift_of(next);
+                        let io = (h.r(xg), h.w(og));
+                        let next_io = (h.r(next), shift);
+                        let (sum, sq) =
+                            fused::lines_affine_then_sums(h.fmt, io, rows.len, &coefs, next_io);
+                        raw = ShiftedSums { shift, sum, sq };
+                    } else {
+                        for ((o, _), &c) in lines(&rows, base[s]).zip(&coefs) {
+                            let len = rows.len;
+                            let (xl, ol) = (h.r(&xg[o..o + len]), h.w(&mut og[o..o + len]));
+                            fused::affine(h.fmt, xl, ol, c, None);
+                        }
+                    }
+                }
+                return;
+            }
             for (i, ((xg, og), st)) in xs.chunks(n).zip(os.chunks_mut(n)).zip(sts).enumerate() {
                 let s = t * per + i;
                 if !fixed {

@@ -227,6 +227,17 @@ fn line_affine<T: Float>(x: &[T], out: &mut [T], c: (f32, f32, f32)) {
     fused::affine(h.fmt, h.r(x), h.w(out), c, None);
 }
 
+/// [`line_affine`] over `x` and [`line_sums`] of `next` in one pass (the same bits).
+fn line_affine_then_sums<T: Float>(
+    x: &[T],
+    out: &mut [T],
+    c: (f32, f32, f32),
+    (next, shift): (&[T], f64),
+) -> (f64, f64) {
+    let h = half_bits::<T>();
+    fused::affine_then_sums(h.fmt, (h.r(x), h.w(out)), c, (h.r(next), shift))
+}
+
 /// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
 fn line_dsums<T: Float>(x: &[T], dy: &[T], c: (f32, f32, f32)) -> (f64, f64) {
     let h = half_bits::<T>();
@@ -380,18 +391,31 @@ pub(crate) fn forward<T: Float>(
             .zip(stats.par_chunks_mut(per))
             .enumerate()
             .for_each(|(t, ((xs, os), sts))| {
-                let chunks = xs.chunks(lay.b).zip(os.chunks_mut(lay.b));
-                for (i, ((xl, ol), st)) in chunks.zip(sts.iter_mut()).enumerate() {
-                    let shift = if stage.center {
-                        f64::from(widen_one(xl[0]))
+                // Pipelined: the output of line `i` in the loop that sums line `i + 1`.
+                let b = lay.b;
+                let shift_of = |l: &[T]| {
+                    if stage.center {
+                        f64::from(widen_one(l[0]))
                     } else {
                         0.0
-                    };
-                    let (sum, sq) = line_sums(xl, shift);
-                    let raw = ShiftedSums { shift, sum, sq };
+                    }
+                };
+                let shift = shift_of(&xs[..b]);
+                let (sum, sq) = line_sums(&xs[..b], shift);
+                let mut raw = ShiftedSums { shift, sum, sq };
+                let lines = xs.len() / b;
+                for (i, (ol, st)) in os.chunks_mut(b).zip(sts.iter_mut()).enumerate() {
                     let (s, c) = finish_group(info, raw, n, affine(t * per + i));
                     *st = s;
-                    line_affine(xl, ol, c);
+                    let xl = &xs[i * b..(i + 1) * b];
+                    if i + 1 < lines {
+                        let next = &xs[(i + 1) * b..(i + 2) * b];
+                        let shift = shift_of(next);
+                        let (sum, sq) = line_affine_then_sums(xl, ol, c, (next, shift));
+                        raw = ShiftedSums { shift, sum, sq };
+                    } else {
+                        line_affine(xl, ol, c);
+                    }
                 }
             });
     } else {
@@ -452,7 +476,6 @@ pub(super) fn widen_one<T: Float>(v: T) -> f32 {
 
 /// The tiled backward pass, or `None` when the call does not fit it (nothing changed then;
 /// the whole-tensor path reports any error).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<T: Float>(
     info: &LayerInfo<'_>,
     state: &StageState<'_, T>,

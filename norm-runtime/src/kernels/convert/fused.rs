@@ -281,7 +281,77 @@ impl Kernel for Affine<'_> {
 
 /// `y = (x − m)·a + b`, times γ and plus β along the row where given.
 pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: Params<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::Affine(x, &mut *y, c, p)) {
+            return;
+        }
+    }
     go(fmt, Affine { x, y, c, p })
+}
+
+/// `y = (x − m)·a + b` over one row and [`sums`] of the next row (`next`, of the same
+/// length as `x`): one loop where the CPU runs the bf16 fast kernels, the two calls
+/// otherwise (the same bits either way).
+pub(crate) fn affine_then_sums(
+    fmt: Fmt,
+    (x, y): (&[u16], &mut [u16]),
+    c: (f32, f32, f32),
+    (next, shift): (&[u16], f64),
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && next.len() == x.len() {
+        let op = bf16x::Op::AffineThenSums((x, &mut *y), c, (next, shift));
+        if let Some((raw, ok)) = bf16x::run(op) {
+            if !ok {
+                go(fmt, Affine { x, y, c, p: None });
+            }
+            return raw;
+        }
+    }
+    affine(fmt, x, y, c, None);
+    sums(fmt, next, shift)
+}
+
+/// A group of lines of `len` values, `y = (x − m)·a + b` with each line's coefficients
+/// (`coefs[j]` for line `j`), and [`sums`] of the next group (`next`, of the same length):
+/// one loop where the CPU runs the bf16 fast kernels and `len` is a multiple of 16, one
+/// [`affine`] per line and [`sums`] otherwise (the same bits either way).
+pub(crate) fn lines_affine_then_sums(
+    fmt: Fmt,
+    (x, y): (&[u16], &mut [u16]),
+    len: usize,
+    coefs: &[(f32, f32, f32)],
+    (next, shift): (&[u16], f64),
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16
+        && next.len() == x.len()
+        && len.is_multiple_of(16)
+        && coefs.len() * len == x.len()
+    {
+        let op = bf16x::Op::LinesAffineThenSums((x, &mut *y), len, coefs, (next, shift));
+        if let Some((raw, ok)) = bf16x::run(op) {
+            if !ok {
+                for ((xl, yl), &c) in x.chunks(len).zip(y.chunks_mut(len)).zip(coefs) {
+                    go(
+                        fmt,
+                        Affine {
+                            x: xl,
+                            y: yl,
+                            c,
+                            p: None,
+                        },
+                    );
+                }
+            }
+            return raw;
+        }
+    }
+    for ((xl, yl), &c) in x.chunks(len).zip(y.chunks_mut(len)).zip(coefs) {
+        affine(fmt, xl, yl, c, None);
+    }
+    sums(fmt, next, shift)
 }
 
 struct DSums<'a> {
@@ -468,6 +538,12 @@ pub(crate) fn dx(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g)) {
+            return;
+        }
+    }
     go(fmt, Dx { x, dy, out, k, g })
 }
 
@@ -528,7 +604,6 @@ fn col_chunk(k: usize, lanes: usize) -> usize {
 /// accumulators kept in `acc` between chunks (loaded into registers, stored back: the
 /// f32 column kernel's operations and order).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn col_sums_block<S: Isa, F: Format, const V: usize>(
     s: S,
     x: &[u16],
@@ -645,6 +720,12 @@ impl Kernel for ColAffine<'_> {
 
 /// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`.
 pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c)) {
+            return;
+        }
+    }
     go(fmt, ColAffine { x, y, c })
 }
 
@@ -813,8 +894,17 @@ pub(crate) fn col_dx(
     cc: &[f32],
     c: Cols<'_>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::ColDx((x, dy, &mut *out), cc, c)) {
+            return;
+        }
+    }
     go(fmt, ColDx { x, dy, out, cc, c })
 }
+
+#[cfg(target_arch = "x86_64")]
+mod bf16x;
 
 #[cfg(test)]
 mod tests;

@@ -441,3 +441,154 @@ fn bf16_loads_and_stores_round_as_the_half_crate_at_every_level() {
 fn f16_loads_and_stores_round_as_the_half_crate_at_every_level() {
     round_trip::<F16>();
 }
+
+/// The public bf16 row kernels (the AVX512_BF16 fast path where this CPU runs it, else
+/// the token kernels) against the lane-by-lane reference: lengths around the fast path's
+/// blocks of 32, NaN inputs, and coefficients whose outputs are f32 subnormals (which the
+/// fast path hands back to the token kernels).
+#[test]
+fn bf16_public_row_kernels_match_the_reference() {
+    let lens = [1usize, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 784];
+    let coefs = [
+        (0.25f32, 1.75f32, -0.5f32),
+        (0.0, 1e-39, 0.0),
+        (2.0, 3e-39, 1e-40),
+    ];
+    for &n in &lens {
+        let mut x = data::<Bf16>(n, 5, 1.0);
+        if n > 20 {
+            x[n / 2] = <Bf16 as Conv>::from(f32::NAN);
+        }
+        let dy = data::<Bf16>(n, 6, 0.0);
+        let (g, bt) = (params(n, 7), params(n, 8));
+        let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        let ds: Vec<f32> = dy.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        for &(m, a, b) in &coefs {
+            for mode in 0..3u8 {
+                let p = match mode {
+                    0 => None,
+                    1 => Some((&g[..], None)),
+                    _ => Some((&g[..], Some(&bt[..]))),
+                };
+                let mut y = vec![0u16; n];
+                affine(Fmt::Bf16, &x, &mut y, (m, a, b), p);
+                for i in 0..n {
+                    let v = (xs[i] - m) * a + b;
+                    let v = match mode {
+                        0 => v,
+                        1 => v * g[i],
+                        _ => v * g[i] + bt[i],
+                    };
+                    let w = <Bf16 as Conv>::from(v);
+                    let nan = v.is_nan() && <Bf16 as Conv>::to(y[i]).is_nan();
+                    assert!(nan || y[i] == w, "affine n={n} i={i} c={a:e} mode={mode}");
+                }
+            }
+            for with_g in [false, true] {
+                let c = 0.75f32;
+                let gs = with_g.then_some(&g[..]);
+                let mut out = vec![0u16; n];
+                dx(Fmt::Bf16, (&x, &dy, &mut out), (c, m, a, b), gs);
+                for i in 0..n {
+                    let cg = if with_g { c * g[i] } else { c };
+                    let v = ds[i] * cg + ((xs[i] - m) * a + b);
+                    let w = <Bf16 as Conv>::from(v);
+                    let nan = v.is_nan() && <Bf16 as Conv>::to(out[i]).is_nan();
+                    assert!(nan || out[i] == w, "dx n={n} i={i} c={a:e} g={with_g}");
+                }
+            }
+        }
+    }
+}
+
+/// The public bf16 column kernels (the AVX512_BF16 fast path where this CPU runs it)
+/// against the lane-by-lane reference, with subnormal outputs in some columns.
+#[test]
+fn bf16_public_column_kernels_match_the_reference() {
+    for k in [1usize, 16, 31, 32, 33, 64, 100] {
+        let rows = 3;
+        let x = data::<Bf16>(rows * k, 9, 1.0);
+        let dy = data::<Bf16>(rows * k, 10, 0.0);
+        let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        let ds: Vec<f32> = dy.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        for tiny in [false, true] {
+            let m = params(k, 11);
+            let mut a = params(k, 12);
+            if tiny {
+                a[k / 2] = 1e-39;
+            }
+            let mut b = params(k, 13).iter().map(|v| v - 1.0).collect::<Vec<f32>>();
+            if tiny {
+                b[k / 2] = 0.0;
+            }
+            let cc = params(k, 14);
+            let mut y = vec![0u16; rows * k];
+            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b));
+            let mut out = vec![0u16; rows * k];
+            col_dx(Fmt::Bf16, (&x, &dy, &mut out), &cc, (&m, &a, &b));
+            for i in 0..rows * k {
+                let j = i % k;
+                let v = (xs[i] - m[j]) * a[j] + b[j];
+                assert_eq!(y[i], <Bf16 as Conv>::from(v), "col affine k={k} i={i}");
+                let v = ds[i] * cc[j] + v;
+                assert_eq!(out[i], <Bf16 as Conv>::from(v), "col dx k={k} i={i}");
+            }
+        }
+    }
+}
+
+/// The pipelined bf16 row pass (output of one row, sums of the next) gives the bits of
+/// the two separate kernels: the same output and the same f64 sums, exactly.
+#[test]
+fn bf16_affine_then_sums_is_affine_and_sums() {
+    for &n in &[
+        1usize, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 784, 2304,
+    ] {
+        let x = data::<Bf16>(n, 15, 1.0);
+        let next = data::<Bf16>(n, 16, 3.0);
+        for c in [(0.25f32, 1.75f32, -0.5f32), (0.0, 1e-39, 0.0)] {
+            let shift = f64::from(<Bf16 as Conv>::to(next[0]));
+            let mut y = vec![0u16; n];
+            let got = affine_then_sums(Fmt::Bf16, (&x, &mut y), c, (&next, shift));
+            let mut want_y = vec![0u16; n];
+            affine(Fmt::Bf16, &x, &mut want_y, c, None);
+            let want = sums(Fmt::Bf16, &next, shift);
+            assert_eq!(y, want_y, "n={n}");
+            assert_eq!(got.0.to_bits(), want.0.to_bits(), "sum n={n}");
+            assert_eq!(got.1.to_bits(), want.1.to_bits(), "sq n={n}");
+        }
+    }
+}
+
+/// The pipelined bf16 pass over a group of lines (each line's coefficients; sums of the
+/// next group) gives the bits of one `affine` per line and `sums`.
+#[test]
+fn bf16_lines_affine_then_sums_is_affine_per_line_and_sums() {
+    for &(len, lines) in &[(16usize, 1usize), (16, 3), (48, 2), (784, 8), (64, 5)] {
+        let n = len * lines;
+        let x = data::<Bf16>(n, 17, 1.0);
+        let next = data::<Bf16>(n, 18, -2.0);
+        let coefs: Vec<(f32, f32, f32)> = (0..lines)
+            .map(|j| (0.25, 0.5 + j as f32 * 0.3, -0.5 + j as f32 * 0.1))
+            .collect();
+        let shift = f64::from(<Bf16 as Conv>::to(next[0]));
+        let mut y = vec![0u16; n];
+        let got = lines_affine_then_sums(Fmt::Bf16, (&x, &mut y), len, &coefs, (&next, shift));
+        let mut want_y = vec![0u16; n];
+        for ((xl, yl), &c) in x.chunks(len).zip(want_y.chunks_mut(len)).zip(&coefs) {
+            affine(Fmt::Bf16, xl, yl, c, None);
+        }
+        let want = sums(Fmt::Bf16, &next, shift);
+        assert_eq!(y, want_y, "len={len} lines={lines}");
+        assert_eq!(
+            got.0.to_bits(),
+            want.0.to_bits(),
+            "sum len={len} lines={lines}"
+        );
+        assert_eq!(
+            got.1.to_bits(),
+            want.1.to_bits(),
+            "sq len={len} lines={lines}"
+        );
+    }
+}
