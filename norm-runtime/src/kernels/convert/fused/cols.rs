@@ -1,0 +1,335 @@
+//! Columns: whole rows of `k` values, one statistics group per column (BatchNorm1d and
+//! channels-last batch norm in half precision), in the parent module's storage formats and
+//! with its arithmetic.
+
+use super::*;
+
+pub(super) struct ColSums<'a> {
+    pub(super) x: &'a [u16],
+    pub(super) h: &'a [f64],
+    pub(super) sum: &'a mut [f64],
+    pub(super) sq: &'a mut [f64],
+}
+
+/// Column blocks of at most this many vectors keep their accumulators in registers.
+const MAX_V: usize = 4;
+
+/// Rows per chunk of the column sums of rows longer than one block of columns: each chunk
+/// walks its rows across all the columns, a block of columns at a time (sixteen row
+/// streams at once, instead of one column block down every row of the task). A multiple of
+/// [`COL_FLUSH`], so the backward sums flush on the same rows.
+const COL_ROWS: usize = 16;
+
+/// Values per chunk of rows of `k` columns: [`COL_ROWS`] rows, or all of them when one
+/// block of `4·lanes` columns covers the row.
+#[inline(always)]
+fn col_chunk(k: usize, lanes: usize) -> usize {
+    if k <= 4 * lanes {
+        usize::MAX
+    } else {
+        COL_ROWS * k
+    }
+}
+
+/// The `LANES·V` columns from `c0` of `ColSums` over the rows of one chunk, the block's
+/// accumulators kept in `acc` between chunks (loaded into registers, stored back: the
+/// f32 column kernel's operations and order).
+#[inline(always)]
+fn col_sums_block<S: Isa, F: Format, const V: usize>(
+    s: S,
+    x: &[u16],
+    k: usize,
+    c0: usize,
+    h: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+) {
+    let (l, hl) = (S::LANES, S::LANES / 2);
+    let z = s.splat_d(0.0);
+    let mut hv = [z; 2 * MAX_V];
+    let (mut sv, mut qv) = ([z; 2 * MAX_V], [z; 2 * MAX_V]);
+    for q in 0..2 * V {
+        let o = c0 + hl * q;
+        hv[q] = s.load_d(&h[o..]);
+        sv[q] = s.load_d(&sum[o..]);
+        qv[q] = s.load_d(&sq[o..]);
+    }
+    for row in x.chunks_exact(k) {
+        let line = &row[c0..c0 + l * V];
+        for v in 0..V {
+            let (lo, hi) = s.widen(F::ld(s, &line[l * v..]));
+            let (lo, hi) = (s.sub_d(lo, hv[2 * v]), s.sub_d(hi, hv[2 * v + 1]));
+            sv[2 * v] = s.add_d(sv[2 * v], lo);
+            sv[2 * v + 1] = s.add_d(sv[2 * v + 1], hi);
+            qv[2 * v] = s.mul_add_d(lo, lo, qv[2 * v]);
+            qv[2 * v + 1] = s.mul_add_d(hi, hi, qv[2 * v + 1]);
+        }
+    }
+    for q in 0..2 * V {
+        let o = c0 + hl * q;
+        s.store_d(&mut sum[o..], sv[q]);
+        s.store_d(&mut sq[o..], qv[q]);
+    }
+}
+
+impl Kernel for ColSums<'_> {
+    type Out = ();
+    /// Chunks of [`COL_ROWS`] rows; in each, blocks of `4·LANES` columns, then of `LANES`
+    /// (their sums from zero over all rows, in `f64` accumulators kept between chunks, then
+    /// added into `sum`, `sq`), then the rest per row in scalar `f64`: the f32 column
+    /// kernel's operations in its order.
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let k = self.h.len();
+        let (sum, sq) = (&mut self.sum[..k], &mut self.sq[..k]);
+        let vk = k - k % l;
+        let (mut sv, mut qv) = (vec![0f64; vk], vec![0f64; vk]);
+        for rows in self.x.chunks(col_chunk(k, l)) {
+            let mut c0 = 0;
+            while c0 + 4 * l <= k {
+                col_sums_block::<S, F, 4>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                c0 += 4 * l;
+            }
+            while c0 + l <= k {
+                col_sums_block::<S, F, 1>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                c0 += l;
+            }
+            if c0 < k {
+                for row in rows.chunks_exact(k) {
+                    let xc = &row[c0..];
+                    let v = s.widen(ldh::<S, F>(s, xc));
+                    let v = wide_array(s, v);
+                    for (i, &v) in v[..xc.len()].iter().enumerate() {
+                        let d = v - self.h[c0 + i];
+                        sum[c0 + i] += d;
+                        sq[c0 + i] += d * d;
+                    }
+                }
+            }
+        }
+        for (a, v) in sum.iter_mut().zip(sv) {
+            *a += v;
+        }
+        for (a, v) in sq.iter_mut().zip(qv) {
+            *a += v;
+        }
+    }
+}
+
+/// Per column `j` of whole rows of `h.len()` values: `sum[j] += x − h[j]`,
+/// `sq[j] += (x − h[j])²`.
+pub(crate) fn col_sums(fmt: Fmt, x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    go(fmt, ColSums { x, h, sum, sq })
+}
+
+/// Per-column coefficients `(m, a, b)`.
+pub(crate) type Cols<'a> = (&'a [f32], &'a [f32], &'a [f32]);
+
+pub(super) struct ColAffine<'a> {
+    pub(super) x: &'a [u16],
+    pub(super) y: &'a mut [u16],
+    pub(super) c: Cols<'a>,
+}
+
+impl Kernel for ColAffine<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b) = (&a[..k], &b[..k]);
+        for (xr, yr) in self.x.chunks_exact(k).zip(self.y.chunks_exact_mut(k)) {
+            for (j, (xc, yc)) in xr.chunks(l).zip(yr.chunks_mut(l)).enumerate() {
+                let r = j * l..j * l + xc.len();
+                let c = (ldf(s, &m[r.clone()]), ldf(s, &a[r.clone()]), ldf(s, &b[r]));
+                sth::<S, F>(s, yc, xhat(s, ldh::<S, F>(s, xc), c));
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`.
+pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c)) {
+            return;
+        }
+    }
+    go(fmt, ColAffine { x, y, c })
+}
+
+pub(super) struct ColDSums<'a> {
+    pub(super) x: &'a [u16],
+    pub(super) dy: &'a [u16],
+    pub(super) c: Cols<'a>,
+    pub(super) sg: &'a mut [f64],
+    pub(super) sgx: &'a mut [f64],
+}
+
+/// Rows per flush of the f32 partial column sums of `ColDSums` (as the f32 kernel).
+const COL_FLUSH: usize = 8;
+
+/// Adds f32 partial sums into `f64` accumulators at `o` (`LANES` values) and clears them.
+#[inline(always)]
+fn flush_into<S: Isa>(s: S, p: &mut S::F32, acc: &mut [f64]) {
+    let (lo, hi) = s.widen(*p);
+    let h = S::LANES / 2;
+    let (a, b) = (s.load_d(acc), s.load_d(&acc[h..]));
+    s.store_d(acc, s.add_d(a, lo));
+    s.store_d(&mut acc[h..], s.add_d(b, hi));
+    *p = s.splat(0.0);
+}
+
+/// The `LANES·V` columns from `c0` of `ColDSums`: f32 partial sums over up to
+/// [`COL_FLUSH`] rows, then added into the f64 accumulators (the f32 kernel's order).
+#[inline(always)]
+fn col_dsums_block<S: Isa, F: Format, const V: usize>(
+    s: S,
+    (x, dy): (&[u16], &[u16]),
+    c0: usize,
+    (m, a, b): Cols<'_>,
+    (sg, sgx): (&mut [f64], &mut [f64]),
+) {
+    let l = S::LANES;
+    let k = m.len();
+    let zs = s.splat(0.0);
+    let mut coef = [(zs, zs, zs); MAX_V];
+    for (v, c) in coef.iter_mut().take(V).enumerate() {
+        let o = c0 + l * v;
+        *c = (s.load(&m[o..]), s.load(&a[o..]), s.load(&b[o..]));
+    }
+    let (mut ps, mut pt) = ([zs; MAX_V], [zs; MAX_V]);
+    let mut n = 0;
+    for (xr, dr) in x.chunks_exact(k).zip(dy.chunks_exact(k)) {
+        for v in 0..V {
+            let o = c0 + l * v;
+            let d = F::ld(s, &dr[o..]);
+            let xh = xhat(s, F::ld(s, &xr[o..]), coef[v]);
+            ps[v] = s.add(ps[v], d);
+            pt[v] = s.mul_add(d, xh, pt[v]);
+        }
+        n += 1;
+        if n == COL_FLUSH {
+            for v in 0..V {
+                flush_into(s, &mut ps[v], &mut sg[c0 + l * v..]);
+                flush_into(s, &mut pt[v], &mut sgx[c0 + l * v..]);
+            }
+            n = 0;
+        }
+    }
+    if n > 0 {
+        for v in 0..V {
+            flush_into(s, &mut ps[v], &mut sg[c0 + l * v..]);
+            flush_into(s, &mut pt[v], &mut sgx[c0 + l * v..]);
+        }
+    }
+}
+
+impl Kernel for ColDSums<'_> {
+    type Out = ();
+    /// Chunks of [`COL_ROWS`] rows (two flushes each), in each blocks of `4·LANES` columns,
+    /// then of `LANES`; then the rest per row in scalar `f64`: the f32 column kernel's
+    /// operations in its order.
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b) = (&a[..k], &b[..k]);
+        let (sg, sgx) = (&mut self.sg[..k], &mut self.sgx[..k]);
+        let rows = col_chunk(k, l);
+        let chunks = self.x.chunks(rows).zip(self.dy.chunks(rows));
+        for xd in chunks {
+            let mut c0 = 0;
+            while c0 + 4 * l <= k {
+                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                c0 += 4 * l;
+            }
+            while c0 + l <= k {
+                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                c0 += l;
+            }
+        }
+        let c0 = k - k % l;
+        if c0 < k {
+            let r = c0..k;
+            let c = (
+                ldf(s, &m[r.clone()]),
+                ldf(s, &a[r.clone()]),
+                ldf(s, &b[r.clone()]),
+            );
+            for (xr, dr) in self.x.chunks_exact(k).zip(self.dy.chunks_exact(k)) {
+                let xh = s.widen(xhat(s, ldh::<S, F>(s, &xr[r.clone()]), c));
+                let d = s.widen(ldh::<S, F>(s, &dr[r.clone()]));
+                let (xh, d) = (wide_array(s, xh), wide_array(s, d));
+                for i in 0..k - c0 {
+                    sg[c0 + i] += d[i];
+                    sgx[c0 + i] += d[i] * xh[i];
+                }
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `sg[j] += dy`, `sgx[j] += dy·((x − m[j])·a[j] + b[j])`.
+pub(crate) fn col_dsums(
+    fmt: Fmt,
+    (x, dy): (&[u16], &[u16]),
+    c: Cols<'_>,
+    sg: &mut [f64],
+    sgx: &mut [f64],
+) {
+    go(fmt, ColDSums { x, dy, c, sg, sgx })
+}
+
+pub(super) struct ColDx<'a> {
+    pub(super) x: &'a [u16],
+    pub(super) dy: &'a [u16],
+    pub(super) out: &'a mut [u16],
+    pub(super) cc: &'a [f32],
+    pub(super) c: Cols<'a>,
+}
+
+impl Kernel for ColDx<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let l = S::LANES;
+        let (m, a, b) = self.c;
+        let k = m.len();
+        let (a, b, cc) = (&a[..k], &b[..k], &self.cc[..k]);
+        let rows = self.x.chunks_exact(k).zip(self.dy.chunks_exact(k));
+        for ((xr, dr), or) in rows.zip(self.out.chunks_exact_mut(k)) {
+            let cols = xr.chunks(l).zip(dr.chunks(l)).zip(or.chunks_mut(l));
+            for (j, ((xc, dc), oc)) in cols.enumerate() {
+                let r = j * l..j * l + xc.len();
+                let c = (
+                    ldf(s, &m[r.clone()]),
+                    ldf(s, &a[r.clone()]),
+                    ldf(s, &b[r.clone()]),
+                );
+                let d = ldh::<S, F>(s, dc);
+                let v = s.add(s.mul(d, ldf(s, &cc[r])), xhat(s, ldh::<S, F>(s, xc), c));
+                sth::<S, F>(s, oc, v);
+            }
+        }
+    }
+}
+
+/// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])`.
+pub(crate) fn col_dx(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    cc: &[f32],
+    c: Cols<'_>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::ColDx((x, dy, &mut *out), cc, c)) {
+            return;
+        }
+    }
+    go(fmt, ColDx { x, dy, out, cc, c })
+}
