@@ -539,3 +539,93 @@ impl Iterator for LineOffsets<'_> {
         Some(LineOffset { xo, id: self.id })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    #[test]
+    fn rows_fit_exactly_their_slice() {
+        assert!(Units::rows(5, 3).fits(15));
+        assert!(!Units::rows(5, 3).fits(14));
+        assert!(Units::rows(0, 3).fits(0));
+        assert!(Units::rows(7, 1).fits(7));
+    }
+
+    #[test]
+    fn permutations_are_checked() {
+        assert!(permutation(&[2, 0, 1]));
+        assert!(permutation(&[]));
+        assert!(!permutation(&[0, 0, 2]));
+        assert!(!permutation(&[0, 3, 1]));
+    }
+
+    #[test]
+    fn unit_claims_write_every_line_once() {
+        let units = Units::rows(10, 4);
+        let mut out = vec![0u32; 40];
+        let mut shared = SharedOut::new(&mut out, &units, 1);
+        shared.tasks(Split::Units, 3).for_each(|claim| {
+            let (u0, u1) = claim.range();
+            let mut task = claim.open();
+            for u in u0..u1 {
+                for (xo, po, y) in task.lines(u, (0, 1)) {
+                    assert_eq!((xo, po), (4 * u, 0));
+                    y.iter_mut().for_each(|v| *v += u as u32 + 1);
+                }
+            }
+        });
+        let want: Vec<u32> = (0..40).map(|i| i / 4 + 1).collect();
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn slot_claims_follow_the_order() {
+        let units = Units::rows(6, 2);
+        let order = [3, 5, 0, 1, 4, 2];
+        let mut out = vec![0usize; 12];
+        let mut shared = SharedOut::new(&mut out, &units, 1);
+        shared.tasks(Split::Slots(&order), 4).for_each(|claim| {
+            let (k0, k1) = claim.range();
+            let mut task = claim.open();
+            for i in 0..k1 - k0 {
+                let (xo, y) = task.slot(i);
+                assert_eq!(xo, 2 * order[k0 + i]);
+                y.fill(k0 + i + 1);
+            }
+        });
+        let mut want = vec![0usize; 12];
+        for (slot, &cell) in order.iter().enumerate() {
+            want[2 * cell..2 * cell + 2].fill(slot + 1);
+        }
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_task_reaches_only_its_claim() {
+        let units = Units::rows(6, 2);
+        let mut out = vec![0f32; 12];
+        let mut shared = SharedOut::new(&mut out, &units, 1);
+        let claims: Vec<_> = shared.tasks(Split::Units, 2).collect();
+        let mut tasks: Vec<_> = claims.into_iter().map(TaskClaim::open).collect();
+        let (first, rest) = tasks.split_at_mut(1);
+        let (a, b) = (&mut first[0], &mut rest[0]);
+        // Units 0..2 belong to the first task, 2..4 to the second.
+        assert!(catch_unwind(AssertUnwindSafe(|| a.lines(2, (0, 1)).count())).is_err());
+        assert!(catch_unwind(AssertUnwindSafe(|| a.row_span(1, 3).len())).is_err());
+        assert!(catch_unwind(AssertUnwindSafe(|| a.rows::<2>(1).0)).is_err());
+        assert_eq!(a.row_span(0, 2).len(), 4);
+        // A unit token of the first task is refused by the second.
+        let token = a.bases(0, 1).next().expect("a unit");
+        assert!(catch_unwind(AssertUnwindSafe(|| b.unit_lines(token).count())).is_err());
+        assert_eq!(a.unit_lines(token).count(), 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "plan lines overlap or exceed the output")]
+    fn a_short_output_is_refused() {
+        let mut out = vec![0f32; 11];
+        let _ = SharedOut::new(&mut out, &Units::rows(6, 2), 1);
+    }
+}
