@@ -165,7 +165,10 @@ impl<'s, T> TaskClaim<'s, T> {
     /// The task's access to its lines.
     pub(in crate::kernels) fn open(self) -> TaskOut<'s, T> {
         let out = self.out;
+        let (lpc, cpu) = out.units.chunking();
         TaskOut {
+            lpc,
+            cpu,
             ptr: out.ptr.load(Ordering::Relaxed),
             units: &out.units,
             split: self.split,
@@ -187,6 +190,9 @@ pub(crate) struct TaskOut<'s, T> {
     split: Split<'s>,
     k0: usize,
     k1: usize,
+    /// `Units::chunking`: lines per chunk, chunks per unit.
+    lpc: usize,
+    cpu: usize,
     id: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(in crate::kernels) stream: bool,
@@ -212,21 +218,21 @@ fn line_at<'t, T>(ptr: *mut T, off: usize, len: usize) -> &'t mut [T] {
 }
 
 impl<'s, T> TaskOut<'s, T> {
-    /// Whether lines `j0..j1` of unit `u` are this task's.
+    /// Whether lines `j0..j1` of unit `u` are this task's: a few comparisons (the claims
+    /// end at or before the last unit), divisions only where a unit has several chunks.
     #[inline(always)]
     fn owns(&self, u: usize, (j0, j1): (usize, usize)) -> bool {
-        let units = self.units;
-        if j0 >= j1 {
-            return j0 == j1;
-        }
-        if j1 > units.lines || u >= units.count {
-            return false;
-        }
+        let lines = j0 <= j1 && j1 <= self.units.lines;
         match self.split {
-            Split::Units => self.k0 <= u && u < self.k1,
+            Split::Units => lines && u.wrapping_sub(self.k0) < self.k1 - self.k0,
+            Split::Cells if self.cpu == 1 => lines && u.wrapping_sub(self.k0) < self.k1 - self.k0,
             Split::Cells => {
-                let (lpc, cpu) = units.chunking();
-                self.k0 <= u * cpu + j0 / lpc && u * cpu + (j1 - 1) / lpc < self.k1
+                let (lpc, cpu) = (self.lpc, self.cpu);
+                j0 == j1
+                    || (lines
+                        && u < self.units.count
+                        && self.k0 <= u * cpu + j0 / lpc
+                        && u * cpu + (j1 - 1) / lpc < self.k1)
             }
             Split::Outer | Split::Slots(_) => false,
         }
@@ -241,6 +247,8 @@ impl<'s, T> TaskOut<'s, T> {
             split: self.split,
             k0: self.k0,
             k1: self.k1,
+            lpc: self.lpc,
+            cpu: self.cpu,
             id: self.id,
             stream: self.stream,
             pipeline: self.pipeline,
