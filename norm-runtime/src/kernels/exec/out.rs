@@ -272,8 +272,8 @@ impl<'s, T> TaskOut<'s, T> {
         }
     }
 
-    /// Lines `range` of unit `u` as one contiguous run (start offset, values), where the
-    /// plan lays them end to end (`Units::run`).
+    /// Lines `range` of unit `u` as one contiguous run (start offset, number of lines,
+    /// values), where the plan lays them end to end (`Units::run`).
     ///
     /// # Panics
     /// If they are not this task's.
@@ -282,10 +282,10 @@ impl<'s, T> TaskOut<'s, T> {
         &mut self,
         u: usize,
         range: (usize, usize),
-    ) -> Option<(usize, &mut [T])> {
+    ) -> Option<(usize, usize, &mut [T])> {
         assert!(self.owns(u, range), "lines outside the task");
         let (start, n) = self.units.run(u, range)?;
-        Some((start, line_at(self.ptr, start, n * self.units.line.size)))
+        Some((start, n, line_at(self.ptr, start, n * self.units.line.size)))
     }
 
     /// The lines of the one-line units `u..u + R`: their bases (input offset, parameter
