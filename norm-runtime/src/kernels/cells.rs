@@ -15,7 +15,7 @@
 
 use rayon::prelude::*;
 
-use super::exec::{self, Params, SharedOut, ShiftedSums, Units, TASKS, TASK_ELEMS};
+use super::exec::{self, Params, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS, TASK_ELEMS};
 use super::isa::multiversion;
 use super::lines::{self, DParam, ParamLine};
 use super::reduce::{row_dx_portable, DxRows, Rows};
@@ -124,8 +124,10 @@ multiversion! {
         raws: &mut [ShiftedSums],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
     ) {
+        let mut out = out;
+        let stream = out.stream;
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
         raws_of(x, len, &slots[..bs], &mut raws[..bs]);
@@ -134,11 +136,9 @@ multiversion! {
             finish(j, &raws[r.clone()], (&mut m[r.clone()], &mut a[r.clone()], &mut b[r.clone()]));
             let next = (j + 1 < blocks).then(|| &slots[r.end..r.end + bs]);
             for i in r.clone() {
-                let xo = slots[i] * len;
+                // The line of cell `slots[i]`.
+                let (xo, y) = out.slot(i);
                 let xs = &x[xo..xo + len];
-                // SAFETY: cell `slots[i]` belongs to this slot only (`Cells::order` is a
-                // permutation) and each slot to one task.
-                let y = unsafe { out.line(xo, len) };
                 let c = (m[i], a[i], b[i]);
                 let Some(next) = next else {
                     lines::affine::<T, false>(xs, y, &[c.0], &[c.1], &[c.2], ParamLine::None);
@@ -148,7 +148,7 @@ multiversion! {
                 let nx = &x[nxo..nxo + len];
                 let shift = nx[0].to_acc();
                 let row = (nx, ahead(next, i - r.start));
-                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, shift, out.stream) {
+                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, shift, stream) {
                     Some(sums) => sums,
                     None => {
                         // Through `black_box`, as in `exec::groups_forward`: no spills around
@@ -177,8 +177,10 @@ multiversion! {
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
         finish: &mut TaskDxFinish<'_, T>,
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
     ) {
+        let mut out = out;
+        let stream = out.stream;
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
         dsums_of(x, dy, len, &slots[..bs], &m[..bs], (&mut s1[..bs], &mut s2[..bs]));
@@ -188,11 +190,9 @@ multiversion! {
             finish(j, (&s1[r.clone()], &s2[r.clone()]), coefs);
             let next = (j + 1 < blocks).then(|| &slots[r.end..r.end + bs]);
             for i in r.clone() {
-                let xo = slots[i] * len;
+                // The line of cell `slots[i]`.
+                let (xo, dx) = out.slot(i);
                 let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                // SAFETY: cell `slots[i]` belongs to this slot only (`Cells::order` is a
-                // permutation) and each slot to one task.
-                let dx = unsafe { out.line(xo, len) };
                 let cur = (c[i], m[i], a[i], b[i]);
                 let Some(next) = next else {
                     row_dx_portable(xs, ds, dx, cur, None);
@@ -211,7 +211,7 @@ multiversion! {
                     dx: [dx],
                     c: [cur],
                     g: None,
-                    stream: out.stream,
+                    stream,
                 };
                 let [(t1, t2)] = T::dx_then_dsums(cur, rows, None);
                 (s1[i + bs], s2[i + bs]) = (t1, t2);
@@ -243,18 +243,24 @@ pub(crate) fn forward<T: Float, S: Send>(
         exec::normalize(&units, x, (m, a, b), none, out);
         return;
     }
-    let shared = SharedOut::new(out, 2);
+    let units = Units::rows(cells.order.len(), len);
+    let mut shared = SharedOut::new(out, &units, 2);
+    let split = Split::Slots(cells.order);
     let bpt = cells.per_task();
     let span = bpt * bs;
-    let task = |t: usize, raws: &mut [ShiftedSums], coef: CoefOut<'_, T>, locals: &mut [S]| {
+    let task = |t: usize,
+                raws: &mut [ShiftedSums],
+                coef: CoefOut<'_, T>,
+                locals: &mut [S],
+                out: TaskOut<'_, T>| {
         let slots = &cells.order[t * span..t * span + raws.len()];
         let mut fin = |j: usize, raws: &[ShiftedSums], coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], raws, coef);
         };
-        forward_task(x, len, bs, slots, raws, coef, &mut fin, &shared);
+        forward_task(x, len, bs, slots, raws, coef, &mut fin, out);
     };
     if cells.order.len() <= span {
-        task(0, raws, (m, a, b), locals);
+        task(0, raws, (m, a, b), locals, shared.whole(split));
         return;
     }
     raws.par_chunks_mut(span)
@@ -262,8 +268,11 @@ pub(crate) fn forward<T: Float, S: Send>(
         .zip(a.par_chunks_mut(span))
         .zip(b.par_chunks_mut(span))
         .zip(locals.par_chunks_mut(bpt))
+        .zip(shared.tasks(split, span))
         .enumerate()
-        .for_each(|(t, ((((raws, m), a), b), locals))| task(t, raws, (m, a, b), locals));
+        .for_each(|(t, (((((raws, m), a), b), locals), claim))| {
+            task(t, raws, (m, a, b), locals, claim.open())
+        });
 }
 
 /// The backward passes: Σdy and Σdy·(x − m) per slot into `s1`, `s2` (m: each slot's cell
@@ -294,20 +303,25 @@ pub(crate) fn backward<T: Float, S: Send>(
         exec::dx_all(&units, x, dy, (c, m, a, b), None, dx);
         return;
     }
-    let shared = SharedOut::new(dx, 3);
+    let units = Units::rows(cells.order.len(), len);
+    let mut shared = SharedOut::new(dx, &units, 3);
+    let split = Split::Slots(cells.order);
     let bpt = cells.per_task();
     let span = bpt * bs;
-    let task =
-        |t: usize, sums: (&mut [f64], &mut [f64]), coef: CoefOut<'_, T>, locals: &mut [S]| {
-            let at = t * span..t * span + sums.0.len();
-            let (slots, m) = (&cells.order[at.clone()], &m[at]);
-            let mut fin = |j: usize, sums: (&[f64], &[f64]), coef: CoefOut<'_, T>| {
-                finish(t * bpt + j, &mut locals[j], sums, coef);
-            };
-            backward_task(x, dy, len, bs, slots, m, sums, coef, &mut fin, &shared);
+    let task = |t: usize,
+                sums: (&mut [f64], &mut [f64]),
+                coef: CoefOut<'_, T>,
+                locals: &mut [S],
+                out: TaskOut<'_, T>| {
+        let at = t * span..t * span + sums.0.len();
+        let (slots, m) = (&cells.order[at.clone()], &m[at]);
+        let mut fin = |j: usize, sums: (&[f64], &[f64]), coef: CoefOut<'_, T>| {
+            finish(t * bpt + j, &mut locals[j], sums, coef);
         };
+        backward_task(x, dy, len, bs, slots, m, sums, coef, &mut fin, out);
+    };
     if cells.order.len() <= span {
-        task(0, (s1, s2), (c, a, b), locals);
+        task(0, (s1, s2), (c, a, b), locals, shared.whole(split));
         return;
     }
     s1.par_chunks_mut(span)
@@ -316,6 +330,9 @@ pub(crate) fn backward<T: Float, S: Send>(
         .zip(a.par_chunks_mut(span))
         .zip(b.par_chunks_mut(span))
         .zip(locals.par_chunks_mut(bpt))
+        .zip(shared.tasks(split, span))
         .enumerate()
-        .for_each(|(t, (((((s1, s2), c), a), b), locals))| task(t, (s1, s2), (c, a, b), locals));
+        .for_each(|(t, ((((((s1, s2), c), a), b), locals), claim))| {
+            task(t, (s1, s2), (c, a, b), locals, claim.open())
+        });
 }

@@ -29,15 +29,17 @@
 mod backward;
 mod finish;
 mod forward;
+mod out;
 mod short;
 mod units;
 
 pub(crate) use backward::{backward, dsums_all, dx_all};
 pub(crate) use finish::{dx_finish_run, finish_run, DxEstimator, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all};
+pub(crate) use out::{SharedOut, Split, TaskOut};
 pub(crate) use units::{
-    Acc, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, SharedOut, ShiftedSums,
-    Stat, Units,
+    Acc, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, ShiftedSums, Stat,
+    Units,
 };
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of

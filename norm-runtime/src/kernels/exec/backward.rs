@@ -5,8 +5,9 @@ mod rows;
 
 use rayon::prelude::*;
 
+use super::out::{SharedOut, Split, TaskOut};
 use super::short::{self, ShortTask};
-use super::units::{BackOut, DxCoefMut, DxFinish, SharedOut, Units};
+use super::units::{BackOut, DxCoefMut, DxFinish, Units};
 use super::{Coef3, Coef4};
 use crate::kernels::elem::RowReduce;
 use crate::kernels::isa::multiversion;
@@ -46,20 +47,23 @@ fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<
     }
 }
 
+/// The backward sums of lines `range` of unit `u` into its groups' `sg`, `sgx` and the
+/// parameter sums `dparams`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn unit_dsums<T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    xhat: Coef3<'_, T>,
-    gamma: Option<&[T]>,
+    t: &TaskRows<'_, T>,
     u: usize,
     range: (usize, usize),
-    sg: &mut [f64],
-    sgx: &mut [f64],
+    (sg, sgx): (&mut [f64], &mut [f64]),
     dparams: &mut [f64],
 ) {
+    let &TaskRows {
+        units,
+        x,
+        dy,
+        xhat,
+        gamma,
+    } = t;
     let len = units.line.size;
     let groups_per_unit = units.groups_per_unit;
     let g0 = u * groups_per_unit;
@@ -87,19 +91,23 @@ fn unit_dsums<T: Float>(
     }
 }
 
+/// dx of lines `range` of unit `u`, whose groups start at `g0` in `coef` (c, m, a, b).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn unit_dx<T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    out: &SharedOut<'_, T>,
+    t: &TaskRows<'_, T>,
+    out: &mut TaskOut<'_, T>,
     coef: Coef4<'_, T>,
     g0: usize,
-    gamma: Option<&[T]>,
     u: usize,
     range: (usize, usize),
 ) {
+    let &TaskRows {
+        units,
+        x,
+        dy,
+        gamma,
+        ..
+    } = t;
     let len = units.line.size;
     let w = units.groups_per_unit;
     let (c, m, a, b) = (
@@ -108,21 +116,21 @@ fn unit_dx<T: Float>(
         &coef.2[g0..g0 + w],
         &coef.3[g0..g0 + w],
     );
+    let stream = out.stream;
     let run = (w > 1 && gamma.is_none())
-        .then(|| units.run(u, range))
+        .then(|| out.run(u, range))
         .flatten();
-    if let Some((start, lines)) = run {
-        // SAFETY: the run is the lines of unit `u` in this task's chunk, written by this
-        // task only.
-        let o = unsafe { out.line(start, lines * w) };
-        if T::col_dx(x, dy, o, start, (c, m, a, b), out.stream) {
+    if let Some((start, lines, o)) = run {
+        // Columns: the line is the unit's `w` groups (see `forward::elementwise`).
+        let o = &mut o[..lines * w];
+        if T::col_dx(x, dy, o, start, (c, m, a, b), stream) {
             return;
         }
     }
-    for (xo, po) in units.lines_of(u, range) {
+    for (xo, po, o) in out.lines(u, range) {
+        // The line's length as `len`: the kernel's length checks fold away.
+        let o = &mut o[..len];
         let g = gamma_line(gamma, units.line, po);
-        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
-        let o = unsafe { out.line(xo, len) };
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         if w == 1 {
             lines::dx::<T, false>(xs, ds, o, c, m, a, b, g);
@@ -146,11 +154,12 @@ multiversion! {
         acc: &mut [f64],
     ) {
         let (groups_per_unit, (_, cpu)) = (units.groups_per_unit, units.chunking());
+        let t = TaskRows { units, x, dy, xhat, gamma };
         for (i, part) in acc.chunks_mut(stride).enumerate() {
             let (u, c) = ((t0 + i) / cpu, (t0 + i) % cpu);
             let (sg, rest) = part.split_at_mut(groups_per_unit);
             let (sgx, dp) = rest.split_at_mut(groups_per_unit);
-            unit_dsums(units, x, dy, xhat, gamma, u, units.chunk(c), sg, sgx, dp);
+            unit_dsums(&t, u, units.chunk(c), (sg, sgx), dp);
         }
     }
 }
@@ -161,16 +170,19 @@ multiversion! {
         units: &Units,
         x: &[T],
         dy: &[T],
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
         coef: Coef4<'_, T>,
         gamma: Option<&[T]>,
         t0: usize,
         t1: usize,
     ) {
+        let mut out = out;
         let (_, cpu) = units.chunking();
-        for t in t0..t1 {
-            let (u, c) = (t / cpu, t % cpu);
-            unit_dx(units, x, dy, out, coef, u * units.groups_per_unit, gamma, u, units.chunk(c));
+        // x̂ is not read by dx.
+        let t = TaskRows { units, x, dy, xhat: (&[], &[], &[]), gamma };
+        for k in t0..t1 {
+            let (u, c) = (k / cpu, k % cpu);
+            unit_dx(&t, &mut out, coef, u * units.groups_per_unit, u, units.chunk(c));
         }
     }
 }
@@ -188,43 +200,33 @@ multiversion! {
         u0: usize,
         u1: usize,
         o: BackOut<'_, T>,
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
     ) {
+        let mut out = out;
         let groups_per_unit = units.groups_per_unit;
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
+        let t = TaskRows { units, x, dy, xhat, gamma };
         if groups_per_unit == 1 {
-            let t = TaskRows { units, x, dy, xhat, gamma };
             // Short contiguous rows: a tile of rows per step (`rows`).
             if let Some(tile) = rows::tile(units, gamma) {
-                rows::backward(&t, finish, (u0, u1), tile, o, out);
+                rows::backward(&t, finish, (u0, u1), tile, o, &mut out);
                 return;
             }
             if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
-                rows_backward(&t, finish, u0, u1, o, out);
+                rows_backward(&t, finish, (u0, u1), o, &mut out);
             } else if short::applies(units) {
-                let t = ShortTask { units, x, range: (u0, u1), out };
+                let t = ShortTask { units, x, range: (u0, u1), out: &mut out };
                 short::backward(t, (dy, xhat), gamma, finish, o);
             } else {
-                groups_backward(&t, finish, u0, u1, o, out);
+                groups_backward(&t, finish, (u0, u1), o, &mut out);
             }
             return;
         }
         for (ui, u) in (u0..u1).enumerate() {
             let l = ui * groups_per_unit..(ui + 1) * groups_per_unit;
-            unit_dsums(
-                units,
-                x,
-                dy,
-                xhat,
-                gamma,
-                u,
-                all,
-                &mut o.sg[l.clone()],
-                &mut o.sgx[l.clone()],
-                o.dparams,
-            );
+            unit_dsums(&t, u, all, (&mut o.sg[l.clone()], &mut o.sgx[l.clone()]), o.dparams);
             // The unit's groups at once: one call, no per-group dispatch.
             let run = DxCoefMut {
                 c: &mut o.c[l.clone()],
@@ -234,7 +236,7 @@ multiversion! {
             };
             (finish.many)(u * groups_per_unit, (&o.sg[l.clone()], &o.sgx[l.clone()]), run);
             let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
-            unit_dx(units, x, dy, out, coef, l.start, gamma, u, all);
+            unit_dx(&t, &mut out, coef, l.start, u, all);
         }
     }
 }
@@ -384,18 +386,6 @@ impl<'a, T: Float> TaskRows<'a, T> {
         (rows, po)
     }
 
-    /// The bases (line offset, parameter offset) of rows `u..u + R`.
-    #[inline(always)]
-    fn bases<const R: usize>(&self, u: usize) -> [(usize, usize); R] {
-        // Plain loops: `array::from_fn` here stayed out of line, and its loads of the
-        // closure's captures waited on the store buffer (full of dx) once per block.
-        let mut base = [(0usize, 0usize); R];
-        for (r, b) in base.iter_mut().enumerate() {
-            *b = self.units.base(u + r);
-        }
-        base
-    }
-
     /// Rows `u..u + R` for dx (`o`: their bases and output lines), with their coefficients
     /// (c, m, a, b) (`k`: the rows' index in the task's coefficient arrays).
     #[inline(always)]
@@ -476,15 +466,14 @@ impl<'a, T: Float> TaskRows<'a, T> {
 fn rows_backward<T: Float>(
     t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
-    u0: usize,
-    u1: usize,
+    (u0, u1): (usize, usize),
     mut o: BackOut<'_, T>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
     }
-    let (line, len, rb) = (t.units.line, t.units.line.size, ROW_BLOCK);
+    let (line, rb, stream) = (t.units.line, ROW_BLOCK, out.stream);
     let mut grads = RowGrads::take(t.gamma, line, &mut o);
     let block = |b: usize| (b, (b + rb).min(u1));
     let (b0, b1) = block(u0);
@@ -503,29 +492,16 @@ fn rows_backward<T: Float>(
         let k = b0 - u0;
         match (b1 - b0, n1 - n0) {
             (ROW_BLOCK, ROW_BLOCK) => {
-                let base = t.bases::<ROW_BLOCK>(b0);
-                // SAFETY: rows b0..b1 belong to this task's units (written by this task
-                // only) and are distinct rows, so their lines do not overlap.
-                let dx = base.map(|(xo, _)| unsafe { out.line(xo, len) });
-                let rows = OutRows {
-                    base,
-                    dx,
-                    stream: out.stream,
-                };
+                let (base, dx) = out.rows::<ROW_BLOCK>(b0);
+                let rows = OutRows { base, dx, stream };
                 t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, rows, &mut grads, &mut o)
             }
             // The last block, short or followed by a short one.
             (w, rest) => {
                 for r in 0..w {
                     let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
-                    let base = t.bases::<1>(b0 + r);
-                    // SAFETY: row b0 + r belongs to this task's units.
-                    let dx = unsafe { out.line(base[0].0, len) };
-                    let rows = OutRows {
-                        base,
-                        dx: [dx],
-                        stream: out.stream,
-                    };
+                    let (base, dx) = out.rows::<1>(b0 + r);
+                    let rows = OutRows { base, dx, stream };
                     let cur = t.dx_rows::<1>(rows, coef, k + r);
                     let DxRows {
                         x,
@@ -556,10 +532,9 @@ fn rows_backward<T: Float>(
 fn groups_backward<T: Float>(
     t: &TaskRows<'_, T>,
     finish: &DxFinish<'_, T>,
-    u0: usize,
-    u1: usize,
+    (u0, u1): (usize, usize),
     mut o: BackOut<'_, T>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
@@ -572,6 +547,7 @@ fn groups_backward<T: Float>(
         gamma,
     } = t;
     let (len, line, all) = (units.line.size, units.line, (0, units.lines));
+    let stream = out.stream;
     let mut grads = RowGrads::take(gamma, line, &mut o);
     let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
     for (xo, po) in units.lines_of(u0, all) {
@@ -586,11 +562,10 @@ fn groups_backward<T: Float>(
         // adapter here copied its state through memory once per unit, and that load waited
         // for the store buffer full of this pass's output to drain.
         let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
-        for (xo, po) in units.lines_of(u, all) {
+        for (xo, po, dx) in out.lines(u, all) {
+            let dx = &mut dx[..len];
             let (c, g) = gamma_line(gamma, line, po).row(c);
             let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-            // SAFETY: line `xo` of unit `u` belongs to this task: written by this task only.
-            let dx = unsafe { out.line(xo, len) };
             let Some((nxo, npo)) = next.next() else {
                 row_dx_portable(xs, ds, dx, (c, m, a, b), g);
                 continue;
@@ -601,7 +576,7 @@ fn groups_backward<T: Float>(
                 dx: [dx],
                 c: [(c, m, a, b)],
                 g,
-                stream: out.stream,
+                stream,
             };
             let rows = Rows {
                 x: [&x[nxo..nxo + len]],
@@ -675,17 +650,26 @@ pub(crate) fn dx_all<T: Float>(
     gamma: Option<&[T]>,
     dx: &mut [T],
 ) {
-    let shared = SharedOut::new(dx, 3);
+    let mut shared = SharedOut::new(dx, units, 3);
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     let per = units.per_job();
     if ntasks <= per {
-        dx_task(units, x, dy, &shared, coef, gamma, 0, ntasks);
+        dx_task(
+            units,
+            x,
+            dy,
+            shared.whole(Split::Cells),
+            coef,
+            gamma,
+            0,
+            ntasks,
+        );
         return;
     }
-    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
-        let t1 = ((j + 1) * per).min(ntasks);
-        dx_task(units, x, dy, &shared, coef, gamma, j * per, t1);
+    shared.tasks(Split::Cells, per).for_each(|claim| {
+        let (t0, t1) = claim.range();
+        dx_task(units, x, dy, claim.open(), coef, gamma, t0, t1);
     });
 }
 
@@ -726,7 +710,7 @@ pub(crate) fn backward<'a, T: Float>(
         );
         return;
     }
-    let shared = SharedOut::new(dx, 3);
+    let mut shared = SharedOut::new(dx, units, 3);
     let upt = units.per_task();
     let groups_per_task = upt * groups_per_unit;
     let ntasks = units.count.div_ceil(upt);
@@ -746,7 +730,7 @@ pub(crate) fn backward<'a, T: Float>(
             0,
             units.count,
             o,
-            &shared,
+            shared.whole(Split::Units),
         );
         return;
     }
@@ -761,10 +745,9 @@ pub(crate) fn backward<'a, T: Float>(
         .zip(o.b.par_chunks_mut(groups_per_task))
         .zip(acc.par_chunks_mut(dstride))
         .zip(stage.par_chunks_mut(sstride.max(1)))
-        .enumerate()
-        .for_each(|(t, (((((((sg, sgx), c), m), a), b), dp), stage))| {
-            let u0 = t * upt;
-            let u1 = (u0 + upt).min(units.count);
+        .zip(shared.tasks(Split::Units, upt))
+        .for_each(|((((((((sg, sgx), c), m), a), b), dp), stage), claim)| {
+            let (u0, u1) = claim.range();
             let dparams = &mut dp[..np2];
             let part = BackOut {
                 sg,
@@ -776,7 +759,18 @@ pub(crate) fn backward<'a, T: Float>(
                 b,
                 stage,
             };
-            fused_backward_task(units, x, dy, xhat, gamma, finish, u0, u1, part, &shared);
+            fused_backward_task(
+                units,
+                x,
+                dy,
+                xhat,
+                gamma,
+                finish,
+                u0,
+                u1,
+                part,
+                claim.open(),
+            );
         });
     o.dparams.fill(0.0);
     for part in acc.chunks(dstride) {

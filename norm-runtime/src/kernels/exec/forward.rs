@@ -5,8 +5,9 @@ mod rows;
 
 use rayon::prelude::*;
 
+use super::out::{SharedOut, Split, TaskOut};
 use super::short::{self, ShortTask};
-use super::units::{Acc, CoefMut, ColumnSums, Finish, Params, SharedOut, ShiftedSums, Units};
+use super::units::{Acc, CoefMut, ColumnSums, Finish, Params, ShiftedSums, Units};
 use super::Coef3;
 use crate::kernels::elem::RowReduce;
 use crate::kernels::isa::multiversion;
@@ -19,17 +20,19 @@ use crate::Float;
 /// line (`BLOCKS` only where the caller needs it: in the other passes' instantiation the
 /// blocked path slowed the compiled per-line loop).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn elementwise<T: Float, const BLOCKS: bool>(
-    units: &Units,
-    x: &[T],
-    out: &SharedOut<'_, T>,
-    coef: Coef3<'_, T>,
-    params: Params<'_, T>,
+    e: Affine<'_, T>,
+    out: &mut TaskOut<'_, T>,
     u: usize,
     g0: usize,
     range: (usize, usize),
 ) {
+    let Affine {
+        units,
+        x,
+        coef,
+        params,
+    } = e;
     let len = units.line.size;
     let w = units.groups_per_unit;
     let (m, a, b) = (
@@ -37,24 +40,26 @@ fn elementwise<T: Float, const BLOCKS: bool>(
         &coef.1[g0..g0 + w],
         &coef.2[g0..g0 + w],
     );
+    let stream = out.stream;
     let run = (w > 1 && params.gamma.is_none())
-        .then(|| units.run(u, range))
+        .then(|| out.run(u, range))
         .flatten();
-    if let Some((start, lines)) = run {
-        // SAFETY: the run is the lines of unit `u` in this task's chunk, written by this
-        // task only.
-        let o = unsafe { out.line(start, lines * w) };
-        if T::col_affine(x, o, start, (m, a, b), out.stream) {
+    if let Some((start, lines, o)) = run {
+        // Columns: the line is the unit's `w` groups. (The length as `lines · w` lets the
+        // compiler drop the kernel's length checks: 20 % fewer instructions at AVX2.)
+        let o = &mut o[..lines * w];
+        if T::col_affine(x, o, start, (m, a, b), stream) {
             return;
         }
         if BLOCKS {
-            col_blocks(&x[start..start + lines * w], o, (m, a, b));
+            let n = o.len();
+            col_blocks(&x[start..start + n], o, (m, a, b));
             return;
         }
     }
-    for (xo, po) in units.lines_of(u, range) {
-        // SAFETY: line `xo` of unit `u` in this task's chunk: written by this task only.
-        let y = unsafe { out.line(xo, len) };
+    for (xo, po, y) in out.lines(u, range) {
+        // The line's length as `len`: the kernel's length checks fold away.
+        let y = &mut y[..len];
         let xs = &x[xo..xo + len];
         let p = params.line(units.line, po);
         if w == 1 {
@@ -63,6 +68,16 @@ fn elementwise<T: Float, const BLOCKS: bool>(
             lines::affine::<T, true>(xs, y, m, a, b, p);
         }
     }
+}
+
+/// The inputs of an elementwise pass y = ((x − m)·a + b)·γ + β with known per-group
+/// coefficients `coef` = (m, a, b).
+#[derive(Clone, Copy)]
+struct Affine<'a, T> {
+    units: &'a Units,
+    x: &'a [T],
+    coef: Coef3<'a, T>,
+    params: Params<'a, T>,
 }
 
 /// Columns per block of [`col_blocks`]: 64 f32 (four AVX-512 vectors) of each coefficient
@@ -180,16 +195,18 @@ multiversion! {
     fn normalize_task<T: Float>(
         units: &Units,
         x: &[T],
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
         coef: Coef3<'_, T>,
         params: Params<'_, T>,
         t0: usize,
         t1: usize,
     ) {
+        let mut out = out;
         let (_, cpu) = units.chunking();
+        let e = Affine { units, x, coef, params };
         for t in t0..t1 {
             let (u, c) = (t / cpu, t % cpu);
-            elementwise::<T, false>(units, x, out, coef, params, u, u * units.groups_per_unit, units.chunk(c));
+            elementwise::<T, false>(e, &mut out, u, u * units.groups_per_unit, units.chunk(c));
         }
     }
 }
@@ -222,22 +239,24 @@ multiversion! {
         u1: usize,
         c: CoefMut<'_, T>,
         acc: &mut [f64],
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
     ) {
+        let mut out = out;
         let groups_per_unit = units.groups_per_unit;
         if short::applies(units) {
-            let t = ShortTask { units, x, range: (u0, u1), out };
+            let t = ShortTask { units, x, range: (u0, u1), out: &mut out };
             short::forward(t, center, params, finish, c);
             return;
         }
         if groups_per_unit == 1 {
             // Short contiguous rows: a tile of rows per step (`rows`).
             if let Some(tile) = rows::tile(units, params) {
-                let t = rows::RowsTask { units, x, center, params, finish, out };
-                rows::forward(&t, (u0, u1), tile, c, acc);
+                let t = rows::RowsTask { units, x, center, params, finish };
+                rows::forward(&t, &mut out, (u0, u1), tile, c, acc);
                 return;
             }
-            groups_forward(units, x, center, params, finish, u0, u1, c, out);
+            let t = RowsPass { units, x, center, params, finish };
+            groups_forward(&t, (u0, u1), c, &mut out);
             return;
         }
         let n = c.m.len();
@@ -260,10 +279,19 @@ multiversion! {
             };
             (finish.many)(u * groups_per_unit, sums, run);
             // Contiguous lines of columns: `col_affine`, else column blocks.
-            let coef = (&c.m[..], &c.a[..], &c.b[..]);
-            elementwise::<T, true>(units, x, out, coef, params, u, l.start, all);
+            let e = Affine { units, x, coef: (&c.m[..], &c.a[..], &c.b[..]), params };
+            elementwise::<T, true>(e, &mut out, u, l.start, all);
         }
     }
+}
+
+/// The inputs of a fused forward task over one-group units.
+struct RowsPass<'a, T> {
+    units: &'a Units,
+    x: &'a [T],
+    center: bool,
+    params: Params<'a, T>,
+    finish: &'a Finish<'a, T>,
 }
 
 /// The fused forward of units that are one group each (rows, NCHW batch norm, …),
@@ -271,21 +299,23 @@ multiversion! {
 /// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other.
 /// The per-line sums add up in line order: bit-identical to the two separate passes.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn groups_forward<T: Float>(
-    units: &Units,
-    x: &[T],
-    center: bool,
-    params: Params<'_, T>,
-    finish: &Finish<'_, T>,
-    u0: usize,
-    u1: usize,
+    t: &RowsPass<'_, T>,
+    (u0, u1): (usize, usize),
     c: CoefMut<'_, T>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     if u0 >= u1 {
         return;
     }
+    let &RowsPass {
+        units,
+        x,
+        center,
+        params,
+        finish,
+    } = t;
+    let (stream, pipeline) = (out.stream, out.pipeline);
     let (len, all) = (units.line.size, (0, units.lines));
     let shift_of = |u: usize| {
         if center {
@@ -314,10 +344,9 @@ fn groups_forward<T: Float>(
         // adapter here copied its state through memory once per unit, and that load waited
         // for the store buffer full of this pass's output to drain.
         let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
-        for (xo, po) in units.lines_of(u, all) {
+        for (xo, po, y) in out.lines(u, all) {
+            let y = &mut y[..len];
             let xs = &x[xo..xo + len];
-            // SAFETY: line `xo` belongs to unit `u` of this task: written by this task only.
-            let y = unsafe { out.line(xo, len) };
             let p = params.line(units.line, po);
             // The fallbacks take the coefficients through `black_box`, an optimization
             // barrier: otherwise the compiler hoists their broadcasts above the pipelined
@@ -339,9 +368,8 @@ fn groups_forward<T: Float>(
             let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
             // On CPUs where the pipelined kernel is slower beyond the cache (see
             // `cpu::TABLE`), the two passes run one after the other.
-            let pipelined = out
-                .pipeline
-                .then(|| T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, out.stream))
+            let pipelined = pipeline
+                .then(|| T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, stream))
                 .flatten();
             let (s, q) = match pipelined {
                 Some(sums) => sums,
@@ -358,33 +386,20 @@ fn groups_forward<T: Float>(
 }
 
 multiversion! {
-    /// The elementwise pass in memory order over items `i0..i1` of the (line, unit) grid
-    /// (item i: line `i / count` of unit `i % count`), for one-group units whose reduced
+    /// The elementwise pass in memory order over the task's items of the (line, unit) grid
+    /// (item i: line `i / count` of unit `i % count`, `Split::Outer`), for one-group units whose reduced
     /// dims lie outside their kept dims (see `Units::reduced_outer`).
     fn normalize_outer_task<T: Float>(
         units: &Units,
         x: &[T],
-        out: &SharedOut<'_, T>,
+        out: TaskOut<'_, T>,
         coef: Coef3<'_, T>,
         params: Params<'_, T>,
-        i0: usize,
-        i1: usize,
     ) {
+        let mut out = out;
         let len = units.line.size;
-        let mut line = usize::MAX;
-        let (mut lx, mut lp) = (0, 0);
-        for i in i0..i1 {
-            let (j, u) = (i / units.count, i % units.count);
-            if j != line {
-                // Unit 0 sits at offset 0: its line j gives the line's offsets in every unit.
-                (lx, lp) = units.lines_of(0, (j, j + 1)).next().unwrap_or((0, 0));
-                line = j;
-            }
-            let (bx, bp) = units.base(u);
-            let (xo, po) = (bx + lx, bp + lp);
-            // SAFETY: item i is the line `xo` of unit u: one line of the plan, and each item
-            // belongs to exactly one task.
-            let y = unsafe { out.line(xo, len) };
+        for (u, xo, po, y) in out.outer() {
+            let y = &mut y[..len];
             let p = params.line(units.line, po);
             let (m, a, b) = (&coef.0[u..u + 1], &coef.1[u..u + 1], &coef.2[u..u + 1]);
             lines::affine::<T, false>(&x[xo..xo + len], y, m, a, b, p);
@@ -401,16 +416,15 @@ pub(crate) fn normalize<T: Float>(
     params: Params<'_, T>,
     out: &mut [T],
 ) {
-    let shared = SharedOut::new(out, 2);
+    let mut shared = SharedOut::new(out, units, 2);
     if units.groups_per_unit == 1 && units.reduced_outer {
         let items = units.count * units.lines;
         let per = (super::TASK_ELEMS / units.line.size.max(1)).max(1);
         if items <= per {
-            normalize_outer_task(units, x, &shared, coef, params, 0, items);
+            normalize_outer_task(units, x, shared.whole(Split::Outer), coef, params);
         } else {
-            (0..items.div_ceil(per)).into_par_iter().for_each(|j| {
-                let i1 = ((j + 1) * per).min(items);
-                normalize_outer_task(units, x, &shared, coef, params, j * per, i1);
+            shared.tasks(Split::Outer, per).for_each(|claim| {
+                normalize_outer_task(units, x, claim.open(), coef, params);
             });
         }
         return;
@@ -420,12 +434,20 @@ pub(crate) fn normalize<T: Float>(
     let per = units.per_job();
     if ntasks <= per {
         // One job: run it here, without handing it to the thread pool.
-        normalize_task(units, x, &shared, coef, params, 0, ntasks);
+        normalize_task(
+            units,
+            x,
+            shared.whole(Split::Cells),
+            coef,
+            params,
+            0,
+            ntasks,
+        );
         return;
     }
-    (0..ntasks.div_ceil(per)).into_par_iter().for_each(|j| {
-        let t1 = ((j + 1) * per).min(ntasks);
-        normalize_task(units, x, &shared, coef, params, j * per, t1);
+    shared.tasks(Split::Cells, per).for_each(|claim| {
+        let (t0, t1) = claim.range();
+        normalize_task(units, x, claim.open(), coef, params, t0, t1);
     });
 }
 
@@ -530,7 +552,7 @@ pub(crate) fn forward<T: Float>(
     let groups_per_task = upt * groups_per_unit;
     // Scratch the tasks write before they read (shifts, sums zeroed per unit).
     acc.resize(3 * groups, 0.0);
-    let shared = SharedOut::new(out, 2);
+    let mut shared = SharedOut::new(out, units, 2);
     if units.count <= upt {
         // One task: run it here, without handing it to the thread pool.
         fused_forward_task(
@@ -543,7 +565,7 @@ pub(crate) fn forward<T: Float>(
             units.count,
             coef,
             acc,
-            &shared,
+            shared.whole(Split::Units),
         );
         return;
     }
@@ -553,12 +575,12 @@ pub(crate) fn forward<T: Float>(
         .zip(coef.b.par_chunks_mut(groups_per_task))
         .zip(coef.stat.par_chunks_mut(groups_per_task))
         .zip(acc.par_chunks_mut(3 * groups_per_task))
-        .enumerate()
-        .for_each(|(t, ((((m, a), b), stat), acc))| {
-            let u0 = t * upt;
-            let u1 = (u0 + upt).min(units.count);
+        .zip(shared.tasks(Split::Units, upt))
+        .for_each(|(((((m, a), b), stat), acc), claim)| {
+            let (u0, u1) = claim.range();
             let c = CoefMut { stat, m, a, b };
-            fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, &shared);
+            let out = claim.open();
+            fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, out);
         });
 }
 

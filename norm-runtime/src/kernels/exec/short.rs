@@ -14,9 +14,8 @@
 //! row kernels (x̂ and dy·x̂ in the element type, sums in `f64`), the order of the sums fixed
 //! by the shape, so results never depend on the number of threads.
 
-use super::units::{
-    BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, SharedOut, Units,
-};
+use super::out::{TaskOut, UnitBase, UnitBases};
+use super::units::{BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, Units};
 use super::{Coef3, Coef4};
 use crate::kernels::elem::{which, Which};
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
@@ -54,11 +53,11 @@ pub(super) struct ShortTask<'a, 'o, T> {
     pub x: &'a [T],
     /// The task's units.
     pub range: (usize, usize),
-    pub out: &'a SharedOut<'o, T>,
+    pub out: &'a mut TaskOut<'o, T>,
 }
 
-/// One block of units: the units' bases (input offset, parameter offset) in order.
-type Bases<'a> = &'a [(usize, usize)];
+/// One block of units: the units' bases (tokens of the task's `TaskOut`) in order.
+type Bases<'a> = &'a [UnitBase];
 
 /// Whether the backward passes walk a block in memory order (line j of every unit, then
 /// line j + 1): units whose lines lie across the whole tensor (NCHW batch norm: a channel's
@@ -72,12 +71,13 @@ fn memory_order(units: &Units, gamma: bool) -> bool {
 }
 
 /// Runs `f(b0, bases)` for the blocks of units `u0..u1` (`whole`: blocks of [`BLOCK`] units
-/// whatever their size, walked in memory order).
+/// whatever their size, walked in memory order); `walk` yields their bases.
 #[inline(always)]
 fn blocks(
     units: &Units,
     (u0, u1): (usize, usize),
     whole: bool,
+    mut walk: UnitBases<'_>,
     mut f: impl FnMut(usize, Bases<'_>),
 ) {
     let per = if whole {
@@ -85,8 +85,7 @@ fn blocks(
     } else {
         (BLOCK_ELEMS / units.elems().max(1)).clamp(1, BLOCK)
     };
-    let mut bases = [(0usize, 0usize); BLOCK];
-    let mut walk = units.bases(u0, u1);
+    let mut bases = [UnitBase::default(); BLOCK];
     let mut b0 = u0;
     while b0 < u1 {
         let nb = per.min(u1 - b0);
@@ -109,10 +108,14 @@ pub(super) fn forward<T: Float>(
     c: CoefMut<'_, T>,
 ) {
     let ShortTask {
-        units, x, range, ..
+        units,
+        x,
+        range,
+        out,
     } = t;
     let (mut shift, mut sum, mut sq) = ([0.0f64; BLOCK], [0.0f64; BLOCK], [0.0f64; BLOCK]);
-    blocks(units, range, false, |b0, bases| {
+    let walk = out.bases(range.0, range.1);
+    blocks(units, range, false, walk, |b0, bases| {
         let (nb, k0) = (bases.len(), b0 - range.0);
         let sums = (&mut shift[..nb], &mut sum[..nb], &mut sq[..nb]);
         match which::<T>() {
@@ -145,7 +148,7 @@ pub(super) fn forward<T: Float>(
                     gamma: params.gamma.map(|g| k.r(g)),
                     beta: params.beta.map(|b| k.r(b)),
                 };
-                let out = t.out.cast(&k);
+                let mut out = out.cast(&k);
                 let coef = (k.r(coef.0), k.r(coef.1), k.r(coef.2));
                 dispatch(AffineBlock {
                     units,
@@ -153,10 +156,10 @@ pub(super) fn forward<T: Float>(
                     bases,
                     coef,
                     params: p,
-                    out: &out,
+                    out: &mut out,
                 });
             }
-            _ => affine_portable(units, x, bases, coef, params, t.out),
+            _ => affine_portable(units, x, bases, coef, params, out),
         }
     });
 }
@@ -172,12 +175,16 @@ pub(super) fn backward<T: Float>(
     o: BackOut<'_, T>,
 ) {
     let ShortTask {
-        units, x, range, ..
+        units,
+        x,
+        range,
+        out,
     } = t;
     let np = o.dparams.len() / 2;
     let (dg, db) = o.dparams.split_at_mut(np);
     let whole = memory_order(units, gamma.is_some());
-    blocks(units, range, whole, |b0, bases| {
+    let walk = out.bases(range.0, range.1);
+    blocks(units, range, whole, walk, |b0, bases| {
         let (nb, k0) = (bases.len(), b0 - range.0);
         let k = k0..k0 + nb;
         let (sg, sgx) = (&mut o.sg[k.clone()], &mut o.sgx[k.clone()]);
@@ -216,7 +223,7 @@ pub(super) fn backward<T: Float>(
         let coef = (&o.c[k.clone()], &o.m[k.clone()], &o.a[k.clone()], &o.b[k]);
         match which::<T>() {
             Which::F32(c) if !along => {
-                let out = t.out.cast(&c);
+                let mut out = out.cast(&c);
                 dispatch(DxBlock {
                     units,
                     x: c.r(x),
@@ -224,10 +231,10 @@ pub(super) fn backward<T: Float>(
                     bases,
                     coef: (c.r(coef.0), c.r(coef.1), c.r(coef.2), c.r(coef.3)),
                     gamma: gamma.map(|g| c.r(g)),
-                    out: &out,
+                    out: &mut out,
                 });
             }
-            _ => dx_portable((units, x, dy, bases), coef, gamma, t.out),
+            _ => dx_portable((units, x, dy, bases), coef, gamma, out),
         }
     });
 }
@@ -256,7 +263,7 @@ impl WithIsa for SumsBlock<'_> {
         } = self;
         let (len, l) = (units.line.size, S::LANES);
         let mask = s.widen(s.load_part(&ONES[..len % l]));
-        for (i, &base) in bases.iter().enumerate() {
+        for (i, base) in bases.iter().map(UnitBase::at).enumerate() {
             let h = if center { f64::from(x[base.0]) } else { 0.0 };
             let hv = s.splat_d(h);
             let z = s.splat_d(0.0);
@@ -299,7 +306,7 @@ struct AffineBlock<'a, 'o> {
     bases: Bases<'a>,
     coef: Coef3<'a, f32>,
     params: Params<'a, f32>,
-    out: &'a SharedOut<'o, f32>,
+    out: &'a mut TaskOut<'o, f32>,
 }
 
 impl WithIsa for AffineBlock<'_, '_> {
@@ -317,10 +324,7 @@ impl WithIsa for AffineBlock<'_, '_> {
         let (len, l) = (units.line.size, S::LANES);
         for (i, &base) in bases.iter().enumerate() {
             let (m, a, b) = (coef.0[i], coef.1[i], coef.2[i]);
-            for (xo, po) in units.lines_at(base) {
-                // SAFETY: a line of a unit of the calling task (no other task writes it),
-                // asked for once at a time: no other live reference overlaps it.
-                let y = unsafe { out.line(xo, len) };
+            for (xo, po, y) in out.unit_lines(base) {
                 let xs = &x[xo..xo + len];
                 let (a, b) = match params.line(units.line, po) {
                     ParamLine::None => (a, b),
@@ -379,7 +383,7 @@ impl WithIsa for DSumsBlock<'_> {
             // The chains of every unit of the block, added to in the order of `None` below.
             let mut acc = [z; 2 * BLOCK];
             for (lo, _) in units.lines_at((0, 0)) {
-                for (i, &(bx, _)) in bases.iter().enumerate() {
+                for (i, (bx, _)) in bases.iter().map(UnitBase::at).enumerate() {
                     let k = (s.splat(xhat.0[i]), s.splat(xhat.1[i]), s.splat(xhat.2[i]));
                     let xo = bx + lo;
                     let (l1, l2) = line_dsums(s, (&x[xo..xo + len], &dy[xo..xo + len]), k);
@@ -392,7 +396,7 @@ impl WithIsa for DSumsBlock<'_> {
             }
             return;
         }
-        for (i, &base) in bases.iter().enumerate() {
+        for (i, base) in bases.iter().map(UnitBase::at).enumerate() {
             let k = (s.splat(xhat.0[i]), s.splat(xhat.1[i]), s.splat(xhat.2[i]));
             let lines = units.lines_at(base);
             let (t1, t2) = match gamma {
@@ -468,7 +472,7 @@ struct DxBlock<'a, 'o> {
     bases: Bases<'a>,
     coef: Coef4<'a, f32>,
     gamma: Option<&'a [f32]>,
-    out: &'a SharedOut<'o, f32>,
+    out: &'a mut TaskOut<'o, f32>,
 }
 
 impl WithIsa for DxBlock<'_, '_> {
@@ -486,26 +490,22 @@ impl WithIsa for DxBlock<'_, '_> {
         } = self;
         let len = units.line.size;
         if memory_order(units, gamma.is_some()) {
-            for (lo, _) in units.lines_at((0, 0)) {
-                for (i, &(bx, _)) in bases.iter().enumerate() {
+            for lo in out.line_offsets() {
+                for (i, &b) in bases.iter().enumerate() {
                     let k = (coef.0[i], coef.1[i], coef.2[i], coef.3[i]);
-                    let xo = bx + lo;
+                    let (xo, o) = out.line_in(b, lo);
                     let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                    // SAFETY: a line of a unit of the calling task (no other task writes
-                    // it), asked for once at a time: no other live reference overlaps it.
-                    line_dx(s, (xs, ds), unsafe { out.line(xo, len) }, k);
+                    line_dx(s, (xs, ds), o, k);
                 }
             }
             return;
         }
         for (i, &base) in bases.iter().enumerate() {
-            for (xo, po) in units.lines_at(base) {
+            for (xo, po, o) in out.unit_lines(base) {
                 let c = gamma.map_or(coef.0[i], |g| coef.0[i] * g[po]);
                 let k = (c, coef.1[i], coef.2[i], coef.3[i]);
                 let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
-                // SAFETY: a line of a unit of the calling task (no other task writes it),
-                // asked for once at a time: no other live reference overlaps it.
-                line_dx(s, (xs, ds), unsafe { out.line(xo, len) }, k);
+                line_dx(s, (xs, ds), o, k);
             }
         }
     }
@@ -546,7 +546,7 @@ fn sums_portable<T: Float>(
     (shift, sum, sq): (&mut [f64], &mut [f64], &mut [f64]),
 ) {
     let len = units.line.size;
-    for (i, &base) in bases.iter().enumerate() {
+    for (i, base) in bases.iter().map(UnitBase::at).enumerate() {
         let h = if center { x[base.0].to_acc() } else { 0.0 };
         let (mut s, mut q) = (0.0, 0.0);
         for (xo, _) in units.lines_at(base) {
@@ -591,15 +591,12 @@ fn affine_portable<T: Float>(
     bases: Bases<'_>,
     coef: Coef3<'_, T>,
     params: Params<'_, T>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     let len = units.line.size;
     for (i, &base) in bases.iter().enumerate() {
         let k = (coef.0[i], coef.1[i], coef.2[i]);
-        for (xo, po) in units.lines_at(base) {
-            // SAFETY: a line of a unit of the calling task (no other task writes it), asked
-            // for once at a time: no other live reference overlaps it.
-            let y = unsafe { out.line(xo, len) };
+        for (xo, po, y) in out.unit_lines(base) {
             affine_line(&x[xo..xo + len], y, k, params.line(units.line, po));
         }
     }
@@ -616,7 +613,7 @@ fn dsums_portable<T: Float>(
     (dg, db): (&mut [f64], &mut [f64]),
 ) {
     let (len, line) = (units.line.size, units.line);
-    for (i, &base) in bases.iter().enumerate() {
+    for (i, base) in bases.iter().map(UnitBase::at).enumerate() {
         let (m, a, b) = (xhat.0[i], xhat.1[i], xhat.2[i]);
         let (mut g1, mut g2) = (0.0, 0.0);
         for (xo, po) in units.lines_at(base) {
@@ -656,15 +653,12 @@ fn dx_portable<T: Float>(
     (units, x, dy, bases): (&Units, &[T], &[T], Bases<'_>),
     coef: Coef4<'_, T>,
     gamma: Option<&[T]>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     let (len, line) = (units.line.size, units.line);
     for (i, &base) in bases.iter().enumerate() {
         let (m, a, b) = (coef.1[i], coef.2[i], coef.3[i]);
-        for (xo, po) in units.lines_at(base) {
-            // SAFETY: a line of a unit of the calling task (no other task writes it), asked
-            // for once at a time: no other live reference overlaps it.
-            let o = unsafe { out.line(xo, len) };
+        for (xo, po, o) in out.unit_lines(base) {
             let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
             match gamma {
                 Some(g) if line.ps != 0 => {

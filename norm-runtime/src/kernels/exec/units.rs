@@ -2,9 +2,7 @@
 //! passes exchange.
 
 use super::{TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
-use crate::kernels::elem::Cast;
 use crate::kernels::lines::ParamLine;
-use crate::kernels::simd;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
 
@@ -258,6 +256,67 @@ impl Units {
         Some(rows / ROW_TILE_STEP * ROW_TILE_STEP)
     }
 
+    /// Whether every element of every line of the plan has its own offset, below `len`:
+    /// the lines `(u, j)` (`u < count`, `j < lines`, each `line.size` contiguous values)
+    /// are pairwise disjoint and lie inside a slice of `len` values. The proof that lets
+    /// [`SharedOut`](super::out::SharedOut) hand out the lines of distinct units or chunks
+    /// as disjoint `&mut` slices; checked once per pass, a few comparisons per dim.
+    pub(super) fn fits(&self, len: usize) -> bool {
+        if self.count == 0 || self.lines == 0 || self.line.size == 0 {
+            return true;
+        }
+        if self.line.xs != 1 && self.line.size > 1 {
+            return false;
+        }
+        let line = Dim { xs: 1, ..self.line };
+        let mut dims = [Dim::default(); 2 * MAX_DIMS + 1];
+        let mut n = 0;
+        for d in self.kd[..self.nk]
+            .iter()
+            .chain(&self.rd[..self.nr])
+            .chain(std::iter::once(&line))
+        {
+            if d.size > 1 {
+                dims[n] = *d;
+                n += 1;
+            }
+        }
+        let dims = &mut dims[..n];
+        dims.sort_unstable_by_key(|d| d.xs);
+        // Ascending strides, each beyond the last offset the smaller ones reach: distinct
+        // indices give distinct offsets.
+        let mut reach = 0usize;
+        for d in dims.iter() {
+            if d.xs <= reach {
+                return false;
+            }
+            let Some(r) = (d.size - 1)
+                .checked_mul(d.xs)
+                .and_then(|e| e.checked_add(reach))
+            else {
+                return false;
+            };
+            reach = r;
+        }
+        reach < len
+    }
+
+    /// Whether every unit is one contiguous line and unit `u` starts at `u · line.size`
+    /// (the units laid end to end from offset 0).
+    pub(super) fn rows_contiguous(&self) -> bool {
+        if self.lines != 1 || (self.line.xs != 1 && self.line.size > 1) {
+            return false;
+        }
+        let mut span = self.line.size;
+        for d in self.kd[..self.nk].iter().rev() {
+            if d.size > 1 && d.xs != span {
+                return false;
+            }
+            span = span.saturating_mul(d.size);
+        }
+        true
+    }
+
     /// Whether every unit has the same parameters (no kept dim moves them).
     pub(super) fn shared_params(&self) -> bool {
         self.kd[..self.nk].iter().all(|d| d.ps == 0)
@@ -334,73 +393,6 @@ pub(super) const ROW_TILE_STEP: usize = 8;
 
 /// The most rows per tile.
 const MAX_TILE_ROWS: usize = 128;
-
-/// An output written by many tasks, each to lines no other task writes. It holds the
-/// exclusive borrow `'a` of the output slice for as long as it lives (the `PhantomData`),
-/// so no one else can read or write the output meanwhile; the lines handed out by
-/// [`line`](Self::line) live no longer than `&self`. It is `Send` and `Sync` like that
-/// borrow (the base pointer is kept in an `AtomicPtr`, only ever loaded): sharing it
-/// between tasks is harmless by itself, since every write goes through the `unsafe`
-/// [`line`](Self::line), whose contract is that no two live lines overlap.
-pub(crate) struct SharedOut<'a, T> {
-    ptr: std::sync::atomic::AtomicPtr<T>,
-    len: usize,
-    /// Whether the pass streams its output (`simd::streams`).
-    pub(in crate::kernels) stream: bool,
-    /// Whether the row forward may run software-pipelined at this working set
-    /// (`cpu::tuning().pipeline_forward_max`).
-    pub(in crate::kernels) pipeline: bool,
-    _out: std::marker::PhantomData<&'a mut [T]>,
-}
-
-impl<'a, T> SharedOut<'a, T> {
-    /// The output of a pass that touches `arrays` arrays of its size (inputs and output).
-    pub(in crate::kernels) fn new(out: &'a mut [T], arrays: usize) -> Self {
-        let bytes = arrays.saturating_mul(std::mem::size_of_val(out));
-        SharedOut {
-            ptr: std::sync::atomic::AtomicPtr::new(out.as_mut_ptr()),
-            len: out.len(),
-            stream: simd::streams(bytes),
-            pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
-            _out: std::marker::PhantomData,
-        }
-    }
-
-    /// The same output as `U` (the cast proves that `T` is `U`), for the kernels of the
-    /// concrete element type.
-    pub(in crate::kernels) fn cast<U>(&self, _: &Cast<T, U>) -> SharedOut<'_, U> {
-        let ptr = self.ptr.load(std::sync::atomic::Ordering::Relaxed);
-        SharedOut {
-            ptr: std::sync::atomic::AtomicPtr::new(ptr.cast::<U>()),
-            len: self.len,
-            stream: self.stream,
-            pipeline: self.pipeline,
-            _out: std::marker::PhantomData,
-        }
-    }
-
-    /// The mutable line `off..off + len`.
-    ///
-    /// # Safety
-    /// No other live reference may overlap the line: every line of a plan belongs to exactly
-    /// one unit and one chunk, and each (unit, chunk) is processed by exactly one task, which
-    /// drops the line before asking for the next.
-    #[allow(clippy::mut_from_ref)]
-    #[inline(always)]
-    pub(in crate::kernels) unsafe fn line(&self, off: usize, len: usize) -> &mut [T] {
-        assert!(
-            off.checked_add(len).is_some_and(|end| end <= self.len),
-            "line out of bounds"
-        );
-        // SAFETY: in bounds (asserted) of the slice that `new` borrowed mutably for `'a`,
-        // which outlives `&self` (the `PhantomData` holds that borrow); exclusive by the
-        // caller's contract.
-        unsafe {
-            let base = self.ptr.load(std::sync::atomic::Ordering::Relaxed);
-            std::slice::from_raw_parts_mut(base.add(off), len)
-        }
-    }
-}
 
 /// Scratch of the executor, reused across calls.
 #[derive(Clone, Debug, Default)]

@@ -7,7 +7,8 @@
 
 use super::{gamma_along, RowGrads, TaskRows, STAGE_ROWS};
 use crate::kernels::elem::RowReduce;
-use crate::kernels::exec::units::{BackOut, DxCoefMut, DxFinish, SharedOut, Units, ROW_TILE_STEP};
+use crate::kernels::exec::out::TaskOut;
+use crate::kernels::exec::units::{BackOut, DxCoefMut, DxFinish, Units, ROW_TILE_STEP};
 use crate::Float;
 
 /// Rows per tile where the tiled pass applies to this plan and γ (absent or folded, or
@@ -28,7 +29,7 @@ pub(super) fn backward<T: Float>(
     (u0, u1): (usize, usize),
     tile: usize,
     mut o: BackOut<'_, T>,
-    out: &SharedOut<'_, T>,
+    out: &mut TaskOut<'_, T>,
 ) {
     const { assert!(ROW_TILE_STEP.is_multiple_of(STAGE_ROWS)) };
     let (line, len) = (t.units.line, t.units.line.size);
@@ -61,12 +62,12 @@ pub(super) fn backward<T: Float>(
         };
         (finish.many)(b, (&o.sg[k0..k1], &o.sgx[k0..k1]), run);
         let (x0, x1) = (b * len, e * len);
-        // SAFETY: rows b..e are this task's units, contiguous from x0 (units laid out one
-        // after the other, `Units::row_tile`): written by this task only.
-        let dx = unsafe { out.line(x0, x1 - x0) };
+        let stream = out.stream;
+        // Rows laid end to end (`Units::row_tile`): the span from x0.
+        let dx = out.row_span(b, e);
         let io = (&t.x[x0..x1], &t.dy[x0..x1], dx);
         let coef = (&o.c[k0..k1], &o.m[k0..k1], &o.a[k0..k1], &o.b[k0..k1]);
-        T::rows_dx(io, len, coef, g, out.stream);
+        T::rows_dx(io, len, coef, g, stream);
         b = e;
     }
     grads.flush();

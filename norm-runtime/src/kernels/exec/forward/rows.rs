@@ -8,7 +8,8 @@
 
 use super::{ColumnSums, Finish};
 use crate::kernels::elem::RowReduce;
-use crate::kernels::exec::units::{CoefMut, Params, SharedOut, Units};
+use crate::kernels::exec::out::TaskOut;
+use crate::kernels::exec::units::{CoefMut, Params, Units};
 use crate::kernels::lines::ParamLine;
 use crate::Float;
 
@@ -19,7 +20,6 @@ pub(super) struct RowsTask<'a, T> {
     pub center: bool,
     pub params: Params<'a, T>,
     pub finish: &'a Finish<'a, T>,
-    pub out: &'a SharedOut<'a, T>,
 }
 
 /// Rows per tile where the tiled pass applies to this plan and these parameters (γ and β,
@@ -30,11 +30,13 @@ pub(super) fn tile<T: Float>(units: &Units, params: Params<'_, T>) -> Option<usi
     units.row_tile(std::mem::size_of::<T>()).filter(|_| shared)
 }
 
-/// The fused forward of rows `u0..u1` in tiles of `tile` rows; `acc` holds at least
+/// The fused forward of rows `u0..u1` (this task's, written through `out`) in tiles of
+/// `tile` rows; `acc` holds at least
 /// 3·(u1 − u0) values (shifts, sums, squares), `c` the task's statistics and coefficients.
 #[inline(always)]
 pub(super) fn forward<T: Float>(
     t: &RowsTask<'_, T>,
+    out: &mut TaskOut<'_, T>,
     (u0, u1): (usize, usize),
     tile: usize,
     c: CoefMut<'_, T>,
@@ -73,11 +75,11 @@ pub(super) fn forward<T: Float>(
             b: &mut b[k0..k1],
         };
         (t.finish.many)(u0 + k0, raw, run);
-        // SAFETY: rows u0 + k0..u0 + k1 are this task's units, contiguous from x0 (units
-        // laid out one after the other, `Units::row_tile`): written by this task only.
-        let y = unsafe { t.out.line(x0, x1 - x0) };
+        let stream = out.stream;
+        // Rows laid end to end (`Units::row_tile`): the span from x0.
+        let y = out.row_span(u0 + k0, u0 + k1);
         let coef = (&m[k0..k1], &a[k0..k1], &b[k0..k1]);
-        T::rows_affine((xs, y), len, coef, p, t.out.stream);
+        T::rows_affine((xs, y), len, coef, p, stream);
         k0 = k1;
     }
 }
