@@ -117,9 +117,11 @@ fn unit_dx<T: Float>(
         &coef.3[g0..g0 + w],
     );
     let stream = out.stream;
-    let run = (w > 1 && gamma.is_none())
-        .then(|| out.run(u, range))
-        .flatten();
+    let run = if w > 1 && gamma.is_none() {
+        out.run(u, range)
+    } else {
+        None
+    };
     if let Some((start, lines, o)) = run {
         // Columns: the line is the unit's `w` groups (see `forward::elementwise`).
         let o = &mut o[..lines * w];
