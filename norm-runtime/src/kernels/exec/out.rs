@@ -131,16 +131,25 @@ impl<'a, T> SharedOut<'a, T> {
     }
 }
 
+std::thread_local! {
+    /// The bitset of [`permutation`], kept per thread so that the check allocates only
+    /// while it grows (the `_into` methods allocate nothing after warm-up: `tests/alloc.rs`).
+    static SEEN: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Whether `order` holds every index below its length once.
 fn permutation(order: &[usize]) -> bool {
-    let mut seen = vec![0u64; order.len().div_ceil(64)];
-    order.iter().all(|&i| {
-        let (w, b) = (i / 64, 1u64 << (i % 64));
-        let fresh = i < order.len() && seen[w] & b == 0;
-        if fresh {
-            seen[w] |= b;
-        }
-        fresh
+    SEEN.with_borrow_mut(|seen| {
+        seen.clear();
+        seen.resize(order.len().div_ceil(64), 0);
+        order.iter().all(|&i| {
+            let (w, b) = (i / 64, 1u64 << (i % 64));
+            let fresh = i < order.len() && seen[w] & b == 0;
+            if fresh {
+                seen[w] |= b;
+            }
+            fresh
+        })
     })
 }
 
