@@ -571,7 +571,9 @@ pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
 }
 
 mod cols;
-pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums, Cols};
+#[cfg(target_arch = "x86_64")]
+use cols::Cols;
+pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums};
 #[cfg(test)]
 use cols::{ColAffine, ColDSums, ColDx, ColSums};
 
