@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idle timing A/B of two commits on the norm-bench suite, f32: base and new alternate
-# (A/B/A/B), ROUNDS rounds, 1 and 2 threads, at the default level (AVX-512 where detected)
+# (A/B/A/B per case), ROUNDS rounds, 1 and 2 threads, at the default level (AVX-512 where detected)
 # and NORMKIT_SIMD=avx2; then the joined ratio table (benches/ab_table.py).
 #
 # usage, from the repository root, on an idle machine:
@@ -31,17 +31,24 @@ mkdir -p "$OUT/ab"
   echo "new: $(git rev-parse --short HEAD) ($B)"
   echo "date: $(date -u)"
 } > "$OUT/cpu.txt"
+# One (case, level, threads) at a time, base then new back to back, so a burst of load on
+# this kind of shared VM hits both sides of a pair; ab_table.py also gives the median of the
+# per-round paired ratios. CASES: the suite cases both commits have (override to narrow).
+cases=${CASES:-bn_train,bn_eval,bn_train_nhwc,ln,rms,gn,gn_big,in,ws,bcn}
+rm -f "$OUT"/ab/*.jsonl
 for r in $(seq 1 "$rounds"); do
-  for lv in default avx2; do
-    for t in 1 2; do
-      for side in base new; do
-        bin=$A; [ $side = new ] && bin=$B
-        f="$OUT/ab/$side-$lv-${t}t-run$r.jsonl"
-        if [ $lv = default ]; then
-          "$bin" --json --threads $t "$@" > "$f"
-        else
-          NORMKIT_SIMD=$lv "$bin" --json --threads $t "$@" > "$f"
-        fi
+  for c in ${cases//,/ }; do
+    for lv in default avx2; do
+      for t in 1 2; do
+        for side in base new; do
+          bin=$A; [ $side = new ] && bin=$B
+          f="$OUT/ab/$side-$lv-${t}t-run$r.jsonl"
+          if [ $lv = default ]; then
+            "$bin" --json --threads $t --cases "$c" "$@" >> "$f"
+          else
+            NORMKIT_SIMD=$lv "$bin" --json --threads $t --cases "$c" "$@" >> "$f"
+          fi
+        done
       done
     done
   done
