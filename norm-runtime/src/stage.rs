@@ -444,7 +444,7 @@ pub(crate) fn backward_plain<T: Float>(
     if let Some(comm) = sync.filter(|c| saved.synced && c.size() > 1) {
         // Local sums (kept for the local parameter gradients) → all members → summed in
         // rank order for the dx coefficients.
-        exec::dsums_all(t, (out.sg, out.sgx, out.dparams), &mut scratch.acc.f);
+        exec::dsums_all(t, out.sg, out.sgx, out.dparams, &mut scratch.acc.f);
         let mut local = std::mem::take(&mut scratch.sync_local);
         local.clear();
         local.extend_from_slice(out.sg);

@@ -307,7 +307,7 @@ pub(crate) fn backward<T: Float, S: Send>(
             xhat,
             gamma: None,
         };
-        exec::dsums_all(t, (s1, s2, &mut []), acc);
+        exec::dsums_all(t, s1, s2, &mut [], acc);
         finish(0, &mut locals[0], (s1, s2), (&mut *c, &mut *a, &mut *b));
         exec::dx_all(&units, x, dy, (c, m, a, b), None, dx);
         return;

@@ -160,14 +160,18 @@ multiversion! {
 multiversion! {
     /// dx with known coefficients over tasks `t0..t1` (as `normalize_task`).
     fn dx_task<T: Float>(
-        t: BackIn<'_, T>,
+        units: &Units,
+        io: (&[T], &[T]),
         out: TaskOut<'_, T>,
         coef: Coef4<'_, T>,
+        gamma: Option<&[T]>,
         range: (usize, usize),
     ) {
         let mut out = out;
-        let (units, (t0, t1)) = (t.units, range);
+        let ((x, dy), (t0, t1)) = (io, range);
         let (_, cpu) = units.chunking();
+        // x̂ is not read by dx.
+        let t = BackIn { units, x, dy, xhat: (&[], &[], &[]), gamma };
         for k in t0..t1 {
             let (u, c) = (k / cpu, k % cpu);
             unit_dx(&t, &mut out, coef, u * units.groups_per_unit, u, units.chunk(c));
@@ -567,12 +571,17 @@ fn groups_backward<T: Float>(
     grads.flush();
 }
 
-/// Backward sums of every group (and per unfolded parameter) into `(sg, sgx, dparams)`:
+/// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
 /// fixed chunks of lines in parallel, merged in chunk order. The first phase of the split
 /// path, and of synchronized statistics. `acc` is scratch.
+///
+/// (The outputs stay separate arguments: references inside a tuple passed by pointer lose
+/// their `noalias`, and the merge loop below was compiled with more instructions.)
 pub(crate) fn dsums_all<T: Float>(
     t: BackIn<'_, T>,
-    (sg, sgx, dparams): (&mut [f64], &mut [f64], &mut [f64]),
+    sg: &mut [f64],
+    sgx: &mut [f64],
+    dparams: &mut [f64],
     acc: &mut Vec<f64>,
 ) {
     let units = t.units;
@@ -623,22 +632,14 @@ pub(crate) fn dx_all<T: Float>(
     let (_, cpu) = units.chunking();
     let ntasks = units.count * cpu;
     let per = units.per_job();
-    // x̂ is not read by dx.
-    let xhat = (&[][..], &[][..], &[][..]);
-    let t = BackIn {
-        units,
-        x,
-        dy,
-        xhat,
-        gamma,
-    };
     if ntasks <= per {
-        dx_task(t, shared.whole(Split::Cells), coef, (0, ntasks));
+        let out = shared.whole(Split::Cells);
+        dx_task(units, (x, dy), out, coef, gamma, (0, ntasks));
         return;
     }
     shared.tasks(Split::Cells, per).for_each(|claim| {
         let range = claim.range();
-        dx_task(t, claim.open(), coef, range);
+        dx_task(units, (x, dy), claim.open(), coef, gamma, range);
     });
 }
 
@@ -665,7 +666,7 @@ pub(crate) fn backward<'a, T: Float>(
     let staged = gamma_along(gamma, units.line) && groups_per_unit == 1;
     let sstride = if staged { 2 * units.line.size } else { 0 };
     if units.split() {
-        dsums_all(t, (o.sg, o.sgx, o.dparams), acc);
+        dsums_all(t, o.sg, o.sgx, o.dparams, acc);
         for g in 0..groups {
             let (c, m, a, b) = (finish.one)(g, o.sg[g], o.sgx[g]);
             (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
