@@ -463,7 +463,7 @@ impl<T: Float> BackwardPasses<T> for OwnDx<'_, T> {
             finish,
             acc,
         } = pass;
-        cells::backward(cells, x, dy, xm, sums, coefs, blocks, finish, acc, dx);
+        cells::backward(cells, (x, dy, xm), sums, coefs, (blocks, finish), acc, dx);
     }
 }
 

@@ -10,8 +10,8 @@ use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Finish, Params,
-    ShiftedSums, Stat, Units,
+    self, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Finish, FwdIn,
+    Params, ShiftedSums, Stat, Units,
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
@@ -244,16 +244,14 @@ pub(crate) fn forward_plain<T: Float>(
             a: &mut scratch.a,
             b: &mut scratch.b,
         };
-        exec::forward(
-            &units,
+        let t = FwdIn {
+            units: &units,
             x,
-            stage.center,
+            center: stage.center,
             params,
-            &finish,
-            c,
-            &mut scratch.acc,
-            out,
-        );
+            finish: &finish,
+        };
+        exec::forward(t, c, &mut scratch.acc, out);
     }
     if limits.is_some() {
         for (s, st) in saved.stats.iter().enumerate() {
@@ -429,6 +427,13 @@ pub(crate) fn backward_plain<T: Float>(
         stage: &mut [],
     };
     let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
+    let t = BackIn {
+        units: &units,
+        x,
+        dy,
+        xhat,
+        gamma: unfolded,
+    };
     if saved.synced && sync.is_none() {
         return Err(NormError::Saved {
             layer: info.name.to_string(),
@@ -439,17 +444,7 @@ pub(crate) fn backward_plain<T: Float>(
     if let Some(comm) = sync.filter(|c| saved.synced && c.size() > 1) {
         // Local sums (kept for the local parameter gradients) → all members → summed in
         // rank order for the dx coefficients.
-        exec::dsums_all(
-            &units,
-            x,
-            dy,
-            xhat,
-            unfolded,
-            out.sg,
-            out.sgx,
-            out.dparams,
-            &mut scratch.acc.f,
-        );
+        exec::dsums_all(t, out.sg, out.sgx, out.dparams, &mut scratch.acc.f);
         let mut local = std::mem::take(&mut scratch.sync_local);
         local.clear();
         local.extend_from_slice(out.sg);
@@ -488,18 +483,8 @@ pub(crate) fn backward_plain<T: Float>(
                 reason: "it comes from forward, not forward_sync".to_string(),
             });
         }
-        exec::backward(
-            &units,
-            x,
-            dy,
-            xhat,
-            unfolded,
-            &finish,
-            out,
-            &mut scratch.acc.f,
-            &mut scratch.stage,
-            dx,
-        );
+        let acc = (&mut scratch.acc.f, &mut scratch.stage);
+        exec::backward(t, &finish, out, acc, dx);
     }
 
     let params = plan.param_shape.numel();

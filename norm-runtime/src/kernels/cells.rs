@@ -15,7 +15,9 @@
 
 use rayon::prelude::*;
 
-use super::exec::{self, Params, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS, TASK_ELEMS};
+use super::exec::{
+    self, BackIn, Params, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS, TASK_ELEMS,
+};
 use super::isa::multiversion;
 use super::lines::{self, DParam, ParamLine};
 use super::reduce::{row_dx_portable, DxRows, Rows};
@@ -93,7 +95,7 @@ fn dsums_of<T: Float>(
         s1[i] = 0.0;
         s2[i] = 0.0;
         let (sg, sgx) = (&mut s1[i..=i], &mut s2[i..=i]);
-        lines::dsums::<T, false>(xs, ds, &m[i..=i], &one, &zero, DParam::None, sg, sgx);
+        lines::dsums::<T, false>((xs, ds), (&m[i..=i], &one, &zero), DParam::None, (sg, sgx));
     }
 }
 
@@ -113,20 +115,19 @@ type TaskFinish<'a, T> = dyn FnMut(usize, &[ShiftedSums], CoefOut<'_, T>) + 'a;
 type TaskDxFinish<'a, T> = dyn FnMut(usize, (&[f64], &[f64]), CoefOut<'_, T>) + 'a;
 
 multiversion! {
-    /// Both forward passes over the blocks of one task (`slots`, `bs` slots per block),
-    /// software-pipelined across blocks: the affine pass of block j runs in the same loop as
-    /// the sums of block j + 1, slot by slot (bit-identical to the separate passes).
+    /// Both forward passes over the blocks of one task (`task`: its slots, `bs` slots per
+    /// block), software-pipelined across blocks: the affine pass of block j runs in the same
+    /// loop as the sums of block j + 1, slot by slot (bit-identical to the separate passes).
     fn forward_task<T: Float>(
         x: &[T],
-        len: usize,
-        bs: usize,
-        slots: &[usize],
+        task: Cells<'_>,
         raws: &mut [ShiftedSums],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
+        let Cells { len, order: slots, block: bs } = task;
         let stream = out.stream;
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
@@ -165,14 +166,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// Both backward passes over the blocks of one task (as `forward_task`): the dx pass of
-    /// block j runs in the same loop as the sums of block j + 1. `m`: each slot's cell mean.
+    /// Both backward passes over the blocks of one task (as `forward_task`) of the input
+    /// `io` = (x, dy): the dx pass of block j runs in the same loop as the sums of block
+    /// j + 1. `m`: each slot's cell mean.
     fn backward_task<T: Float>(
-        x: &[T],
-        dy: &[T],
-        len: usize,
-        bs: usize,
-        slots: &[usize],
+        io: (&[T], &[T]),
+        task: Cells<'_>,
         m: &[T],
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
@@ -180,6 +179,8 @@ multiversion! {
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
+        let (x, dy) = io;
+        let Cells { len, order: slots, block: bs } = task;
         let stream = out.stream;
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
@@ -257,7 +258,12 @@ pub(crate) fn forward<T: Float, S: Send>(
         let mut fin = |j: usize, raws: &[ShiftedSums], coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], raws, coef);
         };
-        forward_task(x, len, bs, slots, raws, coef, &mut fin, out);
+        let task = Cells {
+            len,
+            order: slots,
+            block: bs,
+        };
+        forward_task(x, task, raws, coef, &mut fin, out);
     };
     if cells.order.len() <= span {
         task(0, raws, (m, a, b), locals, shared.whole(split));
@@ -275,19 +281,15 @@ pub(crate) fn forward<T: Float, S: Send>(
         });
 }
 
-/// The backward passes: Σdy and Σdy·(x − m) per slot into `s1`, `s2` (m: each slot's cell
-/// mean in the element type), `finish` per block → (c, a, b) per slot,
-/// dx = dy·c + ((x − m)·a + b). `locals` holds one state per block.
-#[allow(clippy::too_many_arguments)]
+/// The backward passes of the input `(x, dy, m)`: Σdy and Σdy·(x − m) per slot into `s1`,
+/// `s2` (m: each slot's cell mean in the element type), `finish` per block → (c, a, b) per
+/// slot, dx = dy·c + ((x − m)·a + b). `locals` holds one state per block; `acc` is scratch.
 pub(crate) fn backward<T: Float, S: Send>(
     cells: &Cells<'_>,
-    x: &[T],
-    dy: &[T],
-    m: &[T],
+    (x, dy, m): (&[T], &[T], &[T]),
     (s1, s2): (&mut [f64], &mut [f64]),
     (c, a, b): CoefOut<'_, T>,
-    locals: &mut [S],
-    finish: &BlockDxFinish<'_, T, S>,
+    (locals, finish): (&mut [S], &BlockDxFinish<'_, T, S>),
     acc: &mut Vec<f64>,
     dx: &mut [T],
 ) {
@@ -298,7 +300,14 @@ pub(crate) fn backward<T: Float, S: Send>(
         a.fill(T::one());
         b.fill(T::zero());
         let xhat = (m, &*a, &*b);
-        exec::dsums_all(&units, x, dy, xhat, None, s1, s2, &mut [], acc);
+        let t = BackIn {
+            units: &units,
+            x,
+            dy,
+            xhat,
+            gamma: None,
+        };
+        exec::dsums_all(t, s1, s2, &mut [], acc);
         finish(0, &mut locals[0], (s1, s2), (&mut *c, &mut *a, &mut *b));
         exec::dx_all(&units, x, dy, (c, m, a, b), None, dx);
         return;
@@ -318,7 +327,12 @@ pub(crate) fn backward<T: Float, S: Send>(
         let mut fin = |j: usize, sums: (&[f64], &[f64]), coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], sums, coef);
         };
-        backward_task(x, dy, len, bs, slots, m, sums, coef, &mut fin, out);
+        let task = Cells {
+            len,
+            order: slots,
+            block: bs,
+        };
+        backward_task((x, dy), task, m, sums, coef, &mut fin, out);
     };
     if cells.order.len() <= span {
         task(0, (s1, s2), (c, a, b), locals, shared.whole(split));

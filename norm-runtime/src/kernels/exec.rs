@@ -38,9 +38,11 @@ pub(crate) use finish::{dx_finish_run, finish_run, DxEstimator, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all};
 pub(crate) use out::{SharedOut, Split, TaskOut};
 pub(crate) use units::{
-    Acc, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, Params, ShiftedSums, Stat,
-    Units,
+    Acc, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, FwdIn, Params,
+    ShiftedSums, Stat, Units,
 };
+
+use super::lines::{Coef3, Coef4};
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of
 /// the split path.
@@ -52,9 +54,3 @@ const TASK_MAX_ELEMS: usize = 1 << 20;
 /// The number of tasks the fused path aims at: enough to balance a small pool, few enough
 /// that units pipeline over long runs (each task restarts the pipeline).
 pub(super) const TASKS: usize = 16;
-
-/// Coefficient arrays (m, a, b).
-type Coef3<'a, T> = (&'a [T], &'a [T], &'a [T]);
-
-/// Per-group dx coefficients (c, m, a, b).
-type Coef4<'a, T> = (&'a [T], &'a [T], &'a [T], &'a [T]);

@@ -11,6 +11,12 @@ use super::reduce::{col_dsums_portable, head, row_dparams_portable, row_dx_porta
 use crate::kernels::elem::RowReduce;
 use crate::Float;
 
+/// Coefficient arrays (m, a, b): per group, x̂ = (x − m)·a + b.
+pub(crate) type Coef3<'a, T> = (&'a [T], &'a [T], &'a [T]);
+
+/// Per-group dx coefficients (c, m, a, b): dx = dy·c·γ + ((x − m)·a + b).
+pub(crate) type Coef4<'a, T> = (&'a [T], &'a [T], &'a [T], &'a [T]);
+
 /// Σ(x − shift) and Σ(x − shift)² of a line in f64 (explicit SIMD, see `reduce`).
 #[inline(always)]
 pub(crate) fn row_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
@@ -144,19 +150,14 @@ impl RowFold<'_> {
     }
 }
 
-/// Backward sums of a line with x̂ = (x − m)·a + b: per group Σg and Σg·x̂ into `sg`, `sgx`
-/// (index 0 when `DS = false`), and the parameter sums.
-#[allow(clippy::too_many_arguments)]
+/// Backward sums of a line (`(x, dy)`) with x̂ = (x − m)·a + b: per group Σg and Σg·x̂ into
+/// `(sg, sgx)` (index 0 when `DS = false`), and the parameter sums.
 #[inline(always)]
 pub(crate) fn dsums<T: Float, const DS: bool>(
-    x: &[T],
-    dy: &[T],
-    m: &[T],
-    a: &[T],
-    b: &[T],
+    (x, dy): (&[T], &[T]),
+    (m, a, b): Coef3<'_, T>,
     p: DParam<'_, T>,
-    sg: &mut [f64],
-    sgx: &mut [f64],
+    (sg, sgx): (&mut [f64], &mut [f64]),
 ) {
     if !DS {
         let c = (m[0], a[0], b[0]);
@@ -226,17 +227,12 @@ impl<'a, T: Float> GammaLine<'a, T> {
     }
 }
 
-/// dx = dy·c·γ + ((x − m)·a + b) over a line.
-#[allow(clippy::too_many_arguments)]
+/// dx = dy·c·γ + ((x − m)·a + b) over a line (`(x, dy)`) into `out`.
 #[inline(always)]
 pub(crate) fn dx<T: Float, const DS: bool>(
-    x: &[T],
-    dy: &[T],
+    (x, dy): (&[T], &[T]),
     out: &mut [T],
-    c: &[T],
-    m: &[T],
-    a: &[T],
-    b: &[T],
+    (c, m, a, b): Coef4<'_, T>,
     g: GammaLine<'_, T>,
 ) {
     if !DS {

@@ -21,8 +21,8 @@ use norm_spec::path::{ParamKind, Variance};
 
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator, Finish,
-    Params, ShiftedSums, Stat, Units,
+    self, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator,
+    Finish, FwdIn, Params, ShiftedSums, Stat, Units,
 };
 use crate::scratch::Scratch;
 use crate::stage::{BackwardIo, StageCall};
@@ -187,7 +187,14 @@ pub(crate) fn forward<
             a: &mut scratch.a,
             b: &mut scratch.b,
         };
-        exec::forward(&units, x, CENTER, params, &finish, c, &mut scratch.acc, out);
+        let t = FwdIn {
+            units: &units,
+            x,
+            center: CENTER,
+            params,
+            finish: &finish,
+        };
+        exec::forward(t, c, &mut scratch.acc, out);
     }
     if mode == Mode::Train {
         let running = state.running.as_mut();
@@ -322,16 +329,18 @@ pub(crate) fn backward<
         stage: &mut [],
     };
     let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
-    exec::backward(
-        &units,
+    let t = BackIn {
+        units: &units,
         x,
         dy,
         xhat,
-        unfolded,
+        gamma: unfolded,
+    };
+    exec::backward(
+        t,
         &finish,
         out,
-        &mut scratch.acc.f,
-        &mut scratch.stage,
+        (&mut scratch.acc.f, &mut scratch.stage),
         dx,
     );
 

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use super::out::{SharedOut, Split, TaskOut};
 use super::short::{self, ShortTask};
-use super::units::{BackOut, DxCoefMut, DxFinish, Units};
-use super::{Coef3, Coef4};
+use super::units::{BackIn, BackOut, DxCoefMut, DxFinish, Units};
+use super::Coef4;
 use crate::kernels::elem::RowReduce;
 use crate::kernels::isa::multiversion;
 use crate::kernels::lines::{self, DParam, GammaLine, RowFold};
@@ -51,13 +51,13 @@ fn gamma_line<T: Float>(gamma: Option<&[T]>, line: Dim, po: usize) -> GammaLine<
 /// parameter sums `dparams`.
 #[inline(always)]
 fn unit_dsums<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     u: usize,
     range: (usize, usize),
     (sg, sgx): (&mut [f64], &mut [f64]),
     dparams: &mut [f64],
 ) {
-    let &TaskRows {
+    let &BackIn {
         units,
         x,
         dy,
@@ -84,9 +84,9 @@ fn unit_dsums<T: Float>(
         let p = dparam_line(gamma, units.line, po, dg, db);
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         if groups_per_unit == 1 {
-            lines::dsums::<T, false>(xs, ds, m, a, b, p, sg, sgx);
+            lines::dsums::<T, false>((xs, ds), (m, a, b), p, (sg, sgx));
         } else {
-            lines::dsums::<T, true>(xs, ds, m, a, b, p, sg, sgx);
+            lines::dsums::<T, true>((xs, ds), (m, a, b), p, (sg, sgx));
         }
     }
 }
@@ -94,14 +94,14 @@ fn unit_dsums<T: Float>(
 /// dx of lines `range` of unit `u`, whose groups start at `g0` in `coef` (c, m, a, b).
 #[inline(always)]
 fn unit_dx<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     out: &mut TaskOut<'_, T>,
     coef: Coef4<'_, T>,
     g0: usize,
     u: usize,
     range: (usize, usize),
 ) {
-    let &TaskRows {
+    let &BackIn {
         units,
         x,
         dy,
@@ -135,9 +135,9 @@ fn unit_dx<T: Float>(
         let g = gamma_line(gamma, units.line, po);
         let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
         if w == 1 {
-            lines::dx::<T, false>(xs, ds, o, c, m, a, b, g);
+            lines::dx::<T, false>((xs, ds), o, (c, m, a, b), g);
         } else {
-            lines::dx::<T, true>(xs, ds, o, c, m, a, b, g);
+            lines::dx::<T, true>((xs, ds), o, (c, m, a, b), g);
         }
     }
 }
@@ -145,18 +145,9 @@ fn unit_dx<T: Float>(
 multiversion! {
     /// Backward sums of tasks `t0..` (as `normalize_task`), one part of `acc` each: Σg, Σg·x̂
     /// of the unit's groups, then the parameter sums.
-    fn dsums_task<T: Float>(
-        units: &Units,
-        x: &[T],
-        dy: &[T],
-        xhat: Coef3<'_, T>,
-        gamma: Option<&[T]>,
-        t0: usize,
-        stride: usize,
-        acc: &mut [f64],
-    ) {
+    fn dsums_task<T: Float>(t: BackIn<'_, T>, t0: usize, stride: usize, acc: &mut [f64]) {
+        let units = t.units;
         let (groups_per_unit, (_, cpu)) = (units.groups_per_unit, units.chunking());
-        let t = TaskRows { units, x, dy, xhat, gamma };
         for (i, part) in acc.chunks_mut(stride).enumerate() {
             let (u, c) = ((t0 + i) / cpu, (t0 + i) % cpu);
             let (sg, rest) = part.split_at_mut(groups_per_unit);
@@ -170,18 +161,17 @@ multiversion! {
     /// dx with known coefficients over tasks `t0..t1` (as `normalize_task`).
     fn dx_task<T: Float>(
         units: &Units,
-        x: &[T],
-        dy: &[T],
+        io: (&[T], &[T]),
         out: TaskOut<'_, T>,
         coef: Coef4<'_, T>,
         gamma: Option<&[T]>,
-        t0: usize,
-        t1: usize,
+        range: (usize, usize),
     ) {
         let mut out = out;
+        let ((x, dy), (t0, t1)) = (io, range);
         let (_, cpu) = units.chunking();
         // x̂ is not read by dx.
-        let t = TaskRows { units, x, dy, xhat: (&[], &[], &[]), gamma };
+        let t = BackIn { units, x, dy, xhat: (&[], &[], &[]), gamma };
         for k in t0..t1 {
             let (u, c) = (k / cpu, k % cpu);
             unit_dx(&t, &mut out, coef, u * units.groups_per_unit, u, units.chunk(c));
@@ -190,26 +180,22 @@ multiversion! {
 }
 
 multiversion! {
-    /// Fused backward of units `u0..u1`: sums, `finish`, dx. The slices are this task's
-    /// share of the per-group arrays; `dparams` is its own parameter-sum accumulator.
+    /// Fused backward of units `u0..u1` (`range`): sums, `finish`, dx. The slices are this
+    /// task's share of the per-group arrays; `dparams` is its own parameter-sum accumulator.
     fn fused_backward_task<T: Float>(
-        units: &Units,
-        x: &[T],
-        dy: &[T],
-        xhat: Coef3<'_, T>,
-        gamma: Option<&[T]>,
+        t: BackIn<'_, T>,
         finish: &DxFinish<'_, T>,
-        u0: usize,
-        u1: usize,
+        range: (usize, usize),
         o: BackOut<'_, T>,
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
+        let BackIn { units, x, dy, xhat, gamma } = t;
+        let (u0, u1) = range;
         let groups_per_unit = units.groups_per_unit;
         let all = (0, units.lines);
         o.sg.fill(0.0);
         o.sgx.fill(0.0);
-        let t = TaskRows { units, x, dy, xhat, gamma };
         if groups_per_unit == 1 {
             // Short contiguous rows: a tile of rows per step (`rows`).
             if let Some(tile) = rows::tile(units, gamma) {
@@ -355,16 +341,7 @@ struct OutRows<'o, T, const R: usize> {
     stream: bool,
 }
 
-/// The inputs of a task of the fused backward pass (rows and groups of lines alike).
-struct TaskRows<'a, T> {
-    units: &'a Units,
-    x: &'a [T],
-    dy: &'a [T],
-    xhat: Coef3<'a, T>,
-    gamma: Option<&'a [T]>,
-}
-
-impl<'a, T: Float> TaskRows<'a, T> {
+impl<'a, T: Float> BackIn<'a, T> {
     /// Rows `u..u + R` for the sums, and their parameter offsets.
     #[inline(always)]
     fn rows<const R: usize>(&self, u: usize) -> (Rows<'a, T, R>, [usize; R]) {
@@ -466,7 +443,7 @@ impl<'a, T: Float> TaskRows<'a, T> {
 /// plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
 #[inline(always)]
 fn rows_backward<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     finish: &DxFinish<'_, T>,
     (u0, u1): (usize, usize),
     mut o: BackOut<'_, T>,
@@ -532,7 +509,7 @@ fn rows_backward<T: Float>(
 /// along the line.
 #[inline(always)]
 fn groups_backward<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     finish: &DxFinish<'_, T>,
     (u0, u1): (usize, usize),
     mut o: BackOut<'_, T>,
@@ -541,7 +518,7 @@ fn groups_backward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let &TaskRows {
+    let &BackIn {
         units,
         x,
         dy,
@@ -596,19 +573,18 @@ fn groups_backward<T: Float>(
 
 /// Backward sums of every group (and per unfolded parameter) into `sg`, `sgx`, `dparams`:
 /// fixed chunks of lines in parallel, merged in chunk order. The first phase of the split
-/// path, and of synchronized statistics.
-#[allow(clippy::too_many_arguments)]
+/// path, and of synchronized statistics. `acc` is scratch.
+///
+/// (The outputs stay separate arguments: references inside a tuple passed by pointer lose
+/// their `noalias`, and the merge loop below was compiled with more instructions.)
 pub(crate) fn dsums_all<T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    xhat: Coef3<'_, T>,
-    gamma: Option<&[T]>,
+    t: BackIn<'_, T>,
     sg: &mut [f64],
     sgx: &mut [f64],
     dparams: &mut [f64],
     acc: &mut Vec<f64>,
 ) {
+    let units = t.units;
     let groups_per_unit = units.groups_per_unit;
     let np2 = dparams.len();
     let (_, cpu) = units.chunking();
@@ -625,11 +601,11 @@ pub(crate) fn dsums_all<T: Float>(
     acc.resize(stride * ntasks, 0.0);
     let per = units.per_job();
     if ntasks <= per {
-        dsums_task(units, x, dy, xhat, gamma, 0, stride, acc);
+        dsums_task(t, 0, stride, acc);
     } else {
         acc.par_chunks_mut(stride * per)
             .enumerate()
-            .for_each(|(j, parts)| dsums_task(units, x, dy, xhat, gamma, j * per, stride, parts));
+            .for_each(|(j, parts)| dsums_task(t, j * per, stride, parts));
     }
     for (t, part) in acc.chunks(stride).enumerate() {
         let g0 = (t / cpu) * groups_per_unit;
@@ -657,39 +633,32 @@ pub(crate) fn dx_all<T: Float>(
     let ntasks = units.count * cpu;
     let per = units.per_job();
     if ntasks <= per {
-        dx_task(
-            units,
-            x,
-            dy,
-            shared.whole(Split::Cells),
-            coef,
-            gamma,
-            0,
-            ntasks,
-        );
+        let out = shared.whole(Split::Cells);
+        dx_task(units, (x, dy), out, coef, gamma, (0, ntasks));
         return;
     }
     shared.tasks(Split::Cells, per).for_each(|claim| {
-        let (t0, t1) = claim.range();
-        dx_task(units, x, dy, claim.open(), coef, gamma, t0, t1);
+        let range = claim.range();
+        dx_task(units, (x, dy), claim.open(), coef, gamma, range);
     });
 }
 
 /// The backward pass: sums per group (and per unfolded parameter), `finish` → per-group dx
-/// coefficients, then dx. `acc` is scratch.
-#[allow(clippy::too_many_arguments)]
+/// coefficients, then dx. `(acc, stage)` is scratch.
 pub(crate) fn backward<'a, T: Float>(
-    units: &Units,
-    x: &[T],
-    dy: &[T],
-    xhat: Coef3<'_, T>,
-    gamma: Option<&[T]>,
+    t: BackIn<'_, T>,
     finish: &DxFinish<'_, T>,
     mut o: BackOut<'a, T>,
-    acc: &mut Vec<f64>,
-    stage: &'a mut Vec<T>,
+    (acc, stage): (&mut Vec<f64>, &'a mut Vec<T>),
     dx: &mut [T],
 ) {
+    let BackIn {
+        units,
+        x,
+        dy,
+        gamma,
+        ..
+    } = t;
     let groups_per_unit = units.groups_per_unit;
     let groups = units.count * groups_per_unit;
     let np2 = o.dparams.len();
@@ -697,7 +666,7 @@ pub(crate) fn backward<'a, T: Float>(
     let staged = gamma_along(gamma, units.line) && groups_per_unit == 1;
     let sstride = if staged { 2 * units.line.size } else { 0 };
     if units.split() {
-        dsums_all(units, x, dy, xhat, gamma, o.sg, o.sgx, o.dparams, acc);
+        dsums_all(t, o.sg, o.sgx, o.dparams, acc);
         for g in 0..groups {
             let (c, m, a, b) = (finish.one)(g, o.sg[g], o.sgx[g]);
             (o.c[g], o.m[g], o.a[g], o.b[g]) = (c, m, a, b);
@@ -722,18 +691,7 @@ pub(crate) fn backward<'a, T: Float>(
         // One task: run it here, without handing it to the thread pool.
         o.dparams.fill(0.0);
         o.stage = &mut stage[..];
-        fused_backward_task(
-            units,
-            x,
-            dy,
-            xhat,
-            gamma,
-            finish,
-            0,
-            units.count,
-            o,
-            shared.whole(Split::Units),
-        );
+        fused_backward_task(t, finish, (0, units.count), o, shared.whole(Split::Units));
         return;
     }
     let dstride = np2.max(1);
@@ -761,18 +719,7 @@ pub(crate) fn backward<'a, T: Float>(
                 b,
                 stage,
             };
-            fused_backward_task(
-                units,
-                x,
-                dy,
-                xhat,
-                gamma,
-                finish,
-                u0,
-                u1,
-                part,
-                claim.open(),
-            );
+            fused_backward_task(t, finish, (u0, u1), part, claim.open());
         });
     o.dparams.fill(0.0);
     for part in acc.chunks(dstride) {

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::out::{SharedOut, Split, TaskOut};
 use super::short::{self, ShortTask};
-use super::units::{Acc, CoefMut, ColumnSums, Finish, Params, ShiftedSums, Units};
+use super::units::{Acc, CoefMut, ColumnSums, FwdIn, Params, ShiftedSums, Units};
 use super::Coef3;
 use crate::kernels::elem::RowReduce;
 use crate::kernels::isa::multiversion;
@@ -231,21 +231,18 @@ multiversion! {
 }
 
 multiversion! {
-    /// Fused forward of units `u0..u1`: sums, `finish`, elementwise. The slices are this
-    /// task's share of the per-group arrays.
+    /// Fused forward of units `u0..u1` (`range`): sums, `finish`, elementwise. The slices are
+    /// this task's share of the per-group arrays.
     fn fused_forward_task<T: Float>(
-        units: &Units,
-        x: &[T],
-        center: bool,
-        params: Params<'_, T>,
-        finish: &Finish<'_, T>,
-        u0: usize,
-        u1: usize,
+        t: FwdIn<'_, T>,
+        range: (usize, usize),
         c: CoefMut<'_, T>,
         acc: &mut [f64],
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
+        let FwdIn { units, x, center, params, finish } = t;
+        let (u0, u1) = range;
         let groups_per_unit = units.groups_per_unit;
         if short::applies(units) {
             let t = ShortTask { units, x, range: (u0, u1), out: &mut out };
@@ -255,11 +252,9 @@ multiversion! {
         if groups_per_unit == 1 {
             // Short contiguous rows: a tile of rows per step (`rows`).
             if let Some(tile) = rows::tile(units, params) {
-                let t = rows::RowsTask { units, x, center, params, finish };
                 rows::forward(&t, &mut out, (u0, u1), tile, c, acc);
                 return;
             }
-            let t = RowsPass { units, x, center, params, finish };
             groups_forward(&t, (u0, u1), c, &mut out);
             return;
         }
@@ -289,22 +284,13 @@ multiversion! {
     }
 }
 
-/// The inputs of a fused forward task over one-group units.
-struct RowsPass<'a, T> {
-    units: &'a Units,
-    x: &'a [T],
-    center: bool,
-    params: Params<'a, T>,
-    finish: &'a Finish<'a, T>,
-}
-
 /// The fused forward of units that are one group each (rows, NCHW batch norm, …),
 /// software-pipelined line by line: the affine pass of line j of unit u runs in the same loop
 /// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other.
 /// The per-line sums add up in line order: bit-identical to the two separate passes.
 #[inline(always)]
 fn groups_forward<T: Float>(
-    t: &RowsPass<'_, T>,
+    t: &FwdIn<'_, T>,
     (u0, u1): (usize, usize),
     c: CoefMut<'_, T>,
     out: &mut TaskOut<'_, T>,
@@ -312,7 +298,7 @@ fn groups_forward<T: Float>(
     if u0 >= u1 {
         return;
     }
-    let &RowsPass {
+    let &FwdIn {
         units,
         x,
         center,
@@ -530,17 +516,19 @@ pub(crate) fn sums_all<T: Float>(
 
 /// The batch-statistics forward pass: per group, raw shifted sums → `finish(group, raw)`
 /// gives the statistics and coefficients → y = ((x − m)·a + b)·γ + β. `acc` is scratch.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward<T: Float>(
-    units: &Units,
-    x: &[T],
-    center: bool,
-    params: Params<'_, T>,
-    finish: &Finish<'_, T>,
+    t: FwdIn<'_, T>,
     coef: CoefMut<'_, T>,
     acc: &mut Acc,
     out: &mut [T],
 ) {
+    let FwdIn {
+        units,
+        x,
+        center,
+        params,
+        finish,
+    } = t;
     let groups_per_unit = units.groups_per_unit;
     let groups = units.count * groups_per_unit;
     if units.split() {
@@ -563,18 +551,7 @@ pub(crate) fn forward<T: Float>(
     let mut shared = SharedOut::new(out, units, 2);
     if units.count <= upt {
         // One task: run it here, without handing it to the thread pool.
-        fused_forward_task(
-            units,
-            x,
-            center,
-            params,
-            finish,
-            0,
-            units.count,
-            coef,
-            acc,
-            shared.whole(Split::Units),
-        );
+        fused_forward_task(t, (0, units.count), coef, acc, shared.whole(Split::Units));
         return;
     }
     coef.m
@@ -588,7 +565,7 @@ pub(crate) fn forward<T: Float>(
             let (u0, u1) = claim.range();
             let c = CoefMut { stat, m, a, b };
             let out = claim.open();
-            fused_forward_task(units, x, center, params, finish, u0, u1, c, acc, out);
+            fused_forward_task(t, (u0, u1), c, acc, out);
         });
 }
 

@@ -1,7 +1,7 @@
 //! A plan seen as units of lines, the output they write, and the per-group values the
 //! passes exchange.
 
-use super::{TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
+use super::{Coef3, TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
 use crate::kernels::lines::ParamLine;
 use crate::plan::{Dim, Plan, MAX_DIMS};
 use crate::Float;
@@ -508,6 +508,39 @@ pub(crate) struct DxCoefMut<'a, T> {
     pub m: &'a mut [T],
     pub a: &'a mut [T],
     pub b: &'a mut [T],
+}
+
+/// The inputs of the forward pass (and of each of its tasks): the units, the input, whether
+/// the sums are shifted by each group's first value, the affine parameters and how the
+/// statistics are finished.
+#[derive(Clone, Copy)]
+pub(crate) struct FwdIn<'a, T> {
+    /// The plan's units.
+    pub units: &'a Units,
+    /// The input.
+    pub x: &'a [T],
+    /// Whether the sums are shifted (by each group's first value).
+    pub center: bool,
+    /// The affine parameters not folded into the coefficients.
+    pub params: Params<'a, T>,
+    /// Finishes the statistics and coefficients of groups.
+    pub finish: &'a Finish<'a, T>,
+}
+
+/// The inputs of the backward pass (and of each of its tasks): the units, the input and its
+/// upstream gradient, the saved x̂ coefficients (m, a, b) and γ where it is not folded.
+#[derive(Clone, Copy)]
+pub(crate) struct BackIn<'a, T> {
+    /// The plan's units.
+    pub units: &'a Units,
+    /// The input.
+    pub x: &'a [T],
+    /// The upstream gradient, shaped as `x`.
+    pub dy: &'a [T],
+    /// Per group: x̂ = (x − m)·a + b.
+    pub xhat: Coef3<'a, T>,
+    /// γ, where it is not folded into the coefficients.
+    pub gamma: Option<&'a [T]>,
 }
 
 /// Outputs of the backward pass.

@@ -191,7 +191,6 @@ pub trait WithIsa {
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$T:ident: Float>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
-        #[allow(clippy::too_many_arguments)]
         $vis fn $name<$T: Float>($($arg: $ty),*) {
             /// The arguments of the call.
             struct Args<A, $T>(A, std::marker::PhantomData<$T>);

@@ -5,7 +5,7 @@
 //! (`dsums_rows`, `finish.one`, `row_dx_portable`), and the staged γ sums are flushed after
 //! the same rows, so the results are the same bits.
 
-use super::{gamma_along, RowGrads, TaskRows, STAGE_ROWS};
+use super::{gamma_along, BackIn, RowGrads, STAGE_ROWS};
 use crate::kernels::elem::RowReduce;
 use crate::kernels::exec::out::TaskOut;
 use crate::kernels::exec::units::{BackOut, DxCoefMut, DxFinish, Units, ROW_TILE_STEP};
@@ -24,7 +24,7 @@ pub(super) fn tile<T: Float>(units: &Units, gamma: Option<&[T]>) -> Option<usize
 /// along the line.
 #[inline(always)]
 pub(super) fn backward<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     finish: &DxFinish<'_, T>,
     (u0, u1): (usize, usize),
     tile: usize,
@@ -77,7 +77,7 @@ pub(super) fn backward<T: Float>(
 /// into `o.sg`, `o.sgx`, γ's terms into its staging: one kernel call.
 #[inline(always)]
 fn block_sums<T: Float>(
-    t: &TaskRows<'_, T>,
+    t: &BackIn<'_, T>,
     (u, v): (usize, usize),
     u0: usize,
     grads: &mut RowGrads<'_, T>,

@@ -6,21 +6,12 @@
 //! is the per-row overhead (a kernel dispatch and a statistics call per row, each row's
 //! chain of sums → statistics → coefficients waited on before its affine pass).
 
-use super::{ColumnSums, Finish};
+use super::{ColumnSums, FwdIn};
 use crate::kernels::elem::RowReduce;
 use crate::kernels::exec::out::TaskOut;
 use crate::kernels::exec::units::{CoefMut, Params, Units};
 use crate::kernels::lines::ParamLine;
 use crate::Float;
-
-/// The inputs of a task of the tiled forward pass.
-pub(super) struct RowsTask<'a, T> {
-    pub units: &'a Units,
-    pub x: &'a [T],
-    pub center: bool,
-    pub params: Params<'a, T>,
-    pub finish: &'a Finish<'a, T>,
-}
 
 /// Rows per tile where the tiled pass applies to this plan and these parameters (γ and β,
 /// if any, along the row and shared by every row), else `None`.
@@ -35,7 +26,7 @@ pub(super) fn tile<T: Float>(units: &Units, params: Params<'_, T>) -> Option<usi
 /// 3·(u1 − u0) values (shifts, sums, squares), `c` the task's statistics and coefficients.
 #[inline(always)]
 pub(super) fn forward<T: Float>(
-    t: &RowsTask<'_, T>,
+    t: &FwdIn<'_, T>,
     out: &mut TaskOut<'_, T>,
     (u0, u1): (usize, usize),
     tile: usize,

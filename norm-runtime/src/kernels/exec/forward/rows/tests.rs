@@ -4,8 +4,8 @@
 
 use crate::kernels::elem::RowReduce;
 use crate::kernels::exec::{
-    backward, finish_run, forward, Acc, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish,
-    Estimator, Finish, Params, ShiftedSums, Stat, Units,
+    backward, finish_run, forward, Acc, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish,
+    Estimator, Finish, FwdIn, Params, ShiftedSums, Stat, Units,
 };
 use crate::kernels::reduce::row_dx_portable;
 
@@ -106,16 +106,14 @@ fn tiled_forward_is_the_row_by_row_arithmetic() {
                     b: &mut b,
                 };
                 let mut y = vec![0f32; count * len];
-                forward(
-                    &u,
-                    &x,
+                let t = FwdIn {
+                    units: &u,
+                    x: &x,
                     center,
                     params,
-                    &finish,
-                    c,
-                    &mut Acc::default(),
-                    &mut y,
-                );
+                    finish: &finish,
+                };
+                forward(t, c, &mut Acc::default(), &mut y);
                 for r in 0..count {
                     let row = &x[r * len..(r + 1) * len];
                     let shift = if center { f64::from(row[0]) } else { 0.0 };
@@ -206,9 +204,14 @@ fn tiled_backward_is_the_row_by_row_arithmetic() {
                 let (mut acc, mut stage, mut dx) =
                     (Vec::new(), Vec::new(), vec![0f32; count * len]);
                 let xhat = (&xm[..], &xa[..], &xb[..]);
-                backward(
-                    &u, &x, &dy, xhat, gs, &finish, o, &mut acc, &mut stage, &mut dx,
-                );
+                let t = BackIn {
+                    units: &u,
+                    x: &x,
+                    dy: &dy,
+                    xhat,
+                    gamma: gs,
+                };
+                backward(t, &finish, o, (&mut acc, &mut stage), &mut dx);
                 let (mut dg, mut db) = (vec![0f64; len], vec![0f64; len]);
                 for r in 0..count {
                     let (xs, ds) = (&x[r * len..(r + 1) * len], &dy[r * len..(r + 1) * len]);
