@@ -118,22 +118,19 @@ fn add_block<S: Isa, const R: usize>(
     // γ and its staging sliced once per block too: a bounds test per load of γ and of the
     // two staged sums cost 12 tests per block at AVX-512 (LayerNorm backward). No
     // `Option::map` closures (one may stay out of line, outside the level's features).
-    let (gb, mut stb) = match p {
-        Some((g, st)) => {
-            let stb = match st {
-                Some((a, b)) => Some((&mut a[i..i + w], &mut b[i..i + w])),
-                None => None,
-            };
-            (Some(&g[i..i + w]), stb)
+    let (mut gb, mut stb) = (None, None);
+    if let Some((g, st)) = p {
+        gb = Some(&g[i..i + w]);
+        if let Some((a, b)) = st {
+            stb = Some((&mut a[i..i + w], &mut b[i..i + w]));
         }
-        None => (None, None),
-    };
+    }
     for k in 0..4 {
         let o = S::LANES * k;
-        let g = match gb {
-            Some(g) => Some(s.load(&g[o..])),
-            None => None,
-        };
+        let mut g = None;
+        if let Some(gb) = gb {
+            g = Some(s.load(&gb[o..]));
+        }
         let mut staged = None;
         if let Some((sg, sb)) = &stb {
             staged = Some((s.load(&sg[o..]), s.load(&sb[o..])));
