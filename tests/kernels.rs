@@ -458,6 +458,9 @@ fn outputs_at_every_alignment_streamed_or_not() {
         ),
         (r#"input = "N,C", axes = "N""#, &[], vec![13, 16]),
         (r#"input = "N,C", axes = "N""#, &[], vec![9, 80]),
+        // Runs of 6 and 8 vectors: 48 and 64 columns at AVX2, 96 and 128 at AVX-512.
+        (r#"input = "N,C", axes = "N""#, &[], vec![10, 96]),
+        (r#"input = "N,C", axes = "N""#, &[], vec![11, 128]),
         (r#"input = "N,L,C", axes = "L""#, &[], vec![3, 11, 32]),
         (r#"input = "N,H,W,C", axes = "N,W""#, &[], vec![3, 4, 5, 16]),
         // Short lines (small maps): GroupNorm on 5×5 and 1×1 maps, NCHW batch norm on 3×3.

@@ -139,6 +139,8 @@ multiversion! {
             for i in r.clone() {
                 // The line of cell `slots[i]`.
                 let (xo, y) = out.slot(i);
+                // The line's length as `len` (as `xs`): the kernels' length checks fold away.
+                let y = &mut y[..len];
                 let xs = &x[xo..xo + len];
                 let c = (m[i], a[i], b[i]);
                 let Some(next) = next else {
@@ -193,6 +195,8 @@ multiversion! {
             for i in r.clone() {
                 // The line of cell `slots[i]`.
                 let (xo, dx) = out.slot(i);
+                // The line's length as `len`, as in `forward_task`.
+                let dx = &mut dx[..len];
                 let (xs, ds) = (&x[xo..xo + len], &dy[xo..xo + len]);
                 let cur = (c[i], m[i], a[i], b[i]);
                 let Some(next) = next else {

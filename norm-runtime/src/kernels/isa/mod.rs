@@ -290,6 +290,17 @@ impl Aligned {
         }
     }
 
+    /// Every remaining body block of `len` values (a multiple of `LANES`) at once: the
+    /// range they cover, a multiple of `len` values (for a pass that walks it as
+    /// `chunks_exact(len)`, whose constant-length blocks need no bounds check per vector).
+    #[inline(always)]
+    pub fn bodies(&mut self, len: usize) -> std::ops::Range<usize> {
+        let i = self.next;
+        let k = self.n.saturating_sub(i) / len.max(1) * len;
+        self.next = i + k;
+        i..i + k
+    }
+
     /// The head and the values after the last body block, as (start, len ≤ LANES).
     #[inline(always)]
     pub fn rest(&self) -> Rest {
