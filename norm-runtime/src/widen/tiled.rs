@@ -318,11 +318,8 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
     } else {
         Default::default()
     };
-    // In reverse: the sums pass read `x` in order just before, so its last slabs are the
-    // ones still in the caches.
     x.par_chunks(rows * slab)
         .zip(out.par_chunks_mut(rows * slab))
-        .rev()
         .for_each(|(xs, os)| {
             if lay.b == 1 {
                 let h = half_bits::<T>();
@@ -579,12 +576,9 @@ pub(crate) fn backward<T: Float>(
         } else {
             Default::default()
         };
-        // In reverse: the sums pass read `x` and `dy` in order just before, so their last
-        // slabs are the ones still in the caches.
         x.par_chunks(rows * slab)
             .zip(dy.par_chunks(rows * slab))
             .zip(dx.par_chunks_mut(rows * slab))
-            .rev()
             .for_each(|((xs, ds), os)| {
                 if lay.b == 1 {
                     col_dx(xs, ds, os, (&cols.0, &cols.1, &cols.2, &cols.3));
