@@ -184,13 +184,14 @@ fn flush_into<S: Isa>(s: S, p: &mut S::F32, acc: &mut [f64]) {
 /// Rows per chunk of the column backward sums: each chunk walks its rows across all the
 /// columns, a block of columns at a time, the f32 partial sums of the block loaded from
 /// memory and stored back between chunks (few row streams at once: the hardware
-/// prefetchers follow two arrays of a few rows, not of sixteen). Divides [`COL_FLUSH`], so
-/// the partial sums flush on the same rows whatever the chunk.
+/// prefetchers follow two arrays of a few rows, not of sixteen). The partial sums flush
+/// every [`COL_FLUSH`] rows of the call whatever the chunk.
 const DSUM_ROWS: usize = 4;
 
-/// The `LANES·V` columns from `c0` of `ColDSums` over the rows of one chunk: f32 partial
-/// sums (`ps_mem`, `pt_mem`: kept between chunks), added into the f64 accumulators and cleared when
-/// `flush` (every [`COL_FLUSH`] rows of the call and at its end: the f32 kernel's order).
+/// The `LANES·V` columns from `c0` of `ColDSums` over the rows of one chunk, whose first
+/// row is row `r0` of the call: f32 partial sums (`ps_mem`, `pt_mem`: kept between
+/// chunks), added into the f64 accumulators and cleared every [`COL_FLUSH`] rows of the
+/// call and, when `last`, at the chunk's end (the f32 kernel's order).
 #[inline(always)]
 fn col_dsums_block<S: Isa, F: Format, const V: usize>(
     s: S,
@@ -198,7 +199,8 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
     c0: usize,
     (m, a, b): Cols<'_>,
     (ps_mem, pt_mem): (&mut [f32], &mut [f32]),
-    (sg, sgx, flush): (&mut [f64], &mut [f64], bool),
+    (sg, sgx): (&mut [f64], &mut [f64]),
+    (r0, last): (usize, bool),
 ) {
     let l = S::LANES;
     let k = m.len();
@@ -211,6 +213,7 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
         ps[v] = s.load(&ps_mem[o..]);
         pt[v] = s.load(&pt_mem[o..]);
     }
+    let mut r = r0;
     for (xr, dr) in x.chunks_exact(k).zip(dy.chunks_exact(k)) {
         for v in 0..V {
             let o = c0 + l * v;
@@ -219,10 +222,17 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
             ps[v] = s.add(ps[v], d);
             pt[v] = s.mul_add(d, xh, pt[v]);
         }
+        r += 1;
+        if r % COL_FLUSH == 0 {
+            for v in 0..V {
+                flush_into(s, &mut ps[v], &mut sg[c0 + l * v..]);
+                flush_into(s, &mut pt[v], &mut sgx[c0 + l * v..]);
+            }
+        }
     }
     for v in 0..V {
         let o = c0 + l * v;
-        if flush {
+        if last && r % COL_FLUSH != 0 {
             flush_into(s, &mut ps[v], &mut sg[o..]);
             flush_into(s, &mut pt[v], &mut sgx[o..]);
         }
@@ -233,7 +243,7 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
 
 impl Kernel for ColDSums<'_> {
     type Out = ();
-    /// Chunks of [`DSUM_ROWS`] rows ([`COL_FLUSH`] when one block covers a row), in each blocks of `4·LANES` columns, then of `LANES`
+    /// Chunks of [`DSUM_ROWS`] rows (all of them when one block covers a row), in each blocks of `4·LANES` columns, then of `LANES`
     /// (f32 partial sums over [`COL_FLUSH`] rows, then added into the f64 sums); then the
     /// rest per row in scalar `f64`: the f32 column kernel's operations in its order.
     #[inline(always)]
@@ -249,24 +259,25 @@ impl Kernel for ColDSums<'_> {
         let vk = k - k % l;
         let (mut ps, mut pt) = (vec![0f32; vk], vec![0f32; vk]);
         let n = self.x.len() / k;
-        // Rows within one block of columns are contiguous: chunks of whole flushes.
-        let rows = if k <= 4 * l { COL_FLUSH } else { DSUM_ROWS };
+        // When one block covers a row, the rows are contiguous: one chunk (partial sums in
+        // registers throughout).
+        let rows = if k <= 4 * l { n.max(1) } else { DSUM_ROWS };
         let chunks = self.x.chunks(rows * k).zip(self.dy.chunks(rows * k));
-        let mut done = 0;
+        let mut r0 = 0;
         for xd in chunks {
-            done += xd.0.len() / k;
-            let flush = done % COL_FLUSH == 0 || done == n;
+            let at = (r0, r0 + xd.0.len() / k == n);
             let mut c0 = 0;
             while c0 + 4 * l <= k {
-                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx, flush));
-                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), p, acc);
+                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += 4 * l;
             }
             while c0 + l <= k {
-                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx, flush));
-                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), p, acc);
+                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += l;
             }
+            r0 += xd.0.len() / k;
         }
         let c0 = vk;
         if c0 < k {
