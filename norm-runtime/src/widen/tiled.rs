@@ -265,6 +265,12 @@ fn soa3(c: &[(f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     (m, a, b)
 }
 
+/// `(c, m, a, b)` per group as four arrays.
+fn soa4(c: &[(f32, f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
+    (c.iter().map(|v| v.0).collect(), m, a, b)
+}
+
 /// Per-group shifted sums of `A > 1` layouts: tasks over runs of `a`, merged in order.
 fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
     let slab = lay.k * lay.b;
@@ -307,13 +313,17 @@ fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
 fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f32)]) {
     let slab = lay.k * lay.b;
     let rows = lay.rows_per_task();
+    let cols = if lay.b == 1 {
+        soa3(c)
+    } else {
+        Default::default()
+    };
     x.par_chunks(rows * slab)
         .zip(out.par_chunks_mut(rows * slab))
         .for_each(|(xs, os)| {
             if lay.b == 1 {
-                let (m, a, b) = soa3(c);
                 let h = half_bits::<T>();
-                fused::col_affine(h.fmt, h.r(xs), h.w(os), (&m, &a, &b));
+                fused::col_affine(h.fmt, h.r(xs), h.w(os), (&cols.0, &cols.1, &cols.2));
             } else {
                 for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
                     line_affine(xl, ol, c[i % lay.k]);
@@ -527,13 +537,18 @@ pub(crate) fn backward<T: Float>(
     } else {
         let slab = lay.k * lay.b;
         let rows = lay.rows_per_task();
+        let cols = if lay.b == 1 {
+            soa3(&xhat)
+        } else {
+            Default::default()
+        };
         let parts: Vec<Vec<(f64, f64)>> = x
             .par_chunks(rows * slab)
             .zip(dy.par_chunks(rows * slab))
             .map(|(xs, ds)| {
                 let mut acc = vec![(0.0, 0.0); lay.k];
                 if lay.b == 1 {
-                    col_dsums(xs, ds, &xhat, &mut acc);
+                    col_dsums(xs, ds, (&cols.0, &cols.1, &cols.2), &mut acc);
                 } else {
                     for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
                         let g = i % lay.k;
@@ -556,12 +571,17 @@ pub(crate) fn backward<T: Float>(
             .enumerate()
             .map(|(s, &(sg, sgx))| dxc(s, sg, sgx))
             .collect();
+        let cols = if lay.b == 1 {
+            soa4(&c)
+        } else {
+            Default::default()
+        };
         x.par_chunks(rows * slab)
             .zip(dy.par_chunks(rows * slab))
             .zip(dx.par_chunks_mut(rows * slab))
             .for_each(|((xs, ds), os)| {
                 if lay.b == 1 {
-                    col_dx(xs, ds, os, &c);
+                    col_dx(xs, ds, os, (&cols.0, &cols.1, &cols.2, &cols.3));
                 } else {
                     let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
                     for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
@@ -666,23 +686,22 @@ pub(super) fn fill_param_grads<T: Float>(
     g.dtau = None;
 }
 
-/// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel.
-fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: &[(f32, f32, f32)], acc: &mut [(f64, f64)]) {
-    let k = xhat.len();
-    let (m, a, b) = soa3(xhat);
+/// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel;
+/// `xhat`: the per-column `(m, a, b)` of `x̂`.
+fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: (&[f32], &[f32], &[f32]), acc: &mut [(f64, f64)]) {
+    let k = xhat.0.len();
     let (mut sg, mut sgx) = (vec![0f64; k], vec![0f64; k]);
     let h = half_bits::<T>();
-    fused::col_dsums(h.fmt, (h.r(x), h.r(dy)), (&m, &a, &b), &mut sg, &mut sgx);
+    fused::col_dsums(h.fmt, (h.r(x), h.r(dy)), xhat, &mut sg, &mut sgx);
     for ((s, g), gx) in acc.iter_mut().zip(sg).zip(sgx) {
         s.0 += g;
         s.1 += gx;
     }
 }
 
-/// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`).
-fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: &[(f32, f32, f32, f32)]) {
-    let cc: Vec<f32> = c.iter().map(|v| v.0).collect();
-    let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
+/// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`); `c`: the
+/// per-column `(c, m, a, b)`.
+fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: (&[f32], &[f32], &[f32], &[f32])) {
     let h = half_bits::<T>();
-    fused::col_dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), &cc, (&m, &a, &b));
+    fused::col_dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), c.0, (c.1, c.2, c.3));
 }

@@ -5,15 +5,19 @@ use std::arch::x86_64::*;
 use super::{Isa, WithIsa};
 use crate::kernels::simd::{detected, Level};
 
-/// Proof that the CPU runs AVX-512 F/BW/VL/DQ and FMA (made only by [`Avx512::try_new`]).
+/// Proof that the CPU runs AVX-512 F/BW/VL/DQ and FMA (made only by [`Avx512::try_new`]),
+/// and whether the code it runs in was compiled with AVX512_BF16 (`true` only inside the
+/// trampoline of [`Isa::vectorize_bf16`], after the feature was detected once per call).
 #[derive(Clone, Copy, Debug)]
-pub struct Avx512(());
+pub struct Avx512 {
+    bf16: bool,
+}
 
 impl Avx512 {
     /// The token, if the CPU has the features (`simd::detected` checks all of them).
     #[inline(always)]
     pub fn try_new() -> Option<Self> {
-        (detected() >= Level::Avx512).then_some(Avx512(()))
+        (detected() >= Level::Avx512).then_some(Avx512 { bf16: false })
     }
 }
 
@@ -51,7 +55,7 @@ impl Isa for Avx512 {
     // inlined at each call site inside a task body compiled for this level.
     ops! {
         #[inline(never)]
-        vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx512(())) }
+        vectorize<Op: WithIsa>(op: Op) -> Op::Out { op.run(Avx512 { bf16: false }) }
     }
 
     ops! {
@@ -143,9 +147,10 @@ impl Isa for Avx512 {
     }
     #[inline(always)]
     fn store_bf16_ne(self, s: &mut [u16], v: __m512) {
-        if std::arch::is_x86_feature_detected!("avx512bf16") {
-            // SAFETY: an `Avx512` exists only where its features were detected, and
-            // AVX512_BF16 was detected just above.
+        // `self.bf16` is a constant inside each trampoline (no test per vector).
+        if self.bf16 {
+            // SAFETY: an `Avx512` exists only where its features were detected, and one
+            // with `bf16` is made only by `vectorize_bf16`, after AVX512_BF16 was detected.
             if unsafe { bf16_round_ne(s, v) } {
                 return;
             }
@@ -158,7 +163,7 @@ impl Isa for Avx512 {
         #[inline(never)]
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,avx512bf16")]
         fn imp<Op: WithIsa>(op: Op) -> Op::Out {
-            op.run(Avx512(()))
+            op.run(Avx512 { bf16: true })
         }
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             // SAFETY: an `Avx512` exists only where its features were detected, and

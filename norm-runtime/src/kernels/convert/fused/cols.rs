@@ -16,8 +16,7 @@ const MAX_V: usize = 4;
 
 /// Rows per chunk of the column sums of rows longer than one block of columns: each chunk
 /// walks its rows across all the columns, a block of columns at a time (sixteen row
-/// streams at once, instead of one column block down every row of the task). A multiple of
-/// [`COL_FLUSH`], so the backward sums flush on the same rows.
+/// streams at once, instead of one column block down every row of the task).
 const COL_ROWS: usize = 16;
 
 /// Values per chunk of rows of `k` columns: [`COL_ROWS`] rows, or all of them when one
@@ -182,26 +181,39 @@ fn flush_into<S: Isa>(s: S, p: &mut S::F32, acc: &mut [f64]) {
     *p = s.splat(0.0);
 }
 
-/// The `LANES·V` columns from `c0` of `ColDSums`: f32 partial sums over up to
-/// [`COL_FLUSH`] rows, then added into the f64 accumulators (the f32 kernel's order).
+/// Rows per chunk of the column backward sums: each chunk walks its rows across all the
+/// columns, a block of columns at a time, the f32 partial sums of the block loaded from
+/// memory and stored back between chunks (few row streams at once: the hardware
+/// prefetchers follow two arrays of a few rows, not of sixteen). The partial sums flush
+/// every [`COL_FLUSH`] rows of the call whatever the chunk.
+const DSUM_ROWS: usize = 4;
+
+/// The `LANES·V` columns from `c0` of `ColDSums` over the rows of one chunk, whose first
+/// row is row `r0` of the call: f32 partial sums (`ps_mem`, `pt_mem`: kept between
+/// chunks), added into the f64 accumulators and cleared every [`COL_FLUSH`] rows of the
+/// call and, when `last`, at the chunk's end (the f32 kernel's order).
 #[inline(always)]
 fn col_dsums_block<S: Isa, F: Format, const V: usize>(
     s: S,
     (x, dy): (&[u16], &[u16]),
     c0: usize,
     (m, a, b): Cols<'_>,
+    (ps_mem, pt_mem): (&mut [f32], &mut [f32]),
     (sg, sgx): (&mut [f64], &mut [f64]),
+    (r0, last): (usize, bool),
 ) {
     let l = S::LANES;
     let k = m.len();
     let zs = s.splat(0.0);
     let mut coef = [(zs, zs, zs); MAX_V];
-    for (v, c) in coef.iter_mut().take(V).enumerate() {
-        let o = c0 + l * v;
-        *c = (s.load(&m[o..]), s.load(&a[o..]), s.load(&b[o..]));
-    }
     let (mut ps, mut pt) = ([zs; MAX_V], [zs; MAX_V]);
-    let mut n = 0;
+    for v in 0..V {
+        let o = c0 + l * v;
+        coef[v] = (s.load(&m[o..]), s.load(&a[o..]), s.load(&b[o..]));
+        ps[v] = s.load(&ps_mem[o..]);
+        pt[v] = s.load(&pt_mem[o..]);
+    }
+    let mut r = r0;
     for (xr, dr) in x.chunks_exact(k).zip(dy.chunks_exact(k)) {
         for v in 0..V {
             let o = c0 + l * v;
@@ -210,28 +222,30 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
             ps[v] = s.add(ps[v], d);
             pt[v] = s.mul_add(d, xh, pt[v]);
         }
-        n += 1;
-        if n == COL_FLUSH {
+        r += 1;
+        if r % COL_FLUSH == 0 {
             for v in 0..V {
                 flush_into(s, &mut ps[v], &mut sg[c0 + l * v..]);
                 flush_into(s, &mut pt[v], &mut sgx[c0 + l * v..]);
             }
-            n = 0;
         }
     }
-    if n > 0 {
-        for v in 0..V {
-            flush_into(s, &mut ps[v], &mut sg[c0 + l * v..]);
-            flush_into(s, &mut pt[v], &mut sgx[c0 + l * v..]);
+    for v in 0..V {
+        let o = c0 + l * v;
+        if last && r % COL_FLUSH != 0 {
+            flush_into(s, &mut ps[v], &mut sg[o..]);
+            flush_into(s, &mut pt[v], &mut sgx[o..]);
         }
+        s.store(&mut ps_mem[o..], ps[v]);
+        s.store(&mut pt_mem[o..], pt[v]);
     }
 }
 
 impl Kernel for ColDSums<'_> {
     type Out = ();
-    /// Chunks of [`COL_ROWS`] rows (two flushes each), in each blocks of `4·LANES` columns,
-    /// then of `LANES`; then the rest per row in scalar `f64`: the f32 column kernel's
-    /// operations in its order.
+    /// Chunks of [`DSUM_ROWS`] rows (all of them when one block covers a row), in each blocks of `4·LANES` columns, then of `LANES`
+    /// (f32 partial sums over [`COL_FLUSH`] rows, then added into the f64 sums); then the
+    /// rest per row in scalar `f64`: the f32 column kernel's operations in its order.
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
@@ -239,20 +253,33 @@ impl Kernel for ColDSums<'_> {
         let k = m.len();
         let (a, b) = (&a[..k], &b[..k]);
         let (sg, sgx) = (&mut self.sg[..k], &mut self.sgx[..k]);
-        let rows = col_chunk(k, l);
-        let chunks = self.x.chunks(rows).zip(self.dy.chunks(rows));
+        if k == 0 {
+            return;
+        }
+        let vk = k - k % l;
+        let (mut ps, mut pt) = (vec![0f32; vk], vec![0f32; vk]);
+        let n = self.x.len() / k;
+        // When one block covers a row, the rows are contiguous: one chunk (partial sums in
+        // registers throughout).
+        let rows = if k <= 4 * l { n.max(1) } else { DSUM_ROWS };
+        let chunks = self.x.chunks(rows * k).zip(self.dy.chunks(rows * k));
+        let mut r0 = 0;
         for xd in chunks {
+            let at = (r0, r0 + xd.0.len() / k == n);
             let mut c0 = 0;
             while c0 + 4 * l <= k {
-                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += 4 * l;
             }
             while c0 + l <= k {
-                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), (&mut *sg, &mut *sgx));
+                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += l;
             }
+            r0 += xd.0.len() / k;
         }
-        let c0 = k - k % l;
+        let c0 = vk;
         if c0 < k {
             let r = c0..k;
             let c = (

@@ -341,6 +341,35 @@ fn half_row_sums_are_the_f32_kernels_sums() {
     same_sums_as_f32::<F16>(Fmt::F16);
 }
 
+/// At the current level, the half column backward sums are the f32 column kernel's sums
+/// of the widened values, bit for bit (its f32 partial sums over 8 rows flushed into f64 on
+/// the same rows), whatever the rows per chunk of the half kernel.
+fn same_col_dsums_as_f32<F: Conv>(fmt: Fmt) {
+    use crate::kernels::elem::RowReduce;
+    for &k in &[16usize, 64, 96, 1024] {
+        for &rows in &[1usize, 3, 8, 13, 37, 64] {
+            let x = data::<F>(rows * k, 11, 0.5);
+            let dy = data::<F>(rows * k, 12, 0.0);
+            let xs: Vec<f32> = x.iter().map(|&v| F::to(v)).collect();
+            let ds: Vec<f32> = dy.iter().map(|&v| F::to(v)).collect();
+            let (m, a, b) = (params(k, 1), params(k, 2), params(k, 3));
+            let (mut sg, mut sgx) = (vec![0.5; k], vec![-0.25; k]);
+            col_dsums(fmt, (&x, &dy), (&m, &a, &b), &mut sg, &mut sgx);
+            let (mut wg, mut wgx) = (vec![0.5; k], vec![-0.25; k]);
+            let lines = (0..rows).map(|r| r * k);
+            <f32 as RowReduce>::col_dsums(&xs, &ds, lines, (&m, &a, &b), &mut wg, &mut wgx);
+            assert_eq!(sg, wg, "sg k={k} rows={rows}");
+            assert_eq!(sgx, wgx, "sgx k={k} rows={rows}");
+        }
+    }
+}
+
+#[test]
+fn half_column_backward_sums_are_the_f32_kernels_sums() {
+    same_col_dsums_as_f32::<Bf16>(Fmt::Bf16);
+    same_col_dsums_as_f32::<F16>(Fmt::F16);
+}
+
 #[test]
 fn bf16_row_kernels_match_the_reference_at_every_level() {
     rows_agree::<Bf16>();
