@@ -276,20 +276,6 @@ impl Aligned {
         }
     }
 
-    /// The start of the next body block of `len` values (a multiple of `LANES`), if it
-    /// lies in the pass.
-    #[inline(always)]
-    pub fn body(&mut self, len: usize) -> Option<usize> {
-        // No closure (`bool::then`): one may stay out of line, outside the level's features.
-        let i = self.next;
-        if i + len <= self.n {
-            self.next = i + len;
-            Some(i)
-        } else {
-            None
-        }
-    }
-
     /// Every remaining body block of `len` values (a multiple of `LANES`) at once: the
     /// range they cover, a multiple of `len` values (for a pass that walks it as
     /// `chunks_exact(len)`, whose constant-length blocks need no bounds check per vector).

@@ -1,6 +1,9 @@
 //! The backward row sums (Σw·dy, Σw·dy·x̂) of `f32` and `f64` rows, plain and pipelined
 //! with the dx pass of the previous rows, written once over the ISA token.
 
+use std::iter::Zip;
+use std::slice::{ChunksExact, ChunksExactMut};
+
 use super::sums::{ld, put};
 use super::{reborrow, row_dsums_portable, row_dsums_weighted, DxRows, RowParam, Rows};
 use crate::kernels::isa::{Aligned, Isa};
@@ -329,6 +332,12 @@ pub(super) fn dx_then_dsums_f32<S: Isa, const R: usize>(
     dsums_finish(s, &mut acc, &next, full, p)
 }
 
+/// A row's body blocks of `4·LANES` values: (dx, ((x, dy), γ or a stand-in)).
+type Blocks<'a> = Zip<
+    ChunksExactMut<'a, f32>,
+    Zip<Zip<ChunksExact<'a, f32>, ChunksExact<'a, f32>>, ChunksExact<'a, f32>>,
+>;
+
 /// The loop of [`dx_then_dsums_f32`] with the sums' parameter (`P`: `p` is `Some`) and γ
 /// of dx (`G`) fixed; returns where the sums' rest starts. Each block's slices are taken
 /// once (one bounds test per block and row, not per vector).
@@ -344,7 +353,7 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
     let DxRows {
         x,
         dy,
-        dx,
+        mut dx,
         c,
         g,
         stream,
@@ -358,12 +367,32 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
     for (f, &(c, m, a, b)) in kind.iter_mut().zip(&c) {
         f.k = (s.splat(c), s.splat(m), s.splat(a), s.splat(b));
     }
-    let mut out = [Aligned::new(s, &dx[0][..]); R];
-    for (o, d) in out.iter_mut().zip(&dx) {
-        *o = Aligned::new(s, d);
-    }
     let step = 4 * S::LANES;
     let full = n - n % step;
+    // Each row's body blocks as one iterator of constant-length chunks (dx, ((x, dy), γ)):
+    // a block costs one length test, not one bounds test per slice (the slices of a span
+    // `j..j + step` tested x, dy, dx and γ apart, and the span's end for overflow).
+    let mut out = [Aligned::new(s, &dx[0][..]); R];
+    let mut blocks: [Option<Blocks<'_>>; R] = [const { None }; R];
+    for (r, (b, d)) in blocks.iter_mut().zip(dx.iter_mut()).enumerate() {
+        out[r] = Aligned::new(s, d);
+        let span = out[r].bodies(step);
+        let (xr, dr) = (&x[r][span.clone()], &dy[r][span.clone()]);
+        // Without γ a stand-in of the same length (never read).
+        let gr = if G { &g[span.clone()] } else { xr };
+        let io = xr.chunks_exact(step).zip(dr.chunks_exact(step));
+        *b = Some(
+            d[span]
+                .chunks_exact_mut(step)
+                .zip(io.zip(gr.chunks_exact(step))),
+        );
+    }
+    // The next rows cut to the blocks' end: all of one known length, so the bounds tests of
+    // `add_block`'s slices are one and the same test.
+    let (mut nx, mut nd) = (next.x, next.dy);
+    for r in 0..R {
+        (nx[r], nd[r]) = (&nx[r][..full], &nd[r][..full]);
+    }
     // The R rows after `next` (`Rows::ahead`): R·step values of each per step.
     let ahead = next.ahead;
     let ax = next.x[R - 1].as_ptr().wrapping_add(n);
@@ -374,9 +403,9 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
         // The next rows' loads first: a load behind a store to an address 4 KiB apart
         // (rows of whole pages) would wait on it (4K aliasing).
         if P {
-            add_block(s, acc, (next.x, next.dy), i, p);
+            add_block(s, acc, (nx, nd), i, p);
         } else {
-            add_block(s, acc, (next.x, next.dy), i, &mut None);
+            add_block(s, acc, (nx, nd), i, &mut None);
         }
         if ahead {
             for k in 0..lines {
@@ -384,15 +413,11 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
                 s.prefetch(ad.wrapping_add(R * i + 32 * k));
             }
         }
-        for r in 0..R {
-            if let Some(j) = out[r].body(step) {
-                let span = j..j + step;
-                let f = Dx::<S, G> {
-                    g: if G { &g[span.clone()] } else { g },
-                    ..kind[r]
-                };
-                let io = (&x[r][span.clone()], &dy[r][span.clone()]);
-                f.block(s, io, &mut dx[r][span], stream);
+        for (b, f) in blocks.iter_mut().zip(&kind) {
+            if let Some(b) = b {
+                if let Some((o, (io, gb))) = b.next() {
+                    Dx::<S, G> { g: gb, ..*f }.block(s, io, o, stream);
+                }
             }
         }
         i += step;
