@@ -401,11 +401,13 @@ pub(crate) fn backward_plain<T: Float>(
         });
     }
     // x̂ = (x − m)·r + b per group.
-    let xhat = |s: usize, st: &Stat| match saved.renorm.get(s).filter(|_| renormed) {
-        Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
-        None => coef::<T>(st.mean, st.rstd, 0.0),
-    };
-    let bufs = back_buffers(scratch, (&saved.stats, xhat), groups, nparams);
+    let xhat = saved.stats.iter().enumerate().map(|(s, st)| {
+        match saved.renorm.get(s).filter(|_| renormed) {
+            Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
+            None => coef::<T>(st.mean, st.rstd, 0.0),
+        }
+    });
+    let bufs = back_buffers(scratch, xhat, groups, nparams);
     let BackBufs {
         xhat,
         out,
@@ -504,29 +506,29 @@ pub(crate) struct BackBufs<'s, T> {
 }
 
 /// Sizes the buffers of a backward pass over `groups` groups with `nparams` unfolded
-/// parameters, writes x̂ (`xhat(s, stat)` for each group's statistics) and splits the
-/// scratch into the kernels' parts. Inlined, so that a caller's constants (the
-/// monomorphized path's) reach the x̂ loop.
+/// parameters, writes x̂ (the (m, a, b) of each group, from `xhat`) and splits the scratch
+/// into the kernels' parts. Inlined, so that a caller's constants (the monomorphized
+/// path's) reach the x̂ loop.
 #[inline(always)]
-pub(crate) fn back_buffers<'s, T: Float>(
-    scratch: &'s mut Scratch<T>,
-    (stats, xhat): (&[Stat], impl Fn(usize, &Stat) -> (T, T, T)),
+pub(crate) fn back_buffers<T: Float>(
+    scratch: &mut Scratch<T>,
+    xhat: impl ExactSizeIterator<Item = (T, T, T)>,
     groups: usize,
     nparams: usize,
-) -> BackBufs<'s, T> {
+) -> BackBufs<'_, T> {
     // Sized, then written in one zipped loop: pushes kept each array's length in memory,
     // a chain through the store buffer once per group (rows: a tenth of a short-row
     // backward).
     for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
-        sized(v, stats.len(), T::zero());
+        sized(v, xhat.len(), T::zero());
     }
     let xs = scratch
         .xm
         .iter_mut()
         .zip(&mut scratch.xa)
         .zip(&mut scratch.xb);
-    for (s, (st, ((m, a), b))) in stats.iter().zip(xs).enumerate() {
-        (*m, *a, *b) = xhat(s, st);
+    for (mab, ((m, a), b)) in xhat.zip(xs) {
+        (*m, *a, *b) = mab;
     }
     resize(&mut scratch.sg, groups, 0.0);
     resize(&mut scratch.sgx, groups, 0.0);

@@ -292,8 +292,12 @@ pub(crate) fn backward<
         one: &one,
         many: &many,
     };
-    let xhat = |_, st: &Stat| coef::<T>(st.mean, st.rstd, 0.0);
-    let bufs = stage::back_buffers(scratch, (&saved.stats, xhat), groups, nparams);
+    // x̂ = (x − m)·r per group.
+    let xhat = saved
+        .stats
+        .iter()
+        .map(|st| coef::<T>(st.mean, st.rstd, 0.0));
+    let bufs = stage::back_buffers(scratch, xhat, groups, nparams);
     let t = BackIn {
         units: &units,
         x,
