@@ -38,6 +38,17 @@ pub(crate) struct StageCall<'a> {
     pub sync: Option<&'a dyn Collective>,
 }
 
+impl<'a> StageCall<'a> {
+    /// The same stage over `plan` (a `ghost` chunk's) and without a collective.
+    pub(crate) fn local(self, plan: &'a Plan) -> StageCall<'a> {
+        StageCall {
+            plan,
+            sync: None,
+            ..self
+        }
+    }
+}
+
 /// Forward pass of stage `k` on a checked input.
 pub(crate) fn forward<T: Float>(
     call: StageCall<'_>,
@@ -162,24 +173,9 @@ pub(crate) fn forward_plain<T: Float>(
             local.extend_from_slice(&[n as f64, mean, m2]);
         }
         scratch.acc.raws = raws;
-        let gathered = comm.all_gather(&local, &mut scratch.sync_all);
+        let gathered = gather(comm, info, (&mut local, &mut scratch.sync_all), groups, 3);
         scratch.sync_local = local;
-        gathered.map_err(|reason| NormError::Collective {
-            layer: info.name.to_string(),
-            reason,
-        })?;
-        if scratch.sync_all.len() != 3 * groups * comm.size() {
-            return Err(NormError::Collective {
-                layer: info.name.to_string(),
-                reason: format!(
-                    "all_gather returned {} values, expected {} ({} members × {} groups × 3)",
-                    scratch.sync_all.len(),
-                    3 * groups * comm.size(),
-                    comm.size(),
-                    groups
-                ),
-            });
-        }
+        gathered?;
         let mut merged = std::mem::take(&mut scratch.sync_merged);
         resize(&mut merged, groups, (0.0, 0.0, 0.0));
         merge_moments(&scratch.sync_all, groups, &mut merged);
@@ -340,20 +336,7 @@ pub(crate) fn backward_plain<T: Float>(
         0
     };
 
-    // x̂ = (x − m)·r + b per group, in `scratch.xm/xa/xb`.
-    for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
-        v.clear();
-    }
     let renormed = !saved.renorm.is_empty() && !saved.fixed;
-    for (s, st) in saved.stats.iter().enumerate() {
-        let (m, a, b) = match saved.renorm.get(s).filter(|_| renormed) {
-            Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
-            None => coef::<T>(st.mean, st.rstd, 0.0),
-        };
-        scratch.xm.push(m);
-        scratch.xa.push(a);
-        scratch.xb.push(b);
-    }
     // The scale of g = dy·γ when γ folds per group (1 when unfolded or absent).
     let gs = gamma.as_deref();
     let direct = fold && plan.params_follow_groups();
@@ -405,28 +388,32 @@ pub(crate) fn backward_plain<T: Float>(
         one: &one,
         many: &many,
     };
-    resize(&mut scratch.sg, groups, 0.0);
-    resize(&mut scratch.sgx, groups, 0.0);
-    resize(&mut scratch.dparams, 2 * nparams, 0.0);
-    for v in [
-        &mut scratch.c,
-        &mut scratch.m,
-        &mut scratch.a,
-        &mut scratch.b,
-    ] {
-        resize(v, groups, T::zero());
+    if saved.synced && sync.is_none() {
+        return Err(NormError::Saved {
+            layer: info.name.to_string(),
+            reason: "it comes from forward_sync: call backward_sync".to_string(),
+        });
     }
-    let out = BackOut {
-        sg: &mut scratch.sg,
-        sgx: &mut scratch.sgx,
-        dparams: &mut scratch.dparams,
-        c: &mut scratch.c,
-        m: &mut scratch.m,
-        a: &mut scratch.a,
-        b: &mut scratch.b,
-        stage: &mut [],
-    };
-    let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
+    if !saved.synced && sync.is_some() && syncs(info.spec, stage) && !saved.fixed {
+        return Err(NormError::Saved {
+            layer: info.name.to_string(),
+            reason: "it comes from forward, not forward_sync".to_string(),
+        });
+    }
+    // x̂ = (x − m)·r + b per group.
+    let xhat = saved.stats.iter().enumerate().map(|(s, st)| {
+        match saved.renorm.get(s).filter(|_| renormed) {
+            Some(&(r, d)) => coef::<T>(st.mean, st.rstd * r, d),
+            None => coef::<T>(st.mean, st.rstd, 0.0),
+        }
+    });
+    let bufs = back_buffers(scratch, xhat, groups, nparams);
+    let BackBufs {
+        xhat,
+        out,
+        acc,
+        sync: exchange,
+    } = bufs;
     let t = BackIn {
         units: &units,
         x,
@@ -434,42 +421,21 @@ pub(crate) fn backward_plain<T: Float>(
         xhat,
         gamma: unfolded,
     };
-    if saved.synced && sync.is_none() {
-        return Err(NormError::Saved {
-            layer: info.name.to_string(),
-            reason: "it comes from forward_sync: call backward_sync".to_string(),
-        });
-    }
     // A group of one exchanges nothing (bit-identical to `backward`, as in `forward`).
     if let Some(comm) = sync.filter(|c| saved.synced && c.size() > 1) {
         // Local sums (kept for the local parameter gradients) → all members → summed in
         // rank order for the dx coefficients.
-        exec::dsums_all(t, out.sg, out.sgx, out.dparams, &mut scratch.acc.f);
-        let mut local = std::mem::take(&mut scratch.sync_local);
+        exec::dsums_all(t, out.sg, out.sgx, out.dparams, acc.0);
+        let (local, all) = exchange;
         local.clear();
         local.extend_from_slice(out.sg);
         local.extend_from_slice(out.sgx);
-        let gathered = comm.all_gather(&local, &mut scratch.sync_all);
-        scratch.sync_local = local;
-        gathered.map_err(|reason| NormError::Collective {
-            layer: info.name.to_string(),
-            reason,
-        })?;
-        if scratch.sync_all.len() != 2 * groups * comm.size() {
-            return Err(NormError::Collective {
-                layer: info.name.to_string(),
-                reason: format!(
-                    "all_gather returned {} values, expected {}",
-                    scratch.sync_all.len(),
-                    2 * groups * comm.size()
-                ),
-            });
-        }
+        gather(comm, info, (local, &mut *all), groups, 2)?;
         for g in 0..groups {
             let (mut sg, mut sgx) = (0.0, 0.0);
             for r in 0..comm.size() {
-                sg += scratch.sync_all[r * 2 * groups + g];
-                sgx += scratch.sync_all[r * 2 * groups + groups + g];
+                sg += all[r * 2 * groups + g];
+                sgx += all[r * 2 * groups + groups + g];
             }
             let (c, m, a, b) = one(g, sg, sgx);
             (out.c[g], out.m[g], out.a[g], out.b[g]) = (c, m, a, b);
@@ -477,52 +443,16 @@ pub(crate) fn backward_plain<T: Float>(
         let coef = (&out.c[..], &out.m[..], &out.a[..], &out.b[..]);
         exec::dx_all(&units, x, dy, coef, unfolded, dx);
     } else {
-        if !saved.synced && sync.is_some() && syncs(info.spec, stage) && !saved.fixed {
-            return Err(NormError::Saved {
-                layer: info.name.to_string(),
-                reason: "it comes from forward, not forward_sync".to_string(),
-            });
-        }
-        let acc = (&mut scratch.acc.f, &mut scratch.stage);
         exec::backward(t, &finish, out, acc, dx);
     }
 
-    let params = plan.param_shape.numel();
-    let (sg, sgx) = (&scratch.sg, &scratch.sgx);
-    let (dgamma, dbeta) = (&mut scratch.dgamma, &mut scratch.dbeta);
-    resize(dgamma, params, 0.0);
-    resize(dbeta, params, 0.0);
-    match (&stage.affine, fold) {
-        (Affine::Axes(_), true) => {
-            plan.for_each_group(|s, p, _| {
-                dgamma[p] += sgx[s];
-                dbeta[p] += sg[s];
-            });
-        }
-        (Affine::Axes(_), false) => {
-            dgamma.copy_from_slice(&scratch.dparams[..params]);
-            dbeta.copy_from_slice(&scratch.dparams[params..]);
-        }
-        (Affine::External, _) => {
-            dgamma.copy_from_slice(sgx);
-            dbeta.copy_from_slice(sg);
-        }
-        (Affine::None, _) => {}
-    }
     match &stage.affine {
-        Affine::Axes(_) => {
-            let shape = plan.param_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, dgamma);
-            if stage.bias {
-                fill_grad(&mut grads.dbeta, shape, dbeta);
-            } else {
-                grads.dbeta = None;
-            }
-        }
+        Affine::Axes(_) => axes_grads(plan, (fold, stage.bias), scratch, grads),
         Affine::External => {
+            // One scale and shift per group: the group sums are their gradients.
             let shape = plan.stat_shape.as_slice();
-            fill_grad(&mut grads.dgamma, shape, dgamma);
-            fill_grad(&mut grads.dbeta, shape, dbeta);
+            fill_grad(&mut grads.dgamma, shape, &scratch.sgx);
+            fill_grad(&mut grads.dbeta, shape, &scratch.sg);
         }
         Affine::None => {
             grads.dgamma = None;
@@ -535,4 +465,128 @@ pub(crate) fn backward_plain<T: Float>(
         grads.dtau = None;
     }
     Ok(())
+}
+
+/// Exchanges `local` with every member into `all` (rank order), checking that each member
+/// sent `per_group` values for each of the `groups` groups.
+fn gather(
+    comm: &dyn Collective,
+    info: &LayerInfo<'_>,
+    (local, all): (&mut Vec<f64>, &mut Vec<f64>),
+    groups: usize,
+    per_group: usize,
+) -> Result<(), NormError> {
+    let error = |reason| NormError::Collective {
+        layer: info.name.to_string(),
+        reason,
+    };
+    comm.all_gather(local, all).map_err(error)?;
+    let expected = per_group * groups * comm.size();
+    if all.len() != expected {
+        return Err(error(format!(
+            "all_gather returned {} values, expected {expected} ({} members × {groups} groups × \
+             {per_group})",
+            all.len(),
+            comm.size(),
+        )));
+    }
+    Ok(())
+}
+
+/// The scratch of one backward pass, split into the parts the kernels read and write.
+pub(crate) struct BackBufs<'s, T> {
+    /// x̂ = (x − m)·a + b per group (`scratch.xm/xa/xb`).
+    pub xhat: (&'s [T], &'s [T], &'s [T]),
+    /// The kernels' outputs, sized for the call.
+    pub out: BackOut<'s, T>,
+    /// The executor's partial sums and its γ-gradient staging.
+    pub acc: (&'s mut Vec<f64>, &'s mut Vec<T>),
+    /// A synchronized backward's exchange: the local sums, all members'.
+    pub sync: (&'s mut Vec<f64>, &'s mut Vec<f64>),
+}
+
+/// Sizes the buffers of a backward pass over `groups` groups with `nparams` unfolded
+/// parameters, writes x̂ (the (m, a, b) of each group, from `xhat`) and splits the scratch
+/// into the kernels' parts. Inlined, so that a caller's constants (the monomorphized
+/// path's) reach the x̂ loop.
+#[inline(always)]
+pub(crate) fn back_buffers<T: Float>(
+    scratch: &mut Scratch<T>,
+    xhat: impl ExactSizeIterator<Item = (T, T, T)>,
+    groups: usize,
+    nparams: usize,
+) -> BackBufs<'_, T> {
+    // Sized, then written in one zipped loop: pushes kept each array's length in memory,
+    // a chain through the store buffer once per group (rows: a tenth of a short-row
+    // backward).
+    for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
+        sized(v, xhat.len(), T::zero());
+    }
+    let xs = scratch
+        .xm
+        .iter_mut()
+        .zip(&mut scratch.xa)
+        .zip(&mut scratch.xb);
+    for (mab, ((m, a), b)) in xhat.zip(xs) {
+        (*m, *a, *b) = mab;
+    }
+    resize(&mut scratch.sg, groups, 0.0);
+    resize(&mut scratch.sgx, groups, 0.0);
+    resize(&mut scratch.dparams, 2 * nparams, 0.0);
+    for v in [
+        &mut scratch.c,
+        &mut scratch.m,
+        &mut scratch.a,
+        &mut scratch.b,
+    ] {
+        resize(v, groups, T::zero());
+    }
+    BackBufs {
+        xhat: (&scratch.xm, &scratch.xa, &scratch.xb),
+        out: BackOut {
+            sg: &mut scratch.sg,
+            sgx: &mut scratch.sgx,
+            dparams: &mut scratch.dparams,
+            c: &mut scratch.c,
+            m: &mut scratch.m,
+            a: &mut scratch.a,
+            b: &mut scratch.b,
+            stage: &mut [],
+        },
+        acc: (&mut scratch.acc.f, &mut scratch.stage),
+        sync: (&mut scratch.sync_local, &mut scratch.sync_all),
+    }
+}
+
+/// dγ (and dβ with `bias`) of γ/β on the stage's parameter axes, from the backward sums in
+/// `scratch`: each parameter's groups summed when γ folds into the coefficients
+/// (`fold`), else the kernels' per-parameter sums.
+#[inline(always)]
+pub(crate) fn axes_grads<T: Float>(
+    plan: &Plan,
+    (fold, bias): (bool, bool),
+    scratch: &mut Scratch<T>,
+    grads: &mut StageGrads<T>,
+) {
+    let params = plan.param_shape.numel();
+    let (sg, sgx) = (&scratch.sg, &scratch.sgx);
+    let (dgamma, dbeta) = (&mut scratch.dgamma, &mut scratch.dbeta);
+    resize(dgamma, params, 0.0);
+    resize(dbeta, params, 0.0);
+    if fold {
+        plan.for_each_group(|s, p, _| {
+            dgamma[p] += sgx[s];
+            dbeta[p] += sg[s];
+        });
+    } else {
+        dgamma.copy_from_slice(&scratch.dparams[..params]);
+        dbeta.copy_from_slice(&scratch.dparams[params..]);
+    }
+    let shape = plan.param_shape.as_slice();
+    fill_grad(&mut grads.dgamma, shape, dgamma);
+    if bias {
+        fill_grad(&mut grads.dbeta, shape, dbeta);
+    } else {
+        grads.dbeta = None;
+    }
 }

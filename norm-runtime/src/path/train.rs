@@ -21,13 +21,13 @@ use norm_spec::path::{ParamKind, Variance};
 
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator,
-    Finish, FwdIn, Params, ShiftedSums, Stat, Units,
+    self, BackIn, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator, Finish, FwdIn,
+    Params, ShiftedSums, Stat, Units,
 };
 use crate::scratch::Scratch;
-use crate::stage::{BackwardIo, StageCall};
-use crate::state::{resize, sized, values, StageState};
-use crate::stats::{fill_grad, running_stats, train_running};
+use crate::stage::{self, BackwardIo, StageCall};
+use crate::state::{sized, values, StageState};
+use crate::stats::{running_stats, train_running};
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
@@ -242,21 +242,6 @@ pub(crate) fn backward<
         0
     };
 
-    // x̂ = (x − m)·r per group, in `scratch.xm/xa/xb`.
-    // Sized, then written in one zipped loop: pushes kept each array's length in memory,
-    // a chain through the store buffer once per group (rows: a tenth of a short-row
-    // backward).
-    for v in [&mut scratch.xm, &mut scratch.xa, &mut scratch.xb] {
-        sized(v, saved.stats.len(), T::zero());
-    }
-    let xhat = scratch
-        .xm
-        .iter_mut()
-        .zip(&mut scratch.xa)
-        .zip(&mut scratch.xb);
-    for (st, ((m, a), b)) in saved.stats.iter().zip(xhat) {
-        (*m, *a, *b) = coef::<T>(st.mean, st.rstd, 0.0);
-    }
     let gs = gamma.as_deref();
     let direct = fold && plan.params_follow_groups();
     let group_scale = |s: usize| -> f64 {
@@ -307,68 +292,26 @@ pub(crate) fn backward<
         one: &one,
         many: &many,
     };
-    resize(&mut scratch.sg, groups, 0.0);
-    resize(&mut scratch.sgx, groups, 0.0);
-    resize(&mut scratch.dparams, 2 * nparams, 0.0);
-    for v in [
-        &mut scratch.c,
-        &mut scratch.m,
-        &mut scratch.a,
-        &mut scratch.b,
-    ] {
-        resize(v, groups, T::zero());
-    }
-    let out = BackOut {
-        sg: &mut scratch.sg,
-        sgx: &mut scratch.sgx,
-        dparams: &mut scratch.dparams,
-        c: &mut scratch.c,
-        m: &mut scratch.m,
-        a: &mut scratch.a,
-        b: &mut scratch.b,
-        stage: &mut [],
-    };
-    let xhat = (&scratch.xm[..], &scratch.xa[..], &scratch.xb[..]);
+    // x̂ = (x − m)·r per group.
+    let xhat = saved
+        .stats
+        .iter()
+        .map(|st| coef::<T>(st.mean, st.rstd, 0.0));
+    let bufs = stage::back_buffers(scratch, xhat, groups, nparams);
     let t = BackIn {
         units: &units,
         x,
         dy,
-        xhat,
+        xhat: bufs.xhat,
         gamma: unfolded,
     };
-    exec::backward(
-        t,
-        &finish,
-        out,
-        (&mut scratch.acc.f, &mut scratch.stage),
-        dx,
-    );
+    exec::backward(t, &finish, bufs.out, bufs.acc, dx);
 
     if PARAMS == NONE {
         grads.dgamma = None;
         grads.dbeta = None;
     } else {
-        let params = plan.param_shape.numel();
-        let (sg, sgx) = (&scratch.sg, &scratch.sgx);
-        let (dgamma, dbeta) = (&mut scratch.dgamma, &mut scratch.dbeta);
-        resize(dgamma, params, 0.0);
-        resize(dbeta, params, 0.0);
-        if fold {
-            plan.for_each_group(|s, p, _| {
-                dgamma[p] += sgx[s];
-                dbeta[p] += sg[s];
-            });
-        } else {
-            dgamma.copy_from_slice(&scratch.dparams[..params]);
-            dbeta.copy_from_slice(&scratch.dparams[params..]);
-        }
-        let shape = plan.param_shape.as_slice();
-        fill_grad(&mut grads.dgamma, shape, dgamma);
-        if stage.bias {
-            fill_grad(&mut grads.dbeta, shape, dbeta);
-        } else {
-            grads.dbeta = None;
-        }
+        stage::axes_grads(plan, (fold, stage.bias), scratch, grads);
     }
     grads.dtau = None;
     Ok(())

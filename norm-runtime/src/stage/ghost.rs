@@ -23,15 +23,21 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn new(info: &LayerInfo<'_>, k: usize, plan: &Plan) -> Chunks {
+    /// The chunks of a call's input; an error for a synchronized call (a chunk's statistics
+    /// stay local).
+    fn of(call: StageCall<'_>) -> Result<Chunks, NormError> {
+        let StageCall { info, k, plan, .. } = call;
+        if call.sync.is_some() {
+            return Err(unsupported(info));
+        }
         let shape = plan.shape.as_slice();
         let b = info.spec.batch.unwrap_or(0);
-        Chunks {
+        Ok(Chunks {
             outer: shape[..b].iter().product(),
             batch: shape.get(b).copied().unwrap_or(0),
             inner: shape[b + 1..].iter().product(),
             ghost: info.spec.stages[k].ghost.unwrap_or(1).max(1),
-        }
+        })
     }
 
     fn count(&self) -> usize {
@@ -94,17 +100,9 @@ pub(crate) fn forward<T: Float>(
     saved: &mut SavedStage<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
-    let StageCall {
-        info,
-        k,
-        plan,
-        sync,
-    } = call;
-    if sync.is_some() {
-        return Err(unsupported(info));
-    }
+    let chunks = Chunks::of(call)?;
+    let StageCall { info, k, plan, .. } = call;
     let stage = &info.spec.stages[k];
-    let chunks = Chunks::new(info, k, plan);
     let n = chunks.count();
     // Every chunk must have enough values before any running statistic moves: the last
     // chunk is the smallest.
@@ -123,12 +121,7 @@ pub(crate) fn forward<T: Float>(
     for c in 0..n {
         let cplan = chunks.plan(info, k, plan, c);
         // A chunk runs as the plain stage over its own plan (never synchronized).
-        let chunk_call = StageCall {
-            info,
-            k,
-            plan: &cplan,
-            sync: None,
-        };
+        let chunk_call = call.local(&cplan);
         let saved_c = &mut saved.chunks[c];
         match chunks.slice(c) {
             Some(r) => stage::forward_plain(
@@ -179,17 +172,9 @@ pub(crate) fn backward<T: Float>(
     grads: &mut StageGrads<T>,
     scratch: &mut Scratch<T>,
 ) -> Result<(), NormError> {
-    let StageCall {
-        info,
-        k,
-        plan,
-        sync,
-    } = call;
+    let chunks = Chunks::of(call)?;
+    let StageCall { info, k, plan, .. } = call;
     let BackwardIo { x, dy, dx } = io;
-    if sync.is_some() {
-        return Err(unsupported(info));
-    }
-    let chunks = Chunks::new(info, k, plan);
     let n = chunks.count();
     if saved.chunks.len() != n {
         return Err(NormError::Saved {
@@ -207,12 +192,7 @@ pub(crate) fn backward<T: Float>(
         let g = &mut chunk_grads;
         match chunks.slice(c) {
             Some(r) => stage::backward_plain(
-                StageCall {
-                    info,
-                    k,
-                    plan: &cplan,
-                    sync: None,
-                },
+                call.local(&cplan),
                 state,
                 BackwardIo {
                     x: &x[r.clone()],
@@ -234,13 +214,8 @@ pub(crate) fn backward<T: Float>(
                     dy: &dybuf,
                     dx: &mut dxbuf,
                 };
-                let call = StageCall {
-                    info,
-                    k,
-                    plan: &cplan,
-                    sync: None,
-                };
-                stage::backward_plain(call, state, io, saved_c, g, scratch)?;
+                let chunk_call = call.local(&cplan);
+                stage::backward_plain(chunk_call, state, io, saved_c, g, scratch)?;
                 chunks.copy(c, &dxbuf, dx, true);
             }
         }
