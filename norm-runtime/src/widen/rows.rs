@@ -148,15 +148,43 @@ pub(crate) fn forward<T: Float>(
         .enumerate()
         .for_each(|(t, ((xs, os), sts))| {
             let h = tiled::half_bits::<T>();
+            let shift_of = |g: &[T]| {
+                if stage.center {
+                    f64::from(tiled::widen_one(g[0]))
+                } else {
+                    0.0
+                }
+            };
+            if !fixed && rows.ps_line == 1 && (rows.n == rows.len || rows.ps_outer == rows.len) {
+                // Layer norm (γ, β along the whole group): each group's output in the loop
+                // that sums the next group.
+                let groups = xs.len() / n;
+                let shift = shift_of(&xs[..n]);
+                let (sum, sq) = tiled::line_sums(&xs[..n], shift);
+                let mut raw = ShiftedSums { shift, sum, sq };
+                for (i, (og, st)) in os.chunks_mut(n).zip(sts).enumerate() {
+                    let p = base[t * per + i];
+                    let (mean, m2) = mean_m2(stage, raw, n);
+                    *st = group_stat(stage, mean, m2, n);
+                    let c = coef(st.mean, st.rstd, 0.0);
+                    let (g, bt) = (&gamma[p..p + n], &beta[p..p + n]);
+                    let pr = Some((g, has_beta.then_some(bt)));
+                    let xg = h.r(&xs[i * n..(i + 1) * n]);
+                    if i + 1 < groups {
+                        let next = &xs[(i + 1) * n..(i + 2) * n];
+                        let shift = shift_of(next);
+                        let next_io = (h.r(next), shift);
+                        let (sum, sq) =
+                            fused::params_affine_then_sums(h.fmt, (xg, h.w(og)), c, pr, next_io);
+                        raw = ShiftedSums { shift, sum, sq };
+                    } else {
+                        fused::affine(h.fmt, xg, h.w(og), c, pr);
+                    }
+                }
+                return;
+            }
             if !fixed && rows.ps_line == 0 {
                 // Group norm: each group's output in the loop that sums the next group.
-                let shift_of = |g: &[T]| {
-                    if stage.center {
-                        f64::from(tiled::widen_one(g[0]))
-                    } else {
-                        0.0
-                    }
-                };
                 let groups = xs.len() / n;
                 let shift = shift_of(&xs[..n]);
                 let (sum, sq) = tiled::line_sums(&xs[..n], shift);
@@ -194,11 +222,7 @@ pub(crate) fn forward<T: Float>(
             for (i, ((xg, og), st)) in xs.chunks(n).zip(os.chunks_mut(n)).zip(sts).enumerate() {
                 let s = t * per + i;
                 if !fixed {
-                    let shift = if stage.center {
-                        f64::from(tiled::widen_one(xg[0]))
-                    } else {
-                        0.0
-                    };
+                    let shift = shift_of(xg);
                     let (sum, sq) = tiled::line_sums(xg, shift);
                     let (mean, m2) = mean_m2(stage, ShiftedSums { shift, sum, sq }, n);
                     *st = group_stat(stage, mean, m2, n);

@@ -354,6 +354,30 @@ pub(crate) fn lines_affine_then_sums(
     sums(fmt, next, shift)
 }
 
+/// `y = ((x − m)·a + b)·γ + β` over one row (γ, β along it where given, as [`affine`])
+/// and [`sums`] of the next row (`next`, of the same length as `x`): one loop where the
+/// CPU runs the bf16 fast kernels, the two calls otherwise (the same bits either way).
+pub(crate) fn params_affine_then_sums(
+    fmt: Fmt,
+    (x, y): (&[u16], &mut [u16]),
+    c: (f32, f32, f32),
+    p: Params<'_>,
+    (next, shift): (&[u16], f64),
+) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && next.len() == x.len() {
+        let op = bf16x::Op::ParamsAffineThenSums((x, &mut *y), c, p, (next, shift));
+        if let Some((raw, ok)) = bf16x::run(op) {
+            if !ok {
+                go(fmt, Affine { x, y, c, p });
+            }
+            return raw;
+        }
+    }
+    affine(fmt, x, y, c, p);
+    sums(fmt, next, shift)
+}
+
 struct DSums<'a> {
     x: &'a [u16],
     dy: &'a [u16],

@@ -159,7 +159,7 @@ pub trait Isa: Copy + Send + Sync + 'static {
 /// Prefetches into L2 the two cache lines at `p`, `p + 16` (x86-64: SSE, baseline).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch2(p: *const f32) {
+pub(crate) fn prefetch2(p: *const f32) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     // SAFETY: a prefetch is a hint: it accesses no memory architecturally and never
     // faults, whatever the address (hence `wrapping_add`).

@@ -59,6 +59,13 @@ pub(super) enum Op<'a> {
         &'a [(f32, f32, f32)],
         (&'a [u16], f64),
     ),
+    /// [`params_affine_then_sums`].
+    ParamsAffineThenSums(
+        (&'a [u16], &'a mut [u16]),
+        (f32, f32, f32),
+        Params<'a>,
+        (&'a [u16], f64),
+    ),
 }
 
 /// Runs `op` where the CPU has the fast kernels (`None`: it does not, nothing ran): the
@@ -87,6 +94,7 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
         Op::LinesAffineThenSums(io, len, coefs, next) => {
             lines_affine_then_sums(io, len, coefs, next)
         }
+        Op::ParamsAffineThenSums(io, c, p, next) => params_affine_then_sums(io, c, p, next),
     }
 }
 
@@ -601,4 +609,148 @@ fn lines_affine_then_sums(
         h += 1;
     }
     (acc.finish(&next[16 * h..]), tiny == 0)
+}
+
+/// 8 bf16 bit patterns widened to f64 (exact): a 256-bit widening to f32 and one
+/// conversion, cheaper on Zen 4 than widening 16 at once and extracting the upper half.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn ld8_wide(x: &[u16]) -> __m512d {
+    let a: [u16; 8] = x[..8].try_into().expect("8 values");
+    let w = _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(bytemuck::cast(a)));
+    _mm512_cvtps_pd(_mm256_castsi256_ps(w))
+}
+
+/// The constants of [`sums32`]: `-shift` and an opaque 1.0.
+#[derive(Clone, Copy)]
+struct Wide {
+    neg_shift: __m512d,
+    one: __m512d,
+}
+
+/// A block of 32 values into the chains of `acc`, as [`RowSums::add32`] (values `8k..8k + 8`
+/// into chain `k`, the same operations on the same values, so the same bits), with the
+/// f64 subtraction `v − shift` computed as `fma(v, 1, −shift)` (one rounding of the same
+/// exact value: the same result) so that it runs on the multiply pipes, which the adds
+/// and conversions leave idle; `Z` (the shift is +0.0, as for uncentered rows): `v − 0`
+/// is `v` for every `v`, and no subtraction runs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn sums32<const Z: bool>(acc: &mut RowSums, x: &[u16; 32], c: Wide) {
+    for k in 0..4 {
+        let w = ld8_wide(&x[8 * k..]);
+        let d = if Z {
+            w
+        } else {
+            _mm512_fmadd_pd(w, c.one, c.neg_shift)
+        };
+        acc.sm[k] = _mm512_add_pd(acc.sm[k], d);
+        acc.sq[k] = _mm512_fmadd_pd(d, d, acc.sq[k]);
+    }
+}
+
+/// `((x − m)·a + b)·γ + β` of one block of 32 values (β when `B`), the additions as
+/// `fma(u, 1, v)` (the same single rounding of `u + v`) on the multiply pipes; rounded as
+/// [`affine32`], with the mask of its f32 subnormal outputs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn params32<const B: bool>(
+    x: &[u16; 32],
+    (m, a, b): (__m512, __m512, __m512),
+    one: __m512,
+    (g, bt): (&[f32; 32], &[f32; 32]),
+) -> ([u16; 32], u32) {
+    let (xl, xh) = ld32(x);
+    let (gl, gh) = ldf32(g);
+    let mut lo = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xl, m), a), one, b);
+    let mut hi = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xh, m), a), one, b);
+    lo = _mm512_mul_ps(lo, gl);
+    hi = _mm512_mul_ps(hi, gh);
+    if B {
+        let (bl, bh) = ldf32(bt);
+        lo = _mm512_fmadd_ps(lo, one, bl);
+        hi = _mm512_fmadd_ps(hi, one, bh);
+    }
+    round32(lo, hi)
+}
+
+/// One row's affine pass with γ (and β) along it, `y = ((x − m)·a + b)·γ + β` (the
+/// expression of `fused::affine` with parameters), and the shifted sums of the next row
+/// (`next`, of the same length) in the same loop: [`affine_then_sums`] for layer norm's
+/// rows. `B`: β given (else `bt` is never read); `Z`: the shift is +0.0 (see [`sums32`]).
+/// On Zen 4 this loop is bound by the FP pipes, not memory: the operations are those of
+/// the separate kernels, spread over the add and multiply pipes ([`sums32`],
+/// [`params32`]). The sums are those of `fused::sums` bit for bit; the flag is `false`
+/// when an output value is an f32 subnormal (the caller reruns the row's affine pass;
+/// the sums stand). `after`: the row after `next` (prefetched along the loop) when the
+/// next call's row is there.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn params_pipe<const B: bool, const Z: bool>(
+    (x, y): (&[u16], &mut [u16]),
+    k: (__m512, __m512, __m512),
+    (g, bt): (&[f32], &[f32]),
+    (next, shift): (&[u16], f64),
+) -> ((f64, f64), bool) {
+    let n = x.len();
+    assert!(
+        y.len() == n && next.len() == n && g.len() == n && bt.len() == n,
+        "rows of one length"
+    );
+    let body = n - n % 32;
+    // 1.0 hidden from the compiler, which would otherwise turn `fma(u, 1, v)` back into
+    // an addition.
+    let one = std::hint::black_box(1.0f64);
+    let (one_d, one_s) = (_mm512_set1_pd(one), _mm512_set1_ps(one as f32));
+    let c = Wide {
+        neg_shift: _mm512_set1_pd(-shift),
+        one: one_d,
+    };
+    let mut acc = RowSums::new(shift);
+    let mut tiny = 0u32;
+    // The row after `next` (the next call's next row when the rows are contiguous): one
+    // prefetch of two cache lines per 64 values.
+    let after = next.as_ptr().wrapping_add(n);
+    let mut i = 0;
+    while i < body {
+        // The next row's loads first (as the f32 pipelined rows: no load behind a store
+        // 4 KiB apart).
+        sums32::<Z>(&mut acc, at(next, i), c);
+        if i % 64 == 0 {
+            crate::kernels::isa::prefetch2(after.wrapping_add(i).cast());
+        }
+        let (r, t) = params32::<B>(at(x, i), k, one_s, (at(g, i), at(bt, i)));
+        y[i..i + 32].copy_from_slice(&r);
+        tiny |= t;
+        i += 32;
+    }
+    if body < n {
+        let len = n - body;
+        let bb = if B { Some(pad(&bt[body..])) } else { None };
+        let (r, t) = affine32(&pad(&x[body..]), k, (Some(&pad(&g[body..])), bb.as_ref()));
+        y[body..].copy_from_slice(&r[..len]);
+        tiny |= t & lanes(len);
+    }
+    (acc.finish(&next[body..]), tiny == 0)
+}
+
+/// [`params_pipe`] with the parameter case and the shift's case chosen once per row.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn params_affine_then_sums(
+    io: (&[u16], &mut [u16]),
+    c: (f32, f32, f32),
+    p: Params<'_>,
+    next: (&[u16], f64),
+) -> ((f64, f64), bool) {
+    let (k, n) = (splat3(c), io.0.len());
+    let z = next.1.to_bits() == 0;
+    match (p, z) {
+        (None, _) => affine_then_sums(io, c, next),
+        (Some((g, None)), false) => params_pipe::<false, false>(io, k, (&g[..n], &g[..n]), next),
+        (Some((g, None)), true) => params_pipe::<false, true>(io, k, (&g[..n], &g[..n]), next),
+        (Some((g, Some(bt))), false) => {
+            params_pipe::<true, false>(io, k, (&g[..n], &bt[..n]), next)
+        }
+        (Some((g, Some(bt))), true) => params_pipe::<true, true>(io, k, (&g[..n], &bt[..n]), next),
+    }
 }

@@ -621,3 +621,64 @@ fn bf16_lines_affine_then_sums_is_affine_per_line_and_sums() {
         );
     }
 }
+
+/// The pipelined bf16 row pass with γ (and β) along the row gives the bits of `affine`
+/// with the same parameters and `sums` of the next row, and its output is the
+/// lane-by-lane expression `((x − m)·a + b)·γ + β` rounded: lengths around the fast
+/// path's blocks of 32, a NaN input, coefficients with f32 subnormal outputs (the fast
+/// path's rerun), and γ, β longer than the row (only the first values count).
+#[test]
+fn bf16_params_affine_then_sums_is_affine_with_params_and_sums() {
+    let lens = [
+        1usize, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 784, 1024, 2304,
+    ];
+    for &n in &lens {
+        let mut x = data::<Bf16>(n, 19, 1.0);
+        if n > 20 {
+            x[n / 3] = <Bf16 as Conv>::from(f32::NAN);
+        }
+        let next = data::<Bf16>(n, 20, -1.5);
+        let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        let (g, bt) = (params(n + 5, 21), params(n + 5, 22));
+        for c in [
+            (0.25f32, 1.75f32, -0.5f32),
+            (0.0, 1e-39, 0.0),
+            (2.0, 3e-39, 1e-40),
+        ] {
+            for (mode, shift) in [(1u8, 0.0), (2, f64::from(<Bf16 as Conv>::to(next[0])))] {
+                let p = match mode {
+                    1 => Some((&g[..], None)),
+                    _ => Some((&g[..], Some(&bt[..]))),
+                };
+                let mut y = vec![0u16; n];
+                let got = params_affine_then_sums(Fmt::Bf16, (&x, &mut y), c, p, (&next, shift));
+                let mut want_y = vec![0u16; n];
+                affine(Fmt::Bf16, &x, &mut want_y, c, p);
+                let want = sums(Fmt::Bf16, &next, shift);
+                assert_eq!(y, want_y, "n={n} mode={mode} c={c:?}");
+                assert_eq!(got.0.to_bits(), want.0.to_bits(), "sum n={n}");
+                assert_eq!(got.1.to_bits(), want.1.to_bits(), "sq n={n}");
+                let (m, a, b) = c;
+                for i in 0..n {
+                    let v = (xs[i] - m) * a + b;
+                    let v = if mode == 1 {
+                        v * g[i]
+                    } else {
+                        v * g[i] + bt[i]
+                    };
+                    let nan = v.is_nan() && <Bf16 as Conv>::to(y[i]).is_nan();
+                    assert!(nan || y[i] == <Bf16 as Conv>::from(v), "n={n} i={i}");
+                }
+                // The sums against f64 sums of the widened values (to rounding).
+                let (mut s1, mut s2) = (0.0f64, 0.0f64);
+                for &v in &next {
+                    let d = f64::from(<Bf16 as Conv>::to(v)) - shift;
+                    s1 += d;
+                    s2 += d * d;
+                }
+                close("sum", got.0, s1, s2);
+                close("sq", got.1, s2, s2);
+            }
+        }
+    }
+}
