@@ -38,8 +38,8 @@ pub(super) enum Op<'a> {
         (f32, f32, f32, f32),
         Option<&'a [f32]>,
     ),
-    /// [`col_affine`].
-    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>),
+    /// [`col_affine`] (with non-temporal stores of the output where `bool`).
+    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>, bool),
     /// [`col_dx`].
     ColDx(
         (&'a [u16], &'a [u16], &'a mut [u16]),
@@ -81,7 +81,7 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
     match op {
         Op::Affine(x, y, c, p) => (none, affine(x, y, c, p)),
         Op::Dx(io, k, g) => (none, dx(io, k, g)),
-        Op::ColAffine(x, y, c) => (none, col_affine(x, y, c)),
+        Op::ColAffine(x, y, c, nt) => (none, col_affine(x, y, c, nt)),
         Op::ColDx(io, cc, c) => (none, col_dx(io, cc, c)),
         Op::AffineThenSums(io, c, next) => affine_then_sums(io, c, next),
         Op::LinesAffineThenSums(io, len, coefs, next) => {
@@ -353,13 +353,17 @@ fn col_affine32(x: &[u16; 32], [m, a, b, _]: [&[f32; 32]; 4]) -> ([u16; 32], u32
     round32(xhat(xl, (ml, al, bl)), xhat(xh, (mh, ah, bh)))
 }
 
-/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]` (as `fused::col_affine`).
-/// `false` when an output value is an f32 subnormal (see [`affine`]).
+/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]` (as `fused::col_affine`),
+/// written with non-temporal stores when `stream` (see [`col_affine_stream`]). `false`
+/// when an output value is an f32 subnormal (see [`affine`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_affine(x: &[u16], y: &mut [u16], (m, a, b): super::Cols<'_>) -> bool {
+fn col_affine(x: &[u16], y: &mut [u16], (m, a, b): super::Cols<'_>, stream: bool) -> bool {
     let k = m.len();
     if k == 0 {
         return true;
+    }
+    if stream && k.is_multiple_of(32) && x.len() >= k + 32 {
+        return col_affine_stream(x, y, (m, &a[..k], &b[..k]));
     }
     let vs = [m, &a[..k], &b[..k], m];
     let body = k - k % 32;
@@ -381,6 +385,54 @@ fn col_affine(x: &[u16], y: &mut [u16], (m, a, b): super::Cols<'_>) -> bool {
             tiny |= t & lanes(len);
         }
     }
+    tiny == 0
+}
+
+/// [`col_affine`] of rows whose length `k` is a multiple of 32, writing the output with
+/// non-temporal stores (no read of the output's cache lines, and the input the next pass
+/// reads is not evicted for it). The stores go to whole 64-byte lines: the values before
+/// the output's first line boundary and after its last one are stored as usual, and the
+/// body in blocks of 32 values from that boundary, whose columns (`k` a multiple of 32)
+/// are a block of 32 of the coefficient arrays rotated by the boundary's offset. The same
+/// expression per value as the row loop, so the same bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn col_affine_stream(x: &[u16], y: &mut [u16], (m, a, b): super::Cols<'_>) -> bool {
+    let (k, n) = (m.len(), x.len());
+    assert!(y.len() == n && k >= 32 && n >= k + 32, "rows of one length");
+    // Values before the first 64-byte boundary of `y` (u16 values: an even address).
+    let head = (64 - (y.as_ptr() as usize) % 64) % 64 / 2;
+    let mut tiny = 0u32;
+    if head > 0 {
+        let (r, t) = col_affine32(&pad(&x[..head]), whole([m, a, b, m], 0));
+        y[..head].copy_from_slice(&r[..head]);
+        tiny |= t & lanes(head);
+    }
+    // The coefficients of columns `head..k, 0..head`: block `j` of the body starts at
+    // column `(head + 32·j) mod k`.
+    let rot = |v: &[f32]| -> Vec<f32> { v[head..].iter().chain(&v[..head]).copied().collect() };
+    let (rm, ra, rb) = (rot(m), rot(a), rot(b));
+    let vs = [&rm[..], &ra[..], &rb[..], &rm[..]];
+    let (mut i, mut c) = (head, 0);
+    while i + 32 <= n {
+        let (r, t) = col_affine32(at(x, i), whole(vs, c));
+        tiny |= t;
+        let dst: &mut [u16; 32] = (&mut y[i..i + 32]).try_into().expect("32 values");
+        // SAFETY: 64 bytes at a 64-byte boundary (`head`, then whole blocks), borrowed
+        // mutably; the fence below orders the stores before the caller's return.
+        unsafe { _mm512_stream_si512(dst.as_mut_ptr().cast(), bytemuck::cast(r)) };
+        i += 32;
+        c += 32;
+        if c == k {
+            c = 0;
+        }
+    }
+    if i < n {
+        let len = n - i;
+        let (r, t) = col_affine32(&pad(&x[i..]), whole(vs, c));
+        y[i..].copy_from_slice(&r[..len]);
+        tiny |= t & lanes(len);
+    }
+    _mm_sfence();
     tiny == 0
 }
 
