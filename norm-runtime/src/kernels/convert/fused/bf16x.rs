@@ -21,6 +21,8 @@ use std::arch::x86_64::*;
 use super::Params;
 use crate::kernels::simd::{self, Level};
 
+mod cols;
+
 /// Whether the fast kernels run here: the AVX-512 level is selected (not capped by
 /// `NORMKIT_SIMD`) and the CPU has AVX512_BF16.
 #[inline]
@@ -38,9 +40,9 @@ pub(super) enum Op<'a> {
         (f32, f32, f32, f32),
         Option<&'a [f32]>,
     ),
-    /// [`col_affine`].
-    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>),
-    /// [`col_dx`].
+    /// [`cols::col_affine`] (with non-temporal stores of the output where `bool`).
+    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>, bool),
+    /// [`cols::col_dx`].
     ColDx(
         (&'a [u16], &'a [u16], &'a mut [u16]),
         &'a [f32],
@@ -88,8 +90,8 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
     match op {
         Op::Affine(x, y, c, p) => (none, affine(x, y, c, p)),
         Op::Dx(io, k, g) => (none, dx(io, k, g)),
-        Op::ColAffine(x, y, c) => (none, col_affine(x, y, c)),
-        Op::ColDx(io, cc, c) => (none, col_dx(io, cc, c)),
+        Op::ColAffine(x, y, c, nt) => (none, cols::col_affine(x, y, c, nt)),
+        Op::ColDx(io, cc, c) => (none, cols::col_dx(io, cc, c)),
         Op::AffineThenSums(io, c, next) => affine_then_sums(io, c, next),
         Op::LinesAffineThenSums(io, len, coefs, next) => {
             lines_affine_then_sums(io, len, coefs, next)
@@ -329,112 +331,6 @@ fn dx(
         let (r, t) = dx32((&xc, &dc), vc, k, gc.as_ref());
         out[body..].copy_from_slice(&r[..len]);
         tiny |= t & lanes(len);
-    }
-    tiny == 0
-}
-
-/// The coefficient arrays (up to four, `k` values each) of the block of 32 columns from
-/// `o`: borrowed where the block is whole, zero-padded copies in `pad` for the last one.
-#[inline(always)]
-fn coef_block<'a>(vs: [&'a [f32]; 4], o: usize, pad: &'a mut [[f32; 32]; 4]) -> [&'a [f32; 32]; 4] {
-    let k = vs[0].len();
-    if o + 32 <= k {
-        return whole(vs, o);
-    }
-    for (d, v) in pad.iter_mut().zip(vs) {
-        d[..k - o].copy_from_slice(&v[o..k]);
-    }
-    [&pad[0], &pad[1], &pad[2], &pad[3]]
-}
-
-/// The coefficient arrays' whole block of 32 columns from `o`.
-#[inline(always)]
-fn whole(vs: [&[f32]; 4], o: usize) -> [&[f32; 32]; 4] {
-    [at(vs[0], o), at(vs[1], o), at(vs[2], o), at(vs[3], o)]
-}
-
-/// `(x − m)·a + b` of a block of 32 columns with their coefficients, rounded.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_affine32(x: &[u16; 32], [m, a, b, _]: [&[f32; 32]; 4]) -> ([u16; 32], u32) {
-    let ((xl, xh), (ml, mh), (al, ah), (bl, bh)) = (ld32(x), ldf32(m), ldf32(a), ldf32(b));
-    round32(xhat(xl, (ml, al, bl)), xhat(xh, (mh, ah, bh)))
-}
-
-/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]` (as `fused::col_affine`).
-/// `false` when an output value is an f32 subnormal (see [`affine`]).
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_affine(x: &[u16], y: &mut [u16], (m, a, b): super::Cols<'_>) -> bool {
-    let k = m.len();
-    if k == 0 {
-        return true;
-    }
-    let vs = [m, &a[..k], &b[..k], m];
-    let body = k - k % 32;
-    let mut last = [[0f32; 32]; 4];
-    let tail = coef_block(vs, body, &mut last);
-    let mut tiny = 0u32;
-    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(k)) {
-        let mut o = 0;
-        while o < body {
-            let (r, t) = col_affine32(at(xr, o), whole(vs, o));
-            yr[o..o + 32].copy_from_slice(&r);
-            tiny |= t;
-            o += 32;
-        }
-        if body < k {
-            let len = k - body;
-            let (r, t) = col_affine32(&pad(&xr[body..]), tail);
-            yr[body..].copy_from_slice(&r[..len]);
-            tiny |= t & lanes(len);
-        }
-    }
-    tiny == 0
-}
-
-/// `dy·c + ((x − m)·a + b)` of a block of 32 columns with their coefficients, rounded.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_dx32((x, dy): (&[u16; 32], &[u16; 32]), [m, a, b, c]: [&[f32; 32]; 4]) -> ([u16; 32], u32) {
-    let ((xl, xh), (dl, dh)) = (ld32(x), ld32(dy));
-    let ((ml, mh), (al, ah), (bl, bh), (cl, ch)) = (ldf32(m), ldf32(a), ldf32(b), ldf32(c));
-    let lo = _mm512_add_ps(_mm512_mul_ps(dl, cl), xhat(xl, (ml, al, bl)));
-    let hi = _mm512_add_ps(_mm512_mul_ps(dh, ch), xhat(xh, (mh, ah, bh)));
-    round32(lo, hi)
-}
-
-/// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])` (as
-/// `fused::col_dx`). `false` when an output value is an f32 subnormal (see [`affine`]).
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_dx(
-    (x, dy, out): (&[u16], &[u16], &mut [u16]),
-    cc: &[f32],
-    (m, a, b): super::Cols<'_>,
-) -> bool {
-    let k = m.len();
-    if k == 0 {
-        return true;
-    }
-    let vs = [m, &a[..k], &b[..k], &cc[..k]];
-    let body = k - k % 32;
-    let mut last = [[0f32; 32]; 4];
-    let tail = coef_block(vs, body, &mut last);
-    let mut tiny = 0u32;
-    let rows = x.chunks_exact(k).zip(dy.chunks_exact(k));
-    for ((xr, dr), or) in rows.zip(out.chunks_exact_mut(k)) {
-        let mut o = 0;
-        while o < body {
-            let (r, t) = col_dx32((at(xr, o), at(dr, o)), whole(vs, o));
-            or[o..o + 32].copy_from_slice(&r);
-            tiny |= t;
-            o += 32;
-        }
-        if body < k {
-            let len = k - body;
-            let (r, t) = col_dx32((&pad(&xr[body..]), &pad(&dr[body..])), tail);
-            or[body..].copy_from_slice(&r[..len]);
-            tiny |= t & lanes(len);
-        }
     }
     tiny == 0
 }

@@ -4,6 +4,9 @@
 
 use super::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
 pub(super) struct ColSums<'a> {
     pub(super) x: &'a [u16],
     pub(super) h: &'a [f64],
@@ -118,6 +121,10 @@ impl Kernel for ColSums<'_> {
 /// Per column `j` of whole rows of `h.len()` values: `sum[j] += x − h[j]`,
 /// `sq[j] += (x − h[j])²`.
 pub(crate) fn col_sums(fmt: Fmt, x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && avx512::col_sums(x, h, &mut *sum, &mut *sq) {
+        return;
+    }
     go(fmt, ColSums { x, h, sum, sq })
 }
 
@@ -148,11 +155,12 @@ impl Kernel for ColAffine<'_> {
     }
 }
 
-/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`.
-pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>) {
+/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`; `stream`: the output may be
+/// written with non-temporal stores (where the kernel has them: the AVX512_BF16 one).
+pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>, stream: bool) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c)) {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c, stream)) {
             return;
         }
     }

@@ -552,7 +552,7 @@ fn bf16_public_column_kernels_match_the_reference() {
             }
             let cc = params(k, 14);
             let mut y = vec![0u16; rows * k];
-            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b));
+            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b), false);
             let mut out = vec![0u16; rows * k];
             col_dx(Fmt::Bf16, (&x, &dy, &mut out), &cc, (&m, &a, &b));
             for i in 0..rows * k {
@@ -678,6 +678,93 @@ fn bf16_params_affine_then_sums_is_affine_with_params_and_sums() {
                 }
                 close("sum", got.0, s1, s2);
                 close("sq", got.1, s2, s2);
+            }
+        }
+    }
+}
+
+/// The public bf16 column sums (the AVX-512 kernel with in-lane widening where this CPU
+/// runs it) are the token kernel's at the current level bit for bit, for widths below, at
+/// and past whole groups of 16 columns and blocks of 64, on one row and on several chunks
+/// of rows; and they are the column sums to rounding.
+#[test]
+fn bf16_public_column_sums_are_the_token_kernels() {
+    for k in [1usize, 7, 15, 16, 17, 33, 48, 64, 65, 80, 100, 130, 200] {
+        for rows in [1usize, 5, 37] {
+            let x = data::<Bf16>(rows * k, 21, 0.5);
+            let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+            // Shifts: the first row (as the layers), and values off the data's grid.
+            for first in [true, false] {
+                let h: Vec<f64> = (0..k)
+                    .map(|j| {
+                        if first {
+                            f64::from(xs[j])
+                        } else {
+                            0.3 - 0.01 * j as f64
+                        }
+                    })
+                    .collect();
+                let (mut sum, mut sq) = (vec![0.5; k], vec![0.25; k]);
+                col_sums(Fmt::Bf16, &x, &h, &mut sum, &mut sq);
+                let (mut ws, mut wq) = (vec![0.5; k], vec![0.25; k]);
+                let token = ColSums {
+                    x: &x,
+                    h: &h,
+                    sum: &mut ws,
+                    sq: &mut wq,
+                };
+                go(Fmt::Bf16, token);
+                let bits = |v: &[f64]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&sum), bits(&ws), "sum k={k} rows={rows} first={first}");
+                assert_eq!(bits(&sq), bits(&wq), "sq k={k} rows={rows} first={first}");
+                for j in 0..k {
+                    let (mut s, mut q) = (0.5, 0.25);
+                    for r in 0..rows {
+                        let d = f64::from(xs[r * k + j]) - h[j];
+                        s += d;
+                        q += d * d;
+                    }
+                    close("col sum", sum[j], s, q);
+                    close("col sq", sq[j], q, q);
+                }
+            }
+        }
+    }
+}
+
+/// The bf16 column affine pass with streaming stores gives the bits of the plain one and
+/// of the reference, for every offset of the output from a 64-byte boundary (the values
+/// stored before and after the streamed lines), with and without subnormal outputs.
+#[test]
+fn bf16_col_affine_streaming_is_col_affine() {
+    for k in [32usize, 64, 96, 128] {
+        let rows = 5;
+        let n = rows * k;
+        let x = data::<Bf16>(n, 31, 1.0);
+        let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        for tiny in [false, true] {
+            let m = params(k, 32);
+            let mut a = params(k, 33);
+            let mut b = params(k, 34).iter().map(|v| v - 1.0).collect::<Vec<f32>>();
+            if tiny {
+                a[k / 3] = 1e-39;
+                b[k / 3] = 0.0;
+            }
+            let want: Vec<u16> = (0..n)
+                .map(|i| {
+                    let j = i % k;
+                    <Bf16 as Conv>::from((xs[i] - m[j]) * a[j] + b[j])
+                })
+                .collect();
+            let mut buf = vec![0u16; n + 64];
+            for off in 0..33 {
+                let y = &mut buf[off..off + n];
+                y.fill(0);
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), true);
+                assert_eq!(y, &want[..], "stream k={k} off={off} tiny={tiny}");
+                y.fill(0);
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), false);
+                assert_eq!(y, &want[..], "plain k={k} off={off} tiny={tiny}");
             }
         }
     }

@@ -1,0 +1,171 @@
+//! The AVX512_BF16 column kernels (rows of `k` columns with per-column coefficients):
+//! `fused::col_affine` (optionally with non-temporal stores) and `fused::col_dx`, in
+//! blocks of 32 columns, rounded and subnormal-checked as the row kernels of the parent
+//! module.
+
+use std::arch::x86_64::*;
+
+use super::{at, lanes, ld32, ldf32, pad, round32, xhat};
+
+/// The coefficient arrays (up to four, `k` values each) of the block of 32 columns from
+/// `o`: borrowed where the block is whole, zero-padded copies in `pad` for the last one.
+#[inline(always)]
+fn coef_block<'a>(vs: [&'a [f32]; 4], o: usize, pad: &'a mut [[f32; 32]; 4]) -> [&'a [f32; 32]; 4] {
+    let k = vs[0].len();
+    if o + 32 <= k {
+        return whole(vs, o);
+    }
+    for (d, v) in pad.iter_mut().zip(vs) {
+        d[..k - o].copy_from_slice(&v[o..k]);
+    }
+    [&pad[0], &pad[1], &pad[2], &pad[3]]
+}
+
+/// The coefficient arrays' whole block of 32 columns from `o`.
+#[inline(always)]
+fn whole(vs: [&[f32]; 4], o: usize) -> [&[f32; 32]; 4] {
+    [at(vs[0], o), at(vs[1], o), at(vs[2], o), at(vs[3], o)]
+}
+
+/// `(x − m)·a + b` of a block of 32 columns with their coefficients, rounded.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn col_affine32(x: &[u16; 32], [m, a, b, _]: [&[f32; 32]; 4]) -> ([u16; 32], u32) {
+    let ((xl, xh), (ml, mh), (al, ah), (bl, bh)) = (ld32(x), ldf32(m), ldf32(a), ldf32(b));
+    round32(xhat(xl, (ml, al, bl)), xhat(xh, (mh, ah, bh)))
+}
+
+/// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]` (as `fused::col_affine`),
+/// written with non-temporal stores when `stream` (see [`col_affine_stream`]). `false`
+/// when an output value is an f32 subnormal (see [`affine`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+pub(super) fn col_affine(
+    x: &[u16],
+    y: &mut [u16],
+    (m, a, b): super::super::Cols<'_>,
+    stream: bool,
+) -> bool {
+    let k = m.len();
+    if k == 0 {
+        return true;
+    }
+    if stream && k.is_multiple_of(32) && x.len() >= k + 32 {
+        return col_affine_stream(x, y, (m, &a[..k], &b[..k]));
+    }
+    let vs = [m, &a[..k], &b[..k], m];
+    let body = k - k % 32;
+    let mut last = [[0f32; 32]; 4];
+    let tail = coef_block(vs, body, &mut last);
+    let mut tiny = 0u32;
+    for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(k)) {
+        let mut o = 0;
+        while o < body {
+            let (r, t) = col_affine32(at(xr, o), whole(vs, o));
+            yr[o..o + 32].copy_from_slice(&r);
+            tiny |= t;
+            o += 32;
+        }
+        if body < k {
+            let len = k - body;
+            let (r, t) = col_affine32(&pad(&xr[body..]), tail);
+            yr[body..].copy_from_slice(&r[..len]);
+            tiny |= t & lanes(len);
+        }
+    }
+    tiny == 0
+}
+
+/// [`col_affine`] of rows whose length `k` is a multiple of 32, writing the output with
+/// non-temporal stores (no read of the output's cache lines, and the input the next pass
+/// reads is not evicted for it). The stores go to whole 64-byte lines: the values before
+/// the output's first line boundary and after its last one are stored as usual, and the
+/// body in blocks of 32 values from that boundary, whose columns (`k` a multiple of 32)
+/// are a block of 32 of the coefficient arrays rotated by the boundary's offset. The same
+/// expression per value as the row loop, so the same bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn col_affine_stream(x: &[u16], y: &mut [u16], (m, a, b): super::super::Cols<'_>) -> bool {
+    let (k, n) = (m.len(), x.len());
+    assert!(y.len() == n && k >= 32 && n >= k + 32, "rows of one length");
+    // Values before the first 64-byte boundary of `y` (u16 values: an even address).
+    let head = (64 - (y.as_ptr() as usize) % 64) % 64 / 2;
+    let mut tiny = 0u32;
+    if head > 0 {
+        let (r, t) = col_affine32(&pad(&x[..head]), whole([m, a, b, m], 0));
+        y[..head].copy_from_slice(&r[..head]);
+        tiny |= t & lanes(head);
+    }
+    // The coefficients of columns `head..k, 0..head`: block `j` of the body starts at
+    // column `(head + 32·j) mod k`.
+    let rot = |v: &[f32]| -> Vec<f32> { v[head..].iter().chain(&v[..head]).copied().collect() };
+    let (rm, ra, rb) = (rot(m), rot(a), rot(b));
+    let vs = [&rm[..], &ra[..], &rb[..], &rm[..]];
+    let (mut i, mut c) = (head, 0);
+    while i + 32 <= n {
+        let (r, t) = col_affine32(at(x, i), whole(vs, c));
+        tiny |= t;
+        let dst: &mut [u16; 32] = (&mut y[i..i + 32]).try_into().expect("32 values");
+        // SAFETY: 64 bytes at a 64-byte boundary (`head`, then whole blocks), borrowed
+        // mutably; the fence below orders the stores before the caller's return.
+        unsafe { _mm512_stream_si512(dst.as_mut_ptr().cast(), bytemuck::cast(r)) };
+        i += 32;
+        c += 32;
+        if c == k {
+            c = 0;
+        }
+    }
+    if i < n {
+        let len = n - i;
+        let (r, t) = col_affine32(&pad(&x[i..]), whole(vs, c));
+        y[i..].copy_from_slice(&r[..len]);
+        tiny |= t & lanes(len);
+    }
+    _mm_sfence();
+    tiny == 0
+}
+
+/// `dy·c + ((x − m)·a + b)` of a block of 32 columns with their coefficients, rounded.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn col_dx32((x, dy): (&[u16; 32], &[u16; 32]), [m, a, b, c]: [&[f32; 32]; 4]) -> ([u16; 32], u32) {
+    let ((xl, xh), (dl, dh)) = (ld32(x), ld32(dy));
+    let ((ml, mh), (al, ah), (bl, bh), (cl, ch)) = (ldf32(m), ldf32(a), ldf32(b), ldf32(c));
+    let lo = _mm512_add_ps(_mm512_mul_ps(dl, cl), xhat(xl, (ml, al, bl)));
+    let hi = _mm512_add_ps(_mm512_mul_ps(dh, ch), xhat(xh, (mh, ah, bh)));
+    round32(lo, hi)
+}
+
+/// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])` (as
+/// `fused::col_dx`). `false` when an output value is an f32 subnormal (see [`affine`]).
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+pub(super) fn col_dx(
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    cc: &[f32],
+    (m, a, b): super::super::Cols<'_>,
+) -> bool {
+    let k = m.len();
+    if k == 0 {
+        return true;
+    }
+    let vs = [m, &a[..k], &b[..k], &cc[..k]];
+    let body = k - k % 32;
+    let mut last = [[0f32; 32]; 4];
+    let tail = coef_block(vs, body, &mut last);
+    let mut tiny = 0u32;
+    let rows = x.chunks_exact(k).zip(dy.chunks_exact(k));
+    for ((xr, dr), or) in rows.zip(out.chunks_exact_mut(k)) {
+        let mut o = 0;
+        while o < body {
+            let (r, t) = col_dx32((at(xr, o), at(dr, o)), whole(vs, o));
+            or[o..o + 32].copy_from_slice(&r);
+            tiny |= t;
+            o += 32;
+        }
+        if body < k {
+            let len = k - body;
+            let (r, t) = col_dx32((&pad(&xr[body..]), &pad(&dr[body..])), tail);
+            or[body..].copy_from_slice(&r[..len]);
+            tiny |= t & lanes(len);
+        }
+    }
+    tiny == 0
+}
