@@ -16,7 +16,8 @@
 use rayon::prelude::*;
 
 use super::exec::{
-    self, BackIn, Params, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS, TASK_ELEMS,
+    self, BackIn, Params, Permutation, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS,
+    TASK_ELEMS,
 };
 use super::isa::multiversion;
 use super::lines::{self, DParam, ParamLine};
@@ -30,11 +31,19 @@ pub(crate) struct Cells<'a> {
     /// Elements per cell.
     pub len: usize,
     /// Slot → cell (a cell `k` is the line `k·len..(k + 1)·len`). A permutation of
-    /// `0..order.len()`, which its builder checks: every slot writes its own line.
-    pub order: &'a [usize],
+    /// `0..order.len()` (its type checks it): every slot writes its own line.
+    pub order: &'a Permutation,
     /// Slots per block; a divisor of `order.len()`. One block of all the cells has `order`
     /// the identity.
     pub block: usize,
+}
+
+/// One task's cells: `slots`, a run of a [`Cells::order`], in blocks of `block` slots.
+#[derive(Clone, Copy)]
+struct TaskCells<'a> {
+    len: usize,
+    slots: &'a [usize],
+    block: usize,
 }
 
 impl Cells<'_> {
@@ -120,15 +129,15 @@ multiversion! {
     /// loop as the sums of block j + 1, slot by slot (bit-identical to the separate passes).
     fn forward_task<T: Float>(
         x: &[T],
-        task: Cells<'_>,
+        task: TaskCells<'_>,
         raws: &mut [ShiftedSums],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
-        let Cells { len, order: slots, block: bs } = task;
-        let stream = out.stream;
+        let TaskCells { len, slots, block: bs } = task;
+        let (stream, pipelined) = (out.stream, out.pipelined);
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
         raws_of(x, len, &slots[..bs], &mut raws[..bs]);
@@ -150,8 +159,15 @@ multiversion! {
                 let nxo = next[i - r.start] * len;
                 let nx = &x[nxo..nxo + len];
                 let shift = nx[0].to_acc();
-                let row = (nx, ahead(next, i - r.start));
-                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, shift, stream) {
+                // Only where the level has the pipelined kernel (else it answers `None` after a
+                // dispatch per cell). An `if`, not `bool::then`, as in `exec::groups_forward`.
+                let pipelined = if pipelined {
+                    let row = (nx, ahead(next, i - r.start));
+                    T::affine_then_sums(xs, y, c, None, row, shift, stream)
+                } else {
+                    None
+                };
+                let (sum, sq) = match pipelined {
                     Some(sums) => sums,
                     None => {
                         // Through `black_box`, as in `exec::groups_forward`: no spills around
@@ -173,7 +189,7 @@ multiversion! {
     /// j + 1. `m`: each slot's cell mean.
     fn backward_task<T: Float>(
         io: (&[T], &[T]),
-        task: Cells<'_>,
+        task: TaskCells<'_>,
         m: &[T],
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
@@ -182,7 +198,7 @@ multiversion! {
     ) {
         let mut out = out;
         let (x, dy) = io;
-        let Cells { len, order: slots, block: bs } = task;
+        let TaskCells { len, slots, block: bs } = task;
         let stream = out.stream;
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
@@ -262,9 +278,9 @@ pub(crate) fn forward<T: Float, S: Send>(
         let mut fin = |j: usize, raws: &[ShiftedSums], coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], raws, coef);
         };
-        let task = Cells {
+        let task = TaskCells {
             len,
-            order: slots,
+            slots,
             block: bs,
         };
         forward_task(x, task, raws, coef, &mut fin, out);
@@ -331,9 +347,9 @@ pub(crate) fn backward<T: Float, S: Send>(
         let mut fin = |j: usize, sums: (&[f64], &[f64]), coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], sums, coef);
         };
-        let task = Cells {
+        let task = TaskCells {
             len,
-            order: slots,
+            slots,
             block: bs,
         };
         backward_task((x, dy), task, m, sums, coef, &mut fin, out);

@@ -349,18 +349,18 @@ fn groups_forward<T: Float>(
                 continue;
             };
             let nx = &x[nxo..nxo + len];
-            let (coef, vector) = match p {
-                ParamLine::None => ((m, a, b), None),
-                ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
-                ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
-            };
-            // One line per unit: the call after this one reduces the line of unit u + 2.
-            let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
             // On CPUs where the pipelined kernel is slower beyond the cache (see
-            // `cpu::TABLE`), the two passes run one after the other.
-            // (An `if`, not `bool::then`: the closure was compiled out of line and reloaded
-            // its captures once per row; ws fwd 4-5 % slower.)
+            // `cpu::TABLE`), and at levels without it, the two passes run one after the
+            // other. (An `if`, not `bool::then`: the closure was compiled out of line and
+            // reloaded its captures once per row; ws fwd 4-5 % slower.)
             let pipelined = if pipeline {
+                let (coef, vector) = match p {
+                    ParamLine::None => ((m, a, b), None),
+                    ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), None),
+                    ParamLine::Vector(g, bt) => ((m, a, b), Some((g, bt))),
+                };
+                // One line per unit: the call after this one reduces the line of unit u + 2.
+                let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
                 T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, stream)
             } else {
                 None
