@@ -76,14 +76,20 @@ pub(crate) type BlockFinish<'a, T, S> =
 pub(crate) type BlockDxFinish<'a, T, S> =
     dyn Fn(usize, &mut S, (&[f64], &[f64]), CoefOut<'_, T>) + Sync + 'a;
 
-/// Raw shifted sums of the cells `slots` (shift: each cell's first value).
+/// Raw shifted sums of cell `k` (shift: its first value).
+#[inline(always)]
+fn cell_sums<T: Float>(x: &[T], len: usize, k: usize) -> ShiftedSums {
+    let row = &x[k * len..(k + 1) * len];
+    let shift = row[0].to_acc();
+    let (sum, sq) = lines::row_sums(row, shift);
+    ShiftedSums { shift, sum, sq }
+}
+
+/// Raw shifted sums of the cells `slots`.
 #[inline(always)]
 fn raws_of<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [ShiftedSums]) {
     for (&k, r) in slots.iter().zip(raws) {
-        let row = &x[k * len..(k + 1) * len];
-        let shift = row[0].to_acc();
-        let (sum, sq) = lines::row_sums(row, shift);
-        *r = ShiftedSums { shift, sum, sq };
+        *r = cell_sums(x, len, k);
     }
 }
 
@@ -145,29 +151,31 @@ multiversion! {
             let r = j * bs..(j + 1) * bs;
             finish(j, &raws[r.clone()], (&mut m[r.clone()], &mut a[r.clone()], &mut b[r.clone()]));
             let next = (j + 1 < blocks).then(|| &slots[r.end..r.end + bs]);
+            let Some(next) = (if pipelined { next } else { None }) else {
+                // The two passes in turn: at levels without the pipelined kernel, and the
+                // last block's affine pass. In a loop without the pipelined call, which needs
+                // no `black_box` (below).
+                for i in r.clone() {
+                    // The line of cell `slots[i]`, its length as `len` (as `xs`): the
+                    // kernels' length checks fold away.
+                    let (xo, y) = out.slot(i);
+                    let (xs, y) = (&x[xo..xo + len], &mut y[..len]);
+                    lines::affine::<T, false>(xs, y, &[m[i]], &[a[i]], &[b[i]], ParamLine::None);
+                    if let Some(next) = next {
+                        raws[i + bs] = cell_sums(x, len, next[i - r.start]);
+                    }
+                }
+                continue;
+            };
             for i in r.clone() {
-                // The line of cell `slots[i]`.
                 let (xo, y) = out.slot(i);
-                // The line's length as `len` (as `xs`): the kernels' length checks fold away.
-                let y = &mut y[..len];
-                let xs = &x[xo..xo + len];
+                let (xs, y) = (&x[xo..xo + len], &mut y[..len]);
                 let c = (m[i], a[i], b[i]);
-                let Some(next) = next else {
-                    lines::affine::<T, false>(xs, y, &[c.0], &[c.1], &[c.2], ParamLine::None);
-                    continue;
-                };
                 let nxo = next[i - r.start] * len;
                 let nx = &x[nxo..nxo + len];
                 let shift = nx[0].to_acc();
-                // Only where the level has the pipelined kernel (else it answers `None` after a
-                // dispatch per cell). An `if`, not `bool::then`, as in `exec::groups_forward`.
-                let pipelined = if pipelined {
-                    let row = (nx, ahead(next, i - r.start));
-                    T::affine_then_sums(xs, y, c, None, row, shift, stream)
-                } else {
-                    None
-                };
-                let (sum, sq) = match pipelined {
+                let row = (nx, ahead(next, i - r.start));
+                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, shift, stream) {
                     Some(sums) => sums,
                     None => {
                         // Through `black_box`, as in `exec::groups_forward`: no spills around
