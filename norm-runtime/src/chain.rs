@@ -144,8 +144,10 @@ impl<T: Float> ChainScratch<T> {
         self.blocks.resize_with(lay.blocks(), Block::default);
         self.aff.fill(states, &lay.params);
         let n = lay.cells;
+        // Sized, not zeroed: every slot's coefficients are written (by its block's finish,
+        // or the backward's cell means) before a pass reads them.
         for v in [&mut self.c, &mut self.m, &mut self.a, &mut self.b] {
-            resize(v, n, T::zero());
+            v.resize(n, T::zero());
         }
     }
 }
@@ -539,7 +541,8 @@ pub(crate) fn forward_by<E: Float, C: Float>(
         ..
     } = cs;
     let ctx = Ctx::new(spec, lay, aff, len);
-    resize(raws, lay.cells, ShiftedSums::default());
+    // Sized, not zeroed: the first pass writes every slot's sums before they are read.
+    raws.resize(lay.cells, ShiftedSums::default());
     let stages = &saved.stages;
     let finish = |k: usize, blk: &mut Block, raws: &[ShiftedSums], coefs: CoefOut<'_, C>| {
         let stats = |s: usize| fixed(s).then_some(&stages[s].stats[..]);
@@ -554,7 +557,7 @@ pub(crate) fn forward_by<E: Float, C: Float>(
     // The cells' moments and the statistics back into the saved state, in cell and group
     // order.
     let bs = lay.block;
-    saved.cells.clear();
+    // Sized, not zeroed: `order` is a permutation, so the loop writes every cell.
     saved.cells.resize(lay.cells, (0.0, 0.0));
     for (i, &k) in lay.order.iter().enumerate() {
         saved.cells[k] = blocks[i / bs].cells[i % bs];
@@ -622,7 +625,7 @@ pub(crate) fn backward_by<E: Float, C: Float>(
         ..
     } = cs;
     // m: each cell's mean in the coefficients' type, per slot.
-    for (mi, &k) in m.iter_mut().zip(&lay.order) {
+    for (mi, &k) in m.iter_mut().zip(lay.order.iter()) {
         *mi = C::from_acc(saved.cells[k].0);
     }
     resize(s1, lay.cells, 0.0);

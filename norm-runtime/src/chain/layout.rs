@@ -3,6 +3,7 @@
 //! they are merged into.
 
 use super::Shaped;
+use crate::kernels::exec::Permutation;
 use crate::kernels::simd;
 use crate::plan::Plan;
 use crate::state::{resize, LayerInfo};
@@ -24,7 +25,7 @@ pub(super) struct Layout {
     pub(super) groups: Vec<usize>,
     pub(super) params: Vec<usize>,
     /// The cells in block order (slot → cell), and back (cell → slot).
-    pub(super) order: Vec<usize>,
+    pub(super) order: Permutation,
     pub(super) slot: Vec<usize>,
     /// Slots per block.
     pub(super) block: usize,
@@ -37,9 +38,10 @@ pub(super) struct Layout {
     pub(super) local: Vec<usize>,
     /// Per stage, block and local group (`goff[s] + b · ng[s] + j`): the statistics group.
     pub(super) gmap: Vec<usize>,
-    /// Scratch of `build`.
+    /// Scratch of `build`; `ord` becomes `order` at its end.
     pub(super) gparam: Vec<usize>,
     pub(super) tmp: Vec<usize>,
+    pub(super) ord: Vec<usize>,
 }
 
 impl Layout {
@@ -57,6 +59,8 @@ impl Layout {
             return;
         }
         self.key = None;
+        // The old order's buffer as this build's scratch (no allocation while it fits).
+        self.ord = std::mem::take(&mut self.order).into_vec();
         let spec = info.spec;
         let nst = spec.stages.len();
         // The input exists: its element count fits (`cell_len` checked it is not zero).
@@ -83,13 +87,15 @@ impl Layout {
         if !(self.components(nst, len * elem) && self.local_groups(nst)) {
             // All cells as one block, in memory order (its groups always number alike).
             self.block = cells;
-            self.order.clear();
-            self.order.extend(0..cells);
+            self.ord.clear();
+            self.ord.extend(0..cells);
             self.local_groups(nst);
         }
+        // Checked once here, for every pass over this layout (`Split::Slots`).
+        self.order = Permutation::new(std::mem::take(&mut self.ord))
+            .unwrap_or_else(|_| panic!("cell order is a permutation"));
         resize(&mut self.slot, cells, usize::MAX);
         for (i, &k) in self.order.iter().enumerate() {
-            assert!(self.slot[k] == usize::MAX, "cell order is a permutation");
             self.slot[k] = i;
         }
         self.loff.clear();
@@ -122,7 +128,7 @@ impl Layout {
             k
         }
         for s in 0..nst {
-            let first = &mut self.order;
+            let first = &mut self.ord;
             resize(first, self.groups[s], usize::MAX);
             for k in 0..cells {
                 let g = self.group[s * cells + k];
@@ -171,9 +177,9 @@ impl Layout {
         // Counting sort by label (stable: memory order within a component).
         let fill = &mut self.tmp;
         resize(fill, nb, 0);
-        resize(&mut self.order, cells, 0);
+        resize(&mut self.ord, cells, 0);
         for (k, &b) in label.iter().enumerate() {
-            self.order[b * bs + fill[b]] = k;
+            self.ord[b * bs + fill[b]] = k;
             fill[b] += 1;
         }
         true
@@ -192,7 +198,7 @@ impl Layout {
             resize(tag, self.groups[s], usize::MAX);
             self.goff.push(self.gmap.len());
             let mut ng = None;
-            for (b, slots) in self.order.chunks(bs).enumerate() {
+            for (b, slots) in self.ord.chunks(bs).enumerate() {
                 let mut n = 0;
                 for (j, &k) in slots.iter().enumerate() {
                     let g = self.group[s * cells + k];

@@ -16,7 +16,8 @@
 use rayon::prelude::*;
 
 use super::exec::{
-    self, BackIn, Params, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS, TASK_ELEMS,
+    self, BackIn, Params, Permutation, SharedOut, ShiftedSums, Split, TaskOut, Units, TASKS,
+    TASK_ELEMS,
 };
 use super::isa::multiversion;
 use super::lines::{self, DParam, ParamLine};
@@ -30,11 +31,19 @@ pub(crate) struct Cells<'a> {
     /// Elements per cell.
     pub len: usize,
     /// Slot → cell (a cell `k` is the line `k·len..(k + 1)·len`). A permutation of
-    /// `0..order.len()`, which its builder checks: every slot writes its own line.
-    pub order: &'a [usize],
+    /// `0..order.len()` (its type checks it): every slot writes its own line.
+    pub order: &'a Permutation,
     /// Slots per block; a divisor of `order.len()`. One block of all the cells has `order`
     /// the identity.
     pub block: usize,
+}
+
+/// One task's cells: `slots`, a run of a [`Cells::order`], in blocks of `block` slots.
+#[derive(Clone, Copy)]
+struct TaskCells<'a> {
+    len: usize,
+    slots: &'a [usize],
+    block: usize,
 }
 
 impl Cells<'_> {
@@ -67,14 +76,20 @@ pub(crate) type BlockFinish<'a, T, S> =
 pub(crate) type BlockDxFinish<'a, T, S> =
     dyn Fn(usize, &mut S, (&[f64], &[f64]), CoefOut<'_, T>) + Sync + 'a;
 
-/// Raw shifted sums of the cells `slots` (shift: each cell's first value).
+/// Raw shifted sums of cell `k` (shift: its first value).
+#[inline(always)]
+fn cell_sums<T: Float>(x: &[T], len: usize, k: usize) -> ShiftedSums {
+    let row = &x[k * len..(k + 1) * len];
+    let shift = row[0].to_acc();
+    let (sum, sq) = lines::row_sums(row, shift);
+    ShiftedSums { shift, sum, sq }
+}
+
+/// Raw shifted sums of the cells `slots`.
 #[inline(always)]
 fn raws_of<T: Float>(x: &[T], len: usize, slots: &[usize], raws: &mut [ShiftedSums]) {
     for (&k, r) in slots.iter().zip(raws) {
-        let row = &x[k * len..(k + 1) * len];
-        let shift = row[0].to_acc();
-        let (sum, sq) = lines::row_sums(row, shift);
-        *r = ShiftedSums { shift, sum, sq };
+        *r = cell_sums(x, len, k);
     }
 }
 
@@ -120,15 +135,15 @@ multiversion! {
     /// loop as the sums of block j + 1, slot by slot (bit-identical to the separate passes).
     fn forward_task<T: Float>(
         x: &[T],
-        task: Cells<'_>,
+        task: TaskCells<'_>,
         raws: &mut [ShiftedSums],
         coef: CoefOut<'_, T>,
         finish: &mut TaskFinish<'_, T>,
         out: TaskOut<'_, T>,
     ) {
         let mut out = out;
-        let Cells { len, order: slots, block: bs } = task;
-        let stream = out.stream;
+        let TaskCells { len, slots, block: bs } = task;
+        let (stream, pipelined) = (out.stream, out.pipelined);
         let (m, a, b) = coef;
         let blocks = slots.len() / bs;
         raws_of(x, len, &slots[..bs], &mut raws[..bs]);
@@ -136,17 +151,26 @@ multiversion! {
             let r = j * bs..(j + 1) * bs;
             finish(j, &raws[r.clone()], (&mut m[r.clone()], &mut a[r.clone()], &mut b[r.clone()]));
             let next = (j + 1 < blocks).then(|| &slots[r.end..r.end + bs]);
+            let Some(next) = (if pipelined { next } else { None }) else {
+                // The two passes in turn: at levels without the pipelined kernel, and the
+                // last block's affine pass. In a loop without the pipelined call, which needs
+                // no `black_box` (below).
+                for i in r.clone() {
+                    // The line of cell `slots[i]`, its length as `len` (as `xs`): the
+                    // kernels' length checks fold away.
+                    let (xo, y) = out.slot(i);
+                    let (xs, y) = (&x[xo..xo + len], &mut y[..len]);
+                    lines::affine::<T, false>(xs, y, &[m[i]], &[a[i]], &[b[i]], ParamLine::None);
+                    if let Some(next) = next {
+                        raws[i + bs] = cell_sums(x, len, next[i - r.start]);
+                    }
+                }
+                continue;
+            };
             for i in r.clone() {
-                // The line of cell `slots[i]`.
                 let (xo, y) = out.slot(i);
-                // The line's length as `len` (as `xs`): the kernels' length checks fold away.
-                let y = &mut y[..len];
-                let xs = &x[xo..xo + len];
+                let (xs, y) = (&x[xo..xo + len], &mut y[..len]);
                 let c = (m[i], a[i], b[i]);
-                let Some(next) = next else {
-                    lines::affine::<T, false>(xs, y, &[c.0], &[c.1], &[c.2], ParamLine::None);
-                    continue;
-                };
                 let nxo = next[i - r.start] * len;
                 let nx = &x[nxo..nxo + len];
                 let shift = nx[0].to_acc();
@@ -173,7 +197,7 @@ multiversion! {
     /// j + 1. `m`: each slot's cell mean.
     fn backward_task<T: Float>(
         io: (&[T], &[T]),
-        task: Cells<'_>,
+        task: TaskCells<'_>,
         m: &[T],
         sums: (&mut [f64], &mut [f64]),
         coef: CoefOut<'_, T>,
@@ -182,7 +206,7 @@ multiversion! {
     ) {
         let mut out = out;
         let (x, dy) = io;
-        let Cells { len, order: slots, block: bs } = task;
+        let TaskCells { len, slots, block: bs } = task;
         let stream = out.stream;
         let ((s1, s2), (c, a, b)) = (sums, coef);
         let blocks = slots.len() / bs;
@@ -262,9 +286,9 @@ pub(crate) fn forward<T: Float, S: Send>(
         let mut fin = |j: usize, raws: &[ShiftedSums], coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], raws, coef);
         };
-        let task = Cells {
+        let task = TaskCells {
             len,
-            order: slots,
+            slots,
             block: bs,
         };
         forward_task(x, task, raws, coef, &mut fin, out);
@@ -331,9 +355,9 @@ pub(crate) fn backward<T: Float, S: Send>(
         let mut fin = |j: usize, sums: (&[f64], &[f64]), coef: CoefOut<'_, T>| {
             finish(t * bpt + j, &mut locals[j], sums, coef);
         };
-        let task = Cells {
+        let task = TaskCells {
             len,
-            order: slots,
+            slots,
             block: bs,
         };
         backward_task((x, dy), task, m, sums, coef, &mut fin, out);

@@ -36,7 +36,7 @@ mod units;
 pub(crate) use backward::{backward, dsums_all, dx_all};
 pub(crate) use finish::{dx_finish_run, finish_run, DxEstimator, Estimator};
 pub(crate) use forward::{forward, normalize, raw_sums, row_raws, sums_all};
-pub(crate) use out::{SharedOut, Split, TaskOut};
+pub(crate) use out::{Permutation, SharedOut, Split, TaskOut};
 pub(crate) use units::{
     Acc, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxFinish, Finish, FwdIn, Params,
     ShiftedSums, Stat, Units,

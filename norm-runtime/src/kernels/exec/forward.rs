@@ -286,8 +286,10 @@ multiversion! {
 
 /// The fused forward of units that are one group each (rows, NCHW batch norm, …),
 /// software-pipelined line by line: the affine pass of line j of unit u runs in the same loop
-/// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other.
-/// The per-line sums add up in line order: bit-identical to the two separate passes.
+/// as the sums of line j of unit u + 1, so the loads of one overlap the stores of the other
+/// (where the level has the pipelined kernel and the working set allows, `TaskOut::pipeline`;
+/// else the two passes in turn, line by line). The per-line sums add up in line order:
+/// bit-identical to the two separate passes.
 #[inline(always)]
 fn groups_forward<T: Float>(
     t: &FwdIn<'_, T>,
@@ -334,6 +336,22 @@ fn groups_forward<T: Float>(
         // adapter here copied its state through memory once per unit, and that load waited
         // for the store buffer full of this pass's output to drain.
         let mut next = units.lines_of((u + 1).min(u1 - 1), if u + 1 < u1 { all } else { (0, 0) });
+        if !pipeline {
+            // The two passes one after the other, in a loop of their own: without the
+            // pipelined call in the loop, nothing needs the `black_box` below (its spills
+            // cost 10–15 instructions per line at AVX2, which has no pipelined kernel).
+            for (xo, po, y) in out.lines(u, all) {
+                let y = &mut y[..len];
+                let p = params.line(units.line, po);
+                lines::affine::<T, false>(&x[xo..xo + len], y, &[m], &[a], &[b], p);
+                if let Some((nxo, _)) = next.next() {
+                    let (s, q) = lines::row_sums(&x[nxo..nxo + len], raw.shift);
+                    raw.sum += s;
+                    raw.sq += q;
+                }
+            }
+            continue;
+        }
         for (xo, po, y) in out.lines(u, all) {
             let y = &mut y[..len];
             let xs = &x[xo..xo + len];
@@ -356,16 +374,8 @@ fn groups_forward<T: Float>(
             };
             // One line per unit: the call after this one reduces the line of unit u + 2.
             let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
-            // On CPUs where the pipelined kernel is slower beyond the cache (see
-            // `cpu::TABLE`), the two passes run one after the other.
-            // (An `if`, not `bool::then`: the closure was compiled out of line and reloaded
-            // its captures once per row; ws fwd 4-5 % slower.)
-            let pipelined = if pipeline {
-                T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, stream)
-            } else {
-                None
-            };
-            let (s, q) = match pipelined {
+            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, stream)
+            {
                 Some(sums) => sums,
                 None => {
                     let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));

@@ -12,7 +12,8 @@
 //!   [`whole`](SharedOut::whole) (one task of everything); both borrow it mutably, so no
 //!   second set of tasks exists while the first lives. Task `t` *claims* the items
 //!   `t·per..(t + 1)·per` of a [`Split`] (units, (unit, chunk) cells, (line, unit) items, or
-//!   slots of a permutation); claims of different tasks share no line.
+//!   slots of a [`Permutation`], a type checked once when made); claims of different tasks
+//!   share no line.
 //!
 //! A [`TaskOut`] then gives out only lines of its claim (every accessor checks the claim:
 //! one or two comparisons per unit, none per line) and only while it is borrowed mutably:
@@ -26,6 +27,7 @@ use rayon::prelude::*;
 
 use super::units::{LineIter, Units};
 use crate::kernels::elem::Cast;
+use crate::kernels::isa::{dispatch, Isa, WithIsa};
 use crate::kernels::simd;
 
 /// How the items of a pass are split into tasks.
@@ -37,9 +39,50 @@ pub(crate) enum Split<'s> {
     Cells,
     /// Item `i`: line `i / count` of unit `i % count` (an elementwise pass in memory order).
     Outer,
-    /// Item `i`: the line of unit `order[i]`, one-line units; `order` must be a permutation
-    /// of the units (checked).
-    Slots(&'s [usize]),
+    /// Item `i`: the line of unit `order[i]`, one-line units; `order` must have one slot
+    /// per unit (checked; that it is a permutation, its type proves).
+    Slots(&'s Permutation),
+}
+
+/// A permutation of `0..n`: every index below its length once, checked when made (once per
+/// layout, not per pass), so that a [`Split::Slots`] of it gives every task its own lines.
+/// It reads as the slice of its indices.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Permutation(Vec<usize>);
+
+impl Permutation {
+    /// `order` as a permutation, or `Err(order)` if it is none.
+    pub(crate) fn new(order: Vec<usize>) -> Result<Permutation, Vec<usize>> {
+        if permutation(&order) {
+            Ok(Permutation(order))
+        } else {
+            Err(order)
+        }
+    }
+
+    /// The indices back as a vector (to rebuild it without allocating).
+    pub(crate) fn into_vec(self) -> Vec<usize> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Permutation {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+/// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]).
+struct Pipelines;
+
+impl WithIsa for Pipelines {
+    type Out = bool;
+    #[inline(always)]
+    fn run<S: Isa>(self, _: S) -> bool {
+        S::PIPELINE
+    }
 }
 
 /// An output written by many tasks, each to lines no other task writes (see the module
@@ -51,7 +94,9 @@ pub(crate) struct SharedOut<'a, T> {
     units: Units,
     /// Whether the pass streams its output (`simd::streams`).
     stream: bool,
-    /// Whether the row forward may run software-pipelined at this working set
+    /// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]).
+    pipelined: bool,
+    /// Whether the row forward may run software-pipelined: `pipelined`, at this working set
     /// (`cpu::tuning().pipeline_forward_max`).
     pipeline: bool,
     _out: PhantomData<&'a mut [T]>,
@@ -70,16 +115,21 @@ impl<'a, T> SharedOut<'a, T> {
             "plan lines overlap or exceed the output"
         );
         let bytes = arrays.saturating_mul(std::mem::size_of_val(out));
+        // Asked once per pass: where the level has no pipelined kernels, the tasks do not
+        // call them per line only to be told so (a dispatch per line, AVX2: 5 % of a group
+        // norm forward's instructions).
+        let pipelined = dispatch(Pipelines);
         SharedOut {
             ptr: AtomicPtr::new(out.as_mut_ptr()),
             units: *units,
             stream: simd::streams(bytes),
-            pipeline: bytes <= crate::cpu::tuning().pipeline_forward_max,
+            pipelined,
+            pipeline: pipelined && bytes <= crate::cpu::tuning().pipeline_forward_max,
             _out: PhantomData,
         }
     }
 
-    /// The number of items of `split`; checks that a `Slots` order is a permutation.
+    /// The number of items of `split`; checks that a `Slots` order has a slot per unit.
     fn items(&self, split: Split<'_>) -> usize {
         let u = &self.units;
         match split {
@@ -88,7 +138,7 @@ impl<'a, T> SharedOut<'a, T> {
             Split::Outer => u.count * u.lines,
             Split::Slots(order) => {
                 assert!(
-                    u.lines == 1 && order.len() == u.count && permutation(order),
+                    u.lines == 1 && order.len() == u.count,
                     "slots are not a permutation of the units"
                 );
                 u.count
@@ -185,6 +235,7 @@ impl<'s, T> TaskClaim<'s, T> {
             k1: self.k1,
             id: TASK_IDS.fetch_add(1, Ordering::Relaxed),
             stream: out.stream,
+            pipelined: out.pipelined,
             pipeline: out.pipeline,
             rows: out.units.rows_contiguous(),
             _out: PhantomData,
@@ -205,7 +256,11 @@ pub(crate) struct TaskOut<'s, T> {
     id: usize,
     /// Whether the pass streams its output (`simd::streams`).
     pub(in crate::kernels) stream: bool,
-    /// Whether the row forward may run software-pipelined at this working set.
+    /// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]); where
+    /// not, they would only answer `None`.
+    pub(in crate::kernels) pipelined: bool,
+    /// Whether the row forward may run software-pipelined: the level's kernels, at this
+    /// working set.
     pub(in crate::kernels) pipeline: bool,
     /// Whether the units are one-line rows laid end to end (`Units::rows_contiguous`).
     rows: bool,
@@ -260,6 +315,7 @@ impl<'s, T> TaskOut<'s, T> {
             cpu: self.cpu,
             id: self.id,
             stream: self.stream,
+            pipelined: self.pipelined,
             pipeline: self.pipeline,
             rows: self.rows,
             _out: PhantomData,
@@ -374,8 +430,14 @@ impl<'s, T> TaskOut<'s, T> {
             panic!("not a slot split");
         };
         assert!(i < self.k1 - self.k0, "slot outside the task");
-        let xo = self.units.base(order[self.k0 + i]).0;
-        (xo, line_at(self.ptr, xo, self.units.line.size))
+        let (cell, len) = (order[self.k0 + i], self.units.line.size);
+        // Rows end to end (the chains' cells): the base without a walk over the plan's dims.
+        let xo = if self.rows {
+            cell * len
+        } else {
+            self.units.base(cell).0
+        };
+        (xo, line_at(self.ptr, xo, len))
     }
 
     /// The bases of units `u0..u1` as tokens for [`unit_lines`](Self::unit_lines) and
@@ -576,6 +638,10 @@ mod tests {
         assert!(permutation(&[]));
         assert!(!permutation(&[0, 0, 2]));
         assert!(!permutation(&[0, 3, 1]));
+        let made = Permutation::new(vec![1, 2, 0]).expect("a permutation");
+        assert_eq!(&made[..], &[1, 2, 0]);
+        assert_eq!(made.into_vec(), vec![1, 2, 0]);
+        assert_eq!(Permutation::new(vec![1, 1]).err(), Some(vec![1, 1]));
     }
 
     #[test]
@@ -600,7 +666,7 @@ mod tests {
     #[test]
     fn slot_claims_follow_the_order() {
         let units = Units::rows(6, 2);
-        let order = [3, 5, 0, 1, 4, 2];
+        let order = Permutation::new(vec![3, 5, 0, 1, 4, 2]).expect("a permutation");
         let mut out = vec![0usize; 12];
         let mut shared = SharedOut::new(&mut out, &units, 1);
         shared.tasks(Split::Slots(&order), 4).for_each(|claim| {

@@ -8,15 +8,15 @@ use crate::kernels::isa::{Aligned, Isa};
 /// The most vectors of columns a block of the column sums keeps in registers.
 const MAX_V: usize = 4;
 
-/// The most vectors of columns of an elementwise run: 8, so that AVX2 runs 64 channels
-/// (8 vectors) as AVX-512 does (4). Beyond the registers the coefficients are memory
-/// operands, as on the line-by-line path that would run otherwise.
-const RUN_V: usize = 8;
-
 /// The widest run in values, at every level: 64 columns. Wider rows go line by line: 128
 /// columns as one AVX-512 run (32 coefficient vectors, more than the registers) made
 /// BatchNorm1d train on [32, 128] a quarter slower (`norm-bench --small`: 1.9 → 2.4 µs).
 const RUN_W: usize = 64;
+
+/// The most vectors of columns of an elementwise run: [`RUN_W`] at AVX2's 8 lanes, so that
+/// AVX2 runs 64 channels (8 vectors) as AVX-512 does (4). Beyond the registers the
+/// coefficients are memory operands, as on the line-by-line path that would run otherwise.
+const RUN_V: usize = RUN_W / 8;
 
 /// The elementwise passes over a run of `lines` contiguous lines of `w = LANES·V` columns
 /// from `start` (`out` is the run's output), coefficients in registers: y = (x − m)·a + b,
