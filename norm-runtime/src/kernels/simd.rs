@@ -86,7 +86,9 @@ const NO_CAP: u8 = u8::MAX;
 static CAP: AtomicU8 = AtomicU8::new(NO_CAP);
 
 /// The level in use: the detected one, capped by `NORMKIT_SIMD` (read once) and by
-/// [`set_cap`].
+/// [`set_cap`]. Inlined: the per-row kernels' dispatch asks for it once per line, and
+/// an out-of-line call there spilled the line loop's vectors.
+#[inline]
 pub fn level() -> Level {
     static LEVEL: OnceLock<Level> = OnceLock::new();
     static CAPPED: OnceLock<[Level; 4]> = OnceLock::new();
