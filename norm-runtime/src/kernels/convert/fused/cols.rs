@@ -164,6 +164,9 @@ pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>, stream
             return;
         }
     }
+    // Elsewhere no kernel streams: the flag is a hint.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
     go(fmt, ColAffine { x, y, c })
 }
 
