@@ -95,9 +95,7 @@ pub(crate) fn forward_plain<T: Float>(
     let units = Units::new(plan);
     // Every path below writes the statistics and coefficients of every group.
     sized(&mut saved.stats, groups, Stat::default());
-    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        sized(v, groups, T::zero());
-    }
+    scratch.coef_for(groups);
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
     // A group of one (`Solo`) exchanges nothing: it runs the unsynchronized kernels, so its
@@ -177,7 +175,7 @@ pub(crate) fn forward_plain<T: Float>(
             (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, st.rstd * g, h);
         }
         scratch.sync_merged = merged;
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        let c = scratch.coef();
         exec::normalize(&units, x, c, params, out);
     } else {
         if synced {

@@ -110,9 +110,7 @@ pub(crate) fn forward<
     let n = plan.group_len;
     let units = Units::new(plan);
     sized(&mut saved.stats, groups, Stat::default());
-    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        sized(v, groups, T::zero());
-    }
+    scratch.coef_for(groups);
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
     saved.synced = false;

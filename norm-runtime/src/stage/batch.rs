@@ -127,7 +127,7 @@ pub(crate) fn normalize_fixed<T: Float>(
         let (g, h) = affine(s);
         (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(st.mean, st.rstd * g, h);
     }
-    let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+    let c = scratch.coef();
     exec::normalize(units, x, c, params, out);
 }
 
