@@ -17,14 +17,12 @@ use crate::kernels::exec::{
 use crate::plan::Plan;
 use crate::scratch::Scratch;
 use crate::state::{resize, sized, values, LayerInfo, StageState};
-use crate::stats::{
-    dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
-};
+use crate::stats::{dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats};
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::variants::{renorm, switchable, tlu};
 use crate::Float;
 use crate::NormError;
-use batch::{forward_batch, normalize_fixed, GroupAffine};
+use batch::{forward_batch, normalize_fixed, record_forward, GroupAffine};
 
 /// Stage `k` of a layer in one call: what both passes of the stage need besides its
 /// buffers.
@@ -227,12 +225,8 @@ pub(crate) fn forward_plain<T: Float>(
             saved.renorm.extend(r_d(s, st));
         }
     }
-    if mode == Mode::Train {
-        let running = state.running.as_mut();
-        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
-    }
-    saved.count = n;
-    saved.scale.clear();
+    let running = state.running.as_mut();
+    record_forward((stage, plan), (mode, n), running, saved, scratch);
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
     }

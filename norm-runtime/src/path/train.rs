@@ -25,10 +25,10 @@ use crate::kernels::exec::{
     ShiftedSums, Stat, Units,
 };
 use crate::scratch::Scratch;
-use crate::stage::batch::{forward_batch, normalize_fixed, GroupAffine};
+use crate::stage::batch::{forward_batch, normalize_fixed, record_forward, GroupAffine};
 use crate::stage::{self, BackwardIo, StageCall};
 use crate::state::{sized, values, StageState};
-use crate::stats::{running_stats, train_running};
+use crate::stats::running_stats;
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
@@ -159,12 +159,8 @@ pub(crate) fn forward<
         let io = (&units, x, out);
         forward_batch(io, (CENTER, params), &finish, &mut saved.stats, scratch);
     }
-    if mode == Mode::Train {
-        let running = state.running.as_mut();
-        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
-    }
-    saved.count = n;
-    saved.scale.clear();
+    let running = state.running.as_mut();
+    record_forward((stage, plan), (mode, n), running, saved, scratch);
     saved.tlu_pass.clear();
     Ok(())
 }

@@ -13,6 +13,9 @@ use crate::kernels::exec::{
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
+use crate::state::Running;
+use crate::stats::train_running;
+use crate::types::{Mode, SavedStage};
 use crate::Float;
 
 /// γ and β of a stage as its groups see them: folded into each group's coefficients (the
@@ -129,6 +132,24 @@ pub(crate) fn normalize_fixed<T: Float>(
     }
     let c = scratch.coef();
     exec::normalize(units, x, c, params, out);
+}
+
+/// The end of a stage's forward over `plan`: in train mode the running statistics take the
+/// step's `saved.stats` (`stats::train_running`, `n` values per group); the count recorded,
+/// the external scale emptied (the caller refills it).
+#[inline(always)]
+pub(crate) fn record_forward<T: Float>(
+    (stage, plan): (&norm_spec::Stage, &Plan),
+    (mode, n): (Mode, usize),
+    running: Option<&mut Running<'_, T>>,
+    saved: &mut SavedStage<T>,
+    scratch: &mut Scratch<T>,
+) {
+    if mode == Mode::Train {
+        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
+    }
+    saved.count = n;
+    saved.scale.clear();
 }
 
 /// The batch-statistics forward ([`exec::forward`]) with sums shifted where `center`:
