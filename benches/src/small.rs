@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use normkit::ndarray::{Array1, Array2, Array4};
+use normkit::ndarray::{Array, Array1, Array2, Array4, ArrayViewMut, Dimension};
 use normkit::prelude::*;
 
 use crate::data::Rng;
@@ -237,14 +237,45 @@ pub fn plain_bn2d_eval(x: &[f32], shape: &[usize], p: [&[f32]; 4], y: &mut [f32]
     }
 }
 
+/// Times the library call `lib` (writing its output into the view it is given) against the
+/// plain loop `plain` (writing into a slice): one call of `lib` first (its buffers grow),
+/// then [`alternate`]; the outputs compared after. `ya` is the library's output buffer.
+fn time_against_plain<D: Dimension>(
+    mut lib: impl FnMut(ArrayViewMut<'_, f32, D>) -> Result<(), NormError>,
+    mut plain: impl FnMut(&mut [f32]),
+    mut ya: Array<f32, D>,
+    samples: usize,
+) -> Result<SmallTiming, NormError> {
+    lib(ya.view_mut())?;
+    let mut yp = vec![0.0f32; ya.len()];
+    let mut err = Ok(());
+    let (tn, tp) = alternate(
+        || {
+            if let Err(e) = lib(ya.view_mut()) {
+                err = Err(e);
+            }
+            black_box(&ya);
+        },
+        || {
+            plain(&mut yp);
+            black_box(&yp);
+        },
+        samples,
+    );
+    err?;
+    Ok(SmallTiming {
+        normkit: tn,
+        plain: tp,
+        max_diff: max_diff(ya.as_slice().expect("standard layout"), &yp),
+    })
+}
+
 /// Runs case `case` (`samples` alternating batches) on the calling thread.
 pub fn run_case(case: &SmallCase, samples: usize, seed: u64) -> Result<SmallTiming, NormError> {
     let mut rng = Rng::new(seed);
     let shape = case.shape;
     let numel: usize = shape.iter().product();
     let x = filled(&mut rng, numel, -2.0, 2.0);
-    let mut y = vec![0.0f32; numel];
-    let mut yp = vec![0.0f32; numel];
     match case.name {
         "bn1d_train" => {
             let (n, c) = (shape[0], shape[1]);
@@ -253,36 +284,21 @@ pub fn run_case(case: &SmallCase, samples: usize, seed: u64) -> Result<SmallTimi
             l.beta = Array1::from(filled(&mut rng, c, -0.5, 0.5));
             let (g, b) = (l.gamma.to_vec(), l.beta.to_vec());
             let xa = Array2::from_shape_vec((n, c), x.clone()).expect("shape");
-            let mut ya = Array2::<f32>::zeros((n, c));
             let mut saved = Saved::new();
-            l.forward_train_into(xa.view(), ya.view_mut(), &mut saved)?;
             let (mut rm, mut rv) = (vec![0.0f32; c], vec![1.0f32; c]);
             let (mut s, mut q) = (vec![0.0f64; c], vec![0.0f64; c]);
             let (mut ca, mut cb) = (vec![0.0f32; c], vec![0.0f32; c]);
-            let mut err = Ok(());
-            let (tn, tp) = alternate(
-                || {
-                    if let Err(e) = l.forward_train_into(xa.view(), ya.view_mut(), &mut saved) {
-                        err = Err(e);
-                    }
-                    black_box(&ya);
-                },
-                || {
+            time_against_plain(
+                |ya| l.forward_train_into(xa.view(), ya, &mut saved),
+                |yp| {
                     let run = (&mut rm[..], &mut rv[..]);
                     let acc = (&mut s[..], &mut q[..]);
                     let coef = (&mut ca[..], &mut cb[..]);
-                    plain_bn1d_train(&x, (n, c), (&g, &b), run, acc, coef, &mut yp);
-                    black_box(&yp);
+                    plain_bn1d_train(&x, (n, c), (&g, &b), run, acc, coef, yp);
                 },
+                Array2::<f32>::zeros((n, c)),
                 samples,
-            );
-            err?;
-            y.copy_from_slice(ya.as_slice().expect("standard layout"));
-            Ok(SmallTiming {
-                normkit: tn,
-                plain: tp,
-                max_diff: max_diff(&y, &yp),
-            })
+            )
         }
         "ln_eval" | "ln_1x768" | "ln_1x4096" | "ln_8x4096" => {
             let (n, d) = (shape[0], shape[1]);
@@ -291,29 +307,12 @@ pub fn run_case(case: &SmallCase, samples: usize, seed: u64) -> Result<SmallTimi
             l.beta = Array1::from(filled(&mut rng, d, -0.5, 0.5));
             let (g, b) = (l.gamma.to_vec(), l.beta.to_vec());
             let xa = Array2::from_shape_vec((n, d), x.clone()).expect("shape");
-            let mut ya = Array2::<f32>::zeros((n, d));
-            l.forward_eval_into(xa.view(), ya.view_mut())?;
-            let mut err = Ok(());
-            let (tn, tp) = alternate(
-                || {
-                    if let Err(e) = l.forward_eval_into(xa.view(), ya.view_mut()) {
-                        err = Err(e);
-                    }
-                    black_box(&ya);
-                },
-                || {
-                    plain_ln(&x, d, &g, &b, &mut yp);
-                    black_box(&yp);
-                },
+            time_against_plain(
+                |ya| l.forward_eval_into(xa.view(), ya),
+                |yp| plain_ln(&x, d, &g, &b, yp),
+                Array2::<f32>::zeros((n, d)),
                 samples,
-            );
-            err?;
-            y.copy_from_slice(ya.as_slice().expect("standard layout"));
-            Ok(SmallTiming {
-                normkit: tn,
-                plain: tp,
-                max_diff: max_diff(&y, &yp),
-            })
+            )
         }
         _ => {
             // "bn2d_eval"
@@ -331,29 +330,12 @@ pub fn run_case(case: &SmallCase, samples: usize, seed: u64) -> Result<SmallTimi
             ];
             let dims = (shape[0], shape[1], shape[2], shape[3]);
             let xa = Array4::from_shape_vec(dims, x.clone()).expect("shape");
-            let mut ya = Array4::<f32>::zeros(dims);
-            l.forward_eval_into(xa.view(), ya.view_mut())?;
-            let mut err = Ok(());
-            let (tn, tp) = alternate(
-                || {
-                    if let Err(e) = l.forward_eval_into(xa.view(), ya.view_mut()) {
-                        err = Err(e);
-                    }
-                    black_box(&ya);
-                },
-                || {
-                    plain_bn2d_eval(&x, shape, [&p[0], &p[1], &p[2], &p[3]], &mut yp);
-                    black_box(&yp);
-                },
+            time_against_plain(
+                |ya| l.forward_eval_into(xa.view(), ya),
+                |yp| plain_bn2d_eval(&x, shape, [&p[0], &p[1], &p[2], &p[3]], yp),
+                Array4::<f32>::zeros(dims),
                 samples,
-            );
-            err?;
-            y.copy_from_slice(ya.as_slice().expect("standard layout"));
-            Ok(SmallTiming {
-                normkit: tn,
-                plain: tp,
-                max_diff: max_diff(&y, &yp),
-            })
+            )
         }
     }
 }

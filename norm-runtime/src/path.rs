@@ -45,7 +45,7 @@ use crate::kernels::coef;
 use crate::kernels::exec::{self, Params, Units};
 use crate::layer::{self, BackwardArgs, StageBackward, StageForward};
 use crate::plan::Plan;
-use crate::state::{sized, values, LayerInfo, StageState};
+use crate::state::{values, LayerInfo, StageState};
 use crate::types::{Mode, Saved};
 use crate::{Float, NormError};
 
@@ -399,25 +399,13 @@ fn fixed_forward<P: Path, T: Float>(
         let (rm, rv) = (values(&rm), values(&rv));
         let gamma = st.gamma.as_ref().map(values);
         let beta = st.beta.as_ref().map(values);
-        let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
         let (gs, bs) = (gamma.as_deref(), beta.as_deref());
-        let groups = plan.groups;
-        for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-            sized(v, groups, T::zero());
-        }
-        let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
-        let eps = stage.eps;
+        let (m, a, b) = scratch.coef_for(plan.groups);
         plan.for_each_group(|s, p, r| {
-            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-            let rstd = rstd::<P>(var, eps);
-            // As `stage::forward_plain`'s folded affine (per-channel γ/β fold).
-            let (g, h) = match gs {
-                Some(g) if per_channel => (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc())),
-                _ => (1.0, 0.0),
-            };
-            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+            let at = RunningCoef { r, p };
+            (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
         });
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        let c = scratch.coef();
         match sandwich(plan) {
             Some((_, k, 1)) if P::LAYOUT != Layout::Rows as u8 => columns(xs, ys, k, c),
             Some((_, k, l)) if P::LAYOUT != Layout::Columns as u8 => lines(xs, ys, (k, l), c),
@@ -556,30 +544,20 @@ fn sized_forward<P: Path, T: Float>(
     let (rm, rv) = (values(&rm), values(&rv));
     let gamma = st.gamma.as_ref().map(values);
     let beta = st.beta.as_ref().map(values);
-    let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
     let (gs, bs) = (gamma.as_deref(), beta.as_deref());
-    let eps = stage.eps;
     debug_assert_eq!(xs.len(), sz.outer * sz.kept * sz.inner);
     crate::scratch::with_scratch(|scratch: &mut crate::scratch::Scratch<T>| {
-        for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-            sized(v, sz.kept, T::zero());
-        }
-        let (m, a, b) = (&mut scratch.m, &mut scratch.a, &mut scratch.b);
+        let (m, a, b) = scratch.coef_for(sz.kept);
         for s in 0..sz.kept {
             let r = if sz.entries == sz.kept {
                 s
             } else {
                 s % sz.entries
             };
-            let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-            let rstd = rstd::<P>(var, eps);
-            let (g, h) = match gs {
-                Some(g) if per_channel => (g[r].to_acc(), bs.map_or(0.0, |bt| bt[r].to_acc())),
-                _ => (1.0, 0.0),
-            };
-            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+            let at = RunningCoef { r, p: r };
+            (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
         }
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        let c = scratch.coef();
         if sz.inner == 1 && P::LAYOUT != Layout::Rows as u8 {
             columns(xs, ys, sz.kept, c);
         } else {
@@ -638,6 +616,38 @@ fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
         for i in 0..k {
             yr[i] = (xr[i] - m[i]) * a[i] + b[i];
         }
+    }
+}
+
+/// Where a group's coefficients come from in an eval with running statistics: the entry `r`
+/// of the running mean and variance, the entry `p` of γ/β.
+#[derive(Clone, Copy)]
+struct RunningCoef {
+    r: usize,
+    p: usize,
+}
+
+impl RunningCoef {
+    /// The group's coefficients (m, a, b): 1/σ of the running variance, per-channel γ/β
+    /// folded in (as `stage::forward_plain`'s fixed statistics and folded affine; other
+    /// parameters do not reach this path).
+    #[inline(always)]
+    fn coef<P: Path, T: Float>(
+        self,
+        (rm, rv): (&[T], &[T]),
+        (gs, bs): (Option<&[T]>, Option<&[T]>),
+        eps: f64,
+    ) -> (T, T, T) {
+        let RunningCoef { r, p } = self;
+        let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
+        let rstd = rstd::<P>(var, eps);
+        let (g, h) = match gs {
+            Some(g) if P::PARAMS == ParamKind::PerChannel as u8 => {
+                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
+            }
+            _ => (1.0, 0.0),
+        };
+        coef(mean, rstd * g, h)
     }
 }
 

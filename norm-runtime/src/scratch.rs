@@ -11,6 +11,7 @@ use crate::chain::ChainScratch;
 use crate::float::sealed::TypeMap;
 use crate::kernels::exec::Acc;
 use crate::plan::Plan;
+use crate::state::sized;
 use crate::types::Saved;
 use crate::Float;
 
@@ -54,6 +55,25 @@ pub struct Scratch<T> {
     pub(crate) sync_merged: Vec<(f64, f64, f64)>,
     /// The fused path of chains.
     pub(crate) chain: ChainScratch<T>,
+}
+
+impl<T: Float> Scratch<T> {
+    /// The per-group coefficients (m, a, b) of the elementwise pass, `groups` values each,
+    /// for a pass that writes every one before it reads any (resized only when the length
+    /// changes).
+    #[inline(always)]
+    pub(crate) fn coef_for(&mut self, groups: usize) -> (&mut [T], &mut [T], &mut [T]) {
+        for v in [&mut self.m, &mut self.a, &mut self.b] {
+            sized(v, groups, T::zero());
+        }
+        (&mut self.m, &mut self.a, &mut self.b)
+    }
+
+    /// The coefficients [`Scratch::coef_for`] sized, as the elementwise pass reads them.
+    #[inline(always)]
+    pub(crate) fn coef(&self) -> (&[T], &[T], &[T]) {
+        (&self.m, &self.a, &self.b)
+    }
 }
 
 /// Each element type's thread-local scratch (the map every `Float` selects from).

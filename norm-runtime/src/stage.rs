@@ -2,6 +2,7 @@
 //! running) → coefficients → normalize/affine (forward), or gradient sums → dx and the
 //! parameter gradients (backward). The checks are in [`crate::check`].
 
+pub(crate) mod batch;
 pub(crate) mod ghost;
 
 use norm_spec::Affine;
@@ -10,19 +11,18 @@ use crate::check::{check_count, syncs};
 use crate::collective::{merge_moments, Collective};
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Finish, FwdIn,
-    Params, ShiftedSums, Stat, Units,
+    self, BackIn, BackOut, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Finish,
+    ShiftedSums, Stat, Units,
 };
 use crate::plan::Plan;
 use crate::scratch::Scratch;
 use crate::state::{resize, sized, values, LayerInfo, StageState};
-use crate::stats::{
-    dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats, train_running,
-};
+use crate::stats::{dx_terms, estimator_of, fill_grad, group_stat, mean_m2, running_stats};
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::variants::{renorm, switchable, tlu};
 use crate::Float;
 use crate::NormError;
+use batch::{forward_batch, normalize_fixed, record_forward, GroupAffine};
 
 /// Stage `k` of a layer in one call: what both passes of the stage need besides its
 /// buffers.
@@ -93,9 +93,7 @@ pub(crate) fn forward_plain<T: Float>(
     let units = Units::new(plan);
     // Every path below writes the statistics and coefficients of every group.
     sized(&mut saved.stats, groups, Stat::default());
-    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        sized(v, groups, T::zero());
-    }
+    scratch.coef_for(groups);
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
     // A group of one (`Solo`) exchanges nothing: it runs the unsynchronized kernels, so its
@@ -124,26 +122,17 @@ pub(crate) fn forward_plain<T: Float>(
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
     let external = state.external.as_ref().map(|(s, h)| (values(s), values(h)));
-    let fold = plan.foldable;
-    let direct = fold && plan.params_follow_groups();
-    // The affine of group s when it folds into the coefficients: (scale, shift).
-    // (As slices: a `Cow` asks which it is on every access.)
-    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+    // The affine of group s when it folds into the coefficients: (scale, shift); else
+    // the external scale and shift. (As slices: a `Cow` asks which it is on every access.)
+    let affine = GroupAffine::new(plan, gamma.as_deref(), beta.as_deref());
     let ext = external.as_ref().map(|(sc, sh)| (&sc[..], &sh[..]));
     let group_affine = |s: usize| -> (f64, f64) {
-        match (gs, ext) {
-            (Some(g), _) if fold => {
-                let p = if direct { s } else { plan.group_offsets(s).0 };
-                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
-            }
-            (_, Some((sc, sh))) => (sc[s].to_acc(), sh[s].to_acc()),
-            _ => (1.0, 0.0),
+        match ext {
+            Some((sc, sh)) if !affine.folds() => (sc[s].to_acc(), sh[s].to_acc()),
+            _ => affine.group(s),
         }
     };
-    let params = Params {
-        gamma: gamma.as_deref().filter(|_| !fold),
-        beta: beta.as_deref().filter(|_| !fold),
-    };
+    let params = affine.unfolded();
 
     if fixed {
         let running = state
@@ -151,12 +140,8 @@ pub(crate) fn forward_plain<T: Float>(
             .as_ref()
             .expect("checked: running statistics present");
         running_stats(stage, plan, running, &mut saved.stats);
-        for (s, st) in saved.stats.iter().enumerate() {
-            let (g, h) = group_affine(s);
-            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(st.mean, st.rstd * g, h);
-        }
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
-        exec::normalize(&units, x, c, params, out);
+        let io = (&units, x, &mut *out);
+        normalize_fixed(io, &saved.stats, group_affine, params, scratch);
     } else if let Some(comm) = comm {
         // Local (count, mean, M2) per group → all members → merged in rank order.
         let mut raws = std::mem::take(&mut scratch.acc.raws);
@@ -188,7 +173,7 @@ pub(crate) fn forward_plain<T: Float>(
             (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(mean, st.rstd * g, h);
         }
         scratch.sync_merged = merged;
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
+        let c = scratch.coef();
         exec::normalize(&units, x, c, params, out);
     } else {
         if synced {
@@ -208,58 +193,40 @@ pub(crate) fn forward_plain<T: Float>(
         // The same arithmetic for a run of groups: the statistics in one loop, then the
         // coefficients.
         let est = estimator_of(stage, n);
-        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| {
+            if limits.is_none() {
+                return affine.finish_run((s0, raw), est, group_affine, out);
+            }
             // `renorm`: r and d per group, one group at a time.
-            _ if limits.is_some() => {
-                for i in 0..out.stat.len() {
-                    let sums = ShiftedSums {
-                        shift: raw.shift[i],
-                        sum: raw.sum[i],
-                        sq: raw.sq[i],
-                    };
-                    (out.m[i], out.a[i], out.b[i]) = one(s0 + i, sums, &mut out.stat[i]);
-                }
+            for i in 0..out.stat.len() {
+                let sums = ShiftedSums {
+                    shift: raw.shift[i],
+                    sum: raw.sum[i],
+                    sq: raw.sq[i],
+                };
+                (out.m[i], out.a[i], out.b[i]) = one(s0 + i, sums, &mut out.stat[i]);
             }
-            // γ (and β) indexed by the group: read straight from the slices.
-            (Some(g), Some(b)) if direct => {
-                let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
-                exec::finish_run(s0, raw, est, affine, out);
-            }
-            (Some(g), None) if direct => {
-                exec::finish_run(s0, raw, est, |s: usize| (g[s].to_acc(), 0.0), out);
-            }
-            _ => exec::finish_run(s0, raw, est, group_affine, out),
         };
         let finish = Finish {
             one: &one,
             many: &many,
         };
-        let c = CoefMut {
-            stat: &mut saved.stats,
-            m: &mut scratch.m,
-            a: &mut scratch.a,
-            b: &mut scratch.b,
-        };
-        let t = FwdIn {
-            units: &units,
-            x,
-            center: stage.center,
-            params,
-            finish: &finish,
-        };
-        exec::forward(t, c, &mut scratch.acc, out);
+        let io = (&units, x, &mut *out);
+        forward_batch(
+            io,
+            (stage.center, params),
+            &finish,
+            &mut saved.stats,
+            scratch,
+        );
     }
     if limits.is_some() {
         for (s, st) in saved.stats.iter().enumerate() {
             saved.renorm.extend(r_d(s, st));
         }
     }
-    if mode == Mode::Train {
-        let running = state.running.as_mut();
-        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
-    }
-    saved.count = n;
-    saved.scale.clear();
+    let running = state.running.as_mut();
+    record_forward((stage, plan), (mode, n), running, saved, scratch);
     if let Some((sc, _)) = &external {
         saved.scale.extend_from_slice(sc);
     }
@@ -328,25 +295,17 @@ pub(crate) fn backward_plain<T: Float>(
     let n = saved.count;
     let units = Units::new(plan);
     let gamma = state.gamma.as_ref().map(values);
-    let fold = plan.foldable;
-    let unfolded: Option<&[T]> = gamma.as_deref().filter(|_| !fold);
-    let nparams = if unfolded.is_some() {
-        plan.param_shape.numel()
-    } else {
-        0
-    };
+    let affine = GroupAffine::new(plan, gamma.as_deref(), None);
+    let unfolded = affine.unfolded().gamma;
+    let nparams = unfolded.map_or(0, |_| plan.param_shape.numel());
 
     let renormed = !saved.renorm.is_empty() && !saved.fixed;
     // The scale of g = dy·γ when γ folds per group (1 when unfolded or absent).
-    let gs = gamma.as_deref();
-    let direct = fold && plan.params_follow_groups();
     let group_scale = |s: usize| -> f64 {
-        match (&stage.affine, gs) {
-            (Affine::Axes(_), Some(g)) if fold => {
-                g[if direct { s } else { plan.group_offsets(s).0 }].to_acc()
-            }
-            (Affine::External, _) => saved.scale[s].to_acc(),
-            _ => 1.0,
+        match &stage.affine {
+            Affine::Axes(_) => affine.scale(s),
+            Affine::External => saved.scale[s].to_acc(),
+            Affine::None => 1.0,
         }
     };
     // dx = g·r + x̂·c1 + c0 = dy·(γ r) + (x − m)·(r c1) + (c0 − (μ − m)·r·c1).
@@ -447,7 +406,7 @@ pub(crate) fn backward_plain<T: Float>(
     }
 
     match &stage.affine {
-        Affine::Axes(_) => axes_grads(plan, (fold, stage.bias), scratch, grads),
+        Affine::Axes(_) => axes_grads(plan, (plan.foldable, stage.bias), scratch, grads),
         Affine::External => {
             // One scale and shift per group: the group sums are their gradients.
             let shape = plan.stat_shape.as_slice();

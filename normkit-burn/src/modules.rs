@@ -42,11 +42,58 @@ fn as_ncl<const D: usize>(x: Tensor<D>, name: &str) -> Result<Tensor<3>, NormErr
 }
 
 /// `x` as `[rows, d]` over its last axis.
-fn as_rows<const D: usize>(x: Tensor<D>) -> Tensor<2> {
+fn as_rows<const D: usize>(x: Tensor<D>) -> Result<Tensor<2>, NormError> {
     let dims = x.dims();
     let d = dims[D - 1];
     let rows: usize = dims[..D - 1].iter().product();
-    x.reshape([rows, d])
+    Ok(x.reshape([rows, d]))
+}
+
+/// γ and β, `[C]` each, of a layer whose parameters are optional (`affine`).
+type ChannelAffine = (Option<Param<Tensor<1>>>, Option<Param<Tensor<1>>>);
+
+/// The initial [`ChannelAffine`] of `c` channels on `device` (γ = 1, β = 0): `None` without
+/// `affine`.
+fn channel_affine(affine: bool, c: usize, device: &Device) -> ChannelAffine {
+    let params = |init: Initializer| affine.then(|| init.init([c], device));
+    (params(Initializer::Ones), params(Initializer::Zeros))
+}
+
+/// γ and β (each optional) as [`normalize`] takes them, without running statistics.
+fn affine_tensors(
+    gamma: Option<&Param<Tensor<1>>>,
+    beta: Option<&Param<Tensor<1>>>,
+) -> NormTensors {
+    NormTensors {
+        gamma: gamma.map(|g| g.val()),
+        beta: beta.map(|b| b.val()),
+        ..Default::default()
+    }
+}
+
+/// [`normalize`] on `x` viewed as `view` shapes it ([`as_ncl`], [`as_rows`]): the output
+/// in `x`'s shape and the updated running statistics (train mode with running statistics).
+fn run<const D: usize, const R: usize>(
+    x: Tensor<D>,
+    view: impl FnOnce(Tensor<D>) -> Result<Tensor<R>, NormError>,
+    t: NormTensors,
+    layer: &NormLayer,
+    mode: Mode,
+) -> Result<(Tensor<D>, Option<(Tensor<1>, Tensor<1>)>), NormError> {
+    let dims = x.dims();
+    let out = normalize(view(x)?, t, layer, mode)?;
+    Ok((out.output.reshape(dims), out.running))
+}
+
+/// A forward of `x` viewed as `[N, C, L]` in train mode without running statistics, with
+/// [`ChannelAffine`] parameters (GroupNorm, InstanceNorm).
+fn channel_forward<const D: usize>(
+    x: Tensor<D>,
+    (gamma, beta): (&Option<Param<Tensor<1>>>, &Option<Param<Tensor<1>>>),
+    layer: &NormLayer,
+) -> Result<Tensor<D>, NormError> {
+    let t = affine_tensors(gamma.as_ref(), beta.as_ref());
+    Ok(run(x, |x| as_ncl(x, layer.name()), t, layer, Mode::Train)?.0)
 }
 
 /// Train mode as burn-nn decides it: an autodiff input and an enabled `training` flag.
@@ -117,14 +164,8 @@ impl LayerNorm {
 
     /// [`LayerNorm::forward`], returning normkit's error instead of panicking.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, NormError> {
-        let dims = x.dims();
-        let t = NormTensors {
-            gamma: Some(self.gamma.val()),
-            beta: self.beta.as_ref().map(|b| b.val()),
-            ..Default::default()
-        };
-        let out = normalize(as_rows(x), t, &self.layer, Mode::Train)?;
-        Ok(out.output.reshape(dims))
+        let t = affine_tensors(Some(&self.gamma), self.beta.as_ref());
+        Ok(run(x, as_rows, t, &self.layer, Mode::Train)?.0)
     }
 }
 
@@ -178,13 +219,8 @@ impl RmsNorm {
 
     /// [`RmsNorm::forward`], returning normkit's error instead of panicking.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, NormError> {
-        let dims = x.dims();
-        let t = NormTensors {
-            gamma: Some(self.gamma.val()),
-            ..Default::default()
-        };
-        let out = normalize(as_rows(x), t, &self.layer, Mode::Train)?;
-        Ok(out.output.reshape(dims))
+        let t = affine_tensors(Some(&self.gamma), None);
+        Ok(run(x, as_rows, t, &self.layer, Mode::Train)?.0)
     }
 }
 
@@ -239,11 +275,10 @@ impl GroupNormConfig {
             if self.affine { ", affine" } else { "" },
             self.epsilon
         );
-        let params =
-            |init: Initializer| self.affine.then(|| init.init([self.num_channels], device));
+        let (gamma, beta) = channel_affine(self.affine, self.num_channels, device);
         GroupNorm {
-            gamma: params(Initializer::Ones),
-            beta: params(Initializer::Zeros),
+            gamma,
+            beta,
             num_groups: self.num_groups,
             num_channels: self.num_channels,
             epsilon: self.epsilon,
@@ -261,14 +296,7 @@ impl GroupNorm {
 
     /// [`GroupNorm::forward`], returning normkit's error instead of panicking.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, NormError> {
-        let dims = x.dims();
-        let t = NormTensors {
-            gamma: self.gamma.as_ref().map(|g| g.val()),
-            beta: self.beta.as_ref().map(|b| b.val()),
-            ..Default::default()
-        };
-        let out = normalize(as_ncl(x, self.layer.name())?, t, &self.layer, Mode::Train)?;
-        Ok(out.output.reshape(dims))
+        channel_forward(x, (&self.gamma, &self.beta), &self.layer)
     }
 }
 
@@ -316,11 +344,10 @@ impl InstanceNormConfig {
             if self.affine { ", affine" } else { "" },
             self.epsilon
         );
-        let params =
-            |init: Initializer| self.affine.then(|| init.init([self.num_channels], device));
+        let (gamma, beta) = channel_affine(self.affine, self.num_channels, device);
         InstanceNorm {
-            gamma: params(Initializer::Ones),
-            beta: params(Initializer::Zeros),
+            gamma,
+            beta,
             num_channels: self.num_channels,
             epsilon: self.epsilon,
             affine: self.affine,
@@ -337,14 +364,7 @@ impl InstanceNorm {
 
     /// [`InstanceNorm::forward`], returning normkit's error instead of panicking.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, NormError> {
-        let dims = x.dims();
-        let t = NormTensors {
-            gamma: self.gamma.as_ref().map(|g| g.val()),
-            beta: self.beta.as_ref().map(|b| b.val()),
-            ..Default::default()
-        };
-        let out = normalize(as_ncl(x, self.layer.name())?, t, &self.layer, Mode::Train)?;
-        Ok(out.output.reshape(dims))
+        channel_forward(x, (&self.gamma, &self.beta), &self.layer)
     }
 }
 
@@ -424,7 +444,6 @@ impl BatchNorm {
 
     /// [`BatchNorm::forward`], returning normkit's error instead of panicking.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>, NormError> {
-        let dims = x.dims();
         let mode = mode_of(&x, self.training.is_enabled());
         let running = match mode {
             Mode::Train => (
@@ -434,16 +453,14 @@ impl BatchNorm {
             Mode::Eval => (self.running_mean.value(), self.running_var.value()),
         };
         let t = NormTensors {
-            gamma: Some(self.gamma.val()),
-            beta: Some(self.beta.val()),
             running: Some(running),
-            num_batches_tracked: 0,
+            ..affine_tensors(Some(&self.gamma), Some(&self.beta))
         };
-        let out = normalize(as_ncl(x, self.layer.name())?, t, &self.layer, mode)?;
-        if let Some((m, v)) = out.running {
+        let (y, running) = run(x, |x| as_ncl(x, self.layer.name()), t, &self.layer, mode)?;
+        if let Some((m, v)) = running {
             self.running_mean.update(m.detach());
             self.running_var.update(v.detach());
         }
-        Ok(out.output.reshape(dims))
+        Ok(y)
     }
 }

@@ -6,6 +6,7 @@
 //! burn-nn computes the statistics with different reductions (and its RmsNorm in f32), so
 //! agreement is to rounding, not bit for bit. The f64 comparisons are in tests/f64.rs.
 
+#[macro_use]
 mod common;
 
 use burn::tensor::{Device, Gradients, Tensor};
@@ -84,28 +85,10 @@ fn layer_norm_matches_burn_nn() {
         let mut nn = burn::nn::LayerNormConfig::new(d).init(&dev);
         nn.gamma = param(g);
         nn.beta = Some(param(b));
-        let a = run(
-            &x,
-            &w,
-            |x| nk.forward(x),
-            |gr| {
-                vec![
-                    nk.gamma.val().grad(gr),
-                    nk.beta.as_ref().unwrap().val().grad(gr),
-                ]
-            },
-        );
-        let r = run(
-            &x,
-            &w,
-            |x| nn.forward(x),
-            |gr| {
-                vec![
-                    nn.gamma.val().grad(gr),
-                    nn.beta.as_ref().unwrap().val().grad(gr),
-                ]
-            },
-        );
+        let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![
+            m.gamma.val().grad(gr),
+            m.beta.as_ref().unwrap().val().grad(gr)
+        ]);
         compare(&format!("LayerNorm [{rows}, {d}]"), &a, &r);
     }
     // rank 3: [..., d_model]
@@ -115,18 +98,10 @@ fn layer_norm_matches_burn_nn() {
     let nn = burn::nn::LayerNormConfig::new(9)
         .with_bias(false)
         .init(&dev);
-    let a = run(
-        &x,
-        &w,
-        |x| nk.forward(x),
-        |gr| vec![nk.gamma.val().grad(gr)],
-    );
-    let r = run(
-        &x,
-        &w,
-        |x| nn.forward(x),
-        |gr| vec![nn.gamma.val().grad(gr)],
-    );
+    let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![m
+        .gamma
+        .val()
+        .grad(gr)]);
     compare("LayerNorm [2, 3, 9] without bias", &a, &r);
 }
 
@@ -142,18 +117,10 @@ fn rms_norm_matches_burn_nn() {
         nk.gamma = param(g.clone());
         let mut nn = burn::nn::RmsNormConfig::new(d).init(&dev);
         nn.gamma = param(g);
-        let a = run(
-            &x,
-            &w,
-            |x| nk.forward(x),
-            |gr| vec![nk.gamma.val().grad(gr)],
-        );
-        let r = run(
-            &x,
-            &w,
-            |x| nn.forward(x),
-            |gr| vec![nn.gamma.val().grad(gr)],
-        );
+        let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![m
+            .gamma
+            .val()
+            .grad(gr)]);
         compare(&format!("RmsNorm [{rows}, {d}]"), &a, &r);
     }
 }
@@ -181,18 +148,10 @@ fn group_norm_matches_burn_nn() {
         let pg = |m: &Option<burn::module::Param<Tensor<1>>>, gr: &Gradients| {
             m.as_ref().unwrap().val().grad(gr)
         };
-        let a = run(
-            &x,
-            &w,
-            |x| nk.forward(x),
-            |gr| vec![pg(&nk.gamma, gr), pg(&nk.beta, gr)],
-        );
-        let r = run(
-            &x,
-            &w,
-            |x| nn.forward(x),
-            |gr| vec![pg(&nn.gamma, gr), pg(&nn.beta, gr)],
-        );
+        let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![
+            pg(&m.gamma, gr),
+            pg(&m.beta, gr)
+        ]);
         compare(&format!("GroupNorm {shape:?} groups {groups}"), &a, &r);
     }
 }
@@ -218,24 +177,10 @@ fn instance_norm_matches_burn_nn_and_group_norm_with_c_groups() {
     let pg = |m: &Option<burn::module::Param<Tensor<1>>>, gr: &Gradients| {
         m.as_ref().unwrap().val().grad(gr)
     };
-    let a = run(
-        &x,
-        &w,
-        |x| nk.forward(x),
-        |gr| vec![pg(&nk.gamma, gr), pg(&nk.beta, gr)],
-    );
-    let r = run(
-        &x,
-        &w,
-        |x| nn.forward(x),
-        |gr| vec![pg(&nn.gamma, gr), pg(&nn.beta, gr)],
-    );
-    let q = run(
-        &x,
-        &w,
-        |x| gn.forward(x),
-        |gr| vec![pg(&gn.gamma, gr), pg(&gn.beta, gr)],
-    );
+    let [a, r, q] = on_each!(run, (&x, &w), [nk, nn, gn], |m, gr| vec![
+        pg(&m.gamma, gr),
+        pg(&m.beta, gr)
+    ]);
     compare("InstanceNorm vs burn-nn", &a, &r);
     compare("InstanceNorm vs GroupNorm(C, C)", &a, &q);
 }
@@ -256,18 +201,10 @@ fn batch_norm_train_and_eval_match_burn_nn() {
         let mut nn = burn::nn::BatchNormConfig::new(c).init(&dev);
         nn.gamma = param(g);
         nn.beta = param(b);
-        let a = run(
-            &x,
-            &w,
-            |x| nk.forward(x),
-            |gr| vec![nk.gamma.val().grad(gr), nk.beta.val().grad(gr)],
-        );
-        let r = run(
-            &x,
-            &w,
-            |x| nn.forward(x),
-            |gr| vec![nn.gamma.val().grad(gr), nn.beta.val().grad(gr)],
-        );
+        let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![
+            m.gamma.val().grad(gr),
+            m.beta.val().grad(gr)
+        ]);
         compare(&format!("BatchNorm train {shape:?}"), &a, &r);
         // The running means agree (the variances differ by design, see running_stats test).
         // (`value_sync`: `RunningState::value` may lag one update behind.)
@@ -288,18 +225,10 @@ fn batch_norm_train_and_eval_match_burn_nn() {
         nn_e.running_mean = burn::module::RunningState::new(rm);
         nn_e.running_var = burn::module::RunningState::new(rv);
         nn_e.training = burn::module::Param::from_bool(false);
-        let a = run(
-            &x,
-            &w,
-            |x| nk_e.forward(x),
-            |gr| vec![nk_e.gamma.val().grad(gr), nk_e.beta.val().grad(gr)],
-        );
-        let r = run(
-            &x,
-            &w,
-            |x| nn_e.forward(x),
-            |gr| vec![nn_e.gamma.val().grad(gr), nn_e.beta.val().grad(gr)],
-        );
+        let [a, r] = on_each!(run, (&x, &w), [nk_e, nn_e], |m, gr| vec![
+            m.gamma.val().grad(gr),
+            m.beta.val().grad(gr)
+        ]);
         compare(&format!("BatchNorm eval {shape:?}"), &a, &r);
     }
     // rank 2: [N, C]
@@ -307,18 +236,10 @@ fn batch_norm_train_and_eval_match_burn_nn() {
     let w = tensor(&mut rng, [7, 3], -1.0, 1.0, &dev, false);
     let nk = BatchNormConfig::new(3).init(&dev);
     let nn = burn::nn::BatchNormConfig::new(3).init(&dev);
-    let a = run(
-        &x,
-        &w,
-        |x| nk.forward(x),
-        |gr| vec![nk.gamma.val().grad(gr)],
-    );
-    let r = run(
-        &x,
-        &w,
-        |x| nn.forward(x),
-        |gr| vec![nn.gamma.val().grad(gr)],
-    );
+    let [a, r] = on_each!(run, (&x, &w), [nk, nn], |m, gr| vec![m
+        .gamma
+        .val()
+        .grad(gr)]);
     compare("BatchNorm train [7, 3]", &a, &r);
 }
 

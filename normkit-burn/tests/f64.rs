@@ -4,6 +4,7 @@
 //! computes its statistic in f32 whatever the input type, so RmsNorm is checked against the
 //! formula evaluated here in f64 instead.
 
+#[macro_use]
 mod common;
 
 use std::sync::Once;
@@ -63,28 +64,10 @@ fn f64_layer_group_batch_norm_match_burn_nn_to_1e_10() {
         nk.gamma = param(g.clone());
         let mut nn = burn::nn::LayerNormConfig::new(d).init(&dev);
         nn.gamma = param(g);
-        let a = grads_of(
-            &x,
-            &w,
-            |x| nk.forward(x),
-            |gr| {
-                vec![
-                    nk.gamma.val().grad(gr).unwrap(),
-                    nk.beta.as_ref().unwrap().val().grad(gr).unwrap(),
-                ]
-            },
-        );
-        let b = grads_of(
-            &x,
-            &w,
-            |x| nn.forward(x),
-            |gr| {
-                vec![
-                    nn.gamma.val().grad(gr).unwrap(),
-                    nn.beta.as_ref().unwrap().val().grad(gr).unwrap(),
-                ]
-            },
-        );
+        let [a, b] = on_each!(grads_of, (&x, &w), [nk, nn], |m, gr| vec![
+            m.gamma.val().grad(gr).unwrap(),
+            m.beta.as_ref().unwrap().val().grad(gr).unwrap()
+        ]);
         compare("f64 LayerNorm", &a, &b);
     }
     // GroupNorm
@@ -95,46 +78,20 @@ fn f64_layer_group_batch_norm_match_burn_nn_to_1e_10() {
     let pg = |m: &Option<burn::module::Param<Tensor<1>>>, gr: &Gradients| {
         m.as_ref().unwrap().val().grad(gr).unwrap()
     };
-    let a = grads_of(
-        &x,
-        &w,
-        |x| nk.forward(x),
-        |gr| vec![pg(&nk.gamma, gr), pg(&nk.beta, gr)],
-    );
-    let b = grads_of(
-        &x,
-        &w,
-        |x| nn.forward(x),
-        |gr| vec![pg(&nn.gamma, gr), pg(&nn.beta, gr)],
-    );
+    let [a, b] = on_each!(grads_of, (&x, &w), [nk, nn], |m, gr| vec![
+        pg(&m.gamma, gr),
+        pg(&m.beta, gr)
+    ]);
     compare("f64 GroupNorm", &a, &b);
     // BatchNorm, train
     let x = tensor(&mut rng, [3, 4, 5, 3], -2.0, 3.0, &dev, true);
     let w = tensor(&mut rng, [3, 4, 5, 3], -1.0, 1.0, &dev, true);
     let nk = BatchNormConfig::new(4).init(&dev);
     let nn = burn::nn::BatchNormConfig::new(4).init(&dev);
-    let a = grads_of(
-        &x,
-        &w,
-        |x| nk.forward(x),
-        |gr| {
-            vec![
-                nk.gamma.val().grad(gr).unwrap(),
-                nk.beta.val().grad(gr).unwrap(),
-            ]
-        },
-    );
-    let b = grads_of(
-        &x,
-        &w,
-        |x| nn.forward(x),
-        |gr| {
-            vec![
-                nn.gamma.val().grad(gr).unwrap(),
-                nn.beta.val().grad(gr).unwrap(),
-            ]
-        },
-    );
+    let [a, b] = on_each!(grads_of, (&x, &w), [nk, nn], |m, gr| vec![
+        m.gamma.val().grad(gr).unwrap(),
+        m.beta.val().grad(gr).unwrap()
+    ]);
     compare("f64 BatchNorm train", &a, &b);
     assert_close(
         "f64 running_mean",

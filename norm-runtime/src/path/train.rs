@@ -21,13 +21,14 @@ use norm_spec::path::{ParamKind, Variance};
 
 use crate::kernels::coef;
 use crate::kernels::exec::{
-    self, BackIn, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator, Finish, FwdIn,
-    Params, ShiftedSums, Stat, Units,
+    self, BackIn, CoefMut, ColumnSums, DxCoefMut, DxEstimator, DxFinish, Estimator, Finish,
+    ShiftedSums, Stat, Units,
 };
 use crate::scratch::Scratch;
+use crate::stage::batch::{forward_batch, normalize_fixed, record_forward, GroupAffine};
 use crate::stage::{self, BackwardIo, StageCall};
 use crate::state::{sized, values, StageState};
-use crate::stats::{running_stats, train_running};
+use crate::stats::running_stats;
 use crate::types::{Mode, SavedStage, StageGrads};
 use crate::{Float, NormError};
 
@@ -109,9 +110,7 @@ pub(crate) fn forward<
     let n = plan.group_len;
     let units = Units::new(plan);
     sized(&mut saved.stats, groups, Stat::default());
-    for v in [&mut scratch.m, &mut scratch.a, &mut scratch.b] {
-        sized(v, groups, T::zero());
-    }
+    scratch.coef_for(groups);
     let fixed = mode == Mode::Eval && stage.running_stats;
     saved.fixed = fixed;
     saved.synced = false;
@@ -119,22 +118,9 @@ pub(crate) fn forward<
 
     let gamma = state.gamma.as_ref().filter(|_| PARAMS != NONE).map(values);
     let beta = state.beta.as_ref().filter(|_| PARAMS != NONE).map(values);
-    let fold = plan.foldable;
-    let direct = fold && plan.params_follow_groups();
-    let (gs, bs) = (gamma.as_deref(), beta.as_deref());
-    let group_affine = |s: usize| -> (f64, f64) {
-        match gs {
-            Some(g) if fold => {
-                let p = if direct { s } else { plan.group_offsets(s).0 };
-                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
-            }
-            _ => (1.0, 0.0),
-        }
-    };
-    let params = Params {
-        gamma: gs.filter(|_| !fold),
-        beta: bs.filter(|_| !fold),
-    };
+    let affine = GroupAffine::new(plan, gamma.as_deref(), beta.as_deref());
+    let group_affine = |s: usize| affine.group(s);
+    let params = affine.unfolded();
     let eps = stage.eps;
 
     if fixed {
@@ -146,12 +132,8 @@ pub(crate) fn forward<
                 reason: "running statistics missing from the layer state".to_string(),
             })?;
         running_stats(stage, plan, running, &mut saved.stats);
-        for (s, st) in saved.stats.iter().enumerate() {
-            let (g, h) = group_affine(s);
-            (scratch.m[s], scratch.a[s], scratch.b[s]) = coef(st.mean, st.rstd * g, h);
-        }
-        let c = (&scratch.m[..], &scratch.a[..], &scratch.b[..]);
-        exec::normalize(&units, x, c, params, out);
+        let io = (&units, x, out);
+        normalize_fixed(io, &saved.stats, group_affine, params, scratch);
     } else {
         let one = |s: usize, raw: ShiftedSums, out: &mut Stat| {
             let (mean, m2) = mean_m2::<CENTER>(raw, n);
@@ -167,41 +149,18 @@ pub(crate) fn forward<
             denom: denom::<VARIANCE, CENTER>(n),
             eps,
         };
-        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| match (gs, bs) {
-            (Some(g), Some(b)) if direct => {
-                let affine = |s: usize| (g[s].to_acc(), b[s].to_acc());
-                exec::finish_run(s0, raw, est, affine, out);
-            }
-            (Some(g), None) if direct => {
-                exec::finish_run(s0, raw, est, |s: usize| (g[s].to_acc(), 0.0), out);
-            }
-            _ => exec::finish_run(s0, raw, est, group_affine, out),
+        let many = |s0: usize, raw: ColumnSums<'_>, out: CoefMut<'_, T>| {
+            affine.finish_run((s0, raw), est, group_affine, out);
         };
         let finish = Finish {
             one: &one,
             many: &many,
         };
-        let c = CoefMut {
-            stat: &mut saved.stats,
-            m: &mut scratch.m,
-            a: &mut scratch.a,
-            b: &mut scratch.b,
-        };
-        let t = FwdIn {
-            units: &units,
-            x,
-            center: CENTER,
-            params,
-            finish: &finish,
-        };
-        exec::forward(t, c, &mut scratch.acc, out);
+        let io = (&units, x, out);
+        forward_batch(io, (CENTER, params), &finish, &mut saved.stats, scratch);
     }
-    if mode == Mode::Train {
-        let running = state.running.as_mut();
-        train_running(stage, plan, n, &saved.stats, running, &mut scratch.run);
-    }
-    saved.count = n;
-    saved.scale.clear();
+    let running = state.running.as_mut();
+    record_forward((stage, plan), (mode, n), running, saved, scratch);
     saved.tlu_pass.clear();
     Ok(())
 }
@@ -234,22 +193,10 @@ pub(crate) fn backward<
     let n = saved.count;
     let units = Units::new(plan);
     let gamma = state.gamma.as_ref().filter(|_| PARAMS != NONE).map(values);
-    let fold = plan.foldable;
-    let unfolded: Option<&[T]> = gamma.as_deref().filter(|_| !fold);
-    let nparams = if unfolded.is_some() {
-        plan.param_shape.numel()
-    } else {
-        0
-    };
-
-    let gs = gamma.as_deref();
-    let direct = fold && plan.params_follow_groups();
-    let group_scale = |s: usize| -> f64 {
-        match gs {
-            Some(g) if fold => g[if direct { s } else { plan.group_offsets(s).0 }].to_acc(),
-            _ => 1.0,
-        }
-    };
+    let affine = GroupAffine::new(plan, gamma.as_deref(), None);
+    let unfolded = affine.unfolded().gamma;
+    let nparams = unfolded.map_or(0, |_| plan.param_shape.numel());
+    let group_scale = |s: usize| affine.scale(s);
     let fixed = saved.fixed;
     // `stats::dx_terms` with the estimator, eps mode and centering constants.
     let one = |s: usize, sg: f64, sgx: f64| {
@@ -311,7 +258,7 @@ pub(crate) fn backward<
         grads.dgamma = None;
         grads.dbeta = None;
     } else {
-        stage::axes_grads(plan, (fold, stage.bias), scratch, grads);
+        stage::axes_grads(plan, (plan.foldable, stage.bias), scratch, grads);
     }
     grads.dtau = None;
     Ok(())

@@ -175,6 +175,22 @@ impl<S: Clone> Parser<S> {
         }
     }
 
+    /// The value of `key = value`; an error at the key when it has none.
+    fn needs_value<'v, 't>(
+        &mut self,
+        info: &KeyInfo,
+        key_span: &S,
+        value: Option<&'v ValueToken<'t, S>>,
+    ) -> Result<&'v ValueToken<'t, S>, ()> {
+        let (name, example) = (info.name, info.example);
+        value.ok_or_else(|| {
+            self.error(
+                key_span.clone(),
+                format!("`{name}` needs a value, e.g. {example}"),
+            )
+        })
+    }
+
     /// `key = n`: an integer ≥ 1.
     fn count_value(
         &mut self,
@@ -183,13 +199,7 @@ impl<S: Clone> Parser<S> {
         value: Option<&ValueToken<'_, S>>,
     ) -> Read<S> {
         let (name, example) = (info.name, info.example);
-        let Some(v) = value else {
-            self.error(
-                key_span.clone(),
-                format!("`{name}` needs a value, e.g. {example}"),
-            );
-            return Err(());
-        };
+        let v = self.needs_value(info, key_span, value)?;
         let not_an_integer = format!(
             "expected an integer for `{name}`, e.g. {example}; found {}",
             found(v)
@@ -225,13 +235,7 @@ impl<S: Clone> Parser<S> {
         value: Option<&ValueToken<'_, S>>,
     ) -> Read<S> {
         let (name, example) = (info.name, info.example);
-        let Some(v) = value else {
-            self.error(
-                key_span.clone(),
-                format!("`{name}` needs a value, e.g. {example}"),
-            );
-            return Err(());
-        };
+        let v = self.needs_value(info, key_span, value)?;
         let number = match v.tok {
             TokenTree::Literal { lit, span } => match lit.kind {
                 LitKind::Int(n) => Some((n as f64, span.clone())),

@@ -82,3 +82,17 @@ pub fn assert_close(what: &str, a: &[f64], b: &[f64], tol: f64) {
         b[at]
     );
 }
+
+/// `$run(x, w, forward, params)` (a test's runner) on each module listed, with the same
+/// forward and the same parameter gradients: `$grads` is an expression in the module `$m`
+/// and the gradients `$gr` (normkit's modules and burn-nn's have the same field names but
+/// no common trait to write a function over). An array of the results, in order.
+#[allow(unused_macros)]
+macro_rules! on_each {
+    ($run:ident, ($x:expr, $w:expr), [$($module:expr),+], |$m:ident, $gr:ident| $grads:expr) => {
+        [$({
+            let $m = &$module;
+            $run($x, $w, |x| $m.forward(x), |$gr| $grads)
+        }),+]
+    };
+}

@@ -281,25 +281,41 @@ fn run_case(case: Case, reps: usize, slow_reps: usize, only: Option<usize>) -> R
         Ok(())
     };
 
+    // Forward only, interleaved (not with `--only`).
+    let fwd = match only {
+        Some(_) => Vec::new(),
+        None => interleaved(
+            reps,
+            &mut [
+                Box::new(|| {
+                    layer
+                        .forward_train_into(xa.view(), out.view_mut(), &mut saved)
+                        .map_err(w)
+                }),
+                Box::new(|| ours.forward_t(xt, true).map(drop)),
+            ],
+        )?,
+    };
+    // Forward + backward: the rows of `ROWS`.
+    let mut jobs: [Job<'_>; 4] = [
+        Box::new(|| {
+            layer
+                .forward_train_into(xa.view(), out.view_mut(), &mut saved)
+                .map_err(w)?;
+            layer
+                .backward_into(xa.view(), ones_a.view(), &saved, &mut grads)
+                .map_err(w)
+        }),
+        Box::new(|| backward(ours.forward_t(xt, true)?)),
+        Box::new(|| backward(xt.apply_op1(Identity)?)),
+        Box::new(|| {
+            copy1.assign(&xa);
+            copy2.assign(&ones_a);
+            Ok(())
+        }),
+    ];
     // `--only`: one forward+backward row alone, `reps` times (for perf, valgrind).
     if let Some(k) = only {
-        let mut jobs: [Job<'_>; 4] = [
-            Box::new(|| {
-                layer
-                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
-                    .map_err(w)?;
-                layer
-                    .backward_into(xa.view(), ones_a.view(), &saved, &mut grads)
-                    .map_err(w)
-            }),
-            Box::new(|| backward(ours.forward_t(xt, true)?)),
-            Box::new(|| backward(xt.apply_op1(Identity)?)),
-            Box::new(|| {
-                copy1.assign(&xa);
-                copy2.assign(&ones_a);
-                Ok(())
-            }),
-        ];
         let t = time(reps, &mut jobs[k])?;
         rows.push(Row {
             what: format!("{} alone", ROWS[k]),
@@ -308,40 +324,8 @@ fn run_case(case: Case, reps: usize, slow_reps: usize, only: Option<usize>) -> R
         });
         return Ok(rows);
     }
-
-    // Forward only, interleaved.
-    let fwd = interleaved(
-        reps,
-        &mut [
-            Box::new(|| {
-                layer
-                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
-                    .map_err(w)
-            }),
-            Box::new(|| ours.forward_t(xt, true).map(drop)),
-        ],
-    )?;
-    // Forward + backward, interleaved.
-    let both = interleaved(
-        reps,
-        &mut [
-            Box::new(|| {
-                layer
-                    .forward_train_into(xa.view(), out.view_mut(), &mut saved)
-                    .map_err(w)?;
-                layer
-                    .backward_into(xa.view(), ones_a.view(), &saved, &mut grads)
-                    .map_err(w)
-            }),
-            Box::new(|| backward(ours.forward_t(xt, true)?)),
-            Box::new(|| backward(xt.apply_op1(Identity)?)),
-            Box::new(|| {
-                copy1.assign(&xa);
-                copy2.assign(&ones_a);
-                Ok(())
-            }),
-        ],
-    )?;
+    // Interleaved.
+    let both = interleaved(reps, &mut jobs)?;
     rows.push(Row {
         what: "normkit direct (_into)".into(),
         fwd: Some(fwd[0]),

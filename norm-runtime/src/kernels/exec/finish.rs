@@ -97,28 +97,17 @@ pub(crate) fn finish_run<T: Float>(
     raw: ColumnSums<'_>,
     est: Estimator,
     affine: impl Fn(usize) -> (f64, f64),
-    out: CoefMut<'_, T>,
+    mut out: CoefMut<'_, T>,
 ) {
     let (mut scale, mut shift) = ([0.0f64; BATCH], [0.0f64; BATCH]);
     let len = out.stat.len();
-    let CoefMut { stat, m, a, b } = out;
     for i0 in (0..len).step_by(BATCH) {
         let i1 = (i0 + BATCH).min(len);
         for i in i0..i1 {
             (scale[i - i0], shift[i - i0]) = affine(g0 + i);
         }
-        let part = ColumnSums {
-            shift: &raw.shift[i0..i1],
-            sum: &raw.sum[i0..i1],
-            sq: &raw.sq[i0..i1],
-        };
-        let out = CoefMut {
-            stat: &mut stat[i0..i1],
-            m: &mut m[i0..i1],
-            a: &mut a[i0..i1],
-            b: &mut b[i0..i1],
-        };
-        finish_columns(part, est, (&scale[..i1 - i0], &shift[..i1 - i0]), out);
+        let affine = (&scale[..i1 - i0], &shift[..i1 - i0]);
+        finish_columns(raw.part(i0..i1), est, affine, out.part(i0..i1));
     }
 }
 

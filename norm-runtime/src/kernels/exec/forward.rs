@@ -262,6 +262,7 @@ multiversion! {
         let (shift, rest) = acc.split_at_mut(n);
         let (sum, sq) = rest.split_at_mut(n);
         let all = (0, units.lines);
+        let mut c = c;
         for (ui, u) in (u0..u1).enumerate() {
             let l = ui * groups_per_unit..(ui + 1) * groups_per_unit;
             shifts(units, x, u, center, &mut shift[l.clone()]);
@@ -270,13 +271,7 @@ multiversion! {
             unit_sums(units, x, u, all, &shift[l.clone()], &mut sum[l.clone()], &mut sq[l.clone()]);
             // The unit's groups at once: one call, a loop the compiler can vectorize.
             let sums = ColumnSums { shift: &shift[l.clone()], sum: &sum[l.clone()], sq: &sq[l.clone()] };
-            let run = CoefMut {
-                stat: &mut c.stat[l.clone()],
-                m: &mut c.m[l.clone()],
-                a: &mut c.a[l.clone()],
-                b: &mut c.b[l.clone()],
-            };
-            (finish.many)(u * groups_per_unit, sums, run);
+            (finish.many)(u * groups_per_unit, sums, c.part(l.clone()));
             // Contiguous lines of columns: `col_affine`, else column blocks.
             let e = Affine { units, x, coef: (&c.m[..], &c.a[..], &c.b[..]), params };
             elementwise::<T, true>(e, &mut out, u, l.start, all);

@@ -105,7 +105,7 @@ pub(super) fn forward<T: Float>(
     center: bool,
     params: Params<'_, T>,
     finish: &Finish<'_, T>,
-    c: CoefMut<'_, T>,
+    mut c: CoefMut<'_, T>,
 ) {
     let ShortTask {
         units,
@@ -134,13 +134,7 @@ pub(super) fn forward<T: Float>(
             sq: &sq[..nb],
         };
         let k = k0..k0 + nb;
-        let run = CoefMut {
-            stat: &mut c.stat[k.clone()],
-            m: &mut c.m[k.clone()],
-            a: &mut c.a[k.clone()],
-            b: &mut c.b[k.clone()],
-        };
-        (finish.many)(b0, raw, run);
+        (finish.many)(b0, raw, c.part(k.clone()));
         let coef = (&c.m[k.clone()], &c.a[k.clone()], &c.b[k]);
         match which::<T>() {
             Which::F32(k) => {
@@ -273,11 +267,7 @@ impl WithIsa for SumsBlock<'_> {
                 let mut j = 0;
                 while j + l <= len {
                     let (lo, hi) = s.widen(s.load(&line[j..]));
-                    let (dl, dh) = (s.sub_d(lo, hv), s.sub_d(hi, hv));
-                    acc[0] = s.add_d(acc[0], dl);
-                    acc[1] = s.add_d(acc[1], dh);
-                    acc[2] = s.mul_add_d(dl, dl, acc[2]);
-                    acc[3] = s.mul_add_d(dh, dh, acc[3]);
+                    add_shifted(s, (s.sub_d(lo, hv), s.sub_d(hi, hv)), &mut acc);
                     j += l;
                 }
                 if j < len {
@@ -285,10 +275,7 @@ impl WithIsa for SumsBlock<'_> {
                     let (lo, hi) = s.widen(s.load_part(&line[j..]));
                     let dl = s.mul_d(s.sub_d(lo, hv), mask.0);
                     let dh = s.mul_d(s.sub_d(hi, hv), mask.1);
-                    acc[0] = s.add_d(acc[0], dl);
-                    acc[1] = s.add_d(acc[1], dh);
-                    acc[2] = s.mul_add_d(dl, dl, acc[2]);
-                    acc[3] = s.mul_add_d(dh, dh, acc[3]);
+                    add_shifted(s, (dl, dh), &mut acc);
                 }
             }
             shift[i] = h;
@@ -296,6 +283,16 @@ impl WithIsa for SumsBlock<'_> {
             sq[i] = s.sum_d(s.add_d(acc[2], acc[3]));
         }
     }
+}
+
+/// Adds the shifted values `(dl, dh)` (the two `f64` halves of a vector) to the chains of
+/// Σ(x − h) (`acc[0..2]`) and Σ(x − h)² (`acc[2..4]`).
+#[inline(always)]
+fn add_shifted<S: Isa>(s: S, (dl, dh): (S::F64, S::F64), acc: &mut [S::F64; 4]) {
+    acc[0] = s.add_d(acc[0], dl);
+    acc[1] = s.add_d(acc[1], dh);
+    acc[2] = s.mul_add_d(dl, dl, acc[2]);
+    acc[3] = s.mul_add_d(dh, dh, acc[3]);
 }
 
 /// y = (x − m)·a + b (a scalar γ folded in: `lines::affine`'s operations) over a block's
@@ -431,7 +428,7 @@ impl WithIsa for DSumsBlock<'_> {
 fn line_dsums<S: Isa>(
     s: S,
     (xs, ds): (&[f32], &[f32]),
-    (vm, va, vb): (S::F32, S::F32, S::F32),
+    k: (S::F32, S::F32, S::F32),
 ) -> (S::F64, S::F64) {
     let (len, l) = (xs.len(), S::LANES);
     let ds = &ds[..len];
@@ -439,28 +436,33 @@ fn line_dsums<S: Isa>(
     let mut a = [z; 4];
     let mut j = 0;
     while j + l <= len {
-        let (vx, vd) = (s.load(&xs[j..]), s.load(&ds[j..]));
-        let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
-        let (dl, dh) = s.widen(vd);
-        let (pl, ph) = s.widen(s.mul(vd, xh));
-        a[0] = s.add_d(a[0], dl);
-        a[1] = s.add_d(a[1], dh);
-        a[2] = s.add_d(a[2], pl);
-        a[3] = s.add_d(a[3], ph);
+        add_dsums(s, (s.load(&xs[j..]), s.load(&ds[j..])), k, &mut a);
         j += l;
     }
     if j < len {
         // dy is zero in the lanes after the line's end.
-        let (vx, vd) = (s.load_part(&xs[j..]), s.load_part(&ds[j..]));
-        let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
-        let (dl, dh) = s.widen(vd);
-        let (pl, ph) = s.widen(s.mul(vd, xh));
-        a[0] = s.add_d(a[0], dl);
-        a[1] = s.add_d(a[1], dh);
-        a[2] = s.add_d(a[2], pl);
-        a[3] = s.add_d(a[3], ph);
+        add_dsums(s, (s.load_part(&xs[j..]), s.load_part(&ds[j..])), k, &mut a);
     }
     (s.add_d(a[0], a[1]), s.add_d(a[2], a[3]))
+}
+
+/// Adds one vector of x and dy to the chains of Σdy (`a[0..2]`) and Σdy·x̂ (`a[2..4]`),
+/// x̂ = (x − m)·a + b with `(vm, va, vb)` (a function, not a closure: it must inline into the
+/// level's kernel).
+#[inline(always)]
+fn add_dsums<S: Isa>(
+    s: S,
+    (vx, vd): (S::F32, S::F32),
+    (vm, va, vb): (S::F32, S::F32, S::F32),
+    a: &mut [S::F64; 4],
+) {
+    let xh = s.add(s.mul(s.sub(vx, vm), va), vb);
+    let (dl, dh) = s.widen(vd);
+    let (pl, ph) = s.widen(s.mul(vd, xh));
+    a[0] = s.add_d(a[0], dl);
+    a[1] = s.add_d(a[1], dh);
+    a[2] = s.add_d(a[2], pl);
+    a[3] = s.add_d(a[3], ph);
 }
 
 /// dx = dy·(c·γ) + ((x − m)·a + b) over a block's units (`f32`; γ folded, absent, or one per

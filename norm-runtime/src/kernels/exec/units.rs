@@ -1,6 +1,8 @@
 //! A plan seen as units of lines, the output they write, and the per-group values the
 //! passes exchange.
 
+use std::ops::Range;
+
 use super::{Coef3, TASKS, TASK_ELEMS, TASK_MAX_ELEMS};
 use crate::kernels::lines::ParamLine;
 use crate::plan::{Dim, Plan, MAX_DIMS};
@@ -432,6 +434,19 @@ pub(crate) struct CoefMut<'a, T> {
     pub b: &'a mut [T],
 }
 
+impl<T> CoefMut<'_, T> {
+    /// The run of groups `r` of these arrays.
+    #[inline(always)]
+    pub(crate) fn part(&mut self, r: Range<usize>) -> CoefMut<'_, T> {
+        CoefMut {
+            stat: &mut self.stat[r.clone()],
+            m: &mut self.m[r.clone()],
+            a: &mut self.a[r.clone()],
+            b: &mut self.b[r],
+        }
+    }
+}
+
 /// Unfolded parameters.
 #[derive(Clone, Copy)]
 pub(crate) struct Params<'a, T> {
@@ -484,6 +499,18 @@ pub(crate) struct ColumnSums<'a> {
     pub sum: &'a [f64],
     /// Σ(x − shift)².
     pub sq: &'a [f64],
+}
+
+impl<'a> ColumnSums<'a> {
+    /// The run of groups `r` of these sums.
+    #[inline(always)]
+    pub(crate) fn part(self, r: Range<usize>) -> ColumnSums<'a> {
+        ColumnSums {
+            shift: &self.shift[r.clone()],
+            sum: &self.sum[r.clone()],
+            sq: &self.sq[r],
+        }
+    }
 }
 
 /// Per-group dx coefficients from the group's backward sums: dx = dy·c·γ + (x − m)·a + b.

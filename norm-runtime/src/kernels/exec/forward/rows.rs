@@ -46,7 +46,7 @@ pub(super) fn forward<T: Float>(
         ParamLine::Vector(g, bt) => Some((g, bt)),
         _ => None,
     };
-    let CoefMut { stat, m, a, b } = c;
+    let mut c = c;
     let mut k0 = 0;
     while k0 < n {
         let k1 = (k0 + tile).min(n);
@@ -59,17 +59,11 @@ pub(super) fn forward<T: Float>(
             sum: &sum[k0..k1],
             sq: &sq[k0..k1],
         };
-        let run = CoefMut {
-            stat: &mut stat[k0..k1],
-            m: &mut m[k0..k1],
-            a: &mut a[k0..k1],
-            b: &mut b[k0..k1],
-        };
-        (t.finish.many)(u0 + k0, raw, run);
+        (t.finish.many)(u0 + k0, raw, c.part(k0..k1));
         let stream = out.stream;
         // Rows laid end to end (`Units::row_tile`): the span from x0.
         let y = out.row_span(u0 + k0, u0 + k1);
-        let coef = (&m[k0..k1], &a[k0..k1], &b[k0..k1]);
+        let coef = (&c.m[k0..k1], &c.a[k0..k1], &c.b[k0..k1]);
         T::rows_affine((xs, y), len, coef, p, stream);
         k0 = k1;
     }
