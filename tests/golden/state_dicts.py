@@ -12,7 +12,7 @@ Usage (from the repository root; torch and safetensors as in requirements.txt):
         PyTorch's eval output y (float64, from the saved parameters). Byte-identical on rerun.
 
     python3 tests/golden/state_dicts.py --check DIR
-        DIR holds the files `cargo test -p normkit --test state_dict` writes (by default
+        DIR holds the files `cargo test -p normkit --test layers state_dict::` writes (by default
         target/tmp/state_dicts/<case>.safetensors): each is what a normkit layer saved
         (`layer.state_dict(prefix)`) after loading the case's PyTorch file. For every case:
         the keys equal PyTorch's keys under the prefix, every value equals PyTorch's
@@ -286,7 +286,7 @@ def check(dir_):
         file = case["file"].removesuffix(".safetensors")
         path = dir_ / f"{name}.safetensors"
         if not path.exists():
-            print(f"{name}: MISSING {path} (run `cargo test -p normkit --test state_dict`)")
+            print(f"{name}: MISSING {path} (run `cargo test -p normkit --test layers state_dict::`)")
             failures += 1
             continue
         ours = st.load_file(str(path))

@@ -158,7 +158,7 @@ pub fn load(group: &str) -> File {
 }
 
 /// Reads `tests/golden/data/half/<dtype>.json` (`tests/golden/half.py`).
-#[allow(dead_code)] // used by tests/half.rs only
+#[allow(dead_code)] // used by the half tests only (tests/half/dtypes.rs)
 pub fn load_half(dtype: &str) -> File {
     load_path(
         &data_dir().join("half").join(format!("{dtype}.json")),

@@ -1,4 +1,5 @@
-//! Helpers of `tests/golden.rs`: the golden-data format and the case runner.
+//! Helpers of the golden-data tests (`tests/golden_tests/golden.rs`,
+//! `tests/half/dtypes.rs`): the golden-data format and the case runner.
 
 pub mod data;
 pub mod runner;

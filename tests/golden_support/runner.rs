@@ -61,7 +61,7 @@ pub const F32_STRESS_CAP: f64 = 1e-5;
 pub enum Prec {
     F64,
     F32,
-    /// bf16 or f16 (`tests/half.rs`): the case's recorded torch error is in that dtype.
+    /// bf16 or f16 (`tests/half/dtypes.rs`): the case's recorded torch error is in that dtype.
     Half,
 }
 

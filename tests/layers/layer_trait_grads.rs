@@ -7,35 +7,10 @@ use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::prelude::*;
 use normkit::{ChainGrads, NormError, NormLayer};
 
-#[norm(input = "N,C,H,W", axes = "C,H,W", groups = 2, affine)]
-pub struct Gn;
-
-#[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
-pub struct Bn;
-
-#[norm(
-    input = "N,C,H,W",
-    chain(
-        bn(axes = "N,H,W", affine, running_stats),
-        gn(axes = "C,H,W", groups = 2, affine)
-    )
-)]
-pub struct Bcn;
-
-const GN: &str = r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#;
-const BCN: &str = r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine))"#;
+// The layers and specs of `layer_trait`.
+use super::layer_trait::{input, Bcn, Bn, Gn, BCN, GN};
 
 const SHAPE: [usize; 4] = [3, 4, 2, 3];
-
-fn input(shape: &[usize], seed: u64) -> ArrayD<f64> {
-    let mut s = seed;
-    ArrayD::from_shape_simple_fn(IxDyn(shape), || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
-    })
-}
 
 /// γ and β away from 1 and 0, so their gradients matter.
 fn set_params<L: NormLayer<Elem = f64>>(layer: &mut L) {

@@ -24,12 +24,12 @@ pub struct AdaIn;
 )]
 pub struct Bcn;
 
-const GN: &str = r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#;
+pub const GN: &str = r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#;
 const BN: &str = r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats"#;
 const ADAIN: &str = r#"input = "N,C,H,W", axes = "H,W", affine = external"#;
-const BCN: &str = r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine))"#;
+pub const BCN: &str = r#"input = "N,C,H,W", chain(bn(axes = "N,H,W", affine, running_stats), gn(axes = "C,H,W", groups = 2, affine))"#;
 
-fn input(shape: &[usize], seed: u64) -> ArrayD<f64> {
+pub fn input(shape: &[usize], seed: u64) -> ArrayD<f64> {
     let mut s = seed;
     ArrayD::from_shape_simple_fn(IxDyn(shape), || {
         s = s

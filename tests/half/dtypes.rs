@@ -7,19 +7,14 @@
 //! * Every call path (generated layers and `DynNorm`; forward, backward, `_into`, chains,
 //!   external affine, synchronized statistics, `stats`): a half-precision layer returns
 //!   exactly the f32 layer's results on the same values, rounded once to nearest even (the
-//!   f32 layers are checked against PyTorch in `tests/golden.rs`), and keeps its running
-//!   statistics as the f32 layer's, rounded.
+//!   f32 layers are checked against PyTorch in `tests/golden_tests/golden.rs`), and keeps
+//!   its running statistics as the f32 layer's, rounded.
 //! * State dicts: an f32 file loads into a bf16 layer, rounding each value.
 
-#[path = "golden_support/mod.rs"]
-#[allow(dead_code)]
-mod golden_support;
-mod half_support;
-
-use golden_support::data;
-use golden_support::runner::{self, Prec, Report};
-use half_support::{input, same_params};
-use normkit::ndarray::{Array, ArrayD, Dimension, IxDyn};
+use crate::golden_support::data;
+use crate::golden_support::runner::{self, Prec, Report};
+use crate::support::{adopt_running, input, rounded, rounded_opt, same_level, same_params};
+use normkit::ndarray::{Array, ArrayD, IxDyn};
 use normkit::prelude::*;
 use normkit::{bf16, f16, norm, Solo, StateDict, ThreadGroup};
 
@@ -45,46 +40,6 @@ fn golden_bf16_within_twice_torch_error() {
 #[test]
 fn golden_f16_within_twice_torch_error() {
     golden::<f16>("f16");
-}
-
-/// Asserts `half[i]` is `wide[i]` rounded to `T` (bit for bit, NaN never).
-fn rounded<T: Float, D: Dimension, E: Dimension>(
-    what: &str,
-    half: &Array<T, D>,
-    wide: &Array<f32, E>,
-) {
-    assert_eq!(half.shape(), wide.shape(), "{what}: shape");
-    for (i, (h, w)) in half.iter().zip(wide.iter()).enumerate() {
-        let want = T::from_acc(f64::from(*w));
-        assert!(
-            h.to_acc() == want.to_acc() && !h.is_nan(),
-            "{what}[{i}]: {h} is not {w} rounded to {} ({want})",
-            T::NAME
-        );
-    }
-}
-
-fn rounded_opt<T: Float>(what: &str, half: &Option<ArrayD<T>>, wide: &Option<ArrayD<f32>>) {
-    match (half, wide) {
-        (Some(h), Some(w)) => rounded(what, h, w),
-        (None, None) => {}
-        _ => panic!("{what}: present in one precision only"),
-    }
-}
-
-/// The f32 layer takes the half layer's (rounded) running statistics, so the next eval
-/// steps of both see the same values.
-fn adopt_running<T: Float>(h: &DynNorm<T>, w: &mut DynNorm<f32>) {
-    for (sh, sw) in h.stages().iter().zip(w.stages_mut()) {
-        for (a, b) in [
-            (&sh.running_mean, &mut sw.running_mean),
-            (&sh.running_var, &mut sw.running_var),
-        ] {
-            if let (Some(a), Some(b)) = (a, b.as_mut()) {
-                *b = a.mapv(|v| v.to_acc() as f32);
-            }
-        }
-    }
 }
 
 fn stage_params_match<T: Float>(h: &DynNorm<T>, w: &DynNorm<f32>) {
@@ -201,11 +156,13 @@ fn all_dyn_paths<T: Float>() {
 
 #[test]
 fn bf16_dyn_norm_is_the_f32_layer_rounded() {
+    let _level = same_level();
     all_dyn_paths::<bf16>();
 }
 
 #[test]
 fn f16_dyn_norm_is_the_f32_layer_rounded() {
+    let _level = same_level();
     all_dyn_paths::<f16>();
 }
 
@@ -234,6 +191,7 @@ fn external<T: Float>() {
 
 #[test]
 fn half_external_affine_is_the_f32_layer_rounded() {
+    let _level = same_level();
     external::<bf16>();
     external::<f16>();
 }
@@ -292,6 +250,7 @@ fn sync<T: Float>() {
 
 #[test]
 fn half_sync_is_the_f32_layer_rounded() {
+    let _level = same_level();
     sync::<bf16>();
     sync::<f16>();
 }
@@ -359,6 +318,7 @@ fn generated<T: Float>() {
 
 #[test]
 fn generated_half_layers_are_the_f32_layer_rounded() {
+    let _level = same_level();
     generated::<bf16>();
     generated::<f16>();
 }

@@ -15,12 +15,10 @@ use serde_json::Value;
 // Reading the data
 // ---------------------------------------------------------------------------------------
 
-mod json_golden;
-
-use json_golden::{shape_of, tensor};
+use crate::support::{self, close, dyn_grads, same, shape_of, tensor};
 
 fn load(name: &str) -> Value {
-    json_golden::load("post2017_b", name)
+    support::load("post2017_b", name)
 }
 
 fn mask(v: &Value) -> ArrayD<bool> {
@@ -45,35 +43,6 @@ fn sizes(case: &Value) -> Vec<(String, usize)> {
             )
         })
         .collect()
-}
-
-fn tol<T: Float>() -> f64 {
-    if T::NAME == "f64" {
-        1e-10
-    } else {
-        2e-4
-    }
-}
-
-/// `max|a − ref| ≤ tol · max(1, max|ref|)`, with the shapes equal.
-fn close<T: Float>(what: &str, a: &ArrayD<T>, reference: &Value) {
-    let r = tensor::<f64>(reference);
-    assert_eq!(a.shape(), r.shape(), "{what}: shape");
-    let scale = r.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let err = a
-        .iter()
-        .zip(r.iter())
-        .fold(0.0f64, |m, (x, y)| m.max((x.to_acc() - y).abs()));
-    assert!(
-        err <= tol::<T>() * scale,
-        "{what} ({}): max error {err:e} > {:e}",
-        T::NAME,
-        tol::<T>() * scale
-    );
-    assert!(
-        a.iter().all(|v| v.to_acc().is_finite()),
-        "{what}: not finite"
-    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -115,13 +84,6 @@ trait Masked<T: Float> {
     fn bwd(&self, x: ArrayViewD<'_, T>, dy: ArrayViewD<'_, T>, s: &Saved<T>) -> Grads<T, IxDyn>;
     fn set_params(&mut self, gamma: Option<ArrayD<T>>, beta: Option<ArrayD<T>>);
     fn running(&self) -> Option<(ArrayD<T>, ArrayD<T>)>;
-}
-
-fn dyn_grads<T: Float, D: normkit::ndarray::Dimension>(g: Grads<T, D>) -> Grads<T, IxDyn> {
-    let mut out = Grads::new(g.dx.clone().into_dyn());
-    let mut g = g;
-    out.set_params(g.take_params());
-    out
 }
 
 macro_rules! masked_impl {
@@ -181,15 +143,6 @@ masked_impl!(MaskedLayerNorm, Ix3, Ix2, gamma: true, running: false);
 masked_impl!(MaskedTokenNorm, Ix3, Ix2, gamma: true, running: false);
 masked_impl!(MaskedBatchNorm, Ix3, Ix2, gamma: true, running: true);
 masked_impl!(MaskedBatchNormRows, Ix3, Ix1, gamma: false, running: true);
-
-fn same<T: Float>(what: &str, a: &ArrayD<T>, b: &ArrayD<T>) {
-    assert_eq!(a.shape(), b.shape(), "{what}");
-    let ok = a
-        .iter()
-        .zip(b.iter())
-        .all(|(x, y)| x.to_acc().to_bits() == y.to_acc().to_bits());
-    assert!(ok, "{what}: the macro layer and DynNorm differ");
-}
 
 /// Every step of a masked case through DynNorm (against the reference) and the macro layer
 /// (bit-identical to DynNorm).

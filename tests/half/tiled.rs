@@ -4,15 +4,11 @@
 //! SIMD level this CPU runs, with lengths below one vector, odd lengths and groups longer
 //! than a tile (2048 values); and bit for bit the same results for 1, 2 and 3 threads.
 
-use std::sync::Mutex;
-
 use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::prelude::*;
-use normkit::simd;
 use normkit::{bf16, f16};
 
-/// `simd::set_cap` is global to the process.
-static LOCK: Mutex<()> = Mutex::new(());
+use crate::support::{at_every_level_and_thread_count, values};
 
 /// A case: the declaration, the input shape and the input as `[A, K, B]` with
 /// statistics group `k` (the reference's view).
@@ -75,20 +71,6 @@ const CASES: &[Case] = &[
 ];
 
 const EPS: f64 = 1e-5;
-
-/// Seeded values in `T` (mean `offset`, spread `spread`).
-fn values<T: Float>(n: usize, seed: u64, offset: f64, spread: f64) -> Vec<T> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 11) as f64 / (1u64 << 53) as f64;
-            T::from_acc(offset + spread * (u - 0.5))
-        })
-        .collect()
-}
 
 /// The float64 reference of one train step (biased variance) or eval step (running
 /// statistics): y, dx, dγ, dβ per group, and the updated running statistics.
@@ -333,35 +315,6 @@ fn run_case<T: Float>(case: &Case, what: &str) -> Vec<u64> {
         out.extend(bits(&[&y, &g.dx]));
     }
     out
-}
-
-/// Runs `run` on every case at every SIMD level the CPU has and at 1, 2 and 3 threads,
-/// asserting bit-identical results across thread counts (`run` asserts the values).
-fn at_every_level_and_thread_count<T: Float, C: Sync>(
-    cases: &[C],
-    label: impl Fn(&C) -> String,
-    run: impl Fn(&C, &str) -> Vec<u64> + Sync,
-) {
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    for level in simd::available() {
-        simd::set_cap(Some(level));
-        for case in cases {
-            let mut first: Option<Vec<u64>> = None;
-            for threads in [1, 2, 3] {
-                let what = format!("{} {level:?} {} T={threads}", T::NAME, label(case));
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                let got = pool.install(|| run(case, &what));
-                match &first {
-                    None => first = Some(got),
-                    Some(f) => assert!(*f == got, "{what}: results differ from 1 thread's"),
-                }
-            }
-        }
-    }
-    simd::set_cap(None);
 }
 
 fn every_case<T: Float>() {

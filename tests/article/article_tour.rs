@@ -5,34 +5,11 @@
 //! Expected values are computed independently here: pixel moves by index
 //! arithmetic, bilinear weights by hand, standard errors from their formula.
 
-#[allow(dead_code)]
-#[path = "../examples/article/nn.rs"]
-mod nn;
-
-#[allow(dead_code)]
-#[path = "../examples/article/data.rs"]
-mod data;
-
-#[allow(dead_code)]
-#[path = "../examples/article/model.rs"]
-mod model;
-
-#[allow(dead_code)]
-#[path = "../examples/article/hard_digits.rs"]
-mod hard_digits;
-
-#[allow(dead_code)]
-#[path = "../examples/article/verdict.rs"]
-mod verdict;
-
-#[allow(dead_code)]
-#[path = "../examples/article/protocol.rs"]
-mod protocol;
-
-use hard_digits::{harden, warp, Difficulty, Transform};
+use crate::hard_digits::{self, harden, warp, Difficulty, Transform};
+use crate::nn::Rng;
+use crate::verdict::{self, Sample, Status, Unit, Verdicts};
+use crate::{data, model, protocol};
 use ndarray::{s, Array2, Array4};
-use nn::Rng;
-use verdict::{Sample, Status, Unit, Verdicts};
 
 /// An 8×8 image with distinct values (row-major counter).
 fn ramp() -> Array2<f32> {

@@ -7,24 +7,9 @@
 //! normkit normalizer of the tour, which checks how the example wires
 //! normkit's forward/backward passes and parameters into the network.
 
-#[allow(dead_code)]
-#[path = "../examples/article/nn.rs"]
-mod nn;
-
-#[allow(dead_code)]
-#[path = "../examples/article/model.rs"]
-mod model;
-
-#[allow(dead_code)]
-#[path = "../examples/article/norms.rs"]
-mod norms;
-
-#[allow(dead_code)]
-#[path = "../examples/article/mlp.rs"]
-mod mlp;
-
+use crate::nn::{self, Identity, Normalizer, Phase, Rng, WeightTransform};
+use crate::{mlp, model, norms};
 use ndarray::{Array, Array1, Array2, Array4, ArrayView4, Dimension, ShapeBuilder};
-use nn::{Identity, Normalizer, Phase, Rng, WeightTransform};
 
 fn random<D: Dimension>(shape: impl ShapeBuilder<Dim = D>, rng: &mut Rng) -> Array<f64, D> {
     Array::from_shape_simple_fn(shape, || rng.normal())

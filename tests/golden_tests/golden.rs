@@ -21,10 +21,8 @@
 //! `macro_layers_match_dyn_norm` runs a few cases through `#[norm]` layers with the same
 //! specs and requires bit-identical results to `DynNorm`.
 
-mod golden_support;
-
-use golden_support::data::{self, Tensor, GROUPS};
-use golden_support::runner::{self, Prec, Report};
+use crate::golden_support::data::{self, Tensor, GROUPS};
+use crate::golden_support::runner::{self, Prec, Report};
 use normkit::ndarray::{ArrayD, ArrayViewD, Dimension, Ix2, Ix3, Ix4};
 use normkit::prelude::*;
 
@@ -282,6 +280,18 @@ macro_rules! single_stage_layer {
             }
         }
     };
+    // γ and β, no running statistics.
+    ($ty:ident, $ix:ty, affine) => {
+        single_stage_layer!(
+            $ty,
+            $ix,
+            |s, g, b| {
+                s.gamma = param(g.expect("gamma"));
+                s.beta = param(b.expect("beta"));
+            },
+            |_s| vec![(None, None, 0)]
+        );
+    };
 }
 
 single_stage_layer!(
@@ -297,24 +307,8 @@ single_stage_layer!(
         s.num_batches_tracked
     )]
 );
-single_stage_layer!(
-    Gn2dG2,
-    Ix4,
-    |s, g, b| {
-        s.gamma = param(g.expect("gamma"));
-        s.beta = param(b.expect("beta"));
-    },
-    |_s| vec![(None, None, 0)]
-);
-single_stage_layer!(
-    LnNtd,
-    Ix3,
-    |s, g, b| {
-        s.gamma = param(g.expect("gamma"));
-        s.beta = param(b.expect("beta"));
-    },
-    |_s| vec![(None, None, 0)]
-);
+single_stage_layer!(Gn2dG2, Ix4, affine);
+single_stage_layer!(LnNtd, Ix3, affine);
 single_stage_layer!(
     RmsNtd,
     Ix3,

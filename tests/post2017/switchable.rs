@@ -11,46 +11,10 @@ use normkit::ndarray::{Array1, ArrayD, ArrayViewD, Ix1, Ix3, Ix4, IxDyn};
 use normkit::prelude::*;
 use serde_json::Value;
 
-mod json_golden;
-
-use json_golden::tensor;
+use crate::support::{self, close, dyn_grads, same, tensor};
 
 fn load(name: &str) -> Value {
-    json_golden::load("switchable", name)
-}
-
-fn tol<T: Float>() -> f64 {
-    if T::NAME == "f64" {
-        1e-10
-    } else {
-        2e-4
-    }
-}
-
-/// `max|a − ref| ≤ tol · max(1, max|ref|)`, with the shapes equal.
-fn close<T: Float>(what: &str, a: &ArrayD<T>, reference: &Value) {
-    let r = tensor::<f64>(reference);
-    assert_eq!(a.shape(), r.shape(), "{what}: shape");
-    let scale = r.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let err = a
-        .iter()
-        .zip(r.iter())
-        .fold(0.0f64, |m, (x, y)| m.max((x.to_acc() - y).abs()));
-    assert!(
-        err <= tol::<T>() * scale,
-        "{what} ({}): max error {err:e} > {:e}",
-        T::NAME,
-        tol::<T>() * scale
-    );
-}
-
-fn same<T: Float>(what: &str, a: &ArrayD<T>, b: &ArrayD<T>) {
-    assert_eq!(a.shape(), b.shape(), "{what}");
-    let ok = a
-        .iter()
-        .zip(b.iter())
-        .all(|(x, y)| x.to_acc().to_bits() == y.to_acc().to_bits());
-    assert!(ok, "{what}: the macro layer and DynNorm differ");
+    support::load("switchable", name)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -78,13 +42,6 @@ trait Switch<T: Float> {
     fn bwd(&self, x: ArrayViewD<'_, T>, dy: ArrayViewD<'_, T>, s: &Saved<T>) -> Grads<T, IxDyn>;
     fn set(&mut self, gamma: ArrayD<T>, beta: ArrayD<T>, mw: ArrayD<T>, vw: ArrayD<T>);
     fn running(&self) -> Option<(ArrayD<T>, ArrayD<T>)>;
-}
-
-fn dyn_grads<T: Float, D: normkit::ndarray::Dimension>(g: Grads<T, D>) -> Grads<T, IxDyn> {
-    let mut out = Grads::new(g.dx.clone().into_dyn());
-    let mut g = g;
-    out.set_params(g.take_params());
-    out
 }
 
 macro_rules! switch_impl {

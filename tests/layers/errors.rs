@@ -1258,19 +1258,19 @@ fn parse_error_text_equals_the_compile_error() {
     let cases: [(&str, &str); 4] = [
         (
             r#"input = "N,C,H,W", axes = "C,H,X""#,
-            include_str!("ui/fail/axes/axis_not_in_input.stderr"),
+            include_str!("../ui/fail/axes/axis_not_in_input.stderr"),
         ),
         (
             r#"input = "N,C=48,H,W", axes = "C,H,W", groups = 32"#,
-            include_str!("ui/fail/groups/fixed_c_not_divisible.stderr"),
+            include_str!("../ui/fail/groups/fixed_c_not_divisible.stderr"),
         ),
         (
             r#"input = "N,C,H,W", axis = "C,H,W""#,
-            include_str!("ui/fail/keys/unknown_key.stderr"),
+            include_str!("../ui/fail/keys/unknown_key.stderr"),
         ),
         (
             r#"input = "N,C,H,W", axes = "C,H,W", eps = -1e-5"#,
-            include_str!("ui/fail/numbers/eps_negative.stderr"),
+            include_str!("../ui/fail/numbers/eps_negative.stderr"),
         ),
     ];
     for (src, stderr) in cases {
