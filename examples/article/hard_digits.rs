@@ -51,7 +51,7 @@ pub struct Transform {
 }
 
 impl Transform {
-    /// The identity (used by `tests/article_tour.rs`).
+    /// The identity (used by `tests/article/article_tour.rs`).
     #[allow(dead_code)]
     pub const IDENTITY: Transform = Transform {
         angle_deg: 0.0,

@@ -27,7 +27,7 @@
 //! SVG) to `target/article/` (see `--out`). `--quick` is a smoke run of a few
 //! seconds. Every normalization is a `#[norm]` declaration in `norms.rs`; the
 //! linear layers, loss and optimizer are this example's own (`nn.rs`,
-//! `mlp.rs`, gradient-checked in `tests/article_nn.rs`). Seeds run in
+//! `mlp.rs`, gradient-checked in `tests/article/article_nn.rs`). Seeds run in
 //! parallel on rayon's pool (all cores).
 
 mod convergence;

@@ -2,7 +2,7 @@
 //! matrix multiplication, a linear layer, ReLU, pooling, softmax
 //! cross-entropy, SGD with momentum and a tiny deterministic RNG.
 //!
-//! Everything is generic over the float type so that `tests/article_nn.rs`
+//! Everything is generic over the float type so that `tests/article/article_nn.rs`
 //! can check every backward pass against central finite differences in f64.
 //! Nothing here knows about normalization: that lives behind the
 //! [`Normalizer`] trait, implemented with normkit in `norms.rs`.

@@ -7,7 +7,7 @@
 //! (the seeds of the two sides are treated as independent, which is
 //! conservative: the tour's variants share their seeds), with a floor per
 //! unit so that one-seed runs are not over-read. This file depends on no other
-//! file of the tour, so that `tests/article_verdict.rs` can test it alone.
+//! file of the tour, so that `tests/article/article_tour.rs` can test it alone.
 
 /// Mean, sample standard deviation and count of the values of one metric.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -256,7 +256,7 @@ impl Verdicts {
         self.push(Status::NotMeasured, claim, "not measured in this run")
     }
 
-    /// The statuses so far, in order (used by `tests/article_tour.rs`).
+    /// The statuses so far, in order (used by `tests/article/article_tour.rs`).
     #[allow(dead_code)]
     pub fn statuses(&self) -> &[Status] {
         &self.statuses

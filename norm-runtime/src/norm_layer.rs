@@ -34,7 +34,7 @@ pub type Forward<T> = (ArrayD<T>, Saved<T>);
 /// [`NormError::Unsupported`] for them.
 ///
 /// Generic code takes any layer, a `#[norm]` struct (its impl is generated) or a
-/// [`DynNorm`](crate::DynNorm) alike (`tests/layer_trait.rs` runs both through one function):
+/// [`DynNorm`](crate::DynNorm) alike (`tests/layers/layer_trait.rs` runs both through one function):
 ///
 /// ```
 /// use ndarray::{ArrayD, IxDyn};

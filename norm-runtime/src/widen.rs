@@ -26,7 +26,7 @@
 //! scheme), as PyTorch's CPU kernels do for bf16 (`opmath_t = float`), so a half-precision
 //! layer is as accurate as PyTorch's. The fused paths use the f32 layers' row kernels and
 //! elementwise expressions, so their results are the f32 layer's rounded in the cases
-//! `tests/half.rs` checks; their sums run in another order than the f32 layer's where the
+//! `tests/half/dtypes.rs` checks; their sums run in another order than the f32 layer's where the
 //! layouts differ (tiles, columns), which may move a result by one rounding of the half type.
 //!
 //! The checks are the f32 call's (the fused paths run the same `check` on the half-typed
