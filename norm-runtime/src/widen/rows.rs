@@ -160,7 +160,7 @@ pub(crate) fn forward<T: Float>(
                 // that sums the next group.
                 let groups = xs.len() / n;
                 let shift = shift_of(&xs[..n]);
-                let (sum, sq) = tiled::line_sums(&xs[..n], shift);
+                let (sum, sq) = fused::row_sums(h.fmt, h.r(&xs[..n]), shift, stage.center);
                 let mut raw = ShiftedSums { shift, sum, sq };
                 for (i, (og, st)) in os.chunks_mut(n).zip(sts).enumerate() {
                     let p = base[t * per + i];
@@ -173,7 +173,7 @@ pub(crate) fn forward<T: Float>(
                     if i + 1 < groups {
                         let next = &xs[(i + 1) * n..(i + 2) * n];
                         let shift = shift_of(next);
-                        let next_io = (h.r(next), shift);
+                        let next_io = (h.r(next), shift, stage.center);
                         let (sum, sq) =
                             fused::params_affine_then_sums(h.fmt, (xg, h.w(og)), c, pr, next_io);
                         raw = ShiftedSums { shift, sum, sq };
