@@ -637,7 +637,7 @@ pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
 mod cols;
 #[cfg(target_arch = "x86_64")]
 use cols::Cols;
-pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums};
+pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums, Streamed};
 #[cfg(test)]
 use cols::{ColAffine, ColDSums, ColDx, ColSums};
 

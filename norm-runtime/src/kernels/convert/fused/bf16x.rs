@@ -40,8 +40,13 @@ pub(super) enum Op<'a> {
         (f32, f32, f32, f32),
         Option<&'a [f32]>,
     ),
-    /// [`cols::col_affine`] (with non-temporal stores of the output where `bool`).
-    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>, bool),
+    /// [`cols::col_affine`] (with non-temporal stores of the output where given).
+    ColAffine(
+        &'a [u16],
+        &'a mut [u16],
+        super::Cols<'a>,
+        Option<&'a super::Streamed>,
+    ),
     /// [`cols::col_dx`].
     ColDx(
         (&'a [u16], &'a [u16], &'a mut [u16]),

@@ -593,7 +593,7 @@ fn bf16_public_column_kernels_match_the_reference() {
             }
             let cc = params(k, 14);
             let mut y = vec![0u16; rows * k];
-            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b), false);
+            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b), None);
             let mut out = vec![0u16; rows * k];
             col_dx(Fmt::Bf16, (&x, &dy, &mut out), &cc, (&m, &a, &b));
             for i in 0..rows * k {
@@ -811,11 +811,18 @@ fn bf16_col_affine_streaming_is_col_affine() {
             for off in 0..33 {
                 let y = &mut buf[off..off + n];
                 y.fill(0);
-                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), true);
+                let rot = Streamed::new(y, (&m, &a, &b));
+                assert!(rot.is_some(), "k={k}");
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), rot.as_ref());
                 assert_eq!(y, &want[..], "stream k={k} off={off} tiny={tiny}");
                 y.fill(0);
-                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), false);
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), None);
                 assert_eq!(y, &want[..], "plain k={k} off={off} tiny={tiny}");
+                // A chunk of whole rows of the pass streams with the same rotation.
+                let (x2, y2) = (&x[k..], &mut y[k..]);
+                y2.fill(0);
+                col_affine(Fmt::Bf16, x2, y2, (&m, &a, &b), rot.as_ref());
+                assert_eq!(y2, &want[k..], "chunk k={k} off={off} tiny={tiny}");
             }
         }
     }
