@@ -160,7 +160,9 @@ impl Kernel for ColAffine<'_> {
 /// boundary, `head` values in, so block `j` of a row starts at column `(head + 32·j) mod k`
 /// (`k` a multiple of 32): the arrays here are columns `head..k, 0..head`. Every chunk of
 /// the output whose offset from the pass's first value is a multiple of 64 bytes (whole
-/// rows, `k` a multiple of 32) has the same `head`.
+/// rows, `k` a multiple of 32) has the same `head`. Only the AVX512_BF16 kernel reads it
+/// (elsewhere [`Streamed::new`] gives `None`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Streamed {
     /// The values before the output's first 64-byte boundary (`< 32`).
     pub(super) head: usize,
@@ -172,10 +174,10 @@ pub(crate) struct Streamed {
 
 impl Streamed {
     /// The rotated coefficients for the output `y` of a pass (its first value's address),
-    /// or `None` where the kernel does not stream: `k` not a multiple of 32.
+    /// or `None` where no kernel streams: `k` not a multiple of 32, or not x86-64.
     pub(crate) fn new(y: &[u16], (m, a, b): Cols<'_>) -> Option<Streamed> {
         let k = m.len();
-        if k == 0 || !k.is_multiple_of(32) {
+        if cfg!(not(target_arch = "x86_64")) || k == 0 || !k.is_multiple_of(32) {
             return None;
         }
         let head = y.as_ptr().cast::<u8>().align_offset(64) / 2;
