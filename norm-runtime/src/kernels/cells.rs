@@ -175,7 +175,8 @@ multiversion! {
                 let nx = &x[nxo..nxo + len];
                 let shift = nx[0].to_acc();
                 let row = (nx, ahead(next, i - r.start));
-                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, shift, stream) {
+                let sh = (shift, true);
+                let (sum, sq) = match T::affine_then_sums(xs, y, c, None, row, sh, stream) {
                     Some(sums) => sums,
                     None => {
                         // Through `black_box`, as in `exec::groups_forward`: no spills around

@@ -259,7 +259,7 @@ pub trait RowReduce: Sized + Copy {
         c: (Self, Self, Self),
         p: Option<(&[Self], Option<&[Self]>)>,
         next: (&[Self], bool),
-        shift: f64,
+        shift: (f64, bool),
         stream: bool,
     ) -> Option<(f64, f64)>;
     /// [`Elem::dsums_rows`].
@@ -362,7 +362,7 @@ impl<T: crate::Float> RowReduce for T {
         c: (T, T, T),
         p: Option<(&[T], Option<&[T]>)>,
         (next, ahead): (&[T], bool),
-        shift: f64,
+        shift: (f64, bool),
         stream: bool,
     ) -> Option<(f64, f64)> {
         by_type!(T, k => {

@@ -370,14 +370,16 @@ pub trait Elem: Sized + Copy {
     /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
     /// pipelined kernel exists for the type and level (the caller then runs the two passes).
     /// With `ahead`, the values after `next` in memory are the next call's row: the kernel
-    /// may prefetch them (see [`Rows::ahead`]).
+    /// may prefetch them (see [`Rows::ahead`]). `shift`: the sums' shift and whether the
+    /// row is centered; an uncentered row's Σd is never used (`stats::mean_m2`), so the
+    /// kernel may skip it and return 0 for it (Σd² is the same bits either way).
     fn affine_then_sums(
         _x: &[Self],
         _y: &mut [Self],
         _c: (Self, Self, Self),
         _p: Option<(&[Self], Option<&[Self]>)>,
         _next: (&[Self], bool),
-        _shift: f64,
+        _shift: (f64, bool),
         _stream: bool,
     ) -> Option<(f64, f64)> {
         None

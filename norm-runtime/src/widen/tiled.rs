@@ -333,14 +333,18 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
     } else {
         Default::default()
     };
-    let stream = streams(2 * std::mem::size_of_val(x));
+    let h = half_bits::<T>();
+    let cc = (&cols.0[..], &cols.1[..], &cols.2[..]);
+    // The streaming kernel's rotated coefficients, once per pass (the tasks' chunks are
+    // whole rows of `k` columns from `out`'s start).
+    let stream = (lay.b == 1 && streams(2 * std::mem::size_of_val(x)))
+        .then(|| fused::Streamed::new(h.r(out), cc))
+        .flatten();
     x.par_chunks(rows * slab)
         .zip(out.par_chunks_mut(rows * slab))
         .for_each(|(xs, os)| {
             if lay.b == 1 {
-                let h = half_bits::<T>();
-                let c = (&cols.0[..], &cols.1[..], &cols.2[..]);
-                fused::col_affine(h.fmt, h.r(xs), h.w(os), c, stream);
+                fused::col_affine(h.fmt, h.r(xs), h.w(os), cc, stream.as_ref());
             } else {
                 for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
                     line_affine(xl, ol, c[i % lay.k]);

@@ -169,48 +169,75 @@ struct Sums<'a> {
     shift: f64,
 }
 
+/// [`Sums`] without the Σd chains (an uncentered row's sums: Σd comes back as 0).
+struct Squares<'a> {
+    x: &'a [u16],
+    shift: f64,
+}
+
 impl Kernel for Sums<'_> {
     type Out = (f64, f64);
-    /// The operations of the f32 row sums (`reduce::sums`), in their order: eight `f64`
-    /// chains over `2·LANES` values, one more vector into the first two, the rest in
-    /// scalar `f64` (so a half row's sums are those of its f32 values, bit for bit).
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
-        let l = S::LANES;
-        let h = s.splat_d(self.shift);
-        let z = s.splat_d(0.0);
-        let (mut sm, mut sq) = ([z; 4], [z; 4]);
-        let mut chunks = self.x.chunks_exact(2 * l);
-        for c in &mut chunks {
-            let (a, b) = s.widen(F::ld(s, c));
-            let (c, d) = s.widen(F::ld(s, &c[l..]));
-            for (k, v) in [a, b, c, d].into_iter().enumerate() {
-                let v = s.sub_d(v, h);
-                sm[k] = s.add_d(sm[k], v);
-                sq[k] = s.mul_add_d(v, v, sq[k]);
-            }
-        }
-        let mut rest = chunks.remainder();
-        if rest.len() >= l {
-            let (a, b) = s.widen(F::ld(s, rest));
-            for (k, v) in [a, b].into_iter().enumerate() {
-                let v = s.sub_d(v, h);
-                sm[k] = s.add_d(sm[k], v);
-                sq[k] = s.mul_add_d(v, v, sq[k]);
-            }
-            rest = &rest[l..];
-        }
-        let (mut ts, mut tq) = (0.0, 0.0);
-        let v = wide_array(s, s.widen(ldh::<S, F>(s, rest)));
-        for &v in &v[..rest.len()] {
-            let d = v - self.shift;
-            ts += d;
-            tq += d * d;
-        }
-        let sum = s.add_d(s.add_d(sm[0], sm[1]), s.add_d(sm[2], sm[3]));
-        let sqs = s.add_d(s.add_d(sq[0], sq[1]), s.add_d(sq[2], sq[3]));
-        (s.sum_d(sum) + ts, s.sum_d(sqs) + tq)
+        shifted_sums::<S, F, true>(s, self.x, self.shift)
     }
+}
+
+impl Kernel for Squares<'_> {
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
+        shifted_sums::<S, F, false>(s, self.x, self.shift)
+    }
+}
+
+/// The operations of the f32 row sums (`reduce::sums`), in their order: eight `f64`
+/// chains over `2·LANES` values, one more vector into the first two, the rest in scalar
+/// `f64` (so a half row's sums are those of its f32 values, bit for bit). Without `D`, the
+/// four Σd chains do not run and Σd is 0.
+#[inline(always)]
+fn shifted_sums<S: Isa, F: Format, const D: bool>(s: S, x: &[u16], shift: f64) -> (f64, f64) {
+    let l = S::LANES;
+    let h = s.splat_d(shift);
+    let z = s.splat_d(0.0);
+    let (mut sm, mut sq) = ([z; 4], [z; 4]);
+    let mut chunks = x.chunks_exact(2 * l);
+    for c in &mut chunks {
+        let (a, b) = s.widen(F::ld(s, c));
+        let (c, d) = s.widen(F::ld(s, &c[l..]));
+        for (k, v) in [a, b, c, d].into_iter().enumerate() {
+            let v = s.sub_d(v, h);
+            if D {
+                sm[k] = s.add_d(sm[k], v);
+            }
+            sq[k] = s.mul_add_d(v, v, sq[k]);
+        }
+    }
+    let mut rest = chunks.remainder();
+    if rest.len() >= l {
+        let (a, b) = s.widen(F::ld(s, rest));
+        for (k, v) in [a, b].into_iter().enumerate() {
+            let v = s.sub_d(v, h);
+            if D {
+                sm[k] = s.add_d(sm[k], v);
+            }
+            sq[k] = s.mul_add_d(v, v, sq[k]);
+        }
+        rest = &rest[l..];
+    }
+    let (mut ts, mut tq) = (0.0, 0.0);
+    let v = wide_array(s, s.widen(ldh::<S, F>(s, rest)));
+    for &v in &v[..rest.len()] {
+        let d = v - shift;
+        ts += d;
+        tq += d * d;
+    }
+    let sqs = s.add_d(s.add_d(sq[0], sq[1]), s.add_d(sq[2], sq[3]));
+    if !D {
+        return (0.0, s.sum_d(sqs) + tq);
+    }
+    let sum = s.add_d(s.add_d(sm[0], sm[1]), s.add_d(sm[2], sm[3]));
+    (s.sum_d(sum) + ts, s.sum_d(sqs) + tq)
 }
 
 /// Σ(x − shift) and Σ(x − shift)² of a half row, in f64.
@@ -355,18 +382,21 @@ pub(crate) fn lines_affine_then_sums(
 }
 
 /// `y = ((x − m)·a + b)·γ + β` over one row (γ, β along it where given, as [`affine`])
-/// and [`sums`] of the next row (`next`, of the same length as `x`): one loop where the
-/// CPU runs the bf16 fast kernels, the two calls otherwise (the same bits either way).
+/// and [`sums`] of the next row (`next`, of the same length as `x`, with its shift and
+/// whether its row is centered): one loop where the CPU runs the bf16 fast kernels, the
+/// two calls otherwise (the same bits either way). An uncentered row's Σd is never used
+/// (`stats::mean_m2`): it is not summed and comes back as 0 (Σd², the shift being 0, is
+/// the same either way).
 pub(crate) fn params_affine_then_sums(
     fmt: Fmt,
     (x, y): (&[u16], &mut [u16]),
     c: (f32, f32, f32),
     p: Params<'_>,
-    (next, shift): (&[u16], f64),
+    (next, shift, center): (&[u16], f64, bool),
 ) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 && next.len() == x.len() {
-        let op = bf16x::Op::ParamsAffineThenSums((x, &mut *y), c, p, (next, shift));
+        let op = bf16x::Op::ParamsAffineThenSums((x, &mut *y), c, p, (next, shift, center));
         if let Some((raw, ok)) = bf16x::run(op) {
             if !ok {
                 go(fmt, Affine { x, y, c, p });
@@ -375,7 +405,17 @@ pub(crate) fn params_affine_then_sums(
         }
     }
     affine(fmt, x, y, c, p);
-    sums(fmt, next, shift)
+    row_sums(fmt, next, shift, center)
+}
+
+/// [`sums`], or for an uncentered row (`center` false) only Σd² (and Σd as 0), in the
+/// same operations and order for Σd² (the same bits).
+pub(crate) fn row_sums(fmt: Fmt, x: &[u16], shift: f64, center: bool) -> (f64, f64) {
+    if center {
+        sums(fmt, x, shift)
+    } else {
+        go(fmt, Squares { x, shift })
+    }
 }
 
 struct DSums<'a> {
@@ -597,7 +637,7 @@ pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
 mod cols;
 #[cfg(target_arch = "x86_64")]
 use cols::Cols;
-pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums};
+pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums, Streamed};
 #[cfg(test)]
 use cols::{ColAffine, ColDSums, ColDx, ColSums};
 

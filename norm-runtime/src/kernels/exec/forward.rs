@@ -369,8 +369,8 @@ fn groups_forward<T: Float>(
             };
             // One line per unit: the call after this one reduces the line of unit u + 2.
             let next_row = (nx, units.adjacent(u + 2, 1, u1, nxo + len));
-            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, next_row, raw.shift, stream)
-            {
+            let shift = (raw.shift, center);
+            let (s, q) = match T::affine_then_sums(xs, y, coef, vector, next_row, shift, stream) {
                 Some(sums) => sums,
                 None => {
                     let (m, a, b, shift) = std::hint::black_box((m, a, b, raw.shift));

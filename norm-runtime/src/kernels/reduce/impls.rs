@@ -39,7 +39,7 @@ impl WithIsa for SumsF64<'_> {
     }
 }
 
-impl<const ST: bool> WithIsa for sums::AffineThenSums<'_, ST> {
+impl<const ST: bool, const D: bool> WithIsa for sums::AffineThenSums<'_, ST, D> {
     type Out = Option<(f64, f64)>;
     /// `None` (the caller runs the two passes) where the level does not pipeline.
     #[inline(always)]
@@ -444,28 +444,28 @@ impl Elem for f32 {
         c: (f32, f32, f32),
         p: Option<(&[f32], Option<&[f32]>)>,
         next: (&[f32], bool),
-        shift: f64,
+        shift: (f64, bool),
         stream: bool,
     ) -> Option<(f64, f64)> {
-        // Streaming as a type parameter (see `sums::AffineThenSums`).
-        if stream {
-            dispatch(sums::AffineThenSums::<true> {
-                x,
-                y,
-                c,
-                p,
-                next,
-                shift,
-            })
-        } else {
-            dispatch(sums::AffineThenSums::<false> {
-                x,
-                y,
-                c,
-                p,
-                next,
-                shift,
-            })
+        // Streaming and Σd as type parameters (see `sums::AffineThenSums`).
+        let (shift, center) = shift;
+        macro_rules! at {
+            ($st:literal, $d:literal) => {
+                dispatch(sums::AffineThenSums::<$st, $d> {
+                    x,
+                    y,
+                    c,
+                    p,
+                    next,
+                    shift,
+                })
+            };
+        }
+        match (stream, center) {
+            (true, true) => at!(true, true),
+            (true, false) => at!(true, false),
+            (false, true) => at!(false, true),
+            (false, false) => at!(false, false),
         }
     }
     #[inline(always)]

@@ -6,14 +6,16 @@ use crate::kernels::isa::Isa;
 
 /// The eight accumulator chains of the `f32` shifted sums: four for Σd, four for Σd².
 /// One type for the plain and the pipelined reduction, so both perform the same
-/// operations in the same order (bit-identical sums).
-pub(super) struct Sums<S: Isa> {
+/// operations in the same order (bit-identical sums). Without `D` (an uncentered row,
+/// whose Σd `stats::mean_m2` never reads) the four Σd chains do not run and Σd is 0; Σd²
+/// is the same either way.
+pub(super) struct Sums<S: Isa, const D: bool = true> {
     h: S::F64,
     s: [S::F64; 4],
     q: [S::F64; 4],
 }
 
-impl<S: Isa> Sums<S> {
+impl<S: Isa, const D: bool> Sums<S, D> {
     #[inline(always)]
     pub(super) fn new(s: S, shift: f64) -> Self {
         let z = s.splat_d(0.0);
@@ -33,7 +35,9 @@ impl<S: Isa> Sums<S> {
         let (c, d) = s.load_wide(&x[l..2 * l]);
         for (k, v) in [a, b, c, d].into_iter().enumerate() {
             let v = s.sub_d(v, self.h);
-            self.s[k] = s.add_d(self.s[k], v);
+            if D {
+                self.s[k] = s.add_d(self.s[k], v);
+            }
             self.q[k] = s.mul_add_d(v, v, self.q[k]);
         }
     }
@@ -46,7 +50,9 @@ impl<S: Isa> Sums<S> {
             let (a, b) = s.widen(s.load(rest));
             for (k, v) in [a, b].into_iter().enumerate() {
                 let v = s.sub_d(v, self.h);
-                self.s[k] = s.add_d(self.s[k], v);
+                if D {
+                    self.s[k] = s.add_d(self.s[k], v);
+                }
                 self.q[k] = s.mul_add_d(v, v, self.q[k]);
             }
             rest = &rest[l..];
@@ -54,8 +60,11 @@ impl<S: Isa> Sums<S> {
         let (rs, rq) = row_sums_portable(rest, shift);
         let [s0, s1, s2, s3] = self.s;
         let [q0, q1, q2, q3] = self.q;
-        let sum = s.add_d(s.add_d(s0, s1), s.add_d(s2, s3));
         let sq = s.add_d(s.add_d(q0, q1), s.add_d(q2, q3));
+        if !D {
+            return (0.0, s.sum_d(sq) + rq);
+        }
+        let sum = s.add_d(s.add_d(s0, s1), s.add_d(s2, s3));
         (s.sum_d(sum) + rs, s.sum_d(sq) + rq)
     }
 }
@@ -63,7 +72,7 @@ impl<S: Isa> Sums<S> {
 /// Σ(x − shift) and Σ(x − shift)² of an `f32` row.
 #[inline(always)]
 pub(super) fn row_sums_f32<S: Isa>(s: S, x: &[f32], shift: f64) -> (f64, f64) {
-    let mut acc = Sums::new(s, shift);
+    let mut acc = Sums::<S>::new(s, shift);
     let mut chunks = x.chunks_exact(2 * S::LANES);
     for c in &mut chunks {
         acc.add(s, c);
@@ -179,11 +188,12 @@ impl<S: Isa, const G: bool, const B: bool> Affine<'_, S, G, B> {
 
 /// The inputs of the pipelined forward row ([`affine_then_sums_f32`]): the affine pass of
 /// the current row and the row whose shifted sums the same loop computes. `ST`: full vectors
-/// may be non-temporal stores. A type parameter, not a field: the kernel reads its inputs
-/// from the caller's stack, and a flag stored next to `c` was loaded together with it, a
-/// load spanning two stores that waited for the store buffer (the previous row's output)
-/// to drain, once per row.
-pub(super) struct AffineThenSums<'a, const ST: bool> {
+/// may be non-temporal stores; `D`: the row's Σd is wanted (a centered row; else only Σd²,
+/// see [`Sums`]). Type parameters, not fields: the kernel reads its inputs from the
+/// caller's stack, and a flag stored next to `c` was loaded together with it, a load
+/// spanning two stores that waited for the store buffer (the previous row's output) to
+/// drain, once per row.
+pub(super) struct AffineThenSums<'a, const ST: bool, const D: bool> {
     /// The current row's input.
     pub x: &'a [f32],
     /// The current row's output.
@@ -201,9 +211,9 @@ pub(super) struct AffineThenSums<'a, const ST: bool> {
 /// `row_sums_f32` over `next` with the affine pass over (`x`, `y`) in the same loop
 /// (exactly the arithmetic of the separate passes).
 #[inline(always)]
-pub(super) fn affine_then_sums_f32<S: Isa, const ST: bool>(
+pub(super) fn affine_then_sums_f32<S: Isa, const ST: bool, const D: bool>(
     s: S,
-    a: AffineThenSums<'_, ST>,
+    a: AffineThenSums<'_, ST, D>,
 ) -> (f64, f64) {
     let n = a.next.0.len();
     assert!(a.x.len() == n && a.y.len() == n, "rows of one length");
@@ -212,21 +222,22 @@ pub(super) fn affine_then_sums_f32<S: Isa, const ST: bool>(
     let x = a.x;
     // One loop per parameter kind: nothing in it tests them per vector.
     match a.p {
-        None => pipelined::<S, false, false, ST>(s, a, Affine { k, g: x, bt: x }),
-        Some((g, None)) => pipelined::<S, true, false, ST>(s, a, Affine { k, g, bt: x }),
-        Some((g, Some(bt))) => pipelined::<S, true, true, ST>(s, a, Affine { k, g, bt }),
+        None => pipelined::<S, false, false, ST, D>(s, a, Affine { k, g: x, bt: x }),
+        Some((g, None)) => pipelined::<S, true, false, ST, D>(s, a, Affine { k, g, bt: x }),
+        Some((g, Some(bt))) => pipelined::<S, true, true, ST, D>(s, a, Affine { k, g, bt }),
     }
 }
 
-/// [`affine_then_sums_f32`] with the parameter kinds (`G`, `B`) and streaming (`ST`) fixed.
+/// [`affine_then_sums_f32`] with the parameter kinds (`G`, `B`), streaming (`ST`) and Σd
+/// (`D`) fixed.
 /// The output's full vectors start at its [`Isa::ALIGN`] boundaries: the body blocks of
 /// `2·LANES` values from the head pair with the first blocks of the sums, every slice taken
 /// once per block by zipped chunk iterators (no bounds test per vector); the head and the
 /// values after the last block are partial or full vectors after the loop.
 #[inline(always)]
-fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool>(
+fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool, const D: bool>(
     s: S,
-    a: AffineThenSums<'_, ST>,
+    a: AffineThenSums<'_, ST, D>,
     f: Affine<'_, S, G, B>,
 ) -> (f64, f64) {
     let AffineThenSums {
@@ -242,7 +253,7 @@ fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool>(
     let full = n - n % w;
     let head = y.as_ptr().align_offset(S::ALIGN).min(n);
     let body = (n - head) / w * w;
-    let mut acc = Sums::new(s, shift);
+    let mut acc = Sums::<S, D>::new(s, shift);
     // The row after `next`: prefetched along the loop when the caller says it is the
     // next call's (`ahead`), two cache lines (32 values) per 32 values summed.
     let after = next.as_ptr().wrapping_add(n);
@@ -340,5 +351,59 @@ pub(super) fn rows_affine_f32<S: Isa>(
     }
     if stream {
         s.fence();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernels::elem::RowReduce;
+
+    /// The pipelined f32 row of an uncentered next row (`center` false: no Σd chains) gives
+    /// the output and Σd² bits of the centered kernel and of the separate row sums, and Σd
+    /// as 0, with and without γ/β and streaming, at the current level, on lengths around
+    /// the blocks and a misaligned output.
+    #[test]
+    fn uncentered_pipelined_row_keeps_the_output_and_squares() {
+        for n in [1usize, 7, 16, 31, 32, 33, 100, 1024, 1031] {
+            let v = |seed: u32, i: usize| {
+                let t = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8;
+                t as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+            };
+            let x: Vec<f32> = (0..n).map(|i| v(1, i)).collect();
+            let next: Vec<f32> = (0..n + 1).map(|i| v(2, i)).collect();
+            let next = &next[1..];
+            let g: Vec<f32> = (0..n).map(|i| 0.5 + v(3, i).abs()).collect();
+            let bt: Vec<f32> = (0..n).map(|i| v(4, i)).collect();
+            let c = (0.0f32, 1.25f32, 0.0f32);
+            let (_, want_sq) = <f32 as RowReduce>::row_sums(next, 0.0);
+            let sq: f64 = next.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+            assert!((want_sq - sq).abs() <= 1e-12 * sq, "n={n}");
+            for p in [None, Some((&g[..], None)), Some((&g[..], Some(&bt[..])))] {
+                for stream in [false, true] {
+                    let run = |center: bool| {
+                        let mut y = vec![0f32; n + 1];
+                        let r = <f32 as RowReduce>::affine_then_sums(
+                            &x,
+                            &mut y[1..],
+                            c,
+                            p,
+                            (next, false),
+                            (0.0, center),
+                            stream,
+                        );
+                        (r, y)
+                    };
+                    let ((full, y_full), (un, y_un)) = (run(true), run(false));
+                    assert_eq!(y_un, y_full, "n={n}");
+                    let (Some(full), Some(un)) = (full, un) else {
+                        assert!(full.is_none() && un.is_none(), "n={n}");
+                        continue;
+                    };
+                    assert_eq!(un.0.to_bits(), 0, "n={n}");
+                    assert_eq!(un.1.to_bits(), full.1.to_bits(), "n={n}");
+                    assert_eq!(un.1.to_bits(), want_sq.to_bits(), "n={n}");
+                }
+            }
+        }
     }
 }

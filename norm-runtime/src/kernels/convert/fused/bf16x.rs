@@ -40,8 +40,13 @@ pub(super) enum Op<'a> {
         (f32, f32, f32, f32),
         Option<&'a [f32]>,
     ),
-    /// [`cols::col_affine`] (with non-temporal stores of the output where `bool`).
-    ColAffine(&'a [u16], &'a mut [u16], super::Cols<'a>, bool),
+    /// [`cols::col_affine`] (with non-temporal stores of the output where given).
+    ColAffine(
+        &'a [u16],
+        &'a mut [u16],
+        super::Cols<'a>,
+        Option<&'a super::Streamed>,
+    ),
     /// [`cols::col_dx`].
     ColDx(
         (&'a [u16], &'a [u16], &'a mut [u16]),
@@ -66,7 +71,7 @@ pub(super) enum Op<'a> {
         (&'a [u16], &'a mut [u16]),
         (f32, f32, f32),
         Params<'a>,
-        (&'a [u16], f64),
+        (&'a [u16], f64, bool),
     ),
 }
 
@@ -528,22 +533,32 @@ struct Wide {
 /// into chain `k`, the same operations on the same values, so the same bits), with the
 /// f64 subtraction `v − shift` computed as `fma(v, 1, −shift)` (one rounding of the same
 /// exact value: the same result) so that it runs on the multiply pipes, which the adds
-/// and conversions leave idle; `Z` (the shift is +0.0, as for uncentered rows): `v − 0`
-/// is `v` for every `v`, and no subtraction runs.
+/// and conversions leave idle. `K` is the kind of sums ([`SHIFTED`], [`ZERO`], [`SQUARES`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn sums32<const Z: bool>(acc: &mut RowSums, x: &[u16; 32], c: Wide) {
+fn sums32<const K: u8>(acc: &mut RowSums, x: &[u16; 32], c: Wide) {
     for k in 0..4 {
         let w = ld8_wide(&x[8 * k..]);
-        let d = if Z {
-            w
-        } else {
+        let d = if K == SHIFTED {
             _mm512_fmadd_pd(w, c.one, c.neg_shift)
+        } else {
+            w
         };
-        acc.sm[k] = _mm512_add_pd(acc.sm[k], d);
+        if K != SQUARES {
+            acc.sm[k] = _mm512_add_pd(acc.sm[k], d);
+        }
         acc.sq[k] = _mm512_fmadd_pd(d, d, acc.sq[k]);
     }
 }
+
+/// The sums of [`sums32`]: Σd and Σd² with `d = v − shift`.
+const SHIFTED: u8 = 0;
+/// Σd and Σd² with the shift +0.0 (a centered row whose first value is +0.0): `v − 0` is
+/// `v` for every `v`, and no subtraction runs.
+const ZERO: u8 = 1;
+/// Σv² only, for an uncentered row (shift 0, Σd never used: `stats::mean_m2` returns
+/// `(0, Σd²)` for such rows): the Σd chains do not run, and Σd is reported as 0.
+const SQUARES: u8 = 2;
 
 /// `((x − m)·a + b)·γ + β` of one block of 32 values (β when `B`), the additions as
 /// `fma(u, 1, v)` (the same single rounding of `u + v`) on the multiply pipes; rounded as
@@ -573,7 +588,7 @@ fn params32<const B: bool>(
 /// One row's affine pass with γ (and β) along it, `y = ((x − m)·a + b)·γ + β` (the
 /// expression of `fused::affine` with parameters), and the shifted sums of the next row
 /// (`next`, of the same length) in the same loop: [`affine_then_sums`] for layer norm's
-/// rows. `B`: β given (else `bt` is never read); `Z`: the shift is +0.0 (see [`sums32`]).
+/// rows. `B`: β given (else `bt` is never read); `K`: the kind of sums (see [`sums32`]).
 /// On Zen 4 this loop is bound by the FP pipes, not memory: the operations are those of
 /// the separate kernels, spread over the add and multiply pipes ([`sums32`],
 /// [`params32`]). The sums are those of `fused::sums` bit for bit; the flag is `false`
@@ -582,7 +597,7 @@ fn params32<const B: bool>(
 /// next call's row is there.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn params_pipe<const B: bool, const Z: bool>(
+fn params_pipe<const B: bool, const K: u8>(
     (x, y): (&[u16], &mut [u16]),
     k: (__m512, __m512, __m512),
     (g, bt): (&[f32], &[f32]),
@@ -611,7 +626,7 @@ fn params_pipe<const B: bool, const Z: bool>(
     while i < body {
         // The next row's loads first (as the f32 pipelined rows: no load behind a store
         // 4 KiB apart).
-        sums32::<Z>(&mut acc, at(next, i), c);
+        sums32::<K>(&mut acc, at(next, i), c);
         if i % 64 == 0 {
             crate::kernels::isa::prefetch2(after.wrapping_add(i).cast());
         }
@@ -627,26 +642,35 @@ fn params_pipe<const B: bool, const Z: bool>(
         y[body..].copy_from_slice(&r[..len]);
         tiny |= t & lanes(len);
     }
-    (acc.finish(&next[body..]), tiny == 0)
+    let (sum, sq) = acc.finish(&next[body..]);
+    ((if K == SQUARES { 0.0 } else { sum }, sq), tiny == 0)
 }
 
-/// [`params_pipe`] with the parameter case and the shift's case chosen once per row.
+/// [`params_pipe`] with the parameter case and the kind of sums chosen once per row:
+/// only Σd² for an uncentered row (`center` false, its shift +0.0).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn params_affine_then_sums(
     io: (&[u16], &mut [u16]),
     c: (f32, f32, f32),
     p: Params<'_>,
-    next: (&[u16], f64),
+    (next, shift, center): (&[u16], f64, bool),
 ) -> ((f64, f64), bool) {
-    let (k, n) = (splat3(c), io.0.len());
-    let z = next.1.to_bits() == 0;
-    match (p, z) {
-        (None, _) => affine_then_sums(io, c, next),
-        (Some((g, None)), false) => params_pipe::<false, false>(io, k, (&g[..n], &g[..n]), next),
-        (Some((g, None)), true) => params_pipe::<false, true>(io, k, (&g[..n], &g[..n]), next),
-        (Some((g, Some(bt))), false) => {
-            params_pipe::<true, false>(io, k, (&g[..n], &bt[..n]), next)
-        }
-        (Some((g, Some(bt))), true) => params_pipe::<true, true>(io, k, (&g[..n], &bt[..n]), next),
+    let (k, n, nx) = (splat3(c), io.0.len(), (next, shift));
+    let Some((g, bt)) = p else {
+        let ((sum, sq), ok) = affine_then_sums(io, c, nx);
+        return ((if center { sum } else { 0.0 }, sq), ok);
+    };
+    let g = &g[..n];
+    let (b, bt) = match bt {
+        Some(bt) => (true, &bt[..n]),
+        None => (false, g),
+    };
+    match (b, center, shift.to_bits() == 0) {
+        (false, _, false) => params_pipe::<false, SHIFTED>(io, k, (g, bt), nx),
+        (false, true, true) => params_pipe::<false, ZERO>(io, k, (g, bt), nx),
+        (false, false, true) => params_pipe::<false, SQUARES>(io, k, (g, bt), nx),
+        (true, _, false) => params_pipe::<true, SHIFTED>(io, k, (g, bt), nx),
+        (true, true, true) => params_pipe::<true, ZERO>(io, k, (g, bt), nx),
+        (true, false, true) => params_pipe::<true, SQUARES>(io, k, (g, bt), nx),
     }
 }

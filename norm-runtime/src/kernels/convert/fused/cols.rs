@@ -155,9 +155,53 @@ impl Kernel for ColAffine<'_> {
     }
 }
 
+/// The coefficients of a [`col_affine`] pass with non-temporal stores, rotated once per
+/// pass: the streaming kernel stores blocks of 32 values from the output's first 64-byte
+/// boundary, `head` values in, so block `j` of a row starts at column `(head + 32·j) mod k`
+/// (`k` a multiple of 32): the arrays here are columns `head..k, 0..head`. Every chunk of
+/// the output whose offset from the pass's first value is a multiple of 64 bytes (whole
+/// rows, `k` a multiple of 32) has the same `head`. Only the AVX512_BF16 kernel reads it
+/// (elsewhere [`Streamed::new`] gives `None`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Streamed {
+    /// The values before the output's first 64-byte boundary (`< 32`).
+    pub(super) head: usize,
+    /// `m`, `a`, `b` rotated by `head`.
+    pub(super) m: Vec<f32>,
+    pub(super) a: Vec<f32>,
+    pub(super) b: Vec<f32>,
+}
+
+impl Streamed {
+    /// The rotated coefficients for the output `y` of a pass (its first value's address),
+    /// or `None` where no kernel streams: `k` not a multiple of 32, or not x86-64.
+    pub(crate) fn new(y: &[u16], (m, a, b): Cols<'_>) -> Option<Streamed> {
+        let k = m.len();
+        if cfg!(not(target_arch = "x86_64")) || k == 0 || !k.is_multiple_of(32) {
+            return None;
+        }
+        let head = y.as_ptr().cast::<u8>().align_offset(64) / 2;
+        let rot =
+            |v: &[f32]| -> Vec<f32> { v[head..k].iter().chain(&v[..head]).copied().collect() };
+        Some(Streamed {
+            head,
+            m: rot(m),
+            a: rot(a),
+            b: rot(b),
+        })
+    }
+}
+
 /// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]`; `stream`: the output may be
-/// written with non-temporal stores (where the kernel has them: the AVX512_BF16 one).
-pub(crate) fn col_affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: Cols<'_>, stream: bool) {
+/// written with non-temporal stores (where the kernel has them: the AVX512_BF16 one),
+/// with the pass's rotated coefficients ([`Streamed`]).
+pub(crate) fn col_affine(
+    fmt: Fmt,
+    x: &[u16],
+    y: &mut [u16],
+    c: Cols<'_>,
+    stream: Option<&Streamed>,
+) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
         if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c, stream)) {

@@ -552,7 +552,7 @@ fn bf16_public_column_kernels_match_the_reference() {
             }
             let cc = params(k, 14);
             let mut y = vec![0u16; rows * k];
-            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b), false);
+            col_affine(Fmt::Bf16, &x, &mut y, (&m, &a, &b), None);
             let mut out = vec![0u16; rows * k];
             col_dx(Fmt::Bf16, (&x, &dy, &mut out), &cc, (&m, &a, &b));
             for i in 0..rows * k {
@@ -651,13 +651,23 @@ fn bf16_params_affine_then_sums_is_affine_with_params_and_sums() {
                     _ => Some((&g[..], Some(&bt[..]))),
                 };
                 let mut y = vec![0u16; n];
-                let got = params_affine_then_sums(Fmt::Bf16, (&x, &mut y), c, p, (&next, shift));
+                let got =
+                    params_affine_then_sums(Fmt::Bf16, (&x, &mut y), c, p, (&next, shift, true));
                 let mut want_y = vec![0u16; n];
                 affine(Fmt::Bf16, &x, &mut want_y, c, p);
                 let want = sums(Fmt::Bf16, &next, shift);
                 assert_eq!(y, want_y, "n={n} mode={mode} c={c:?}");
                 assert_eq!(got.0.to_bits(), want.0.to_bits(), "sum n={n}");
                 assert_eq!(got.1.to_bits(), want.1.to_bits(), "sq n={n}");
+                if shift == 0.0 {
+                    // An uncentered next row: the same output and Σd², Σd not summed (0).
+                    let mut y2 = vec![0u16; n];
+                    let io = (&x[..], &mut y2[..]);
+                    let un = params_affine_then_sums(Fmt::Bf16, io, c, p, (&next, 0.0, false));
+                    assert_eq!(y2, want_y, "uncentered n={n} mode={mode} c={c:?}");
+                    assert_eq!(un.0.to_bits(), 0, "uncentered sum n={n}");
+                    assert_eq!(un.1.to_bits(), want.1.to_bits(), "uncentered sq n={n}");
+                }
                 let (m, a, b) = c;
                 for i in 0..n {
                     let v = (xs[i] - m) * a + b;
@@ -760,12 +770,21 @@ fn bf16_col_affine_streaming_is_col_affine() {
             for off in 0..33 {
                 let y = &mut buf[off..off + n];
                 y.fill(0);
-                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), true);
+                let rot = Streamed::new(y, (&m, &a, &b));
+                assert!(rot.is_some(), "k={k}");
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), rot.as_ref());
                 assert_eq!(y, &want[..], "stream k={k} off={off} tiny={tiny}");
                 y.fill(0);
-                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), false);
+                col_affine(Fmt::Bf16, &x, y, (&m, &a, &b), None);
                 assert_eq!(y, &want[..], "plain k={k} off={off} tiny={tiny}");
+                // A chunk of whole rows of the pass streams with the same rotation.
+                let (x2, y2) = (&x[k..], &mut y[k..]);
+                y2.fill(0);
+                col_affine(Fmt::Bf16, x2, y2, (&m, &a, &b), rot.as_ref());
+                assert_eq!(y2, &want[k..], "chunk k={k} off={off} tiny={tiny}");
             }
         }
     }
 }
+
+mod squares;

@@ -36,21 +36,25 @@ fn col_affine32(x: &[u16; 32], [m, a, b, _]: [&[f32; 32]; 4]) -> ([u16; 32], u32
 }
 
 /// Rows of `m.len()` columns: `y = (x − m[j])·a[j] + b[j]` (as `fused::col_affine`),
-/// written with non-temporal stores when `stream` (see [`col_affine_stream`]). `false`
-/// when an output value is an f32 subnormal (see [`affine`]).
+/// written with non-temporal stores with `stream` (see [`col_affine_stream`]) where the
+/// rows allow it and `y` starts as far from a 64-byte boundary as the pass's output.
+/// `false` when an output value is an f32 subnormal (see [`affine`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 pub(super) fn col_affine(
     x: &[u16],
     y: &mut [u16],
     (m, a, b): super::super::Cols<'_>,
-    stream: bool,
+    stream: Option<&super::super::Streamed>,
 ) -> bool {
     let k = m.len();
     if k == 0 {
         return true;
     }
-    if stream && k.is_multiple_of(32) && x.len() >= k + 32 {
-        return col_affine_stream(x, y, (m, &a[..k], &b[..k]));
+    let head = y.as_ptr().cast::<u8>().align_offset(64) / 2;
+    if let Some(s) = stream.filter(|s| s.head == head && s.m.len() == k) {
+        if k.is_multiple_of(32) && x.len() >= k + 32 {
+            return col_affine_stream(x, y, (m, &a[..k], &b[..k]), s);
+        }
     }
     let vs = [m, &a[..k], &b[..k], m];
     let body = k - k % 32;
@@ -80,14 +84,23 @@ pub(super) fn col_affine(
 /// reads is not evicted for it). The stores go to whole 64-byte lines: the values before
 /// the output's first line boundary and after its last one are stored as usual, and the
 /// body in blocks of 32 values from that boundary, whose columns (`k` a multiple of 32)
-/// are a block of 32 of the coefficient arrays rotated by the boundary's offset. The same
-/// expression per value as the row loop, so the same bits.
+/// are a block of 32 of the coefficient arrays rotated by the boundary's offset (`rot`,
+/// built once per pass). The same expression per value as the row loop, so the same bits.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn col_affine_stream(x: &[u16], y: &mut [u16], (m, a, b): super::super::Cols<'_>) -> bool {
+fn col_affine_stream(
+    x: &[u16],
+    y: &mut [u16],
+    (m, a, b): super::super::Cols<'_>,
+    rot: &super::super::Streamed,
+) -> bool {
     let (k, n) = (m.len(), x.len());
     assert!(y.len() == n && k >= 32 && n >= k + 32, "rows of one length");
     // Values before the first 64-byte boundary of `y` (u16 values: an even address).
-    let head = (64 - (y.as_ptr() as usize) % 64) % 64 / 2;
+    let head = rot.head;
+    assert!(
+        rot.m.len() == k && y.as_ptr().cast::<u8>().align_offset(64) == 2 * head,
+        "the pass's rotation"
+    );
     let mut tiny = 0u32;
     if head > 0 {
         let (r, t) = col_affine32(&pad(&x[..head]), whole([m, a, b, m], 0));
@@ -96,9 +109,7 @@ fn col_affine_stream(x: &[u16], y: &mut [u16], (m, a, b): super::super::Cols<'_>
     }
     // The coefficients of columns `head..k, 0..head`: block `j` of the body starts at
     // column `(head + 32·j) mod k`.
-    let rot = |v: &[f32]| -> Vec<f32> { v[head..].iter().chain(&v[..head]).copied().collect() };
-    let (rm, ra, rb) = (rot(m), rot(a), rot(b));
-    let vs = [&rm[..], &ra[..], &rb[..], &rm[..]];
+    let vs = [&rot.m[..k], &rot.a[..k], &rot.b[..k], &rot.m[..k]];
     let (mut i, mut c) = (head, 0);
     while i + 32 <= n {
         let (r, t) = col_affine32(at(x, i), whole(vs, c));
