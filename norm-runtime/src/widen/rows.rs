@@ -329,6 +329,8 @@ struct Back<'a> {
     fixed: bool,
     gamma: &'a [f32],
     base: &'a [usize],
+    /// dx is written with non-temporal stores (`fused::dx_streamed`).
+    stream: bool,
 }
 
 impl Back<'_> {
@@ -421,15 +423,20 @@ impl Back<'_> {
         let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
         let c = st.rstd as f32;
         let len = self.rows.len;
+        let dx = if self.stream {
+            fused::dx_streamed
+        } else {
+            fused::dx
+        };
         for (o, p) in lines(self.rows, self.base[s]) {
             let (xl, dl) = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
             let ol = h.w(&mut og[o..o + len]);
             if self.rows.ps_line == 0 {
                 let k = (c * self.gamma[p], m2, a2, b2);
-                fused::dx(h.fmt, (xl, dl, ol), k, None);
+                dx(h.fmt, (xl, dl, ol), k, None);
             } else {
                 let g = &self.gamma[p..p + len];
-                fused::dx(h.fmt, (xl, dl, ol), (c, m2, a2, b2), Some(g));
+                dx(h.fmt, (xl, dl, ol), (c, m2, a2, b2), Some(g));
             }
         }
     }
@@ -469,6 +476,9 @@ impl Back<'_> {
             }
             i += k;
         }
+        if self.stream {
+            fused::stream_fence();
+        }
     }
 }
 
@@ -506,6 +516,8 @@ pub(crate) fn backward<T: Float>(
             fixed: sv.fixed,
             gamma: &sc.gamma,
             base: &sc.base,
+            // x, dy and dx: the pass does not fit the cache.
+            stream: tiled::streams(3 * std::mem::size_of_val(x)),
         };
         x.par_chunks(per * n)
             .zip(dy.par_chunks(per * n))

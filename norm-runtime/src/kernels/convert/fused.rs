@@ -726,16 +726,48 @@ impl Kernel for Dx<'_> {
 /// `dx = dy·(c·γ) + ((x − m)·a + b)` over a half row (γ = 1 when absent).
 pub(crate) fn dx(
     fmt: Fmt,
-    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    io: (&[u16], &[u16], &mut [u16]),
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
+    dx_with(fmt, io, k, g, false);
+}
+
+/// [`dx`] with non-temporal stores of the output where a kernel has them (the
+/// AVX512_BF16 one): for passes whose data do not fit the cache. The same values; the
+/// caller runs [`stream_fence`] after its last call, before another thread reads `out`.
+pub(crate) fn dx_streamed(
+    fmt: Fmt,
+    io: (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+) {
+    dx_with(fmt, io, k, g, true);
+}
+
+/// Orders the non-temporal stores of this thread's [`dx_streamed`] calls before its later
+/// memory operations (a full fence).
+pub(crate) fn stream_fence() {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+#[inline(always)]
+fn dx_with(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+    stream: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g)) {
+        let op = bf16x::Op::Dx((x, dy, &mut *out), k, g, stream);
+        if let Some((_, true)) = bf16x::run(op) {
             return;
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
     go(fmt, Dx { x, dy, out, k, g })
 }
 

@@ -1,5 +1,6 @@
-//! The row-blocked backward sums (`DSumsRows`) against `R` calls of the row kernel
-//! (`DSums`), bit for bit, at every level, in both formats.
+//! The row backward kernels of the half row path against the plain ones, bit for bit: the
+//! row-blocked sums (`DSumsRows`) against `R` calls of the row kernel (`DSums`) at every
+//! level in both formats, and the streamed dx against `dx`.
 
 use super::*;
 
@@ -156,4 +157,37 @@ fn dsums_rows_is_dsums_row_by_row() {
     }
     assert_eq!(dg, wg);
     assert_eq!(db, wb);
+}
+
+/// `dx_streamed` (non-temporal stores where the kernel has them) writes `dx`'s bits at
+/// every alignment of the output, with and without γ, and where outputs are f32
+/// subnormals (the rerun with ordinary stores).
+#[test]
+fn streamed_dx_is_dx() {
+    for &n in LENS.iter().chain(&[200, 1000, 1024, 4099]) {
+        let x = data::<Bf16>(n, 5, 1.5);
+        let dy = data::<Bf16>(n, 6, 0.0);
+        let g = params(n, 7);
+        let tiny = (0.0, 0.0, 1e-39, 0.0);
+        for k in [(0.75, 0.25, 1.75, -0.5), tiny] {
+            for gamma in [None, Some(&g[..])] {
+                let mut want = vec![0u16; n];
+                dx(Fmt::Bf16, (&x, &dy, &mut want), k, gamma);
+                for off in [0, 1, 5, 31, 32] {
+                    let mut buf = vec![0xFFFFu16; n + 40];
+                    dx_streamed(Fmt::Bf16, (&x, &dy, &mut buf[off..off + n]), k, gamma);
+                    stream_fence();
+                    assert_eq!(&buf[off..off + n], &want[..], "n={n} off={off}");
+                    assert!(buf[..off]
+                        .iter()
+                        .chain(&buf[off + n..])
+                        .all(|&v| v == 0xFFFF));
+                }
+                if k == tiny && n >= 8 {
+                    // The subnormal outputs are there (not flushed to zero).
+                    assert!(want.iter().any(|&v| v & 0x7FFF != 0 && v & 0x7F80 == 0), "n={n}");
+                }
+            }
+        }
+    }
 }
