@@ -539,92 +539,6 @@ fn dsums_rest<S: Isa, F: Format>(
     )
 }
 
-/// `R` backward rows of one length that share γ and the parameter-gradient accumulators.
-struct DSumsRows<'a, const R: usize> {
-    x: [&'a [u16]; R],
-    dy: [&'a [u16]; R],
-    c: [(f32, f32, f32); R],
-    g: &'a [f32],
-    acc: (&'a mut [f64], &'a mut [f64]),
-    /// The `x` and `dy` values the next call reads (prefetched into L2 along the loop).
-    next: Option<(&'a [u16], &'a [u16])>,
-}
-
-impl<const R: usize> Kernel for DSumsRows<'_, R> {
-    type Out = [(f64, f64); R];
-    /// Each row's sums are [`DSums`]'s (the same operations on its own chains); the
-    /// parameter-gradient terms of the `R` rows are added in row order into one load of
-    /// the accumulators per vector, stored once (the same sums as `R` passes of `DSums`).
-    #[inline(always)]
-    fn run<S: Isa, F: Format>(self, s: S) -> [(f64, f64); R] {
-        let (l, h) = (S::LANES, S::LANES / 2);
-        let n = self.x[0].len();
-        for r in 0..R {
-            assert!(
-                self.x[r].len() == n && self.dy[r].len() == n,
-                "rows of one length"
-            );
-        }
-        let k = self.c.map(|c| splat3(s, c));
-        let z = s.splat_d(0.0);
-        let (mut s1, mut s2) = ([[z; 2]; R], [[z; 2]; R]);
-        let g = &self.g[..n];
-        let (dg, db) = self.acc;
-        let (dg, db) = (&mut dg[..n], &mut db[..n]);
-        let full = n - n % (4 * l);
-        let mut i = 0;
-        while i < full {
-            if let Some((nx, nd)) = self.next {
-                // This step's share of the next call's `R·n` values: `8·LANES·R` bytes
-                // of each, from byte `2·R·i`.
-                for q in 0..(l * R).div_ceil(16) {
-                    let at = 2 * R * i + 128 * q;
-                    s.prefetch(nx.as_ptr().cast::<u8>().wrapping_add(at).cast());
-                    s.prefetch(nd.as_ptr().cast::<u8>().wrapping_add(at).cast());
-                }
-            }
-            let zf = s.splat(0.0);
-            let (mut ps, mut pt) = ([zf; R], [zf; R]);
-            for j in 0..4 {
-                let o = i + j * l;
-                let (g0, g1) = dg[o..o + l].split_at_mut(h);
-                let (b0, b1) = db[o..o + l].split_at_mut(h);
-                let (mut ag, mut ab) = ((s.load_d(g0), s.load_d(g1)), (s.load_d(b0), s.load_d(b1)));
-                let gv = s.load(&g[o..o + l]);
-                for r in 0..R {
-                    let xh = xhat(s, F::ld(s, &self.x[r][o..o + l]), k[r]);
-                    let d = F::ld(s, &self.dy[r][o..o + l]);
-                    let (xw, dw) = (s.widen(xh), s.widen(d));
-                    ag = (
-                        s.add_d(ag.0, s.mul_d(dw.0, xw.0)),
-                        s.add_d(ag.1, s.mul_d(dw.1, xw.1)),
-                    );
-                    ab = (s.add_d(ab.0, dw.0), s.add_d(ab.1, dw.1));
-                    let w = s.mul(d, gv);
-                    if j == 0 {
-                        (ps[r], pt[r]) = (w, s.mul(w, xh));
-                    } else {
-                        (ps[r], pt[r]) = (s.add(ps[r], w), s.mul_add(w, xh, pt[r]));
-                    }
-                }
-                s.store_d(g0, ag.0);
-                s.store_d(g1, ag.1);
-                s.store_d(b0, ab.0);
-                s.store_d(b1, ab.1);
-            }
-            for r in 0..R {
-                push(s, (&mut s1[r], &mut s2[r]), ps[r], pt[r]);
-            }
-            i += 4 * l;
-        }
-        let mut acc = Some((dg, db));
-        std::array::from_fn(|r| {
-            let xd = (self.x[r], self.dy[r]);
-            dsums_rest::<S, F>(s, xd, k[r], (Some(g), &mut acc), i, (s1[r], s2[r]))
-        })
-    }
-}
-
 /// Σw·dy and Σw·dy·x̂ of a half row (x̂ = (x − m)·a + b in f32, w = γ or 1), in f64; with
 /// `acc`, also `dg[i] += dy·x̂`, `db[i] += dy` along the row.
 pub(crate) fn dsums(
@@ -635,32 +549,6 @@ pub(crate) fn dsums(
     acc: Option<(&mut [f64], &mut [f64])>,
 ) -> (f64, f64) {
     go(fmt, DSums { x, dy, c, g, acc })
-}
-
-/// [`dsums`] of `R` rows of one length with γ along them, each row's
-/// `(Σγ·dy, Σγ·dy·x̂)`, and `dg[i] += dy·x̂`, `db[i] += dy` for the rows in order: the
-/// same sums and bits as `R` calls, with one load and store of the accumulators per
-/// vector instead of `R`. `next`: the `x` and `dy` values the next call reads, if known
-/// (prefetched along the loop).
-pub(crate) fn dsums_rows<'a, const R: usize>(
-    fmt: Fmt,
-    (x, dy): ([&[u16]; R], [&[u16]; R]),
-    c: [(f32, f32, f32); R],
-    g: &[f32],
-    acc: (&mut [f64], &mut [f64]),
-    next: Option<(&'a [u16], &'a [u16])>,
-) -> [(f64, f64); R] {
-    go(
-        fmt,
-        DSumsRows {
-            x,
-            dy,
-            c,
-            g,
-            acc,
-            next,
-        },
-    )
 }
 
 struct Dx<'a> {
@@ -726,11 +614,17 @@ impl Kernel for Dx<'_> {
 /// `dx = dy·(c·γ) + ((x − m)·a + b)` over a half row (γ = 1 when absent).
 pub(crate) fn dx(
     fmt: Fmt,
-    io: (&[u16], &[u16], &mut [u16]),
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
-    dx_with(fmt, io, k, g, false);
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g, false)) {
+            return;
+        }
+    }
+    go(fmt, Dx { x, dy, out, k, g })
 }
 
 /// [`dx`] with non-temporal stores of the output where a kernel has them (the
@@ -738,37 +632,23 @@ pub(crate) fn dx(
 /// caller runs [`stream_fence`] after its last call, before another thread reads `out`.
 pub(crate) fn dx_streamed(
     fmt: Fmt,
-    io: (&[u16], &[u16], &mut [u16]),
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
-    dx_with(fmt, io, k, g, true);
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 {
+        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g, true)) {
+            return;
+        }
+    }
+    dx(fmt, (x, dy, out), k, g)
 }
 
 /// Orders the non-temporal stores of this thread's [`dx_streamed`] calls before its later
 /// memory operations (a full fence).
 pub(crate) fn stream_fence() {
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-}
-
-#[inline(always)]
-fn dx_with(
-    fmt: Fmt,
-    (x, dy, out): (&[u16], &[u16], &mut [u16]),
-    k: (f32, f32, f32, f32),
-    g: Option<&[f32]>,
-    stream: bool,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16 {
-        let op = bf16x::Op::Dx((x, dy, &mut *out), k, g, stream);
-        if let Some((_, true)) = bf16x::run(op) {
-            return;
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = stream;
-    go(fmt, Dx { x, dy, out, k, g })
 }
 
 struct Narrow<'a> {
@@ -793,6 +673,11 @@ impl Kernel for Narrow<'_> {
 pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
     go(fmt, Narrow { src, dst })
 }
+
+mod blocked;
+pub(crate) use blocked::dsums_rows;
+#[cfg(test)]
+use blocked::DSumsRows;
 
 mod cols;
 #[cfg(target_arch = "x86_64")]

@@ -185,7 +185,10 @@ fn streamed_dx_is_dx() {
                 }
                 if k == tiny && n >= 8 {
                     // The subnormal outputs are there (not flushed to zero).
-                    assert!(want.iter().any(|&v| v & 0x7FFF != 0 && v & 0x7F80 == 0), "n={n}");
+                    assert!(
+                        want.iter().any(|&v| v & 0x7FFF != 0 && v & 0x7F80 == 0),
+                        "n={n}"
+                    );
                 }
             }
         }
