@@ -618,13 +618,9 @@ pub(crate) fn dx(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g, false)) {
-            return;
-        }
+    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, false) {
+        go(fmt, Dx { x, dy, out, k, g })
     }
-    go(fmt, Dx { x, dy, out, k, g })
 }
 
 /// [`dx`] with non-temporal stores of the output where a kernel has them (the
@@ -636,13 +632,28 @@ pub(crate) fn dx_streamed(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
+    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, true) {
+        dx(fmt, (x, dy, out), k, g)
+    }
+}
+
+/// [`dx`] by the AVX512_BF16 kernel where it runs and completes the row (`false`: the
+/// caller runs the token kernel).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn dx_bf16x(
+    fmt: Fmt,
+    io: (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+    stream: bool,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g, true)) {
-            return;
-        }
+        return matches!(bf16x::run(bf16x::Op::Dx(io, k, g, stream)), Some((_, true)));
     }
-    dx(fmt, (x, dy, out), k, g)
+    let _ = (fmt, io, k, g, stream);
+    false
 }
 
 /// Orders the non-temporal stores of this thread's [`dx_streamed`] calls before its later
