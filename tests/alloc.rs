@@ -150,6 +150,25 @@ fn into_methods_do_not_allocate() {
         "ln backward_into"
     );
 
+    // A bf16 layer norm's backward (the fused half-precision row path): its per-task
+    // parameter-gradient sums live in reused per-thread buffers. Several tasks of rows.
+    let xh = Array2::<normkit::bf16>::from_shape_fn((256, 1024), |(i, j)| {
+        normkit::bf16::from_f32(((i * 7 + j) % 13) as f32 * 0.25 - 1.5)
+    });
+    let mut yh = xh.clone();
+    let mut lnh = Ln::<normkit::bf16>::new(1024);
+    let mut sh = Saved::new();
+    lnh.forward_train_into(xh.view(), yh.view_mut(), &mut sh)
+        .expect("fwd");
+    let mut gh = lnh.backward(xh.view(), yh.view(), &sh).expect("bwd");
+    assert_eq!(
+        allocations(|| lnh
+            .backward_into(xh.view(), yh.view(), &sh, &mut gh)
+            .expect("bwd")),
+        0,
+        "bf16 ln backward_into"
+    );
+
     let spec =
         NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#).expect("spec");
     let mut dynl = DynNorm::<f32>::new(&spec, &[("C", 8)]).expect("layer");

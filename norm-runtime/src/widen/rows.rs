@@ -15,6 +15,8 @@
 //! (`((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`) on f32 values, rounded once on
 //! the store.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use norm_spec::{Affine, Stage};
@@ -280,12 +282,210 @@ pub(crate) fn forward<T: Float>(
     Some(())
 }
 
-/// One task's backward results: per group (Σγ·dy, Σγ·dy·x̂), and the parameter gradients
-/// (dγ, dβ) summed over its groups.
-type TaskSums = (Vec<f64>, Vec<f64>);
+/// The parameter gradients (dγ then dβ, `np` each) summed over one task's groups: a part of
+/// [`BackScratch::parts`].
+type TaskSums<'a> = &'a mut [f64];
+
+/// Groups per block of the backward sums where several groups share their parameters
+/// (layer norm, RMS norm): their dγ, dβ terms are added in group order into one load of
+/// the f64 accumulators per vector ([`fused::dsums_rows`]).
+const BLOCK: usize = 4;
+
+/// The backward pass's buffers, kept per thread between calls (no allocation once warm).
+#[derive(Default)]
+struct BackScratch {
+    /// γ widened to f32.
+    gamma: Vec<f32>,
+    /// Each group's parameter offset.
+    base: Vec<usize>,
+    /// Each task's [`TaskSums`], in task order.
+    parts: Vec<f64>,
+    /// dγ then dβ: the tasks' sums merged in task order.
+    sums: Vec<f64>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<BackScratch> = RefCell::new(BackScratch::default());
+}
+
+/// Runs `f` with this thread's backward buffers (fresh ones inside a nested call).
+fn with_scratch<R>(f: impl FnOnce(&mut BackScratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut b) => f(&mut b),
+        Err(_) => f(&mut BackScratch::default()),
+    })
+}
+
+/// `v` as `n` values (its previous values kept where it had them; the caller overwrites).
+fn sized<V: Copy + Default>(v: &mut Vec<V>, n: usize) {
+    v.resize(n, V::default());
+}
+
+/// What every task of a backward call reads.
+struct Back<'a> {
+    stage: &'a Stage,
+    rows: &'a Rows,
+    stats: &'a [Stat],
+    fixed: bool,
+    gamma: &'a [f32],
+    base: &'a [usize],
+    /// dx is written with non-temporal stores (`fused::dx_streamed`).
+    stream: bool,
+}
+
+impl Back<'_> {
+    /// Whether groups `s..s + BLOCK` may be summed as one block: γ along their lines, lines
+    /// of distinct parameters, and the same parameter offset for all.
+    fn blocks(&self, s: usize) -> bool {
+        let r = self.rows;
+        let distinct = r.n == r.len || r.ps_outer >= r.len;
+        let b = &self.base[s..s + BLOCK];
+        r.ps_line == 1 && distinct && b.iter().all(|&p| p == b[0])
+    }
+
+    /// The sums (Σγ·dy, Σγ·dy·x̂) of groups `s..s + BLOCK` (`xg`, `dyg`: theirs), their
+    /// parameter-gradient terms added into `(dg, db)` group after group.
+    /// `next`: the values of the task's next groups (prefetched when a group is one line).
+    fn block_sums<T: Float>(
+        &self,
+        s: usize,
+        (xg, dyg): ([&[T]; BLOCK], [&[T]; BLOCK]),
+        (dg, db): (&mut [f64], &mut [f64]),
+        next: (&[T], &[T]),
+    ) -> [(f64, f64); BLOCK] {
+        let h = tiled::half_bits::<T>();
+        let c: [(f32, f32, f32); BLOCK] = std::array::from_fn(|r| {
+            let st = self.stats[s + r];
+            coef(st.mean, st.rstd, 0.0)
+        });
+        let mut sums = [(0.0f64, 0.0f64); BLOCK];
+        let len = self.rows.len;
+        for (o, p) in lines(self.rows, self.base[s]) {
+            let xr = xg.map(|g| h.r(&g[o..o + len]));
+            let dr = dyg.map(|g| h.r(&g[o..o + len]));
+            let g = &self.gamma[p..p + len];
+            let acc = (&mut dg[p..p + len], &mut db[p..p + len]);
+            let ahead =
+                (self.rows.n == len && !next.0.is_empty()).then(|| (h.r(next.0), h.r(next.1)));
+            let got = fused::dsums_rows(h.fmt, (xr, dr), c, g, acc, ahead);
+            for (a, v) in sums.iter_mut().zip(got) {
+                a.0 += v.0;
+                a.1 += v.1;
+            }
+        }
+        sums
+    }
+
+    /// The sums (Σγ·dy, Σγ·dy·x̂) of group `s`, its parameter-gradient terms added into
+    /// `(dg, db)`.
+    fn group_sums<T: Float>(
+        &self,
+        s: usize,
+        (xg, dyg): (&[T], &[T]),
+        (dg, db): (&mut [f64], &mut [f64]),
+    ) -> (f64, f64) {
+        let h = tiled::half_bits::<T>();
+        let st = self.stats[s];
+        let (m, a, b) = coef(st.mean, st.rstd, 0.0);
+        let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+        let len = self.rows.len;
+        for (o, p) in lines(self.rows, self.base[s]) {
+            let xd = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
+            if self.rows.ps_line == 0 {
+                let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), None, None);
+                let g = f64::from(self.gamma[p]);
+                sg += g * s1;
+                sgx += g * s2;
+                dg[p] += s2;
+                db[p] += s1;
+            } else {
+                let g = &self.gamma[p..p + len];
+                let acc = (&mut dg[p..p + len], &mut db[p..p + len]);
+                let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), Some(g), Some(acc));
+                sg += s1;
+                sgx += s2;
+            }
+        }
+        (sg, sgx)
+    }
+
+    /// dx of group `s` from its sums `(sg, sgx)`.
+    fn group_dx<T: Float>(
+        &self,
+        s: usize,
+        (xg, dyg, og): (&[T], &[T], &mut [T]),
+        sums: (f64, f64),
+    ) {
+        let h = tiled::half_bits::<T>();
+        let st = self.stats[s];
+        let n = self.rows.n;
+        let (c0, c1) = dx_terms(self.stage, &st, n, self.fixed, sums.0, sums.1);
+        let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
+        let c = st.rstd as f32;
+        let len = self.rows.len;
+        let dx = if self.stream {
+            fused::dx_streamed
+        } else {
+            fused::dx
+        };
+        for (o, p) in lines(self.rows, self.base[s]) {
+            let (xl, dl) = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
+            let ol = h.w(&mut og[o..o + len]);
+            if self.rows.ps_line == 0 {
+                let k = (c * self.gamma[p], m2, a2, b2);
+                dx(h.fmt, (xl, dl, ol), k, None);
+            } else {
+                let g = &self.gamma[p..p + len];
+                dx(h.fmt, (xl, dl, ol), (c, m2, a2, b2), Some(g));
+            }
+        }
+    }
+
+    /// A task's groups (the first is `s0`): their dx, and their parameter gradients summed
+    /// in group order into `part` (dγ then dβ), in blocks of [`BLOCK`] groups where they
+    /// share their parameters.
+    fn task<T: Float>(&self, s0: usize, (xs, ds, os): (&[T], &[T], &mut [T]), part: TaskSums<'_>) {
+        let n = self.rows.n;
+        part.fill(0.0);
+        let (dg, db) = part.split_at_mut(part.len() / 2);
+        let groups = xs.len() / n;
+        let mut os = os;
+        let mut i = 0;
+        while i < groups {
+            let s = s0 + i;
+            let k = if i + BLOCK <= groups && self.blocks(s) {
+                BLOCK
+            } else {
+                1
+            };
+            let (xb, dyb) = (&xs[i * n..(i + k) * n], &ds[i * n..(i + k) * n]);
+            let (ob, rest) = std::mem::take(&mut os).split_at_mut(k * n);
+            os = rest;
+            if k == BLOCK {
+                let xg: [&[T]; BLOCK] = std::array::from_fn(|r| &xb[r * n..(r + 1) * n]);
+                let dyg: [&[T]; BLOCK] = std::array::from_fn(|r| &dyb[r * n..(r + 1) * n]);
+                let next = ((i + k) * n).min(xs.len())..((i + 2 * k) * n).min(xs.len());
+                let next = (&xs[next.clone()], &ds[next]);
+                let sums = self.block_sums(s, (xg, dyg), (&mut *dg, &mut *db), next);
+                for (r, og) in ob.chunks_mut(n).enumerate() {
+                    self.group_dx(s + r, (xg[r], dyg[r], og), sums[r]);
+                }
+            } else {
+                let sums = self.group_sums(s, (xb, dyb), (&mut *dg, &mut *db));
+                self.group_dx(s, (xb, dyb, ob), sums);
+            }
+            i += k;
+        }
+        if self.stream {
+            fused::stream_fence();
+        }
+    }
+}
 
 /// The row path's backward pass, or `None` when the call does not fit it (nothing changed;
-/// the whole-tensor path reports any error).
+/// the whole-tensor path reports any error). Fixed tasks of whole groups (about [`TASK`]
+/// values), each summing its parameter gradients into its own part of the scratch, merged
+/// in task order: the same bits for any number of threads.
 pub(crate) fn backward<T: Float>(
     info: &LayerInfo<'_>,
     state: &StageState<'_, T>,
@@ -298,70 +498,44 @@ pub(crate) fn backward<T: Float>(
     let sv = tiled::saved_stage(info, &plan, shape, saved, grads.len())?;
     let stage = &info.spec.stages[0];
     let n = rows.n;
-    let (gamma, _, base) = params(state, &plan);
-    let np = gamma.len();
     let per = rows.groups_per_task();
-    let parts: Vec<TaskSums> = x
-        .par_chunks(per * n)
-        .zip(dy.par_chunks(per * n))
-        .zip(dx.par_chunks_mut(per * n))
-        .enumerate()
-        .map(|(t, ((xs, ds), os))| {
-            let (mut dg, mut db) = (vec![0f64; np], vec![0f64; np]);
-            let h = tiled::half_bits::<T>();
-            let groups = xs.chunks(n).zip(ds.chunks(n)).zip(os.chunks_mut(n));
-            for (i, ((xg, dyg), og)) in groups.enumerate() {
-                let s = t * per + i;
-                let st = sv.stats[s];
-                let (m, a, b) = coef(st.mean, st.rstd, 0.0);
-                // Σγ·dy, Σγ·dy·x̂ and the parameter gradients.
-                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-                for (o, p) in lines(&rows, base[s]) {
-                    let len = rows.len;
-                    let xd = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
-                    if rows.ps_line == 0 {
-                        let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), None, None);
-                        let g = f64::from(gamma[p]);
-                        sg += g * s1;
-                        sgx += g * s2;
-                        dg[p] += s2;
-                        db[p] += s1;
-                    } else {
-                        let g = &gamma[p..p + len];
-                        let acc = (&mut dg[p..p + len], &mut db[p..p + len]);
-                        let (s1, s2) = fused::dsums(h.fmt, xd, (m, a, b), Some(g), Some(acc));
-                        sg += s1;
-                        sgx += s2;
-                    }
-                }
-                let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, sg, sgx);
-                let (m2, a2, b2) = coef(st.mean, st.rstd * c1, c0);
-                let c = st.rstd as f32;
-                for (o, p) in lines(&rows, base[s]) {
-                    let len = rows.len;
-                    let (xl, dl) = (h.r(&xg[o..o + len]), h.r(&dyg[o..o + len]));
-                    let ol = h.w(&mut og[o..o + len]);
-                    if rows.ps_line == 0 {
-                        let k = (c * gamma[p], m2, a2, b2);
-                        fused::dx(h.fmt, (xl, dl, ol), k, None);
-                    } else {
-                        let g = &gamma[p..p + len];
-                        fused::dx(h.fmt, (xl, dl, ol), (c, m2, a2, b2), Some(g));
-                    }
-                }
+    with_scratch(|sc| {
+        let g = state.gamma.as_ref().map(values).unwrap_or_default();
+        let np = g.len();
+        sized(&mut sc.gamma, np);
+        T::widen(&g, &mut sc.gamma);
+        sized(&mut sc.base, plan.groups);
+        plan.for_each_group(|s, p, _| sc.base[s] = p);
+        let ntasks = plan.groups.div_ceil(per);
+        let stride = (2 * np).max(1);
+        sized(&mut sc.parts, ntasks * stride);
+        let back = Back {
+            stage,
+            rows: &rows,
+            stats: &sv.stats,
+            fixed: sv.fixed,
+            gamma: &sc.gamma,
+            base: &sc.base,
+            // x, dy and dx: the pass does not fit the cache.
+            stream: tiled::streams(3 * std::mem::size_of_val(x)),
+        };
+        x.par_chunks(per * n)
+            .zip(dy.par_chunks(per * n))
+            .zip(dx.par_chunks_mut(per * n))
+            .zip(sc.parts.par_chunks_mut(stride))
+            .enumerate()
+            .for_each(|(t, (((xs, ds), os), part))| {
+                back.task(t * per, (xs, ds, os), &mut part[..2 * np]);
+            });
+        sc.sums.clear();
+        sc.sums.resize(2 * np, 0.0);
+        for part in sc.parts.chunks(stride) {
+            for (a, &v) in sc.sums.iter_mut().zip(&part[..2 * np]) {
+                *a += v;
             }
-            (dg, db)
-        })
-        .collect();
-    let (mut dgamma, mut dbeta) = (vec![0f64; np], vec![0f64; np]);
-    for (pg, pb) in parts {
-        for (a, v) in dgamma.iter_mut().zip(pg) {
-            *a += v;
         }
-        for (a, v) in dbeta.iter_mut().zip(pb) {
-            *a += v;
-        }
-    }
-    tiled::fill_param_grads(stage, &plan, &mut grads[0], &mut dgamma, &mut dbeta);
+        let (dgamma, dbeta) = sc.sums.split_at_mut(np);
+        tiled::fill_param_grads(stage, &plan, &mut grads[0], dgamma, dbeta);
+    });
     Some(())
 }

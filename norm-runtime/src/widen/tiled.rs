@@ -316,7 +316,7 @@ fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
 /// (bf16 channels-last batch norm, `[100352, 64]`, 25.7 MB with the output, on Zen 4 with
 /// 32 MiB L3: ~10 % faster per call streaming; BatchNorm1d `[4096, 1024]`, 16 MiB, does
 /// not stream).
-fn streams(bytes: usize) -> bool {
+pub(super) fn streams(bytes: usize) -> bool {
     crate::kernels::simd::streams(bytes)
         || crate::cpu::info()
             .caches

@@ -494,33 +494,49 @@ impl Kernel for DSums<'_> {
             push(s, (&mut s1, &mut s2), ps, pt);
             i += 4 * l;
         }
-        while i + l <= n {
-            let (w, xh) = dterm::<S, F>(s, xd, k, g, &mut acc, (i, l));
-            push(s, (&mut s1, &mut s2), w, s.mul(w, xh));
-            i += l;
-        }
-        let (mut r1, mut r2) = (0.0, 0.0);
-        if i < n {
-            // The portable kernel's tail: w·dy in f64.
-            let len = n - i;
-            let (_, xh) = dterm::<S, F>(s, xd, k, g, &mut acc, (i, len));
-            let (mut d, mut x, mut w) = ([0f32; 16], [0f32; 16], [1f32; 16]);
-            s.store(&mut d, ldh::<S, F>(s, &self.dy[i..]));
-            s.store(&mut x, xh);
-            if let Some(g) = g {
-                w[..len].copy_from_slice(&g[i..]);
-            }
-            for j in 0..len {
-                let d = f64::from(d[j]) * f64::from(w[j]);
-                r1 += d;
-                r2 += d * f64::from(x[j]);
-            }
-        }
-        (
-            s.sum_d(s.add_d(s1[0], s1[1])) + r1,
-            s.sum_d(s.add_d(s2[0], s2[1])) + r2,
-        )
+        dsums_rest::<S, F>(s, xd, k, (g, &mut acc), i, (s1, s2))
     }
+}
+
+/// The end of a backward row from `i` (after its blocks of `4·LANES`): single vectors into
+/// the chains `(s1, s2)`, then the rest in scalar `f64`, and the row's two sums.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn dsums_rest<S: Isa, F: Format>(
+    s: S,
+    xd: (&[u16], &[u16]),
+    k: (S::F32, S::F32, S::F32),
+    (g, acc): (Option<&[f32]>, &mut Option<(&mut [f64], &mut [f64])>),
+    mut i: usize,
+    (mut s1, mut s2): ([S::F64; 2], [S::F64; 2]),
+) -> (f64, f64) {
+    let (l, n) = (S::LANES, xd.0.len());
+    while i + l <= n {
+        let (w, xh) = dterm::<S, F>(s, xd, k, g, acc, (i, l));
+        push(s, (&mut s1, &mut s2), w, s.mul(w, xh));
+        i += l;
+    }
+    let (mut r1, mut r2) = (0.0, 0.0);
+    if i < n {
+        // The portable kernel's tail: w·dy in f64.
+        let len = n - i;
+        let (_, xh) = dterm::<S, F>(s, xd, k, g, acc, (i, len));
+        let (mut d, mut x, mut w) = ([0f32; 16], [0f32; 16], [1f32; 16]);
+        s.store(&mut d, ldh::<S, F>(s, &xd.1[i..]));
+        s.store(&mut x, xh);
+        if let Some(g) = g {
+            w[..len].copy_from_slice(&g[i..]);
+        }
+        for j in 0..len {
+            let d = f64::from(d[j]) * f64::from(w[j]);
+            r1 += d;
+            r2 += d * f64::from(x[j]);
+        }
+    }
+    (
+        s.sum_d(s.add_d(s1[0], s1[1])) + r1,
+        s.sum_d(s.add_d(s2[0], s2[1])) + r2,
+    )
 }
 
 /// Σw·dy and Σw·dy·x̂ of a half row (x̂ = (x − m)·a + b in f32, w = γ or 1), in f64; with
@@ -602,13 +618,48 @@ pub(crate) fn dx(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
+    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, false) {
+        go(fmt, Dx { x, dy, out, k, g })
+    }
+}
+
+/// [`dx`] with non-temporal stores of the output where a kernel has them (the
+/// AVX512_BF16 one): for passes whose data do not fit the cache. The same values; the
+/// caller runs [`stream_fence`] after its last call, before another thread reads `out`.
+pub(crate) fn dx_streamed(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+) {
+    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, true) {
+        dx(fmt, (x, dy, out), k, g)
+    }
+}
+
+/// [`dx`] by the AVX512_BF16 kernel where it runs and completes the row (`false`: the
+/// caller runs the token kernel).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn dx_bf16x(
+    fmt: Fmt,
+    io: (&[u16], &[u16], &mut [u16]),
+    k: (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+    stream: bool,
+) -> bool {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::Dx((x, dy, &mut *out), k, g)) {
-            return;
-        }
+        return matches!(bf16x::run(bf16x::Op::Dx(io, k, g, stream)), Some((_, true)));
     }
-    go(fmt, Dx { x, dy, out, k, g })
+    let _ = (fmt, io, k, g, stream);
+    false
+}
+
+/// Orders the non-temporal stores of this thread's [`dx_streamed`] calls before its later
+/// memory operations (a full fence).
+pub(crate) fn stream_fence() {
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 struct Narrow<'a> {
@@ -633,6 +684,11 @@ impl Kernel for Narrow<'_> {
 pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
     go(fmt, Narrow { src, dst })
 }
+
+mod blocked;
+pub(crate) use blocked::dsums_rows;
+#[cfg(test)]
+use blocked::DSumsRows;
 
 mod cols;
 #[cfg(target_arch = "x86_64")]

@@ -34,11 +34,12 @@ fn available() -> bool {
 pub(super) enum Op<'a> {
     /// [`affine`].
     Affine(&'a [u16], &'a mut [u16], (f32, f32, f32), Params<'a>),
-    /// [`dx`].
+    /// [`dx`] (with non-temporal stores of the output where `true`).
     Dx(
         (&'a [u16], &'a [u16], &'a mut [u16]),
         (f32, f32, f32, f32),
         Option<&'a [f32]>,
+        bool,
     ),
     /// [`cols::col_affine`] (with non-temporal stores of the output where given).
     ColAffine(
@@ -94,7 +95,7 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
     let none = (0.0, 0.0);
     match op {
         Op::Affine(x, y, c, p) => (none, affine(x, y, c, p)),
-        Op::Dx(io, k, g) => (none, dx(io, k, g)),
+        Op::Dx(io, k, g, stream) => (none, dx(io, k, g, stream)),
         Op::ColAffine(x, y, c, nt) => (none, cols::col_affine(x, y, c, nt)),
         Op::ColDx(io, cc, c) => (none, cols::col_dx(io, cc, c)),
         Op::AffineThenSums(io, c, next) => affine_then_sums(io, c, next),
@@ -295,17 +296,22 @@ fn dx32(
 }
 
 /// `dx = dy·(c·γ) + ((x − m)·a + b)` over a bf16 row (γ = 1 when absent), as
-/// `fused::dx`. `false` when an output value is an f32 subnormal (see [`affine`]).
+/// `fused::dx`; with `stream`, non-temporal stores of the output ([`dx_stream`]). `false`
+/// when an output value is an f32 subnormal (see [`affine`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn dx(
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     (c, m, a, b): (f32, f32, f32, f32),
     g: Option<&[f32]>,
+    stream: bool,
 ) -> bool {
     let n = x.len();
     assert!(dy.len() == n && out.len() == n, "rows of one length");
     let vc = _mm512_set1_ps(c);
     let k = (_mm512_set1_ps(m), _mm512_set1_ps(a), _mm512_set1_ps(b));
+    if stream {
+        return dx_stream((x, dy, out), (vc, k), g.map(|g| &g[..n]));
+    }
     let body = n - n % 32;
     let mut tiny = 0u32;
     match g {
@@ -336,6 +342,52 @@ fn dx(
         let (r, t) = dx32((&xc, &dc), vc, k, gc.as_ref());
         out[body..].copy_from_slice(&r[..len]);
         tiny |= t & lanes(len);
+    }
+    tiny == 0
+}
+
+/// [`dx`] writing the output with non-temporal stores (no read of its cache lines, and
+/// the inputs the next call reads stay cached): the values before the output's first
+/// 64-byte boundary and after its last one are stored as usual, the body in blocks of 32
+/// values from that boundary. The same expression per value, so the same bits. The caller
+/// fences the stores (`fused::dx_streamed`) before another thread reads them.
+/// (`vc`, `k`: the coefficients as vectors; rows of one length.)
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn dx_stream(
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    (vc, k): (__m512, (__m512, __m512, __m512)),
+    g: Option<&[f32]>,
+) -> bool {
+    let n = x.len();
+    // The values `lo..hi` (fewer than 32) with ordinary stores; their subnormal mask.
+    let part = |lo: usize, hi: usize, out: &mut [u16]| -> u32 {
+        if lo == hi {
+            return 0;
+        }
+        let (xc, dc) = (pad(&x[lo..hi]), pad(&dy[lo..hi]));
+        let gc = g.map(|g| pad(&g[lo..hi]));
+        let (r, t) = dx32((&xc, &dc), vc, k, gc.as_ref());
+        out[lo..hi].copy_from_slice(&r[..hi - lo]);
+        t & lanes(hi - lo)
+    };
+    // Values before the first 64-byte boundary (u16 values: an even address).
+    let head = (out.as_ptr().cast::<u8>().align_offset(64) / 2).min(n);
+    let mut tiny = part(0, head, out);
+    let mut i = head;
+    while i + 32 <= n {
+        let (r, t) = dx32((at(x, i), at(dy, i)), vc, k, g.map(|g| at(g, i)));
+        tiny |= t;
+        let dst: &mut [u16; 32] = (&mut out[i..i + 32]).try_into().expect("32 values");
+        // SAFETY: 64 bytes at a 64-byte boundary (`head`, then whole blocks), borrowed
+        // mutably; the caller fences the stores before another thread reads them.
+        unsafe { _mm512_stream_si512(dst.as_mut_ptr().cast(), bytemuck::cast(r)) };
+        i += 32;
+    }
+    tiny |= part(i, n, out);
+    if tiny != 0 {
+        // The caller rewrites the row with ordinary stores: these go first.
+        _mm_sfence();
     }
     tiny == 0
 }

@@ -787,4 +787,5 @@ fn bf16_col_affine_streaming_is_col_affine() {
     }
 }
 
+mod dsums_rows;
 mod squares;
