@@ -629,8 +629,8 @@ fn params_pipe<const B: bool, const K: u8>(
     // row's coefficients, which the caller computed from the sums the previous call
     // returned, so the loop starts with work while those arrive. The same blocks in the
     // same order into the same chains (the same bits). (bf16 layer norm [8192, 1024] at
-    // one thread, medians of 5 alternating runs: 2.76 -> 2.61 ms; in L2, 1.5 %; 64 to 512
-    // values ahead measured alike.)
+    // one thread, medians of 7 alternating runs under load: 2.79 -> 2.72 ms; rows in L2:
+    // 1.5 %; 64 to 512 values ahead measured alike.)
     let lead = LEAD.min(body);
     let mut j = 0;
     while j < lead {
