@@ -701,4 +701,7 @@ use cols::{ColAffine, ColDSums, ColDx, ColSums};
 mod bf16x;
 
 #[cfg(test)]
+#[path = "fused/tests/lead.rs"]
+mod lead_tests;
+#[cfg(test)]
 mod tests;

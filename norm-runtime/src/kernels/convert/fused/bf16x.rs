@@ -637,6 +637,9 @@ fn params32<const B: bool>(
     round32(lo, hi)
 }
 
+/// How far (values) the sums of [`params_pipe`] run ahead of its affine pass.
+const LEAD: usize = 128;
+
 /// One row's affine pass with γ (and β) along it, `y = ((x − m)·a + b)·γ + β` (the
 /// expression of `fused::affine` with parameters), and the shifted sums of the next row
 /// (`next`, of the same length) in the same loop: [`affine_then_sums`] for layer norm's
@@ -646,7 +649,7 @@ fn params32<const B: bool>(
 /// [`params32`]). The sums are those of `fused::sums` bit for bit; the flag is `false`
 /// when an output value is an f32 subnormal (the caller reruns the row's affine pass;
 /// the sums stand). `after`: the row after `next` (prefetched along the loop) when the
-/// next call's row is there.
+/// next call's row is there. The sums run [`LEAD`] values ahead of the affine pass.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn params_pipe<const B: bool, const K: u8>(
@@ -674,11 +677,26 @@ fn params_pipe<const B: bool, const K: u8>(
     // The row after `next` (the next call's next row when the rows are contiguous): one
     // prefetch of two cache lines per 64 values.
     let after = next.as_ptr().wrapping_add(n);
+    // The sums of the first blocks before any affine block: they need not wait for this
+    // row's coefficients, which the caller computed from the sums the previous call
+    // returned, so the loop starts with work while those arrive. The same blocks in the
+    // same order into the same chains (the same bits). (bf16 layer norm [8192, 1024] at
+    // one thread, medians of 7 alternating runs under load: 2.79 -> 2.72 ms; rows in L2:
+    // 1.5 %; 64 to 512 values ahead measured alike.)
+    let lead = LEAD.min(body);
+    let mut j = 0;
+    while j < lead {
+        sums32::<K>(&mut acc, at(next, j), c);
+        j += 32;
+    }
     let mut i = 0;
     while i < body {
         // The next row's loads first (as the f32 pipelined rows: no load behind a store
         // 4 KiB apart).
-        sums32::<K>(&mut acc, at(next, i), c);
+        if j < body {
+            sums32::<K>(&mut acc, at(next, j), c);
+            j += 32;
+        }
         if i % 64 == 0 {
             crate::kernels::isa::prefetch2(after.wrapping_add(i).cast());
         }
