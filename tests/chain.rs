@@ -13,9 +13,38 @@
 //! The fused path runs independent blocks of cells back to back where it can; the last test
 //! checks that this changes no bit of any result, at every SIMD level.
 
+use std::sync::{PoisonError, RwLock, RwLockWriteGuard};
+
 use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::prelude::*;
 use normkit::{ChainGrads, StageParams};
+
+/// `simd::set_cap` and `simd::set_block_bytes` are global to the process, and the tests of
+/// this binary run on parallel threads: the test that changes them holds this lock for
+/// writing ([`Knobs`]), the tests that compare two results computed one after the other hold
+/// it for reading (so neither knob can change between the two).
+static KNOBS: RwLock<()> = RwLock::new(());
+
+/// [`KNOBS`] held for writing; on drop (the end of the test, or its panic) the SIMD level and
+/// the block size go back to their defaults before the lock is released.
+struct Knobs {
+    _write: RwLockWriteGuard<'static, ()>,
+}
+
+impl Knobs {
+    fn lock() -> Self {
+        Knobs {
+            _write: KNOBS.write().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+}
+
+impl Drop for Knobs {
+    fn drop(&mut self) {
+        normkit::simd::set_cap(None);
+        normkit::simd::set_block_bytes(None);
+    }
+}
 
 fn lcg(seed: u64, n: usize, offset: f64, scale: f64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).wrapping_add(7);
@@ -207,6 +236,7 @@ fn check<T: Float>(case: &Case, mode: Mode, tol: f64) {
 
 #[test]
 fn fused_chains_match_their_stages_in_f64() {
+    let _knobs = KNOBS.read().unwrap_or_else(PoisonError::into_inner);
     for case in CASES {
         check::<f64>(case, Mode::Train, 1e-11);
         check::<f64>(case, Mode::Eval, 1e-11);
@@ -215,6 +245,7 @@ fn fused_chains_match_their_stages_in_f64() {
 
 #[test]
 fn fused_chains_match_their_stages_in_f32() {
+    let _knobs = KNOBS.read().unwrap_or_else(PoisonError::into_inner);
     for case in CASES {
         check::<f32>(case, Mode::Train, 2e-5);
         check::<f32>(case, Mode::Eval, 2e-5);
@@ -270,6 +301,7 @@ fn blocking_does_not_change_results() {
             }
         }
     }
+    let _knobs = Knobs::lock();
     // Every level this machine runs: the pipelined block kernels and their fallbacks.
     for level in normkit::simd::available() {
         normkit::simd::set_cap(Some(level));
@@ -278,5 +310,4 @@ fn blocking_does_not_change_results() {
             same::<f64>(case, level);
         }
     }
-    normkit::simd::set_cap(None);
 }

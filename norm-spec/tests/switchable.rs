@@ -1,7 +1,7 @@
 //! Switchable Normalization in the configuration language: `axes = "H,W" | "C,H,W" |
 //! "N,H,W"` — the IR it lowers to, the canonical text, every message at its byte range (the
-//! same messages as the macro's, see `tests/ui/fail/switchable/`), and a property test over
-//! combinations of alternatives.
+//! same messages as the macro's, see `ui-tests/tests/ui/fail/switchable/`), and a property
+//! test over combinations of alternatives.
 
 use std::ops::Range;
 

@@ -9,7 +9,9 @@
 
 use crate::nn::{self, Identity, Normalizer, Phase, Rng, WeightTransform};
 use crate::{mlp, model, norms};
-use ndarray::{Array, Array1, Array2, Array4, ArrayView4, Dimension, ShapeBuilder};
+use ndarray::{
+    Array, Array1, Array2, Array4, ArrayView2, ArrayView4, Dimension, Ix2, Ix4, ShapeBuilder,
+};
 
 fn random<D: Dimension>(shape: impl ShapeBuilder<Dim = D>, rng: &mut Rng) -> Array<f64, D> {
     Array::from_shape_simple_fn(shape, || rng.normal())
@@ -222,14 +224,75 @@ impl WeightTransform<f64> for Double {
     }
 }
 
+/// What the whole-network gradient check needs of a network (the CNN, the deep MLP) and the
+/// inputs it is checked on.
+trait Net {
+    /// The input's dimension (`[N, 1, 8, 8]` images, `[N, F]` features).
+    type Dim: Dimension;
+    /// The input gradient's name in failure messages.
+    const DX: &'static str;
+    /// The seed of the parameter perturbation and of the input.
+    const SEED: u64;
+    /// The input's labels, one per sample.
+    const LABELS: &'static [usize];
+    /// How many entries of each parameter tensor are checked (about: every
+    /// `len.div_ceil(SAMPLES)`-th).
+    const SAMPLES: usize;
+    /// The input, drawn from `rng` after the parameters.
+    fn input(rng: &mut Rng) -> Array<f64, Self::Dim>;
+    fn logits(&mut self, x: &Array<f64, Self::Dim>) -> Array2<f64>;
+    fn dx(&mut self, dlogits: ArrayView2<'_, f64>) -> Array<f64, Self::Dim>;
+    fn visit(&mut self, f: &mut dyn FnMut(&mut [f64], &[f64]));
+}
+
+impl Net for model::Cnn<f64> {
+    type Dim = Ix4;
+    const DX: &'static str = "network dx";
+    const SEED: u64 = 9;
+    const LABELS: &'static [usize] = &[1, 7, 4];
+    const SAMPLES: usize = 7;
+    fn input(rng: &mut Rng) -> Array4<f64> {
+        random((3, 1, 8, 8), rng)
+    }
+    fn logits(&mut self, x: &Array4<f64>) -> Array2<f64> {
+        self.forward(x.view(), Phase::Train).unwrap()
+    }
+    fn dx(&mut self, dlogits: ArrayView2<'_, f64>) -> Array4<f64> {
+        self.backward(dlogits).unwrap()
+    }
+    fn visit(&mut self, f: &mut dyn FnMut(&mut [f64], &[f64])) {
+        self.visit_params(f);
+    }
+}
+
+impl Net for mlp::Mlp<f64> {
+    type Dim = Ix2;
+    const DX: &'static str = "MLP dx";
+    const SEED: u64 = 11;
+    const LABELS: &'static [usize] = &[1, 2, 0, 2];
+    const SAMPLES: usize = 5;
+    fn input(rng: &mut Rng) -> Array2<f64> {
+        random((4, 6), rng)
+    }
+    fn logits(&mut self, x: &Array2<f64>) -> Array2<f64> {
+        self.forward(x.view(), Phase::Train).unwrap()
+    }
+    fn dx(&mut self, dlogits: ArrayView2<'_, f64>) -> Array2<f64> {
+        self.backward(dlogits).unwrap()
+    }
+    fn visit(&mut self, f: &mut dyn FnMut(&mut [f64], &[f64])) {
+        self.visit_params(f);
+    }
+}
+
 /// Gradient of the whole network with respect to its input and a sample of
 /// every parameter tensor, against central differences. `build` makes the
 /// network; its parameters are then randomized (γ around 1, β around 0).
-fn check_network(what: &str, build: &dyn Fn() -> model::Cnn<f64>) {
-    let mut rng = Rng::new(9);
+fn check_network<N: Net>(what: &str, build: &dyn Fn() -> N) {
+    let mut rng = Rng::new(N::SEED);
     let mut net = build();
     let mut snapshot: Vec<Vec<f64>> = Vec::new();
-    net.visit_params(&mut |p, _| {
+    net.visit(&mut |p, _| {
         for v in p.iter_mut() {
             *v += 0.3 * rng.normal();
         }
@@ -238,28 +301,27 @@ fn check_network(what: &str, build: &dyn Fn() -> model::Cnn<f64>) {
     let with_snapshot = || {
         let mut n = build();
         let mut k = 0;
-        n.visit_params(&mut |p, _| {
+        n.visit(&mut |p, _| {
             p.copy_from_slice(&snapshot[k]);
             k += 1;
         });
         n
     };
-    let x = random((3, 1, 8, 8), &mut rng);
-    let labels = [1, 7, 4];
-    let loss_of = |net: &mut model::Cnn<f64>, x: &Array4<f64>| {
-        let logits = net.forward(x.view(), Phase::Train).unwrap();
-        nn::softmax_cross_entropy(logits.view(), &labels).0
+    let x = N::input(&mut rng);
+    let loss_of = |net: &mut N, x: &Array<f64, N::Dim>| {
+        let logits = net.logits(x);
+        nn::softmax_cross_entropy(logits.view(), N::LABELS).0
     };
-    let logits = net.forward(x.view(), Phase::Train).unwrap();
-    let (_, dlogits) = nn::softmax_cross_entropy(logits.view(), &labels);
-    let dx = net.backward(dlogits.view()).unwrap();
-    check_grad(&format!("{what}: network dx"), &x, &dx, |x| {
+    let logits = net.logits(&x);
+    let (_, dlogits) = nn::softmax_cross_entropy(logits.view(), N::LABELS);
+    let dx = net.dx(dlogits.view());
+    check_grad(&format!("{what}: {}", N::DX), &x, &dx, |x| {
         loss_of(&mut with_snapshot(), x)
     });
 
     // Parameter gradients: perturb entries of every visited tensor.
     let mut grads: Vec<Vec<f64>> = Vec::new();
-    net.visit_params(&mut |_p, g| grads.push(g.to_vec()));
+    net.visit(&mut |_p, g| grads.push(g.to_vec()));
     assert_eq!(
         grads.len(),
         snapshot.len(),
@@ -267,11 +329,11 @@ fn check_network(what: &str, build: &dyn Fn() -> model::Cnn<f64>) {
     );
     let h = 1e-6;
     for (t, g) in grads.iter().enumerate() {
-        for i in (0..g.len()).step_by(g.len().div_ceil(7)) {
+        for i in (0..g.len()).step_by(g.len().div_ceil(N::SAMPLES)) {
             let eval = |delta: f64| {
                 let mut n = with_snapshot();
                 let mut k = 0;
-                n.visit_params(&mut |p, _| {
+                n.visit(&mut |p, _| {
                     if k == t {
                         p[i] += delta;
                     }
@@ -323,71 +385,6 @@ fn whole_network_gradients_with_normkit_layers() {
     }
 }
 
-/// The deep MLP's gradients (input and a sample of every parameter tensor)
-/// against central differences, as [`check_network`] does for the CNN.
-fn check_mlp(what: &str, build: &dyn Fn() -> mlp::Mlp<f64>) {
-    let mut rng = Rng::new(11);
-    let mut net = build();
-    let mut snapshot: Vec<Vec<f64>> = Vec::new();
-    net.visit_params(&mut |p, _| {
-        for v in p.iter_mut() {
-            *v += 0.3 * rng.normal();
-        }
-        snapshot.push(p.to_vec());
-    });
-    let with_snapshot = || {
-        let mut n = build();
-        let mut k = 0;
-        n.visit_params(&mut |p, _| {
-            p.copy_from_slice(&snapshot[k]);
-            k += 1;
-        });
-        n
-    };
-    let x = random((4, 6), &mut rng);
-    let labels = [1, 2, 0, 2];
-    let loss_of = |net: &mut mlp::Mlp<f64>, x: &Array2<f64>| {
-        let logits = net.forward(x.view(), Phase::Train).unwrap();
-        nn::softmax_cross_entropy(logits.view(), &labels).0
-    };
-    let logits = net.forward(x.view(), Phase::Train).unwrap();
-    let (_, dlogits) = nn::softmax_cross_entropy(logits.view(), &labels);
-    let dx = net.backward(dlogits.view()).unwrap();
-    check_grad(&format!("{what}: MLP dx"), &x, &dx, |x| {
-        loss_of(&mut with_snapshot(), x)
-    });
-    let mut grads: Vec<Vec<f64>> = Vec::new();
-    net.visit_params(&mut |_p, g| grads.push(g.to_vec()));
-    assert_eq!(
-        grads.len(),
-        snapshot.len(),
-        "{what}: every parameter has a gradient"
-    );
-    let h = 1e-6;
-    for (t, g) in grads.iter().enumerate() {
-        for i in (0..g.len()).step_by(g.len().div_ceil(5)) {
-            let eval = |delta: f64| {
-                let mut n = with_snapshot();
-                let mut k = 0;
-                n.visit_params(&mut |p, _| {
-                    if k == t {
-                        p[i] += delta;
-                    }
-                    k += 1;
-                });
-                loss_of(&mut n, &x)
-            };
-            let numeric = (eval(h) - eval(-h)) / (2.0 * h);
-            let err = (g[i] - numeric).abs() / (1.0 + g[i].abs() + numeric.abs());
-            assert!(
-                err < 1e-6,
-                "{what}: tensor {t} entry {i}: {} vs {numeric}",
-                g[i]
-            );
-        }
-    }
-}
-
 /// The deep MLP (three hidden layers of 8 units, three classes) with every
 /// normalizer of parts 2–4: the `N,C` ↔ `N,C,1,1` reshapes, the weight
 /// reparametrization of `O,I` weights and the parameter order.
@@ -406,7 +403,7 @@ fn mlp_gradients_with_normkit_layers() {
             let ws = || norms::make_ws::<f64>(kind);
             mlp::Mlp::<f64>::new(6, 8, 3, 3, &norm, &ws, &mut Rng::new(12))
         };
-        check_mlp(kind.label(), &build);
+        check_network(kind.label(), &build);
     }
 }
 

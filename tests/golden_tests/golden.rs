@@ -242,23 +242,40 @@ impl<T: Float> Layer<T> for DynNorm<T> {
     }
 }
 
-/// `Layer` for a single-stage generated struct without `affine = external`.
-macro_rules! single_stage_layer {
-    ($ty:ident, $ix:ty, |$s:ident, $g:ident, $b:ident| $set:expr, |$r:ident| $running:expr) => {
+/// A single-stage struct's gradients as `Layer::run_backward` returns them: dx and the one
+/// stage's dγ, dβ.
+fn one_stage<T: Float, D: Dimension>(mut g: Grads<T, D>) -> (ArrayD<T>, Vec<StageGrads<T>>) {
+    let stage = g.take_params();
+    (g.dx.into_dyn(), vec![stage])
+}
+
+/// `Layer` for a generated struct whose input has the rank `$ix`. `set` stores stage
+/// `$stage`'s γ `$g` and β `$b` in `$s`; `forward` is the struct's forward of `$l` on `$x`
+/// (the input at rank `$ix`) with the external scale and shift `$ext` in mode `$mode`;
+/// `grads` splits the struct's gradients `$gr` into dx and one `StageGrads` per stage;
+/// `running` reads `$r`'s running state, one entry per stage.
+macro_rules! generated_layer {
+    (
+        $ty:ident,
+        $ix:ty,
+        set: |$s:ident, $stage:ident, $g:ident, $b:ident| $set:expr,
+        forward: |$l:ident, $x:ident, $ext:ident, $mode:ident| $forward:expr,
+        grads: |$gr:ident| $grads:expr,
+        running: |$r:ident| $running:expr $(,)?
+    ) => {
         impl<T: Float> Layer<T> for $ty<T> {
-            fn set_params(&mut self, _stage: usize, $g: Option<&Tensor>, $b: Option<&Tensor>) {
+            fn set_params(&mut self, $stage: usize, $g: Option<&Tensor>, $b: Option<&Tensor>) {
                 let $s = self;
                 $set
             }
             fn run_forward(
                 &mut self,
                 x: ArrayViewD<'_, T>,
-                _ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
-                mode: Mode,
+                $ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
+                $mode: Mode,
             ) -> (ArrayD<T>, Saved<T>) {
-                let (y, saved) = self
-                    .forward(fixed::<T, $ix>(x), mode)
-                    .expect("macro forward");
+                let ($l, $x) = (self, fixed::<T, $ix>(x));
+                let (y, saved) = $forward.expect("macro forward");
                 (y.into_dyn(), saved)
             }
             fn run_backward(
@@ -267,18 +284,30 @@ macro_rules! single_stage_layer {
                 dy: ArrayViewD<'_, T>,
                 saved: &Saved<T>,
             ) -> (ArrayD<T>, Vec<StageGrads<T>>) {
-                let g = self
+                let $gr = self
                     .backward(fixed::<T, $ix>(x), fixed::<T, $ix>(dy), saved)
                     .expect("macro backward");
-                let mut g = g;
-                let stage = g.take_params();
-                (g.dx.into_dyn(), vec![stage])
+                $grads
             }
             fn running(&self) -> Vec<RunningState<T>> {
                 let $r = self;
                 $running
             }
         }
+    };
+}
+
+/// `Layer` for a single-stage generated struct without `affine = external`.
+macro_rules! single_stage_layer {
+    ($ty:ident, $ix:ty, |$s:ident, $g:ident, $b:ident| $set:expr, |$r:ident| $running:expr) => {
+        generated_layer!(
+            $ty,
+            $ix,
+            set: |$s, _stage, $g, $b| $set,
+            forward: |l, x, _ext, mode| l.forward(x, mode),
+            grads: |g| one_stage(g),
+            running: |$r| $running,
+        );
     };
     // γ and β, no running statistics.
     ($ty:ident, $ix:ty, affine) => {
@@ -319,93 +348,46 @@ single_stage_layer!(
     |_s| vec![(None, None, 0)]
 );
 
-impl<T: Float> Layer<T> for AdaIn<T> {
-    fn set_params(&mut self, _stage: usize, gamma: Option<&Tensor>, beta: Option<&Tensor>) {
-        assert!(gamma.is_none() && beta.is_none());
-    }
-    fn run_forward(
-        &mut self,
-        x: ArrayViewD<'_, T>,
-        ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
-        mode: Mode,
-    ) -> (ArrayD<T>, Saved<T>) {
+generated_layer!(
+    AdaIn,
+    Ix4,
+    set: |_s, _stage, g, b| assert!(g.is_none() && b.is_none()),
+    forward: |l, x, ext, mode| {
         let (s, t) = ext.expect("AdaIN takes scale and shift");
-        let (y, saved) = self
-            .forward(
-                fixed::<T, Ix4>(x),
-                fixed::<T, Ix2>(s),
-                fixed::<T, Ix2>(t),
-                mode,
-            )
-            .expect("macro forward");
-        (y.into_dyn(), saved)
-    }
-    fn run_backward(
-        &self,
-        x: ArrayViewD<'_, T>,
-        dy: ArrayViewD<'_, T>,
-        saved: &Saved<T>,
-    ) -> (ArrayD<T>, Vec<StageGrads<T>>) {
-        let g = self
-            .backward(fixed::<T, Ix4>(x), fixed::<T, Ix4>(dy), saved)
-            .expect("macro backward");
-        let mut g = g;
-        let stage = g.take_params();
-        (g.dx.into_dyn(), vec![stage])
-    }
-    fn running(&self) -> Vec<RunningState<T>> {
-        vec![(None, None, 0)]
-    }
-}
+        l.forward(x, fixed::<T, Ix2>(s), fixed::<T, Ix2>(t), mode)
+    },
+    grads: |g| one_stage(g),
+    running: |_r| vec![(None, None, 0)],
+);
 
-impl<T: Float> Layer<T> for Bcn2<T> {
-    fn set_params(&mut self, stage: usize, gamma: Option<&Tensor>, beta: Option<&Tensor>) {
-        let (g, b) = (gamma.expect("gamma"), beta.expect("beta"));
+generated_layer!(
+    Bcn2,
+    Ix4,
+    set: |s, stage, g, b| {
+        let (g, b) = (g.expect("gamma"), b.expect("beta"));
         match stage {
             0 => {
-                self.bn.gamma = param(g);
-                self.bn.beta = param(b);
+                s.bn.gamma = param(g);
+                s.bn.beta = param(b);
             }
             1 => {
-                self.gn.gamma = param(g);
-                self.gn.beta = param(b);
+                s.gn.gamma = param(g);
+                s.gn.beta = param(b);
             }
             _ => panic!("Bcn2 has two stages"),
         }
-    }
-    fn run_forward(
-        &mut self,
-        x: ArrayViewD<'_, T>,
-        _ext: Option<(ArrayViewD<'_, T>, ArrayViewD<'_, T>)>,
-        mode: Mode,
-    ) -> (ArrayD<T>, Saved<T>) {
-        let (y, saved) = self
-            .forward(fixed::<T, Ix4>(x), mode)
-            .expect("macro forward");
-        (y.into_dyn(), saved)
-    }
-    fn run_backward(
-        &self,
-        x: ArrayViewD<'_, T>,
-        dy: ArrayViewD<'_, T>,
-        saved: &Saved<T>,
-    ) -> (ArrayD<T>, Vec<StageGrads<T>>) {
-        let g = self
-            .backward(fixed::<T, Ix4>(x), fixed::<T, Ix4>(dy), saved)
-            .expect("macro backward");
-        (g.dx.into_dyn(), vec![g.bn, g.gn])
-    }
-    fn running(&self) -> Vec<RunningState<T>> {
-        vec![
-            (
-                Some(self.bn.running_mean.clone().into_dyn()),
-                Some(self.bn.running_var.clone().into_dyn()),
-                self.bn.num_batches_tracked,
-            ),
-            (None, None, 0),
-        ]
-    }
-}
+    },
+    forward: |l, x, _ext, mode| l.forward(x, mode),
+    grads: |g| (g.dx.into_dyn(), vec![g.bn, g.gn]),
+    running: |r| vec![
+        (
+            Some(r.bn.running_mean.clone().into_dyn()),
+            Some(r.bn.running_var.clone().into_dyn()),
+            r.bn.num_batches_tracked,
+        ),
+        (None, None, 0),
+    ],
+);
 
 /// Runs every step of a golden case through the generated layer and through `DynNorm` and
 /// requires identical bits in every output and state.

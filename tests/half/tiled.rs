@@ -317,22 +317,38 @@ fn run_case<T: Float>(case: &Case, what: &str) -> Vec<u64> {
     out
 }
 
-fn every_case<T: Float>() {
+/// A case's declaration and input shape: its label in failure messages.
+trait Declared: Sync {
+    fn declared(&self) -> (&str, &[usize]);
+}
+
+impl Declared for Case {
+    fn declared(&self) -> (&str, &[usize]) {
+        (self.spec, self.shape)
+    }
+}
+
+/// `run` on every case of a table at every SIMD level and thread count (see
+/// [`at_every_level_and_thread_count`]), each case labelled by its declaration and shape.
+fn every<T: Float, C: Declared>(cases: &[C], run: impl Fn(&C, &str) -> Vec<u64> + Sync) {
     at_every_level_and_thread_count::<T, _>(
-        CASES,
-        |c| format!("{} {:?}", c.spec, c.shape),
-        run_case::<T>,
+        cases,
+        |c| {
+            let (spec, shape) = c.declared();
+            format!("{spec} {shape:?}")
+        },
+        run,
     );
 }
 
 #[test]
 fn bf16_tiled_layers_match_the_f64_reference_at_every_level_and_thread_count() {
-    every_case::<bf16>();
+    every::<bf16, _>(CASES, run_case::<bf16>);
 }
 
 #[test]
 fn f16_tiled_layers_match_the_f64_reference_at_every_level_and_thread_count() {
-    every_case::<f16>();
+    every::<f16, _>(CASES, run_case::<f16>);
 }
 
 /// A row case with parameters along the rows (`widen/rows.rs`): the declaration, its sizes,
@@ -516,20 +532,18 @@ fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
     out
 }
 
-fn every_row_case<T: Float>() {
-    at_every_level_and_thread_count::<T, _>(
-        ROW_CASES,
-        |c| format!("{} {:?}", c.spec, c.shape),
-        run_row_case::<T>,
-    );
+impl Declared for RowCase {
+    fn declared(&self) -> (&str, &[usize]) {
+        (self.spec, self.shape)
+    }
 }
 
 #[test]
 fn bf16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_count() {
-    every_row_case::<bf16>();
+    every::<bf16, _>(ROW_CASES, run_row_case::<bf16>);
 }
 
 #[test]
 fn f16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_count() {
-    every_row_case::<f16>();
+    every::<f16, _>(ROW_CASES, run_row_case::<f16>);
 }

@@ -13,7 +13,8 @@
 //! like PyTorch, only into the statistics groups that contain it.
 //!
 //! The last part checks that `NormSpec::parse` rejects the declarations of the trybuild
-//! compile-fail cases with the same messages as the macro, pointing at the same text.
+//! compile-fail cases (`ui-tests/tests/ui/fail`, the `normkit-ui-tests` member) with the same
+//! messages as the macro, pointing at the same text.
 
 use std::fmt::Debug;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -1197,7 +1198,7 @@ fn snapshot_errors(stderr: &str, src: &str) -> Vec<Snapshot> {
 /// declaration underlines the attribute and spans the whole text at run time).
 #[test]
 fn parse_errors_match_compile_errors() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui/fail");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui-tests/tests/ui/fail");
     let mut checked = 0;
     let mut compared = 0;
     let mut failures = Vec::new();
@@ -1258,19 +1259,19 @@ fn parse_error_text_equals_the_compile_error() {
     let cases: [(&str, &str); 4] = [
         (
             r#"input = "N,C,H,W", axes = "C,H,X""#,
-            include_str!("../ui/fail/axes/axis_not_in_input.stderr"),
+            include_str!("../../ui-tests/tests/ui/fail/axes/axis_not_in_input.stderr"),
         ),
         (
             r#"input = "N,C=48,H,W", axes = "C,H,W", groups = 32"#,
-            include_str!("../ui/fail/groups/fixed_c_not_divisible.stderr"),
+            include_str!("../../ui-tests/tests/ui/fail/groups/fixed_c_not_divisible.stderr"),
         ),
         (
             r#"input = "N,C,H,W", axis = "C,H,W""#,
-            include_str!("../ui/fail/keys/unknown_key.stderr"),
+            include_str!("../../ui-tests/tests/ui/fail/keys/unknown_key.stderr"),
         ),
         (
             r#"input = "N,C,H,W", axes = "C,H,W", eps = -1e-5"#,
-            include_str!("../ui/fail/numbers/eps_negative.stderr"),
+            include_str!("../../ui-tests/tests/ui/fail/numbers/eps_negative.stderr"),
         ),
     ];
     for (src, stderr) in cases {

@@ -4,8 +4,8 @@
 //! loss and the held-out accuracy per epoch, and the time per epoch.
 //!
 //! ```text
-//! cargo run --release -p normkit-candle --example train            # 8 epochs
-//! cargo run --release -p normkit-candle --example train -- --quick # a few seconds (CI)
+//! cargo run --release -p normkit-candle --example candle_train            # 8 epochs
+//! cargo run --release -p normkit-candle --example candle_train -- --quick # a few seconds (CI)
 //! ```
 
 use std::collections::HashMap;

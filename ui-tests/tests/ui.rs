@@ -6,9 +6,14 @@
 //!   article, plus a lint case under `#![deny(warnings, missing_docs)]`; trybuild runs rustc,
 //!   not clippy, so the `clippy::all` part of that case is only checked by `cargo clippy`).
 //!
+//! Paths are relative to this package (`ui-tests/`). The root crate's
+//! `tests/layers/errors.rs` reads the same `tests/ui/fail` snapshots to compare
+//! `NormSpec::parse` with the compile errors.
+//!
 //! The snapshots depend on the compiler's diagnostics format; the toolchain is pinned in
-//! `rust-toolchain.toml`. Regenerate with `TRYBUILD=overwrite cargo test --test ui` and read
-//! every changed `.stderr` before committing it.
+//! `rust-toolchain.toml`. Regenerate with
+//! `TRYBUILD=overwrite cargo test -p normkit-ui-tests` and read every changed `.stderr`
+//! before committing it.
 
 #[test]
 fn ui() {

@@ -3,8 +3,8 @@
 //! burn-nn's. Loss and held-out accuracy per epoch, a progress bar per epoch.
 //!
 //! ```text
-//! cargo run --release -p normkit-burn --example train            # 8 epochs per model
-//! cargo run --release -p normkit-burn --example train -- --quick # CI: one short epoch
+//! cargo run --release -p normkit-burn --example burn_train            # 8 epochs per model
+//! cargo run --release -p normkit-burn --example burn_train -- --quick # CI: one short epoch
 //! ```
 //!
 //! Runs on `Device::flex().autodiff()`, where normkit-burn takes its fused path.
