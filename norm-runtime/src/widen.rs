@@ -36,6 +36,7 @@
 //! reused.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
 use rayon::prelude::*;
@@ -63,18 +64,27 @@ thread_local! {
 
 /// Runs `f` with this thread's buffers (fresh ones inside a nested call).
 fn with_bufs<R>(f: impl FnOnce(&mut Bufs) -> R) -> R {
-    BUFS.with(|cell| match cell.try_borrow_mut() {
+    with_local(&BUFS, f)
+}
+
+/// Runs `f` with this thread's value of `key` (a fresh one inside a nested call, which
+/// finds the thread's value borrowed).
+fn with_local<S: Default + 'static, R>(
+    key: &'static LocalKey<RefCell<S>>,
+    f: impl FnOnce(&mut S) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
         Ok(mut b) => f(&mut b),
-        Err(_) => f(&mut Bufs::default()),
+        Err(_) => f(&mut S::default()),
     })
 }
 
 /// `buf` of length `n` (its values are overwritten by the caller: no zeroing pass when the
 /// length is already right).
-fn sized(buf: &mut Vec<f32>, n: usize) {
+fn sized<V: Copy + Default>(buf: &mut Vec<V>, n: usize) {
     if buf.len() != n {
         buf.clear();
-        buf.resize(n, 0.0);
+        buf.resize(n, V::default());
     }
 }
 

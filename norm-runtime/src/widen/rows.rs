@@ -308,19 +308,6 @@ thread_local! {
     static SCRATCH: RefCell<BackScratch> = RefCell::new(BackScratch::default());
 }
 
-/// Runs `f` with this thread's backward buffers (fresh ones inside a nested call).
-fn with_scratch<R>(f: impl FnOnce(&mut BackScratch) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut b) => f(&mut b),
-        Err(_) => f(&mut BackScratch::default()),
-    })
-}
-
-/// `v` as `n` values (its previous values kept where it had them; the caller overwrites).
-fn sized<V: Copy + Default>(v: &mut Vec<V>, n: usize) {
-    v.resize(n, V::default());
-}
-
 /// What every task of a backward call reads.
 struct Back<'a> {
     stage: &'a Stage,
@@ -499,16 +486,16 @@ pub(crate) fn backward<T: Float>(
     let stage = &info.spec.stages[0];
     let n = rows.n;
     let per = rows.groups_per_task();
-    with_scratch(|sc| {
+    super::with_local(&SCRATCH, |sc| {
         let g = state.gamma.as_ref().map(values).unwrap_or_default();
         let np = g.len();
-        sized(&mut sc.gamma, np);
+        super::sized(&mut sc.gamma, np);
         T::widen(&g, &mut sc.gamma);
-        sized(&mut sc.base, plan.groups);
+        super::sized(&mut sc.base, plan.groups);
         plan.for_each_group(|s, p, _| sc.base[s] = p);
         let ntasks = plan.groups.div_ceil(per);
         let stride = (2 * np).max(1);
-        sized(&mut sc.parts, ntasks * stride);
+        super::sized(&mut sc.parts, ntasks * stride);
         let back = Back {
             stage,
             rows: &rows,
