@@ -168,6 +168,22 @@ fn into_methods_do_not_allocate() {
         0,
         "bf16 ln backward_into"
     );
+    // Its forward: γ, β widened, the groups' offsets and statistics in reused buffers
+    // (the statistics in the `Saved`'s own when it keeps them).
+    assert_eq!(
+        allocations(|| lnh
+            .forward_train_into(xh.view(), yh.view_mut(), &mut sh)
+            .expect("fwd")),
+        0,
+        "bf16 ln forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| lnh
+            .forward_eval_into(xh.view(), yh.view_mut())
+            .expect("eval")),
+        0,
+        "bf16 ln forward_eval_into"
+    );
 
     let spec =
         NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#).expect("spec");

@@ -104,20 +104,37 @@ fn plan_of<T: Float>(
     Some((plan, rows))
 }
 
-/// γ and β widened to f32 (β zero without bias), and each group's parameter offset.
-fn params<T: Float>(state: &StageState<'_, T>, plan: &Plan) -> (Vec<f32>, Vec<f32>, Vec<usize>) {
+/// The forward pass's buffers, kept per thread between calls (no allocation once warm).
+#[derive(Default)]
+struct FwdScratch {
+    /// γ widened to f32.
+    gamma: Vec<f32>,
+    /// β widened to f32 (zero without bias).
+    beta: Vec<f32>,
+    /// Each group's parameter offset.
+    base: Vec<usize>,
+    /// The groups' statistics when the call keeps no [`Saved`] (else the `Saved`'s own
+    /// buffer is filled and handed back to it).
+    stats: Vec<Stat>,
+}
+
+thread_local! {
+    static FWD: RefCell<FwdScratch> = RefCell::new(FwdScratch::default());
+}
+
+/// γ and β widened to f32 into `sc` (β zero without bias), and each group's parameter
+/// offset.
+fn params<T: Float>(state: &StageState<'_, T>, plan: &Plan, sc: &mut FwdScratch) {
     let g = state.gamma.as_ref().map(values).unwrap_or_default();
-    let mut gamma = vec![0f32; g.len()];
-    T::widen(&g, &mut gamma);
-    let mut beta = vec![0f32; g.len()];
-    if let Some(b) = state.beta.as_ref().map(values) {
-        if b.len() == g.len() {
-            T::widen(&b, &mut beta);
-        }
+    super::sized(&mut sc.gamma, g.len());
+    T::widen(&g, &mut sc.gamma);
+    super::sized(&mut sc.beta, g.len());
+    match state.beta.as_ref().map(values) {
+        Some(b) if b.len() == g.len() => T::widen(&b, &mut sc.beta),
+        _ => sc.beta.fill(0.0),
     }
-    let mut base = vec![0; plan.groups];
-    plan.for_each_group(|s, p, _| base[s] = p);
-    (gamma, beta, base)
+    super::sized(&mut sc.base, plan.groups);
+    plan.for_each_group(|s, p, _| sc.base[s] = p);
 }
 
 /// The lines of group `s`: `(start in the group, parameter offset)`.
@@ -188,14 +205,56 @@ pub(crate) fn forward<T: Float>(
 ) -> Option<()> {
     let (plan, rows) = plan_of(info, state, shape, Purpose::Forward(mode))?;
     let stage = &info.spec.stages[0];
-    let n = rows.n;
     let fixed = mode == Mode::Eval && stage.running_stats;
-    let mut stats = vec![Stat::default(); plan.groups];
-    if fixed {
-        running_stats(stage, &plan, state.running.as_ref()?, &mut stats);
+    if fixed && state.running.is_none() {
+        return None;
     }
-    let (gamma, beta, base) = params(state, &plan);
-    let has_beta = state.beta.is_some();
+    let mut saved = saved;
+    super::with_local(&FWD, |sc| {
+        // The statistics go into the buffer they end in: the `Saved`'s (handed back by
+        // `fill_saved`), else this thread's.
+        let mut stats = match saved.as_deref_mut() {
+            Some(sv) => sv
+                .stages
+                .first_mut()
+                .map(|st| std::mem::take(&mut st.stats))
+                .unwrap_or_default(),
+            None => std::mem::take(&mut sc.stats),
+        };
+        super::sized(&mut stats, plan.groups);
+        if let (true, Some(running)) = (fixed, state.running.as_ref()) {
+            running_stats(stage, &plan, running, &mut stats);
+        }
+        params(state, &plan, sc);
+        let has_beta = state.beta.is_some();
+        run_forward::<T>(stage, (&rows, fixed), sc, (x, out), (&mut stats, has_beta));
+        if mode == Mode::Train {
+            tiled::update_running(stage, &plan, rows.n, &stats, state.running.as_mut());
+        }
+        match saved {
+            Some(saved) => tiled::fill_saved(info, saved, shape, fixed, rows.n, stats),
+            None => sc.stats = stats,
+        }
+    });
+    Some(())
+}
+
+thread_local! {
+    /// A task's per-line coefficients in the group-norm forward.
+    static COEFS: RefCell<Vec<(f32, f32, f32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The tasks of [`forward`]: each group's statistics into `stats` (unless `fixed`: given)
+/// and its output.
+fn run_forward<T: Float>(
+    stage: &Stage,
+    (rows, fixed): (&Rows, bool),
+    sc: &FwdScratch,
+    (x, out): (&[T], &mut [T]),
+    (stats, has_beta): (&mut [Stat], bool),
+) {
+    let (gamma, beta, base) = (&sc.gamma[..], &sc.beta[..], &sc.base[..]);
+    let n = rows.n;
     let per = rows.groups_per_task();
     x.par_chunks(per * n)
         .zip(out.par_chunks_mut(per * n))
@@ -203,8 +262,29 @@ pub(crate) fn forward<T: Float>(
         .enumerate()
         .for_each(|(t, ((xs, os), sts))| {
             let h = tiled::half_bits::<T>();
+            let layer_norm =
+                !fixed && rows.ps_line == 1 && (rows.n == rows.len || rows.ps_outer == rows.len);
+            let s0 = t * per;
+            let p = base[s0];
+            if layer_norm && base[s0..s0 + sts.len()].iter().all(|&q| q == p) {
+                // Layer norm with the task's rows sharing their parameters: all of them in
+                // one call where the CPU has the kernel (`fused::params_rows`: each row's
+                // statistics computed between its sums and its output, inside the loop
+                // over rows), else row by row below.
+                let (g, bt) = (&gamma[p..p + n], &beta[p..p + n]);
+                let mut stat = |i: usize, (shift, sum, sq): (f64, f64, f64)| {
+                    let st = stat_of(stage, ShiftedSums { shift, sum, sq }, n);
+                    sts[i] = st;
+                    coef(st.mean, st.rstd, 0.0)
+                };
+                let pr = (g, has_beta.then_some(bt));
+                let io = (h.r(xs), h.w(os));
+                if fused::params_rows(h.fmt, io, n, pr, stage.center, &mut stat) {
+                    return;
+                }
+            }
             let io = (xs, os, sts);
-            if !fixed && rows.ps_line == 1 && (rows.n == rows.len || rows.ps_outer == rows.len) {
+            if layer_norm {
                 // Layer norm (γ, β along the whole group).
                 pipeline(stage, io, n, |i, st, (xg, og), next| {
                     let p = base[t * per + i];
@@ -227,27 +307,31 @@ pub(crate) fn forward<T: Float>(
             }
             if !fixed && rows.ps_line == 0 {
                 // Group norm: γ, β folded into each line's coefficients, as the f32 kernel.
-                let mut coefs = Vec::with_capacity(n / rows.len);
-                pipeline(stage, io, n, |i, st, (xg, og), next| {
-                    let (m, a, b) = coef(st.mean, st.rstd, 0.0);
-                    let lines = lines(&rows, base[t * per + i]);
-                    coefs.clear();
-                    coefs.extend(lines.map(|(_, p)| (m, a * gamma[p], b * gamma[p] + beta[p])));
-                    let io = (h.r(xg), h.w(og));
-                    match next {
-                        Some((next, shift)) => {
-                            let next_io = (h.r(next), shift);
-                            fused::lines_affine_then_sums(h.fmt, io, rows.len, &coefs, next_io)
-                        }
-                        None => {
-                            let (len, (xg, og)) = (rows.len, io);
-                            for ((xl, ol), &c) in xg.chunks(len).zip(og.chunks_mut(len)).zip(&coefs)
-                            {
-                                fused::affine(h.fmt, xl, ol, c, None);
+                super::with_local(&COEFS, |coefs| {
+                    pipeline(stage, io, n, |i, st, (xg, og), next| {
+                        let (m, a, b) = coef(st.mean, st.rstd, 0.0);
+                        let lines = lines(rows, base[t * per + i]);
+                        let line =
+                            |(_, p): (usize, usize)| (m, a * gamma[p], b * gamma[p] + beta[p]);
+                        coefs.clear();
+                        coefs.extend(lines.map(line));
+                        let io = (h.r(xg), h.w(og));
+                        match next {
+                            Some((next, shift)) => {
+                                let next_io = (h.r(next), shift);
+                                fused::lines_affine_then_sums(h.fmt, io, rows.len, coefs, next_io)
                             }
-                            (0.0, 0.0)
+                            None => {
+                                let (len, (xg, og)) = (rows.len, io);
+                                for ((xl, ol), &c) in
+                                    xg.chunks(len).zip(og.chunks_mut(len)).zip(coefs.iter())
+                                {
+                                    fused::affine(h.fmt, xl, ol, c, None);
+                                }
+                                (0.0, 0.0)
+                            }
                         }
-                    }
+                    });
                 });
                 return;
             }
@@ -258,7 +342,7 @@ pub(crate) fn forward<T: Float>(
                     *st = stat_of(stage, group_sums(stage, xg), n);
                 }
                 let (m, a, b) = coef(st.mean, st.rstd, 0.0);
-                for (o, p) in lines(&rows, base[s]) {
+                for (o, p) in lines(rows, base[s]) {
                     let len = rows.len;
                     let (xl, ol) = (h.r(&xg[o..o + len]), h.w(&mut og[o..o + len]));
                     if rows.ps_line == 0 {
@@ -273,13 +357,6 @@ pub(crate) fn forward<T: Float>(
                 }
             }
         });
-    if mode == Mode::Train {
-        tiled::update_running(stage, &plan, n, &stats, state.running.as_mut());
-    }
-    if let Some(saved) = saved {
-        tiled::fill_saved(info, saved, shape, fixed, n, stats);
-    }
-    Some(())
 }
 
 /// The parameter gradients (dγ then dβ, `np` each) summed over one task's groups: a part of

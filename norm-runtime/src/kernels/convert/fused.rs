@@ -408,6 +408,49 @@ pub(crate) fn params_affine_then_sums(
     row_sums(fmt, next, shift, center)
 }
 
+/// Whole rows of `n` values of `xs` into `ys`, γ (and β) along each row (the parameters
+/// of every row): `y = ((x − m)·a + b)·γ + β` with row `i`'s coefficients from
+/// `stat(i, (shift, Σd, Σd²))`, its raw sums as [`row_sums`] gives them (shifted by the
+/// row's first value where `center`, else by 0 with Σd as 0), called in row order.
+/// The same bits as [`row_sums`] then [`affine`] row by row (as
+/// [`params_affine_then_sums`] pipelines them); `false` where the CPU has no fast
+/// kernel for it (nothing ran: the caller runs those).
+pub(crate) fn params_rows(
+    fmt: Fmt,
+    (xs, ys): (&[u16], &mut [u16]),
+    n: usize,
+    (g, bt): (&[f32], Option<&[f32]>),
+    center: bool,
+    stat: &mut dyn FnMut(usize, (f64, f64, f64)) -> (f32, f32, f32),
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && n > 0 && xs.len().is_multiple_of(n) && g.len() >= n {
+        let mut hooks = Hooks { stat, p: (g, bt) };
+        let op = bf16x::Op::ParamsRows((xs, ys), n, (g, bt), center, &mut hooks);
+        return bf16x::run(op).is_some();
+    }
+    let _ = (fmt, xs, ys, n, g, bt, center, stat);
+    false
+}
+
+/// [`params_rows`]'s statistics callback and its portable rewrite of a row.
+#[cfg(target_arch = "x86_64")]
+struct Hooks<'s, 'p> {
+    stat: &'s mut dyn FnMut(usize, (f64, f64, f64)) -> (f32, f32, f32),
+    p: (&'p [f32], Option<&'p [f32]>),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl bf16x::RowHooks for Hooks<'_, '_> {
+    fn stat(&mut self, row: usize, raw: (f64, f64, f64)) -> (f32, f32, f32) {
+        (self.stat)(row, raw)
+    }
+    fn redo(&mut self, _row: usize, x: &[u16], y: &mut [u16], c: (f32, f32, f32)) {
+        let p = Some(self.p);
+        go(Fmt::Bf16, Affine { x, y, c, p });
+    }
+}
+
 /// [`sums`], or for an uncentered row (`center` false) only Σd² (and Σd as 0), in the
 /// same operations and order for Σd² (the same bits).
 pub(crate) fn row_sums(fmt: Fmt, x: &[u16], shift: f64, center: bool) -> (f64, f64) {
@@ -703,5 +746,8 @@ mod bf16x;
 #[cfg(test)]
 #[path = "fused/tests/lead.rs"]
 mod lead_tests;
+#[cfg(test)]
+#[path = "fused/tests/rows.rs"]
+mod rows_tests;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,9 @@ use super::Params;
 use crate::kernels::simd::{self, Level};
 
 mod cols;
+mod rows;
+
+pub(super) use rows::RowHooks;
 
 /// Whether the fast kernels run here: the AVX-512 level is selected (not capped by
 /// `NORMKIT_SIMD`) and the CPU has AVX512_BF16.
@@ -74,6 +77,14 @@ pub(super) enum Op<'a> {
         Params<'a>,
         (&'a [u16], f64, bool),
     ),
+    /// [`rows::params_rows`].
+    ParamsRows(
+        (&'a [u16], &'a mut [u16]),
+        usize,
+        (&'a [f32], Option<&'a [f32]>),
+        bool,
+        &'a mut dyn RowHooks,
+    ),
 }
 
 /// Runs `op` where the CPU has the fast kernels (`None`: it does not, nothing ran): the
@@ -103,6 +114,10 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
             lines_affine_then_sums(io, len, coefs, next)
         }
         Op::ParamsAffineThenSums(io, c, p, next) => params_affine_then_sums(io, c, p, next),
+        Op::ParamsRows(io, n, p, center, hooks) => {
+            rows::params_rows(io, n, p, center, hooks);
+            (none, true)
+        }
     }
 }
 
@@ -612,17 +627,17 @@ const ZERO: u8 = 1;
 /// `(0, Σd²)` for such rows): the Σd chains do not run, and Σd is reported as 0.
 const SQUARES: u8 = 2;
 
-/// `((x − m)·a + b)·γ + β` of one block of 32 values (β when `B`), the additions as
-/// `fma(u, 1, v)` (the same single rounding of `u + v`) on the multiply pipes; rounded as
-/// [`affine32`], with the mask of its f32 subnormal outputs.
+/// `((x − m)·a + b)·γ + β` of one block of 32 values (β when `B`) in f32, the additions
+/// as `fma(u, 1, v)` (the same single rounding of `u + v`) on the multiply pipes: the
+/// first 16 values and the next 16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn params32<const B: bool>(
+fn params_f32<const B: bool>(
     x: &[u16; 32],
     (m, a, b): (__m512, __m512, __m512),
     one: __m512,
     (g, bt): (&[f32; 32], &[f32; 32]),
-) -> ([u16; 32], u32) {
+) -> (__m512, __m512) {
     let (xl, xh) = ld32(x);
     let (gl, gh) = ldf32(g);
     let mut lo = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xl, m), a), one, b);
@@ -634,6 +649,19 @@ fn params32<const B: bool>(
         lo = _mm512_fmadd_ps(lo, one, bl);
         hi = _mm512_fmadd_ps(hi, one, bh);
     }
+    (lo, hi)
+}
+
+/// [`params_f32`] rounded as [`affine32`], with the mask of its f32 subnormal outputs.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn params32<const B: bool>(
+    x: &[u16; 32],
+    k: (__m512, __m512, __m512),
+    one: __m512,
+    p: (&[f32; 32], &[f32; 32]),
+) -> ([u16; 32], u32) {
+    let (lo, hi) = params_f32::<B>(x, k, one, p);
     round32(lo, hi)
 }
 
