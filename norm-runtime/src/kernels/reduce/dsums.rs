@@ -101,8 +101,13 @@ fn weigh<S: Isa>(
 /// Adds `4·LANES` columns from `i` of `R` rows sharing γ: each row sums its four vectors
 /// in `f32` before one push; a staged γ gets the terms of all `R` rows summed in
 /// registers, then one update of its accumulators per vector.
+///
+/// With `F` the four vectors' loads stay in their order (a compiler fence before each): the
+/// pipelined loop's loads of the next rows then alternate x and dy per vector, as its dx
+/// pass does, instead of all of x before all of dy (Zen 4, AVX-512, InstanceNorm backward:
+/// 1 thread, rows streaming from memory: ~5 % faster in-process; ln, ws backward unchanged).
 #[inline(always)]
-fn add_block<S: Isa, const R: usize>(
+fn add_block<S: Isa, const R: usize, const F: bool>(
     s: S,
     acc: &mut [DSums<S>; R],
     (x, dy): ([&[f32]; R], [&[f32]; R]),
@@ -129,6 +134,9 @@ fn add_block<S: Isa, const R: usize>(
         }
     }
     for k in 0..4 {
+        if F {
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        }
         let o = S::LANES * k;
         let mut g = None;
         if let Some(gb) = gb {
@@ -241,12 +249,12 @@ pub(super) fn dsums_f32<S: Isa, const R: usize>(
         // Without a parameter, a loop of its own: the `Option` tests of `add_block` fold
         // away instead of running once per vector.
         while i < full {
-            add_block(s, &mut acc, (rows.x, rows.dy), i, &mut None);
+            add_block::<S, R, false>(s, &mut acc, (rows.x, rows.dy), i, &mut None);
             i += step;
         }
     } else {
         while i < full {
-            add_block(s, &mut acc, (rows.x, rows.dy), i, &mut p);
+            add_block::<S, R, false>(s, &mut acc, (rows.x, rows.dy), i, &mut p);
             i += step;
         }
     }
@@ -403,9 +411,9 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
         // The next rows' loads first: a load behind a store to an address 4 KiB apart
         // (rows of whole pages) would wait on it (4K aliasing).
         if P {
-            add_block(s, acc, (nx, nd), i, p);
+            add_block::<S, R, true>(s, acc, (nx, nd), i, p);
         } else {
-            add_block(s, acc, (nx, nd), i, &mut None);
+            add_block::<S, R, true>(s, acc, (nx, nd), i, &mut None);
         }
         if ahead {
             for k in 0..lines {
