@@ -114,10 +114,8 @@ fn col_affine_stream(
     while i + 32 <= n {
         let (r, t) = col_affine32(at(x, i), whole(vs, c));
         tiny |= t;
-        let dst: &mut [u16; 32] = (&mut y[i..i + 32]).try_into().expect("32 values");
-        // SAFETY: 64 bytes at a 64-byte boundary (`head`, then whole blocks), borrowed
-        // mutably; the fence below orders the stores before the caller's return.
-        unsafe { _mm512_stream_si512(dst.as_mut_ptr().cast(), bytemuck::cast(r)) };
+        // A 64-byte boundary: `head`, then whole blocks.
+        stream32(&mut y[i..i + 32], r);
         i += 32;
         c += 32;
         if c == k {
@@ -134,6 +132,17 @@ fn col_affine_stream(
     tiny == 0
 }
 
+/// Stores the 32 values `r` into `dst` (64 bytes at a 64-byte boundary, checked) with a
+/// non-temporal store; the caller fences its stores (`_mm_sfence`) before it returns.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn stream32(dst: &mut [u16], r: [u16; 32]) {
+    let dst: &mut [u16; 32] = dst.try_into().expect("32 values");
+    assert!(dst.as_ptr().addr().is_multiple_of(64), "a 64-byte boundary");
+    // SAFETY: 64 bytes at a 64-byte boundary (asserted), borrowed mutably.
+    unsafe { _mm512_stream_si512(dst.as_mut_ptr().cast(), bytemuck::cast(r)) };
+}
+
 /// `dy·c + ((x − m)·a + b)` of a block of 32 columns with their coefficients, rounded.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
@@ -146,16 +155,26 @@ fn col_dx32((x, dy): (&[u16; 32], &[u16; 32]), [m, a, b, c]: [&[f32; 32]; 4]) ->
 }
 
 /// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])` (as
-/// `fused::col_dx`). `false` when an output value is an f32 subnormal (see [`affine`]).
+/// `fused::col_dx_streamed`), written with non-temporal stores with `stream` (see
+/// [`col_dx_stream`]) where the rows allow it and `out` starts as far from a 64-byte
+/// boundary as the pass's output. `false` when an output value is an f32 subnormal (see
+/// [`affine`]).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 pub(super) fn col_dx(
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     cc: &[f32],
     (m, a, b): super::super::Cols<'_>,
+    stream: Option<&super::super::Streamed>,
 ) -> bool {
     let k = m.len();
     if k == 0 {
         return true;
+    }
+    let head = out.as_ptr().cast::<u8>().align_offset(64) / 2;
+    if let Some(s) = stream.filter(|s| s.head == head && s.m.len() == k && s.c.len() == k) {
+        if k.is_multiple_of(32) && x.len() >= k + 32 {
+            return col_dx_stream((x, dy, out), (m, &a[..k], &b[..k], &cc[..k]), s);
+        }
     }
     let vs = [m, &a[..k], &b[..k], &cc[..k]];
     let body = k - k % 32;
@@ -178,5 +197,60 @@ pub(super) fn col_dx(
             tiny |= t & lanes(len);
         }
     }
+    tiny == 0
+}
+
+/// [`col_dx`] of rows whose length `k` is a multiple of 32, writing the output with
+/// non-temporal stores (as [`col_affine_stream`]: the values before the output's first
+/// 64-byte boundary and after its last one stored as usual, the body in blocks of 32
+/// values from that boundary with the coefficients rotated by the boundary's offset,
+/// `rot`). The same expression per value as the row loop, so the same bits.
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn col_dx_stream(
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    (m, a, b, cc): (&[f32], &[f32], &[f32], &[f32]),
+    rot: &super::super::Streamed,
+) -> bool {
+    let (k, n) = (m.len(), x.len());
+    assert!(
+        dy.len() == n && out.len() == n && k >= 32 && n >= k + 32,
+        "rows of one length"
+    );
+    let head = rot.head;
+    assert!(
+        rot.m.len() == k
+            && rot.c.len() == k
+            && out.as_ptr().cast::<u8>().align_offset(64) == 2 * head,
+        "the pass's rotation"
+    );
+    let mut tiny = 0u32;
+    if head > 0 {
+        let xd = (&pad(&x[..head]), &pad(&dy[..head]));
+        let (r, t) = col_dx32(xd, whole([m, a, b, cc], 0));
+        out[..head].copy_from_slice(&r[..head]);
+        tiny |= t & lanes(head);
+    }
+    // The coefficients of columns `head..k, 0..head`: block `j` of the body starts at
+    // column `(head + 32·j) mod k`.
+    let vs = [&rot.m[..k], &rot.a[..k], &rot.b[..k], &rot.c[..k]];
+    let (mut i, mut c) = (head, 0);
+    while i + 32 <= n {
+        let (r, t) = col_dx32((at(x, i), at(dy, i)), whole(vs, c));
+        tiny |= t;
+        // A 64-byte boundary: `head`, then whole blocks.
+        stream32(&mut out[i..i + 32], r);
+        i += 32;
+        c += 32;
+        if c == k {
+            c = 0;
+        }
+    }
+    if i < n {
+        let len = n - i;
+        let (r, t) = col_dx32((&pad(&x[i..]), &pad(&dy[i..])), whole(vs, c));
+        out[i..].copy_from_slice(&r[..len]);
+        tiny |= t & lanes(len);
+    }
+    _mm_sfence();
     tiny == 0
 }
