@@ -32,6 +32,23 @@ use crate::stats::{dx_terms, running_stats};
 use crate::types::{Mode, Saved, SavedStage, StageGrads};
 use crate::Float;
 
+/// Values per chunk of rows of the f32 layers' column sums where they split the rows
+/// (`kernels::exec`'s `TASK_ELEMS`, `Units::chunking`): the sums here take the same chunks,
+/// so that their f64 sums, and the backward's f32 partial sums (flushed every few rows of
+/// a chunk), are added in the same order as the f32 layer's (`tests.rs` compares the bits
+/// on inputs of several chunks).
+const CHUNK: usize = 1 << 15;
+
+/// Rows per task of the column sums: the f32 layer's chunks of `CHUNK / k` rows where it
+/// splits them (more than `2·CHUNK` values, `Units::split`), else all of them.
+fn sum_rows(lay: Layout) -> usize {
+    if lay.a * lay.k > 2 * CHUNK {
+        (CHUNK / lay.k).max(1)
+    } else {
+        lay.a
+    }
+}
+
 /// A call's buffers, kept per thread between calls.
 #[derive(Default)]
 struct Scratch {
@@ -157,10 +174,10 @@ pub(super) fn forward<T: Float>(
                     *v = f64::from(widen_one(xv));
                 }
             }
-            let ntasks = lay.a.div_ceil(lay.rows_per_task());
-            let parts = zeroed(&mut sc.parts, ntasks * 2 * k);
+            let per = sum_rows(lay);
+            let parts = zeroed(&mut sc.parts, lay.a.div_ceil(per) * 2 * k);
             let work = Workers::new(&mut sc.work, k);
-            x.par_chunks(rows)
+            x.par_chunks(per * k)
                 .zip(parts.par_chunks_mut(2 * k))
                 .for_each(|(xs, part)| {
                     let (sum, sq) = part.split_at_mut(k);
@@ -238,11 +255,11 @@ pub(super) fn backward<T: Float>(
             (xm[s], xa[s], xb[s]) = coef(st.mean, st.rstd, 0.0);
         }
         let xc = (&*xm, &*xa, &*xb);
-        let ntasks = lay.a.div_ceil(lay.rows_per_task());
-        let parts = zeroed(&mut sc.parts, ntasks * 2 * k);
+        let per = sum_rows(lay);
+        let parts = zeroed(&mut sc.parts, lay.a.div_ceil(per) * 2 * k);
         let work = Workers::new(&mut sc.work, k);
-        x.par_chunks(rows)
-            .zip(dy.par_chunks(rows))
+        x.par_chunks(per * k)
+            .zip(dy.par_chunks(per * k))
             .zip(parts.par_chunks_mut(2 * k))
             .for_each(|((xs, ds), part)| {
                 let (sg, sgx) = part.split_at_mut(k);
@@ -289,3 +306,6 @@ pub(super) fn backward<T: Float>(
         fill_param_grads(stage, plan, &mut grads[0], dgamma, dbeta);
     });
 }
+
+#[cfg(test)]
+mod tests;
