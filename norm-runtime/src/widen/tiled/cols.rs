@@ -24,7 +24,7 @@ use super::{
     Layout,
 };
 use crate::kernels::coef;
-use crate::kernels::convert::fused::{self, ColWork, Streamed};
+use crate::kernels::convert::fused::{self, zeroed, ColWork, Streamed};
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, StageState};
@@ -105,16 +105,10 @@ impl<'a> Workers<'a> {
     }
 }
 
-/// `v` as `n` copies of `V::default()` (its allocation reused).
-fn zeroed<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
-    v.clear();
-    v.resize(n, V::default());
-    v
-}
-
 /// The per-group parameter offsets of `plan` into `base` (when the stage has γ).
 fn offsets(plan: &Plan, base: &mut Vec<usize>) {
-    let base = zeroed(base, plan.groups);
+    base.clear();
+    base.resize(plan.groups, 0);
     plan.for_each_group(|s, off, _| base[s] = off);
 }
 
@@ -145,7 +139,8 @@ pub(super) fn forward<T: Float>(
             Some(st) => std::mem::take(&mut st.stats),
             None => std::mem::take(&mut sc.stats),
         };
-        zeroed(&mut stats, k);
+        stats.clear();
+        stats.resize(k, Stat::default());
         if gamma.is_some() {
             offsets(plan, &mut sc.base);
         }

@@ -31,9 +31,9 @@ impl ColWork {
     /// level): that call then allocates nothing.
     pub(crate) fn reserve(&mut self, k: usize) {
         self.d.clear();
-        self.d.reserve(3 * k);
+        self.d.reserve(3 * k + line_of::<f64>());
         self.f.clear();
-        self.f.reserve(2 * k);
+        self.f.reserve(2 * k + line_of::<f32>());
     }
 
     /// `n` zeroed `f64` values.
@@ -49,12 +49,20 @@ impl ColWork {
     }
 }
 
-/// `v` as `n` zeros (its allocation reused).
+/// Values of `V` in 64 bytes, the most [`zeroed`] skips to align its slice.
+const fn line_of<V>() -> usize {
+    64 / std::mem::size_of::<V>()
+}
+
+/// `n` zeros in `v` from its first 64-byte boundary (a whole cache line per vector of the
+/// kernels; its allocation reused: `line_of::<V>()` values more than `n` at most).
 #[inline(always)]
-fn zeroed<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
+pub(crate) fn zeroed<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
+    let extra = line_of::<V>();
     v.clear();
-    v.resize(n, V::default());
-    v
+    v.resize(n + extra, V::default());
+    let at = v.as_ptr().align_offset(64).min(extra);
+    &mut v[at..at + n]
 }
 
 /// [`ColSums`] with its partial sums in the caller's [`ColWork`].
