@@ -16,7 +16,8 @@
 //!   cache by then).
 //! * `A > 1`: each task takes a run of the outer index `a` and returns per-group partial
 //!   sums, merged in task order; a second parallel pass reads the input again and writes
-//!   the output (lines, or whole rows of `K` columns when `B = 1`).
+//!   the output (lines; whole rows of `K` columns when `B = 1`: `cols.rs`, allocation-free,
+//!   its sums in the f32 layer's chunks of rows).
 //!
 //! Statistics and backward sums are accumulated in f64 (`fused::sums`, `dsums`,
 //! `col_sums`, `col_dsums`), shifted by the first value of each group, and finished with the same functions as the f32 layers
