@@ -65,7 +65,81 @@ fn main() {
     // its threads allocate as they start, concurrently with whatever runs then.
     rayon::broadcast(|_| ());
     into_methods_do_not_allocate();
+    // In a pool (as the benchmarks call): a parallel pass started from outside any pool
+    // goes through rayon's injector queue, which allocates a block every 63 jobs.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("pool");
+    pool.broadcast(|_| ());
+    pool.install(bf16_batchnorm1d_into_does_not_allocate);
     println!("alloc: the _into methods allocate nothing after warm-up");
+}
+
+#[norm(input = "N,C", axes = "N", affine, running_stats)]
+struct Bn1d;
+
+/// A bf16 BatchNorm1d (the fused half-precision column path): forward in train and eval
+/// mode and backward, the per-task partial sums in reused per-thread buffers and the
+/// statistics in the caller's `Saved`. Several tasks of rows, columns not a multiple of a
+/// vector.
+fn bf16_batchnorm1d_into_does_not_allocate() {
+    use normkit::bf16;
+    let (n, c) = (1024, 200);
+    let x = Array2::<bf16>::from_shape_fn((n, c), |(i, j)| {
+        bf16::from_f32(((i * 5 + j * 3) % 17) as f32 * 0.125 - 1.0)
+    });
+    let dy = Array2::<bf16>::from_shape_fn((n, c), |(i, j)| {
+        bf16::from_f32(((i * 3 + j) % 11) as f32 * 0.25 - 1.25)
+    });
+    let mut y = x.clone();
+    let mut bn = Bn1d::<bf16>::new(c);
+    let mut saved = Saved::new();
+    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
+        .expect("fwd");
+    let mut grads = bn.backward(x.view(), dy.view(), &saved).expect("bwd");
+    // The parameter gradients are real: dβ is the column sums of dy.
+    let db = grads.dbeta.as_ref().expect("dβ");
+    for j in [0, 7, c - 1] {
+        let want: f32 = (0..n).map(|i| dy[[i, j]].to_f32()).sum();
+        let got = db[[j]].to_f32();
+        assert!(
+            (got - want).abs() <= want.abs() / 64.0 + 1e-3,
+            "dβ[{j}] {got} vs {want}"
+        );
+    }
+    assert_eq!(
+        allocations(|| bn
+            .forward_train_into(x.view(), y.view_mut(), &mut saved)
+            .expect("fwd")),
+        0,
+        "bf16 bn1d forward_train_into"
+    );
+    assert_eq!(
+        allocations(|| bn.forward_eval_into(x.view(), y.view_mut()).expect("eval")),
+        0,
+        "bf16 bn1d forward_eval_into"
+    );
+    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
+        .expect("fwd");
+    assert_eq!(
+        allocations(|| bn
+            .backward_into(x.view(), dy.view(), &saved, &mut grads)
+            .expect("bwd")),
+        0,
+        "bf16 bn1d backward_into"
+    );
+    // dx of batch statistics sums to zero down each column (to bf16 rounding).
+    for j in [0, 99, c - 1] {
+        let col = grads.dx.column(j);
+        let (sum, mag) = col.iter().fold((0.0f32, 0.0f32), |(s, m), v| {
+            (s + v.to_f32(), m + v.to_f32().abs())
+        });
+        assert!(
+            mag > 1.0 && sum.abs() <= mag / 64.0,
+            "Σdx[{j}] = {sum} of {mag}"
+        );
+    }
 }
 
 fn into_methods_do_not_allocate() {

@@ -16,19 +16,23 @@
 //!   cache by then).
 //! * `A > 1`: each task takes a run of the outer index `a` and returns per-group partial
 //!   sums, merged in task order; a second parallel pass reads the input again and writes
-//!   the output (lines, or whole rows of `K` columns when `B = 1`).
+//!   the output (lines; whole rows of `K` columns when `B = 1`: `cols.rs`, allocation-free,
+//!   its sums in the f32 layer's chunks of rows).
 //!
 //! Statistics and backward sums are accumulated in f64 (`fused::sums`, `dsums`,
 //! `col_sums`, `col_dsums`), shifted by the first value of each group, and finished with the same functions as the f32 layers
 //! (`stats::mean_m2`, `group_stat`, `dx_terms`, `kernels::coef`). Task boundaries depend only
 //! on the shape, so results are bit-identical for any number of threads.
 
+use std::cell::RefCell;
+
 use half::slice::HalfFloatSliceExt;
+use ndarray::ArrayViewMut;
 use rayon::prelude::*;
 
 use norm_spec::{Affine, Stage};
 
-use super::{narrow_into, widen_array};
+use super::narrow_into;
 use crate::check::{self, Purpose};
 use crate::float::sealed::{Sealed, TypeMap};
 use crate::kernels::coef;
@@ -39,6 +43,8 @@ use crate::state::{values, LayerInfo, Running, StageState};
 use crate::stats::{dx_terms, fill_grad, group_stat, mean_m2, running_stats, train_running};
 use crate::types::{Mode, Saved, SavedStage, StageGrads};
 use crate::Float;
+
+mod cols;
 
 /// Elements per task (about; whole groups or whole slabs of `a`).
 const TASK: usize = 1 << 16;
@@ -250,28 +256,8 @@ fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: (f32, f32, f32, f32)) {
     fused::dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), k, None);
 }
 
-/// Column sums of whole rows of `k` values (`B = 1`): `sum[j] += x − h[j]`, `sq[j] += (x −
-/// h[j])²`.
-fn col_sums<T: Float>(x: &[T], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
-    let b = half_bits::<T>();
-    fused::col_sums(b.fmt, b.r(x), h, sum, sq);
-}
-
-/// `(m, a, b)` per group as three arrays (the column loops vectorize over them).
-fn soa3(c: &[(f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let m = c.iter().map(|v| v.0).collect();
-    let a = c.iter().map(|v| v.1).collect();
-    let b = c.iter().map(|v| v.2).collect();
-    (m, a, b)
-}
-
-/// `(c, m, a, b)` per group as four arrays.
-fn soa4(c: &[(f32, f32, f32, f32)]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (m, a, b) = soa3(&c.iter().map(|v| (v.1, v.2, v.3)).collect::<Vec<_>>());
-    (c.iter().map(|v| v.0).collect(), m, a, b)
-}
-
-/// Per-group shifted sums of `A > 1` layouts: tasks over runs of `a`, merged in order.
+/// Per-group shifted sums of `A > 1` layouts of lines (`B > 1`): tasks over runs of `a`,
+/// merged in order.
 fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
     let slab = lay.k * lay.b;
     let rows = lay.rows_per_task();
@@ -279,15 +265,11 @@ fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
         .par_chunks(rows * slab)
         .map(|xs| {
             let (mut s, mut q) = (vec![0.0; lay.k], vec![0.0; lay.k]);
-            if lay.b == 1 {
-                col_sums(xs, h, &mut s, &mut q);
-            } else {
-                for (i, line) in xs.chunks(lay.b).enumerate() {
-                    let g = i % lay.k;
-                    let (a, b) = line_sums(line, h[g]);
-                    s[g] += a;
-                    q[g] += b;
-                }
+            for (i, line) in xs.chunks(lay.b).enumerate() {
+                let g = i % lay.k;
+                let (a, b) = line_sums(line, h[g]);
+                s[g] += a;
+                q[g] += b;
             }
             (s, q)
         })
@@ -324,31 +306,15 @@ pub(super) fn streams(bytes: usize) -> bool {
             .is_some_and(|l3| bytes > l3 / 2)
 }
 
-/// `out = (x − m)·a + b` per group of `A > 1` layouts.
+/// `out = (x − m)·a + b` per group of `A > 1` layouts of lines (`B > 1`).
 fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f32)]) {
     let slab = lay.k * lay.b;
     let rows = lay.rows_per_task();
-    let cols = if lay.b == 1 {
-        soa3(c)
-    } else {
-        Default::default()
-    };
-    let h = half_bits::<T>();
-    let cc = (&cols.0[..], &cols.1[..], &cols.2[..]);
-    // The streaming kernel's rotated coefficients, once per pass (the tasks' chunks are
-    // whole rows of `k` columns from `out`'s start).
-    let stream = (lay.b == 1 && streams(2 * std::mem::size_of_val(x)))
-        .then(|| fused::Streamed::new(h.r(out), cc))
-        .flatten();
     x.par_chunks(rows * slab)
         .zip(out.par_chunks_mut(rows * slab))
         .for_each(|(xs, os)| {
-            if lay.b == 1 {
-                fused::col_affine(h.fmt, h.r(xs), h.w(os), cc, stream.as_ref());
-            } else {
-                for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
-                    line_affine(xl, ol, c[i % lay.k]);
-                }
+            for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
+                line_affine(xl, ol, c[i % lay.k]);
             }
         });
 }
@@ -375,6 +341,9 @@ pub(crate) fn forward<T: Float>(
     saved: Option<&mut Saved<T>>,
 ) -> Option<()> {
     let (plan, lay) = plan_of(info, state, shape, Purpose::Forward(mode))?;
+    if lay.a > 1 && lay.b == 1 {
+        return cols::forward(info, state, (&plan, lay, shape), (x, out), mode, saved);
+    }
     let stage = &info.spec.stages[0];
     let n = plan.group_len;
     let fixed = mode == Mode::Eval && stage.running_stats;
@@ -476,7 +445,8 @@ pub(crate) fn forward<T: Float>(
 }
 /// The train-mode running update of a fused half-precision forward: in f32 and rounded
 /// once, as the f32 layer's running statistics (the caller's arrays are small: one value
-/// per channel or group). Shared by the tiled and the row paths.
+/// per channel or group; widened into per-thread buffers, no allocation once warm). Shared
+/// by the tiled and the row paths.
 pub(super) fn update_running<T: Float>(
     stage: &Stage,
     plan: &Plan,
@@ -484,17 +454,40 @@ pub(super) fn update_running<T: Float>(
     stats: &[Stat],
     running: Option<&mut Running<'_, T>>,
 ) {
-    if let Some(Running::Mut { mean, var, count }) = running {
-        let (mut m32, mut v32) = (widen_array(&mean.view()), widen_array(&var.view()));
+    let Some(Running::Mut { mean, var, count }) = running else {
+        return;
+    };
+    super::with_local(&RUNNING, |rb| {
+        let RunningBufs {
+            mean: m32,
+            var: v32,
+            buf,
+        } = rb;
+        super::widen_into(&mean.view(), m32);
+        super::widen_into(&var.view(), v32);
         let mut r32 = Running::Mut {
-            mean: m32.view_mut(),
-            var: v32.view_mut(),
+            mean: ArrayViewMut::from_shape(mean.raw_dim(), &mut m32[..])
+                .expect("the values of the view, in logical order"),
+            var: ArrayViewMut::from_shape(var.raw_dim(), &mut v32[..])
+                .expect("the values of the view, in logical order"),
             count,
         };
-        train_running(stage, plan, n, stats, Some(&mut r32), &mut Vec::new());
-        narrow_into(m32.as_slice().expect("owned, standard layout"), mean);
-        narrow_into(v32.as_slice().expect("owned, standard layout"), var);
-    }
+        train_running(stage, plan, n, stats, Some(&mut r32), buf);
+        narrow_into(m32, mean);
+        narrow_into(v32, var);
+    });
+}
+
+/// The f32 running statistics of [`update_running`] and its update's buffer.
+#[derive(Default)]
+struct RunningBufs {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    buf: Vec<f64>,
+}
+
+thread_local! {
+    static RUNNING: RefCell<RunningBufs> = RefCell::new(RunningBufs::default());
 }
 
 /// One value widened.
@@ -518,6 +511,10 @@ pub(crate) fn backward<T: Float>(
     let (plan, lay) = plan_of(info, state, shape, Purpose::Backward)?;
     let stage = &info.spec.stages[0];
     let sv = saved_stage(info, &plan, shape, saved, grads.len())?;
+    if lay.a > 1 && lay.b == 1 {
+        cols::backward(info, state, (&plan, lay), (x, dy, dx), sv, grads);
+        return Some(());
+    }
     let n = sv.count;
     let gamma = state.gamma.as_ref().map(values);
     let offsets = param_offsets(&plan, gamma.is_some());
@@ -556,27 +553,19 @@ pub(crate) fn backward<T: Float>(
                 }
             });
     } else {
+        // `A > 1`, lines of `B > 1` values (NCHW batch norm).
         let slab = lay.k * lay.b;
         let rows = lay.rows_per_task();
-        let cols = if lay.b == 1 {
-            soa3(&xhat)
-        } else {
-            Default::default()
-        };
         let parts: Vec<Vec<(f64, f64)>> = x
             .par_chunks(rows * slab)
             .zip(dy.par_chunks(rows * slab))
             .map(|(xs, ds)| {
                 let mut acc = vec![(0.0, 0.0); lay.k];
-                if lay.b == 1 {
-                    col_dsums(xs, ds, (&cols.0, &cols.1, &cols.2), &mut acc);
-                } else {
-                    for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
-                        let g = i % lay.k;
-                        let (a, b) = line_dsums(xl, dl, xhat[g]);
-                        acc[g].0 += a;
-                        acc[g].1 += b;
-                    }
+                for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
+                    let g = i % lay.k;
+                    let (a, b) = line_dsums(xl, dl, xhat[g]);
+                    acc[g].0 += a;
+                    acc[g].1 += b;
                 }
                 acc
             })
@@ -592,22 +581,13 @@ pub(crate) fn backward<T: Float>(
             .enumerate()
             .map(|(s, &(sg, sgx))| dxc(s, sg, sgx))
             .collect();
-        let cols = if lay.b == 1 {
-            soa4(&c)
-        } else {
-            Default::default()
-        };
         x.par_chunks(rows * slab)
             .zip(dy.par_chunks(rows * slab))
             .zip(dx.par_chunks_mut(rows * slab))
             .for_each(|((xs, ds), os)| {
-                if lay.b == 1 {
-                    col_dx(xs, ds, os, (&cols.0, &cols.1, &cols.2, &cols.3));
-                } else {
-                    let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
-                    for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
-                        line_dx(xl, dl, ol, c[i % lay.k]);
-                    }
+                let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
+                    line_dx(xl, dl, ol, c[i % lay.k]);
                 }
             });
     }
@@ -705,24 +685,4 @@ pub(super) fn fill_param_grads<T: Float>(
         }
     }
     g.dtau = None;
-}
-
-/// Column backward sums of whole rows of `k` values (`B = 1`), by the f32 column kernel;
-/// `xhat`: the per-column `(m, a, b)` of `x̂`.
-fn col_dsums<T: Float>(x: &[T], dy: &[T], xhat: (&[f32], &[f32], &[f32]), acc: &mut [(f64, f64)]) {
-    let k = xhat.0.len();
-    let (mut sg, mut sgx) = (vec![0f64; k], vec![0f64; k]);
-    let h = half_bits::<T>();
-    fused::col_dsums(h.fmt, (h.r(x), h.r(dy)), xhat, &mut sg, &mut sgx);
-    for ((s, g), gx) in acc.iter_mut().zip(sg).zip(sgx) {
-        s.0 += g;
-        s.1 += gx;
-    }
-}
-
-/// `dx = dy·c + (x − m)·a + b` over whole rows of `k` values (`B = 1`); `c`: the
-/// per-column `(c, m, a, b)`.
-fn col_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], c: (&[f32], &[f32], &[f32], &[f32])) {
-    let h = half_bits::<T>();
-    fused::col_dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), c.0, (c.1, c.2, c.3));
 }

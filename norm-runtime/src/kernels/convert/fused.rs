@@ -736,9 +736,11 @@ use blocked::DSumsRows;
 mod cols;
 #[cfg(target_arch = "x86_64")]
 use cols::Cols;
-pub(crate) use cols::{col_affine, col_dsums, col_dx, col_sums, Streamed};
+pub(crate) use cols::{
+    col_affine, col_dsums_with, col_dx_streamed, col_sums_with, zeroed, ColWork, Streamed,
+};
 #[cfg(test)]
-use cols::{ColAffine, ColDSums, ColDx, ColSums};
+use cols::{col_dsums, col_dx, col_sums, ColAffine, ColDSums, ColDx, ColSums};
 
 #[cfg(target_arch = "x86_64")]
 mod bf16x;

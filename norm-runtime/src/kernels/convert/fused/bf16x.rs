@@ -51,11 +51,12 @@ pub(super) enum Op<'a> {
         super::Cols<'a>,
         Option<&'a super::Streamed>,
     ),
-    /// [`cols::col_dx`].
+    /// [`cols::col_dx`] (with non-temporal stores of the output where given).
     ColDx(
         (&'a [u16], &'a [u16], &'a mut [u16]),
         &'a [f32],
         super::Cols<'a>,
+        Option<&'a super::Streamed>,
     ),
     /// [`affine_then_sums`].
     AffineThenSums(
@@ -108,7 +109,7 @@ fn run_op(op: Op<'_>) -> ((f64, f64), bool) {
         Op::Affine(x, y, c, p) => (none, affine(x, y, c, p)),
         Op::Dx(io, k, g, stream) => (none, dx(io, k, g, stream)),
         Op::ColAffine(x, y, c, nt) => (none, cols::col_affine(x, y, c, nt)),
-        Op::ColDx(io, cc, c) => (none, cols::col_dx(io, cc, c)),
+        Op::ColDx(io, cc, c, nt) => (none, cols::col_dx(io, cc, c, nt)),
         Op::AffineThenSums(io, c, next) => affine_then_sums(io, c, next),
         Op::LinesAffineThenSums(io, len, coefs, next) => {
             lines_affine_then_sums(io, len, coefs, next)

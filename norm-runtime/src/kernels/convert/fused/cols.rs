@@ -14,6 +14,63 @@ pub(super) struct ColSums<'a> {
     pub(super) sq: &'a mut [f64],
 }
 
+/// The column kernels' working buffers (the per-column partial sums of one call), kept by
+/// the caller between calls (one per thread) so that a call allocates nothing once they
+/// have grown to its row length. Their contents between calls mean nothing: each call
+/// clears what it reads.
+#[derive(Default)]
+pub(crate) struct ColWork {
+    /// `f64` partial sums (and the AVX-512 bf16 sums' reordered shifts).
+    d: Vec<f64>,
+    /// `f32` partial sums.
+    f: Vec<f32>,
+}
+
+impl ColWork {
+    /// Grows the buffers to what a call over rows of `k` columns uses (any kernel, any
+    /// level): that call then allocates nothing.
+    pub(crate) fn reserve(&mut self, k: usize) {
+        self.d.clear();
+        self.d.reserve(3 * k + line_of::<f64>());
+        self.f.clear();
+        self.f.reserve(2 * k + line_of::<f32>());
+    }
+
+    /// `n` zeroed `f64` values.
+    #[inline(always)]
+    pub(super) fn d(&mut self, n: usize) -> &mut [f64] {
+        zeroed(&mut self.d, n)
+    }
+
+    /// `n` zeroed `f32` values.
+    #[inline(always)]
+    fn f(&mut self, n: usize) -> &mut [f32] {
+        zeroed(&mut self.f, n)
+    }
+}
+
+/// Values of `V` in 64 bytes, the most [`zeroed`] skips to align its slice.
+const fn line_of<V>() -> usize {
+    64 / std::mem::size_of::<V>()
+}
+
+/// `n` zeros in `v` from its first 64-byte boundary (a whole cache line per vector of the
+/// kernels; its allocation reused: `line_of::<V>()` values more than `n` at most).
+#[inline(always)]
+pub(crate) fn zeroed<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
+    let extra = line_of::<V>();
+    v.clear();
+    v.resize(n + extra, V::default());
+    let at = v.as_ptr().align_offset(64).min(extra);
+    &mut v[at..at + n]
+}
+
+/// [`ColSums`] with its partial sums in the caller's [`ColWork`].
+struct ColSumsWith<'a> {
+    k: ColSums<'a>,
+    work: &'a mut ColWork,
+}
+
 /// Column blocks of at most this many vectors keep their accumulators in registers.
 const MAX_V: usize = 4;
 
@@ -75,6 +132,16 @@ fn col_sums_block<S: Isa, F: Format, const V: usize>(
 
 impl Kernel for ColSums<'_> {
     type Out = ();
+    /// [`ColSumsWith`] with buffers of its own.
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let work = &mut ColWork::default();
+        ColSumsWith { k: self, work }.run::<S, F>(s)
+    }
+}
+
+impl Kernel for ColSumsWith<'_> {
+    type Out = ();
     /// Chunks of [`COL_ROWS`] rows; in each, blocks of `4·LANES` columns, then of `LANES`
     /// (their sums from zero over all rows, in `f64` accumulators kept between chunks, then
     /// added into `sum`, `sq`), then the rest per row in scalar `f64`: the f32 column
@@ -82,18 +149,19 @@ impl Kernel for ColSums<'_> {
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
-        let k = self.h.len();
-        let (sum, sq) = (&mut self.sum[..k], &mut self.sq[..k]);
+        let ColSums { x, h, sum, sq } = self.k;
+        let k = h.len();
+        let (sum, sq) = (&mut sum[..k], &mut sq[..k]);
         let vk = k - k % l;
-        let (mut sv, mut qv) = (vec![0f64; vk], vec![0f64; vk]);
-        for rows in self.x.chunks(col_chunk(k, l)) {
+        let (sv, qv) = self.work.d(2 * vk).split_at_mut(vk);
+        for rows in x.chunks(col_chunk(k, l)) {
             let mut c0 = 0;
             while c0 + 4 * l <= k {
-                col_sums_block::<S, F, 4>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                col_sums_block::<S, F, 4>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
                 c0 += 4 * l;
             }
             while c0 + l <= k {
-                col_sums_block::<S, F, 1>(s, rows, k, c0, self.h, (&mut sv, &mut qv));
+                col_sums_block::<S, F, 1>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
                 c0 += l;
             }
             if c0 < k {
@@ -102,17 +170,17 @@ impl Kernel for ColSums<'_> {
                     let v = s.widen(ldh::<S, F>(s, xc));
                     let v = wide_array(s, v);
                     for (i, &v) in v[..xc.len()].iter().enumerate() {
-                        let d = v - self.h[c0 + i];
+                        let d = v - h[c0 + i];
                         sum[c0 + i] += d;
                         sq[c0 + i] += d * d;
                     }
                 }
             }
         }
-        for (a, v) in sum.iter_mut().zip(sv) {
+        for (a, v) in sum.iter_mut().zip(&*sv) {
             *a += v;
         }
-        for (a, v) in sq.iter_mut().zip(qv) {
+        for (a, v) in sq.iter_mut().zip(&*qv) {
             *a += v;
         }
     }
@@ -120,12 +188,26 @@ impl Kernel for ColSums<'_> {
 
 /// Per column `j` of whole rows of `h.len()` values: `sum[j] += x − h[j]`,
 /// `sq[j] += (x − h[j])²`.
+#[cfg(test)]
 pub(crate) fn col_sums(fmt: Fmt, x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+    col_sums_with(fmt, x, h, (sum, sq), &mut ColWork::default())
+}
+
+/// [`col_sums`](fn@col_sums) with its partial sums in `work` (no allocation once `work`
+/// has grown to `h.len()` columns): the same bits.
+pub(crate) fn col_sums_with(
+    fmt: Fmt,
+    x: &[u16],
+    h: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+    work: &mut ColWork,
+) {
     #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16 && avx512::col_sums(x, h, &mut *sum, &mut *sq) {
+    if fmt == Fmt::Bf16 && avx512::col_sums(x, h, (&mut *sum, &mut *sq), &mut *work) {
         return;
     }
-    go(fmt, ColSums { x, h, sum, sq })
+    let k = ColSums { x, h, sum, sq };
+    go(fmt, ColSumsWith { k, work })
 }
 
 /// Per-column coefficients `(m, a, b)`.
@@ -155,13 +237,15 @@ impl Kernel for ColAffine<'_> {
     }
 }
 
-/// The coefficients of a [`col_affine`] pass with non-temporal stores, rotated once per
-/// pass: the streaming kernel stores blocks of 32 values from the output's first 64-byte
-/// boundary, `head` values in, so block `j` of a row starts at column `(head + 32·j) mod k`
-/// (`k` a multiple of 32): the arrays here are columns `head..k, 0..head`. Every chunk of
-/// the output whose offset from the pass's first value is a multiple of 64 bytes (whole
-/// rows, `k` a multiple of 32) has the same `head`. Only the AVX512_BF16 kernel reads it
-/// (elsewhere [`Streamed::new`] gives `None`).
+/// The coefficients of a [`col_affine`] or [`col_dx_streamed`] pass with non-temporal
+/// stores, rotated once per pass: the streaming kernel stores blocks of 32 values from the
+/// output's first 64-byte boundary, `head` values in, so block `j` of a row starts at
+/// column `(head + 32·j) mod k` (`k` a multiple of 32): the arrays here are columns
+/// `head..k, 0..head`. Every chunk of the output whose offset from the pass's first value
+/// is a multiple of 64 bytes (whole rows, `k` a multiple of 32) has the same `head`. Only
+/// the AVX512_BF16 kernels read it (elsewhere [`Streamed::set`] gives `false`). Its
+/// buffers are reused from pass to pass ([`Streamed::set`]).
+#[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Streamed {
     /// The values before the output's first 64-byte boundary (`< 32`).
@@ -170,25 +254,43 @@ pub(crate) struct Streamed {
     pub(super) m: Vec<f32>,
     pub(super) a: Vec<f32>,
     pub(super) b: Vec<f32>,
+    /// The dx pass's `c` rotated by `head` (empty for an affine pass).
+    pub(super) c: Vec<f32>,
 }
 
 impl Streamed {
-    /// The rotated coefficients for the output `y` of a pass (its first value's address),
-    /// or `None` where no kernel streams: `k` not a multiple of 32, or not x86-64.
-    pub(crate) fn new(y: &[u16], (m, a, b): Cols<'_>) -> Option<Streamed> {
+    /// The rotated coefficients of an affine pass for the output `y` (its first value's
+    /// address), or `None` where no kernel streams: `k` not a multiple of 32, or not x86-64.
+    #[cfg(test)]
+    pub(crate) fn new(y: &[u16], c: Cols<'_>) -> Option<Streamed> {
+        let mut s = Streamed::default();
+        s.set(y, c, None).then_some(s)
+    }
+
+    /// Rotates the coefficients of a pass writing `y` (its first value's address) into
+    /// these buffers: `(m, a, b)`, and the dx pass's `c` where given (else the pass is an
+    /// affine one). `false` where no kernel streams (`k` not a multiple of 32, or not
+    /// x86-64): the pass then runs without.
+    pub(crate) fn set(&mut self, y: &[u16], (m, a, b): Cols<'_>, c: Option<&[f32]>) -> bool {
         let k = m.len();
         if cfg!(not(target_arch = "x86_64")) || k == 0 || !k.is_multiple_of(32) {
-            return None;
+            return false;
         }
         let head = y.as_ptr().cast::<u8>().align_offset(64) / 2;
-        let rot =
-            |v: &[f32]| -> Vec<f32> { v[head..k].iter().chain(&v[..head]).copied().collect() };
-        Some(Streamed {
-            head,
-            m: rot(m),
-            a: rot(a),
-            b: rot(b),
-        })
+        let rot = |v: &[f32], into: &mut Vec<f32>| {
+            into.clear();
+            into.extend_from_slice(&v[head..k]);
+            into.extend_from_slice(&v[..head]);
+        };
+        self.head = head;
+        rot(m, &mut self.m);
+        rot(a, &mut self.a);
+        rot(b, &mut self.b);
+        match c {
+            Some(c) => rot(c, &mut self.c),
+            None => self.c.clear(),
+        }
+        true
     }
 }
 
@@ -296,7 +398,23 @@ fn col_dsums_block<S: Isa, F: Format, const V: usize>(
     }
 }
 
+/// [`ColDSums`] with its `f32` partial sums in the caller's [`ColWork`].
+struct ColDSumsWith<'a> {
+    k: ColDSums<'a>,
+    work: &'a mut ColWork,
+}
+
 impl Kernel for ColDSums<'_> {
+    type Out = ();
+    /// [`ColDSumsWith`] with buffers of its own.
+    #[inline(always)]
+    fn run<S: Isa, F: Format>(self, s: S) {
+        let work = &mut ColWork::default();
+        ColDSumsWith { k: self, work }.run::<S, F>(s)
+    }
+}
+
+impl Kernel for ColDSumsWith<'_> {
     type Out = ();
     /// Chunks of [`DSUM_ROWS`] rows (all of them when one block covers a row), in each blocks of `4·LANES` columns, then of `LANES`
     /// (f32 partial sums over [`COL_FLUSH`] rows, then added into the f64 sums); then the
@@ -304,31 +422,32 @@ impl Kernel for ColDSums<'_> {
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) {
         let l = S::LANES;
-        let (m, a, b) = self.c;
+        let ColDSums { x, dy, c, sg, sgx } = self.k;
+        let (m, a, b) = c;
         let k = m.len();
         let (a, b) = (&a[..k], &b[..k]);
-        let (sg, sgx) = (&mut self.sg[..k], &mut self.sgx[..k]);
+        let (sg, sgx) = (&mut sg[..k], &mut sgx[..k]);
         if k == 0 {
             return;
         }
         let vk = k - k % l;
-        let (mut ps, mut pt) = (vec![0f32; vk], vec![0f32; vk]);
-        let n = self.x.len() / k;
+        let (ps, pt) = self.work.f(2 * vk).split_at_mut(vk);
+        let n = x.len() / k;
         // When one block covers a row, the rows are contiguous: one chunk (partial sums in
         // registers throughout).
         let rows = if k <= 4 * l { n.max(1) } else { DSUM_ROWS };
-        let chunks = self.x.chunks(rows * k).zip(self.dy.chunks(rows * k));
+        let chunks = x.chunks(rows * k).zip(dy.chunks(rows * k));
         let mut r0 = 0;
         for xd in chunks {
             let at = (r0, r0 + xd.0.len() / k == n);
             let mut c0 = 0;
             while c0 + 4 * l <= k {
-                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                let (p, acc) = ((&mut *ps, &mut *pt), (&mut *sg, &mut *sgx));
                 col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += 4 * l;
             }
             while c0 + l <= k {
-                let (p, acc) = ((&mut ps[..], &mut pt[..]), (&mut *sg, &mut *sgx));
+                let (p, acc) = ((&mut *ps, &mut *pt), (&mut *sg, &mut *sgx));
                 col_dsums_block::<S, F, 1>(s, xd, c0, (m, a, b), p, acc, at);
                 c0 += l;
             }
@@ -342,7 +461,7 @@ impl Kernel for ColDSums<'_> {
                 ldf(s, &a[r.clone()]),
                 ldf(s, &b[r.clone()]),
             );
-            for (xr, dr) in self.x.chunks_exact(k).zip(self.dy.chunks_exact(k)) {
+            for (xr, dr) in x.chunks_exact(k).zip(dy.chunks_exact(k)) {
                 let xh = s.widen(xhat(s, ldh::<S, F>(s, &xr[r.clone()]), c));
                 let d = s.widen(ldh::<S, F>(s, &dr[r.clone()]));
                 let (xh, d) = (wide_array(s, xh), wide_array(s, d));
@@ -356,6 +475,7 @@ impl Kernel for ColDSums<'_> {
 }
 
 /// Rows of `m.len()` columns: `sg[j] += dy`, `sgx[j] += dy·((x − m[j])·a[j] + b[j])`.
+#[cfg(test)]
 pub(crate) fn col_dsums(
     fmt: Fmt,
     (x, dy): (&[u16], &[u16]),
@@ -363,7 +483,20 @@ pub(crate) fn col_dsums(
     sg: &mut [f64],
     sgx: &mut [f64],
 ) {
-    go(fmt, ColDSums { x, dy, c, sg, sgx })
+    col_dsums_with(fmt, (x, dy), c, (sg, sgx), &mut ColWork::default())
+}
+
+/// [`col_dsums`](fn@col_dsums) with its partial sums in `work` (no allocation once `work`
+/// has grown to `m.len()` columns): the same bits.
+pub(crate) fn col_dsums_with(
+    fmt: Fmt,
+    (x, dy): (&[u16], &[u16]),
+    c: Cols<'_>,
+    (sg, sgx): (&mut [f64], &mut [f64]),
+    work: &mut ColWork,
+) {
+    let k = ColDSums { x, dy, c, sg, sgx };
+    go(fmt, ColDSumsWith { k, work })
 }
 
 pub(super) struct ColDx<'a> {
@@ -401,17 +534,39 @@ impl Kernel for ColDx<'_> {
 }
 
 /// Rows of `m.len()` columns: `dx = dy·c[j] + ((x − m[j])·a[j] + b[j])`.
+#[cfg(test)]
 pub(crate) fn col_dx(
     fmt: Fmt,
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     cc: &[f32],
     c: Cols<'_>,
 ) {
+    col_dx_streamed(fmt, (x, dy, out), cc, c, None)
+}
+
+/// [`col_dx`](fn@col_dx); `stream`: the output may be written with non-temporal stores
+/// (where the kernel has them: the AVX512_BF16 one, which fences them before it returns),
+/// with the pass's rotated coefficients ([`Streamed::set`]). The same bits.
+pub(crate) fn col_dx_streamed(
+    fmt: Fmt,
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    cc: &[f32],
+    c: Cols<'_>,
+    stream: Option<&Streamed>,
+) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
-        if let Some((_, true)) = bf16x::run(bf16x::Op::ColDx((x, dy, &mut *out), cc, c)) {
+        let op = bf16x::Op::ColDx((x, dy, &mut *out), cc, c, stream);
+        if let Some((_, true)) = bf16x::run(op) {
             return;
         }
     }
+    // Elsewhere no kernel streams: the flag is a hint.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
     go(fmt, ColDx { x, dy, out, cc, c })
 }
+
+#[cfg(test)]
+#[path = "tests/cols_work.rs"]
+mod tests;

@@ -15,26 +15,32 @@
 
 use std::arch::x86_64::*;
 
-use super::{col_chunk, MAX_V};
+use super::{col_chunk, ColWork, MAX_V};
 use crate::kernels::simd::{self, Level};
 
 /// Stored position `i` of a group of 16 columns holds column `PERM[i]` of the group.
 const PERM: [usize; 16] = [0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15];
 
 /// `ColSums` of bf16 rows of `h.len()` values (`sum[j] += Σ (x − h[j])`, `sq[j] += Σ (x −
-/// h[j])²`) where the level is AVX-512; `false` (nothing done) elsewhere.
-pub(super) fn col_sums(x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) -> bool {
+/// h[j])²`) where the level is AVX-512, its partial sums in `work`; `false` (nothing
+/// done) elsewhere.
+pub(super) fn col_sums(
+    x: &[u16],
+    h: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+    work: &mut ColWork,
+) -> bool {
     if simd::level() != Level::Avx512 {
         return false;
     }
     // SAFETY: the level is AVX-512 (F, BW, DQ, VL detected), the features of `sums`.
-    unsafe { sums(x, h, sum, sq) };
+    unsafe { sums(x, h, (sum, sq), work) };
     true
 }
 
 /// [`col_sums`] inside the level's features.
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl")]
-fn sums(x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
+fn sums(x: &[u16], h: &[f64], (sum, sq): (&mut [f64], &mut [f64]), work: &mut ColWork) {
     let k = h.len();
     if k == 0 {
         return;
@@ -42,16 +48,19 @@ fn sums(x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
     let (sum, sq) = (&mut sum[..k], &mut sq[..k]);
     let vk = k - k % 16;
     // The shifts in the stored order; the vector columns' sums from zero, in that order.
-    let hp: Vec<f64> = (0..vk).map(|i| h[i - i % 16 + PERM[i % 16]]).collect();
-    let (mut sv, mut qv) = (vec![0f64; vk], vec![0f64; vk]);
+    let (hp, acc) = work.d(3 * vk).split_at_mut(vk);
+    for (i, v) in hp.iter_mut().enumerate() {
+        *v = h[i - i % 16 + PERM[i % 16]];
+    }
+    let (sv, qv) = acc.split_at_mut(vk);
     for rows in x.chunks(col_chunk(k, 16)) {
         let mut c0 = 0;
         while c0 + 64 <= vk {
-            block::<4>(rows, k, c0, &hp, (&mut sv, &mut qv));
+            block::<4>(rows, k, c0, hp, (&mut *sv, &mut *qv));
             c0 += 64;
         }
         while c0 < vk {
-            block::<1>(rows, k, c0, &hp, (&mut sv, &mut qv));
+            block::<1>(rows, k, c0, hp, (&mut *sv, &mut *qv));
             c0 += 16;
         }
     }
@@ -65,7 +74,7 @@ fn sums(x: &[u16], h: &[f64], sum: &mut [f64], sq: &mut [f64]) {
             }
         }
     }
-    for (i, (s, q)) in sv.into_iter().zip(qv).enumerate() {
+    for (i, (&s, &q)) in sv.iter().zip(&*qv).enumerate() {
         let j = i - i % 16 + PERM[i % 16];
         sum[j] += s;
         sq[j] += q;
