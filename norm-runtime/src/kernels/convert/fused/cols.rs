@@ -130,6 +130,8 @@ fn col_sums_block<S: Isa, F: Format, const V: usize>(
     }
 }
 
+/// (Tests only: the layers pass their [`ColWork`] through [`ColSumsWith`].)
+#[cfg(test)]
 impl Kernel for ColSums<'_> {
     type Out = ();
     /// [`ColSumsWith`] with buffers of its own.
@@ -404,6 +406,8 @@ struct ColDSumsWith<'a> {
     work: &'a mut ColWork,
 }
 
+/// (Tests only: the layers pass their [`ColWork`] through [`ColDSumsWith`].)
+#[cfg(test)]
 impl Kernel for ColDSums<'_> {
     type Out = ();
     /// [`ColDSumsWith`] with buffers of its own.
