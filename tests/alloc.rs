@@ -45,6 +45,38 @@ fn allocations(mut f: impl FnMut()) -> usize {
     ALLOCS.load(Ordering::Relaxed) - before
 }
 
+/// Asserts that a layer's `_into` calls allocate nothing after warm-up:
+/// `forward_train_into`, `forward_eval_into`, then `backward_into` (after one more train
+/// forward, whose `Saved` it reads). `$layer`, `$saved` and `$grads` are warmed-up places.
+macro_rules! assert_into_calls_free {
+    ($what:literal, $layer:ident, $x:expr, $y:expr, $dy:expr, $saved:ident, $grads:ident) => {{
+        assert_eq!(
+            allocations(|| $layer
+                .forward_train_into($x.view(), $y.view_mut(), &mut $saved)
+                .expect("fwd")),
+            0,
+            concat!($what, " forward_train_into")
+        );
+        assert_eq!(
+            allocations(|| $layer
+                .forward_eval_into($x.view(), $y.view_mut())
+                .expect("eval")),
+            0,
+            concat!($what, " forward_eval_into")
+        );
+        $layer
+            .forward_train_into($x.view(), $y.view_mut(), &mut $saved)
+            .expect("fwd");
+        assert_eq!(
+            allocations(|| $layer
+                .backward_into($x.view(), $dy.view(), &$saved, &mut $grads)
+                .expect("bwd")),
+            0,
+            concat!($what, " backward_into")
+        );
+    }};
+}
+
 #[norm(input = "N,C,H,W", axes = "N,H,W", affine, running_stats)]
 struct Bn;
 
@@ -108,27 +140,7 @@ fn bf16_batchnorm1d_into_does_not_allocate() {
             "dβ[{j}] {got} vs {want}"
         );
     }
-    assert_eq!(
-        allocations(|| bn
-            .forward_train_into(x.view(), y.view_mut(), &mut saved)
-            .expect("fwd")),
-        0,
-        "bf16 bn1d forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| bn.forward_eval_into(x.view(), y.view_mut()).expect("eval")),
-        0,
-        "bf16 bn1d forward_eval_into"
-    );
-    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
-        .expect("fwd");
-    assert_eq!(
-        allocations(|| bn
-            .backward_into(x.view(), dy.view(), &saved, &mut grads)
-            .expect("bwd")),
-        0,
-        "bf16 bn1d backward_into"
-    );
+    assert_into_calls_free!("bf16 bn1d", bn, x, y, dy, saved, grads);
     // dx of batch statistics sums to zero down each column (to bf16 rounding).
     for j in [0, 99, c - 1] {
         let col = grads.dx.column(j);
@@ -160,47 +172,14 @@ fn into_methods_do_not_allocate() {
         .forward_train(x.view())
         .and_then(|(_, s)| bn.backward(x.view(), x.view(), &s))
         .expect("warm-up");
-    assert_eq!(
-        allocations(|| bn
-            .forward_train_into(x.view(), y.view_mut(), &mut saved)
-            .expect("fwd")),
-        0,
-        "bn forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| bn.forward_eval_into(x.view(), y.view_mut()).expect("eval")),
-        0,
-        "bn forward_eval_into"
-    );
-    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
-        .expect("fwd");
-    assert_eq!(
-        allocations(|| bn
-            .backward_into(x.view(), x.view(), &saved, &mut grads)
-            .expect("bwd")),
-        0,
-        "bn backward_into"
-    );
+    assert_into_calls_free!("bn", bn, x, y, x, saved, grads);
 
     let mut bcn = Bcn::<f32>::new(8);
     let mut cs = Saved::new();
     bcn.forward_train_into(x.view(), y.view_mut(), &mut cs)
         .expect("fwd");
     let mut cg = bcn.backward(x.view(), x.view(), &cs).expect("bwd");
-    assert_eq!(
-        allocations(|| bcn
-            .forward_train_into(x.view(), y.view_mut(), &mut cs)
-            .expect("fwd")),
-        0,
-        "bcn forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| bcn
-            .backward_into(x.view(), x.view(), &cs, &mut cg)
-            .expect("bwd")),
-        0,
-        "bcn backward_into"
-    );
+    assert_into_calls_free!("bcn", bcn, x, y, x, cs, cg);
 
     let x2 = Array2::<f64>::from_shape_fn((64, 1000), |(i, j)| ((i * 7 + j) % 13) as f64);
     let mut y2 = x2.clone();
@@ -209,20 +188,7 @@ fn into_methods_do_not_allocate() {
     ln.forward_train_into(x2.view(), y2.view_mut(), &mut s2)
         .expect("fwd");
     let mut g2 = ln.backward(x2.view(), x2.view(), &s2).expect("bwd");
-    assert_eq!(
-        allocations(|| ln
-            .forward_train_into(x2.view(), y2.view_mut(), &mut s2)
-            .expect("fwd")),
-        0,
-        "ln forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| ln
-            .backward_into(x2.view(), x2.view(), &s2, &mut g2)
-            .expect("bwd")),
-        0,
-        "ln backward_into"
-    );
+    assert_into_calls_free!("ln f64", ln, x2, y2, x2, s2, g2);
 
     // A bf16 layer norm's backward (the fused half-precision row path): its per-task
     // parameter-gradient sums live in reused per-thread buffers. Several tasks of rows.
@@ -235,29 +201,10 @@ fn into_methods_do_not_allocate() {
     lnh.forward_train_into(xh.view(), yh.view_mut(), &mut sh)
         .expect("fwd");
     let mut gh = lnh.backward(xh.view(), yh.view(), &sh).expect("bwd");
-    assert_eq!(
-        allocations(|| lnh
-            .backward_into(xh.view(), yh.view(), &sh, &mut gh)
-            .expect("bwd")),
-        0,
-        "bf16 ln backward_into"
-    );
-    // Its forward: γ, β widened, the groups' offsets and statistics in reused buffers
+    // Its forward too: γ, β widened, the groups' offsets and statistics in reused buffers
     // (the statistics in the `Saved`'s own when it keeps them).
-    assert_eq!(
-        allocations(|| lnh
-            .forward_train_into(xh.view(), yh.view_mut(), &mut sh)
-            .expect("fwd")),
-        0,
-        "bf16 ln forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| lnh
-            .forward_eval_into(xh.view(), yh.view_mut())
-            .expect("eval")),
-        0,
-        "bf16 ln forward_eval_into"
-    );
+    let dyh = yh.clone();
+    assert_into_calls_free!("bf16 ln", lnh, xh, yh, dyh, sh, gh);
 
     let spec =
         NormSpec::parse(r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#).expect("spec");
@@ -268,25 +215,5 @@ fn into_methods_do_not_allocate() {
     dynl.forward_train_into(xd.view(), yd.view_mut(), &mut sd)
         .expect("fwd");
     let mut gd = dynl.backward(xd.view(), xd.view(), &sd).expect("bwd");
-    assert_eq!(
-        allocations(|| dynl
-            .forward_train_into(xd.view(), yd.view_mut(), &mut sd)
-            .expect("fwd")),
-        0,
-        "DynNorm forward_train_into"
-    );
-    assert_eq!(
-        allocations(|| dynl
-            .forward_eval_into(xd.view(), yd.view_mut())
-            .expect("eval")),
-        0,
-        "DynNorm forward_eval_into"
-    );
-    assert_eq!(
-        allocations(|| dynl
-            .backward_into(xd.view(), xd.view(), &sd, &mut gd)
-            .expect("bwd")),
-        0,
-        "DynNorm backward_into"
-    );
+    assert_into_calls_free!("DynNorm", dynl, xd, yd, xd, sd, gd);
 }

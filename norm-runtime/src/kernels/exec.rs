@@ -48,6 +48,20 @@ use super::lines::{Coef3, Coef4};
 /// the split path.
 pub(super) const TASK_ELEMS: usize = 1 << 15;
 
+/// Whether the split path splits the rows of `count` units of `elems` elements in all into
+/// chunks of [`chunk_lines`] lines: few units and more than two chunks' worth of values. The
+/// column sums of the half layers (`widen/tiled/cols.rs`) take the same chunks, so that they
+/// add in the f32 layer's order.
+pub(crate) fn splits(count: usize, elems: usize) -> bool {
+    count < 8 && elems > 2 * TASK_ELEMS
+}
+
+/// Lines per chunk of the split path, for lines of `size` elements: about [`TASK_ELEMS`]
+/// elements, at least one line.
+pub(crate) fn chunk_lines(size: usize) -> usize {
+    (TASK_ELEMS / size.max(1)).max(1)
+}
+
 /// The most elements per task on the fused path.
 const TASK_MAX_ELEMS: usize = 1 << 20;
 

@@ -326,12 +326,12 @@ impl Units {
 
     /// Whether the plan runs the split path.
     pub(super) fn split(&self) -> bool {
-        self.count < 8 && self.elems() > 2 * TASK_ELEMS
+        super::splits(self.count, self.elems())
     }
 
     /// Lines per chunk on the split path, and chunks per unit.
     pub(super) fn chunking(&self) -> (usize, usize) {
-        let lpc = (TASK_ELEMS / self.line.size.max(1)).max(1);
+        let lpc = super::chunk_lines(self.line.size);
         (lpc, self.lines.div_ceil(lpc).max(1))
     }
 

@@ -25,25 +25,21 @@ use super::{
 };
 use crate::kernels::coef;
 use crate::kernels::convert::fused::{self, zeroed, ColWork, Streamed};
-use crate::kernels::exec::{ShiftedSums, Stat};
+use crate::kernels::exec::{self, ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, StageState};
 use crate::stats::{dx_terms, running_stats};
 use crate::types::{Mode, Saved, SavedStage, StageGrads};
 use crate::Float;
 
-/// Values per chunk of rows of the f32 layers' column sums where they split the rows
-/// (`kernels::exec`'s `TASK_ELEMS`, `Units::chunking`): the sums here take the same chunks,
-/// so that their f64 sums, and the backward's f32 partial sums (flushed every few rows of
-/// a chunk), are added in the same order as the f32 layer's (`tests.rs` compares the bits
-/// on inputs of several chunks).
-const CHUNK: usize = 1 << 15;
-
-/// Rows per task of the column sums: the f32 layer's chunks of `CHUNK / k` rows where it
-/// splits them (more than `2·CHUNK` values, `Units::split`), else all of them.
+/// Rows per task of the column sums: the f32 layer's chunks of rows where it splits them
+/// (`exec::splits`, one unit of `a·k` values), else all of them. The same chunks, so that
+/// their f64 sums, and the backward's f32 partial sums (flushed every few rows of a chunk),
+/// are added in the same order as the f32 layer's (`tests.rs` compares the bits on inputs
+/// of several chunks).
 fn sum_rows(lay: Layout) -> usize {
-    if lay.a * lay.k > 2 * CHUNK {
-        (CHUNK / lay.k).max(1)
+    if exec::splits(1, lay.a * lay.k) {
+        exec::chunk_lines(lay.k)
     } else {
         lay.a
     }
