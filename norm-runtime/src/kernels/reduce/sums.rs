@@ -358,6 +358,68 @@ pub(super) fn rows_affine_f32<S: Isa>(
 mod tests {
     use crate::kernels::elem::RowReduce;
 
+    /// The pipelined f32 row writes the bits of `((x − m)·a + b)·γ + β` computed one f32
+    /// operation at a time, and of the separate affine pass (`rows_affine`), with and
+    /// without γ/β and streaming, at the current level, on lengths around the blocks and a
+    /// misaligned output; its sums are those of the separate row sums.
+    #[test]
+    fn pipelined_row_writes_the_plain_affine_bits() {
+        let v = |seed: u32, i: usize| {
+            let t = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8;
+            t as f32 / (1u32 << 24) as f32 * 6.0 - 3.0
+        };
+        for n in [1usize, 15, 16, 17, 33, 100, 784, 1031] {
+            let x: Vec<f32> = (0..n).map(|i| v(11, i) * 1e3).collect();
+            let next: Vec<f32> = (0..n).map(|i| v(12, i)).collect();
+            let g: Vec<f32> = (0..n).map(|i| v(13, i)).collect();
+            let bt: Vec<f32> = (0..n).map(|i| v(14, i) * 1e-3).collect();
+            // m near the values (cancellation in x − m), a and b with full mantissas.
+            let c = (x[n / 2] * 0.999, 0.1f32 / 3.0, -1.0f32 / 7.0);
+            for p in [None, Some((&g[..], None)), Some((&g[..], Some(&bt[..])))] {
+                let want: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let mut y = (x[i] - c.0) * c.1 + c.2;
+                        if let Some((g, bt)) = p {
+                            y *= g[i];
+                            if let Some(bt) = bt {
+                                y += bt[i];
+                            }
+                        }
+                        y
+                    })
+                    .collect();
+                let mut sep = vec![0f32; n];
+                let coef = (&[c.0][..], &[c.1][..], &[c.2][..]);
+                <f32 as RowReduce>::rows_affine((&x, &mut sep), n, coef, p, false);
+                assert_eq!(bits(&sep), bits(&want), "n={n}");
+                for stream in [false, true] {
+                    let mut y = vec![0f32; n + 1];
+                    let next_row = (&next[..], false);
+                    let shift = (f64::from(next[0]), true);
+                    let got = <f32 as RowReduce>::affine_then_sums(
+                        &x,
+                        &mut y[1..],
+                        c,
+                        p,
+                        next_row,
+                        shift,
+                        stream,
+                    );
+                    let Some((sum, sq)) = got else {
+                        continue;
+                    };
+                    assert_eq!(bits(&y[1..]), bits(&want), "n={n} stream={stream}");
+                    let (ws, wq) = <f32 as RowReduce>::row_sums(&next, shift.0);
+                    assert_eq!((sum.to_bits(), sq.to_bits()), (ws.to_bits(), wq.to_bits()));
+                }
+            }
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     /// The pipelined f32 row of an uncentered next row (`center` false: no Σd chains) gives
     /// the output and Σd² bits of the centered kernel and of the separate row sums, and Σd
     /// as 0, with and without γ/β and streaming, at the current level, on lengths around
