@@ -15,36 +15,21 @@
 //! pays one extra row per task), and a row with a subnormal output is rewritten with the
 //! portable rounding ([`RowHooks::redo`]).
 //!
-//! The centered sums widen bf16 to f64 with integer operations (`ld8_bits`: the bits
-//! moved into an f64 2^896 times too small, the factor taken in the `fma` that subtracts
-//! the shift) instead of the f32 widening and `vcvtps2pd` (four uops of Zen 4's FP2/FP3
-//! pipes per 8 values, which the loop's additions also need); the affine pass then adds
-//! on those pipes rather than as `fma(u, 1, v)`. A model of the loop over rows in L2
-//! (1024 values, γ and β): 266 ns a row with the one-row kernel's prefetch, 222 without,
-//! 205 with the integer widening and the additions. Exact for every finite value; an
-//! infinity or NaN input gives an infinity or NaN output in the same row (whatever the
-//! coefficients), which one more integer operation per 32 values tells, and such a row
-//! is summed again with the f32 widening and rewritten ([`RowHooks::stat`] a second
-//! time, then [`RowHooks::redo`]). Uncentered rows (Σv² only) keep the conversion.
-//!
 //! The same operations in the same order as the per-row kernels (the sums of
 //! `fused::sums`, the affine expression of `fused::affine`): the same bits.
 
 use std::arch::x86_64::*;
 
-use super::{affine32, at, lanes, ld32, ldf32, pad, xhat, RowSums};
+use super::{affine32, at, lanes, pad, params_f32, sums32, RowSums, Wide};
 use super::{LEAD, SHIFTED, SQUARES};
 
 /// What [`params_rows`] asks its caller per row.
 pub(crate) trait RowHooks {
     /// Row `row`'s statistics from its raw sums `(shift, Σd, Σd²)` (Σd 0 for an
     /// uncentered row): records them and returns the row's coefficients `(m, a, b)`.
-    /// Called in row order, once per row; a second time right after the first for a
-    /// row holding an infinity or NaN (the sums of the second call stand).
     fn stat(&mut self, row: usize, raw: (f64, f64, f64)) -> (f32, f32, f32);
     /// Rewrites row `row` (`x`, `y`) with the portable rounding: one of its output
-    /// values was an f32 subnormal, or an input value infinite or NaN (`c`: its
-    /// coefficients).
+    /// values was an f32 subnormal (`c`: its coefficients).
     fn redo(&mut self, row: usize, x: &[u16], y: &mut [u16], c: (f32, f32, f32));
 }
 
@@ -82,66 +67,14 @@ fn shift_of<const K: u8>(row: &[u16]) -> f64 {
     }
 }
 
-/// The constants of [`sums32`] for `shift`: `−shift` and [`SCALE`].
+/// The constants of [`sums32`] for `shift`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn wide(shift: f64) -> Wide {
-    (_mm512_set1_pd(-shift), _mm512_set1_pd(SCALE))
-}
-
-/// The constants of [`sums32`]: `−shift` and [`SCALE`].
-type Wide = (__m512d, __m512d);
-
-/// 2^896 (the bf16 exponent bias 127 from the f64 bias 1023): the factor from the f64
-/// that [`ld8_bits`] makes of a bf16 bit pattern to the bf16 value.
-const SCALE: f64 = f64::from_bits((1023 + 896) << 52);
-
-/// 8 bf16 bit patterns as the f64 whose value is the bf16 value times 2^−896 (exact for
-/// every finite bf16, subnormals and ±0 included: sign to bit 63, exponent and fraction
-/// to bits 59..45; an infinity or NaN becomes a finite value, which [`params_rows`]
-/// detects): integer operations only, where the f32 widening and `vcvtps2pd` (four
-/// uops of the FP2/FP3 pipes on Zen 4, the pipelined loop's bottleneck) took three.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn ld8_bits(x: &[u16]) -> __m512d {
-    let a: [u16; 8] = x[..8].try_into().expect("8 values");
-    // Sign-extended, the sign then fills bits 63..60: bits 62..60 cleared.
-    let q = _mm512_slli_epi64::<45>(_mm512_cvtepi16_epi64(bytemuck::cast(a)));
-    let keep = _mm512_set1_epi64(0x8FFF_FFFF_FFFF_FFFF_u64 as i64);
-    _mm512_castsi512_pd(_mm512_and_si512(q, keep))
-}
-
-/// A block of 32 values into the chains of `acc`, as the one-row kernels' `sums32`
-/// (values `8k..8k + 8` into chain `k`) with `d = fma(w, 2^896, −shift)` on the values of
-/// [`ld8_bits`]: the product is the bf16 value exactly, so `d` is `v − shift` rounded
-/// once, the bits of `fma(v, 1, −shift)` (and for [`SQUARES`], `−shift` being −0.0,
-/// `v` itself, ±0 included). Only for finite values: an infinity or NaN gives a finite
-/// `d` (see [`params_rows`]).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
-fn sums32<const K: u8>(acc: &mut RowSums, x: &[u16; 32], (neg_shift, scale): Wide) {
-    if K == SQUARES {
-        // Σv² needs no subtraction, so the factor of `ld8_bits` would be one more FMA-pipe
-        // operation per 8 values: the f32 widening and `vcvtps2pd` here (in L2 the rows
-        // took 203 ns with the bits, 184 with the conversion).
-        let one = super::Wide {
-            neg_shift,
-            one: scale,
-        };
-        return super::sums32::<SQUARES>(acc, x, one);
+fn wide(shift: f64, one: __m512d) -> Wide {
+    Wide {
+        neg_shift: _mm512_set1_pd(-shift),
+        one,
     }
-    for k in 0..4 {
-        let d = _mm512_fmadd_pd(ld8_bits(&x[8 * k..]), scale, neg_shift);
-        if K != SQUARES {
-            acc.sm[k] = _mm512_add_pd(acc.sm[k], d);
-        }
-        acc.sq[k] = _mm512_fmadd_pd(d, d, acc.sq[k]);
-    }
-}
-
-/// Whether a value of `x` is an infinity or a NaN (exponent bits all set).
-fn nonfinite(x: &[u16]) -> bool {
-    x.iter().any(|&b| b & 0x7f80 == 0x7f80)
 }
 
 /// The subnormal test of [`params32`]: whether any rounded value is ±0 (two integer
@@ -152,39 +85,29 @@ const ZEROS: u8 = 0;
 /// (`vfpclassps`, exact; after a row with a zero output).
 const EXACT: u8 = 1;
 
-/// `((x − m)·a + b)·γ + β` of 32 values (β when `B`) in f32, rounded into `y` (the
-/// additions as additions: with the sums' conversions gone the add pipes have room, and
-/// moving them to the multiply pipes as `fma(u, 1, v)` measured 5 % slower); the test `T` ([`ZEROS`], [`EXACT`])
-/// into `seen` (a lane 0 where it hit), and the largest doubled rounded bits into `big`
-/// (an infinity or NaN output: at least `0xff00`).
+/// `((x − m)·a + b)·γ + β` of 32 values (β when `B`), the additions as `fma(u, 1, v)`
+/// (the same single rounding), rounded into `y`; the test `T` ([`ZEROS`], [`EXACT`])
+/// into `seen` (a lane 0 where it hit).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn params32<const B: bool, const T: u8>(
     (x, y): (&[u16; 32], &mut [u16; 32]),
     k: (__m512, __m512, __m512),
-    (g, bt): (&[f32; 32], &[f32; 32]),
-    (seen, big): (&mut __m512i, &mut __m512i),
+    one: __m512,
+    p: (&[f32; 32], &[f32; 32]),
+    seen: &mut __m512i,
 ) {
-    let ((xl, xh), (gl, gh)) = (ld32(x), ldf32(g));
-    let mut lo = _mm512_mul_ps(xhat(xl, k), gl);
-    let mut hi = _mm512_mul_ps(xhat(xh, k), gh);
-    if B {
-        let (bl, bh) = ldf32(bt);
-        lo = _mm512_add_ps(lo, bl);
-        hi = _mm512_add_ps(hi, bh);
-    }
+    let (lo, hi) = params_f32::<B>(x, k, one, p);
     // The rounded bits as integers from here (a test of them as bf16 values compiles
     // to per-lane scalar code).
     let r: __m512i = bytemuck::cast(_mm512_cvtne2ps_pbh(hi, lo));
-    // 2·bits drops the sign: 0 exactly for ±0, from 0xff00 on for ±∞ and NaN.
-    let r2 = _mm512_add_epi16(r, r);
     if T == ZEROS {
-        *seen = _mm512_min_epu16(*seen, r2);
+        // 2·bits drops the sign: 0 exactly for ±0.
+        *seen = _mm512_min_epu16(*seen, _mm512_add_epi16(r, r));
     } else {
         let t = _mm512_fpclass_ps_mask::<0x20>(lo) | _mm512_fpclass_ps_mask::<0x20>(hi);
         *seen = _mm512_mask_mov_epi32(*seen, t, _mm512_setzero_si512());
     }
-    *big = _mm512_max_epu16(*big, r2);
     *y = bytemuck::cast(r);
 }
 
@@ -202,17 +125,16 @@ fn hit<const T: u8>(seen: __m512i) -> bool {
 /// One row's pass: its affine output (`x`, `y`, coefficients `k`) with the test `T`, and
 /// the sums of `next` from `j0` into `nacc` (blocks before `j0`: summed already). No
 /// software prefetch: Zen 4's hardware prefetcher follows the row streams, and the
-/// two-rows-ahead `prefetcht1` of the one-row kernel cost 17 % of a row in L2 and 6 % out
-/// of cache (bf16 layer norm [8192, 1024], one thread). Whether the test hit, and whether an output value of the blocks of 32
-/// (not the tail) is an infinity or NaN.
+/// one-row kernel's `prefetcht1` of the row after `next` cost 0.6 % of a row in L2 here.
+/// Whether the test hit.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn row_pass<const B: bool, const K: u8, const T: u8>(
     (x, y): (&[u16], &mut [u16]),
     k: (__m512, __m512, __m512),
-    (g, bt): (&[f32], &[f32]),
+    (one_s, (g, bt)): (__m512, (&[f32], &[f32])),
     (next, c, mut nacc, j0): (Option<&[u16]>, Wide, RowSums, usize),
-) -> (RowSums, bool, bool) {
+) -> (RowSums, bool) {
     let n = x.len();
     // One check of every length here, none in the loop.
     let (y, g, bt) = (&mut y[..n], &g[..n], &bt[..n]);
@@ -222,7 +144,6 @@ fn row_pass<const B: bool, const K: u8, const T: u8>(
     };
     let body = n - n % 32;
     let mut seen = _mm512_set1_epi32(-1);
-    let mut big = _mm512_setzero_si512();
     let mut j = j0;
     let mut v = 0;
     while v < body {
@@ -231,12 +152,7 @@ fn row_pass<const B: bool, const K: u8, const T: u8>(
             j += 32;
         }
         let yv: &mut [u16; 32] = (&mut y[v..v + 32]).try_into().expect("32 values");
-        params32::<B, T>(
-            (at(x, v), yv),
-            k,
-            (at(g, v), at(bt, v)),
-            (&mut seen, &mut big),
-        );
+        params32::<B, T>((at(x, v), yv), k, one_s, (at(g, v), at(bt, v)), &mut seen);
         v += 32;
     }
     let mut tail = 0u32;
@@ -247,8 +163,7 @@ fn row_pass<const B: bool, const K: u8, const T: u8>(
         y[body..].copy_from_slice(&r[..len]);
         tail = t & lanes(len);
     }
-    let inf = _mm512_cmpge_epu16_mask(big, _mm512_set1_epi16(0xff00_u16 as i16)) != 0;
-    (nacc, hit::<T>(seen) || tail != 0, inf)
+    (nacc, hit::<T>(seen) || tail != 0)
 }
 
 /// [`params_rows`] for one parameter case (`B`) and kind of sums (`K`).
@@ -263,6 +178,10 @@ fn rows<const B: bool, const K: u8>(
     let count = xs.len() / n;
     let body = n - n % 32;
     let lead = LEAD.min(body);
+    // 1.0 hidden from the compiler, which would otherwise turn `fma(u, 1, v)` back into
+    // an addition.
+    let one = std::hint::black_box(1.0f64);
+    let (one_d, one_s) = (_mm512_set1_pd(one), _mm512_set1_ps(one as f32));
     let row = |i: usize| &xs[i * n..(i + 1) * n];
     // Row 0's sums, then the first blocks of row 1's, then row 0's statistics.
     let x0 = row(0);
@@ -270,7 +189,7 @@ fn rows<const B: bool, const K: u8>(
     let mut acc = RowSums::new(sh);
     let mut j = 0;
     while j < body {
-        sums32::<K>(&mut acc, at(x0, j), wide(sh));
+        sums32::<K>(&mut acc, at(x0, j), wide(sh, one_d));
         j += 32;
     }
     let (s, q) = acc.finish(&x0[body..]);
@@ -279,7 +198,7 @@ fn rows<const B: bool, const K: u8>(
     if count > 1 {
         next_shift = shift_of::<K>(row(1));
         nacc = RowSums::new(next_shift);
-        let (x1, c) = (row(1), wide(next_shift));
+        let (x1, c) = (row(1), wide(next_shift, one_d));
         let mut j = 0;
         while j < lead {
             sums32::<K>(&mut nacc, at(x1, j), c);
@@ -298,35 +217,21 @@ fn rows<const B: bool, const K: u8>(
             _mm512_set1_ps(c.2),
         );
         let next = (i + 1 < count).then(|| row(i + 1));
-        let cn = wide(next_shift);
-        let pass = (g, bt);
+        let cn = wide(next_shift, one_d);
+        let pass = (one_s, (g, bt));
         let nx = (
             next,
             cn,
             std::mem::replace(&mut nacc, RowSums::new(0.0)),
             lead,
         );
-        let (bad, inf);
-        (nacc, bad, inf) = if exact {
+        let bad;
+        (nacc, bad) = if exact {
             row_pass::<B, K, EXACT>((x, y), k, pass, nx)
         } else {
             row_pass::<B, K, ZEROS>((x, y), k, pass, nx)
         };
-        if K != SQUARES && inf && nonfinite(&x[..body]) {
-            // An infinity or NaN among the values summed with `ld8_bits`: the row's sums
-            // again with the f32 widening (`RowSums::add32`: the same operations), its
-            // statistics, and the row with the portable rounding.
-            let sh = shift_of::<K>(x);
-            let mut acc = RowSums::new(sh);
-            let mut j = 0;
-            while j < body {
-                acc.add32(at(x, j));
-                j += 32;
-            }
-            let (s, q) = acc.finish(&x[body..]);
-            c = hooks.stat(i, (sh, sum(s), q));
-            hooks.redo(i, x, y, c);
-        } else if bad && exact {
+        if bad && exact {
             hooks.redo(i, x, y, c);
         } else if bad {
             // A zero output: an f32 subnormal, or a zero. The row again with the exact
@@ -345,7 +250,7 @@ fn rows<const B: bool, const K: u8>(
                 let x2 = row(i + 2);
                 next_shift = shift_of::<K>(x2);
                 nacc = RowSums::new(next_shift);
-                let c2 = wide(next_shift);
+                let c2 = wide(next_shift, one_d);
                 let mut j = 0;
                 while j < lead {
                     sums32::<K>(&mut nacc, at(x2, j), c2);
