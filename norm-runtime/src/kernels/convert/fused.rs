@@ -749,6 +749,9 @@ mod bf16x;
 #[path = "fused/tests/lead.rs"]
 mod lead_tests;
 #[cfg(test)]
+#[path = "fused/tests/rows_bits.rs"]
+mod rows_bits_tests;
+#[cfg(test)]
 #[path = "fused/tests/rows.rs"]
 mod rows_tests;
 #[cfg(test)]
