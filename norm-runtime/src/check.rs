@@ -151,16 +151,31 @@ pub(crate) fn check<T: Float>(
     purpose: Purpose,
     sync: bool,
 ) -> Result<Plan, NormError> {
+    let mut plan = Plan::default();
+    check_into(info, (k, state), shape, (purpose, sync), &mut plan)?;
+    Ok(plan)
+}
+
+/// [`check`] writing the plan into `plan` (a slot of the caller's buffer: the plan, over a
+/// kilobyte, is not moved through the results).
+pub(crate) fn check_into<T: Float>(
+    info: &LayerInfo<'_>,
+    (k, state): (usize, &StageState<'_, T>),
+    shape: &[usize],
+    (purpose, sync): (Purpose, bool),
+    plan: &mut Plan,
+) -> Result<(), NormError> {
     let mode = match purpose {
         Purpose::Forward(m) => Some(m),
         Purpose::Backward | Purpose::Stats => None,
     };
     let spec = info.spec;
     let stage = &spec.stages[k];
-    let plan = Plan::new(spec, stage, shape).ok_or_else(|| NormError::Size {
+    *plan = Plan::new(spec, stage, shape).ok_or_else(|| NormError::Size {
         layer: info.name.to_string(),
         reason: format!("the sizes of an input of shape {shape:?} overflow usize"),
     })?;
+    let plan = &*plan;
     // Synchronized statistics count the whole group's batch: checked after the exchange.
     let local_counts = !(sync && syncs(spec, stage));
     // Inference with running statistics needs no values per group, and neither does its
@@ -233,7 +248,7 @@ pub(crate) fn check<T: Float>(
             None => return Err(missing(info, "running statistics")),
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 fn missing(info: &LayerInfo<'_>, what: &str) -> NormError {

@@ -57,54 +57,32 @@ const BLOCK: usize = 64;
 
 multiversion! {
     /// y = (x − m)·a + b over the lines of `w = m.len()` columns, in blocks of [`BLOCK`]
-    /// columns (their coefficients loaded once), the last columns line by line.
+    /// columns whose coefficients are copied to local arrays (registers) first.
     fn affine_lines<T: Float>(x: &[T], out: &mut [T], m: &[T], a: &[T], b: &[T]) {
         let w = m.len();
-        let (a, b) = (&a[..w], &b[..w]);
-        let mut c0 = 0;
-        while c0 + BLOCK <= w {
-            let c = c0..c0 + BLOCK;
-            affine_block::<T, BLOCK>((x, out), w, c0, (&m[c.clone()], &a[c.clone()], &b[c]));
-            c0 += BLOCK;
-        }
-        if c0 < w {
-            let (m, a, b) = (&m[c0..], &a[c0..], &b[c0..]);
-            for (yl, xl) in out.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
-                let it = yl[c0..].iter_mut().zip(&xl[c0..]).zip(m.iter().zip(a.iter().zip(b)));
-                for ((o, &v), (&m, (&a, &b))) in it {
-                    *o = (v - m) * a + b;
-                }
+        for c0 in (0..w).step_by(BLOCK) {
+            let c = c0..(c0 + BLOCK).min(w);
+            let k = (&m[c.clone()], &a[c.clone()], &b[c.clone()]);
+            match (<[T; BLOCK]>::try_from(k.0), <[T; BLOCK]>::try_from(k.1), <[T; BLOCK]>::try_from(k.2)) {
+                (Ok(m), Ok(a), Ok(b)) => affine_cols((x, &mut *out), w, c, (&m, &a, &b)),
+                _ => affine_cols((x, &mut *out), w, c, k),
             }
         }
     }
 }
 
-/// Columns `c0..c0 + W` of every line of `w` columns, the block's coefficients copied to
-/// locals first.
+/// Columns `c` of every line of `w` values: y = (x − m)·a + b, `k` = (m, a, b) of `c`.
 #[inline(always)]
-fn affine_block<T: Float, const W: usize>(
-    (x, y): (&[T], &mut [T]),
+fn affine_cols<T: Float>(
+    (x, out): (&[T], &mut [T]),
     w: usize,
-    c0: usize,
+    c: std::ops::Range<usize>,
     (m, a, b): (&[T], &[T], &[T]),
 ) {
-    let (Ok(m), Ok(a), Ok(b)) = (
-        <[T; W]>::try_from(m),
-        <[T; W]>::try_from(a),
-        <[T; W]>::try_from(b),
-    ) else {
-        return;
-    };
-    for (yl, xl) in y.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
-        let (Some(yb), Some(xb)) = (
-            yl.get_mut(c0..c0 + W)
-                .and_then(|s| <&mut [T; W]>::try_from(s).ok()),
-            xl.get(c0..c0 + W).and_then(|s| <&[T; W]>::try_from(s).ok()),
-        ) else {
-            return;
-        };
-        for j in 0..W {
-            yb[j] = (xb[j] - m[j]) * a[j] + b[j];
+    for (yl, xl) in out.chunks_exact_mut(w).zip(x.chunks_exact(w)) {
+        let (ys, xs) = (&mut yl[c.clone()], &xl[c.clone()]);
+        for ((o, &v), (&m, (&a, &b))) in ys.iter_mut().zip(xs).zip(m.iter().zip(a.iter().zip(b))) {
+            *o = (v - m) * a + b;
         }
     }
 }
@@ -227,11 +205,12 @@ mod tests {
             &[2, 3, 5, 16],
             &[8, 4, 4, 129],
         ];
+        // A 64-bit LCG (Knuth's MMIX constants), its top 53 bits as a value in [0, 1).
         let mut state = seed;
         let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (state >> 11) as f64 / (1u64 << 53) as f64
         };
         // The cap of this thread only (as `stats`' tests).
