@@ -4,7 +4,7 @@
 
 use norm_spec::{shapes, Affine, Spec, Stage};
 
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanCache};
 use crate::state::{LayerInfo, StageState};
 use crate::types::Mode;
 use crate::{Float, NormError};
@@ -151,16 +151,35 @@ pub(crate) fn check<T: Float>(
     purpose: Purpose,
     sync: bool,
 ) -> Result<Plan, NormError> {
+    let mut plan = Plan::default();
+    check_into(info, (k, state), shape, (purpose, sync), (&mut plan, None))?;
+    Ok(plan)
+}
+
+/// [`check`] writing the plan into `plan` (a slot of the caller's buffer: the plan, over a
+/// kilobyte, is not moved through the results), copied from `cache` where it holds it.
+pub(crate) fn check_into<T: Float>(
+    info: &LayerInfo<'_>,
+    (k, state): (usize, &StageState<'_, T>),
+    shape: &[usize],
+    (purpose, sync): (Purpose, bool),
+    (plan, cache): (&mut Plan, Option<&mut PlanCache>),
+) -> Result<(), NormError> {
     let mode = match purpose {
         Purpose::Forward(m) => Some(m),
         Purpose::Backward | Purpose::Stats => None,
     };
     let spec = info.spec;
     let stage = &spec.stages[k];
-    let plan = Plan::new(spec, stage, shape).ok_or_else(|| NormError::Size {
+    let built = match cache {
+        Some(cache) => cache.plan_into((spec, stage, shape), plan),
+        None => Plan::new(spec, stage, shape).map(|p| *plan = p),
+    };
+    built.ok_or_else(|| NormError::Size {
         layer: info.name.to_string(),
         reason: format!("the sizes of an input of shape {shape:?} overflow usize"),
     })?;
+    let plan = &*plan;
     // Synchronized statistics count the whole group's batch: checked after the exchange.
     let local_counts = !(sync && syncs(spec, stage));
     // Inference with running statistics needs no values per group, and neither does its
@@ -233,7 +252,7 @@ pub(crate) fn check<T: Float>(
             None => return Err(missing(info, "running statistics")),
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 fn missing(info: &LayerInfo<'_>, what: &str) -> NormError {

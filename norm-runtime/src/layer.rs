@@ -13,7 +13,7 @@ use ndarray::{ArrayView, ArrayViewMut, Dimension};
 use crate::chain;
 use crate::check::{self, Purpose};
 use crate::collective::Collective;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanCache};
 use crate::scratch::{with_scratch, Scratch};
 use crate::stage::{self, BackwardIo, StageCall};
 use crate::state::{LayerInfo, StageState};
@@ -108,7 +108,7 @@ fn check_all<T: Float>(
     shape: &[usize],
     purpose: Purpose,
     sync: bool,
-    plans: &mut Vec<Plan>,
+    (plans, cache): (&mut Vec<Plan>, &mut PlanCache),
 ) -> Result<(), NormError> {
     plans.clear();
     check::check_input(info, shape)?;
@@ -123,7 +123,11 @@ fn check_all<T: Float>(
         });
     }
     for (k, st) in states.iter().enumerate() {
-        plans.push(check::check(info, k, st, shape, purpose, sync)?);
+        plans.push(Plan::default());
+        if let Some(plan) = plans.last_mut() {
+            let out = (plan, Some(&mut *cache));
+            check::check_into(info, (k, st), shape, (purpose, sync), out)?;
+        }
     }
     Ok(())
 }
@@ -142,7 +146,8 @@ where
 {
     with_scratch(|scratch: &mut Scratch<T>| {
         let mut plans = std::mem::take(&mut scratch.plans);
-        let r = check_all(info, &states, shape, purpose, sync, &mut plans)
+        let cache = &mut scratch.plan_cache;
+        let r = check_all(info, &states, shape, purpose, sync, (&mut plans, cache))
             .and_then(|()| f(states, &plans, scratch));
         scratch.plans = plans;
         r

@@ -43,6 +43,7 @@ use crate::check::Purpose;
 use crate::collective::Collective;
 use crate::kernels::coef;
 use crate::kernels::exec::{self, Params, Units};
+use crate::kernels::isa::multiversion;
 use crate::layer::{self, BackwardArgs, StageBackward, StageForward};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, StageState};
@@ -548,14 +549,19 @@ fn sized_forward<P: Path, T: Float>(
     debug_assert_eq!(xs.len(), sz.outer * sz.kept * sz.inner);
     crate::scratch::with_scratch(|scratch: &mut crate::scratch::Scratch<T>| {
         let (m, a, b) = scratch.coef_for(sz.kept);
-        for s in 0..sz.kept {
-            let r = if sz.entries == sz.kept {
-                s
-            } else {
-                s % sz.entries
-            };
-            let at = RunningCoef { r, p: r };
-            (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
+        if sz.entries == sz.kept {
+            // Entry s for group s: `RunningCoef::coef` of every group, in vectors.
+            let k = sz.kept;
+            let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
+            let params = (gs.filter(|_| per_channel), bs);
+            let out = (&mut m[..k], &mut a[..k], &mut b[..k]);
+            running_coefs((&rm, &rv), params, (stage.eps, P::EPS_VAR), out);
+        } else {
+            for s in 0..sz.kept {
+                let r = s % sz.entries;
+                let at = RunningCoef { r, p: r };
+                (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
+            }
         }
         let c = scratch.coef();
         if sz.inner == 1 && P::LAYOUT != Layout::Rows as u8 {
@@ -591,30 +597,37 @@ fn sandwich(plan: &Plan) -> Option<(usize, usize, usize)> {
 /// Coefficient arrays (m, a, b), one per group.
 type Coef<'a, T> = (&'a [T], &'a [T], &'a [T]);
 
-/// y = (x − m)·a + b, group `i % k` for line `i` of `l` values (rows, sandwich).
-fn lines<T: Float>(xs: &[T], ys: &mut [T], (k, l): (usize, usize), (m, a, b): Coef<'_, T>) {
-    if k == 0 || l == 0 {
-        return;
-    }
-    for (xo, yo) in xs.chunks_exact(k * l).zip(ys.chunks_exact_mut(k * l)) {
-        let it = xo.chunks_exact(l).zip(yo.chunks_exact_mut(l));
-        for ((xl, yl), ((&m, &a), &b)) in it.zip(m.iter().zip(a).zip(b)) {
-            for (y, &v) in yl.iter_mut().zip(xl) {
-                *y = (v - m) * a + b;
+multiversion! {
+    /// y = (x − m)·a + b, group `i % k` for line `i` of `l` values (rows, sandwich).
+    /// Compiled per ISA level (the same operations at each).
+    fn lines<T: Float>(xs: &[T], ys: &mut [T], kl: (usize, usize), c: Coef<'_, T>) {
+        let ((k, l), (m, a, b)) = (kl, c);
+        if k == 0 || l == 0 {
+            return;
+        }
+        for (xo, yo) in xs.chunks_exact(k * l).zip(ys.chunks_exact_mut(k * l)) {
+            let it = xo.chunks_exact(l).zip(yo.chunks_exact_mut(l));
+            for ((xl, yl), ((&m, &a), &b)) in it.zip(m.iter().zip(a).zip(b)) {
+                for (y, &v) in yl.iter_mut().zip(xl) {
+                    *y = (v - m) * a + b;
+                }
             }
         }
     }
 }
 
-/// y = (x − m)·a + b with the groups along the row (columns).
-fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
-    if k == 0 {
-        return;
-    }
-    let (m, a, b) = (&m[..k], &a[..k], &b[..k]);
-    for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(k)) {
-        for i in 0..k {
-            yr[i] = (xr[i] - m[i]) * a[i] + b[i];
+multiversion! {
+    /// y = (x − m)·a + b with the groups along the row (columns). Compiled per ISA level.
+    fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, c: Coef<'_, T>) {
+        let (m, a, b) = c;
+        if k == 0 {
+            return;
+        }
+        let (m, a, b) = (&m[..k], &a[..k], &b[..k]);
+        for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(k)) {
+            for i in 0..k {
+                yr[i] = (xr[i] - m[i]) * a[i] + b[i];
+            }
         }
     }
 }
@@ -648,6 +661,36 @@ impl RunningCoef {
             _ => (1.0, 0.0),
         };
         coef(mean, rstd * g, h)
+    }
+}
+
+multiversion! {
+    /// The coefficients (m, a, b) of every group `s < m.len()` from entry `s` of the running
+    /// statistics and of γ/β (given where they fold per channel): [`RunningCoef::coef`]
+    /// with `r = p = s`, the same operations, compiled per ISA level. `eps` = (eps, whether
+    /// it is added to the variance).
+    fn running_coefs<T: Float>(
+        run: (&[T], &[T]),
+        params: (Option<&[T]>, Option<&[T]>),
+        eps: (f64, bool),
+        out: (&mut [T], &mut [T], &mut [T]),
+    ) {
+        let ((rm, rv), (gs, bs), (eps, eps_var), (m, a, b)) = (run, params, eps, out);
+        let k = m.len();
+        let (rm, rv, a, b) = (&rm[..k], &rv[..k], &mut a[..k], &mut b[..k]);
+        for s in 0..k {
+            let (mean, var) = (rm[s].to_acc(), rv[s].to_acc());
+            let rstd = if eps_var {
+                1.0 / (var + eps).sqrt()
+            } else {
+                1.0 / (var.sqrt() + eps)
+            };
+            let (g, h) = match gs {
+                Some(g) => (g[s].to_acc(), bs.map_or(0.0, |bt| bt[s].to_acc())),
+                None => (1.0, 0.0),
+            };
+            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+        }
     }
 }
 

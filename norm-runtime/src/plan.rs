@@ -14,7 +14,7 @@
 use norm_spec::{shapes, Affine, ParamAxis, Spec, Stage, MAX_RANK};
 
 /// A fixed-capacity list of axes (no allocation on the hot path).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct AxisList {
     len: usize,
     items: [ParamAxis; MAX_DIMS],
@@ -163,6 +163,88 @@ fn stride_in(
             }
         }
         Part::WithinGroup => pos(ParamAxis::Input(axis.input)).map_or(0, |k| strides[k]),
+    }
+}
+
+/// Everything of a spec, a stage and an input shape that [`Plan::new`] reads: equal keys
+/// give equal plans.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PlanKey {
+    shape: Shape,
+    channel: Option<usize>,
+    batch: Option<usize>,
+    groups: Option<usize>,
+    /// The stage's reduced axes (bit i: input axis i).
+    axes: u16,
+    /// 0: no affine parameters, 1: `params`, 2: external.
+    affine: u8,
+    params: AxisList,
+    running_stats: bool,
+}
+
+impl PlanKey {
+    /// The key of `stage` of `spec` on `shape`; `None` beyond the lists' capacity.
+    fn of(spec: &Spec, stage: &Stage, shape: &[usize]) -> Option<PlanKey> {
+        if shape.len() > MAX_DIMS || spec.input.len() != shape.len() {
+            return None;
+        }
+        let mut key = PlanKey {
+            channel: spec.channel,
+            batch: spec.batch,
+            groups: stage.groups,
+            axes: stage.axes,
+            running_stats: stage.running_stats,
+            ..PlanKey::default()
+        };
+        shape.iter().for_each(|&n| key.shape.push(n));
+        match &stage.affine {
+            Affine::None => {}
+            Affine::Axes(axes) if axes.len() <= MAX_DIMS => {
+                key.affine = 1;
+                axes.iter().for_each(|&a| key.params.push(a));
+            }
+            Affine::Axes(_) => return None,
+            Affine::External => key.affine = 2,
+        }
+        Some(key)
+    }
+}
+
+/// Plans kept per thread (and element type) by their [`PlanKey`].
+const CACHED: usize = 4;
+
+/// The plans of the last [`CACHED`] distinct (spec, stage, shape) keys a thread built: a
+/// call on the shape of one of them copies its plan instead of deriving it again. Keyed by
+/// content (not by the spec's address or fingerprint), so a hit is always the plan
+/// [`Plan::new`] would build.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache {
+    slots: [(PlanKey, Plan); CACHED],
+    used: usize,
+    next: usize,
+}
+
+impl PlanCache {
+    /// [`Plan::new`] into `out`, from the cache where it holds the key; `None` on an
+    /// overflowing size (nothing cached then).
+    pub(crate) fn plan_into(
+        &mut self,
+        (spec, stage, shape): (&Spec, &Stage, &[usize]),
+        out: &mut Plan,
+    ) -> Option<()> {
+        let Some(key) = PlanKey::of(spec, stage, shape) else {
+            *out = Plan::new(spec, stage, shape)?;
+            return Some(());
+        };
+        if let Some((_, plan)) = self.slots[..self.used].iter().find(|(k, _)| *k == key) {
+            *out = *plan;
+            return Some(());
+        }
+        *out = Plan::new(spec, stage, shape)?;
+        self.slots[self.next] = (key, *out);
+        self.next = (self.next + 1) % CACHED;
+        self.used = (self.used + 1).min(CACHED);
+        Some(())
     }
 }
 
@@ -438,5 +520,70 @@ impl Plan {
                 idx[k] = 0;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache gives what `Plan::new` builds, for specs that differ only in what the plan
+    /// reads (reduced axes, groups, affine axes, running statistics) on the same shapes, in
+    /// an order that evicts entries and returns to them.
+    #[test]
+    fn cached_plans_are_the_plans_new_builds() {
+        let decls = [
+            r#"input = "N,C", axes = "N", affine, running_stats"#,
+            r#"input = "N,C", axes = "C", affine = "C""#,
+            r#"input = "N,C", axes = "N""#,
+            r#"input = "N,C,H,W", axes = "C,H,W", groups = 2, affine"#,
+            r#"input = "N,C,H,W", axes = "C,H,W", groups = 4, affine"#,
+            r#"input = "N,C,H,W", axes = "N,H,W", affine, running_stats"#,
+            r#"input = "N,C,H,W", axes = "H,W""#,
+        ];
+        let specs: Vec<Spec> = decls
+            .iter()
+            .map(|d| norm_spec::parse_str(d).unwrap())
+            .collect();
+        let shapes2: [&[usize]; 3] = [&[32, 128], &[4, 8], &[1, 8]];
+        let shapes4: [&[usize]; 3] = [&[2, 8, 3, 3], &[1, 8, 1, 5], &[3, 4, 2, 2]];
+        let mut cache = PlanCache::default();
+        let mut misses = 0;
+        for round in 0..3 {
+            for spec in &specs {
+                let shapes = if spec.input.len() == 2 {
+                    &shapes2
+                } else {
+                    &shapes4
+                };
+                for shape in shapes.iter() {
+                    let stage = &spec.stages[0];
+                    let expected = Plan::new(spec, stage, shape).unwrap();
+                    let before = cache.used;
+                    let mut got = Plan::default();
+                    cache.plan_into((spec, stage, shape), &mut got).unwrap();
+                    misses += usize::from(cache.used != before || cache.used == CACHED);
+                    assert_eq!(
+                        format!("{got:?}"),
+                        format!("{expected:?}"),
+                        "{spec}, {shape:?}, round {round}"
+                    );
+                }
+            }
+        }
+        assert!(misses > CACHED, "the rounds evict entries");
+        // A repeated call hits: the same plan without a new entry.
+        let (spec, shape) = (&specs[0], [32usize, 128]);
+        let mut got = Plan::default();
+        cache
+            .plan_into((spec, &spec.stages[0], &shape), &mut got)
+            .unwrap();
+        let next = cache.next;
+        cache
+            .plan_into((spec, &spec.stages[0], &shape), &mut got)
+            .unwrap();
+        assert_eq!(cache.next, next, "a hit adds no entry");
+        let expected = Plan::new(spec, &spec.stages[0], &shape).unwrap();
+        assert_eq!(format!("{got:?}"), format!("{expected:?}"));
     }
 }

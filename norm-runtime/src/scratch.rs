@@ -10,7 +10,7 @@ use std::thread::LocalKey;
 use crate::chain::ChainScratch;
 use crate::float::sealed::TypeMap;
 use crate::kernels::exec::Acc;
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanCache};
 use crate::state::sized;
 use crate::types::Saved;
 use crate::Float;
@@ -21,6 +21,8 @@ use crate::Float;
 pub struct Scratch<T> {
     /// The plan of every stage of the current call (built once by the checks).
     pub(crate) plans: Vec<Plan>,
+    /// The plans of the last few shapes and stages this thread checked.
+    pub(crate) plan_cache: PlanCache,
     /// The `Saved` of an inference call, which the caller does not keep.
     pub(crate) saved: Saved<T>,
     /// A chain's backward: the upstream gradient of the stage being processed.

@@ -4,6 +4,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod ghost;
+mod small;
 
 use norm_spec::Affine;
 
@@ -211,7 +212,7 @@ pub(crate) fn forward_plain<T: Float>(
             one: &one,
             many: &many,
         };
-        let io = (&units, x, &mut *out);
+        let io = (plan, &units, x, &mut *out);
         forward_batch(
             io,
             (stage.center, params),

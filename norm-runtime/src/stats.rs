@@ -6,6 +6,7 @@ use ndarray::{ArrayD, ArrayViewMutD, IxDyn};
 use norm_spec::{EpsMode, Momentum, Stage, Statistic};
 
 use crate::kernels::exec::{self, Estimator, ShiftedSums, Stat, Units};
+use crate::kernels::isa::multiversion;
 use crate::plan::Plan;
 use crate::state::{resize, values, LayerInfo, Running};
 use crate::Float;
@@ -113,6 +114,18 @@ pub(crate) fn train_running<T: Float>(
     }
 }
 
+multiversion! {
+    /// The running update of one running value per group, in group order: running ←
+    /// (1 − m)·running + m·batch, the variance the unbiased one of `n` values per group.
+    /// Compiled per ISA level: its division by n − 1 runs in vectors.
+    fn blend_groups<T: Float>(rm: &mut [T], rv: &mut [T], stats: &[Stat], m: f64, n: f64) {
+        for ((vm, vv), st) in rm.iter_mut().zip(rv.iter_mut()).zip(stats) {
+            *vm = T::from_acc((1.0 - m) * vm.to_acc() + m * (0.0 + st.mean));
+            *vv = T::from_acc((1.0 - m) * vv.to_acc() + m * (0.0 + st.m2 / (n - 1.0)));
+        }
+    }
+}
+
 /// running ← (1 − m)·running + m·batch, the batch value averaged over `N` where the
 /// statistics are per sample; the variance is the unbiased one (as PyTorch).
 fn update_running<T: Float>(
@@ -144,11 +157,7 @@ fn update_running<T: Float>(
         // without the buffer.
         if let (Some(rm), Some(rv)) = (rmean.as_slice_mut(), rvar.as_slice_mut()) {
             *count += 1;
-            let m = m(*count);
-            for ((vm, vv), st) in rm.iter_mut().zip(rv.iter_mut()).zip(stats) {
-                *vm = T::from_acc((1.0 - m) * vm.to_acc() + m * (0.0 + st.mean));
-                *vv = T::from_acc((1.0 - m) * vv.to_acc() + m * (0.0 + st.m2 / (n - 1.0)));
-            }
+            blend_groups(rm, rv, stats, m(*count), n);
             return;
         }
     }

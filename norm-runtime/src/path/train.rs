@@ -156,7 +156,7 @@ pub(crate) fn forward<
             one: &one,
             many: &many,
         };
-        let io = (&units, x, out);
+        let io = (plan, &units, x, out);
         forward_batch(io, (CENTER, params), &finish, &mut saved.stats, scratch);
     }
     let running = state.running.as_mut();

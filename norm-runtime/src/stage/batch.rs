@@ -152,12 +152,13 @@ pub(crate) fn record_forward<T: Float>(
     saved.scale.clear();
 }
 
-/// The batch-statistics forward ([`exec::forward`]) with sums shifted where `center`:
+/// The batch-statistics forward ([`exec::forward`], or for small plain columns
+/// `stage::small`, the same operations) with sums shifted where `center`:
 /// the statistics into `stats`, the coefficients into the scratch's `m/a/b` (sized), y
 /// into `out`.
 #[inline(always)]
 pub(crate) fn forward_batch<T: Float>(
-    (units, x, out): (&Units, &[T], &mut [T]),
+    (plan, units, x, out): (&Plan, &Units, &[T], &mut [T]),
     (center, params): (bool, Params<'_, T>),
     finish: &Finish<'_, T>,
     stats: &mut [Stat],
@@ -169,6 +170,11 @@ pub(crate) fn forward_batch<T: Float>(
         a: &mut scratch.a,
         b: &mut scratch.b,
     };
+    if let Some(cols) = super::small::columns(plan, params) {
+        // Small plain columns: the executor's operations without its machinery.
+        super::small::forward(cols, (x, out), center, finish, c, &mut scratch.acc.f);
+        return;
+    }
     let t = FwdIn {
         units,
         x,
