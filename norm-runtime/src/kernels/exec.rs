@@ -46,7 +46,7 @@ use super::lines::{Coef3, Coef4};
 
 /// Target number of elements per task: the least on the fused path, and the chunk size of
 /// the split path.
-pub(super) const TASK_ELEMS: usize = 1 << 15;
+pub(crate) const TASK_ELEMS: usize = 1 << 15;
 
 /// Whether the split path splits the rows of `count` units of `elems` elements in all into
 /// chunks of [`chunk_lines`] lines: few units and more than two chunks' worth of values. The

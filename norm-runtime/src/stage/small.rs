@@ -12,18 +12,16 @@
 //! (the executor runs such a plan on the calling thread) independent of the thread count.
 
 use crate::kernels::elem::RowReduce;
-use crate::kernels::exec::{CoefMut, ColumnSums, Finish, Params};
+use crate::kernels::exec::{self, CoefMut, ColumnSums, Finish, Params};
 use crate::kernels::isa::multiversion;
 use crate::plan::Plan;
 use crate::Float;
 
-/// The most values of the small path. The executor runs a one-unit plan of up to twice
-/// this (`2 · TASK_ELEMS`) as one task over all its lines, the order used here.
-const SMALL_ELEMS: usize = 1 << 15;
-
 /// The (lines, columns) of `plan` when the small column path takes it: two dims, the outer
 /// reduced with stride `w`, the inner the contiguous line of `w > 1` kept groups, at most
-/// [`SMALL_ELEMS`] values, and no parameter left to the elementwise pass.
+/// one task's worth of values (`exec::TASK_ELEMS`: a plan the executor does not split,
+/// `exec::splits`, so it runs it as one task over all its lines, the order used here), and
+/// no parameter left to the elementwise pass.
 #[inline(always)]
 pub(crate) fn columns<T>(plan: &Plan, params: Params<'_, T>) -> Option<(usize, usize)> {
     if plan.ndims != 2 || params.gamma.is_some() || params.beta.is_some() {
@@ -32,7 +30,7 @@ pub(crate) fn columns<T>(plan: &Plan, params: Params<'_, T>) -> Option<(usize, u
     let (outer, line) = (plan.dims[0], plan.dims[1]);
     let w = line.size;
     let plain = line.xs == 1 && line.ss == 1 && outer.ss == 0 && outer.xs == w;
-    let fits = w > 1 && outer.size > 0 && plan.groups == w && plan.numel <= SMALL_ELEMS;
+    let fits = w > 1 && outer.size > 0 && plan.groups == w && plan.numel <= exec::TASK_ELEMS;
     (plain && fits && plan.numel == outer.size * w).then_some((outer.size, w))
 }
 
