@@ -46,6 +46,7 @@ use crate::kernels::exec::{self, Params, Units};
 use crate::kernels::isa::multiversion;
 use crate::layer::{self, BackwardArgs, StageBackward, StageForward};
 use crate::plan::Plan;
+use crate::stage::small::affine_lines;
 use crate::state::{values, LayerInfo, StageState};
 use crate::types::{Mode, Saved};
 use crate::{Float, NormError};
@@ -616,20 +617,11 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// y = (x − m)·a + b with the groups along the row (columns). Compiled per ISA level.
-    fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, c: Coef<'_, T>) {
-        let (m, a, b) = c;
-        if k == 0 {
-            return;
-        }
-        let (m, a, b) = (&m[..k], &a[..k], &b[..k]);
-        for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(k)) {
-            for i in 0..k {
-                yr[i] = (xr[i] - m[i]) * a[i] + b[i];
-            }
-        }
-    }
+/// y = (x − m)·a + b with the `k` groups along the row (columns): the small column
+/// forward's pass (`stage::small::affine_lines`).
+#[inline(always)]
+fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
+    affine_lines(xs, ys, &m[..k], &a[..k], &b[..k]);
 }
 
 /// Where a group's coefficients come from in an eval with running statistics: the entry `r`
