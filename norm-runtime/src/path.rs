@@ -46,6 +46,7 @@ use crate::kernels::exec::{self, Params, Units};
 use crate::kernels::isa::multiversion;
 use crate::layer::{self, BackwardArgs, StageBackward, StageForward};
 use crate::plan::Plan;
+use crate::stage::small::affine_lines;
 use crate::state::{values, LayerInfo, StageState};
 use crate::types::{Mode, Saved};
 use crate::{Float, NormError};
@@ -401,10 +402,11 @@ fn fixed_forward<P: Path, T: Float>(
         let gamma = st.gamma.as_ref().map(values);
         let beta = st.beta.as_ref().map(values);
         let (gs, bs) = (gamma.as_deref(), beta.as_deref());
+        let params = running_params::<P, T>(gs, bs);
         let (m, a, b) = scratch.coef_for(plan.groups);
         plan.for_each_group(|s, p, r| {
             let at = RunningCoef { r, p };
-            (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
+            (m[s], a[s], b[s]) = at.coef((&rm, &rv), params, (stage.eps, P::EPS_VAR));
         });
         let c = scratch.coef();
         match sandwich(plan) {
@@ -548,19 +550,18 @@ fn sized_forward<P: Path, T: Float>(
     let (gs, bs) = (gamma.as_deref(), beta.as_deref());
     debug_assert_eq!(xs.len(), sz.outer * sz.kept * sz.inner);
     crate::scratch::with_scratch(|scratch: &mut crate::scratch::Scratch<T>| {
+        let (params, eps) = (running_params::<P, T>(gs, bs), (stage.eps, P::EPS_VAR));
         let (m, a, b) = scratch.coef_for(sz.kept);
         if sz.entries == sz.kept {
             // Entry s for group s: `RunningCoef::coef` of every group, in vectors.
             let k = sz.kept;
-            let per_channel = P::PARAMS == ParamKind::PerChannel as u8;
-            let params = (gs.filter(|_| per_channel), bs);
             let out = (&mut m[..k], &mut a[..k], &mut b[..k]);
-            running_coefs((&rm, &rv), params, (stage.eps, P::EPS_VAR), out);
+            running_coefs((&rm, &rv), params, eps, out);
         } else {
             for s in 0..sz.kept {
                 let r = s % sz.entries;
                 let at = RunningCoef { r, p: r };
-                (m[s], a[s], b[s]) = at.coef::<P, T>((&rm, &rv), (gs, bs), stage.eps);
+                (m[s], a[s], b[s]) = at.coef((&rm, &rv), params, eps);
             }
         }
         let c = scratch.coef();
@@ -616,20 +617,11 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// y = (x − m)·a + b with the groups along the row (columns). Compiled per ISA level.
-    fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, c: Coef<'_, T>) {
-        let (m, a, b) = c;
-        if k == 0 {
-            return;
-        }
-        let (m, a, b) = (&m[..k], &a[..k], &b[..k]);
-        for (xr, yr) in xs.chunks_exact(k).zip(ys.chunks_exact_mut(k)) {
-            for i in 0..k {
-                yr[i] = (xr[i] - m[i]) * a[i] + b[i];
-            }
-        }
-    }
+/// y = (x − m)·a + b with the `k` groups along the row (columns): the small column
+/// forward's pass (`stage::small::affine_lines`).
+#[inline(always)]
+fn columns<T: Float>(xs: &[T], ys: &mut [T], k: usize, (m, a, b): Coef<'_, T>) {
+    affine_lines(xs, ys, &m[..k], &a[..k], &b[..k]);
 }
 
 /// Where a group's coefficients come from in an eval with running statistics: the entry `r`
@@ -641,65 +633,58 @@ struct RunningCoef {
 }
 
 impl RunningCoef {
-    /// The group's coefficients (m, a, b): 1/σ of the running variance, per-channel γ/β
-    /// folded in (as `stage::forward_plain`'s fixed statistics and folded affine; other
-    /// parameters do not reach this path).
+    /// The group's coefficients (m, a, b): 1/σ of the running variance (as `stats::rstd`;
+    /// `eps` = (eps, whether it is added to the variance)), γ/β folded in where given (as
+    /// `stage::forward_plain`'s fixed statistics and folded affine). The one body of every
+    /// eval coefficient: [`fixed_forward`], [`sized_forward`] and, in vectors, [`running_coefs`].
     #[inline(always)]
-    fn coef<P: Path, T: Float>(
+    fn coef<T: Float>(
         self,
         (rm, rv): (&[T], &[T]),
         (gs, bs): (Option<&[T]>, Option<&[T]>),
-        eps: f64,
+        (eps, eps_var): (f64, bool),
     ) -> (T, T, T) {
         let RunningCoef { r, p } = self;
         let (mean, var) = (rm[r].to_acc(), rv[r].to_acc());
-        let rstd = rstd::<P>(var, eps);
+        let rstd = if eps_var {
+            1.0 / (var + eps).sqrt()
+        } else {
+            1.0 / (var.sqrt() + eps)
+        };
         let (g, h) = match gs {
-            Some(g) if P::PARAMS == ParamKind::PerChannel as u8 => {
-                (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc()))
-            }
-            _ => (1.0, 0.0),
+            Some(g) => (g[p].to_acc(), bs.map_or(0.0, |bt| bt[p].to_acc())),
+            None => (1.0, 0.0),
         };
         coef(mean, rstd * g, h)
     }
 }
 
+/// γ/β as [`RunningCoef::coef`] takes them on path `P`: where they fold per channel (other
+/// parameters do not reach the eval pass), else γ = 1, β = 0.
+#[inline(always)]
+fn running_params<'a, P: Path, T>(
+    gs: Option<&'a [T]>,
+    bs: Option<&'a [T]>,
+) -> (Option<&'a [T]>, Option<&'a [T]>) {
+    (gs.filter(|_| P::PARAMS == ParamKind::PerChannel as u8), bs)
+}
+
 multiversion! {
     /// The coefficients (m, a, b) of every group `s < m.len()` from entry `s` of the running
     /// statistics and of γ/β (given where they fold per channel): [`RunningCoef::coef`]
-    /// with `r = p = s`, the same operations, compiled per ISA level. `eps` = (eps, whether
-    /// it is added to the variance).
+    /// with `r = p = s`, compiled per ISA level (a loop the compiler vectorizes). `eps` =
+    /// (eps, whether it is added to the variance).
     fn running_coefs<T: Float>(
         run: (&[T], &[T]),
         params: (Option<&[T]>, Option<&[T]>),
         eps: (f64, bool),
         out: (&mut [T], &mut [T], &mut [T]),
     ) {
-        let ((rm, rv), (gs, bs), (eps, eps_var), (m, a, b)) = (run, params, eps, out);
+        let ((rm, rv), (m, a, b)) = (run, out);
         let k = m.len();
         let (rm, rv, a, b) = (&rm[..k], &rv[..k], &mut a[..k], &mut b[..k]);
         for s in 0..k {
-            let (mean, var) = (rm[s].to_acc(), rv[s].to_acc());
-            let rstd = if eps_var {
-                1.0 / (var + eps).sqrt()
-            } else {
-                1.0 / (var.sqrt() + eps)
-            };
-            let (g, h) = match gs {
-                Some(g) => (g[s].to_acc(), bs.map_or(0.0, |bt| bt[s].to_acc())),
-                None => (1.0, 0.0),
-            };
-            (m[s], a[s], b[s]) = coef(mean, rstd * g, h);
+            (m[s], a[s], b[s]) = RunningCoef { r: s, p: s }.coef((rm, rv), params, eps);
         }
-    }
-}
-
-/// 1/σ from a running variance, as `stats::rstd`, with the eps mode a constant of the path.
-#[inline(always)]
-fn rstd<P: Path>(var: f64, eps: f64) -> f64 {
-    if P::EPS_VAR {
-        1.0 / (var + eps).sqrt()
-    } else {
-        1.0 / (var.sqrt() + eps)
     }
 }

@@ -4,7 +4,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod ghost;
-mod small;
+pub(crate) mod small;
 
 use norm_spec::Affine;
 

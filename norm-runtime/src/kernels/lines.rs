@@ -46,17 +46,26 @@ pub(crate) fn affine<T: Float, const DS: bool>(
     p: ParamLine<'_, T>,
 ) {
     if !DS {
+        // A scalar γ, β folded into (a, b) once, before the two parts (as `stage` folds
+        // per-channel ones): left to each part, the fold was computed speculatively from a
+        // spilled γ, a stack load that waited behind the previous line's stores (AVX2,
+        // weight standardization: 3.5 % of the task body).
+        let ((m, a, b), g) = match p {
+            ParamLine::None => ((m[0], a[0], b[0]), None),
+            ParamLine::Scalar(g, bt) => ((m[0], a[0] * g, b[0] * g + bt), None),
+            ParamLine::Vector(g, bt) => ((m[0], a[0], b[0]), Some((g, bt))),
+        };
         let h = head(y);
         // Elementwise: the two parts compute exactly what the whole line would.
         let (y0, y1) = y.split_at_mut(h);
         let (x0, x1) = x.split_at(h);
-        let rest = match p {
-            ParamLine::Vector(g, Some(bt)) => ParamLine::Vector(&g[h..], Some(&bt[h..])),
-            ParamLine::Vector(g, None) => ParamLine::Vector(&g[h..], None),
-            p => p,
+        let rest = match g {
+            Some((g, Some(bt))) => Some((&g[h..], Some(&bt[h..]))),
+            Some((g, None)) => Some((&g[h..], None)),
+            None => None,
         };
-        row_affine(x0, y0, (m[0], a[0], b[0]), p);
-        row_affine(x1, y1, (m[0], a[0], b[0]), rest);
+        row_affine(x0, y0, (m, a, b), g);
+        row_affine(x1, y1, (m, a, b), rest);
         return;
     }
     let it = y.iter_mut().zip(x).zip(m).zip(a).zip(b);
@@ -85,30 +94,31 @@ pub(crate) fn affine<T: Float, const DS: bool>(
     }
 }
 
-/// y = ((x − m)·a + b)·γ + β over (part of) a row with one (m, a, b).
+/// y = ((x − m)·a + b)·γ + β over (part of) a row with one (m, a, b), `g` = γ and β
+/// along the row (else y = (x − m)·a + b).
 #[inline(always)]
-fn row_affine<T: Float>(x: &[T], y: &mut [T], (m, mut a, mut b): (T, T, T), p: ParamLine<'_, T>) {
-    match p {
-        ParamLine::None => {}
-        ParamLine::Scalar(g, bt) => {
-            a = a * g;
-            b = b * g + bt;
+fn row_affine<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    (m, a, b): (T, T, T),
+    g: Option<(&[T], Option<&[T]>)>,
+) {
+    match g {
+        None => {
+            for (o, &v) in y.iter_mut().zip(x) {
+                *o = (v - m) * a + b;
+            }
         }
-        ParamLine::Vector(g, Some(bt)) => {
+        Some((g, Some(bt))) => {
             for (((o, &v), &g), &bt) in y.iter_mut().zip(x).zip(g).zip(bt) {
                 *o = ((v - m) * a + b) * g + bt;
             }
-            return;
         }
-        ParamLine::Vector(g, None) => {
+        Some((g, None)) => {
             for ((o, &v), &g) in y.iter_mut().zip(x).zip(g) {
                 *o = ((v - m) * a + b) * g;
             }
-            return;
         }
-    }
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = (v - m) * a + b;
     }
 }
 

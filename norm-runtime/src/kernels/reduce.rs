@@ -368,9 +368,9 @@ pub trait Elem: Sized + Copy {
     /// Software pipelining of two rows: writes y = ((x − m)·a + b)·γ + β for the current row
     /// and returns the shifted sums of the `next` row (all rows of one length), with exactly
     /// the arithmetic of the separate passes, so results are bit-identical. `None` where no
-    /// pipelined kernel exists for the type (the caller then runs the two passes); `f32` at a
-    /// level without the pipelined kernels ([`Isa::PIPELINE`](super::isa::Isa::PIPELINE))
-    /// runs the two passes in turn in the call.
+    /// pipelined kernel exists for the type (the caller then runs the two passes). The
+    /// callers ask for it where the level pipelines
+    /// ([`Isa::PIPELINE`](super::isa::Isa::PIPELINE)); `f32`'s kernel runs at any level.
     /// With `ahead`, the values after `next` in memory are the next call's row: the kernel
     /// may prefetch them (see [`Rows::ahead`]). `shift`: the sums' shift and whether the
     /// row is centered; an uncentered row's Σd is never used (`stats::mean_m2`), so the

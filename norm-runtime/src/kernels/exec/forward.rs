@@ -337,15 +337,7 @@ fn groups_forward<T: Float>(
             // cost 10–15 instructions per line at AVX2, which has no pipelined kernel).
             for (xo, po, y) in out.lines(u, all) {
                 let y = &mut y[..len];
-                // A scalar γ, β folded here, once per line, as `lines::affine` would (the same
-                // bits): left to it, the fold of its two calls (head and body) was computed
-                // speculatively from a spilled γ, a stack load that waited behind the previous
-                // line's stores (AVX2, weight standardization: 3.5 % of the task body).
-                let (coef, p) = match params.line(units.line, po) {
-                    ParamLine::Scalar(g, bt) => ((m, a * g, b * g + bt), ParamLine::None),
-                    p => ((m, a, b), p),
-                };
-                let (m, a, b) = coef;
+                let p = params.line(units.line, po);
                 lines::affine::<T, false>(&x[xo..xo + len], y, &[m], &[a], &[b], p);
                 if let Some((nxo, _)) = next.next() {
                     let (s, q) = lines::row_sums(&x[nxo..nxo + len], raw.shift);

@@ -45,26 +45,11 @@ impl<const ST: bool, const D: bool> WithIsa for sums::AffineThenSums<'_, ST, D> 
     /// of it waited behind the row's output stores (AVX-512, one thread: 7 % of a group norm
     /// forward's task body).
     type Out = (f64, f64);
-    /// Where the level does not pipeline ([`Isa::PIPELINE`]; the callers do not ask it
-    /// there), the two passes in turn, the same bits.
+    /// The pipelined kernel at every level: the callers ask for it only where the level
+    /// pipelines (`TaskOut::pipelined`, [`Isa::PIPELINE`], asked once per pass).
     #[inline(always)]
     fn run<S: Isa>(self, s: S) -> (f64, f64) {
-        if S::PIPELINE {
-            return sums::affine_then_sums_f32(s, self);
-        }
-        let sums::AffineThenSums {
-            x,
-            y,
-            c: (m, a, b),
-            p,
-            next: (next, _),
-            shift,
-        } = self;
-        let n = next.len();
-        assert!(x.len() == n && y.len() == n, "rows of one length");
-        sums::rows_affine_f32(s, (x, y), n, (&[m], &[a], &[b]), p, ST);
-        let (sum, sq) = sums::row_sums_f32(s, next, shift);
-        (if D { sum } else { 0.0 }, sq)
+        sums::affine_then_sums_f32(s, self)
     }
 }
 
