@@ -158,7 +158,8 @@ struct Knob {
     default: usize,
     /// `usize::MAX` when unset.
     set: AtomicUsize,
-    read: OnceLock<usize>,
+    /// The environment variable's value, if set (read once).
+    read: OnceLock<Option<usize>>,
 }
 
 impl Knob {
@@ -172,14 +173,18 @@ impl Knob {
     }
 
     fn get(&self) -> usize {
+        self.explicit().unwrap_or(self.default)
+    }
+
+    /// The value set by the setter or the environment, if either.
+    fn explicit(&self) -> Option<usize> {
         match self.set.load(Ordering::Relaxed) {
             usize::MAX => *self.read.get_or_init(|| {
                 std::env::var(self.env)
                     .ok()
                     .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(self.default)
             }),
-            t => t,
+            t => Some(t),
         }
     }
 
@@ -195,7 +200,9 @@ static STREAM: Knob = Knob::new("NORMKIT_STREAM_BYTES", STREAM_DEFAULT);
 /// write their output with non-temporal stores where the kernels can (AVX-512, f32). Such a
 /// pass does not fit the cache: ordinary stores would read each output line first and evict
 /// the inputs the next call reads. `NORMKIT_STREAM_BYTES` (read once) or
-/// [`set_stream_threshold`] sets it; the default is 72 MiB. Results do not depend on it.
+/// [`set_stream_threshold`] sets it; the default is 72 MiB, except for forward passes on a
+/// CPU with its own choice (`cpu::Tuning::stream_forward_above`), which only a value set
+/// here overrides. Results do not depend on it.
 pub fn stream_threshold() -> usize {
     STREAM.get()
 }
@@ -225,6 +232,28 @@ pub fn block_bytes() -> usize {
 /// (0 runs every chain as one block) and for tuning to other caches.
 pub fn set_block_bytes(bytes: Option<usize>) {
     BLOCK.set(bytes);
+}
+
+static PIPELINE: Knob = Knob::new("NORMKIT_PIPELINE_BYTES", usize::MAX);
+
+/// The override of the row forward's pipelining limit (`cpu::Tuning::pipeline_forward_max`,
+/// the largest working set for which the row forward runs software-pipelined), if any:
+/// `NORMKIT_PIPELINE_BYTES` (read once) or [`set_pipeline_threshold`]. `None` leaves the
+/// choice to [`crate::cpu`]. Results do not depend on it.
+pub fn pipeline_threshold() -> Option<usize> {
+    PIPELINE.explicit()
+}
+
+/// Sets [`pipeline_threshold`] process-wide (`None`: back to the environment, else the
+/// choice of [`crate::cpu`]). For tests and for tuning on other machines.
+pub fn set_pipeline_threshold(bytes: Option<usize>) {
+    PIPELINE.set(bytes);
+}
+
+/// [`stream_threshold`] where `NORMKIT_STREAM_BYTES` or [`set_stream_threshold`] set it
+/// (`None` otherwise: a CPU's own choice, `crate::cpu`, may then apply).
+pub(crate) fn stream_override() -> Option<usize> {
+    STREAM.explicit()
 }
 
 /// Whether a pass with this working set streams its output (see [`stream_threshold`]).

@@ -28,7 +28,6 @@ use rayon::prelude::*;
 use super::units::{LineIter, Units};
 use crate::kernels::elem::Cast;
 use crate::kernels::isa::{dispatch, Isa, WithIsa};
-use crate::kernels::simd;
 
 /// How the items of a pass are split into tasks.
 #[derive(Clone, Copy, Debug)]
@@ -92,7 +91,7 @@ impl WithIsa for Pipelines {
 pub(crate) struct SharedOut<'a, T> {
     ptr: AtomicPtr<T>,
     units: Units,
-    /// Whether the pass streams its output (`simd::streams`).
+    /// Whether the pass streams its output (`cpu::streams`).
     stream: bool,
     /// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]).
     pipelined: bool,
@@ -122,7 +121,7 @@ impl<'a, T> SharedOut<'a, T> {
         SharedOut {
             ptr: AtomicPtr::new(out.as_mut_ptr()),
             units: *units,
-            stream: simd::streams(bytes),
+            stream: crate::cpu::streams(bytes, arrays),
             pipelined,
             pipeline: pipelined && bytes <= crate::cpu::tuning().pipeline_forward_max,
             _out: PhantomData,
@@ -254,7 +253,7 @@ pub(crate) struct TaskOut<'s, T> {
     lpc: usize,
     cpu: usize,
     id: usize,
-    /// Whether the pass streams its output (`simd::streams`).
+    /// Whether the pass streams its output (`cpu::streams`).
     pub(in crate::kernels) stream: bool,
     /// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]); where
     /// not, they would only answer `None`.

@@ -187,9 +187,9 @@ impl<S: Isa, const G: bool, const B: bool> Affine<'_, S, G, B> {
 }
 
 /// The inputs of the pipelined forward row ([`affine_then_sums_f32`]): the affine pass of
-/// the current row and the row whose shifted sums the same loop computes. `ST`: full vectors
-/// may be non-temporal stores; `D`: the row's Σd is wanted (a centered row; else only Σd²,
-/// see [`Sums`]). Type parameters, not fields: the kernel reads its inputs from the
+/// the current row and the row whose shifted sums the same loop computes. `ST`: the output
+/// is streamed, and then the two passes run in turn ([`blocked`]); `D`: the row's Σd is
+/// wanted (a centered row; else only Σd², see [`Sums`]). Type parameters, not fields: the kernel reads its inputs from the
 /// caller's stack, and a flag stored next to `c` was loaded together with it, a load
 /// spanning two stores that waited for the store buffer (the previous row's output) to
 /// drain, once per row.
@@ -229,7 +229,7 @@ pub(super) fn affine_then_sums_f32<S: Isa, const ST: bool, const D: bool>(
 }
 
 /// [`affine_then_sums_f32`] with the parameter kinds (`G`, `B`), streaming (`ST`) and Σd
-/// (`D`) fixed.
+/// (`D`) fixed; a streamed output goes to [`blocked`].
 /// The output's full vectors start at its [`Isa::ALIGN`] boundaries: the body blocks of
 /// `2·LANES` values from the head pair with the first blocks of the sums, every slice taken
 /// once per block by zipped chunk iterators (no bounds test per vector); the head and the
@@ -249,6 +249,9 @@ fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool, const D: bool
     } = a;
     let n = next.len();
     assert!(f.g.len() == n && f.bt.len() == n, "parameters span the row");
+    if ST {
+        return blocked::<S, G, B, D>(s, (x, y), f, (next, ahead), shift);
+    }
     let w = 2 * S::LANES;
     let full = n - n % w;
     let head = y.as_ptr().align_offset(S::ALIGN).min(n);
@@ -294,6 +297,58 @@ fn pipelined<S: Isa, const G: bool, const B: bool, const ST: bool, const D: bool
         s.fence();
     }
     // The rest of the sums, exactly as `row_sums_f32` finishes.
+    acc.finish(s, &next[full..], shift)
+}
+
+/// [`affine_then_sums_f32`] with streaming stores: the affine pass of the row, its full
+/// vectors at the output's [`Isa::ALIGN`] boundaries non-temporal (the head and the last
+/// partial vector stored plainly, each to its own cache lines), then the sums of `next`
+/// in a loop of their own, prefetching the row after it (`ahead`) as [`pipelined`] does.
+/// Out of cache the two passes in turn run faster than one loop of both (AMD Zen 4,
+/// LayerNorm [8192, 1024] forward: see `cpu::TABLE`): the stores of the interleaved loop
+/// fill the store queue and hold back the next row's loads behind them.
+#[inline(always)]
+fn blocked<S: Isa, const G: bool, const B: bool, const D: bool>(
+    s: S,
+    (x, y): (&[f32], &mut [f32]),
+    f: Affine<'_, S, G, B>,
+    (next, ahead): (&[f32], bool),
+    shift: f64,
+) -> (f64, f64) {
+    let n = next.len();
+    let l = S::LANES;
+    let head = y.as_ptr().align_offset(S::ALIGN).min(n);
+    let body = (n - head) / l * l;
+    let (y_head, rest) = y.split_at_mut(head);
+    let (y_body, y_tail) = rest.split_at_mut(body);
+    f.run(s, x, 0, y_head, false);
+    let span = head..head + body;
+    let vectors = y_body
+        .chunks_exact_mut(l)
+        .zip(x[span.clone()].chunks_exact(l))
+        .zip(
+            f.g[span.clone()]
+                .chunks_exact(l)
+                .zip(f.bt[span].chunks_exact(l)),
+        );
+    for ((yv, xv), (gv, bv)) in vectors {
+        let v = Affine::<S, G, B> { g: gv, bt: bv, ..f }.at(s, xv, (0, l));
+        s.stream(yv, v);
+    }
+    f.run(s, x, head + body, y_tail, false);
+    s.fence();
+    let w = 2 * l;
+    let full = n - n % w;
+    let mut acc = Sums::<S, D>::new(s, shift);
+    let after = next.as_ptr().wrapping_add(n);
+    let mut i = 0;
+    for nb in next[..full].chunks_exact(w) {
+        acc.add(s, nb);
+        if ahead && (w >= 32 || i % 32 == 0) {
+            s.prefetch(after.wrapping_add(i));
+        }
+        i += w;
+    }
     acc.finish(s, &next[full..], shift)
 }
 
