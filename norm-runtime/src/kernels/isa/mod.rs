@@ -56,6 +56,13 @@ pub trait Isa: Copy + Send + Sync + 'static {
     fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
     /// a · b + c, fused where the level has FMA.
     fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+    /// a · b + c rounded once at every level (the vector levels' [`mul_add`](Isa::mul_add);
+    /// the portable level overrides it with `f32::mul_add`, software where the target has
+    /// no FMA): for kernels whose bits must not depend on the level.
+    #[inline(always)]
+    fn fma(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        self.mul_add(a, b, c)
+    }
     /// The first `LANES` values of `s` (panics if shorter).
     fn load(self, s: &[f32]) -> Self::F32;
     /// The values of `s` (at most `LANES`), zero in the lanes after.
