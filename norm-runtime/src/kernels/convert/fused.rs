@@ -22,6 +22,11 @@ pub(crate) trait Format: Copy + 'static {
     fn ld<S: Isa>(s: S, x: &[u16]) -> S::F32;
     /// `v` rounded to nearest even into `LANES` values.
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32);
+    /// Vector `q` (of `16 / LANES`) of two 16-lane sums over a block of 32 values `h`
+    /// (widened, exact), in an assignment of values to lanes that is the same at every
+    /// level: bf16 the values at even indices (lane `l`: value `2l`) and at odd ones
+    /// (`2l + 1`), f16 the first 16 and the next 16 (`l`, `16 + l`).
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32);
 }
 
 /// bf16 storage.
@@ -41,6 +46,10 @@ impl Format for Bf16 {
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
         s.store_bf16_ne(o, v)
     }
+    #[inline(always)]
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32) {
+        s.load_bf16_pair(&h[2 * q * S::LANES..])
+    }
 }
 
 impl Format for F16 {
@@ -51,6 +60,11 @@ impl Format for F16 {
     #[inline(always)]
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
         s.store_f16(o, v)
+    }
+    #[inline(always)]
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32) {
+        let l = S::LANES;
+        (s.load_f16(&h[q * l..]), s.load_f16(&h[16 + q * l..]))
     }
 }
 

@@ -120,6 +120,19 @@ pub trait Isa: Copy + Send + Sync + 'static {
         }
         self.load(&a)
     }
+    /// The first `2·LANES` bf16 bit patterns of `s` widened to `f32`: the values at even
+    /// indices, then those at odd indices (panics if shorter). The x86 levels widen them in
+    /// place (a shift and a mask of 32-bit lanes, no shuffle), for sums whose order of
+    /// terms is free.
+    #[inline(always)]
+    fn load_bf16_pair(self, s: &[u16]) -> (Self::F32, Self::F32) {
+        let (mut e, mut o) = ([0f32; 16], [0f32; 16]);
+        for (j, p) in s[..2 * Self::LANES].chunks_exact(2).enumerate() {
+            e[j] = half::bf16::from_bits(p[0]).to_f32();
+            o[j] = half::bf16::from_bits(p[1]).to_f32();
+        }
+        (self.load(&e), self.load(&o))
+    }
     /// `v` rounded to bf16 into the first `LANES` values of `s` (panics if shorter).
     #[inline(always)]
     fn store_bf16(self, s: &mut [u16], v: Self::F32) {

@@ -5,7 +5,8 @@
 //! `stats::mean_m2`). An uncentered row (RMS norm) takes one pass, Σx².
 //!
 //! A fixed structure, the same at every level: the row's values in blocks of [`W`] (four
-//! chains of 16 lanes: value `i` of a block into accumulator `i mod 64`), summed in f32
+//! chains of 16 lanes, each half of 32 values into two of them as `Format::ld_pair`
+//! assigns them: bf16 even and odd indices, widened in place), summed in f32
 //! (`d²` added by one fused multiply-add: `Isa::fma`, one rounding at every level), the
 //! four chains added pairwise into 16 lanes and those widened into 16
 //! f64 lanes every [`BLOCK`] values (the f32 error stays that of one block's sums, whatever
@@ -67,7 +68,7 @@ fn each_rest<S: Isa, F: Format>(s: S, rest: &[u16], mut each: impl FnMut(f32)) {
 /// Σx of a row (the first pass).
 #[inline(always)]
 fn sum_x<S: Isa, F: Format>(s: S, x: &[u16]) -> f64 {
-    let (l, v) = (S::LANES, W / S::LANES);
+    let per = 16 / S::LANES;
     let full = x.len() - x.len() % W;
     let mut lanes = [0f64; 16];
     let mut i = 0;
@@ -76,8 +77,13 @@ fn sum_x<S: Isa, F: Format>(s: S, x: &[u16]) -> f64 {
         let mut acc: Acc<S> = [s.splat(0.0); 32];
         while i < end {
             let blk = &x[i..i + W];
-            for (k, a) in acc[..v].iter_mut().enumerate() {
-                *a = s.add(*a, F::ld(s, &blk[k * l..]));
+            for h in 0..2 {
+                for q in 0..per {
+                    let (a, b) = F::ld_pair(s, &blk[32 * h..], q);
+                    let (ka, kb) = (2 * h * per + q, (2 * h + 1) * per + q);
+                    acc[ka] = s.add(acc[ka], a);
+                    acc[kb] = s.add(acc[kb], b);
+                }
             }
             i += W;
         }
@@ -91,7 +97,7 @@ fn sum_x<S: Isa, F: Format>(s: S, x: &[u16]) -> f64 {
 /// Σd and Σd² with `d = x − m` (the second pass; `C` false: `m` is 0 and only Σx²).
 #[inline(always)]
 fn sums_d<S: Isa, F: Format, const C: bool>(s: S, x: &[u16], m: f32) -> (f64, f64) {
-    let (l, v) = (S::LANES, W / S::LANES);
+    let per = 16 / S::LANES;
     let vm = s.splat(m);
     let full = x.len() - x.len() % W;
     let (mut ls, mut lq) = ([0f64; 16], [0f64; 16]);
@@ -102,13 +108,18 @@ fn sums_d<S: Isa, F: Format, const C: bool>(s: S, x: &[u16], m: f32) -> (f64, f6
         let mut sq: Acc<S> = [s.splat(0.0); 32];
         while i < end {
             let blk = &x[i..i + W];
-            for k in 0..v {
-                let xv = F::ld(s, &blk[k * l..]);
-                let d = if C { s.sub(xv, vm) } else { xv };
-                if C {
-                    sd[k] = s.add(sd[k], d);
+            for h in 0..2 {
+                for q in 0..per {
+                    let (a, b) = F::ld_pair(s, &blk[32 * h..], q);
+                    let ks = [2 * h * per + q, (2 * h + 1) * per + q];
+                    for (k, xv) in ks.into_iter().zip([a, b]) {
+                        let d = if C { s.sub(xv, vm) } else { xv };
+                        if C {
+                            sd[k] = s.add(sd[k], d);
+                        }
+                        sq[k] = s.fma(d, d, sq[k]);
+                    }
                 }
-                sq[k] = s.fma(d, d, sq[k]);
             }
             i += W;
         }
