@@ -3,9 +3,12 @@
 //! parameters that do not fold into per-group coefficients (`tiled` takes the others).
 //!
 //! The statistics groups are contiguous (the kept dims outermost, the reduced ones inner):
-//! each task takes a run of groups; per group, the shifted sums of its lines (half values
-//! read into f32 lanes by `kernels::convert::fused`), its statistics, then its output from
-//! the lines read again while the group is in the cache. Each group is a sequence of lines (the plan's innermost dim)
+//! each task takes a run of groups; per group, its statistics in f32 lanes (two passes:
+//! Σx, then Σd and Σd² about the f32 mean, or Σx² uncentered; `fused::row_stats`, half
+//! values read into f32 lanes by `kernels::convert::fused`), then its output from the
+//! lines read again while the group is in the cache. So the forward statistics are not
+//! the f32 layer's (f64 sums) bit for bit, but within 1e-6 of them, the same bits at
+//! every level and thread count. Each group is a sequence of lines (the plan's innermost dim)
 //! along which the parameter either advances (layer norm) or stays put (group norm: one
 //! channel per line). The backward pass does the same with its sums Σγ·dy, Σγ·dy·x̂, and
 //! the parameter gradients accumulated per task in f64, merged in task order: results are

@@ -6,7 +6,8 @@
 //! Arithmetic is that of the f32 kernels they replace: the elementwise expressions of the
 //! portable kernels (`(x − m)·a + b`, `((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`)
 //! in f32 without fused multiply-add, so every level gives the same bits; statistics and
-//! backward sums in f64 (the shifted scheme). Each kernel runs at the current SIMD level
+//! backward sums in f64 (the shifted scheme), except the row path's forward statistics
+//! ([`row_stats`]: f32 lanes, two passes, the same bits at every level). Each kernel runs at the current SIMD level
 //! (`isa::dispatch`, one choice per call), monomorphized per storage format. The kernels
 //! take the bit patterns (`&[u16]`) and a [`Fmt`]; `crate::widen` reinterprets its half
 //! slices (this module names no element type, so `convert` stays free of `Float`).
