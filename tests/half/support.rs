@@ -85,6 +85,104 @@ pub fn rounded<T: Float, D: Dimension, E: Dimension>(
     bits
 }
 
+/// The half layer's result where its statistics are its own (the fused row path of layer,
+/// RMS and group norm: f32 lanes, `norm-runtime/src/widen/rows.rs`) against the f32
+/// layer's (f64 sums): every value within one ulp of `T` of `wide`'s value rounded to `T`,
+/// or within 1e-6 of the array's largest magnitude (the f32 rounding of terms that cancel
+/// into a small result), NaN never; and at least 99 % of them (all but one where fewer
+/// than 100) exactly that. Returns the bits.
+pub fn near<T: Float, D: Dimension, E: Dimension>(
+    what: &str,
+    half: &Array<T, D>,
+    wide: &Array<f32, E>,
+) -> Vec<u64> {
+    assert_eq!(half.shape(), wide.shape(), "{what}: shape");
+    let mut bits = Vec::with_capacity(half.len());
+    let mut off = 0usize;
+    let scale = wide.iter().fold(0f64, |m, v| m.max(f64::from(v.abs())));
+    for (i, (h, w)) in half.iter().zip(wide.iter()).enumerate() {
+        let want = T::from_acc(f64::from(*w));
+        let (hv, wv) = (h.to_acc(), want.to_acc());
+        if hv != wv {
+            // One ulp of T at the larger magnitude (the next value of T away from zero).
+            let big = hv.abs().max(wv.abs());
+            let up = T::from_acc(big).to_acc();
+            let ulp = (next_up::<T>(up) - up).abs().max(1e-6 * scale);
+            assert!(
+                (hv - wv).abs() <= ulp && !h.is_nan(),
+                "{what}[{i}]: {h} is not within one ulp of {w} rounded to {} ({want})",
+                T::NAME
+            );
+            off += 1;
+        }
+        bits.push(hv.to_bits());
+    }
+    let allowed = if half.len() < 100 {
+        1
+    } else {
+        half.len() / 100
+    };
+    assert!(
+        off <= allowed,
+        "{what}: {off} of {} values one ulp off (at most {allowed})",
+        half.len()
+    );
+    bits
+}
+
+/// The next value of `T` above `v ≥ 0` (by bits: half types are 16-bit sign-magnitude).
+fn next_up<T: Float>(v: f64) -> f64 {
+    let t = T::from_acc(v);
+    let mut step = v.max(f64::MIN_POSITIVE) * 2f64.powi(-12);
+    loop {
+        let u = T::from_acc(v + step);
+        if u.to_acc() > t.to_acc() {
+            return u.to_acc();
+        }
+        step *= 2.0;
+    }
+}
+
+/// [`near`] where both are present; a value present in one precision only fails.
+pub fn near_opt<T: Float>(
+    what: &str,
+    half: &Option<ArrayD<T>>,
+    wide: &Option<ArrayD<f32>>,
+) -> Vec<u64> {
+    match (half, wide) {
+        (Some(h), Some(w)) => near(what, h, w),
+        (None, None) => Vec::new(),
+        _ => panic!("{what}: present in one precision only"),
+    }
+}
+
+/// The saved statistics of the half layer (its own, f32 lanes) within a relative 1e-6 of
+/// the f32 layer's (the mean relative to |mean| + std).
+pub fn near_stats<T: Float>(what: &str, h: &normkit::Saved<T>, w: &normkit::Saved<f32>) {
+    let (mh, mw) = (h.mean(0).unwrap(), w.mean(0).unwrap());
+    let (rh, rw) = (h.rstd(0).unwrap(), w.rstd(0).unwrap());
+    assert_eq!(
+        (mh.len(), rh.len()),
+        (mw.len(), rw.len()),
+        "{what}: statistics"
+    );
+    for i in 0..mh.len() {
+        let sd = 1.0 / rw[i];
+        assert!(
+            (mh[i] - mw[i]).abs() <= 1e-6 * (mw[i].abs() + sd),
+            "{what}: mean[{i}] {} vs {}",
+            mh[i],
+            mw[i]
+        );
+        assert!(
+            (rh[i] - rw[i]).abs() <= 1e-6 * rw[i],
+            "{what}: rstd[{i}] {} vs {}",
+            rh[i],
+            rw[i]
+        );
+    }
+}
+
 /// [`rounded`] where both are present; a value present in one precision only fails.
 pub fn rounded_opt<T: Float>(
     what: &str,
@@ -120,11 +218,34 @@ pub fn at_every_level_and_thread_count<T: Float, C: Sync>(
     label: impl Fn(&C) -> String,
     run: impl Fn(&C, &str) -> Vec<u64> + Sync,
 ) {
+    levels_and_threads::<T, C>(cases, label, run, false);
+}
+
+/// [`at_every_level_and_thread_count`], asserting bit-identical results across levels too.
+pub fn same_at_every_level_and_thread_count<T: Float, C: Sync>(
+    cases: &[C],
+    label: impl Fn(&C) -> String,
+    run: impl Fn(&C, &str) -> Vec<u64> + Sync,
+) {
+    levels_and_threads::<T, C>(cases, label, run, true);
+}
+
+fn levels_and_threads<T: Float, C: Sync>(
+    cases: &[C],
+    label: impl Fn(&C) -> String,
+    run: impl Fn(&C, &str) -> Vec<u64> + Sync,
+    across_levels: bool,
+) {
     let _guard = LEVEL.write().unwrap_or_else(|e| e.into_inner());
+    let mut per_case: Vec<Option<Vec<u64>>> = cases.iter().map(|_| None).collect();
     for level in simd::available() {
         simd::set_cap(Some(level));
-        for case in cases {
-            let mut first: Option<Vec<u64>> = None;
+        for (k, case) in cases.iter().enumerate() {
+            let mut first: Option<Vec<u64>> = if across_levels {
+                per_case[k].clone()
+            } else {
+                None
+            };
             for threads in [1, 2, 3] {
                 let what = format!("{} {level:?} {} T={threads}", T::NAME, label(case));
                 let pool = rayon::ThreadPoolBuilder::new()
@@ -134,9 +255,10 @@ pub fn at_every_level_and_thread_count<T: Float, C: Sync>(
                 let got = pool.install(|| run(case, &what));
                 match &first {
                     None => first = Some(got),
-                    Some(f) => assert!(*f == got, "{what}: results differ from 1 thread's"),
+                    Some(f) => assert!(*f == got, "{what}: results differ from the first run's"),
                 }
             }
+            per_case[k] = first;
         }
     }
     simd::set_cap(None);

@@ -8,7 +8,9 @@ use normkit::ndarray::{ArrayD, IxDyn};
 use normkit::prelude::*;
 use normkit::{bf16, f16};
 
-use crate::support::{at_every_level_and_thread_count, values};
+use crate::support::{
+    at_every_level_and_thread_count, same_at_every_level_and_thread_count, values,
+};
 
 /// A case: the declaration, the input shape and the input as `[A, K, B]` with
 /// statistics group `k` (the reference's view).
@@ -546,4 +548,32 @@ fn bf16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_c
 #[test]
 fn f16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_count() {
     every::<f16, _>(ROW_CASES, run_row_case::<f16>);
+}
+
+/// The forward pass of a row case (`y` and the saved mean and rstd) as bits, for the
+/// comparison across levels.
+fn row_forward_bits<T: Float>(c: &RowCase, _: &str) -> Vec<u64> {
+    let spec = NormSpec::parse(c.spec).unwrap();
+    let mut layer = DynNorm::<T>::new(&spec, c.sizes).unwrap();
+    let numel: usize = c.shape.iter().product();
+    let st = &mut layer.stages_mut()[0];
+    let pshape = st.gamma.as_ref().expect("gamma").shape().to_vec();
+    let np: usize = pshape.iter().product();
+    st.gamma = Some(ArrayD::from_shape_vec(IxDyn(&pshape), values::<T>(np, 21, 1.0, 1.0)).unwrap());
+    let x = ArrayD::from_shape_vec(IxDyn(c.shape), values::<T>(numel, 3, -2.0, 3.0)).unwrap();
+    let (y, saved) = layer.forward(x.view(), Mode::Train).unwrap();
+    let mut out = bits(&[&y]);
+    out.extend(saved.mean(0).unwrap().iter().map(|v| v.to_bits()));
+    out.extend(saved.rstd(0).unwrap().iter().map(|v| v.to_bits()));
+    out
+}
+
+/// The fused row path's statistics are summed in f32 lanes in a structure fixed across
+/// levels (`fused::row_stats`): its forward output and saved statistics are the same bits
+/// at every SIMD level and thread count.
+#[test]
+fn half_rows_forward_is_the_same_bits_at_every_level() {
+    let label = |c: &RowCase| format!("{} {:?}", c.spec, c.shape);
+    same_at_every_level_and_thread_count::<bf16, _>(ROW_CASES, label, row_forward_bits::<bf16>);
+    same_at_every_level_and_thread_count::<f16, _>(ROW_CASES, label, row_forward_bits::<f16>);
 }

@@ -3,9 +3,12 @@
 //! parameters that do not fold into per-group coefficients (`tiled` takes the others).
 //!
 //! The statistics groups are contiguous (the kept dims outermost, the reduced ones inner):
-//! each task takes a run of groups; per group, the shifted sums of its lines (half values
-//! read into f32 lanes by `kernels::convert::fused`), its statistics, then its output from
-//! the lines read again while the group is in the cache. Each group is a sequence of lines (the plan's innermost dim)
+//! each task takes a run of groups; per group, its statistics in f32 lanes (two passes:
+//! Σx, then Σd and Σd² about the f32 mean, or Σx² uncentered; `fused::row_stats`, half
+//! values read into f32 lanes by `kernels::convert::fused`), then its output from the
+//! lines read again while the group is in the cache. So the forward statistics are not
+//! the f32 layer's (f64 sums) bit for bit, but within 1e-6 of them, the same bits at
+//! every level and thread count. Each group is a sequence of lines (the plan's innermost dim)
 //! along which the parameter either advances (layer norm) or stays put (group norm: one
 //! channel per line). The backward pass does the same with its sums Σγ·dy, Σγ·dy·x̂, and
 //! the parameter gradients accumulated per task in f64, merged in task order: results are
@@ -142,20 +145,11 @@ fn lines(rows: &Rows, base: usize) -> impl Iterator<Item = (usize, usize)> + '_ 
     (0..rows.n / rows.len).map(move |i| (i * rows.len, base + i * rows.ps_outer))
 }
 
-/// The shift of a group's sums: its first value where the stage centers, else 0.
-fn shift_of<T: Float>(stage: &Stage, g: &[T]) -> f64 {
-    if stage.center {
-        f64::from(tiled::widen_one(g[0]))
-    } else {
-        0.0
-    }
-}
-
-/// The shifted sums of one group (Σd² only for an uncentered stage: `fused::row_sums`).
+/// The raw statistics of one group in f32 lanes (`fused::row_stats`: two passes, centered
+/// on the group's mean rounded to f32; Σx² only for an uncentered stage).
 fn group_sums<T: Float>(stage: &Stage, g: &[T]) -> ShiftedSums {
     let h = tiled::half_bits::<T>();
-    let shift = shift_of(stage, g);
-    let (sum, sq) = fused::row_sums(h.fmt, h.r(g), shift, stage.center);
+    let (shift, sum, sq) = fused::row_stats(h.fmt, h.r(g), stage.center);
     ShiftedSums { shift, sum, sq }
 }
 
@@ -163,36 +157,6 @@ fn group_sums<T: Float>(stage: &Stage, g: &[T]) -> ShiftedSums {
 fn stat_of(stage: &Stage, raw: ShiftedSums, n: usize) -> Stat {
     let (mean, m2) = mean_m2(stage, raw, n);
     group_stat(stage, mean, m2, n)
-}
-
-/// The groups of one task (`xs`, `os`: whole groups of `n`), software-pipelined as the
-/// f32 layers' rows: `step(i, statistics, (x, out), next)` writes group `i`'s output in
-/// the loop that sums group `i + 1` (`next`: it and its shift, if any) and returns those
-/// sums (else `(0, 0)`). The sums and statistics are those of the groups one by one (the
-/// same bits); `sts` receives each group's statistics. (Summing two groups ahead, with
-/// the next group's statistics computed before the call, measured slower: bf16 layer
-/// norm `[8192, 1024]` at one thread 2.55 → 2.91 ms, alternating runs under load.)
-fn pipeline<T: Float>(
-    stage: &Stage,
-    (xs, os, sts): (&[T], &mut [T], &mut [Stat]),
-    n: usize,
-    mut step: impl FnMut(usize, &Stat, (&[T], &mut [T]), Option<(&[T], f64)>) -> (f64, f64),
-) {
-    let groups = xs.len() / n;
-    let group = |i: usize| &xs[i * n..(i + 1) * n];
-    let mut raw = group_sums(stage, group(0));
-    for (i, (og, slot)) in os.chunks_mut(n).zip(sts).enumerate() {
-        let st = stat_of(stage, raw, n);
-        let next = (i + 1 < groups).then(|| {
-            let g = group(i + 1);
-            (g, shift_of(stage, g))
-        });
-        let (sum, sq) = step(i, &st, (group(i), og), next);
-        if let Some((_, shift)) = next {
-            raw = ShiftedSums { shift, sum, sq };
-        }
-        *slot = st;
-    }
 }
 
 /// The row path's forward pass, or `None` when the call does not fit it (nothing changed).
@@ -239,13 +203,8 @@ pub(crate) fn forward<T: Float>(
     Some(())
 }
 
-thread_local! {
-    /// A task's per-line coefficients in the group-norm forward.
-    static COEFS: RefCell<Vec<(f32, f32, f32)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The tasks of [`forward`]: each group's statistics into `stats` (unless `fixed`: given)
-/// and its output.
+/// and its output, group after group (the group read again from the cache).
 fn run_forward<T: Float>(
     stage: &Stage,
     (rows, fixed): (&Rows, bool),
@@ -269,8 +228,8 @@ fn run_forward<T: Float>(
             if layer_norm && base[s0..s0 + sts.len()].iter().all(|&q| q == p) {
                 // Layer norm with the task's rows sharing their parameters: all of them in
                 // one call where the CPU has the kernel (`fused::params_rows`: each row's
-                // statistics computed between its sums and its output, inside the loop
-                // over rows), else row by row below.
+                // first statistics pass in the previous row's affine loop), else row by
+                // row below (the same bits).
                 let (g, bt) = (&gamma[p..p + n], &beta[p..p + n]);
                 let mut stat = |i: usize, (shift, sum, sq): (f64, f64, f64)| {
                     let st = stat_of(stage, ShiftedSums { shift, sum, sq }, n);
@@ -283,59 +242,6 @@ fn run_forward<T: Float>(
                     return;
                 }
             }
-            let io = (xs, os, sts);
-            if layer_norm {
-                // Layer norm (γ, β along the whole group).
-                pipeline(stage, io, n, |i, st, (xg, og), next| {
-                    let p = base[t * per + i];
-                    let c = coef(st.mean, st.rstd, 0.0);
-                    let (g, bt) = (&gamma[p..p + n], &beta[p..p + n]);
-                    let pr = Some((g, has_beta.then_some(bt)));
-                    let (xg, og) = (h.r(xg), h.w(og));
-                    match next {
-                        Some((next, shift)) => {
-                            let next_io = (h.r(next), shift, stage.center);
-                            fused::params_affine_then_sums(h.fmt, (xg, og), c, pr, next_io)
-                        }
-                        None => {
-                            fused::affine(h.fmt, xg, og, c, pr);
-                            (0.0, 0.0)
-                        }
-                    }
-                });
-                return;
-            }
-            if !fixed && rows.ps_line == 0 {
-                // Group norm: γ, β folded into each line's coefficients, as the f32 kernel.
-                super::with_local(&COEFS, |coefs| {
-                    pipeline(stage, io, n, |i, st, (xg, og), next| {
-                        let (m, a, b) = coef(st.mean, st.rstd, 0.0);
-                        let lines = lines(rows, base[t * per + i]);
-                        let line =
-                            |(_, p): (usize, usize)| (m, a * gamma[p], b * gamma[p] + beta[p]);
-                        coefs.clear();
-                        coefs.extend(lines.map(line));
-                        let io = (h.r(xg), h.w(og));
-                        match next {
-                            Some((next, shift)) => {
-                                let next_io = (h.r(next), shift);
-                                fused::lines_affine_then_sums(h.fmt, io, rows.len, coefs, next_io)
-                            }
-                            None => {
-                                let (len, (xg, og)) = (rows.len, io);
-                                for ((xl, ol), &c) in
-                                    xg.chunks(len).zip(og.chunks_mut(len)).zip(coefs.iter())
-                                {
-                                    fused::affine(h.fmt, xl, ol, c, None);
-                                }
-                                (0.0, 0.0)
-                            }
-                        }
-                    });
-                });
-                return;
-            }
-            let (xs, os, sts) = io;
             for (i, ((xg, og), st)) in xs.chunks(n).zip(os.chunks_mut(n)).zip(sts).enumerate() {
                 let s = t * per + i;
                 if !fixed {

@@ -6,7 +6,8 @@
 //! Arithmetic is that of the f32 kernels they replace: the elementwise expressions of the
 //! portable kernels (`(x − m)·a + b`, `((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`)
 //! in f32 without fused multiply-add, so every level gives the same bits; statistics and
-//! backward sums in f64 (the shifted scheme). Each kernel runs at the current SIMD level
+//! backward sums in f64 (the shifted scheme), except the row path's forward statistics
+//! ([`row_stats`]: f32 lanes, two passes, the same bits at every level). Each kernel runs at the current SIMD level
 //! (`isa::dispatch`, one choice per call), monomorphized per storage format. The kernels
 //! take the bit patterns (`&[u16]`) and a [`Fmt`]; `crate::widen` reinterprets its half
 //! slices (this module names no element type, so `convert` stays free of `Float`).
@@ -22,6 +23,11 @@ pub(crate) trait Format: Copy + 'static {
     fn ld<S: Isa>(s: S, x: &[u16]) -> S::F32;
     /// `v` rounded to nearest even into `LANES` values.
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32);
+    /// Vector `q` (of `16 / LANES`) of two 16-lane sums over a block of 32 values `h`
+    /// (widened, exact), in an assignment of values to lanes that is the same at every
+    /// level: bf16 the values at even indices (lane `l`: value `2l`) and at odd ones
+    /// (`2l + 1`), f16 the first 16 and the next 16 (`l`, `16 + l`).
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32);
 }
 
 /// bf16 storage.
@@ -41,6 +47,10 @@ impl Format for Bf16 {
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
         s.store_bf16_ne(o, v)
     }
+    #[inline(always)]
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32) {
+        s.load_bf16_pair(&h[2 * q * S::LANES..])
+    }
 }
 
 impl Format for F16 {
@@ -51,6 +61,11 @@ impl Format for F16 {
     #[inline(always)]
     fn st<S: Isa>(s: S, o: &mut [u16], v: S::F32) {
         s.store_f16(o, v)
+    }
+    #[inline(always)]
+    fn ld_pair<S: Isa>(s: S, h: &[u16], q: usize) -> (S::F32, S::F32) {
+        let l = S::LANES;
+        (s.load_f16(&h[q * l..]), s.load_f16(&h[16 + q * l..]))
     }
 }
 
@@ -169,25 +184,11 @@ struct Sums<'a> {
     shift: f64,
 }
 
-/// [`Sums`] without the Σd chains (an uncentered row's sums: Σd comes back as 0).
-struct Squares<'a> {
-    x: &'a [u16],
-    shift: f64,
-}
-
 impl Kernel for Sums<'_> {
     type Out = (f64, f64);
     #[inline(always)]
     fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
         shifted_sums::<S, F, true>(s, self.x, self.shift)
-    }
-}
-
-impl Kernel for Squares<'_> {
-    type Out = (f64, f64);
-    #[inline(always)]
-    fn run<S: Isa, F: Format>(self, s: S) -> (f64, f64) {
-        shifted_sums::<S, F, false>(s, self.x, self.shift)
     }
 }
 
@@ -340,81 +341,12 @@ pub(crate) fn affine_then_sums(
     sums(fmt, next, shift)
 }
 
-/// A group of lines of `len` values, `y = (x − m)·a + b` with each line's coefficients
-/// (`coefs[j]` for line `j`), and [`sums`] of the next group (`next`, of the same length):
-/// one loop where the CPU runs the bf16 fast kernels and `len` is a multiple of 16, one
-/// [`affine`] per line and [`sums`] otherwise (the same bits either way).
-pub(crate) fn lines_affine_then_sums(
-    fmt: Fmt,
-    (x, y): (&[u16], &mut [u16]),
-    len: usize,
-    coefs: &[(f32, f32, f32)],
-    (next, shift): (&[u16], f64),
-) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16
-        && next.len() == x.len()
-        && len.is_multiple_of(16)
-        && coefs.len() * len == x.len()
-    {
-        let op = bf16x::Op::LinesAffineThenSums((x, &mut *y), len, coefs, (next, shift));
-        if let Some((raw, ok)) = bf16x::run(op) {
-            if !ok {
-                for ((xl, yl), &c) in x.chunks(len).zip(y.chunks_mut(len)).zip(coefs) {
-                    go(
-                        fmt,
-                        Affine {
-                            x: xl,
-                            y: yl,
-                            c,
-                            p: None,
-                        },
-                    );
-                }
-            }
-            return raw;
-        }
-    }
-    for ((xl, yl), &c) in x.chunks(len).zip(y.chunks_mut(len)).zip(coefs) {
-        affine(fmt, xl, yl, c, None);
-    }
-    sums(fmt, next, shift)
-}
-
-/// `y = ((x − m)·a + b)·γ + β` over one row (γ, β along it where given, as [`affine`])
-/// and [`sums`] of the next row (`next`, of the same length as `x`, with its shift and
-/// whether its row is centered): one loop where the CPU runs the bf16 fast kernels, the
-/// two calls otherwise (the same bits either way). An uncentered row's Σd is never used
-/// (`stats::mean_m2`): it is not summed and comes back as 0 (Σd², the shift being 0, is
-/// the same either way).
-pub(crate) fn params_affine_then_sums(
-    fmt: Fmt,
-    (x, y): (&[u16], &mut [u16]),
-    c: (f32, f32, f32),
-    p: Params<'_>,
-    (next, shift, center): (&[u16], f64, bool),
-) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16 && next.len() == x.len() {
-        let op = bf16x::Op::ParamsAffineThenSums((x, &mut *y), c, p, (next, shift, center));
-        if let Some((raw, ok)) = bf16x::run(op) {
-            if !ok {
-                go(fmt, Affine { x, y, c, p });
-            }
-            return raw;
-        }
-    }
-    affine(fmt, x, y, c, p);
-    row_sums(fmt, next, shift, center)
-}
-
 /// Whole rows of `n` values of `xs` into `ys`, γ (and β) along each row (the parameters
 /// of every row): `y = ((x − m)·a + b)·γ + β` with row `i`'s coefficients from
-/// `stat(i, (shift, Σd, Σd²))`, its raw sums as [`row_sums`] gives them (shifted by the
-/// row's first value where `center`, else by 0 with Σd as 0), called in row order.
-/// The same bits as [`row_sums`] then [`affine`] row by row (as
-/// [`params_affine_then_sums`] pipelines them); `false` where the CPU has no fast
-/// kernel for it (nothing ran: the caller runs those).
+/// `stat(i, (shift, Σd, Σd²))`, its raw statistics as [`row_stats`] gives them (`center`
+/// as there), called in row order. The same bits as [`row_stats`] then [`affine`] row by
+/// row, each row's first pass summed in the previous row's affine loop; `false` where
+/// the CPU has no fast kernel for it (nothing ran: the caller runs those).
 pub(crate) fn params_rows(
     fmt: Fmt,
     (xs, ys): (&[u16], &mut [u16]),
@@ -448,16 +380,6 @@ impl bf16x::RowHooks for Hooks<'_, '_> {
     fn redo(&mut self, _row: usize, x: &[u16], y: &mut [u16], c: (f32, f32, f32)) {
         let p = Some(self.p);
         go(Fmt::Bf16, Affine { x, y, c, p });
-    }
-}
-
-/// [`sums`], or for an uncentered row (`center` false) only Σd² (and Σd as 0), in the
-/// same operations and order for Σd² (the same bits).
-pub(crate) fn row_sums(fmt: Fmt, x: &[u16], shift: f64, center: bool) -> (f64, f64) {
-    if center {
-        sums(fmt, x, shift)
-    } else {
-        go(fmt, Squares { x, shift })
     }
 }
 
@@ -730,8 +652,11 @@ pub(crate) fn narrow(fmt: Fmt, src: &[f32], dst: &mut [u16]) {
 
 mod blocked;
 pub(crate) use blocked::dsums_rows;
+
+mod stats32;
 #[cfg(test)]
 use blocked::DSumsRows;
+pub(crate) use stats32::row_stats;
 
 mod cols;
 #[cfg(target_arch = "x86_64")]

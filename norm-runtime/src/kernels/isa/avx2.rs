@@ -149,6 +149,13 @@ impl Isa for Avx2 {
             let w = _mm256_cvtepu16_epi32(bytemuck::cast(a));
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
         }
+        load_bf16_pair(s: &[u16]) -> (__m256, __m256) {
+            let a: [u16; 16] = s[..16].try_into().expect("16 values");
+            let v: __m256i = bytemuck::cast(a);
+            let e = _mm256_slli_epi32::<16>(v);
+            let o = _mm256_and_si256(v, _mm256_set1_epi32(-65536));
+            (_mm256_castsi256_ps(e), _mm256_castsi256_ps(o))
+        }
         store_bf16(s: &mut [u16], v: __m256) {
             let b = _mm256_castps_si256(v);
             let hi = _mm256_srli_epi32::<16>(b);

@@ -181,6 +181,13 @@ impl Isa for Avx512 {
             let w = _mm512_cvtepu16_epi32(bytemuck::cast(a));
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w))
         }
+        load_bf16_pair(s: &[u16]) -> (__m512, __m512) {
+            let a: [u16; 32] = s[..32].try_into().expect("32 values");
+            let v: __m512i = bytemuck::cast(a);
+            let e = _mm512_slli_epi32::<16>(v);
+            let o = _mm512_and_si512(v, _mm512_set1_epi32(-65536));
+            (_mm512_castsi512_ps(e), _mm512_castsi512_ps(o))
+        }
         load_f16(s: &[u16]) -> __m512 {
             let a: [u16; 16] = s[..16].try_into().expect("16 values");
             _mm512_cvtph_ps(bytemuck::cast(a))

@@ -56,6 +56,13 @@ pub trait Isa: Copy + Send + Sync + 'static {
     fn mul(self, a: Self::F32, b: Self::F32) -> Self::F32;
     /// a · b + c, fused where the level has FMA.
     fn mul_add(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32;
+    /// a · b + c rounded once at every level (the vector levels' [`mul_add`](Isa::mul_add);
+    /// the portable level overrides it with `f32::mul_add`, software where the target has
+    /// no FMA): for kernels whose bits must not depend on the level.
+    #[inline(always)]
+    fn fma(self, a: Self::F32, b: Self::F32, c: Self::F32) -> Self::F32 {
+        self.mul_add(a, b, c)
+    }
     /// The first `LANES` values of `s` (panics if shorter).
     fn load(self, s: &[f32]) -> Self::F32;
     /// The values of `s` (at most `LANES`), zero in the lanes after.
@@ -112,6 +119,19 @@ pub trait Isa: Copy + Send + Sync + 'static {
             *o = half::bf16::from_bits(h).to_f32();
         }
         self.load(&a)
+    }
+    /// The first `2·LANES` bf16 bit patterns of `s` widened to `f32`: the values at even
+    /// indices, then those at odd indices (panics if shorter). The x86 levels widen them in
+    /// place (a shift and a mask of 32-bit lanes, no shuffle), for sums whose order of
+    /// terms is free.
+    #[inline(always)]
+    fn load_bf16_pair(self, s: &[u16]) -> (Self::F32, Self::F32) {
+        let (mut e, mut o) = ([0f32; 16], [0f32; 16]);
+        for (j, p) in s[..2 * Self::LANES].chunks_exact(2).enumerate() {
+            e[j] = half::bf16::from_bits(p[0]).to_f32();
+            o[j] = half::bf16::from_bits(p[1]).to_f32();
+        }
+        (self.load(&e), self.load(&o))
     }
     /// `v` rounded to bf16 into the first `LANES` values of `s` (panics if shorter).
     #[inline(always)]

@@ -40,6 +40,10 @@ impl Isa for Scalar {
         self.add(self.mul(a, b), c)
     }
     #[inline(always)]
+    fn fma(self, a: [f32; 2], b: [f32; 2], c: [f32; 2]) -> [f32; 2] {
+        [a[0].mul_add(b[0], c[0]), a[1].mul_add(b[1], c[1])]
+    }
+    #[inline(always)]
     fn load(self, s: &[f32]) -> [f32; 2] {
         [s[0], s[1]]
     }

@@ -589,46 +589,14 @@ fn bf16_affine_then_sums_is_affine_and_sums() {
     }
 }
 
-/// The pipelined bf16 pass over a group of lines (each line's coefficients; sums of the
-/// next group) gives the bits of one `affine` per line and `sums`.
+/// The bf16 task kernel with γ (and β) along the rows (`params_rows`, two rows: the
+/// second's first pass in the first's affine loop) gives the bits of `affine` with the
+/// same parameters and of `row_stats`, and its output is the lane-by-lane expression
+/// `((x − m)·a + b)·γ + β` rounded: lengths around the blocks of 32 and 64, a NaN input,
+/// coefficients with f32 subnormal outputs (the rerun), and γ, β longer than the row
+/// (only the first values count).
 #[test]
-fn bf16_lines_affine_then_sums_is_affine_per_line_and_sums() {
-    for &(len, lines) in &[(16usize, 1usize), (16, 3), (48, 2), (784, 8), (64, 5)] {
-        let n = len * lines;
-        let x = data::<Bf16>(n, 17, 1.0);
-        let next = data::<Bf16>(n, 18, -2.0);
-        let coefs: Vec<(f32, f32, f32)> = (0..lines)
-            .map(|j| (0.25, 0.5 + j as f32 * 0.3, -0.5 + j as f32 * 0.1))
-            .collect();
-        let shift = f64::from(<Bf16 as Conv>::to(next[0]));
-        let mut y = vec![0u16; n];
-        let got = lines_affine_then_sums(Fmt::Bf16, (&x, &mut y), len, &coefs, (&next, shift));
-        let mut want_y = vec![0u16; n];
-        for ((xl, yl), &c) in x.chunks(len).zip(want_y.chunks_mut(len)).zip(&coefs) {
-            affine(Fmt::Bf16, xl, yl, c, None);
-        }
-        let want = sums(Fmt::Bf16, &next, shift);
-        assert_eq!(y, want_y, "len={len} lines={lines}");
-        assert_eq!(
-            got.0.to_bits(),
-            want.0.to_bits(),
-            "sum len={len} lines={lines}"
-        );
-        assert_eq!(
-            got.1.to_bits(),
-            want.1.to_bits(),
-            "sq len={len} lines={lines}"
-        );
-    }
-}
-
-/// The pipelined bf16 row pass with γ (and β) along the row gives the bits of `affine`
-/// with the same parameters and `sums` of the next row, and its output is the
-/// lane-by-lane expression `((x − m)·a + b)·γ + β` rounded: lengths around the fast
-/// path's blocks of 32, a NaN input, coefficients with f32 subnormal outputs (the fast
-/// path's rerun), and γ, β longer than the row (only the first values count).
-#[test]
-fn bf16_params_affine_then_sums_is_affine_with_params_and_sums() {
+fn bf16_params_rows_are_affine_with_params_and_row_stats() {
     let lens = [
         1usize, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65, 784, 1024, 2304,
     ];
@@ -639,55 +607,39 @@ fn bf16_params_affine_then_sums_is_affine_with_params_and_sums() {
         }
         let next = data::<Bf16>(n, 20, -1.5);
         let xs: Vec<f32> = x.iter().map(|&v| <Bf16 as Conv>::to(v)).collect();
+        let both: Vec<u16> = x.iter().chain(&next).copied().collect();
         let (g, bt) = (params(n + 5, 21), params(n + 5, 22));
         for c in [
             (0.25f32, 1.75f32, -0.5f32),
             (0.0, 1e-39, 0.0),
             (2.0, 3e-39, 1e-40),
         ] {
-            for (mode, shift) in [(1u8, 0.0), (2, f64::from(<Bf16 as Conv>::to(next[0])))] {
-                let p = match mode {
-                    1 => Some((&g[..], None)),
-                    _ => Some((&g[..], Some(&bt[..]))),
+            for (beta, center) in [(false, true), (true, true), (true, false)] {
+                let p = (&g[..], beta.then_some(&bt[..]));
+                let mut ys = vec![0u16; 2 * n];
+                let mut raws = Vec::new();
+                let mut stat = |_: usize, raw: (f64, f64, f64)| {
+                    raws.push(raw);
+                    c
                 };
-                let mut y = vec![0u16; n];
-                let got =
-                    params_affine_then_sums(Fmt::Bf16, (&x, &mut y), c, p, (&next, shift, true));
-                let mut want_y = vec![0u16; n];
-                affine(Fmt::Bf16, &x, &mut want_y, c, p);
-                let want = sums(Fmt::Bf16, &next, shift);
-                assert_eq!(y, want_y, "n={n} mode={mode} c={c:?}");
-                assert_eq!(got.0.to_bits(), want.0.to_bits(), "sum n={n}");
-                assert_eq!(got.1.to_bits(), want.1.to_bits(), "sq n={n}");
-                if shift == 0.0 {
-                    // An uncentered next row: the same output and Σd², Σd not summed (0).
-                    let mut y2 = vec![0u16; n];
-                    let io = (&x[..], &mut y2[..]);
-                    let un = params_affine_then_sums(Fmt::Bf16, io, c, p, (&next, 0.0, false));
-                    assert_eq!(y2, want_y, "uncentered n={n} mode={mode} c={c:?}");
-                    assert_eq!(un.0.to_bits(), 0, "uncentered sum n={n}");
-                    assert_eq!(un.1.to_bits(), want.1.to_bits(), "uncentered sq n={n}");
+                if !params_rows(Fmt::Bf16, (&both, &mut ys), n, p, center, &mut stat) {
+                    continue;
                 }
+                let what = format!("n={n} beta={beta} center={center} c={c:?}");
+                let bits = |r: (f64, f64, f64)| (r.0.to_bits(), r.1.to_bits(), r.2.to_bits());
+                let want = row_stats(Fmt::Bf16, &next, center);
+                assert_eq!(bits(raws[1]), bits(want), "{what}");
+                let mut want_y = vec![0u16; n];
+                affine(Fmt::Bf16, &x, &mut want_y, c, Some(p));
+                let y = &ys[..n];
+                assert_eq!(y, &want_y[..], "{what}");
                 let (m, a, b) = c;
                 for i in 0..n {
                     let v = (xs[i] - m) * a + b;
-                    let v = if mode == 1 {
-                        v * g[i]
-                    } else {
-                        v * g[i] + bt[i]
-                    };
+                    let v = if beta { v * g[i] + bt[i] } else { v * g[i] };
                     let nan = v.is_nan() && <Bf16 as Conv>::to(y[i]).is_nan();
-                    assert!(nan || y[i] == <Bf16 as Conv>::from(v), "n={n} i={i}");
+                    assert!(nan || y[i] == <Bf16 as Conv>::from(v), "{what} i={i}");
                 }
-                // The sums against f64 sums of the widened values (to rounding).
-                let (mut s1, mut s2) = (0.0f64, 0.0f64);
-                for &v in &next {
-                    let d = f64::from(<Bf16 as Conv>::to(v)) - shift;
-                    s1 += d;
-                    s2 += d * d;
-                }
-                close("sum", got.0, s1, s2);
-                close("sq", got.1, s2, s2);
             }
         }
     }
@@ -788,4 +740,4 @@ fn bf16_col_affine_streaming_is_col_affine() {
 }
 
 mod dsums_rows;
-mod squares;
+mod stats32;

@@ -1,7 +1,7 @@
 //! The bf16 rows of a whole task in one call (`params_rows`: the row boundary inside the
 //! kernel, the integer subnormal test) against the per-row kernels, bit for bit: the raw
-//! sums each row's statistics are computed from (`row_sums`, shifted by the row's first
-//! value where centered) and each row's output (`affine` with the coefficients the
+//! statistics of each row (`row_stats`, each row's first pass summed in the previous
+//! row's loop) and each row's output (`affine` with the coefficients the
 //! statistics callback returned), including rows with f32-subnormal and zero outputs and
 //! rows starting with ±0.
 
@@ -68,12 +68,7 @@ fn bf16_task_rows_are_the_per_row_kernels() {
                     ran += 1;
                     assert_eq!(raws.len(), count, "{what}");
                     for (r, (x, y)) in xs.chunks(n).zip(ys.chunks(n)).enumerate() {
-                        let shift = if center {
-                            f64::from(bf16::from_bits(x[0]).to_f32())
-                        } else {
-                            0.0
-                        };
-                        let (sum, sq) = row_sums(Fmt::Bf16, x, shift, center);
+                        let (shift, sum, sq) = row_stats(Fmt::Bf16, x, center);
                         let (i, got) = raws[r];
                         assert_eq!(i, r, "row order {what}");
                         assert_eq!(got.0.to_bits(), shift.to_bits(), "shift row {r} {what}");

@@ -5,6 +5,7 @@
 
 use super::lead_tests::params;
 use super::*;
+use half::bf16;
 
 /// `n` bf16 bit patterns from a hash of `(i, seed)`, kind `kind`: 0 every finite pattern
 /// (exponents 0..=254, both signs), 1 subnormals and ±0, 2 the largest exponents, 3 as 0
@@ -64,12 +65,7 @@ fn bf16_task_rows_are_the_per_row_kernels_over_the_whole_range() {
                 let want: Vec<usize> = (0..kinds.len()).collect();
                 assert_eq!(order, want, "statistics calls {what}");
                 for (r, (x, y)) in xs.chunks(n).zip(ys.chunks(n)).enumerate() {
-                    let shift = if center {
-                        f64::from(f32::from_bits(u32::from(x[0]) << 16))
-                    } else {
-                        0.0
-                    };
-                    let (sum, sq) = row_sums(Fmt::Bf16, x, shift, center);
+                    let (shift, sum, sq) = row_stats(Fmt::Bf16, x, center);
                     let got = calls[r].1;
                     assert!(same(got.0, shift), "shift row {r} {what}");
                     assert!(same(got.1, sum), "sum row {r} {what}: {} {sum}", got.1);
@@ -95,7 +91,8 @@ fn bf16_task_rows_are_the_per_row_kernels_over_the_whole_range() {
 }
 
 /// The data reach what the test is about: row 0 spans the exponents, row 1 holds
-/// subnormals and both zeros, row 2 sums to more than f32 could hold.
+/// subnormals and both zeros, row 2's Σx² exceeds f32 (the f32 statistics overflow to
+/// +∞ there, where the f32 layer's f64 sums do not).
 #[test]
 fn rows_bits_data_cover_the_range() {
     let x0 = row(1024, 11, 0);
@@ -109,6 +106,11 @@ fn rows_bits_data_cover_the_range() {
             .count()
             > 100
     );
-    let sq = row_sums(Fmt::Bf16, &row(1024, 13, 2), 0.0, false).1;
+    let x2 = row(1024, 13, 2);
+    let sq: f64 = x2
+        .iter()
+        .map(|&b| f64::from(bf16::from_bits(b).to_f32()).powi(2))
+        .sum();
     assert!(sq.is_finite() && sq > f64::from(f32::MAX));
+    assert_eq!(row_stats(Fmt::Bf16, &x2, false).2, f64::INFINITY);
 }
