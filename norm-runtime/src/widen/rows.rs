@@ -14,9 +14,10 @@
 //! the parameter gradients accumulated per task in f64, merged in task order: results are
 //! bit-identical for any number of threads.
 //!
-//! The elementwise expressions are those of the f32 layers' portable kernels
-//! (`((x − m)·a + b)·γ + β`, `dy·(c·γ) + ((x − m)·a + b)`) on f32 values, rounded once on
-//! the store.
+//! The elementwise expressions: the forward's `fma(x̂, γ, β)` (`x̂·γ` without β) with
+//! `x̂ = fma(x − m, a, b)` (three operations per vector; the statistics are the path's own,
+//! so the forward is not the f32 layer's bit for bit anyway), the backward's the f32
+//! layers' portable `dy·(c·γ) + ((x − m)·a + b)`, on f32 values, rounded once on the store.
 
 use std::cell::RefCell;
 

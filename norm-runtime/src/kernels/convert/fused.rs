@@ -170,6 +170,17 @@ fn xhat<S: Isa>(s: S, x: S::F32, (m, a, b): (S::F32, S::F32, S::F32)) -> S::F32 
     s.add(s.mul(s.sub(x, m), a), b)
 }
 
+/// `(x − m)·a + b` with one rounding after the subtraction (`fma(x − m, a, b)`, the same
+/// bits at every level): the row path's forward with γ (and β) along the row, whose
+/// statistics are its own (f32 lanes, not the f32 layer's), and whose output is then
+/// `x̂·γ` or `fma(x̂, γ, β)` — three operations per vector instead of five. With `b = 0`
+/// (layer and RMS norm) `x̂` has the bits of [`xhat`]'s (the product rounded once, and
+/// `−0 + 0 = +0` either way).
+#[inline(always)]
+fn xhat_fused<S: Isa>(s: S, x: S::F32, (m, a, b): (S::F32, S::F32, S::F32)) -> S::F32 {
+    s.fma(s.sub(x, m), a, b)
+}
+
 /// The three coefficients as vectors.
 #[inline(always)]
 fn splat3<S: Isa>(s: S, (m, a, b): (f32, f32, f32)) -> (S::F32, S::F32, S::F32) {
@@ -281,11 +292,11 @@ impl Kernel for Affine<'_> {
             Some((g, None)) => {
                 let (gb, gt) = g[..n].split_at(body);
                 for ((xc, yc), gc) in rows.zip(gb.chunks_exact(l)) {
-                    let v = xhat(s, F::ld(s, xc), k);
+                    let v = xhat_fused(s, F::ld(s, xc), k);
                     F::st(s, yc, s.mul(v, s.load(gc)));
                 }
                 if !xt.is_empty() {
-                    let v = xhat(s, ldh::<S, F>(s, xt), k);
+                    let v = xhat_fused(s, ldh::<S, F>(s, xt), k);
                     sth::<S, F>(s, yt, s.mul(v, ldf(s, gt)));
                 }
             }
@@ -294,12 +305,12 @@ impl Kernel for Affine<'_> {
                 let (bb, btt) = bt[..n].split_at(body);
                 let params = gb.chunks_exact(l).zip(bb.chunks_exact(l));
                 for ((xc, yc), (gc, bc)) in rows.zip(params) {
-                    let v = xhat(s, F::ld(s, xc), k);
-                    F::st(s, yc, s.add(s.mul(v, s.load(gc)), s.load(bc)));
+                    let v = xhat_fused(s, F::ld(s, xc), k);
+                    F::st(s, yc, s.fma(v, s.load(gc), s.load(bc)));
                 }
                 if !xt.is_empty() {
-                    let v = xhat(s, ldh::<S, F>(s, xt), k);
-                    let v = s.add(s.mul(v, ldf(s, gt)), ldf(s, btt));
+                    let v = xhat_fused(s, ldh::<S, F>(s, xt), k);
+                    let v = s.fma(v, ldf(s, gt), ldf(s, btt));
                     sth::<S, F>(s, yt, v);
                 }
             }
@@ -307,7 +318,8 @@ impl Kernel for Affine<'_> {
     }
 }
 
-/// `y = (x − m)·a + b`, times γ and plus β along the row where given.
+/// `y = (x − m)·a + b` (two roundings, the f32 layers' expression); with γ (and β) along
+/// the row, the row path's `x̂·γ` or `fma(x̂, γ, β)` with `x̂ = fma(x − m, a, b)`.
 pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: Params<'_>) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
@@ -342,7 +354,8 @@ pub(crate) fn affine_then_sums(
 }
 
 /// Whole rows of `n` values of `xs` into `ys`, γ (and β) along each row (the parameters
-/// of every row): `y = ((x − m)·a + b)·γ + β` with row `i`'s coefficients from
+/// of every row): `y = fma(x̂, γ, β)` (`x̂·γ` without β), `x̂ = fma(x − m, a, b)`, with row
+/// `i`'s coefficients from
 /// `stat(i, (shift, Σd, Σd²))`, its raw statistics as [`row_stats`] gives them (`center`
 /// as there), called in row order. The same bits as [`row_stats`] then [`affine`] row by
 /// row, each row's first pass summed in the previous row's affine loop; `false` where

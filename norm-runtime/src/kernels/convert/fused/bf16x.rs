@@ -140,6 +140,14 @@ fn xhat(x: __m512, (m, a, b): (__m512, __m512, __m512)) -> __m512 {
     _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, m), a), b)
 }
 
+/// `fma(x − m, a, b)`: the row path's `x̂` with γ along the row (as the token kernels'
+/// `xhat_fused`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
+fn xhat_fused(x: __m512, (m, a, b): (__m512, __m512, __m512)) -> __m512 {
+    _mm512_fmadd_ps(_mm512_sub_ps(x, m), a, b)
+}
+
 /// The first `src.len() ≤ 32` values of `src` in a zeroed block of 32.
 #[inline(always)]
 fn pad<T: Copy + Default>(src: &[T]) -> [T; 32] {
@@ -196,17 +204,23 @@ fn affine32(
     p: (Option<&[f32; 32]>, Option<&[f32; 32]>),
 ) -> ([u16; 32], u32) {
     let (xl, xh) = ld32(x);
-    let (mut lo, mut hi) = (xhat(xl, k), xhat(xh, k));
-    if let Some(g) = p.0 {
-        let (gl, gh) = ldf32(g);
-        lo = _mm512_mul_ps(lo, gl);
-        hi = _mm512_mul_ps(hi, gh);
-    }
-    if let Some(bt) = p.1 {
-        let (bl, bh) = ldf32(bt);
-        lo = _mm512_add_ps(lo, bl);
-        hi = _mm512_add_ps(hi, bh);
-    }
+    let (lo, hi) = match p {
+        (None, _) => (xhat(xl, k), xhat(xh, k)),
+        (Some(g), None) => {
+            let (gl, gh) = ldf32(g);
+            (
+                _mm512_mul_ps(xhat_fused(xl, k), gl),
+                _mm512_mul_ps(xhat_fused(xh, k), gh),
+            )
+        }
+        (Some(g), Some(bt)) => {
+            let ((gl, gh), (bl, bh)) = (ldf32(g), ldf32(bt));
+            (
+                _mm512_fmadd_ps(xhat_fused(xl, k), gl, bl),
+                _mm512_fmadd_ps(xhat_fused(xh, k), gh, bh),
+            )
+        }
+    };
     round32(lo, hi)
 }
 
@@ -495,27 +509,23 @@ fn affine_then_sums(
     (acc.finish(&next[body..]), tiny == 0)
 }
 
-/// `((x − m)·a + b)·γ + β` of one block of 32 values (β when `B`) in f32, the additions
-/// as `fma(u, 1, v)` (the same single rounding of `u + v`) on the multiply pipes: the
-/// first 16 values and the next 16.
+/// `x̂·γ` or `fma(x̂, γ, β)` (β when `B`) with `x̂ = fma(x − m, a, b)` of one block of 32
+/// values in f32 (the token kernels' row expression, `affine32`'s with γ): the first 16
+/// values and the next 16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn params_f32<const B: bool>(
     x: &[u16; 32],
-    (m, a, b): (__m512, __m512, __m512),
-    one: __m512,
+    k: (__m512, __m512, __m512),
     (g, bt): (&[f32; 32], &[f32; 32]),
 ) -> (__m512, __m512) {
     let (xl, xh) = ld32(x);
     let (gl, gh) = ldf32(g);
-    let mut lo = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xl, m), a), one, b);
-    let mut hi = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_sub_ps(xh, m), a), one, b);
-    lo = _mm512_mul_ps(lo, gl);
-    hi = _mm512_mul_ps(hi, gh);
+    let (lo, hi) = (xhat_fused(xl, k), xhat_fused(xh, k));
     if B {
         let (bl, bh) = ldf32(bt);
-        lo = _mm512_fmadd_ps(lo, one, bl);
-        hi = _mm512_fmadd_ps(hi, one, bh);
+        (_mm512_fmadd_ps(lo, gl, bl), _mm512_fmadd_ps(hi, gh, bh))
+    } else {
+        (_mm512_mul_ps(lo, gl), _mm512_mul_ps(hi, gh))
     }
-    (lo, hi)
 }

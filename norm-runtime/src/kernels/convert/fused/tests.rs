@@ -502,11 +502,11 @@ fn bf16_public_row_kernels_match_the_reference() {
                 let mut y = vec![0u16; n];
                 affine(Fmt::Bf16, &x, &mut y, (m, a, b), p);
                 for i in 0..n {
-                    let v = (xs[i] - m) * a + b;
+                    // With γ along the row: x̂ = fma(x − m, a, b), then x̂·γ or fma(x̂, γ, β).
                     let v = match mode {
-                        0 => v,
-                        1 => v * g[i],
-                        _ => v * g[i] + bt[i],
+                        0 => (xs[i] - m) * a + b,
+                        1 => (xs[i] - m).mul_add(a, b) * g[i],
+                        _ => (xs[i] - m).mul_add(a, b).mul_add(g[i], bt[i]),
                     };
                     let w = <Bf16 as Conv>::from(v);
                     let nan = v.is_nan() && <Bf16 as Conv>::to(y[i]).is_nan();
@@ -592,7 +592,7 @@ fn bf16_affine_then_sums_is_affine_and_sums() {
 /// The bf16 task kernel with γ (and β) along the rows (`params_rows`, two rows: the
 /// second's first pass in the first's affine loop) gives the bits of `affine` with the
 /// same parameters and of `row_stats`, and its output is the lane-by-lane expression
-/// `((x − m)·a + b)·γ + β` rounded: lengths around the blocks of 32 and 64, a NaN input,
+/// `x̂·γ` or `fma(x̂, γ, β)` with `x̂ = fma(x − m, a, b)`, rounded: lengths around the blocks of 32 and 64, a NaN input,
 /// coefficients with f32 subnormal outputs (the rerun), and γ, β longer than the row
 /// (only the first values count).
 #[test]
@@ -635,8 +635,12 @@ fn bf16_params_rows_are_affine_with_params_and_row_stats() {
                 assert_eq!(y, &want_y[..], "{what}");
                 let (m, a, b) = c;
                 for i in 0..n {
-                    let v = (xs[i] - m) * a + b;
-                    let v = if beta { v * g[i] + bt[i] } else { v * g[i] };
+                    let v = (xs[i] - m).mul_add(a, b);
+                    let v = if beta {
+                        v.mul_add(g[i], bt[i])
+                    } else {
+                        v * g[i]
+                    };
                     let nan = v.is_nan() && <Bf16 as Conv>::to(y[i]).is_nan();
                     assert!(nan || y[i] == <Bf16 as Conv>::from(v), "{what} i={i}");
                 }

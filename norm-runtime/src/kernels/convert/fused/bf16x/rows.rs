@@ -200,7 +200,8 @@ fn raw_of(x: &[u16], first: f64, center: bool) -> (f64, f64, f64) {
 }
 
 /// The rows of `n` values of `xs` into `ys` (whole rows), γ (and β) along each row:
-/// `y = ((x − m)·a + b)·γ + β` with each row's coefficients from [`RowHooks::stat`],
+/// `y = fma(x̂, γ, β)` (`x̂·γ` without β), `x̂ = fma(x − m, a, b)`, with each row's
+/// coefficients from [`RowHooks::stat`],
 /// given the row's raw statistics as `fused::row_stats` computes them (centered where
 /// `center`, else Σx² only).
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
@@ -232,19 +233,17 @@ const ZEROS: u8 = 0;
 /// (`vfpclassps`, exact; after a row with a zero output).
 const EXACT: u8 = 1;
 
-/// `((x − m)·a + b)·γ + β` of 32 values (β when `B`), the additions as `fma(u, 1, v)`
-/// (the same single rounding), rounded into `y`; the test `T` ([`ZEROS`], [`EXACT`])
-/// into `seen` (a lane 0 where it hit).
+/// [`params_f32`] of 32 values (β when `B`) rounded into `y`; the test `T` ([`ZEROS`],
+/// [`EXACT`]) into `seen` (a lane 0 where it hit).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512bf16")]
 fn params32<const B: bool, const T: u8>(
     (x, y): (&[u16; 32], &mut [u16; 32]),
     k: (__m512, __m512, __m512),
-    one: __m512,
     p: (&[f32; 32], &[f32; 32]),
     seen: &mut __m512i,
 ) {
-    let (lo, hi) = params_f32::<B>(x, k, one, p);
+    let (lo, hi) = params_f32::<B>(x, k, p);
     // The rounded bits as integers from here (a test of them as bf16 values compiles
     // to per-lane scalar code).
     let r: __m512i = bytemuck::cast(_mm512_cvtne2ps_pbh(hi, lo));
@@ -280,7 +279,7 @@ fn hit<const T: u8>(seen: __m512i) -> bool {
 fn row_pass<const B: bool, const SQ: bool, const T: u8>(
     (x, y): (&[u16], &mut [u16]),
     k: (__m512, __m512, __m512),
-    (one_s, (g, bt)): (__m512, (&[f32], &[f32])),
+    (g, bt): (&[f32], &[f32]),
     next: Option<&[u16]>,
 ) -> (f64, bool) {
     let n = x.len();
@@ -301,7 +300,7 @@ fn row_pass<const B: bool, const SQ: bool, const T: u8>(
         }
         let yv: &mut [u16; 32] = (&mut y[v..v + 32]).try_into().expect("32 values");
         let p = (at(g, v), at(bt, v));
-        params32::<B, T>((at(x, v), yv), k, one_s, p, &mut seen);
+        params32::<B, T>((at(x, v), yv), k, p, &mut seen);
         v += 32;
     }
     let mut tail = 0u32;
@@ -330,9 +329,6 @@ fn rows<const B: bool, const SQ: bool>(
     hooks: &mut dyn RowHooks,
 ) {
     let count = xs.len() / n;
-    // 1.0 hidden from the compiler, which would otherwise turn `fma(u, 1, v)` back into
-    // an addition.
-    let one_s = _mm512_set1_ps(std::hint::black_box(1.0f32));
     let row = |i: usize| &xs[i * n..(i + 1) * n];
     let mut first = first_row::<SQ>(row(0));
     // The exact test from the first row with a zero output on.
@@ -346,7 +342,7 @@ fn rows<const B: bool, const SQ: bool>(
             _mm512_set1_ps(c.2),
         );
         let next = (i + 1 < count).then(|| row(i + 1));
-        let pass = (one_s, (g, bt));
+        let pass = (g, bt);
         let bad;
         (first, bad) = if exact {
             row_pass::<B, SQ, EXACT>((x, y), k, pass, next)
