@@ -266,10 +266,10 @@ fn next_tile<I: Iterator<Item = usize>>(lines: &mut I, offs: &mut [usize; COL_TI
 /// registers (loaded from and stored back to `sum`, `sq`: each column's values add in line
 /// order onto its running sums), exact `f64` differences as the portable kernel.
 #[inline(always)]
-fn col_sums_block<S: Isa, const V: usize>(
+fn col_sums_block<S: Isa, const V: usize, I: Iterator<Item = usize>>(
     s: S,
     x: &[f32],
-    offs: &[usize],
+    offs: I,
     c0: usize,
     shift: &[f64],
     (sum, sq): (&mut [f64], &mut [f64]),
@@ -289,7 +289,7 @@ fn col_sums_block<S: Isa, const V: usize>(
         sv[k] = s.load_d(&sum[half * k..]);
         qv[k] = s.load_d(&sq[half * k..]);
     }
-    for &o in offs {
+    for o in offs {
         let line = &x[o + c0..o + c0 + w];
         for v in 0..V {
             let (lo, hi) = s.widen(s.load(&line[l * v..]));
@@ -323,6 +323,13 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         "one accumulator per column"
     );
     let l = S::LANES;
+    if w == 4 * l {
+        // One block of columns: the lines in one walk, their accumulators in registers
+        // throughout (a tile would store and reload them every few lines; such lines are
+        // contiguous in memory, nothing to stride across).
+        col_sums_block::<S, 4, I>(s, x, lines, 0, shift, (sum, sq));
+        return;
+    }
     let mut lines = lines;
     let mut offs = [0usize; COL_TILE];
     loop {
@@ -333,11 +340,11 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         let tile = &offs[..n];
         let mut c0 = 0;
         while c0 + 4 * l <= w {
-            col_sums_block::<S, 4>(s, x, tile, c0, shift, (sum, sq));
+            col_sums_block::<S, 4, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
             c0 += 4 * l;
         }
         while c0 + l <= w {
-            col_sums_block::<S, 1>(s, x, tile, c0, shift, (sum, sq));
+            col_sums_block::<S, 1, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
             c0 += l;
         }
         if c0 < w {
