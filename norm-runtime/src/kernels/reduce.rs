@@ -339,7 +339,8 @@ pub trait Elem: Sized + Copy {
     /// `y = (x − m[c])·a[c] + b[c]` over a run of contiguous whole lines of
     /// `w = m.len()` columns from offset `start` of `x`, written to `out` (the run's
     /// output, a whole number of lines), the coefficients held in registers (`f32`, `w` up
-    /// to four vectors of the level); with `stream`, full vectors may be non-temporal
+    /// to four vectors of the level) or, for wider lines of whole vectors, loaded with the
+    /// values at aligned output vectors; with `stream`, full vectors may be non-temporal
     /// stores (`simd::streams`). Returns false, writing nothing, where no such kernel
     /// exists.
     #[inline(always)]

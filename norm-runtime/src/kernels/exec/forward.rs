@@ -505,17 +505,32 @@ pub(crate) fn sums_all<T: Float>(
             .enumerate()
             .for_each(task);
     }
-    for (g, raw) in raws.iter_mut().enumerate().take(groups) {
-        let (u, i) = (g / groups_per_unit, g % groups_per_unit);
-        *raw = ShiftedSums {
-            shift: shift[g],
-            ..ShiftedSums::default()
-        };
-        for c in 0..cpu {
-            let part = &parts[(u * cpu + c) * 2 * groups_per_unit..];
-            raw.sum += part[i];
-            raw.sq += part[groups_per_unit + i];
+    // Each unit's chunks added onto its first chunk's part, in chunk order, a whole part
+    // at a time (contiguous loops; a walk across the parts per group strode them, 2 MiB
+    // of them for BatchNorm1d [4096, 1024]). The same additions per group as adding the
+    // parts in chunk order onto zero (a part, summed from +0, is never −0).
+    let stride = 2 * groups_per_unit;
+    for (u, unit) in parts.chunks_mut(cpu * stride).enumerate() {
+        let (first, rest) = unit.split_at_mut(stride);
+        for part in rest.chunks_exact(stride) {
+            add_into(first, part);
         }
+        let (sum, sq) = first.split_at(groups_per_unit);
+        let g = u * groups_per_unit..(u + 1) * groups_per_unit;
+        let it = raws[g.clone()]
+            .iter_mut()
+            .zip(&shift[g])
+            .zip(sum.iter().zip(sq));
+        for ((raw, &shift), (&sum, &sq)) in it {
+            *raw = ShiftedSums { shift, sum, sq };
+        }
+    }
+}
+
+/// `acc[i] += part[i]`.
+fn add_into(acc: &mut [f64], part: &[f64]) {
+    for (a, &p) in acc.iter_mut().zip(part) {
+        *a += p;
     }
 }
 
