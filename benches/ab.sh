@@ -33,12 +33,14 @@ mkdir -p "$OUT/ab"
 } > "$OUT/cpu.txt"
 # One (case, level, threads) at a time, base then new back to back, so a burst of load on
 # this kind of shared VM hits both sides of a pair; ab_table.py also gives the median of the
-# per-round paired ratios. CASES: the suite cases both commits have (override to narrow).
+# per-round paired ratios. CASES: the suite cases both commits have (override to narrow);
+# LEVELS: the levels to time (e.g. LEVELS=default on a CPU without AVX-512, where both are AVX2).
 cases=${CASES:-bn_train,bn_eval,bn_train_nhwc,ln,rms,gn,gn_big,in,ws,bcn}
+levels=${LEVELS:-default avx2}
 rm -f "$OUT"/ab/*.jsonl
 for r in $(seq 1 "$rounds"); do
   for c in ${cases//,/ }; do
-    for lv in default avx2; do
+    for lv in $levels; do
       for t in 1 2; do
         for side in base new; do
           bin=$A; [ $side = new ] && bin=$B
