@@ -8,6 +8,22 @@ use crate::kernels::isa::{Aligned, Isa};
 /// The most vectors of columns a block of the column sums keeps in registers.
 const MAX_V: usize = 4;
 
+/// Vectors of columns per block of the column sums at level `S`: as many as keep a block's
+/// state in the vector registers. A block of `V` vectors holds 6·V of them in the forward
+/// sums (shift, sum and square sum, two `f64` halves each) and 5·V in the backward (m, a,
+/// b, and the two `f32` partial sums), plus temporaries: [`MAX_V`] where there are 32
+/// registers (AVX-512, NEON), 2 with AVX2's 16 — at 4 the AVX2 loops kept half their
+/// accumulators or coefficients on the stack, a load (and, forward, a store) per vector
+/// per line (AMD EPYC Zen 3: BatchNorm1d [256, 512] train forward 61 → 49 µs at 1 thread,
+/// best of runs). Each column still adds its lines in order: the same sums, bit for bit.
+const fn block_v<S: Isa>() -> usize {
+    if S::LANES == 8 {
+        2
+    } else {
+        MAX_V
+    }
+}
+
 /// The widest run in values, at every level: 64 columns. Wider rows go line by line: 128
 /// columns as one AVX-512 run (32 coefficient vectors, more than the registers) made
 /// BatchNorm1d train on [32, 128] a quarter slower (`norm-bench --small`: 1.9 → 2.4 µs).
@@ -306,8 +322,8 @@ fn col_sums_block<S: Isa, const V: usize, I: Iterator<Item = usize>>(
     }
 }
 
-/// Shifted column sums, a tile of [`COL_TILE`] lines at a time: blocks of `4·LANES`
-/// columns, then of `LANES`, then the rest per line.
+/// Shifted column sums, a tile of [`COL_TILE`] lines at a time: blocks of `V·LANES`
+/// columns (`V` = [`block_v`]), then of `LANES`, then the rest per line.
 #[inline(always)]
 pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
     s: S,
@@ -322,12 +338,29 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         sum.len() == w && sq.len() == w,
         "one accumulator per column"
     );
+    if block_v::<S>() == 2 {
+        col_sums_tiles::<S, 2, I>(s, x, lines, shift, (sum, sq));
+    } else {
+        col_sums_tiles::<S, MAX_V, I>(s, x, lines, shift, (sum, sq));
+    }
+}
+
+/// [`col_sums_f32`] with blocks of `V` vectors.
+#[inline(always)]
+fn col_sums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    x: &[f32],
+    lines: I,
+    shift: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+) {
+    let w = shift.len();
     let l = S::LANES;
-    if w == 4 * l {
+    if w == V * l {
         // One block of columns: the lines in one walk, their accumulators in registers
         // throughout (a tile would store and reload them every few lines; such lines are
         // contiguous in memory, nothing to stride across).
-        col_sums_block::<S, 4, I>(s, x, lines, 0, shift, (sum, sq));
+        col_sums_block::<S, V, I>(s, x, lines, 0, shift, (sum, sq));
         return;
     }
     let mut lines = lines;
@@ -339,9 +372,9 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         }
         let tile = &offs[..n];
         let mut c0 = 0;
-        while c0 + 4 * l <= w {
-            col_sums_block::<S, 4, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
-            c0 += 4 * l;
+        while c0 + V * l <= w {
+            col_sums_block::<S, V, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
+            c0 += V * l;
         }
         while c0 + l <= w {
             col_sums_block::<S, 1, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
@@ -425,8 +458,8 @@ fn flush<S: Isa, const V: usize>(
     }
 }
 
-/// Backward column sums, a tile of [`COL_TILE`] lines at a time: blocks of `4·LANES`
-/// columns, then of `LANES`, then the rest per line.
+/// Backward column sums, a tile of [`COL_TILE`] lines at a time: blocks of `V·LANES`
+/// columns (`V` = [`block_v`]), then of `LANES`, then the rest per line.
 #[inline(always)]
 pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
     s: S,
@@ -441,6 +474,23 @@ pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
         c.1.len() == w && c.2.len() == w && sg.len() == w && sgx.len() == w,
         "one coefficient and accumulator per column"
     );
+    if block_v::<S>() == 2 {
+        col_dsums_tiles::<S, 2, I>(s, (x, dy), lines, c, (sg, sgx));
+    } else {
+        col_dsums_tiles::<S, MAX_V, I>(s, (x, dy), lines, c, (sg, sgx));
+    }
+}
+
+/// [`col_dsums_f32`] with blocks of `V` vectors.
+#[inline(always)]
+fn col_dsums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    lines: I,
+    c: (&[f32], &[f32], &[f32]),
+    (sg, sgx): (&mut [f64], &mut [f64]),
+) {
+    let w = c.0.len();
     let l = S::LANES;
     let mut lines = lines;
     let mut offs = [0usize; COL_TILE];
@@ -451,11 +501,11 @@ pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
         }
         let tile = &offs[..n];
         let mut c0 = 0;
-        while c0 + 4 * l <= w {
+        while c0 + V * l <= w {
             for f in tile.chunks(COL_FLUSH) {
-                col_dsums_block::<S, 4>(s, (x, dy), f, c0, c, (sg, sgx));
+                col_dsums_block::<S, V>(s, (x, dy), f, c0, c, (sg, sgx));
             }
-            c0 += 4 * l;
+            c0 += V * l;
         }
         while c0 + l <= w {
             for f in tile.chunks(COL_FLUSH) {
