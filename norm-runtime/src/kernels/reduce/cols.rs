@@ -278,6 +278,53 @@ fn next_tile<I: Iterator<Item = usize>>(lines: &mut I, offs: &mut [usize; COL_TI
     n
 }
 
+/// What a walk of the lines a tile at a time ([`walk_tiles`]) accumulates per column.
+trait TileAcc {
+    /// Columns `c0..c0 + LANES·V` over the lines at `offs` (a tile, in line order).
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize);
+    /// Columns from `c0` to the end (fewer than `LANES`) of the line at `o`, portably.
+    fn rest(&mut self, o: usize, c0: usize);
+}
+
+/// The lines of `w` columns a tile of [`COL_TILE`] at a time: blocks of `LANES·V` columns,
+/// then of `LANES`, then the rest per line, every column block of a tile before the next
+/// tile; each column sees its lines in order.
+#[inline(always)]
+fn walk_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>, A: TileAcc>(
+    s: S,
+    w: usize,
+    lines: I,
+    acc: &mut A,
+) {
+    let l = S::LANES;
+    let mut lines = lines;
+    let mut offs = [0usize; COL_TILE];
+    loop {
+        let n = next_tile(&mut lines, &mut offs);
+        if n == 0 {
+            break;
+        }
+        let tile = &offs[..n];
+        let mut c0 = 0;
+        while c0 + V * l <= w {
+            acc.block::<S, V>(s, tile, c0);
+            c0 += V * l;
+        }
+        while c0 + l <= w {
+            acc.block::<S, 1>(s, tile, c0);
+            c0 += l;
+        }
+        if c0 < w {
+            for &o in tile {
+                acc.rest(o, c0);
+            }
+        }
+        if n < COL_TILE {
+            break;
+        }
+    }
+}
+
 /// `col_sums` of the `LANES·V` columns from `c0` over the lines at `offs`, accumulators in
 /// registers (loaded from and stored back to `sum`, `sq`: each column's values add in line
 /// order onto its running sums), exact `f64` differences as the portable kernel.
@@ -363,32 +410,30 @@ fn col_sums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
         col_sums_block::<S, V, I>(s, x, lines, 0, shift, (sum, sq));
         return;
     }
-    let mut lines = lines;
-    let mut offs = [0usize; COL_TILE];
-    loop {
-        let n = next_tile(&mut lines, &mut offs);
-        if n == 0 {
-            break;
-        }
-        let tile = &offs[..n];
-        let mut c0 = 0;
-        while c0 + V * l <= w {
-            col_sums_block::<S, V, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
-            c0 += V * l;
-        }
-        while c0 + l <= w {
-            col_sums_block::<S, 1, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
-            c0 += l;
-        }
-        if c0 < w {
-            for &o in tile {
-                let (h, su, q) = (&shift[c0..], &mut sum[c0..], &mut sq[c0..]);
-                col_sums_portable(&x[o + c0..o + w], h, su, q);
-            }
-        }
-        if n < COL_TILE {
-            break;
-        }
+    let mut acc = Sums { x, shift, sum, sq };
+    walk_tiles::<S, V, I, _>(s, w, lines, &mut acc);
+}
+
+/// The arguments of the column sums, a [`TileAcc`].
+struct Sums<'a> {
+    x: &'a [f32],
+    shift: &'a [f64],
+    sum: &'a mut [f64],
+    sq: &'a mut [f64],
+}
+
+impl TileAcc for Sums<'_> {
+    #[inline(always)]
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize) {
+        let acc = (&mut *self.sum, &mut *self.sq);
+        col_sums_block::<S, V, _>(s, self.x, offs.iter().copied(), c0, self.shift, acc);
+    }
+
+    #[inline(always)]
+    fn rest(&mut self, o: usize, c0: usize) {
+        let w = self.shift.len();
+        let (h, su, q) = (&self.shift[c0..], &mut self.sum[c0..], &mut self.sq[c0..]);
+        col_sums_portable(&self.x[o + c0..o + w], h, su, q);
     }
 }
 
@@ -491,37 +536,33 @@ fn col_dsums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
     (sg, sgx): (&mut [f64], &mut [f64]),
 ) {
     let w = c.0.len();
-    let l = S::LANES;
-    let mut lines = lines;
-    let mut offs = [0usize; COL_TILE];
-    loop {
-        let n = next_tile(&mut lines, &mut offs);
-        if n == 0 {
-            break;
+    let mut acc = DSums { x, dy, c, sg, sgx };
+    walk_tiles::<S, V, I, _>(s, w, lines, &mut acc);
+}
+
+/// The arguments of the backward column sums, a [`TileAcc`].
+struct DSums<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+    c: (&'a [f32], &'a [f32], &'a [f32]),
+    sg: &'a mut [f64],
+    sgx: &'a mut [f64],
+}
+
+impl TileAcc for DSums<'_> {
+    #[inline(always)]
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize) {
+        for f in offs.chunks(COL_FLUSH) {
+            let acc = (&mut *self.sg, &mut *self.sgx);
+            col_dsums_block::<S, V>(s, (self.x, self.dy), f, c0, self.c, acc);
         }
-        let tile = &offs[..n];
-        let mut c0 = 0;
-        while c0 + V * l <= w {
-            for f in tile.chunks(COL_FLUSH) {
-                col_dsums_block::<S, V>(s, (x, dy), f, c0, c, (sg, sgx));
-            }
-            c0 += V * l;
-        }
-        while c0 + l <= w {
-            for f in tile.chunks(COL_FLUSH) {
-                col_dsums_block::<S, 1>(s, (x, dy), f, c0, c, (sg, sgx));
-            }
-            c0 += l;
-        }
-        if c0 < w {
-            let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
-            for &o in tile {
-                let (xs, ds) = (&x[o + c0..o + w], &dy[o + c0..o + w]);
-                col_dsums_portable(xs, ds, (m, a, b), &mut sg[c0..], &mut sgx[c0..]);
-            }
-        }
-        if n < COL_TILE {
-            break;
-        }
+    }
+
+    #[inline(always)]
+    fn rest(&mut self, o: usize, c0: usize) {
+        let (c, w) = (self.c, self.c.0.len());
+        let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
+        let (xs, ds) = (&self.x[o + c0..o + w], &self.dy[o + c0..o + w]);
+        col_dsums_portable(xs, ds, (m, a, b), &mut self.sg[c0..], &mut self.sgx[c0..]);
     }
 }
