@@ -8,6 +8,22 @@ use crate::kernels::isa::{Aligned, Isa};
 /// The most vectors of columns a block of the column sums keeps in registers.
 const MAX_V: usize = 4;
 
+/// Vectors of columns per block of the column sums at level `S`: as many as keep a block's
+/// state in the vector registers. A block of `V` vectors holds 6·V of them in the forward
+/// sums (shift, sum and square sum, two `f64` halves each) and 5·V in the backward (m, a,
+/// b, and the two `f32` partial sums), plus temporaries: [`MAX_V`] where there are 32
+/// registers (AVX-512, NEON), 2 with AVX2's 16 — at 4 the AVX2 loops kept half their
+/// accumulators or coefficients on the stack, a load (and, forward, a store) per vector
+/// per line (AMD EPYC Zen 3: BatchNorm1d [256, 512] train forward 61 → 49 µs at 1 thread,
+/// best of runs). Each column still adds its lines in order: the same sums, bit for bit.
+const fn block_v<S: Isa>() -> usize {
+    if S::LANES == 8 {
+        2
+    } else {
+        MAX_V
+    }
+}
+
 /// The widest run in values, at every level: 64 columns. Wider rows go line by line: 128
 /// columns as one AVX-512 run (32 coefficient vectors, more than the registers) made
 /// BatchNorm1d train on [32, 128] a quarter slower (`norm-bench --small`: 1.9 → 2.4 µs).
@@ -262,6 +278,53 @@ fn next_tile<I: Iterator<Item = usize>>(lines: &mut I, offs: &mut [usize; COL_TI
     n
 }
 
+/// What a walk of the lines a tile at a time ([`walk_tiles`]) accumulates per column.
+trait TileAcc {
+    /// Columns `c0..c0 + LANES·V` over the lines at `offs` (a tile, in line order).
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize);
+    /// Columns from `c0` to the end (fewer than `LANES`) of the line at `o`, portably.
+    fn rest(&mut self, o: usize, c0: usize);
+}
+
+/// The lines of `w` columns a tile of [`COL_TILE`] at a time: blocks of `LANES·V` columns,
+/// then of `LANES`, then the rest per line, every column block of a tile before the next
+/// tile; each column sees its lines in order.
+#[inline(always)]
+fn walk_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>, A: TileAcc>(
+    s: S,
+    w: usize,
+    lines: I,
+    acc: &mut A,
+) {
+    let l = S::LANES;
+    let mut lines = lines;
+    let mut offs = [0usize; COL_TILE];
+    loop {
+        let n = next_tile(&mut lines, &mut offs);
+        if n == 0 {
+            break;
+        }
+        let tile = &offs[..n];
+        let mut c0 = 0;
+        while c0 + V * l <= w {
+            acc.block::<S, V>(s, tile, c0);
+            c0 += V * l;
+        }
+        while c0 + l <= w {
+            acc.block::<S, 1>(s, tile, c0);
+            c0 += l;
+        }
+        if c0 < w {
+            for &o in tile {
+                acc.rest(o, c0);
+            }
+        }
+        if n < COL_TILE {
+            break;
+        }
+    }
+}
+
 /// `col_sums` of the `LANES·V` columns from `c0` over the lines at `offs`, accumulators in
 /// registers (loaded from and stored back to `sum`, `sq`: each column's values add in line
 /// order onto its running sums), exact `f64` differences as the portable kernel.
@@ -306,8 +369,8 @@ fn col_sums_block<S: Isa, const V: usize, I: Iterator<Item = usize>>(
     }
 }
 
-/// Shifted column sums, a tile of [`COL_TILE`] lines at a time: blocks of `4·LANES`
-/// columns, then of `LANES`, then the rest per line.
+/// Shifted column sums, a tile of [`COL_TILE`] lines at a time: blocks of `V·LANES`
+/// columns (`V` = [`block_v`]), then of `LANES`, then the rest per line.
 #[inline(always)]
 pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
     s: S,
@@ -322,40 +385,55 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         sum.len() == w && sq.len() == w,
         "one accumulator per column"
     );
+    if block_v::<S>() == 2 {
+        col_sums_tiles::<S, 2, I>(s, x, lines, shift, (sum, sq));
+    } else {
+        col_sums_tiles::<S, MAX_V, I>(s, x, lines, shift, (sum, sq));
+    }
+}
+
+/// [`col_sums_f32`] with blocks of `V` vectors.
+#[inline(always)]
+fn col_sums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    x: &[f32],
+    lines: I,
+    shift: &[f64],
+    (sum, sq): (&mut [f64], &mut [f64]),
+) {
+    let w = shift.len();
     let l = S::LANES;
-    if w == 4 * l {
+    if w == V * l {
         // One block of columns: the lines in one walk, their accumulators in registers
         // throughout (a tile would store and reload them every few lines; such lines are
         // contiguous in memory, nothing to stride across).
-        col_sums_block::<S, 4, I>(s, x, lines, 0, shift, (sum, sq));
+        col_sums_block::<S, V, I>(s, x, lines, 0, shift, (sum, sq));
         return;
     }
-    let mut lines = lines;
-    let mut offs = [0usize; COL_TILE];
-    loop {
-        let n = next_tile(&mut lines, &mut offs);
-        if n == 0 {
-            break;
-        }
-        let tile = &offs[..n];
-        let mut c0 = 0;
-        while c0 + 4 * l <= w {
-            col_sums_block::<S, 4, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
-            c0 += 4 * l;
-        }
-        while c0 + l <= w {
-            col_sums_block::<S, 1, _>(s, x, tile.iter().copied(), c0, shift, (sum, sq));
-            c0 += l;
-        }
-        if c0 < w {
-            for &o in tile {
-                let (h, su, q) = (&shift[c0..], &mut sum[c0..], &mut sq[c0..]);
-                col_sums_portable(&x[o + c0..o + w], h, su, q);
-            }
-        }
-        if n < COL_TILE {
-            break;
-        }
+    let mut acc = Sums { x, shift, sum, sq };
+    walk_tiles::<S, V, I, _>(s, w, lines, &mut acc);
+}
+
+/// The arguments of the column sums, a [`TileAcc`].
+struct Sums<'a> {
+    x: &'a [f32],
+    shift: &'a [f64],
+    sum: &'a mut [f64],
+    sq: &'a mut [f64],
+}
+
+impl TileAcc for Sums<'_> {
+    #[inline(always)]
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize) {
+        let acc = (&mut *self.sum, &mut *self.sq);
+        col_sums_block::<S, V, _>(s, self.x, offs.iter().copied(), c0, self.shift, acc);
+    }
+
+    #[inline(always)]
+    fn rest(&mut self, o: usize, c0: usize) {
+        let w = self.shift.len();
+        let (h, su, q) = (&self.shift[c0..], &mut self.sum[c0..], &mut self.sq[c0..]);
+        col_sums_portable(&self.x[o + c0..o + w], h, su, q);
     }
 }
 
@@ -425,8 +503,8 @@ fn flush<S: Isa, const V: usize>(
     }
 }
 
-/// Backward column sums, a tile of [`COL_TILE`] lines at a time: blocks of `4·LANES`
-/// columns, then of `LANES`, then the rest per line.
+/// Backward column sums, a tile of [`COL_TILE`] lines at a time: blocks of `V·LANES`
+/// columns (`V` = [`block_v`]), then of `LANES`, then the rest per line.
 #[inline(always)]
 pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
     s: S,
@@ -441,37 +519,50 @@ pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
         c.1.len() == w && c.2.len() == w && sg.len() == w && sgx.len() == w,
         "one coefficient and accumulator per column"
     );
-    let l = S::LANES;
-    let mut lines = lines;
-    let mut offs = [0usize; COL_TILE];
-    loop {
-        let n = next_tile(&mut lines, &mut offs);
-        if n == 0 {
-            break;
+    if block_v::<S>() == 2 {
+        col_dsums_tiles::<S, 2, I>(s, (x, dy), lines, c, (sg, sgx));
+    } else {
+        col_dsums_tiles::<S, MAX_V, I>(s, (x, dy), lines, c, (sg, sgx));
+    }
+}
+
+/// [`col_dsums_f32`] with blocks of `V` vectors.
+#[inline(always)]
+fn col_dsums_tiles<S: Isa, const V: usize, I: Iterator<Item = usize>>(
+    s: S,
+    (x, dy): (&[f32], &[f32]),
+    lines: I,
+    c: (&[f32], &[f32], &[f32]),
+    (sg, sgx): (&mut [f64], &mut [f64]),
+) {
+    let w = c.0.len();
+    let mut acc = DSums { x, dy, c, sg, sgx };
+    walk_tiles::<S, V, I, _>(s, w, lines, &mut acc);
+}
+
+/// The arguments of the backward column sums, a [`TileAcc`].
+struct DSums<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+    c: (&'a [f32], &'a [f32], &'a [f32]),
+    sg: &'a mut [f64],
+    sgx: &'a mut [f64],
+}
+
+impl TileAcc for DSums<'_> {
+    #[inline(always)]
+    fn block<S: Isa, const V: usize>(&mut self, s: S, offs: &[usize], c0: usize) {
+        for f in offs.chunks(COL_FLUSH) {
+            let acc = (&mut *self.sg, &mut *self.sgx);
+            col_dsums_block::<S, V>(s, (self.x, self.dy), f, c0, self.c, acc);
         }
-        let tile = &offs[..n];
-        let mut c0 = 0;
-        while c0 + 4 * l <= w {
-            for f in tile.chunks(COL_FLUSH) {
-                col_dsums_block::<S, 4>(s, (x, dy), f, c0, c, (sg, sgx));
-            }
-            c0 += 4 * l;
-        }
-        while c0 + l <= w {
-            for f in tile.chunks(COL_FLUSH) {
-                col_dsums_block::<S, 1>(s, (x, dy), f, c0, c, (sg, sgx));
-            }
-            c0 += l;
-        }
-        if c0 < w {
-            let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
-            for &o in tile {
-                let (xs, ds) = (&x[o + c0..o + w], &dy[o + c0..o + w]);
-                col_dsums_portable(xs, ds, (m, a, b), &mut sg[c0..], &mut sgx[c0..]);
-            }
-        }
-        if n < COL_TILE {
-            break;
-        }
+    }
+
+    #[inline(always)]
+    fn rest(&mut self, o: usize, c0: usize) {
+        let (c, w) = (self.c, self.c.0.len());
+        let (m, a, b) = (&c.0[c0..], &c.1[c0..], &c.2[c0..]);
+        let (xs, ds) = (&self.x[o + c0..o + w], &self.dy[o + c0..o + w]);
+        col_dsums_portable(xs, ds, (m, a, b), &mut self.sg[c0..], &mut self.sgx[c0..]);
     }
 }
