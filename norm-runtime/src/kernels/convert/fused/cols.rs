@@ -5,6 +5,8 @@
 use super::*;
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 pub(super) struct ColSums<'a> {
@@ -311,6 +313,10 @@ pub(crate) fn col_affine(
         if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c, stream)) {
             return;
         }
+        // The AVX2 level's kernel (no stream: it has none).
+        if avx2::col_affine(x, &mut *y, c) {
+            return;
+        }
     }
     // Elsewhere no kernel streams: the flag is a hint.
     #[cfg(not(target_arch = "x86_64"))]
@@ -562,6 +568,9 @@ pub(crate) fn col_dx_streamed(
     if fmt == Fmt::Bf16 {
         let op = bf16x::Op::ColDx((x, dy, &mut *out), cc, c, stream);
         if let Some((_, true)) = bf16x::run(op) {
+            return;
+        }
+        if avx2::col_dx((x, dy, &mut *out), cc, c) {
             return;
         }
     }
