@@ -160,6 +160,15 @@ impl Kernel for ColSumsWith<'_> {
         let (sv, qv) = self.work.d(2 * vk).split_at_mut(vk);
         for rows in x.chunks(col_chunk(k, l)) {
             let mut c0 = 0;
+            if S::LANES == 8 {
+                // AVX2's 16 registers: blocks of two vectors (shifts, sums and squares in
+                // 12 registers; four spilled the accumulators to the stack, a store and a
+                // reload in each row's dependency chain). The same operations per column.
+                while c0 + 2 * l <= k {
+                    col_sums_block::<S, F, 2>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
+                    c0 += 2 * l;
+                }
+            }
             while c0 + 4 * l <= k {
                 col_sums_block::<S, F, 4>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
                 c0 += 4 * l;
