@@ -5,7 +5,7 @@
 use super::*;
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+use super::avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 

@@ -1,17 +1,19 @@
-//! The bf16 column elementwise passes (`ColAffine`, `ColDx`) at the AVX2 level, 16 values
-//! per step instead of the token kernel's 8.
+//! The bf16 elementwise passes at the AVX2 level, 16 values per step instead of the token
+//! kernels' 8: the column passes (`ColAffine`, `ColDx`) and the row passes with one
+//! coefficient set per row (`Affine` without γ along the row, `Dx`).
 //!
-//! On an AVX2-only CPU (Zen 3) the token kernel's bf16 store bounded these passes: each
+//! On an AVX2-only CPU (Zen 3) the token kernels' bf16 store bounded these passes: each
 //! vector of 8 was rounded (five integer operations), tested for NaN and blended (three),
-//! then extracted and packed to 8 values (two) and stored, beside one chunk iteration
-//! with its bounds tests per 8 columns; the f32 layer's own pass is a load, three
-//! operations and a store per 8. Here two vectors of 8 are rounded with the same integer
-//! arithmetic, one compare of the two tells whether either holds a NaN (the quieting blend
-//! only then), and one pack and one cross-lane permute give the 16 values in order for one
-//! store. The arithmetic per value is the token kernel's (`(x − m)·a + b` and `dy·c +
-//! ((x − m)·a + b)` in f32, no fused multiply-add, rounded to nearest even, NaN quieted:
-//! the `half` crate's bits), the columns past the last 16 in scalar code with the same
-//! expressions, so the outputs are the token kernels' bits (`tests/avx2_cols.rs`).
+//! then extracted and packed to 8 values (two) and stored, beside (in the column kernel)
+//! one chunk iteration with its bounds tests per 8 columns; the f32 layer's own pass is a
+//! load, three operations and a store per 8. Here two vectors of 8 are rounded with the
+//! same integer arithmetic, one compare of the two tells whether either holds a NaN (the
+//! quieting blend only then), and one pack and one cross-lane permute give the 16 values
+//! in order for one store. The arithmetic per value is the token kernels' (`(x − m)·a +
+//! b`, `dy·c + ((x − m)·a + b)` and `dy·(c·γ) + ((x − m)·a + b)` in f32, no fused
+//! multiply-add, rounded to nearest even, NaN quieted: the `half` crate's bits), the values
+//! past the last 16 in scalar code with the same expressions, so the outputs are the token
+//! kernels' bits (`tests/avx2.rs`).
 //!
 //! Only at the AVX2 level (`simd::level()`): the AVX-512 levels keep their own kernels.
 
@@ -126,6 +128,87 @@ fn value1<const DX: bool>((x, dy): (u16, u16), [m, a, b, c]: [f32; 4]) -> u16 {
     let xh = (w(x) - m) * a + b;
     let v = if DX { w(dy) * c + xh } else { xh };
     half::bf16::from_f32(v).to_bits()
+}
+
+/// `y = (x − m)·a + b` over a row (as `Affine` without γ) where the level is AVX2; `false`
+/// (nothing done) elsewhere.
+pub(super) fn row_affine(x: &[u16], y: &mut [u16], (m, a, b): (f32, f32, f32)) -> bool {
+    row_pass::<false, false>((x, x, y), [m, a, b, 0.0], None)
+}
+
+/// `dx = dy·(c·γ) + ((x − m)·a + b)` over a row (γ = 1 when absent: `dy·c + …`, as `Dx`)
+/// where the level is AVX2; `false` (nothing done) elsewhere.
+pub(super) fn row_dx(
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    (c, m, a, b): (f32, f32, f32, f32),
+    g: Option<&[f32]>,
+) -> bool {
+    let k = [m, a, b, c];
+    match g {
+        None => row_pass::<true, false>((x, dy, out), k, None),
+        Some(g) => row_pass::<true, true>((x, dy, out), k, Some(g)),
+    }
+}
+
+/// [`row_affine`] (`DX = false`: `dy` and `c` unused) or [`row_dx`] (`DX`, with γ where
+/// `G`), coefficients `[m, a, b, c]`.
+fn row_pass<const DX: bool, const G: bool>(
+    io: (&[u16], &[u16], &mut [u16]),
+    k: [f32; 4],
+    g: Option<&[f32]>,
+) -> bool {
+    if simd::level() != Level::Avx2 {
+        return false;
+    }
+    let n = io.0.len();
+    assert!(
+        io.1.len() == n && io.2.len() == n && g.is_none_or(|g| g.len() >= n),
+        "rows of one length"
+    );
+    // SAFETY: the level is AVX2 (AVX2 and FMA detected), the features of `row`.
+    unsafe { row::<DX, G>(io, k, g.unwrap_or(&[])) };
+    true
+}
+
+/// [`row_pass`] inside the level's features: blocks of 16 values, then the rest one at a
+/// time.
+#[target_feature(enable = "avx2,fma")]
+fn row<const DX: bool, const G: bool>(
+    (x, dy, out): (&[u16], &[u16], &mut [u16]),
+    [m, a, b, c]: [f32; 4],
+    g: &[f32],
+) {
+    let n = x.len();
+    let body = n - n % 16;
+    let (vm, va, vb, vc) = (
+        _mm256_set1_ps(m),
+        _mm256_set1_ps(a),
+        _mm256_set1_ps(b),
+        _mm256_set1_ps(c),
+    );
+    let value = |o: usize| {
+        let d = _mm256_sub_ps(ld8(&x[o..]), vm);
+        let xh = _mm256_add_ps(_mm256_mul_ps(d, va), vb);
+        if !DX {
+            return xh;
+        }
+        let cg = if G {
+            _mm256_mul_ps(vc, ldf8(&g[o..]))
+        } else {
+            vc
+        };
+        _mm256_add_ps(_mm256_mul_ps(ld8(&dy[o..]), cg), xh)
+    };
+    let mut o = 0;
+    while o < body {
+        let r = round16(value(o), value(o + 8));
+        out[o..o + 16].copy_from_slice(&r);
+        o += 16;
+    }
+    for j in body..n {
+        let cg = if G { c * g[j] } else { c };
+        out[j] = value1::<DX>((x[j], dy[j]), [m, a, b, cg]);
+    }
 }
 
 /// [`col_pass`] inside the level's features: per row, blocks of 16 columns, then the rest
