@@ -71,7 +71,11 @@ fn ldf8(x: &[f32]) -> __m256 {
 /// `dy·c + ((x − m)·a + b)` (the token kernels' operations, in their order).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn value8<const DX: bool>((x, dy): (&[u16], &[u16]), o: usize, [m, a, b, c]: [&[f32]; 4]) -> __m256 {
+fn value8<const DX: bool>(
+    (x, dy): (&[u16], &[u16]),
+    o: usize,
+    [m, a, b, c]: [&[f32]; 4],
+) -> __m256 {
     let d = _mm256_sub_ps(ld8(&x[o..]), ldf8(&m[o..]));
     let xh = _mm256_add_ps(_mm256_mul_ps(d, ldf8(&a[o..])), ldf8(&b[o..]));
     if DX {
@@ -225,7 +229,10 @@ fn pass<const DX: bool>((x, dy, out): (&[u16], &[u16], &mut [u16]), c: [&[f32]; 
     for ((xr, dr), or) in rows.zip(out.chunks_exact_mut(k)) {
         let mut o = 0;
         while o < body {
-            let (lo, hi) = (value8::<DX>((xr, dr), o, c), value8::<DX>((xr, dr), o + 8, c));
+            let (lo, hi) = (
+                value8::<DX>((xr, dr), o, c),
+                value8::<DX>((xr, dr), o + 8, c),
+            );
             let r = round16(lo, hi);
             or[o..o + 16].copy_from_slice(&r);
             o += 16;
@@ -235,3 +242,7 @@ fn pass<const DX: bool>((x, dy, out): (&[u16], &[u16], &mut [u16]), c: [&[f32]; 
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests/avx2.rs"]
+mod tests;
