@@ -149,8 +149,19 @@ pub fn near_opt<T: Float>(
     half: &Option<ArrayD<T>>,
     wide: &Option<ArrayD<f32>>,
 ) -> Vec<u64> {
+    both_opt(what, half, wide, near)
+}
+
+/// `compare` where both are present (its bits); nothing where neither is; a value present
+/// in one precision only fails.
+fn both_opt<T: Float>(
+    what: &str,
+    half: &Option<ArrayD<T>>,
+    wide: &Option<ArrayD<f32>>,
+    compare: fn(&str, &ArrayD<T>, &ArrayD<f32>) -> Vec<u64>,
+) -> Vec<u64> {
     match (half, wide) {
-        (Some(h), Some(w)) => near(what, h, w),
+        (Some(h), Some(w)) => compare(what, h, w),
         (None, None) => Vec::new(),
         _ => panic!("{what}: present in one precision only"),
     }
@@ -189,11 +200,7 @@ pub fn rounded_opt<T: Float>(
     half: &Option<ArrayD<T>>,
     wide: &Option<ArrayD<f32>>,
 ) -> Vec<u64> {
-    match (half, wide) {
-        (Some(h), Some(w)) => rounded(what, h, w),
-        (None, None) => Vec::new(),
-        _ => panic!("{what}: present in one precision only"),
-    }
+    both_opt(what, half, wide, rounded)
 }
 
 /// The f32 layer takes the half layer's (rounded) running statistics, so the next steps of

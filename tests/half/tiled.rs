@@ -465,7 +465,9 @@ fn row_reference(c: &RowCase, x: &[f64], dy: &[f64], gamma: &[f64], beta: &[f64]
     }
 }
 
-fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
+/// A row case's layer with γ set (`values(np, 21, 1.0, 1.0)`): the layer, the input's
+/// length, γ widened, and the parameters' shape.
+fn row_layer<T: Float>(c: &RowCase) -> (DynNorm<T>, usize, Vec<f64>, Vec<usize>) {
     let spec = NormSpec::parse(c.spec).unwrap();
     let mut layer = DynNorm::<T>::new(&spec, c.sizes).unwrap();
     let numel: usize = c.shape.iter().product();
@@ -475,6 +477,13 @@ fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
     let g = values::<T>(np, 21, 1.0, 1.0);
     let gamma: Vec<f64> = g.iter().map(|v| v.to_acc()).collect();
     st.gamma = Some(ArrayD::from_shape_vec(IxDyn(&pshape), g).unwrap());
+    (layer, numel, gamma, pshape)
+}
+
+fn run_row_case<T: Float>(c: &RowCase, what: &str) -> Vec<u64> {
+    let (mut layer, numel, gamma, pshape) = row_layer::<T>(c);
+    let st = &mut layer.stages_mut()[0];
+    let np = gamma.len();
     let mut beta = vec![0.0; np];
     if c.bias {
         let b = values::<T>(np, 22, 0.0, 1.0);
@@ -553,13 +562,7 @@ fn f16_rows_with_parameters_match_the_f64_reference_at_every_level_and_thread_co
 /// The forward pass of a row case (`y` and the saved mean and rstd) as bits, for the
 /// comparison across levels.
 fn row_forward_bits<T: Float>(c: &RowCase, _: &str) -> Vec<u64> {
-    let spec = NormSpec::parse(c.spec).unwrap();
-    let mut layer = DynNorm::<T>::new(&spec, c.sizes).unwrap();
-    let numel: usize = c.shape.iter().product();
-    let st = &mut layer.stages_mut()[0];
-    let pshape = st.gamma.as_ref().expect("gamma").shape().to_vec();
-    let np: usize = pshape.iter().product();
-    st.gamma = Some(ArrayD::from_shape_vec(IxDyn(&pshape), values::<T>(np, 21, 1.0, 1.0)).unwrap());
+    let (mut layer, numel, _, _) = row_layer::<T>(c);
     let x = ArrayD::from_shape_vec(IxDyn(c.shape), values::<T>(numel, 3, -2.0, 3.0)).unwrap();
     let (y, saved) = layer.forward(x.view(), Mode::Train).unwrap();
     let mut out = bits(&[&y]);

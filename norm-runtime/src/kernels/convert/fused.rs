@@ -326,6 +326,9 @@ pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: 
         if let Some((_, true)) = bf16x::run(bf16x::Op::Affine(x, &mut *y, c, p)) {
             return;
         }
+        if p.is_none() && avx2::row_affine(x, &mut *y, c) {
+            return;
+        }
     }
     go(fmt, Affine { x, y, c, p })
 }
@@ -596,9 +599,14 @@ pub(crate) fn dx(
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
-    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, false) {
-        go(fmt, Dx { x, dy, out, k, g })
+    if dx_bf16x(fmt, (x, dy, &mut *out), k, g, false) {
+        return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && avx2::row_dx((x, dy, &mut *out), k, g) {
+        return;
+    }
+    go(fmt, Dx { x, dy, out, k, g })
 }
 
 /// [`dx`] with non-temporal stores of the output where a kernel has them (the
@@ -680,6 +688,8 @@ pub(crate) use cols::{
 #[cfg(test)]
 use cols::{col_dsums, col_dx, col_sums, ColAffine, ColDSums, ColDx, ColSums};
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod bf16x;
 

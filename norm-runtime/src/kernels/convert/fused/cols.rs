@@ -5,6 +5,8 @@
 use super::*;
 
 #[cfg(target_arch = "x86_64")]
+use super::avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 pub(super) struct ColSums<'a> {
@@ -158,6 +160,15 @@ impl Kernel for ColSumsWith<'_> {
         let (sv, qv) = self.work.d(2 * vk).split_at_mut(vk);
         for rows in x.chunks(col_chunk(k, l)) {
             let mut c0 = 0;
+            if S::LANES == 8 {
+                // AVX2's 16 registers: blocks of two vectors (shifts, sums and squares in
+                // 12 registers; four spilled the accumulators to the stack, a store and a
+                // reload in each row's dependency chain). The same operations per column.
+                while c0 + 2 * l <= k {
+                    col_sums_block::<S, F, 2>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
+                    c0 += 2 * l;
+                }
+            }
             while c0 + 4 * l <= k {
                 col_sums_block::<S, F, 4>(s, rows, k, c0, h, (&mut *sv, &mut *qv));
                 c0 += 4 * l;
@@ -309,6 +320,10 @@ pub(crate) fn col_affine(
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
         if let Some((_, true)) = bf16x::run(bf16x::Op::ColAffine(x, &mut *y, c, stream)) {
+            return;
+        }
+        // The AVX2 level's kernel (no stream: it has none).
+        if avx2::col_affine(x, &mut *y, c) {
             return;
         }
     }
@@ -562,6 +577,9 @@ pub(crate) fn col_dx_streamed(
     if fmt == Fmt::Bf16 {
         let op = bf16x::Op::ColDx((x, dy, &mut *out), cc, c, stream);
         if let Some((_, true)) = bf16x::run(op) {
+            return;
+        }
+        if avx2::col_dx((x, dy, &mut *out), cc, c) {
             return;
         }
     }
