@@ -109,6 +109,12 @@ pub struct Tuning {
     /// [`crate::simd::stream_threshold`] applies to them as to every pass). The pipelined
     /// row forward then runs its two passes one after the other, the affine pass streamed.
     pub stream_forward_above: Option<usize>,
+    /// Whether, at a SIMD level without the pipelined multi-row kernels (AVX2), the fused
+    /// backward of units of several lines (GroupNorm, NCHW BatchNorm) runs each line's dx
+    /// in the same loop as the next unit's line sums (the one-row pipelined kernel) rather
+    /// than as two loops. Levels that pipeline (AVX-512, NEON) always do. Same bits either
+    /// way.
+    pub pipeline_group_backward: bool,
     /// Where the table entry or rule came from.
     pub source: &'static str,
 }
@@ -128,6 +134,8 @@ pub struct Entry {
     pub pipeline_forward: PipelineRule,
     /// Where forward passes start streaming their output, as a rule on the caches.
     pub stream_forward: StreamRule,
+    /// [`Tuning::pipeline_group_backward`].
+    pub pipeline_group_backward: bool,
 }
 
 /// Where forward passes start writing with non-temporal stores.
@@ -166,6 +174,9 @@ pub const TABLE: &[Entry] = &[
                3.57 vs 3.57; GroupNorm (in cache, interleaved as before) unchanged",
         pipeline_forward: PipelineRule::Always,
         stream_forward: StreamRule::AboveL3,
+        // Measured at the AVX2 cap only where the two loops were chosen (894e7c0, 95c171e):
+        // kept as it was.
+        pipeline_group_backward: false,
     },
     Entry {
         vendor: "GenuineIntel",
@@ -175,8 +186,20 @@ pub const TABLE: &[Entry] = &[
                every suite case (all of which fit its last-level cache)",
         pipeline_forward: PipelineRule::Always,
         stream_forward: StreamRule::Threshold,
+        // AVX-512: pipelined at its own level; the AVX2 cap kept as it was.
+        pipeline_group_backward: false,
     },
 ];
+
+/// [`Tuning::pipeline_group_backward`] of CPUs without a [`TABLE`] entry, and of AMD Zen 3
+/// (family 25 model 1, AVX2 only, 512 KiB L2) where it was measured: the two loops of a
+/// line (dx of unit u, then the sums of unit u + 1) wait on the L2 and then on the L3 in
+/// turn; in one loop the loads overlap. `norm-bench` fused backward, alternating in one
+/// binary (env switch, 8-10 rounds, host loaded), ratio pipelined / two loops, medians:
+/// 1 thread gn 0.76, gn_big 0.79, bcn 0.85, bn_train 0.95; 2 threads gn 0.79, gn_big 0.74,
+/// bcn 0.89, bn_train 0.89. Single-line units (weight standardization in cache: 1.02 at one
+/// thread, 1.11 at two) keep the two loops: they are not affected by this choice.
+pub const DEFAULT_PIPELINE_GROUP_BACKWARD: bool = true;
 
 /// Everything [`report`] prints: the CPU, its caches, the table entry and the choices.
 #[derive(Clone, Debug)]
@@ -210,6 +233,12 @@ pub fn choose(id: &CpuId, caches: Caches) -> (Option<&'static Entry>, Tuning) {
         (StreamRule::AboveL3, Some(l3)) => Some(l3),
         _ => None,
     };
+    // Unmeasured CPUs: the choice of the one AVX2-only CPU measured (AMD Zen 3, family 25
+    // model 1: GroupNorm [8,256,28,28] backward -24 % at 1 thread, -27 % at 2; see
+    // `DEFAULT_PIPELINE_GROUP_BACKWARD`). The measured AVX-512 CPUs keep their entries'.
+    let pipeline_group_backward = entry.map_or(DEFAULT_PIPELINE_GROUP_BACKWARD, |e| {
+        e.pipeline_group_backward
+    });
     let source = match (entry, caches.l3) {
         (Some(_), _) => "measured on this CPU model (cpu::TABLE)",
         (None, Some(_)) => "default rule for unmeasured CPUs: pipelined while in the L3 cache",
@@ -220,6 +249,7 @@ pub fn choose(id: &CpuId, caches: Caches) -> (Option<&'static Entry>, Tuning) {
         Tuning {
             pipeline_forward_max,
             stream_forward_above,
+            pipeline_group_backward,
             source,
         },
     )
@@ -343,6 +373,15 @@ pub fn report() -> String {
     }
     let _ = writeln!(
         s,
+        "backward of multi-line units at AVX2: {} (cpu::TABLE, else the unmeasured-CPU default)",
+        if t.pipeline_group_backward {
+            "one pipelined loop per line"
+        } else {
+            "two loops per line"
+        }
+    );
+    let _ = writeln!(
+        s,
         "fused-chain blocks of up to {} (NORMKIT_BLOCK_BYTES / simd::set_block_bytes)",
         bytes(Some(crate::simd::block_bytes()))
     );
@@ -383,6 +422,7 @@ mod tests {
         assert!(e.is_some());
         assert_eq!(t.pipeline_forward_max, usize::MAX);
         assert_eq!(t.stream_forward_above, Some(32 << 20));
+        assert!(!t.pipeline_group_backward);
         // Another Zen generation: no entry, the default rule (also the L3 size).
         let zen3 = CpuId {
             model: Some(1),
@@ -392,6 +432,7 @@ mod tests {
         assert!(e.is_none());
         assert_eq!(t.pipeline_forward_max, 32 << 20);
         assert_eq!(t.stream_forward_above, None);
+        assert!(t.pipeline_group_backward);
         // Intel family 6: always pipelined, whatever the L3.
         let intel = CpuId {
             vendor: "GenuineIntel".into(),
@@ -402,6 +443,7 @@ mod tests {
         let t = choose(&intel, caches).1;
         assert_eq!(t.pipeline_forward_max, usize::MAX);
         assert_eq!(t.stream_forward_above, None);
+        assert!(!t.pipeline_group_backward);
         // Nothing known: pipelined, as before the table existed.
         let none = choose(&CpuId::default(), Caches::default()).1;
         assert_eq!(none.pipeline_forward_max, usize::MAX);

@@ -242,6 +242,7 @@ multiversion! {
                     c: [cur],
                     g: None,
                     stream,
+                    pipeline: false,
                 };
                 let [(t1, t2)] = T::dx_then_dsums(cur, rows, None);
                 (s1[i + bs], s2[i + bs]) = (t1, t2);

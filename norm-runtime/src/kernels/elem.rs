@@ -119,6 +119,7 @@ impl<T: Copy, U> Cast<T, U> {
             c,
             g,
             stream,
+            pipeline,
         } = rows;
         let (x0, c0) = (self.r(x[0]), c[0].0);
         let c0 = self.v(c0);
@@ -148,6 +149,7 @@ impl<T: Copy, U> Cast<T, U> {
             c: cs,
             g: self.opt(g),
             stream,
+            pipeline,
         }
     }
 }

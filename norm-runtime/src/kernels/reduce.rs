@@ -69,6 +69,13 @@ pub struct DxRows<'a, T, const R: usize> {
     pub g: Option<&'a [T]>,
     /// Whether kernels may write dx with non-temporal stores (`simd::streams`).
     pub stream: bool,
+    /// Whether a level without the pipelined multi-row kernels ([`Isa::PIPELINE`] false:
+    /// AVX2) runs one row's dx and the next row's sums in one loop anyway: units of several
+    /// lines where the CPU's tuning asks for it (`cpu::Tuning::pipeline_group_backward`).
+    /// Same bits either way.
+    ///
+    /// [`Isa::PIPELINE`]: super::isa::Isa::PIPELINE
+    pub pipeline: bool,
 }
 
 /// A row parameter reborrowed for one call.

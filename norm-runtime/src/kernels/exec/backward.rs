@@ -394,6 +394,8 @@ impl<'a, T: Float> BackIn<'a, T> {
             c,
             g,
             stream,
+            // Rows of one line each (`rows_backward`): the two loops stay in cache.
+            pipeline: false,
         }
     }
 
@@ -527,6 +529,9 @@ fn groups_backward<T: Float>(
     } = t;
     let (len, line, all) = (units.line.size, units.line, (0, units.lines));
     let stream = out.stream;
+    // Units of several lines: where the CPU asks for it, dx of a line in one loop with the
+    // next unit's line sums even at a level that does not pipeline (`DxRows::pipeline`).
+    let pipeline = units.lines > 1 && crate::cpu::tuning().pipeline_group_backward;
     let mut grads = RowGrads::take(gamma, line, &mut o);
     let xh = |u: usize| (xhat.0[u], xhat.1[u], xhat.2[u]);
     for (xo, po) in units.lines_of(u0, all) {
@@ -556,6 +561,7 @@ fn groups_backward<T: Float>(
                 c: [(c, m, a, b)],
                 g,
                 stream,
+                pipeline,
             };
             let rows = Rows {
                 x: [&x[nxo..nxo + len]],

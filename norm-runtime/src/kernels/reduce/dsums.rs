@@ -365,6 +365,7 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
         c,
         g,
         stream,
+        ..
     } = cur;
     let g = g.unwrap_or(x[0]);
     // Plain loops, not `<[_; R]>::map`: a closure may stay out of line, compiled without

@@ -91,7 +91,11 @@ impl<const R: usize> WithIsa for DxThenDSums<'_, '_, '_, R> {
         // prefetcher stops. AVX2, 1 thread, in-process A/B: InstanceNorm [8,64,128,128]
         // backward −3…6 %; in cache the two passes stay faster (weight standardization
         // backward +16…20 % pipelined), so they keep them.
-        if S::PIPELINE || (R == 1 && S::LANES >= 8 && cur.stream && next.ahead) {
+        // Units of several lines (`cur.pipeline`, where the CPU's tuning asks for it: AMD Zen
+        // 3) run pipelined in cache too: their two loops wait on the L2 (dx of unit u) and
+        // on the L3 (sums of unit u + 1) in turn (`cpu::DEFAULT_PIPELINE_GROUP_BACKWARD`).
+        let one = R == 1 && S::LANES >= 8 && ((cur.stream && next.ahead) || cur.pipeline);
+        if S::PIPELINE || one {
             return dsums::dx_then_dsums_f32(s, cur, next, p);
         }
         for (r, dx) in cur.dx.into_iter().enumerate() {
