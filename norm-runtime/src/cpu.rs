@@ -168,6 +168,15 @@ pub const TABLE: &[Entry] = &[
         stream_forward: StreamRule::AboveL3,
     },
     Entry {
+        vendor: "AuthenticAMD",
+        family: 25,
+        model: Some(1),
+        note: "AMD Zen 3 (EPYC, family 25 model 1, AVX2 only, 512 KiB L2, 32 MiB L3): \
+               PENDING",
+        pipeline_forward: PipelineRule::Always,
+        stream_forward: StreamRule::AboveL3,
+    },
+    Entry {
         vendor: "GenuineIntel",
         family: 6,
         model: None,
@@ -383,12 +392,21 @@ mod tests {
         assert!(e.is_some());
         assert_eq!(t.pipeline_forward_max, usize::MAX);
         assert_eq!(t.stream_forward_above, Some(32 << 20));
-        // Another Zen generation: no entry, the default rule (also the L3 size).
+        // Zen 3 (family 25 model 1): its own entry, the same choices.
         let zen3 = CpuId {
             model: Some(1),
             ..amd.clone()
         };
         let (e, t) = choose(&zen3, caches);
+        assert_eq!(e.map(|e| e.model), Some(Some(1)));
+        assert_eq!(t.pipeline_forward_max, usize::MAX);
+        assert_eq!(t.stream_forward_above, Some(32 << 20));
+        // Another model of the family: no entry, the default rule (also the L3 size).
+        let other = CpuId {
+            model: Some(33),
+            ..amd.clone()
+        };
+        let (e, t) = choose(&other, caches);
         assert!(e.is_none());
         assert_eq!(t.pipeline_forward_max, 32 << 20);
         assert_eq!(t.stream_forward_above, None);
