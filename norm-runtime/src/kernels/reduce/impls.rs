@@ -95,15 +95,7 @@ impl<const R: usize> WithIsa for DxThenDSums<'_, '_, '_, R> {
             return dsums::dx_then_dsums_f32(s, cur, next, p);
         }
         for (r, dx) in cur.dx.into_iter().enumerate() {
-            if cur.stream && S::LANES >= 8 {
-                // Out of cache at AVX2: the same values (`Dx::at` is this arithmetic)
-                // with non-temporal stores, no read of dx's lines before they are written.
-                let (c, m, a, b) = cur.c[r];
-                let io = (cur.x[r], cur.dy[r], dx);
-                dsums::rows_dx_f32(s, io, cur.x[r].len(), (&[c], &[m], &[a], &[b]), cur.g, true);
-            } else {
-                row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
-            }
+            row_dx_portable(cur.x[r], cur.dy[r], dx, cur.c[r], cur.g);
         }
         each_row(s, next, p)
     }
