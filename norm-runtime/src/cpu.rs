@@ -171,8 +171,15 @@ pub const TABLE: &[Entry] = &[
         vendor: "AuthenticAMD",
         family: 25,
         model: Some(1),
-        note: "AMD Zen 3 (EPYC, family 25 model 1, AVX2 only, 512 KiB L2, 32 MiB L3): \
-               PENDING",
+        note: "AMD Zen 3 (EPYC, family 25 model 1, AVX2 only, 512 KiB L2, 32 MiB L3), \
+               2026-12-07 at eebea1d: the Zen 4 choices. AVX2 has no interleaved row kernel, \
+               so only streaming matters: out of the L3 the row forward runs its two passes \
+               in turn with non-temporal stores (AVX2 `_mm256_stream_ps`). Host under load \
+               (6-9 on 2 cores, times 2-4x the idle ones), 5 alternating rounds, medians vs \
+               a577072 (plain stores), 1 / 2 threads: LayerNorm [8192, 1024] forward 12.0 \
+               vs 23.3 / 17.0 vs 20.7 ms (PyTorch 18.2 / 20.0), RMSNorm 11.7 vs 23.1 / 16.5 \
+               vs 23.2, InstanceNorm [8,64,128,128] 12.9 vs 21.9 / 16.7 vs 22.4; BatchNorm \
+               eval (49 MiB) 11.1 vs 11.2 / 13.6 vs 11.7 (unclear under the load)",
         pipeline_forward: PipelineRule::Always,
         stream_forward: StreamRule::AboveL3,
     },
