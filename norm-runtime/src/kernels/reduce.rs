@@ -17,8 +17,8 @@
 //! the output (partial head and tail vectors): a store that straddles two cache lines costs
 //! both, and `Vec` buffers start 16 bytes past a boundary. Where a pass's working set
 //! exceeds [`super::simd::stream_threshold`], the full vectors are non-temporal stores where
-//! the level has them (AVX-512), fenced at the end of each kernel call. Neither changes a bit
-//! of the results.
+//! the level has them (AVX-512, AVX2), fenced at the end of each kernel call. Neither
+//! changes a bit of the results.
 //!
 //! Each kernel is written once over the ISA token ([`super::isa::Isa`]): `sums` (statistics
 //! rows, pipelined forward), `dsums` (backward rows, pipelined backward), `cols` (columns);

@@ -197,9 +197,9 @@ impl Knob {
 static STREAM: Knob = Knob::new("NORMKIT_STREAM_BYTES", STREAM_DEFAULT);
 
 /// The working set (bytes read and written by one pass) above which the elementwise passes
-/// write their output with non-temporal stores where the kernels can (AVX-512, f32). Such a
-/// pass does not fit the cache: ordinary stores would read each output line first and evict
-/// the inputs the next call reads. `NORMKIT_STREAM_BYTES` (read once) or
+/// write their output with non-temporal stores where the kernels can (AVX-512 and AVX2,
+/// f32). Such a pass does not fit the cache: ordinary stores would read each output line
+/// first and evict the inputs the next call reads. `NORMKIT_STREAM_BYTES` (read once) or
 /// [`set_stream_threshold`] sets it; the default is 72 MiB, except for forward passes on a
 /// CPU with its own choice (`cpu::Tuning::stream_forward_above`), which only a value set
 /// here overrides. Results do not depend on it.

@@ -73,14 +73,17 @@ impl std::ops::Deref for Permutation {
     }
 }
 
-/// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]).
+/// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]), and
+/// whether it has 8 or more lanes: an x86 vector level, whose streamed row forward (the
+/// pipelined kernel with its output streamed runs its two passes in turn, each in a loop of
+/// its own, so it does not spill where `PIPELINE` is false) pays out of cache.
 struct Pipelines;
 
 impl WithIsa for Pipelines {
-    type Out = bool;
+    type Out = (bool, bool);
     #[inline(always)]
-    fn run<S: Isa>(self, _: S) -> bool {
-        S::PIPELINE
+    fn run<S: Isa>(self, _: S) -> (bool, bool) {
+        (S::PIPELINE, S::LANES >= 8)
     }
 }
 
@@ -95,8 +98,9 @@ pub(crate) struct SharedOut<'a, T> {
     stream: bool,
     /// Whether the level in use has the pipelined row kernels ([`Isa::PIPELINE`]).
     pipelined: bool,
-    /// Whether the row forward may run software-pipelined: `pipelined`, at this working set
-    /// (`cpu::tuning().pipeline_forward_max`).
+    /// Whether the row forward may run software-pipelined: `pipelined` (or a streamed pass
+    /// at a level of 8 lanes or more, AVX2, whose pipelined kernel then runs its two
+    /// passes in turn), at this working set (`cpu::tuning().pipeline_forward_max`).
     pipeline: bool,
     _out: PhantomData<&'a mut [T]>,
 }
@@ -117,13 +121,18 @@ impl<'a, T> SharedOut<'a, T> {
         // Asked once per pass: where the level has no pipelined kernels, the tasks do not
         // call them per line only to be told so (a dispatch per line, AVX2: 5 % of a group
         // norm forward's instructions).
-        let pipelined = dispatch(Pipelines);
+        let (pipelined, wide) = dispatch(Pipelines);
+        let stream = crate::cpu::streams(bytes, arrays);
+        // AVX2 (no interleaved kernel) still takes the pipelined call when the pass streams:
+        // it then runs the streamed two-pass kernel (`sums::blocked`), the only row forward
+        // with non-temporal stores. AMD Zen 3, LayerNorm [8192, 1024]: see `cpu::TABLE`.
+        let rows = pipelined || (stream && wide);
         SharedOut {
             ptr: AtomicPtr::new(out.as_mut_ptr()),
             units: *units,
-            stream: crate::cpu::streams(bytes, arrays),
+            stream,
             pipelined,
-            pipeline: pipelined && bytes <= crate::cpu::tuning().pipeline_forward_max,
+            pipeline: rows && bytes <= crate::cpu::tuning().pipeline_forward_max,
             _out: PhantomData,
         }
     }

@@ -74,6 +74,15 @@ impl Isa for Avx2 {
             // accessed.
             unsafe { _mm256_maskload_ps(s.as_ptr(), m) }
         }
+        stream(s: &mut [f32], v: __m256) {
+            let a: &mut [f32; 8] = (&mut s[..8]).try_into().expect("8 values");
+            if (a.as_ptr() as usize).is_multiple_of(32) {
+                // SAFETY: 8 values (32 bytes) at a 32-byte boundary, borrowed mutably.
+                unsafe { _mm256_stream_ps(a.as_mut_ptr(), v) }
+            } else {
+                *a = bytemuck::cast(v);
+            }
+        }
         fence() { _mm_sfence() }
         widen(v: __m256) -> (__m256d, __m256d) {
             (
@@ -117,11 +126,6 @@ impl Isa for Avx2 {
         let a: [f32; 8] = bytemuck::cast(v);
         let n = s.len();
         s.copy_from_slice(&a[..n]);
-    }
-    /// A plain store: this level has no streaming stores (as before the token design).
-    #[inline(always)]
-    fn stream(self, s: &mut [f32], v: __m256) {
-        self.store(s, v);
     }
     #[inline(always)]
     fn load_d(self, s: &[f64]) -> __m256d {
