@@ -129,6 +129,11 @@ pub(super) fn col_run_f32<S: Isa, const DX: bool>(
     k: (&[f32], &[f32], &[f32], &[f32]),
     stream: bool,
 ) -> bool {
+    let stream = if DX {
+        super::sums::dx_streams::<S>(stream)
+    } else {
+        stream
+    };
     let w = k.0.len();
     if w == 0 || !w.is_multiple_of(S::LANES) {
         return false;

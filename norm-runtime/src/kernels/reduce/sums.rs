@@ -136,6 +136,16 @@ pub(super) fn put<S: Isa>(s: S, o: &mut [f32], v: S::F32, stream: bool) {
     }
 }
 
+/// Whether a backward pass writes dx with non-temporal stores: where the pass streams
+/// (`stream`) and the level has the pipelined kernels ([`Isa::PIPELINE`]). AVX2 keeps plain
+/// dx stores, as before it had non-temporal ones (the kernel chosen is the same): on AMD
+/// Zen 3 its streamed dx measured slower out of the L3 (LayerNorm, RMSNorm, channels-last
+/// BatchNorm backward, 2026-12-07), its streamed forward faster.
+#[inline(always)]
+pub(super) fn dx_streams<S: Isa>(stream: bool) -> bool {
+    stream && S::PIPELINE
+}
+
 /// The affine pass y = ((x − m)·a + b)·γ + β of one row: (m, a, b) in registers, γ along
 /// the row when `G` and β when `B` (`B` only with `G`; an absent one is a stand-in of the
 /// row's length that is never read). The parameter kinds are type-level, so a loop over the
