@@ -8,16 +8,22 @@ use crate::kernels::isa::{Aligned, Isa};
 /// The most vectors of columns a block of the column sums keeps in registers.
 const MAX_V: usize = 4;
 
-/// Vectors of columns per block of the column sums at level `S`: as many as keep a block's
-/// state in the vector registers. A block of `V` vectors holds 6·V of them in the forward
-/// sums (shift, sum and square sum, two `f64` halves each) and 5·V in the backward (m, a,
-/// b, and the two `f32` partial sums), plus temporaries: [`MAX_V`] where there are 32
-/// registers (AVX-512, NEON), 2 with AVX2's 16 — at 4 the AVX2 loops kept half their
-/// accumulators or coefficients on the stack, a load (and, forward, a store) per vector
-/// per line (AMD EPYC Zen 3: BatchNorm1d [256, 512] train forward 61 → 49 µs at 1 thread,
-/// best of runs). Each column still adds its lines in order: the same sums, bit for bit.
-const fn block_v<S: Isa>() -> usize {
-    if S::LANES == 8 {
+/// Vectors of columns per block of the column sums at level `S` for lines of `w` columns:
+/// as many as keep a block's state in the vector registers. A block of `V` vectors holds
+/// 6·V of them in the forward sums (shift, sum and square sum, two `f64` halves each) and
+/// 5·V in the backward (m, a, b, and the two `f32` partial sums), plus temporaries:
+/// [`MAX_V`] where there are 32 registers (AVX-512, NEON), 2 with AVX2's 16 — at 4 the AVX2
+/// loops kept half their accumulators or coefficients on the stack, a load (and, forward, a
+/// store) per vector per line (AMD EPYC Zen 3: BatchNorm1d [256, 512] train forward 61 → 49
+/// µs at 1 thread, best of runs). Except lines of exactly two blocks of [`MAX_V`] (64
+/// columns at AVX2: channels-last BatchNorm of 64 channels, whose inputs stream from
+/// memory): there a tile's lines in two halves of 4 vectors, as before session 14, not
+/// four quarters of 2 (which took 8.8 % more instructions). AMD EPYC Zen 3, BatchNorm train
+/// [32, 64, 56, 56] channels-last, backward, 5 alternating rounds on a loaded host: the
+/// 2-vector blocks 0.79× / 0.82× of a577072 (1 / 2 threads), 4 here 1.09× / 1.10× of 2.
+/// Each column still adds its lines in order: the same sums, bit for bit, at any `V`.
+const fn block_v<S: Isa>(w: usize) -> usize {
+    if S::LANES == 8 && w != 2 * MAX_V * S::LANES {
         2
     } else {
         MAX_V
@@ -390,7 +396,7 @@ pub(super) fn col_sums_f32<S: Isa, I: Iterator<Item = usize>>(
         sum.len() == w && sq.len() == w,
         "one accumulator per column"
     );
-    if block_v::<S>() == 2 {
+    if block_v::<S>(w) == 2 {
         col_sums_tiles::<S, 2, I>(s, x, lines, shift, (sum, sq));
     } else {
         col_sums_tiles::<S, MAX_V, I>(s, x, lines, shift, (sum, sq));
@@ -524,7 +530,7 @@ pub(super) fn col_dsums_f32<S: Isa, I: Iterator<Item = usize>>(
         c.1.len() == w && c.2.len() == w && sg.len() == w && sgx.len() == w,
         "one coefficient and accumulator per column"
     );
-    if block_v::<S>() == 2 {
+    if block_v::<S>(w) == 2 {
         col_dsums_tiles::<S, 2, I>(s, (x, dy), lines, c, (sg, sgx));
     } else {
         col_dsums_tiles::<S, MAX_V, I>(s, (x, dy), lines, c, (sg, sgx));
