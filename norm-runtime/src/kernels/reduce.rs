@@ -71,7 +71,8 @@ pub struct DxRows<'a, T, const R: usize> {
     pub stream: bool,
     /// Whether a level without the pipelined multi-row kernels ([`Isa::PIPELINE`] false:
     /// AVX2) runs one row's dx and the next row's sums in one loop anyway: units of several
-    /// lines where the CPU's tuning asks for it (`cpu::Tuning::pipeline_group_backward`).
+    /// lines where the CPU's tuning asks for it (`cpu::Tuning::pipeline_group_backward`),
+    /// and one-line rows sharing γ when the pass streams from memory (`rows_backward`).
     /// Same bits either way.
     ///
     /// [`Isa::PIPELINE`]: super::isa::Isa::PIPELINE

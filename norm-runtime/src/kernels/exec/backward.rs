@@ -203,7 +203,17 @@ multiversion! {
                 return;
             }
             if units.lines == 1 && gamma_along(gamma, units.line) && units.shared_params() {
-                rows_backward(&t, finish, (u0, u1), o, &mut out);
+                // A level without the pipelined multi-row kernels (AVX2), rows streaming
+                // from memory: one row at a time, dx of row u in the loop that sums row
+                // u + 1 and prefetches row u + 2 across its 4 KiB pages (the one-row
+                // pipelined kernel; same bits: that level sums two rows one at a time).
+                // AMD Zen 3, LayerNorm / RMSNorm [8192, 1024] backward, 1 thread: see
+                // `rows_backward`. Levels that pipeline keep two rows per block.
+                if !out.pipelined && out.stream {
+                    rows_backward::<T, 1>(&t, finish, (u0, u1), o, &mut out, true);
+                } else {
+                    rows_backward::<T, ROW_BLOCK>(&t, finish, (u0, u1), o, &mut out, false);
+                }
             } else if short::applies(units) {
                 let t = ShortTask { units, x, range: (u0, u1), out: &mut out };
                 short::backward(t, (dy, xhat), gamma, finish, o);
@@ -334,11 +344,14 @@ impl<'a, T: Float> RowGrads<'a, T> {
 }
 
 /// The output side of `R` rows of the dx pass: their bases (line offset, parameter
-/// offset), their output lines, and whether those may be streamed.
+/// offset), their output lines, whether those may be streamed, and whether a level
+/// without the pipelined multi-row kernels runs its one-row pipelined kernel on them
+/// ([`DxRows::pipeline`]).
 struct OutRows<'o, T, const R: usize> {
     base: [(usize, usize); R],
     dx: [&'o mut [T]; R],
     stream: bool,
+    pipeline: bool,
 }
 
 impl<'a, T: Float> BackIn<'a, T> {
@@ -377,7 +390,12 @@ impl<'a, T: Float> BackIn<'a, T> {
     where
         'a: 'o,
     {
-        let OutRows { base, dx, stream } = o;
+        let OutRows {
+            base,
+            dx,
+            stream,
+            pipeline,
+        } = o;
         let (len, line) = (self.units.line.size, self.units.line);
         let mut g = None;
         let zero = T::zero();
@@ -394,8 +412,9 @@ impl<'a, T: Float> BackIn<'a, T> {
             c,
             g,
             stream,
-            // Rows of one line each (`rows_backward`): the two loops stay in cache.
-            pipeline: false,
+            // Rows of one line each: the two loops stay in cache unless asked
+            // (`rows_backward`).
+            pipeline,
         }
     }
 
@@ -439,28 +458,34 @@ impl<'a, T: Float> BackIn<'a, T> {
 }
 
 /// The fused backward of rows (one contiguous line per group) that share a γ along the line,
-/// in blocks of [`ROW_BLOCK`] rows (their staged γ-gradient terms are summed in registers
-/// before one update of the staging), software-pipelined: dx of a block runs in the same
-/// loop as the sums of the next block (`RowReduce::dx_then_dsums`), which are those of the
-/// plain kernel. `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
+/// in blocks of `RB` rows ([`ROW_BLOCK`], or 1; a block's staged γ-gradient terms are
+/// summed in registers before one update of the staging), software-pipelined: dx of a
+/// block runs in the same loop as the sums of the next block (`RowReduce::dx_then_dsums`),
+/// which are those of the plain kernel. `pipeline`: ask a level without the pipelined
+/// multi-row kernels for its one-row pipelined kernel (`DxRows::pipeline`) on every block
+/// (AMD Zen 3, AVX2, 1 thread, rows of 4 KiB streaming from memory, in-process alternating
+/// rounds under load: LayerNorm [8192, 1024] backward −21 %, RMSNorm −11 %, vs two rows
+/// per block in two loops). `o.sg`, `o.sgx` must be zero; `o.stage` holds two lines.
 #[inline(always)]
-fn rows_backward<T: Float>(
+fn rows_backward<T: Float, const RB: usize>(
     t: &BackIn<'_, T>,
     finish: &DxFinish<'_, T>,
     (u0, u1): (usize, usize),
     mut o: BackOut<'_, T>,
     out: &mut TaskOut<'_, T>,
+    pipeline: bool,
 ) {
     if u0 >= u1 {
         return;
     }
-    let (line, rb, stream) = (t.units.line, ROW_BLOCK, out.stream);
+    let (line, rb, stream) = (t.units.line, RB, out.stream);
     let mut grads = RowGrads::take(t.gamma, line, &mut o);
     let block = |b: usize| (b, (b + rb).min(u1));
     let (b0, b1) = block(u0);
-    match b1 - b0 {
-        ROW_BLOCK => t.sums::<ROW_BLOCK>(b0, 0, &mut grads, &mut o),
-        w => (0..w).for_each(|r| t.sums::<1>(b0 + r, r, &mut grads, &mut o)),
+    if b1 - b0 == RB {
+        t.sums::<RB>(b0, 0, &mut grads, &mut o);
+    } else {
+        (0..b1 - b0).for_each(|r| t.sums::<1>(b0 + r, r, &mut grads, &mut o));
     }
     let mut b = u0;
     while b < u1 {
@@ -472,17 +497,27 @@ fn rows_backward<T: Float>(
         let (n0, n1) = block(b1);
         let k = b0 - u0;
         match (b1 - b0, n1 - n0) {
-            (ROW_BLOCK, ROW_BLOCK) => {
-                let (base, dx) = out.rows::<ROW_BLOCK>(b0);
-                let rows = OutRows { base, dx, stream };
-                t.dx_then_sums::<ROW_BLOCK>((b0, u1), k, rows, &mut grads, &mut o)
+            (w, v) if w == RB && v == RB => {
+                let (base, dx) = out.rows::<RB>(b0);
+                let rows = OutRows {
+                    base,
+                    dx,
+                    stream,
+                    pipeline,
+                };
+                t.dx_then_sums::<RB>((b0, u1), k, rows, &mut grads, &mut o)
             }
             // The last block, short or followed by a short one.
             (w, rest) => {
                 for r in 0..w {
                     let coef = (&o.c[..], &o.m[..], &o.a[..], &o.b[..]);
                     let (base, dx) = out.rows::<1>(b0 + r);
-                    let rows = OutRows { base, dx, stream };
+                    let rows = OutRows {
+                        base,
+                        dx,
+                        stream,
+                        pipeline,
+                    };
                     let cur = t.dx_rows::<1>(rows, coef, k + r);
                     let DxRows {
                         x,
