@@ -486,6 +486,7 @@ pub trait Elem: Sized + Copy {
 mod cols;
 mod dsums;
 mod impls;
+pub(crate) mod small_cols;
 mod sums;
 mod tiles;
 

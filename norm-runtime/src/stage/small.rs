@@ -11,9 +11,10 @@
 //! else the same three operations in a plain loop). So the results are the same bits, and
 //! (the executor runs such a plan on the calling thread) independent of the thread count.
 
-use crate::kernels::elem::RowReduce;
+use crate::kernels::elem::{which, RowReduce, Which};
 use crate::kernels::exec::{self, CoefMut, ColumnSums, Finish, Params};
 use crate::kernels::isa::multiversion;
+use crate::kernels::reduce::small_cols;
 use crate::plan::Plan;
 use crate::Float;
 
@@ -107,11 +108,25 @@ pub(crate) fn forward<T: Float>(
     let (shift, rest) = acc[..3 * w].split_at_mut(w);
     let (sum, sq) = rest.split_at_mut(w);
     start_sums(x, center, shift, sum, sq);
-    T::col_sums(x, (0..lines).map(move |j| j * w), shift, sum, sq);
+    let f32s = match which::<T>() {
+        Which::F32(k) => Some(k),
+        _ => None,
+    };
+    if !f32s
+        .as_ref()
+        .is_some_and(|k| small_cols::sums(k.r(x), shift, sum, sq))
+    {
+        T::col_sums(x, (0..lines).map(move |j| j * w), shift, sum, sq);
+    }
     let mut coef = coef;
     let sums = ColumnSums { shift, sum, sq };
     (finish.many)(0, sums, coef.part(0..w));
     let c = (&coef.m[..w], &coef.a[..w], &coef.b[..w]);
+    if let Some(k) = &f32s {
+        if small_cols::affine(k.r(x), k.w(out), k.r3(c)) {
+            return;
+        }
+    }
     if !T::col_affine(x, out, 0, c, false) {
         affine_lines(x, out, c.0, c.1, c.2);
     }

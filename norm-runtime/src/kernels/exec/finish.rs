@@ -29,7 +29,7 @@ pub(crate) struct Estimator {
 /// The groups' statistics into `out.stat` and their coefficients (m, a, b) with the folded
 /// affine `(scale, shift)` of each group into `out.m/a/b`.
 #[inline(always)]
-fn run<T: Float, const CENTER: bool, const EPS_VAR: bool>(
+fn run<T: Float, const CENTER: bool, const EPS_VAR: bool, const POW2: bool>(
     raw: ColumnSums<'_>,
     est: Estimator,
     (scale, shift): (&[f64], &[f64]),
@@ -39,15 +39,21 @@ fn run<T: Float, const CENTER: bool, const EPS_VAR: bool>(
     let (h, sum, sq) = (&raw.shift[..len], &raw.sum[..len], &raw.sq[..len]);
     let (scale, shift) = (&scale[..len], &shift[..len]);
     let (m, a, b) = (&mut out.m[..len], &mut out.a[..len], &mut out.b[..len]);
+    // With POW2 the count and the divisor are powers of two: v·(1/d) is v/d, bit for bit.
+    let (rc, rd) = (1.0 / est.count, 1.0 / est.denom);
     for i in 0..len {
         let (mean, m2) = if CENTER {
-            let d = sum[i] / est.count;
+            let d = if POW2 {
+                sum[i] * rc
+            } else {
+                sum[i] / est.count
+            };
             let m2 = sq[i] - sum[i] * d;
             (h[i] + d, if m2 < 0.0 { 0.0 } else { m2 })
         } else {
             (0.0, sq[i])
         };
-        let var = m2 / est.denom;
+        let var = if POW2 { m2 * rd } else { m2 / est.denom };
         let rstd = if EPS_VAR {
             1.0 / (var + est.eps).sqrt()
         } else {
@@ -77,13 +83,22 @@ multiversion! {
         affine: (&[f64], &[f64]),
         out: CoefMut<'_, T>,
     ) {
-        match (est.center, est.eps_var) {
-            (true, true) => run::<T, true, true>(raw, est, affine, out),
-            (true, false) => run::<T, true, false>(raw, est, affine, out),
-            (false, true) => run::<T, false, true>(raw, est, affine, out),
-            (false, false) => run::<T, false, false>(raw, est, affine, out),
+        let p2 = exact_recip(est.count) && exact_recip(est.denom);
+        match (est.center, est.eps_var, p2) {
+            (true, true, true) => run::<T, true, true, true>(raw, est, affine, out),
+            (true, true, false) => run::<T, true, true, false>(raw, est, affine, out),
+            (true, false, _) => run::<T, true, false, false>(raw, est, affine, out),
+            (false, true, _) => run::<T, false, true, false>(raw, est, affine, out),
+            (false, false, _) => run::<T, false, false, false>(raw, est, affine, out),
         }
     }
+}
+
+/// Whether `d` is a power of two whose reciprocal is a normal number: then v·(1/d) rounds
+/// the exact v/d once, as the division does (BatchNorm on a batch of 32: the mean's and the
+/// biased variance's divisions of [`run`] become multiplications, the same bits).
+fn exact_recip(d: f64) -> bool {
+    d.is_normal() && d > 0.0 && d.to_bits() & ((1u64 << 52) - 1) == 0 && (1.0 / d).is_normal()
 }
 
 /// Groups per batch of [`finish_run`]: the folded affine goes through stack buffers of this
@@ -219,5 +234,64 @@ pub(crate) fn dx_finish_run<T: Float>(
         };
         let part = (&sums.0[i0..i1], &sums.1[i0..i1]);
         dx_columns(&stats[i0..i1], &buf[..i1 - i0], part, est, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Multiplying by the reciprocal of a power of two is the division, bit for bit.
+    #[test]
+    fn power_of_two_divisors_give_the_same_bits() {
+        assert!(exact_recip(32.0) && exact_recip(1.0) && exact_recip(0.5));
+        assert!(!exact_recip(31.0) && !exact_recip(0.0) && !exact_recip(f64::INFINITY));
+        let len = 37;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let h: Vec<f64> = (0..len).map(|_| 10.0 * next() - 5.0).collect();
+        let sum: Vec<f64> = (0..len).map(|_| 64.0 * next() - 32.0).collect();
+        let sq: Vec<f64> = (0..len)
+            .map(|i| 100.0 * next() + sum[i] * sum[i] / 32.0)
+            .collect();
+        let scale: Vec<f64> = (0..len).map(|_| next() + 0.5).collect();
+        let shift: Vec<f64> = (0..len).map(|_| next() - 0.5).collect();
+        for count in [32.0, 1024.0, 2.0] {
+            let est = Estimator {
+                center: true,
+                eps_var: true,
+                count,
+                denom: count,
+                eps: 1e-5,
+            };
+            let mut outs = Vec::new();
+            for pow2 in [true, false] {
+                let mut stat = vec![Stat::default(); len];
+                let (mut m, mut a, mut b) = (vec![0f32; len], vec![0f32; len], vec![0f32; len]);
+                let raw = ColumnSums {
+                    shift: &h,
+                    sum: &sum,
+                    sq: &sq,
+                };
+                let out = CoefMut {
+                    stat: &mut stat,
+                    m: &mut m,
+                    a: &mut a,
+                    b: &mut b,
+                };
+                if pow2 {
+                    run::<f32, true, true, true>(raw, est, (&scale, &shift), out);
+                } else {
+                    run::<f32, true, true, false>(raw, est, (&scale, &shift), out);
+                }
+                outs.push((stat, m, a, b));
+            }
+            assert!(outs[0] == outs[1], "count {count}");
+        }
     }
 }
