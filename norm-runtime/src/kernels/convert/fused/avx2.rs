@@ -8,8 +8,14 @@
 //! one chunk iteration with its bounds tests per 8 columns; the f32 layer's own pass is a
 //! load, three operations and a store per 8. Here two vectors of 8 are rounded with the
 //! same integer arithmetic, one compare of the two tells whether either holds a NaN (the
-//! quieting blend only then), and one pack and one cross-lane permute give the 16 values
-//! in order for one store. The arithmetic per value is the token kernels' (`(x − m)·a +
+//! quieting blend only then), and one pack gives the 16 values in order for one store:
+//! the values are widened by unpacking one 32-byte load (values 0–3 and 8–11 in one
+//! vector, 4–7 and 12–15 in the other, the coefficients along the row loaded in the same
+//! order from 16-byte halves), which is the order the pack, working in 128-bit halves,
+//! puts back in sequence, so the row passes need no cross-lane permute. The column passes
+//! widen 8 values in order (their three or four coefficient arrays would need twice the
+//! loads in the unpack order: slower on Zen 3, 256×512 BatchNorm1d eval) and permute
+//! the packed 16 once. The arithmetic per value is the token kernels' (`(x − m)·a +
 //! b`, `dy·c + ((x − m)·a + b)` and `dy·(c·γ) + ((x − m)·a + b)` in f32, no fused
 //! multiply-add, rounded to nearest even, NaN quieted: the `half` crate's bits), the values
 //! past the last 16 in scalar code with the same expressions, so the outputs are the token
@@ -49,7 +55,32 @@ fn col_pass<const DX: bool>(io: (&[u16], &[u16], &mut [u16]), c: [&[f32]; 4]) ->
     true
 }
 
-/// 8 bf16 bit patterns widened to f32 (exact: the bits in the upper half of each lane).
+/// 16 bf16 bit patterns widened to f32 (exact: the bits in the upper half of each lane)
+/// in two vectors in the unpack order ([`halves`]): values 0–3 and 8–11, then 4–7 and
+/// 12–15.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn ld16(x: &[u16]) -> (__m256, __m256) {
+    let a: [u16; 16] = x[..16].try_into().expect("16 values");
+    let (v, z) = (bytemuck::cast(a), _mm256_setzero_si256());
+    (
+        _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, v)),
+        _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, v)),
+    )
+}
+
+/// 16 f32 values in the unpack order of [`ld16`] (the 128-bit halves 0, 2, then 1, 3):
+/// the row passes' γ.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn halves(x: &[f32]) -> (__m256, __m256) {
+    let a: [f32; 16] = x[..16].try_into().expect("16 values");
+    let q: [__m128; 4] = bytemuck::cast(a);
+    (_mm256_set_m128(q[2], q[0]), _mm256_set_m128(q[3], q[1]))
+}
+
+/// 8 bf16 bit patterns widened to f32 in order (exact: the bits in the upper half of each
+/// lane).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn ld8(x: &[u16]) -> __m256 {
@@ -67,7 +98,7 @@ fn ldf8(x: &[f32]) -> __m256 {
     bytemuck::cast(a)
 }
 
-/// The 8 values from column `o` of one row: `(x − m)·a + b`, and with `DX`
+/// The 8 values from column `o` of one row, in order: `(x − m)·a + b`, and with `DX`
 /// `dy·c + ((x − m)·a + b)` (the token kernels' operations, in their order).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -109,20 +140,35 @@ fn quiet(v: __m256, r: __m256i) -> __m256i {
     _mm256_blendv_epi8(r, q, nan)
 }
 
-/// `lo` then `hi` rounded to 16 bf16 bit patterns in order.
+/// `lo` and `hi` rounded to bf16 bit patterns (NaN lanes quieted), packed: in 128-bit
+/// halves, `lo` 0–3, `hi` 0–3 | `lo` 4–7, `hi` 4–7.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn round16(lo: __m256, hi: __m256) -> [u16; 16] {
+fn pack16((lo, hi): (__m256, __m256)) -> __m256i {
     let (mut rl, mut rh) = (round8(lo), round8(hi));
     // Either vector has a NaN lane.
     if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(lo, hi)) != 0 {
         (rl, rh) = (quiet(lo, rl), quiet(hi, rh));
     }
-    // The pack interleaves the 128-bit halves (lo 0–3, hi 0–3, lo 4–7, hi 4–7): the
-    // permute puts them back in order.
-    bytemuck::cast(_mm256_permute4x64_epi64::<0xD8>(_mm256_packus_epi32(
-        rl, rh,
-    )))
+    _mm256_packus_epi32(rl, rh)
+}
+
+/// 16 values in the unpack order of [`ld16`] rounded to 16 bf16 bit patterns in order:
+/// the pack's order is values 0–7 | 8–15, no cross-lane permute.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn round16(v: (__m256, __m256)) -> [u16; 16] {
+    bytemuck::cast(pack16(v))
+}
+
+/// Values 0–7 then 8–15 in order rounded to 16 bf16 bit patterns in order: the pack
+/// interleaves the 128-bit halves, one cross-lane permute puts them back (the column
+/// passes: their coefficients are in memory in order, and loading three or four arrays
+/// in the unpack order costs more loads than the permute).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn round16_in_order(v: (__m256, __m256)) -> [u16; 16] {
+    bytemuck::cast(_mm256_permute4x64_epi64::<0xD8>(pack16(v)))
 }
 
 /// One value of the passes in scalar code (the vector lanes' expressions and rounding).
@@ -191,21 +237,27 @@ fn row<const DX: bool, const G: bool>(
         _mm256_set1_ps(c),
     );
     let value = |o: usize| {
-        let d = _mm256_sub_ps(ld8(&x[o..]), vm);
-        let xh = _mm256_add_ps(_mm256_mul_ps(d, va), vb);
+        let (xl, xh) = ld16(&x[o..]);
+        let lo = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xl, vm), va), vb);
+        let hi = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xh, vm), va), vb);
         if !DX {
-            return xh;
+            return (lo, hi);
         }
-        let cg = if G {
-            _mm256_mul_ps(vc, ldf8(&g[o..]))
+        let (cl, ch) = if G {
+            let (gl, gh) = halves(&g[o..]);
+            (_mm256_mul_ps(vc, gl), _mm256_mul_ps(vc, gh))
         } else {
-            vc
+            (vc, vc)
         };
-        _mm256_add_ps(_mm256_mul_ps(ld8(&dy[o..]), cg), xh)
+        let (dl, dh) = ld16(&dy[o..]);
+        (
+            _mm256_add_ps(_mm256_mul_ps(dl, cl), lo),
+            _mm256_add_ps(_mm256_mul_ps(dh, ch), hi),
+        )
     };
     let mut o = 0;
     while o < body {
-        let r = round16(value(o), value(o + 8));
+        let r = round16(value(o));
         out[o..o + 16].copy_from_slice(&r);
         o += 16;
     }
@@ -229,11 +281,11 @@ fn pass<const DX: bool>((x, dy, out): (&[u16], &[u16], &mut [u16]), c: [&[f32]; 
     for ((xr, dr), or) in rows.zip(out.chunks_exact_mut(k)) {
         let mut o = 0;
         while o < body {
-            let (lo, hi) = (
+            let v = (
                 value8::<DX>((xr, dr), o, c),
                 value8::<DX>((xr, dr), o + 8, c),
             );
-            let r = round16(lo, hi);
+            let r = round16_in_order(v);
             or[o..o + 16].copy_from_slice(&r);
             o += 16;
         }

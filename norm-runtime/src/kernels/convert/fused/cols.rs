@@ -460,6 +460,17 @@ impl Kernel for ColDSumsWith<'_> {
         for xd in chunks {
             let at = (r0, r0 + xd.0.len() / k == n);
             let mut c0 = 0;
+            if S::LANES == 8 {
+                // AVX2's 16 registers: blocks of two vectors (coefficients, partial sums
+                // in 10 registers; four need 20 and spilled them to the stack, a store
+                // and a reload in each row's chains), as `ColSumsWith`. The same
+                // operations per column, in their order.
+                while c0 + 2 * l <= k {
+                    let (p, acc) = ((&mut *ps, &mut *pt), (&mut *sg, &mut *sgx));
+                    col_dsums_block::<S, F, 2>(s, xd, c0, (m, a, b), p, acc, at);
+                    c0 += 2 * l;
+                }
+            }
             while c0 + 4 * l <= k {
                 let (p, acc) = ((&mut *ps, &mut *pt), (&mut *sg, &mut *sgx));
                 col_dsums_block::<S, F, 4>(s, xd, c0, (m, a, b), p, acc, at);
