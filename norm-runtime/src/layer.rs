@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, IxDyn};
 
 use crate::chain;
 use crate::check::{self, Purpose};
@@ -57,6 +57,20 @@ pub struct BackwardArgs<'a, T, D: Dimension> {
     pub grads: &'a mut [StageGrads<T>],
     /// The collective of a `backward_sync` call.
     pub sync: Option<&'a dyn Collective>,
+}
+
+impl<'a, T, D: Dimension> BackwardArgs<'a, T, D> {
+    /// The same arguments with dynamic-rank views.
+    pub fn into_dyn(self) -> BackwardArgs<'a, T, IxDyn> {
+        BackwardArgs {
+            x: self.x.into_dyn(),
+            dy: self.dy.into_dyn(),
+            saved: self.saved,
+            dx: self.dx.into_dyn(),
+            grads: self.grads,
+            sync: self.sync,
+        }
+    }
 }
 
 /// The values of `a` in standard (logical) order, borrowed when already contiguous.
@@ -157,6 +171,8 @@ where
 /// Forward pass into `out`. With `saved`, records what backward needs (train, or eval with
 /// a backward to follow); `mode` decides which statistics are used and whether running
 /// statistics are updated.
+/// The rank is erased here (as in `crate::path::forward_into`).
+#[inline]
 pub fn forward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
@@ -166,7 +182,8 @@ pub fn forward_into<T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
-    forward_with(info, states, (x, out), mode, saved, sync, stage::forward)
+    let io = (x.into_dyn(), out.into_dyn());
+    forward_with(info, states, io, mode, saved, sync, stage::forward)
 }
 
 /// [`forward_into`] with `run` as the forward pass of each stage (a monomorphized path's
@@ -255,12 +272,13 @@ pub(crate) fn forward_with<T: Float, D: Dimension>(
 }
 
 /// Backward pass into `args.dx` and `args.grads` (one entry per stage).
+#[inline]
 pub fn backward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     args: BackwardArgs<'_, T, D>,
 ) -> Result<(), NormError> {
-    backward_with(info, states, args, stage::backward)
+    backward_with(info, states, args.into_dyn(), stage::backward)
 }
 
 /// [`backward_into`] with `run` as the backward pass of each stage (see [`forward_with`]).
@@ -439,11 +457,21 @@ pub(crate) fn backward_with<T: Float, D: Dimension>(
     })
 }
 
-/// The statistics of the first stage of the layer on `x`.
+/// The statistics of the first stage of the layer on `x` (the rank is erased here).
+#[inline]
 pub fn stats<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     x: ArrayView<'_, T, D>,
+) -> Result<Moments<T>, NormError> {
+    stats_dyn(info, states, x.into_dyn())
+}
+
+/// [`stats`] on a dynamic-rank view.
+pub(crate) fn stats_dyn<T: Float>(
+    info: &LayerInfo<'_>,
+    states: &[StageState<'_, T>],
+    x: ArrayView<'_, T, IxDyn>,
 ) -> Result<Moments<T>, NormError> {
     if T::WIDE {
         return crate::widen::stats(states, x, |st, x| stats(info, st, x));

@@ -14,6 +14,7 @@ pub mod cpu;
 mod dynamic;
 mod error;
 mod float;
+mod instances;
 #[doc(hidden)]
 pub mod kernels;
 mod layer;
@@ -54,6 +55,7 @@ pub use types::{ChainGrads, Grads, Mode, Moments, Saved, StageGrads};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::collective::Collective;
+    pub use crate::instances::ROOTS;
     pub use crate::layer::{backward_into, forward_into, stats, BackwardArgs};
     pub use crate::masked::forward_masked_into;
     pub use crate::norm_layer::{

@@ -36,7 +36,7 @@
 mod tests;
 mod train;
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, IxDyn};
 use norm_spec::path::{Layout, MonoKey, ParamKind, Variance};
 
 use crate::check::Purpose;
@@ -154,7 +154,10 @@ impl<
             center: CENTER,
         };
         if key.fixed_eval() && fixed_eval_call(info, mode, saved.is_none()) {
-            if let Some(r) = fixed_eval::<Self, T, D>(info, states, &x, &mut out) {
+            // The eval pass reads the layout, the parameter kind and the eps mode only: the
+            // path type with those (as `DynPath` names it) is the instance the crate ships.
+            let eval = fixed_eval::<Mono<LAYOUT, PARAMS, EPS_VAR, 0, true>, T, D>;
+            if let Some(r) = eval(info, states, &x, &mut out) {
                 return r;
             }
         }
@@ -218,7 +221,10 @@ fn fixed_eval<P: Path, T: Float, D: Dimension>(
 /// take the stage path, whose fixed cost no longer matters and which splits them into tasks.
 pub const SMALL: usize = 1 << 15;
 
-/// The forward entry point of path `P` (the generated layers' `forward_*`).
+/// The forward entry point of path `P` (the generated layers' `forward_*`). The rank is
+/// erased here: everything below runs on dynamic-rank views, in the instances this crate
+/// compiles once per element type (`crate::instances`).
+#[inline]
 pub fn forward_into<P: Path, T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
@@ -228,16 +234,19 @@ pub fn forward_into<P: Path, T: Float, D: Dimension>(
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn Collective>,
 ) -> Result<(), NormError> {
-    P::forward_into(info, states, (x, out), mode, saved, sync)
+    let io = (x.into_dyn(), out.into_dyn());
+    P::forward_into::<T, IxDyn>(info, states, io, mode, saved, sync)
 }
 
-/// The backward entry point of path `P` (the generated layers' `backward_into`).
+/// The backward entry point of path `P` (the generated layers' `backward_into`); the rank
+/// is erased as in [`forward_into`].
+#[inline]
 pub fn backward_into<P: Path, T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
     states: &[StageState<'_, T>],
     args: BackwardArgs<'_, T, D>,
 ) -> Result<(), NormError> {
-    P::backward_into(info, states, args)
+    P::backward_into::<T, IxDyn>(info, states, args.into_dyn())
 }
 
 /// The enum of the monomorphized paths a [`DynNorm`](crate::DynNorm) maps its spec onto,

@@ -16,7 +16,7 @@
 //! its group (Chan et al.'s pairwise update), a masked row is skipped. Other layouts walk
 //! element by element (rows of one value).
 
-use ndarray::{ArrayView, ArrayViewMut, Dimension};
+use ndarray::{ArrayView, ArrayViewMut, Dimension, IxDyn};
 use norm_spec::{Affine, ParamAxis, Spec, Stage, MAX_RANK};
 
 use crate::check::{self, Purpose};
@@ -235,13 +235,29 @@ pub(crate) fn needs_mask(info: &LayerInfo<'_>) -> NormError {
     )
 }
 
-/// Forward pass of a masked layer (one stage) on `(x, mask)` into `out`.
+/// Forward pass of a masked layer (one stage) on `(x, mask)` into `out` (the ranks are
+/// erased here, as in `crate::path::forward_into`).
+#[inline]
 pub fn forward_masked_into<T: Float, D: Dimension, M: Dimension>(
     info: &LayerInfo<'_>,
     states: &mut [StageState<'_, T>],
     (x, mask): (ArrayView<'_, T, D>, ArrayView<'_, bool, M>),
     mode: Mode,
-    mut out: ArrayViewMut<'_, T, D>,
+    out: ArrayViewMut<'_, T, D>,
+    saved: Option<&mut Saved<T>>,
+    sync: Option<&dyn crate::Collective>,
+) -> Result<(), NormError> {
+    let io = (x.into_dyn(), mask.into_dyn());
+    forward_masked_dyn(info, states, io, mode, out.into_dyn(), saved, sync)
+}
+
+/// [`forward_masked_into`] on dynamic-rank views.
+pub(crate) fn forward_masked_dyn<T: Float>(
+    info: &LayerInfo<'_>,
+    states: &mut [StageState<'_, T>],
+    (x, mask): (ArrayView<'_, T, IxDyn>, ArrayView<'_, bool, IxDyn>),
+    mode: Mode,
+    mut out: ArrayViewMut<'_, T, IxDyn>,
     saved: Option<&mut Saved<T>>,
     sync: Option<&dyn crate::Collective>,
 ) -> Result<(), NormError> {
