@@ -136,7 +136,8 @@ pub(super) fn col_run_f32<S: Isa, const DX: bool>(
     stream: bool,
 ) -> bool {
     let stream = if DX {
-        super::sums::dx_streams::<S>(stream)
+        // Columns: a channel's parameters span the line, as a γ along a row.
+        super::sums::dx_streams::<S>(stream, true)
     } else {
         stream
     };

@@ -368,7 +368,7 @@ fn dx_loop<S: Isa, const R: usize, const P: bool, const G: bool>(
         ..
     } = cur;
     let g = g.unwrap_or(x[0]);
-    let stream = super::sums::dx_streams::<S>(stream);
+    let stream = super::sums::dx_streams::<S>(stream, G);
     // Plain loops, not `<[_; R]>::map`: a closure may stay out of line, compiled without
     // the level's features, and then every token operation in it is a call.
     let (c0, m0, a0, b0) = c[0];
@@ -494,7 +494,7 @@ pub(super) fn rows_dx_f32<S: Isa>(
         return;
     }
     assert!(g.is_none_or(|g| g.len() == len), "parameters span the row");
-    let stream = super::sums::dx_streams::<S>(stream);
+    let stream = super::sums::dx_streams::<S>(stream, g.is_some());
     let rows = dx
         .chunks_exact_mut(len)
         .zip(x.chunks_exact(len).zip(dy.chunks_exact(len)));

@@ -137,13 +137,15 @@ pub(super) fn put<S: Isa>(s: S, o: &mut [f32], v: S::F32, stream: bool) {
 }
 
 /// Whether a backward pass writes dx with non-temporal stores: where the pass streams
-/// (`stream`) and the level has the pipelined kernels ([`Isa::PIPELINE`]). AVX2 keeps plain
-/// dx stores, as before it had non-temporal ones (the kernel chosen is the same): on AMD
-/// Zen 3 its streamed dx measured slower out of the L3 (LayerNorm, RMSNorm, channels-last
-/// BatchNorm backward, 2026-12-07), its streamed forward faster.
+/// (`stream`) and the level has the pipelined kernels ([`Isa::PIPELINE`]), or, at AVX2,
+/// rows without a γ along them (`gamma_along`: false). On AMD Zen 3, out of the L3, AVX2's
+/// streamed dx measured slower for rows with a γ along the row (LayerNorm, RMSNorm) and
+/// for columns (channels-last BatchNorm) (2026-12-07, 5afdf2e), and faster for rows without
+/// one: InstanceNorm [8, 64, 128, 128] backward 0.80× the time with plain stores at 1 and 2
+/// threads (3 alternating rounds, idle, 2026-12-07). The stores change, not the values.
 #[inline(always)]
-pub(super) fn dx_streams<S: Isa>(stream: bool) -> bool {
-    stream && S::PIPELINE
+pub(super) fn dx_streams<S: Isa>(stream: bool, gamma_along: bool) -> bool {
+    stream && (S::PIPELINE || !gamma_along)
 }
 
 /// The affine pass y = ((x − m)·a + b)·γ + β of one row: (m, a, b) in registers, γ along
