@@ -28,8 +28,8 @@ use crate::{DynNorm, Float};
 
 /// The addresses of the entry points of element type `T` (taking them is what makes the
 /// compiler instantiate them in this crate; the values are never used).
-fn roots<T: Float>() -> Vec<*const ()> {
-    vec![
+fn roots<T: Float>() -> [*const (); 32] {
+    [
         DynPath::forward_into::<T, IxDyn> as *const (),
         DynPath::backward_into::<T, IxDyn> as *const (),
         layer::forward_into::<T, IxDyn> as *const (),
@@ -68,5 +68,5 @@ fn roots<T: Float>() -> Vec<*const ()> {
 /// The roots of every element type. Public (hidden) so that the compiler keeps them, and
 /// with them the instances dependents link to; nothing calls them.
 #[doc(hidden)]
-pub static ROOTS: [fn() -> Vec<*const ()>; 4] =
+pub static ROOTS: [fn() -> [*const (); 32]; 4] =
     [roots::<f32>, roots::<f64>, roots::<bf16>, roots::<f16>];

@@ -170,8 +170,7 @@ where
 
 /// Forward pass into `out`. With `saved`, records what backward needs (train, or eval with
 /// a backward to follow); `mode` decides which statistics are used and whether running
-/// statistics are updated.
-/// The rank is erased here (as in `crate::path::forward_into`).
+/// statistics are updated. The rank is erased here (as in `crate::path::forward_into`).
 #[inline]
 pub fn forward_into<T: Float, D: Dimension>(
     info: &LayerInfo<'_>,
