@@ -1,7 +1,8 @@
 //! The `serde` feature: `NormSpec` (as its text), `Moments`, `StageParams` and `StateDict`
 //! serialize and deserialize, so a configuration file can carry a spec and its parameters.
 //!
-//! Run: `cargo test -p normkit --features serde --test serde`.
+//! Runs in `cargo test --workspace` (or `cargo test --test serde`): normkit's dev-dependency on
+//! norm-runtime turns the feature on for every test build (Cargo.toml).
 
 use normkit::ndarray::{arr0, Array, Array1, Array4, ArrayD, IxDyn};
 use normkit::prelude::*;
