@@ -105,6 +105,7 @@ fn main() {
         .expect("pool");
     pool.broadcast(|_| ());
     pool.install(bf16_batchnorm1d_into_does_not_allocate);
+    pool.install(bf16_lines_into_do_not_allocate);
     println!("alloc: the _into methods allocate nothing after warm-up");
 }
 
@@ -152,6 +153,52 @@ fn bf16_batchnorm1d_into_does_not_allocate() {
             "Σdx[{j}] = {sum} of {mag}"
         );
     }
+}
+
+#[norm(input = "N,C,H,W", axes = "H,W", affine)]
+struct In;
+
+/// bf16 NCHW BatchNorm (the fused half-precision path over lines of `A > 1` layouts: the
+/// tasks' partial sums merged in task order) and InstanceNorm (its rows): forward in train
+/// and eval mode and backward, every buffer reused per thread, the statistics in the
+/// caller's `Saved`. Two tasks of batch rows; dβ checked against the sums of dy.
+fn bf16_lines_into_do_not_allocate() {
+    use normkit::bf16;
+    let (n, c, h, w) = (16, 8, 32, 32);
+    let x = Array4::<bf16>::from_shape_fn((n, c, h, w), |(i, j, k, l)| {
+        bf16::from_f32(((i * 5 + j * 3 + k * 7 + l) % 17) as f32 * 0.125 - 1.0)
+    });
+    let dy = Array4::<bf16>::from_shape_fn((n, c, h, w), |(i, j, k, l)| {
+        bf16::from_f32(((i * 3 + j + k + l * 5) % 11) as f32 * 0.25 - 1.25)
+    });
+    let mut y = x.clone();
+    let mut bn = Bn::<bf16>::new(c);
+    let mut saved = Saved::new();
+    bn.forward_train_into(x.view(), y.view_mut(), &mut saved)
+        .expect("fwd");
+    let mut grads = bn.backward(x.view(), dy.view(), &saved).expect("bwd");
+    let db = grads.dbeta.as_ref().expect("dβ");
+    for j in [0, c - 1] {
+        let want: f32 = dy
+            .index_axis(normkit::ndarray::Axis(1), j)
+            .iter()
+            .map(|v| v.to_f32())
+            .sum();
+        let got = db[[j]].to_f32();
+        assert!(
+            (got - want).abs() <= want.abs() / 64.0 + 1e-2,
+            "dβ[{j}] {got} vs {want}"
+        );
+    }
+    assert_into_calls_free!("bf16 bn nchw", bn, x, y, dy, saved, grads);
+
+    let mut inorm = In::<bf16>::new(c);
+    let mut si = Saved::new();
+    inorm
+        .forward_train_into(x.view(), y.view_mut(), &mut si)
+        .expect("fwd");
+    let mut gi = inorm.backward(x.view(), dy.view(), &si).expect("bwd");
+    assert_into_calls_free!("bf16 instance norm", inorm, x, y, dy, si, gi);
 }
 
 fn into_methods_do_not_allocate() {

@@ -151,14 +151,38 @@ fn plan_of<T: Float>(
     Some((plan, lay))
 }
 
-/// Per-group parameter offsets (folded γ/β), `None` without parameters.
-fn param_offsets(plan: &Plan, has_gamma: bool) -> Option<Vec<usize>> {
-    if !has_gamma {
-        return None;
-    }
-    let mut p = vec![0; plan.groups];
-    plan.for_each_group(|s, off, _| p[s] = off);
-    Some(p)
+/// Each statistics group's parameter offset (folded γ/β) into `base`.
+fn offsets(plan: &Plan, base: &mut Vec<usize>) {
+    base.clear();
+    base.resize(plan.groups, 0);
+    plan.for_each_group(|s, off, _| base[s] = off);
+}
+
+/// The line paths' buffers (rows, and `A > 1` layouts of lines), kept per thread between
+/// calls: no allocation once warm.
+#[derive(Default)]
+struct Bufs {
+    /// Each group's parameter offset.
+    base: Vec<usize>,
+    /// Each group's shift (`A > 1` forward).
+    shift: Vec<f64>,
+    /// Each task's partial sums, `K` per task in task order (`A > 1`): (Σ(x − h),
+    /// Σ(x − h)²) forward, (Σdy, Σdy·x̂) backward.
+    parts: Vec<(f64, f64)>,
+    /// Each group's sums, the tasks' merged in task order.
+    sums: Vec<(f64, f64)>,
+    /// Each group's coefficients (m, a, b): the output's (forward), x̂'s (backward).
+    coef: Vec<(f32, f32, f32)>,
+    /// Each group's dx coefficients (c, m, a, b).
+    dx: Vec<(f32, f32, f32, f32)>,
+    /// The statistics of a forward that saves none.
+    stats: Vec<Stat>,
+    /// dγ then dβ (backward).
+    grads: Vec<f64>,
+}
+
+thread_local! {
+    static BUFS: RefCell<Bufs> = RefCell::new(Bufs::default());
 }
 
 /// A half type's slices as their bit patterns (identity reinterpretations).
@@ -256,39 +280,46 @@ fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: (f32, f32, f32, f32)) {
     fused::dx(h.fmt, (h.r(x), h.r(dy), h.w(dx)), k, None);
 }
 
-/// Per-group shifted sums of `A > 1` layouts of lines (`B > 1`): tasks over runs of `a`,
-/// merged in order.
-fn outer_sums<T: Float>(x: &[T], lay: Layout, h: &[f64]) -> Vec<ShiftedSums> {
+/// Per-group shifted sums (Σ(x − h), Σ(x − h)²) of `A > 1` layouts of lines (`B > 1`) into
+/// `sums` (zero, `K` groups): tasks over runs of `a` (their partial sums in `parts`), merged in task order.
+fn outer_sums<T: Float>(
+    x: &[T],
+    lay: Layout,
+    h: &[f64],
+    parts: &mut Vec<(f64, f64)>,
+    sums: &mut [(f64, f64)],
+) {
     let slab = lay.k * lay.b;
     let rows = lay.rows_per_task();
-    let parts: Vec<(Vec<f64>, Vec<f64>)> = x
-        .par_chunks(rows * slab)
-        .map(|xs| {
-            let (mut s, mut q) = (vec![0.0; lay.k], vec![0.0; lay.k]);
+    let parts = zeros(parts, lay.a.div_ceil(rows) * lay.k);
+    x.par_chunks(rows * slab)
+        .zip(parts.par_chunks_mut(lay.k))
+        .for_each(|(xs, part)| {
             for (i, line) in xs.chunks(lay.b).enumerate() {
                 let g = i % lay.k;
                 let (a, b) = line_sums(line, h[g]);
-                s[g] += a;
-                q[g] += b;
+                part[g].0 += a;
+                part[g].1 += b;
             }
-            (s, q)
-        })
-        .collect();
-    let mut raws: Vec<ShiftedSums> = h
-        .iter()
-        .map(|&shift| ShiftedSums {
-            shift,
-            sum: 0.0,
-            sq: 0.0,
-        })
-        .collect();
-    for (s, q) in parts {
-        for ((r, s), q) in raws.iter_mut().zip(s).zip(q) {
-            r.sum += s;
-            r.sq += q;
+        });
+    merge(parts, sums);
+}
+
+/// `v` as `n` default values (its capacity kept: no allocation once warm).
+fn zeros<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
+    v.clear();
+    v.resize(n, V::default());
+    v
+}
+
+/// The tasks' partial sums (`sums.len()` per task) added in task order into `sums` (zero).
+fn merge(parts: &[(f64, f64)], sums: &mut [(f64, f64)]) {
+    for part in parts.chunks(sums.len()) {
+        for (s, v) in sums.iter_mut().zip(part) {
+            s.0 += v.0;
+            s.1 += v.1;
         }
     }
-    raws
 }
 
 /// Whether the column pass (`B = 1`) over `bytes` of input and output writes the output
@@ -347,102 +378,128 @@ pub(crate) fn forward<T: Float>(
     let stage = &info.spec.stages[0];
     let n = plan.group_len;
     let fixed = mode == Mode::Eval && stage.running_stats;
+    if fixed && state.running.is_none() {
+        return None;
+    }
     let gamma = state.gamma.as_ref().map(values);
     let beta = state.beta.as_ref().map(values);
-    let offsets = param_offsets(&plan, gamma.is_some());
-    let affine = |s: usize| -> (f64, f64) {
-        match (&gamma, &offsets) {
-            (Some(g), Some(p)) => (
-                g[p[s]].to_acc(),
-                beta.as_ref().map_or(0.0, |b| b[p[s]].to_acc()),
-            ),
-            _ => (1.0, 0.0),
+    let mut saved = saved;
+    super::with_local(&BUFS, |sc| {
+        if gamma.is_some() {
+            offsets(&plan, &mut sc.base);
         }
-    };
-    let mut stats = vec![Stat::default(); lay.k];
-    if fixed {
-        running_stats(stage, &plan, state.running.as_ref()?, &mut stats);
-        let c: Vec<(f32, f32, f32)> = stats
-            .iter()
-            .enumerate()
-            .map(|(s, st)| {
+        let Bufs {
+            base,
+            shift,
+            parts,
+            sums,
+            coef: c,
+            stats: own,
+            ..
+        } = sc;
+        let base = &*base;
+        let affine = |s: usize| -> (f64, f64) {
+            match &gamma {
+                Some(g) => (
+                    g[base[s]].to_acc(),
+                    beta.as_ref().map_or(0.0, |b| b[base[s]].to_acc()),
+                ),
+                None => (1.0, 0.0),
+            }
+        };
+        // The statistics go into the buffer they end in: the `Saved`'s (handed back by
+        // `fill_saved`), else this thread's.
+        let mut stats = match saved.as_deref_mut() {
+            Some(sv) => sv
+                .stages
+                .first_mut()
+                .map(|st| std::mem::take(&mut st.stats))
+                .unwrap_or_default(),
+            None => std::mem::take(own),
+        };
+        super::sized(&mut stats, lay.k);
+        if let (true, Some(running)) = (fixed, state.running.as_ref()) {
+            running_stats(stage, &plan, running, &mut stats);
+            let c = zeros(c, lay.k);
+            for (s, (st, c)) in stats.iter().zip(c.iter_mut()).enumerate() {
                 let (g, h) = affine(s);
-                coef(st.mean, st.rstd * g, h)
-            })
-            .collect();
-        if lay.a == 1 {
+                *c = coef(st.mean, st.rstd * g, h);
+            }
+            if lay.a == 1 {
+                let per = lay.groups_per_task();
+                x.par_chunks(per * lay.b)
+                    .zip(out.par_chunks_mut(per * lay.b))
+                    .zip(c.par_chunks(per))
+                    .for_each(|((xs, os), cs)| {
+                        for ((xl, ol), &c) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).zip(cs) {
+                            line_affine(xl, ol, c);
+                        }
+                    });
+            } else {
+                outer_affine(x, out, lay, c);
+            }
+        } else if lay.a == 1 {
+            // Rows: sums, statistics and output per group in one task.
             let per = lay.groups_per_task();
             x.par_chunks(per * lay.b)
                 .zip(out.par_chunks_mut(per * lay.b))
-                .zip(c.par_chunks(per))
-                .for_each(|((xs, os), cs)| {
-                    for ((xl, ol), &c) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).zip(cs) {
-                        line_affine(xl, ol, c);
+                .zip(stats.par_chunks_mut(per))
+                .enumerate()
+                .for_each(|(t, ((xs, os), sts))| {
+                    // Pipelined: the output of line `i` in the loop that sums line `i + 1`.
+                    let b = lay.b;
+                    let shift_of = |l: &[T]| {
+                        if stage.center {
+                            f64::from(widen_one(l[0]))
+                        } else {
+                            0.0
+                        }
+                    };
+                    let shift = shift_of(&xs[..b]);
+                    let (sum, sq) = line_sums(&xs[..b], shift);
+                    let mut raw = ShiftedSums { shift, sum, sq };
+                    let lines = xs.len() / b;
+                    for (i, (ol, st)) in os.chunks_mut(b).zip(sts.iter_mut()).enumerate() {
+                        let (s, c) = finish_group(info, raw, n, affine(t * per + i));
+                        *st = s;
+                        let xl = &xs[i * b..(i + 1) * b];
+                        if i + 1 < lines {
+                            let next = &xs[(i + 1) * b..(i + 2) * b];
+                            let shift = shift_of(next);
+                            let (sum, sq) = line_affine_then_sums(xl, ol, c, (next, shift));
+                            raw = ShiftedSums { shift, sum, sq };
+                        } else {
+                            line_affine(xl, ol, c);
+                        }
                     }
                 });
         } else {
-            outer_affine(x, out, lay, &c);
-        }
-    } else if lay.a == 1 {
-        // Rows: sums, statistics and output per group in one task.
-        let per = lay.groups_per_task();
-        x.par_chunks(per * lay.b)
-            .zip(out.par_chunks_mut(per * lay.b))
-            .zip(stats.par_chunks_mut(per))
-            .enumerate()
-            .for_each(|(t, ((xs, os), sts))| {
-                // Pipelined: the output of line `i` in the loop that sums line `i + 1`.
-                let b = lay.b;
-                let shift_of = |l: &[T]| {
-                    if stage.center {
-                        f64::from(widen_one(l[0]))
-                    } else {
-                        0.0
-                    }
-                };
-                let shift = shift_of(&xs[..b]);
-                let (sum, sq) = line_sums(&xs[..b], shift);
-                let mut raw = ShiftedSums { shift, sum, sq };
-                let lines = xs.len() / b;
-                for (i, (ol, st)) in os.chunks_mut(b).zip(sts.iter_mut()).enumerate() {
-                    let (s, c) = finish_group(info, raw, n, affine(t * per + i));
-                    *st = s;
-                    let xl = &xs[i * b..(i + 1) * b];
-                    if i + 1 < lines {
-                        let next = &xs[(i + 1) * b..(i + 2) * b];
-                        let shift = shift_of(next);
-                        let (sum, sq) = line_affine_then_sums(xl, ol, c, (next, shift));
-                        raw = ShiftedSums { shift, sum, sq };
-                    } else {
-                        line_affine(xl, ol, c);
-                    }
-                }
-            });
-    } else {
-        let h: Vec<f64> = (0..lay.k)
-            .map(|g| {
+            let h = zeros(shift, lay.k);
+            for (g, h) in h.iter_mut().enumerate() {
                 if stage.center {
-                    f64::from(widen_one(x[g * lay.b]))
-                } else {
-                    0.0
+                    *h = f64::from(widen_one(x[g * lay.b]));
                 }
-            })
-            .collect();
-        let raws = outer_sums(x, lay, &h);
-        let mut c = vec![(0f32, 0f32, 0f32); lay.k];
-        for (s, raw) in raws.into_iter().enumerate() {
-            (stats[s], c[s]) = finish_group(info, raw, n, affine(s));
+            }
+            let sums = zeros(sums, lay.k);
+            outer_sums(x, lay, h, parts, sums);
+            let c = zeros(c, lay.k);
+            for (s, (&(sum, sq), &shift)) in sums.iter().zip(h.iter()).enumerate() {
+                let raw = ShiftedSums { shift, sum, sq };
+                (stats[s], c[s]) = finish_group(info, raw, n, affine(s));
+            }
+            outer_affine(x, out, lay, c);
         }
-        outer_affine(x, out, lay, &c);
-    }
-    if mode == Mode::Train {
-        update_running(stage, &plan, n, &stats, state.running.as_mut());
-    }
-    if let Some(saved) = saved {
-        fill_saved(info, saved, shape, fixed, n, stats);
-    }
+        if mode == Mode::Train {
+            update_running(stage, &plan, n, &stats, state.running.as_mut());
+        }
+        match saved {
+            Some(saved) => fill_saved(info, saved, shape, fixed, n, stats),
+            None => *own = stats,
+        }
+    });
     Some(())
 }
+
 /// The train-mode running update of a fused half-precision forward: in f32 and rounded
 /// once, as the f32 layer's running statistics (the caller's arrays are small: one value
 /// per channel or group; widened into per-thread buffers, no allocation once warm). Shared
@@ -517,89 +574,96 @@ pub(crate) fn backward<T: Float>(
     }
     let n = sv.count;
     let gamma = state.gamma.as_ref().map(values);
-    let offsets = param_offsets(&plan, gamma.is_some());
-    let scale = |s: usize| match (&gamma, &offsets) {
-        (Some(g), Some(p)) => g[p[s]].to_acc(),
-        _ => 1.0,
-    };
-    // x̂ = (x − m)·a + b per group, and the dx coefficients from the group's sums.
-    let xhat: Vec<(f32, f32, f32)> = sv
-        .stats
-        .iter()
-        .map(|st| coef(st.mean, st.rstd, 0.0))
-        .collect();
-    let dxc = |s: usize, sg: f64, sgx: f64| -> (f32, f32, f32, f32) {
-        let st = sv.stats[s];
-        let gs = scale(s);
-        let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, gs * sg, gs * sgx);
-        let (m, a, b) = coef(st.mean, st.rstd * c1, c0);
-        ((st.rstd * gs) as f32, m, a, b)
-    };
-    let mut sums = vec![(0.0f64, 0.0f64); lay.k];
-    if lay.a == 1 {
-        let per = lay.groups_per_task();
-        x.par_chunks(per * lay.b)
-            .zip(dy.par_chunks(per * lay.b))
-            .zip(dx.par_chunks_mut(per * lay.b))
-            .zip(sums.par_chunks_mut(per))
-            .enumerate()
-            .for_each(|(t, (((xs, ds), os), ss))| {
-                let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
-                for (i, ((xl, dl), (ol, s))) in lines.zip(os.chunks_mut(lay.b).zip(ss)).enumerate()
-                {
-                    let g = t * per + i;
-                    *s = line_dsums(xl, dl, xhat[g]);
-                    line_dx(xl, dl, ol, dxc(g, s.0, s.1));
-                }
-            });
-    } else {
-        // `A > 1`, lines of `B > 1` values (NCHW batch norm).
-        let slab = lay.k * lay.b;
-        let rows = lay.rows_per_task();
-        let parts: Vec<Vec<(f64, f64)>> = x
-            .par_chunks(rows * slab)
-            .zip(dy.par_chunks(rows * slab))
-            .map(|(xs, ds)| {
-                let mut acc = vec![(0.0, 0.0); lay.k];
-                for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
-                    let g = i % lay.k;
-                    let (a, b) = line_dsums(xl, dl, xhat[g]);
-                    acc[g].0 += a;
-                    acc[g].1 += b;
-                }
-                acc
-            })
-            .collect();
-        for p in parts {
-            for (s, v) in sums.iter_mut().zip(p) {
-                s.0 += v.0;
-                s.1 += v.1;
-            }
+    super::with_local(&BUFS, |sc| {
+        if gamma.is_some() {
+            offsets(&plan, &mut sc.base);
         }
-        let c: Vec<(f32, f32, f32, f32)> = sums
-            .iter()
-            .enumerate()
-            .map(|(s, &(sg, sgx))| dxc(s, sg, sgx))
-            .collect();
-        x.par_chunks(rows * slab)
-            .zip(dy.par_chunks(rows * slab))
-            .zip(dx.par_chunks_mut(rows * slab))
-            .for_each(|((xs, ds), os)| {
-                let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
-                for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
-                    line_dx(xl, dl, ol, c[i % lay.k]);
-                }
+        let Bufs {
+            base,
+            parts,
+            sums,
+            coef: xhat,
+            dx: c,
+            grads: pg,
+            ..
+        } = sc;
+        let base = &*base;
+        let scale = |s: usize| match &gamma {
+            Some(g) => g[base[s]].to_acc(),
+            None => 1.0,
+        };
+        // x̂ = (x − m)·a + b per group, and the dx coefficients from the group's sums.
+        let xhat = zeros(xhat, lay.k);
+        for (c, st) in xhat.iter_mut().zip(&sv.stats) {
+            *c = coef(st.mean, st.rstd, 0.0);
+        }
+        let xhat = &*xhat;
+        let dxc = |s: usize, sg: f64, sgx: f64| -> (f32, f32, f32, f32) {
+            let st = sv.stats[s];
+            let gs = scale(s);
+            let (c0, c1) = dx_terms(stage, &st, n, sv.fixed, gs * sg, gs * sgx);
+            let (m, a, b) = coef(st.mean, st.rstd * c1, c0);
+            ((st.rstd * gs) as f32, m, a, b)
+        };
+        let sums = zeros(sums, lay.k);
+        if lay.a == 1 {
+            let per = lay.groups_per_task();
+            x.par_chunks(per * lay.b)
+                .zip(dy.par_chunks(per * lay.b))
+                .zip(dx.par_chunks_mut(per * lay.b))
+                .zip(sums.par_chunks_mut(per))
+                .enumerate()
+                .for_each(|(t, (((xs, ds), os), ss))| {
+                    let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                    let outs = os.chunks_mut(lay.b).zip(ss);
+                    for (i, ((xl, dl), (ol, s))) in lines.zip(outs).enumerate() {
+                        let g = t * per + i;
+                        *s = line_dsums(xl, dl, xhat[g]);
+                        line_dx(xl, dl, ol, dxc(g, s.0, s.1));
+                    }
+                });
+        } else {
+            // `A > 1`, lines of `B > 1` values (NCHW batch norm).
+            let slab = lay.k * lay.b;
+            let rows = lay.rows_per_task();
+            let parts = zeros(parts, lay.a.div_ceil(rows) * lay.k);
+            x.par_chunks(rows * slab)
+                .zip(dy.par_chunks(rows * slab))
+                .zip(parts.par_chunks_mut(lay.k))
+                .for_each(|((xs, ds), acc)| {
+                    for (i, (xl, dl)) in xs.chunks(lay.b).zip(ds.chunks(lay.b)).enumerate() {
+                        let g = i % lay.k;
+                        let (a, b) = line_dsums(xl, dl, xhat[g]);
+                        acc[g].0 += a;
+                        acc[g].1 += b;
+                    }
+                });
+            merge(parts, sums);
+            let c = zeros(c, lay.k);
+            for (s, (c, &(sg, sgx))) in c.iter_mut().zip(sums.iter()).enumerate() {
+                *c = dxc(s, sg, sgx);
+            }
+            let c = &*c;
+            x.par_chunks(rows * slab)
+                .zip(dy.par_chunks(rows * slab))
+                .zip(dx.par_chunks_mut(rows * slab))
+                .for_each(|((xs, ds), os)| {
+                    let lines = xs.chunks(lay.b).zip(ds.chunks(lay.b));
+                    for (i, ((xl, dl), ol)) in lines.zip(os.chunks_mut(lay.b)).enumerate() {
+                        line_dx(xl, dl, ol, c[i % lay.k]);
+                    }
+                });
+        }
+        let params = plan.param_shape.numel();
+        let (dgamma, dbeta) = zeros(pg, 2 * params).split_at_mut(params);
+        if matches!(stage.affine, Affine::Axes(_)) {
+            plan.for_each_group(|s, p, _| {
+                dgamma[p] += sums[s].1;
+                dbeta[p] += sums[s].0;
             });
-    }
-    let params = plan.param_shape.numel();
-    let (mut dgamma, mut dbeta) = (vec![0.0; params], vec![0.0; params]);
-    if matches!(stage.affine, Affine::Axes(_)) {
-        plan.for_each_group(|s, p, _| {
-            dgamma[p] += sums[s].1;
-            dbeta[p] += sums[s].0;
-        });
-    }
-    fill_param_grads(stage, &plan, &mut grads[0], &mut dgamma, &mut dbeta);
+        }
+        fill_param_grads(stage, &plan, &mut grads[0], dgamma, dbeta);
+    });
     Some(())
 }
 

@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use norm_spec::Affine;
 
 use super::{
-    fill_param_grads, fill_saved, finish_group, half_bits, streams, update_running, widen_one,
-    Layout,
+    fill_param_grads, fill_saved, finish_group, half_bits, offsets, streams, update_running,
+    widen_one, Layout,
 };
 use crate::kernels::coef;
 use crate::kernels::convert::fused::{self, zeroed, ColWork, Streamed};
@@ -99,13 +99,6 @@ impl<'a> Workers<'a> {
             None => f(&mut ColWork::default()),
         }
     }
-}
-
-/// The per-group parameter offsets of `plan` into `base` (when the stage has γ).
-fn offsets(plan: &Plan, base: &mut Vec<usize>) {
-    base.clear();
-    base.resize(plan.groups, 0);
-    plan.for_each_group(|s, off, _| base[s] = off);
 }
 
 /// The column forward (`lay.a > 1`, `lay.b == 1`), or `None` when the call does not fit it
