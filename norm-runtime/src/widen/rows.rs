@@ -176,17 +176,7 @@ pub(crate) fn forward<T: Float>(
     }
     let mut saved = saved;
     super::with_local(&FWD, |sc| {
-        // The statistics go into the buffer they end in: the `Saved`'s (handed back by
-        // `fill_saved`), else this thread's.
-        let mut stats = match saved.as_deref_mut() {
-            Some(sv) => sv
-                .stages
-                .first_mut()
-                .map(|st| std::mem::take(&mut st.stats))
-                .unwrap_or_default(),
-            None => std::mem::take(&mut sc.stats),
-        };
-        super::sized(&mut stats, plan.groups);
+        let mut stats = tiled::stats_buffer(saved.as_deref_mut(), &mut sc.stats, plan.groups);
         if let (true, Some(running)) = (fixed, state.running.as_ref()) {
             running_stats(stage, &plan, running, &mut stats);
         }

@@ -407,17 +407,7 @@ pub(crate) fn forward<T: Float>(
                 None => (1.0, 0.0),
             }
         };
-        // The statistics go into the buffer they end in: the `Saved`'s (handed back by
-        // `fill_saved`), else this thread's.
-        let mut stats = match saved.as_deref_mut() {
-            Some(sv) => sv
-                .stages
-                .first_mut()
-                .map(|st| std::mem::take(&mut st.stats))
-                .unwrap_or_default(),
-            None => std::mem::take(own),
-        };
-        super::sized(&mut stats, lay.k);
+        let mut stats = stats_buffer(saved.as_deref_mut(), own, lay.k);
         if let (true, Some(running)) = (fixed, state.running.as_ref()) {
             running_stats(stage, &plan, running, &mut stats);
             let c = zeros(c, lay.k);
@@ -665,6 +655,23 @@ pub(crate) fn backward<T: Float>(
         fill_param_grads(stage, &plan, &mut grads[0], dgamma, dbeta);
     });
     Some(())
+}
+
+/// The buffer a forward's statistics go into, `n` default ones: the `Saved`'s (handed back
+/// by [`fill_saved`]), else the thread's own (`own`, handed back by the caller). No
+/// allocation once warm.
+pub(super) fn stats_buffer<T>(
+    saved: Option<&mut Saved<T>>,
+    own: &mut Vec<Stat>,
+    n: usize,
+) -> Vec<Stat> {
+    let mut stats = match saved.and_then(|sv| sv.stages.first_mut()) {
+        Some(st) => std::mem::take(&mut st.stats),
+        None => std::mem::take(own),
+    };
+    stats.clear();
+    stats.resize(n, Stat::default());
+    stats
 }
 
 /// Stores a single-stage forward's statistics into `saved` (as the f32 layer fills it).

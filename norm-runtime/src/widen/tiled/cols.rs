@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use norm_spec::Affine;
 
 use super::{
-    fill_param_grads, fill_saved, finish_group, half_bits, offsets, streams, update_running,
-    widen_one, Layout,
+    fill_param_grads, fill_saved, finish_group, half_bits, offsets, stats_buffer, streams,
+    update_running, widen_one, Layout,
 };
 use crate::kernels::coef;
 use crate::kernels::convert::fused::{self, zeroed, ColWork, Streamed};
@@ -123,13 +123,7 @@ pub(super) fn forward<T: Float>(
     let rows = lay.rows_per_task() * k;
     let mut saved = saved;
     crate::widen::with_local(&SCRATCH, |sc| {
-        // The statistics: the caller's saved vector where there is one.
-        let mut stats = match saved.as_deref_mut().and_then(|s| s.stages.first_mut()) {
-            Some(st) => std::mem::take(&mut st.stats),
-            None => std::mem::take(&mut sc.stats),
-        };
-        stats.clear();
-        stats.resize(k, Stat::default());
+        let mut stats = stats_buffer(saved.as_deref_mut(), &mut sc.stats, k);
         if gamma.is_some() {
             offsets(plan, &mut sc.base);
         }
