@@ -31,9 +31,9 @@ mkdir -p "$OUT/ab"
   echo "new: $(git rev-parse --short HEAD) ($B)"
   echo "date: $(date -u)"
 } > "$OUT/cpu.txt"
-# One (case, level, threads) at a time, base then new back to back, so a burst of load on
-# this kind of shared VM hits both sides of a pair; ab_table.py also gives the median of the
-# per-round paired ratios. CASES: the suite cases both commits have (override to narrow);
+# One (case, level, threads) at a time, base and new back to back (the order alternating
+# by round), so a burst of load on this kind of shared VM hits both sides of a pair;
+# ab_table.py also gives the median of the per-round paired ratios. CASES: the suite cases both commits have (override to narrow);
 # LEVELS: the levels to time (e.g. LEVELS=default on a CPU without AVX-512, where both are AVX2).
 cases=${CASES:-bn_train,bn_eval,bn_train_nhwc,ln,rms,gn,gn_big,in,ws,bcn}
 levels=${LEVELS:-default avx2}
@@ -42,7 +42,11 @@ for r in $(seq 1 "$rounds"); do
   for c in ${cases//,/ }; do
     for lv in $levels; do
       for t in 1 2; do
-        for side in base new; do
+        # Base first in odd rounds, new first in even ones: whatever the first run of a
+        # pair pays (a cold page cache, the other process's frequency ramp) hits both.
+        sides="base new"
+        [ $((r % 2)) = 0 ] && sides="new base"
+        for side in $sides; do
           bin=$A; [ $side = new ] && bin=$B
           f="$OUT/ab/$side-$lv-${t}t-run$r.jsonl"
           if [ $lv = default ]; then
