@@ -36,7 +36,7 @@ use super::narrow_into;
 use crate::check::{self, Purpose};
 use crate::float::sealed::{Sealed, TypeMap};
 use crate::kernels::coef;
-use crate::kernels::convert::fused::{self, Fmt};
+use crate::kernels::convert::fused::{self, zeroed, Fmt};
 use crate::kernels::exec::{ShiftedSums, Stat};
 use crate::plan::Plan;
 use crate::state::{values, LayerInfo, Running, StageState};
@@ -281,7 +281,8 @@ fn line_dx<T: Float>(x: &[T], dy: &[T], dx: &mut [T], k: (f32, f32, f32, f32)) {
 }
 
 /// Per-group shifted sums (Σ(x − h), Σ(x − h)²) of `A > 1` layouts of lines (`B > 1`) into
-/// `sums` (zero, `K` groups): tasks over runs of `a` (their partial sums in `parts`), merged in task order.
+/// `sums` (zero, `K` groups): tasks over runs of `a` (their partial sums in `parts`),
+/// merged in task order.
 fn outer_sums<T: Float>(
     x: &[T],
     lay: Layout,
@@ -291,7 +292,7 @@ fn outer_sums<T: Float>(
 ) {
     let slab = lay.k * lay.b;
     let rows = lay.rows_per_task();
-    let parts = zeros(parts, lay.a.div_ceil(rows) * lay.k);
+    let parts = zeroed(parts, lay.a.div_ceil(rows) * lay.k);
     x.par_chunks(rows * slab)
         .zip(parts.par_chunks_mut(lay.k))
         .for_each(|(xs, part)| {
@@ -303,13 +304,6 @@ fn outer_sums<T: Float>(
             }
         });
     merge(parts, sums);
-}
-
-/// `v` as `n` default values (its capacity kept: no allocation once warm).
-fn zeros<V: Copy + Default>(v: &mut Vec<V>, n: usize) -> &mut [V] {
-    v.clear();
-    v.resize(n, V::default());
-    v
 }
 
 /// The tasks' partial sums (`sums.len()` per task) added in task order into `sums` (zero).
@@ -410,7 +404,7 @@ pub(crate) fn forward<T: Float>(
         let mut stats = stats_buffer(saved.as_deref_mut(), own, lay.k);
         if let (true, Some(running)) = (fixed, state.running.as_ref()) {
             running_stats(stage, &plan, running, &mut stats);
-            let c = zeros(c, lay.k);
+            let c = zeroed(c, lay.k);
             for (s, (st, c)) in stats.iter().zip(c.iter_mut()).enumerate() {
                 let (g, h) = affine(s);
                 *c = coef(st.mean, st.rstd * g, h);
@@ -464,15 +458,15 @@ pub(crate) fn forward<T: Float>(
                     }
                 });
         } else {
-            let h = zeros(shift, lay.k);
+            let h = zeroed(shift, lay.k);
             for (g, h) in h.iter_mut().enumerate() {
                 if stage.center {
                     *h = f64::from(widen_one(x[g * lay.b]));
                 }
             }
-            let sums = zeros(sums, lay.k);
+            let sums = zeroed(sums, lay.k);
             outer_sums(x, lay, h, parts, sums);
-            let c = zeros(c, lay.k);
+            let c = zeroed(c, lay.k);
             for (s, (&(sum, sq), &shift)) in sums.iter().zip(h.iter()).enumerate() {
                 let raw = ShiftedSums { shift, sum, sq };
                 (stats[s], c[s]) = finish_group(info, raw, n, affine(s));
@@ -583,7 +577,7 @@ pub(crate) fn backward<T: Float>(
             None => 1.0,
         };
         // x̂ = (x − m)·a + b per group, and the dx coefficients from the group's sums.
-        let xhat = zeros(xhat, lay.k);
+        let xhat = zeroed(xhat, lay.k);
         for (c, st) in xhat.iter_mut().zip(&sv.stats) {
             *c = coef(st.mean, st.rstd, 0.0);
         }
@@ -595,7 +589,7 @@ pub(crate) fn backward<T: Float>(
             let (m, a, b) = coef(st.mean, st.rstd * c1, c0);
             ((st.rstd * gs) as f32, m, a, b)
         };
-        let sums = zeros(sums, lay.k);
+        let sums = zeroed(sums, lay.k);
         if lay.a == 1 {
             let per = lay.groups_per_task();
             x.par_chunks(per * lay.b)
@@ -616,7 +610,7 @@ pub(crate) fn backward<T: Float>(
             // `A > 1`, lines of `B > 1` values (NCHW batch norm).
             let slab = lay.k * lay.b;
             let rows = lay.rows_per_task();
-            let parts = zeros(parts, lay.a.div_ceil(rows) * lay.k);
+            let parts = zeroed(parts, lay.a.div_ceil(rows) * lay.k);
             x.par_chunks(rows * slab)
                 .zip(dy.par_chunks(rows * slab))
                 .zip(parts.par_chunks_mut(lay.k))
@@ -629,7 +623,7 @@ pub(crate) fn backward<T: Float>(
                     }
                 });
             merge(parts, sums);
-            let c = zeros(c, lay.k);
+            let c = zeroed(c, lay.k);
             for (s, (c, &(sg, sgx))) in c.iter_mut().zip(sums.iter()).enumerate() {
                 *c = dxc(s, sg, sgx);
             }
@@ -645,7 +639,7 @@ pub(crate) fn backward<T: Float>(
                 });
         }
         let params = plan.param_shape.numel();
-        let (dgamma, dbeta) = zeros(pg, 2 * params).split_at_mut(params);
+        let (dgamma, dbeta) = zeroed(pg, 2 * params).split_at_mut(params);
         if matches!(stage.affine, Affine::Axes(_)) {
             plan.for_each_group(|s, p, _| {
                 dgamma[p] += sums[s].1;
