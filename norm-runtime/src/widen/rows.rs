@@ -206,6 +206,8 @@ fn run_forward<T: Float>(
     let (gamma, beta, base) = (&sc.gamma[..], &sc.beta[..], &sc.base[..]);
     let n = rows.n;
     let per = rows.groups_per_task();
+    // x and the output: the pass does not fit the cache (`fused::affine_streamed`).
+    let stream = tiled::streams(2 * std::mem::size_of_val(x));
     x.par_chunks(per * n)
         .zip(out.par_chunks_mut(per * n))
         .zip(stats.par_chunks_mut(per))
@@ -245,13 +247,16 @@ fn run_forward<T: Float>(
                     if rows.ps_line == 0 {
                         // γ, β folded into the line's coefficients, as the f32 kernel.
                         let (a, b) = (a * gamma[p], b * gamma[p] + beta[p]);
-                        fused::affine(h.fmt, xl, ol, (m, a, b), None);
+                        fused::affine_streamed(h.fmt, xl, ol, (m, a, b), None, stream);
                     } else {
                         let (g, bt) = (&gamma[p..p + len], &beta[p..p + len]);
                         let pr = Some((g, has_beta.then_some(bt)));
-                        fused::affine(h.fmt, xl, ol, (m, a, b), pr);
+                        fused::affine_streamed(h.fmt, xl, ol, (m, a, b), pr, stream);
                     }
                 }
+            }
+            if stream {
+                fused::stream_fence();
             }
         });
 }

@@ -251,10 +251,12 @@ pub(super) fn line_sums<T: Float>(x: &[T], shift: f64) -> (f64, f64) {
     fused::sums(h.fmt, h.r(x), shift)
 }
 
-/// `out = (x − m)·a + b` over a line with one group's coefficients.
-fn line_affine<T: Float>(x: &[T], out: &mut [T], c: (f32, f32, f32)) {
+/// `out = (x − m)·a + b` over a line with one group's coefficients; `stream`: with
+/// non-temporal stores where a kernel has them (`fused::affine_streamed`; the caller
+/// fences them).
+fn line_affine<T: Float>(x: &[T], out: &mut [T], c: (f32, f32, f32), stream: bool) {
     let h = half_bits::<T>();
-    fused::affine(h.fmt, h.r(x), h.w(out), c, None);
+    fused::affine_streamed(h.fmt, h.r(x), h.w(out), c, None, stream);
 }
 
 /// [`line_affine`] over `x` and [`line_sums`] of `next` in one pass (the same bits).
@@ -263,9 +265,10 @@ fn line_affine_then_sums<T: Float>(
     out: &mut [T],
     c: (f32, f32, f32),
     (next, shift): (&[T], f64),
+    stream: bool,
 ) -> (f64, f64) {
     let h = half_bits::<T>();
-    fused::affine_then_sums(h.fmt, (h.r(x), h.w(out)), c, (h.r(next), shift))
+    fused::affine_then_sums(h.fmt, (h.r(x), h.w(out)), c, (h.r(next), shift), stream)
 }
 
 /// Σdy and Σdy·x̂ (x̂ = (x − m)·a + b) of one group's line.
@@ -339,7 +342,7 @@ fn outer_affine<T: Float>(x: &[T], out: &mut [T], lay: Layout, c: &[(f32, f32, f
         .zip(out.par_chunks_mut(rows * slab))
         .for_each(|(xs, os)| {
             for (i, (xl, ol)) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).enumerate() {
-                line_affine(xl, ol, c[i % lay.k]);
+                line_affine(xl, ol, c[i % lay.k], false);
             }
         });
 }
@@ -402,6 +405,8 @@ pub(crate) fn forward<T: Float>(
             }
         };
         let mut stats = stats_buffer(saved.as_deref_mut(), own, lay.k);
+        // x and the output: the lines' pass does not fit the cache.
+        let stream = streams(2 * std::mem::size_of_val(x));
         if let (true, Some(running)) = (fixed, state.running.as_ref()) {
             running_stats(stage, &plan, running, &mut stats);
             let c = zeroed(c, lay.k);
@@ -416,7 +421,10 @@ pub(crate) fn forward<T: Float>(
                     .zip(c.par_chunks(per))
                     .for_each(|((xs, os), cs)| {
                         for ((xl, ol), &c) in xs.chunks(lay.b).zip(os.chunks_mut(lay.b)).zip(cs) {
-                            line_affine(xl, ol, c);
+                            line_affine(xl, ol, c, stream);
+                        }
+                        if stream {
+                            fused::stream_fence();
                         }
                     });
             } else {
@@ -450,11 +458,15 @@ pub(crate) fn forward<T: Float>(
                         if i + 1 < lines {
                             let next = &xs[(i + 1) * b..(i + 2) * b];
                             let shift = shift_of(next);
-                            let (sum, sq) = line_affine_then_sums(xl, ol, c, (next, shift));
+                            let next = (next, shift);
+                            let (sum, sq) = line_affine_then_sums(xl, ol, c, next, stream);
                             raw = ShiftedSums { shift, sum, sq };
                         } else {
-                            line_affine(xl, ol, c);
+                            line_affine(xl, ol, c, stream);
                         }
+                    }
+                    if stream {
+                        fused::stream_fence();
                     }
                 });
         } else {

@@ -321,26 +321,46 @@ impl Kernel for Affine<'_> {
 /// `y = (x − m)·a + b` (two roundings, the f32 layers' expression); with γ (and β) along
 /// the row, the row path's `x̂·γ` or `fma(x̂, γ, β)` with `x̂ = fma(x − m, a, b)`.
 pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: Params<'_>) {
+    affine_streamed(fmt, x, y, c, p, false)
+}
+
+/// [`affine`]; with `stream`, non-temporal stores of the output where a kernel has them
+/// (the AVX2 one, rows without γ along them): for passes whose data do not fit the cache. The same values; the caller
+/// runs [`stream_fence`] after its last call, before another thread reads `y`.
+pub(crate) fn affine_streamed(
+    fmt: Fmt,
+    x: &[u16],
+    y: &mut [u16],
+    c: (f32, f32, f32),
+    p: Params<'_>,
+    stream: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 {
         if let Some((_, true)) = bf16x::run(bf16x::Op::Affine(x, &mut *y, c, p)) {
             return;
         }
-        if p.is_none() && avx2::row_affine(x, &mut *y, c) {
+        // Rows with γ along them keep the token kernel (the AVX2 kernel with γ and β, in
+        // order or in the unpack order, streamed, measured slower on bf16 LayerNorm
+        // [8192, 1024] forward on AMD EPYC Zen 3: 1.09-1.17× the time).
+        if p.is_none() && avx2::row_affine(x, &mut *y, c, stream) {
             return;
         }
     }
+    let _ = stream;
     go(fmt, Affine { x, y, c, p })
 }
 
 /// `y = (x − m)·a + b` over one row and [`sums`] of the next row (`next`, of the same
 /// length as `x`): one loop where the CPU runs the bf16 fast kernels, the two calls
-/// otherwise (the same bits either way).
+/// otherwise (the same bits either way; `stream` as [`affine_streamed`], for the two
+/// calls).
 pub(crate) fn affine_then_sums(
     fmt: Fmt,
     (x, y): (&[u16], &mut [u16]),
     c: (f32, f32, f32),
     (next, shift): (&[u16], f64),
+    stream: bool,
 ) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if fmt == Fmt::Bf16 && next.len() == x.len() {
@@ -352,7 +372,7 @@ pub(crate) fn affine_then_sums(
             return raw;
         }
     }
-    affine(fmt, x, y, c, None);
+    affine_streamed(fmt, x, y, c, None, stream);
     sums(fmt, next, shift)
 }
 
@@ -603,24 +623,34 @@ pub(crate) fn dx(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if fmt == Fmt::Bf16 && avx2::row_dx((x, dy, &mut *out), k, g) {
+    if fmt == Fmt::Bf16 && avx2::row_dx((x, dy, &mut *out), k, g, false) {
         return;
     }
     go(fmt, Dx { x, dy, out, k, g })
 }
 
 /// [`dx`] with non-temporal stores of the output where a kernel has them (the
-/// AVX512_BF16 one): for passes whose data do not fit the cache. The same values; the
-/// caller runs [`stream_fence`] after its last call, before another thread reads `out`.
+/// AVX512_BF16 one, and the AVX2 one on rows without γ): for passes whose data do not fit the cache. The same
+/// values; the caller runs [`stream_fence`] after its last call, before another thread
+/// reads `out`.
 pub(crate) fn dx_streamed(
     fmt: Fmt,
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     k: (f32, f32, f32, f32),
     g: Option<&[f32]>,
 ) {
-    if !dx_bf16x(fmt, (x, dy, &mut *out), k, g, true) {
-        dx(fmt, (x, dy, out), k, g)
+    if dx_bf16x(fmt, (x, dy, &mut *out), k, g, true) {
+        return;
     }
+    // The AVX2 kernel streams rows without γ along them only, as the f32 kernels at AVX2
+    // (`reduce::sums::dx_streams`): bf16 LayerNorm and RMSNorm [8192, 1024] backward on
+    // AMD EPYC Zen 3, 5 alternating rounds, streamed 0.87× / 0.77× the time at one thread
+    // but 1.27× / 1.22× at two.
+    #[cfg(target_arch = "x86_64")]
+    if fmt == Fmt::Bf16 && g.is_none() && avx2::row_dx((x, dy, &mut *out), k, g, true) {
+        return;
+    }
+    dx(fmt, (x, dy, out), k, g)
 }
 
 /// [`dx`] by the AVX512_BF16 kernel where it runs and completes the row (`false`: the

@@ -2,6 +2,10 @@
 //! kernels' 8: the column passes (`ColAffine`, `ColDx`) and the row passes with one
 //! coefficient set per row (`Affine` without γ along the row, `Dx`).
 //!
+//! With `stream`, the row passes write the output's whole 32-byte blocks with
+//! non-temporal stores: a bf16 store through the cache reads the output's lines first,
+//! which costs as much traffic as writing them (the passes that do not fit the cache).
+//!
 //! On an AVX2-only CPU (Zen 3) the token kernels' bf16 store bounded these passes: each
 //! vector of 8 was rounded (five integer operations), tested for NaN and blended (three),
 //! then extracted and packed to 8 values (two) and stored, beside (in the column kernel)
@@ -153,14 +157,6 @@ fn pack16((lo, hi): (__m256, __m256)) -> __m256i {
     _mm256_packus_epi32(rl, rh)
 }
 
-/// 16 values in the unpack order of [`ld16`] rounded to 16 bf16 bit patterns in order:
-/// the pack's order is values 0–7 | 8–15, no cross-lane permute.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn round16(v: (__m256, __m256)) -> [u16; 16] {
-    bytemuck::cast(pack16(v))
-}
-
 /// Values 0–7 then 8–15 in order rounded to 16 bf16 bit patterns in order: the pack
 /// interleaves the 128-bit halves, one cross-lane permute puts them back (the column
 /// passes: their coefficients are in memory in order, and loading three or four arrays
@@ -180,23 +176,30 @@ fn value1<const DX: bool>((x, dy): (u16, u16), [m, a, b, c]: [f32; 4]) -> u16 {
     half::bf16::from_f32(v).to_bits()
 }
 
-/// `y = (x − m)·a + b` over a row (as `Affine` without γ) where the level is AVX2; `false`
-/// (nothing done) elsewhere.
-pub(super) fn row_affine(x: &[u16], y: &mut [u16], (m, a, b): (f32, f32, f32)) -> bool {
-    row_pass::<false, false>((x, x, y), [m, a, b, 0.0], None)
+/// `y = (x − m)·a + b` over a row (as `Affine` without γ). With `stream`, the output's
+/// whole 64-byte lines are written with non-temporal stores (the caller fences them:
+/// `fused::stream_fence`). Where the level is AVX2; `false` (nothing done) elsewhere.
+pub(super) fn row_affine(
+    x: &[u16],
+    y: &mut [u16],
+    (m, a, b): (f32, f32, f32),
+    stream: bool,
+) -> bool {
+    row_pass::<false, false>((x, x, y), [m, a, b, 0.0], None, stream)
 }
 
-/// `dx = dy·(c·γ) + ((x − m)·a + b)` over a row (γ = 1 when absent: `dy·c + …`, as `Dx`)
-/// where the level is AVX2; `false` (nothing done) elsewhere.
+/// `dx = dy·(c·γ) + ((x − m)·a + b)` over a row (γ = 1 when absent: `dy·c + …`, as `Dx`);
+/// `stream` as [`row_affine`]. Where the level is AVX2; `false` (nothing done) elsewhere.
 pub(super) fn row_dx(
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     (c, m, a, b): (f32, f32, f32, f32),
     g: Option<&[f32]>,
+    stream: bool,
 ) -> bool {
     let k = [m, a, b, c];
     match g {
-        None => row_pass::<true, false>((x, dy, out), k, None),
-        Some(g) => row_pass::<true, true>((x, dy, out), k, Some(g)),
+        None => row_pass::<true, false>((x, dy, out), k, None, stream),
+        Some(g) => row_pass::<true, true>((x, dy, out), k, Some(g), stream),
     }
 }
 
@@ -206,6 +209,7 @@ fn row_pass<const DX: bool, const G: bool>(
     io: (&[u16], &[u16], &mut [u16]),
     k: [f32; 4],
     g: Option<&[f32]>,
+    stream: bool,
 ) -> bool {
     if simd::level() != Level::Avx2 {
         return false;
@@ -215,55 +219,99 @@ fn row_pass<const DX: bool, const G: bool>(
         io.1.len() == n && io.2.len() == n && g.is_none_or(|g| g.len() >= n),
         "rows of one length"
     );
+    let g = g.map_or(&[][..], |g| &g[..n]);
     // SAFETY: the level is AVX2 (AVX2 and FMA detected), the features of `row`.
-    unsafe { row::<DX, G>(io, k, g.unwrap_or(&[])) };
+    unsafe { row::<DX, G>(io, k, g, stream) };
     true
 }
 
-/// [`row_pass`] inside the level's features: blocks of 16 values, then the rest one at a
-/// time.
+/// [`row_pass`] inside the level's features: blocks of 16 values, the last one overlapping
+/// the one before where the row is not a multiple of 16 (rows below 16 one value at a
+/// time); with `stream` (rows of 64 values or more), the output's whole 64-byte lines with
+/// non-temporal stores, the values before and after them stored as usual.
 #[target_feature(enable = "avx2,fma")]
 fn row<const DX: bool, const G: bool>(
     (x, dy, out): (&[u16], &[u16], &mut [u16]),
     [m, a, b, c]: [f32; 4],
     g: &[f32],
+    stream: bool,
 ) {
     let n = x.len();
-    let body = n - n % 16;
     let (vm, va, vb, vc) = (
         _mm256_set1_ps(m),
         _mm256_set1_ps(a),
         _mm256_set1_ps(b),
         _mm256_set1_ps(c),
     );
-    let value = |o: usize| {
-        let (xl, xh) = ld16(&x[o..]);
-        let lo = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xl, vm), va), vb);
-        let hi = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xh, vm), va), vb);
-        if !DX {
-            return (lo, hi);
-        }
-        let (cl, ch) = if G {
-            let (gl, gh) = halves(&g[o..]);
-            (_mm256_mul_ps(vc, gl), _mm256_mul_ps(vc, gh))
-        } else {
-            (vc, vc)
-        };
-        let (dl, dh) = ld16(&dy[o..]);
-        (
-            _mm256_add_ps(_mm256_mul_ps(dl, cl), lo),
-            _mm256_add_ps(_mm256_mul_ps(dh, ch), hi),
-        )
-    };
-    let mut o = 0;
-    while o < body {
-        let r = round16(value(o));
-        out[o..o + 16].copy_from_slice(&r);
-        o += 16;
+    // Block `o`'s 16 values rounded and packed in order. A macro, not a closure: its uses
+    // stay inline, in the level's features (a closure with several calls was compiled out
+    // of line, one call per block).
+    macro_rules! block {
+        ($o:expr) => {{
+            let o: usize = $o;
+            let (xl, xh) = ld16(&x[o..]);
+            let lo = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xl, vm), va), vb);
+            let hi = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xh, vm), va), vb);
+            let v = if DX {
+                let (cl, ch) = if G {
+                    let (gl, gh) = halves(&g[o..]);
+                    (_mm256_mul_ps(vc, gl), _mm256_mul_ps(vc, gh))
+                } else {
+                    (vc, vc)
+                };
+                let (dl, dh) = ld16(&dy[o..]);
+                (
+                    _mm256_add_ps(_mm256_mul_ps(dl, cl), lo),
+                    _mm256_add_ps(_mm256_mul_ps(dh, ch), hi),
+                )
+            } else {
+                (lo, hi)
+            };
+            pack16(v)
+        }};
     }
-    for j in body..n {
-        let cg = if G { c * g[j] } else { c };
-        out[j] = value1::<DX>((x[j], dy[j]), [m, a, b, cg]);
+    // Values `lo..hi` with ordinary stores: whole blocks, then one block reaching past
+    // `hi` (or ending at the row's end) computed whole, only its values below `hi` stored.
+    macro_rules! plain {
+        ($lo:expr, $hi:expr) => {{
+            let (mut o, hi): (usize, usize) = ($lo, $hi);
+            while o + 16 <= hi {
+                out[o..o + 16].copy_from_slice(&bytemuck::cast::<_, [u16; 16]>(block!(o)));
+                o += 16;
+            }
+            if o < hi {
+                let s = o.min(n - 16);
+                let r: [u16; 16] = bytemuck::cast(block!(s));
+                out[o..hi].copy_from_slice(&r[o - s..hi - s]);
+            }
+        }};
+    }
+    if n < 16 {
+        for (j, v) in out.iter_mut().enumerate() {
+            let cg = if G { c * g[j] } else { c };
+            *v = value1::<DX>((x[j], dy[j]), [m, a, b, cg]);
+        }
+    } else if stream && n >= 64 {
+        // Whole 64-byte lines streamed (u16 values: the byte distance to a line boundary
+        // is even), two blocks per line; the values before the first and after the last
+        // stored as usual. No line is written both ways: an ordinary store into a line
+        // with streamed bytes pending costs as much as the line's whole pass.
+        let first = (out.as_ptr().cast::<u8>().align_offset(64) / 2).min(n);
+        let end = first + (n - first) / 32 * 32;
+        plain!(0, first);
+        let mut o = first;
+        while o < end {
+            let r = block!(o);
+            let dst: &mut [u16; 16] = (&mut out[o..o + 16]).try_into().expect("16 values");
+            // SAFETY: 32 bytes at a 32-byte boundary (`first`, a 64-byte one, then whole
+            // blocks), borrowed mutably; the caller fences the stores before another
+            // thread reads them.
+            unsafe { _mm256_stream_si256(dst.as_mut_ptr().cast(), r) };
+            o += 16;
+        }
+        plain!(end, n);
+    } else {
+        plain!(0, n);
     }
 }
 

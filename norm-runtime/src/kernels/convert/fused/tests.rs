@@ -346,7 +346,7 @@ fn half_row_sums_are_the_f32_kernels_sums() {
 /// the same rows), whatever the rows per chunk of the half kernel.
 fn same_col_dsums_as_f32<F: Conv>(fmt: Fmt) {
     use crate::kernels::elem::RowReduce;
-    for &k in &[16usize, 64, 96, 1024] {
+    for &k in &[16usize, 64, 96, 260, 1024, 1100] {
         for &rows in &[1usize, 3, 8, 13, 37, 64] {
             let x = data::<F>(rows * k, 11, 0.5);
             let dy = data::<F>(rows * k, 12, 0.0);
@@ -578,7 +578,7 @@ fn bf16_affine_then_sums_is_affine_and_sums() {
         for c in [(0.25f32, 1.75f32, -0.5f32), (0.0, 1e-39, 0.0)] {
             let shift = f64::from(<Bf16 as Conv>::to(next[0]));
             let mut y = vec![0u16; n];
-            let got = affine_then_sums(Fmt::Bf16, (&x, &mut y), c, (&next, shift));
+            let got = affine_then_sums(Fmt::Bf16, (&x, &mut y), c, (&next, shift), false);
             let mut want_y = vec![0u16; n];
             affine(Fmt::Bf16, &x, &mut want_y, c, None);
             let want = sums(Fmt::Bf16, &next, shift);

@@ -4,7 +4,9 @@
 //! with values that round to ties, overflow to infinity, give f32 subnormals, infinities
 //! and NaNs (quiet and signalling, either sign).
 
-use super::super::{affine, col_affine, col_dx, dx, Fmt};
+use super::super::{
+    affine, affine_streamed, col_affine, col_dx, dx, dx_streamed, stream_fence, Fmt,
+};
 use crate::kernels::simd::{detected, with_thread_cap, Level};
 
 /// `n` bf16 bit patterns of ordinary values in about `[−3, 3)`, with special values at
@@ -113,6 +115,57 @@ fn avx2_row_passes_are_the_scalar_tokens_bits() {
                 assert_eq!(avx2.0, scalar.0, "row affine n={n} {special} {c}");
                 assert_eq!(avx2.1, scalar.1, "row dx n={n} {special} {c}");
                 assert_eq!(avx2.2, scalar.2, "row dx with γ n={n} {special} {c}");
+            }
+        }
+    }
+}
+
+/// The row passes with γ (and β) along the row, and every row pass with non-temporal
+/// stores at each offset of the output from a 32-byte boundary: the scalar tokens' bits
+/// (the stores change, not the values), the values around the row untouched.
+#[test]
+fn avx2_row_passes_with_parameters_and_streaming_are_the_scalar_tokens_bits() {
+    for &n in KS.iter().chain(&[1000, 1024]) {
+        for special in [false, true] {
+            let seed = n as u32 + 3;
+            let (x, dy) = (
+                data(n, seed, special, true),
+                data(n, seed + 1, special, false),
+            );
+            let (g, bt) = (coefs(n, 5, false), coefs(n, 6, special));
+            let (c, m, a, b) = (0.7, 0.25, 1.3, -0.1);
+            for off in [0usize, 1, 7, 15, 24, 31] {
+                let got = both(|| {
+                    let mut outs = Vec::new();
+                    for stream in [false, true] {
+                        for p in [None, Some((&g[..], None)), Some((&g[..], Some(&bt[..])))] {
+                            let mut y = vec![0x5555u16; n + 32];
+                            let yr = &mut y[off..off + n];
+                            affine_streamed(Fmt::Bf16, &x, yr, (m, a, b), p, stream);
+                            outs.push(y);
+                        }
+                        for gg in [None, Some(&g[..])] {
+                            let mut o = vec![0x5555u16; n + 32];
+                            let io = (&x[..], &dy[..], &mut o[off..off + n]);
+                            if stream {
+                                dx_streamed(Fmt::Bf16, io, (c, m, a, b), gg);
+                            } else {
+                                dx(Fmt::Bf16, io, (c, m, a, b), gg);
+                            }
+                            outs.push(o);
+                        }
+                        stream_fence();
+                    }
+                    outs
+                });
+                let Some((avx2, scalar)) = got else { return };
+                for (i, (v, s)) in avx2.iter().zip(&scalar).enumerate() {
+                    assert_eq!(v, s, "pass {i} n={n} off={off} {special}");
+                    assert!(v[..off].iter().chain(&v[off + n..]).all(|&u| u == 0x5555));
+                }
+                // The streamed passes are the plain ones (the scalar level streams nothing).
+                let half = avx2.len() / 2;
+                assert_eq!(avx2[..half], avx2[half..], "streamed n={n} off={off}");
             }
         }
     }
