@@ -206,8 +206,9 @@ fn run_forward<T: Float>(
     let (gamma, beta, base) = (&sc.gamma[..], &sc.beta[..], &sc.base[..]);
     let n = rows.n;
     let per = rows.groups_per_task();
-    // x and the output: the pass does not fit the cache (`fused::affine_streamed`).
-    let stream = tiled::streams(2 * std::mem::size_of_val(x));
+    // x and the output: the pass does not fit the cache. Only lines with γ, β folded into
+    // their coefficients have a streaming kernel (`fused::affine_streamed`).
+    let stream = rows.ps_line == 0 && tiled::streams(2 * std::mem::size_of_val(x));
     x.par_chunks(per * n)
         .zip(out.par_chunks_mut(per * n))
         .zip(stats.par_chunks_mut(per))
@@ -251,7 +252,7 @@ fn run_forward<T: Float>(
                     } else {
                         let (g, bt) = (&gamma[p..p + len], &beta[p..p + len]);
                         let pr = Some((g, has_beta.then_some(bt)));
-                        fused::affine_streamed(h.fmt, xl, ol, (m, a, b), pr, stream);
+                        fused::affine(h.fmt, xl, ol, (m, a, b), pr);
                     }
                 }
             }

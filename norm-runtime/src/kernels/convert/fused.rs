@@ -325,8 +325,9 @@ pub(crate) fn affine(fmt: Fmt, x: &[u16], y: &mut [u16], c: (f32, f32, f32), p: 
 }
 
 /// [`affine`]; with `stream`, non-temporal stores of the output where a kernel has them
-/// (the AVX2 one, rows without γ along them): for passes whose data do not fit the cache. The same values; the caller
-/// runs [`stream_fence`] after its last call, before another thread reads `y`.
+/// (the AVX2 one, rows without γ along them): for passes whose data do not fit the cache.
+/// The same values; the caller runs [`stream_fence`] after its last call, before another
+/// thread reads `y`.
 pub(crate) fn affine_streamed(
     fmt: Fmt,
     x: &[u16],
@@ -630,9 +631,9 @@ pub(crate) fn dx(
 }
 
 /// [`dx`] with non-temporal stores of the output where a kernel has them (the
-/// AVX512_BF16 one, and the AVX2 one on rows without γ): for passes whose data do not fit the cache. The same
-/// values; the caller runs [`stream_fence`] after its last call, before another thread
-/// reads `out`.
+/// AVX512_BF16 one, and the AVX2 one on rows without γ): for passes whose data do not fit
+/// the cache. The same values; the caller runs [`stream_fence`] after its last call,
+/// before another thread reads `out`.
 pub(crate) fn dx_streamed(
     fmt: Fmt,
     (x, dy, out): (&[u16], &[u16], &mut [u16]),

@@ -2,9 +2,9 @@
 //! kernels' 8: the column passes (`ColAffine`, `ColDx`) and the row passes with one
 //! coefficient set per row (`Affine` without γ along the row, `Dx`).
 //!
-//! With `stream`, the row passes write the output's whole 32-byte blocks with
-//! non-temporal stores: a bf16 store through the cache reads the output's lines first,
-//! which costs as much traffic as writing them (the passes that do not fit the cache).
+//! With `stream`, the row passes write the output's whole 64-byte lines with non-temporal
+//! stores: a bf16 store through the cache reads the output's lines first, which costs as
+//! much traffic as writing them (the passes that do not fit the cache).
 //!
 //! On an AVX2-only CPU (Zen 3) the token kernels' bf16 store bounded these passes: each
 //! vector of 8 was rounded (five integer operations), tested for NaN and blended (three),

@@ -121,7 +121,7 @@ fn avx2_row_passes_are_the_scalar_tokens_bits() {
 }
 
 /// The row passes with γ (and β) along the row, and every row pass with non-temporal
-/// stores at each offset of the output from a 32-byte boundary: the scalar tokens' bits
+/// stores at several offsets of the output from a 64-byte line boundary: the scalar tokens' bits
 /// (the stores change, not the values), the values around the row untouched.
 #[test]
 fn avx2_row_passes_with_parameters_and_streaming_are_the_scalar_tokens_bits() {
